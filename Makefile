@@ -1,0 +1,45 @@
+# FusionPlane: one place for the commands a developer and CI run.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup system-deps run demo check test bench bench-core clean
+
+# ffmpeg/ffprobe come from Debian; installed when missing and we are root (CI, containers).
+system-deps:
+	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null; \
+	  else echo "ffmpeg is missing: sudo apt-get install ffmpeg" >&2; exit 1; fi; }
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+setup: system-deps $(STAMP)
+
+# The main job on embedded defaults. Until the control plane lands this is the swap demo.
+run: setup
+	$(PY) -m controlplane.cli.demo
+
+demo: run
+
+check: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+test: setup
+	$(VENV)/bin/pytest
+
+bench: bench-core
+
+bench-core: setup
+	$(PY) -m bench.core
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

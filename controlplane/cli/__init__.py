@@ -1,0 +1,1 @@
+"""``fusionctl``: the command line of FusionPlane."""

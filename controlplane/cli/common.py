@@ -1,0 +1,61 @@
+"""Helpers shared by commands: error reporting, signals, output format."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from faceswap import FaceSwapError
+
+__all__ = ["fail", "install_stop_signals", "output_option", "print_json", "reports_errors"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(exc: FaceSwapError) -> NoReturn:
+    """One line on stderr naming the problem, and the documented exit code."""
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(exc.exit_code)
+
+
+def reports_errors(func: F) -> F:
+    """Turn core errors into a one-line message and their exit code."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except FaceSwapError as exc:
+            fail(exc)
+
+    wrapper.__name__ = func.__name__
+    wrapper.__doc__ = func.__doc__
+    return wrapper  # type: ignore[return-value]
+
+
+def install_stop_signals(*, interrupt: bool) -> threading.Event:
+    """An event set on SIGTERM (the spot interruption notice) and, if asked, Ctrl-C."""
+    stop = threading.Event()
+
+    def handler(_signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    if interrupt:
+        signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+output_option = click.option(
+    "--output", "-o", "output_format", type=click.Choice(["table", "json"]), default="table",
+    show_default=True, help="Output format; the JSON is stable and documented.",
+)
+
+
+def print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True))

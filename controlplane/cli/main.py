@@ -1,0 +1,31 @@
+"""``fusionctl`` entry point: one click group, commands in small modules."""
+
+from __future__ import annotations
+
+import click
+
+from controlplane import __version__
+from controlplane.cli.models import models
+from controlplane.cli.swap import swap
+from controlplane.cli.worker import worker
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="fusionctl")
+def cli() -> None:
+    """FusionPlane: place and run GPU face-swap jobs across private and cloud capacity.
+
+    Exit codes: 0 done, 2 usage error, 65 bad input, 69 model error,
+    70 internal error, 75 preempted (resumable).
+    """
+
+
+cli.add_command(swap)
+cli.add_command(models)
+cli.add_command(worker)
+
+
+def main() -> None:
+    cli(prog_name="fusionctl")

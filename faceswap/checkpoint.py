@@ -1,0 +1,140 @@
+"""Where finished video segments are committed so a preempted job resumes.
+
+A checkpoint location is a local directory or an ``s3://bucket/prefix``. It
+holds one encoded file per finished segment and ``manifest.json``. The order
+of writes makes a crash at any instant safe: a segment file is published
+first (rename, or a completed S3 upload), the manifest that names it second.
+A segment on disk that the manifest does not name is simply redone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from faceswap.errors import BadInput
+from faceswap.uris import parse_uri, s3_client
+
+__all__ = ["CheckpointStore", "Manifest", "open_checkpoint"]
+
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1
+
+
+@dataclass
+class Manifest:
+    """What is finished: the job fingerprint and the committed segments."""
+
+    fingerprint: dict[str, Any]
+    segment_frames: int
+    segments: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "version": MANIFEST_VERSION,
+                "fingerprint": self.fingerprint,
+                "segment_frames": self.segment_frames,
+                "segments": {str(k): v for k, v in sorted(self.segments.items())},
+            },
+            indent=1,
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest | None:
+        try:
+            raw = json.loads(text)
+            if raw.get("version") != MANIFEST_VERSION:
+                return None
+            return cls(
+                fingerprint=dict(raw["fingerprint"]),
+                segment_frames=int(raw["segment_frames"]),
+                segments={int(k): dict(v) for k, v in raw["segments"].items()},
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None  # unreadable: treated as no checkpoint, the job starts over
+
+
+class CheckpointStore(Protocol):
+    uri: str
+
+    def read_manifest(self) -> Manifest | None: ...
+    def write_manifest(self, manifest: Manifest) -> None: ...
+    def put_segment(self, name: str, local: Path) -> None: ...
+    def get_segment(self, name: str, dest: Path) -> None: ...
+
+
+class LocalCheckpoint:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.uri = str(root)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BadInput(f"cannot create {root}: {exc.strerror}", field="checkpoint") from exc
+
+    def _publish(self, data_path: Path, name: str) -> None:
+        with data_path.open("rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(data_path, self.root / name)
+
+    def read_manifest(self) -> Manifest | None:
+        path = self.root / MANIFEST
+        return Manifest.from_json(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    def write_manifest(self, manifest: Manifest) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=".manifest.", dir=self.root)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(manifest.to_json())
+        self._publish(Path(tmp), MANIFEST)
+
+    def put_segment(self, name: str, local: Path) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=self.root)
+        os.close(fd)
+        shutil.copyfile(local, tmp)
+        self._publish(Path(tmp), name)
+
+    def get_segment(self, name: str, dest: Path) -> None:
+        shutil.copyfile(self.root / name, dest)
+
+
+class S3Checkpoint:
+    def __init__(self, bucket: str, prefix: str, uri: str) -> None:
+        self.bucket, self.prefix, self.uri = bucket, prefix.rstrip("/"), uri
+        self.client = s3_client()
+
+    def _key(self, name: str) -> str:
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def read_manifest(self) -> Manifest | None:
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(MANIFEST))["Body"].read()
+        except self.client.exceptions.NoSuchKey:
+            return None
+        return Manifest.from_json(body.decode("utf-8"))
+
+    def write_manifest(self, manifest: Manifest) -> None:
+        # a single PUT is atomic in S3: readers see the old or the new manifest
+        self.client.put_object(Bucket=self.bucket, Key=self._key(MANIFEST), Body=manifest.to_json().encode())
+
+    def put_segment(self, name: str, local: Path) -> None:
+        self.client.upload_file(str(local), self.bucket, self._key(name))
+
+    def get_segment(self, name: str, dest: Path) -> None:
+        self.client.download_file(self.bucket, self._key(name), str(dest))
+
+
+def open_checkpoint(uri: str) -> CheckpointStore:
+    """A store for a local directory, ``file://`` URI or ``s3://bucket/prefix``."""
+    location = parse_uri(uri, field="checkpoint")
+    if location.scheme == "file":
+        return LocalCheckpoint(Path(location.path))
+    if location.scheme == "s3":
+        return S3Checkpoint(location.bucket, location.path, uri)
+    raise BadInput("checkpoints go to a directory or s3://bucket/prefix", field="checkpoint")

@@ -1,0 +1,203 @@
+"""Reading images and probing media with ffprobe, within the 8K limit.
+
+ffmpeg and ffprobe come from the system (Debian's ``ffmpeg`` package; the
+worker images install it the same way); ``FUSIONPLANE_FFMPEG`` and
+``FUSIONPLANE_FFPROBE`` point elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from faceswap.errors import BadInput, FrameTooLarge, UnsupportedMedia
+from faceswap.types import BGRImage
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "MAX_PIXELS",
+    "MAX_SIDE",
+    "VIDEO_SUFFIXES",
+    "MediaInfo",
+    "check_frame_size",
+    "ffmpeg_binary",
+    "media_kind",
+    "probe",
+    "read_image",
+    "write_image",
+]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".m4v", ".avi")
+MAX_SIDE = 8192
+MAX_PIXELS = 8192 * 4320  # DCI 8K
+PROBE_TIMEOUT_S = 30
+
+
+def ffmpeg_binary(name: str = "ffmpeg") -> str:
+    """Path of ffmpeg or ffprobe; a clear error when neither is installed."""
+    configured = os.environ.get(f"FUSIONPLANE_{name.upper()}")
+    found = configured or shutil.which(name)
+    if not found:
+        raise UnsupportedMedia(
+            f"{name} is not installed; install Debian's ffmpeg package or set FUSIONPLANE_{name.upper()}",
+            field="ffmpeg",
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    width: int
+    height: int
+    codec: str
+    is_video: bool
+    fps: Fraction = Fraction(0)
+    frames: int = 0
+    duration: float = 0.0
+    #: degrees to rotate the coded picture clockwise for display (0, 90, 180, 270)
+    rotation: int = 0
+    has_audio: bool = False
+    audio_codec: str = ""
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        if self.rotation in (90, 270):
+            return self.height, self.width
+        return self.width, self.height
+
+
+def check_frame_size(width: int, height: int, *, field: str) -> None:
+    if width <= 0 or height <= 0:
+        raise UnsupportedMedia(f"has no picture (size {width}x{height})", field=field)
+    if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
+        raise FrameTooLarge(f"frames of {width}x{height} are above the 8K limit (8192x4320)", field=field)
+
+
+def media_kind(path: Path) -> str:
+    """``image`` or ``video`` by file suffix."""
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return "image"
+    if suffix in VIDEO_SUFFIXES:
+        return "video"
+    raise UnsupportedMedia(
+        f"unsupported file type {suffix or '(none)'}; images: {', '.join(IMAGE_SUFFIXES)}; "
+        f"videos: {', '.join(VIDEO_SUFFIXES)}",
+        field="path",
+    )
+
+
+def _rotation(stream: dict[str, object]) -> int:
+    angle = 0.0
+    for side in stream.get("side_data_list", []) or []:  # type: ignore[union-attr]
+        if isinstance(side, dict) and "rotation" in side:
+            angle = -float(side["rotation"])  # display matrix angle is counter-clockwise
+    tags = stream.get("tags") or {}
+    if not angle and isinstance(tags, dict) and "rotate" in tags:
+        angle = float(tags["rotate"])
+    return int(round(angle)) % 360
+
+
+def probe(path: Path, *, field: str) -> MediaInfo:
+    """Size, codec, frame rate, frame count, rotation and audio of a media file."""
+    if path.stat().st_size == 0:
+        raise UnsupportedMedia(f"{path.name} is empty (0 bytes)", field=field)
+    cmd = [
+        ffmpeg_binary("ffprobe"), "-v", "error", "-print_format", "json",
+        "-show_streams", "-show_format", str(path),
+    ]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise UnsupportedMedia(f"{path.name}: probing took over {PROBE_TIMEOUT_S}s", field=field) from exc
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or ["unreadable"])[-1]
+        raise UnsupportedMedia(f"{path.name} is not readable media: {reason}", field=field)
+    data = json.loads(done.stdout or "{}")
+    streams = data.get("streams", [])
+    video = next((s for s in streams if s.get("codec_type") == "video"), None)
+    if video is None:
+        raise UnsupportedMedia(f"{path.name} has no picture stream", field=field)
+    audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
+    width, height = int(video.get("width", 0)), int(video.get("height", 0))
+    check_frame_size(width, height, field=field)
+    format_name = str(data.get("format", {}).get("format_name", ""))
+    is_video = media_kind(path) == "video" if path.suffix else "image" not in format_name
+    fps = Fraction(0)
+    for key in ("avg_frame_rate", "r_frame_rate"):
+        try:
+            fps = Fraction(str(video.get(key, "0/0")))
+        except (ValueError, ZeroDivisionError):
+            continue
+        if fps > 0:
+            break
+    duration = float(video.get("duration") or data.get("format", {}).get("duration") or 0.0)
+    frames = int(video.get("nb_frames") or 0)
+    if is_video and frames == 0 and fps > 0:
+        frames = int(round(duration * float(fps)))
+    if is_video and (fps <= 0 or fps > 1000):
+        raise UnsupportedMedia(f"{path.name} has no usable frame rate ({fps})", field=field)
+    return MediaInfo(
+        width=width,
+        height=height,
+        codec=str(video.get("codec_name", "unknown")),
+        is_video=is_video,
+        fps=fps,
+        frames=frames,
+        duration=duration,
+        rotation=_rotation(video),
+        has_audio=audio is not None,
+        audio_codec=str(audio.get("codec_name", "")) if audio else "",
+    )
+
+
+def read_image(path: Path, *, field: str) -> tuple[BGRImage, npt.NDArray[np.uint8] | None]:
+    """BGR pixels and the alpha channel (if any) of a jpg, png or webp; grey becomes BGR."""
+    info = probe(path, field=field)
+    if info.is_video:
+        raise UnsupportedMedia(f"{path.name} is a video, expected an image", field=field)
+    data = np.fromfile(path, dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise UnsupportedMedia(f"{path.name} could not be decoded as an image", field=field)
+    if image.dtype != np.uint8:  # 16-bit PNG: the pipeline works in 8 bits
+        image = (image / 257.0 + 0.5).astype(np.uint8)
+    alpha: npt.NDArray[np.uint8] | None = None
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    elif image.shape[2] == 4:
+        alpha = np.ascontiguousarray(image[:, :, 3])
+        image = np.ascontiguousarray(image[:, :, :3])
+    elif image.shape[2] == 2:  # grey + alpha
+        alpha = np.ascontiguousarray(image[:, :, 1])
+        image = cv2.cvtColor(np.ascontiguousarray(image[:, :, 0]), cv2.COLOR_GRAY2BGR)
+    check_frame_size(image.shape[1], image.shape[0], field=field)
+    return image, alpha
+
+
+def write_image(path: Path, image: BGRImage, alpha: npt.NDArray[np.uint8] | None, *, suffix: str, quality: int) -> None:
+    """Encode to ``suffix``'s format; alpha is kept where the format has it (png, webp)."""
+    if suffix not in IMAGE_SUFFIXES:
+        raise BadInput(f"cannot write an image as {suffix or '(no suffix)'}", field="output")
+    pixels = image
+    if alpha is not None and suffix in (".png", ".webp"):
+        pixels = np.dstack([image, alpha])
+    params: list[int] = []
+    if suffix in (".jpg", ".jpeg"):
+        params = [cv2.IMWRITE_JPEG_QUALITY, quality]
+    elif suffix == ".webp":
+        params = [cv2.IMWRITE_WEBP_QUALITY, quality]
+    ok, encoded = cv2.imencode(suffix, pixels, params)
+    if not ok:
+        raise BadInput(f"could not encode the output as {suffix}", field="output")
+    path.write_bytes(encoded.tobytes())

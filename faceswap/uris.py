@@ -1,0 +1,155 @@
+"""Inputs and outputs by URI: plain paths, ``file://``, ``s3://`` and ``https://``.
+
+Outputs are never half-written: a local output is written to a temporary file
+in the same directory and renamed into place; an S3 output is uploaded with
+boto3's managed transfer, whose multipart upload only becomes an object when
+it completes. boto3 reads ``AWS_ENDPOINT_URL`` itself, which is how tests and
+S3-compatible stores (MinIO, Ceph) are reached.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from faceswap.errors import BadInput
+
+__all__ = ["Location", "fetch", "parse_uri", "write_atomically"]
+
+SCHEMES = ("file", "s3", "https", "http")
+DOWNLOAD_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Location:
+    """A parsed URI: ``scheme`` is file, s3, https or http."""
+
+    scheme: str
+    path: str  # local path, S3 key, or the full URL for http(s)
+    bucket: str = ""
+    raw: str = ""
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.path.rstrip("/")) or "input"
+
+    @property
+    def suffix(self) -> str:
+        return Path(self.name).suffix.lower()
+
+
+def parse_uri(uri: str, *, field: str) -> Location:
+    """Validate and split a URI; plain paths are ``file``."""
+    if not isinstance(uri, str) or not uri.strip():
+        raise BadInput("must be a non-empty path or URI", field=field)
+    if any(ord(c) < 32 for c in uri):
+        raise BadInput("contains control characters", field=field)
+    parsed = urlparse(uri)
+    if len(parsed.scheme) <= 1:  # no scheme, or a Windows drive letter
+        return Location("file", uri, raw=uri)
+    scheme = parsed.scheme.lower()
+    if scheme not in SCHEMES:
+        raise BadInput(f"unsupported URI scheme {scheme!r}; use a path, file://, s3:// or https://", field=field)
+    if scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise BadInput("file:// URIs must name a local path", field=field)
+        return Location("file", unquote(parsed.path), raw=uri)
+    if scheme == "s3":
+        key = parsed.path.lstrip("/")
+        if not parsed.netloc or not key:
+            raise BadInput("s3 URIs need a bucket and a key: s3://bucket/key", field=field)
+        return Location("s3", key, bucket=parsed.netloc, raw=uri)
+    if not parsed.netloc:
+        raise BadInput("URL has no host", field=field)
+    return Location(scheme, uri, raw=uri)
+
+
+def s3_client() -> Any:
+    import boto3
+    from botocore.config import Config
+
+    # few retries: a worker on a spot node should fail over, not sit in backoff
+    return boto3.client("s3", config=Config(retries={"max_attempts": 3, "mode": "standard"}))
+
+
+def fetch(location: Location, workdir: Path, *, field: str) -> Path:
+    """A local, readable file holding the input; downloads into ``workdir`` when remote."""
+    if location.scheme == "file":
+        path = Path(location.path)
+        if not path.exists():
+            raise BadInput(f"{path} does not exist", field=field)
+        if not path.is_file():
+            raise BadInput(f"{path} is not a regular file", field=field)
+        if not os.access(path, os.R_OK):
+            raise BadInput(f"{path} is not readable", field=field)
+        return path
+    dest = workdir / f"{field}{location.suffix}"
+    if location.scheme == "s3":
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            s3_client().download_file(location.bucket, location.path, str(dest))
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "error")
+            raise BadInput(f"cannot read {location.raw}: {code}", field=field) from exc
+        except BotoCoreError as exc:
+            raise BadInput(f"cannot read {location.raw}: {exc}", field=field) from exc
+        return dest
+    import httpx
+
+    try:
+        with httpx.stream("GET", location.path, timeout=DOWNLOAD_TIMEOUT_S, follow_redirects=True) as response:
+            if response.status_code != 200:
+                raise BadInput(f"cannot read {location.raw}: HTTP {response.status_code}", field=field)
+            with dest.open("wb") as handle:
+                for chunk in response.iter_bytes(1 << 20):
+                    handle.write(chunk)
+    except httpx.HTTPError as exc:
+        raise BadInput(f"cannot read {location.raw}: {exc}", field=field) from exc
+    return dest
+
+
+@contextlib.contextmanager
+def write_atomically(location: Location, *, field: str = "output") -> Iterator[Path]:
+    """Yield a temporary local path; publish it at ``location`` only if the block succeeds."""
+    if location.scheme in ("http", "https"):
+        raise BadInput("outputs can be written to a path, file:// or s3:// only", field=field)
+    if location.scheme == "file":
+        final = Path(location.path)
+        if final.is_dir():
+            raise BadInput(f"{final} is a directory", field=field)
+        parent = final.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BadInput(f"cannot create {parent}: {exc.strerror}", field=field) from exc
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".partial{final.suffix}", dir=parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            yield tmp
+            with tmp.open("rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return
+    staging = Path(tempfile.mkdtemp(prefix="fusionplane-out-"))
+    tmp = staging / f"output{location.suffix}"
+    try:
+        yield tmp
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            s3_client().upload_file(str(tmp), location.bucket, location.path)
+        except (ClientError, BotoCoreError) as exc:
+            raise BadInput(f"cannot write {location.raw}: {exc}", field=field) from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,202 @@
+"""Frames in and out of ffmpeg through pipes: no temporary frame files.
+
+The decoder streams raw BGR frames on stdout; each segment's encoder reads
+raw frames on stdin and writes one encoded segment file. Finished segments
+are MPEG-TS files (their 90 kHz timestamps survive the concat demuxer; mp4
+segments come out re-timed because of their B-frame edit lists) joined with
+stream copy, and the input's audio is muxed back. x264 is deterministic for the same frames and settings, so a
+segment encoded after a resume is bit-identical to the one an uninterrupted
+run would have produced.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from collections import deque
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from faceswap.errors import BadInput, UnsupportedMedia
+from faceswap.media import MediaInfo, ffmpeg_binary
+from faceswap.types import BGRImage
+
+__all__ = ["ENCODERS", "Decoder", "SegmentEncoder", "concat_segments", "to_display", "to_coded"]
+
+#: encoder -> how quality (0 best .. 51 worst) is passed
+ENCODERS: dict[str, list[str]] = {
+    "libx264": ["-crf"],
+    "libx265": ["-crf"],
+    "h264_nvenc": ["-rc", "vbr", "-cq"],
+    "hevc_nvenc": ["-rc", "vbr", "-cq"],
+}
+#: audio codecs an mp4/mov container can carry as they are
+_MP4_AUDIO = {"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"}
+_ROTATE_UPRIGHT = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
+_ROTATE_BACK = {90: cv2.ROTATE_90_COUNTERCLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_CLOCKWISE}
+
+
+def to_display(frame: BGRImage, rotation: int) -> BGRImage:
+    """Coded frame -> upright frame, so faces are detected the right way up."""
+    return cv2.rotate(frame, _ROTATE_UPRIGHT[rotation]) if rotation else frame
+
+
+def to_coded(frame: BGRImage, rotation: int) -> BGRImage:
+    """Upright frame -> coded orientation, so the output keeps the input's rotation tag."""
+    return cv2.rotate(frame, _ROTATE_BACK[rotation]) if rotation else frame
+
+
+def available_encoders() -> set[str]:
+    out = subprocess.run(
+        [ffmpeg_binary(), "-hide_banner", "-encoders"], capture_output=True, text=True, timeout=30, check=False
+    ).stdout
+    return {line.split()[1] for line in out.splitlines() if line.startswith(" V") and len(line.split()) > 1}
+
+
+class _StderrTail:
+    """Keeps the last lines ffmpeg wrote to stderr, for the error message."""
+
+    def __init__(self, stream: object) -> None:
+        self.lines: deque[str] = deque(maxlen=20)
+        self._thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _pump(self, stream: object) -> None:
+        for raw in iter(stream.readline, b""):  # type: ignore[attr-defined]
+            self.lines.append(raw.decode("utf-8", "replace").rstrip())
+
+    def text(self) -> str:
+        self._thread.join(timeout=2)
+        return self.lines[-1] if self.lines else "no message"
+
+
+class Decoder:
+    """Iterates the frames of a video in coded orientation, as BGR arrays."""
+
+    def __init__(self, path: Path, info: MediaInfo) -> None:
+        self.info = info
+        self.frame_bytes = info.width * info.height * 3
+        cmd = [
+            ffmpeg_binary(), "-nostdin", "-v", "error", "-xerror", "-noautorotate", "-i", str(path),
+            "-map", "0:v:0", "-f", "rawvideo", "-pix_fmt", "bgr24", "-fps_mode", "passthrough", "-",
+        ]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+        self._stderr = _StderrTail(self.proc.stderr)
+
+    def __iter__(self) -> Iterator[BGRImage]:
+        assert self.proc.stdout is not None
+        shape = (self.info.height, self.info.width, 3)
+        while True:
+            buffer = bytearray(self.frame_bytes)
+            view = memoryview(buffer)
+            got = 0
+            while got < self.frame_bytes:
+                n = self.proc.stdout.readinto(view[got:])
+                if not n:
+                    break
+                got += n
+            if got == 0:
+                break
+            if got < self.frame_bytes:
+                raise UnsupportedMedia("the video ends inside a frame (truncated)", field="target")
+            yield np.frombuffer(buffer, dtype=np.uint8).reshape(shape)
+        if self.proc.wait() != 0:
+            raise UnsupportedMedia(
+                f"the video is corrupt or truncated: {self._stderr.text()}", field="target"
+            )
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+
+class SegmentEncoder:
+    """One ffmpeg process that turns raw frames into one encoded segment file."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        width: int,
+        height: int,
+        fps: Fraction,
+        encoder: str,
+        quality: int,
+        preset: str,
+    ) -> None:
+        self.path = path
+        # 4:2:0 needs even sizes; odd ones keep their exact size in 4:4:4
+        pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+        quality_args = [*ENCODERS[encoder], str(quality)]
+        preset_args = ["-preset", preset] if encoder in ("libx264", "libx265") else []
+        cmd = [
+            ffmpeg_binary(), "-nostdin", "-v", "error", "-y",
+            "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{width}x{height}",
+            "-framerate", f"{fps.numerator}/{fps.denominator}", "-i", "-",
+            "-an", "-c:v", encoder, *preset_args, *quality_args, "-pix_fmt", pix_fmt,
+            "-f", "mpegts", str(path),
+        ]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+        self._stderr = _StderrTail(self.proc.stderr)
+        self.frames = 0
+
+    def write(self, frame: BGRImage) -> None:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(memoryview(np.ascontiguousarray(frame)).cast("B"))
+        except BrokenPipeError as exc:
+            raise BadInput(f"the encoder stopped: {self._stderr.text()}", field="encoder") from exc
+        self.frames += 1
+
+    def finish(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        if self.proc.wait() != 0:
+            raise BadInput(f"encoding failed: {self._stderr.text()}", field="encoder")
+
+    def abort(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.path.unlink(missing_ok=True)
+
+
+def concat_segments(
+    segments: list[Path], *, source: Path, info: MediaInfo, output: Path, container: str, workdir: Path
+) -> None:
+    """Join segments (stream copy), carry the input's audio, and restore its rotation."""
+    listing = workdir / "segments.txt"
+    listing.write_text("".join(f"file '{p.resolve()}'\n" for p in segments), encoding="utf-8")
+    base = [
+        ffmpeg_binary(), "-nostdin", "-v", "error", "-y",
+        "-f", "concat", "-safe", "0", "-i", str(listing),
+    ]
+    maps = ["-map", "0:v:0"]
+    if info.has_audio:
+        base += ["-i", str(source)]
+        maps += ["-map", "1:a:0"]
+    tail = ["-metadata:s:v:0", f"rotate={info.rotation}"] if info.rotation else []
+    muxer = {".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".avi": "avi"}.get(container, "mp4")
+    if muxer in ("mp4", "mov"):
+        tail += ["-movflags", "+faststart"]
+    tail += ["-f", muxer, str(output)]
+    audio_choices: list[list[str]] = [[]]
+    if info.has_audio:
+        copy_ok = muxer not in ("mp4", "mov") or info.audio_codec in _MP4_AUDIO
+        audio_choices = ([["-c:a", "copy"]] if copy_ok else []) + [["-c:a", "aac", "-b:a", "192k"]]
+    last_error = ""
+    for audio in audio_choices:
+        done = subprocess.run(
+            [*base, *maps, "-c:v", "copy", *audio, *tail], capture_output=True, text=True, timeout=3600, check=False
+        )
+        if done.returncode == 0:
+            return
+        last_error = (done.stderr.strip().splitlines() or ["unknown error"])[-1]
+    raise BadInput(f"could not assemble the output video: {last_error}", field="output")

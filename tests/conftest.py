@@ -1,0 +1,60 @@
+"""Shared fixtures: sample media made from scikit-image's public-domain astronaut."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _skimage_data(name: str) -> Path:
+    spec = importlib.util.find_spec("skimage")
+    assert spec is not None and spec.submodule_search_locations, "scikit-image is a dev dependency"
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / name
+
+
+@pytest.fixture(scope="session")
+def astronaut_path() -> Path:
+    path = _skimage_data("astronaut.png")
+    assert path.is_file()
+    return path
+
+
+@pytest.fixture(scope="session")
+def astronaut(astronaut_path: Path) -> np.ndarray:
+    image = cv2.imread(str(astronaut_path))
+    assert image is not None
+    return image
+
+
+@pytest.fixture(scope="session")
+def source_face_path(tmp_path_factory: pytest.TempPathFactory, astronaut: np.ndarray) -> Path:
+    """A visibly different face: the astronaut mirrored, hue-rotated and brightened."""
+    image = cv2.flip(astronaut, 1)
+    hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV)
+    hsv[..., 0] = ((hsv[..., 0].astype(np.int32) + 60) % 180).astype(np.uint8)
+    image = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+    path = tmp_path_factory.mktemp("faces") / "source.png"
+    cv2.imwrite(str(path), image)
+    return path
+
+
+@pytest.fixture(scope="session")
+def fusionctl() -> list[str]:
+    """Command prefix that runs this checkout's CLI in a subprocess."""
+    return [sys.executable, "-m", "controlplane.cli"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_model_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # never read the developer's real model cache in tests
+    monkeypatch.setenv("FUSIONPLANE_MODEL_DIR", str(tmp_path / "no-models"))
+    monkeypatch.setenv("PYTHONUNBUFFERED", "1")
+    os.environ.setdefault("FUSIONPLANE_TRT_CACHE", str(tmp_path / "trt"))
