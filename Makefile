@@ -23,7 +23,7 @@ setup: system-deps $(STAMP)
 
 # The main job on embedded defaults. Until the control plane lands this is the swap demo.
 run: setup
-	$(PY) -m controlplane.cli.demo
+	$(VENV)/bin/fusionctl demo
 
 demo: run
 

@@ -47,3 +47,5 @@ def setup_json_logging(level: int = logging.INFO, static: dict[str, Any] | None 
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # httpx logs every request at INFO; the worker logs its own callback outcomes
+    logging.getLogger("httpx").setLevel(logging.WARNING)

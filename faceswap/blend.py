@@ -46,14 +46,14 @@ def box_mask(size: int, blur: float, padding: tuple[float, float, float, float])
     """A ``size`` x ``size`` float mask in [0, 1], feathered at its edges."""
     blur_px = int(size * 0.5 * blur)
     border = max(blur_px // 2, 1)
-    mask = np.ones((size, size), dtype=np.float32)
+    mask: npt.NDArray[np.float32] = np.ones((size, size), dtype=np.float32)
     top, right, bottom, left = (int(p * size) for p in padding)
     mask[: max(border, top), :] = 0
     mask[-max(border, bottom) :, :] = 0
     mask[:, : max(border, left)] = 0
     mask[:, -max(border, right) :] = 0
     if blur_px > 0:
-        mask = cv2.GaussianBlur(mask, (0, 0), blur_px * 0.25)
+        mask = np.asarray(cv2.GaussianBlur(mask, (0, 0), blur_px * 0.25), dtype=np.float32)
     mask.setflags(write=False)
     return mask
 
@@ -107,10 +107,8 @@ def paste_back(
             except cv2.error:
                 blended = None  # face touching the frame edge; fall back to feathering
             if blended is not None:
-                # keep the feathered edge so the clone never bleeds past the mask
-                alpha = warped_mask[..., None]
-                roi[:] = (blended * alpha + roi * (1.0 - alpha)).astype(np.uint8)
-                return frame
-    alpha = warped_mask[..., None]
-    roi[:] = (warped_face * alpha + roi * (1.0 - alpha) + 0.5).astype(np.uint8)
+                warped_face = blended  # still feathered below, so the clone never bleeds past the mask
+    # blendLinear is a fused, rounding, saturating a*w + b*(1-w); where w is 0
+    # the frame's pixel comes back exactly, so nothing outside the mask changes.
+    roi[:] = cv2.blendLinear(warped_face, roi, warped_mask, 1.0 - warped_mask)
     return frame

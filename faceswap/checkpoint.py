@@ -9,10 +9,12 @@ A segment on disk that the manifest does not name is simply redone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -112,22 +114,37 @@ class S3Checkpoint:
     def _key(self, name: str) -> str:
         return f"{self.prefix}/{name}" if self.prefix else name
 
-    def read_manifest(self) -> Manifest | None:
+    @contextlib.contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """S3 failures (no such bucket, access denied, transfer failed) as one-line BadInput."""
+        from boto3.exceptions import Boto3Error
+        from botocore.exceptions import BotoCoreError, ClientError
+
         try:
-            body = self.client.get_object(Bucket=self.bucket, Key=self._key(MANIFEST))["Body"].read()
-        except self.client.exceptions.NoSuchKey:
-            return None
+            yield
+        except (ClientError, BotoCoreError, Boto3Error) as exc:
+            raise BadInput(f"cannot {action} {self.uri}: {exc}", field="checkpoint") from exc
+
+    def read_manifest(self) -> Manifest | None:
+        with self._errors("read"):
+            try:
+                body = self.client.get_object(Bucket=self.bucket, Key=self._key(MANIFEST))["Body"].read()
+            except self.client.exceptions.NoSuchKey:
+                return None
         return Manifest.from_json(body.decode("utf-8"))
 
     def write_manifest(self, manifest: Manifest) -> None:
         # a single PUT is atomic in S3: readers see the old or the new manifest
-        self.client.put_object(Bucket=self.bucket, Key=self._key(MANIFEST), Body=manifest.to_json().encode())
+        with self._errors("write"):
+            self.client.put_object(Bucket=self.bucket, Key=self._key(MANIFEST), Body=manifest.to_json().encode())
 
     def put_segment(self, name: str, local: Path) -> None:
-        self.client.upload_file(str(local), self.bucket, self._key(name))
+        with self._errors("write"):
+            self.client.upload_file(str(local), self.bucket, self._key(name))
 
     def get_segment(self, name: str, dest: Path) -> None:
-        self.client.download_file(self.bucket, self._key(name), str(dest))
+        with self._errors("read"):
+            self.client.download_file(self.bucket, self._key(name), str(dest))
 
 
 def open_checkpoint(uri: str) -> CheckpointStore:

@@ -13,8 +13,10 @@ The tree::
 
 Exit codes follow sysexits(3) where a matching one exists (EX_DATAERR,
 EX_UNAVAILABLE, EX_TEMPFAIL, EX_SOFTWARE) so that a Kubernetes pod failure
-policy or an EC2 user-data script can tell "retry elsewhere" (75) from
-"never retry" (65, 69) without parsing logs.
+policy or an EC2 user-data script can tell, without parsing logs: 65 never
+retry (the input is bad wherever it runs), 69 not on this target (its model
+cache, GPU or encoder is unusable; another target may work), 75 resume
+elsewhere from the checkpoint.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "MAX_PIXELS",
     "MAX_SIDE",
+    "VIDEO_OUTPUT_SUFFIXES",
     "VIDEO_SUFFIXES",
     "MediaInfo",
     "check_frame_size",
@@ -38,6 +39,8 @@ __all__ = [
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".m4v", ".avi")
+#: containers the output encoders (H.264, HEVC) can be written to
+VIDEO_OUTPUT_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v")
 MAX_SIDE = 8192
 MAX_PIXELS = 8192 * 4320  # DCI 8K
 PROBE_TIMEOUT_S = 30
@@ -83,7 +86,7 @@ def check_frame_size(width: int, height: int, *, field: str) -> None:
         raise FrameTooLarge(f"frames of {width}x{height} are above the 8K limit (8192x4320)", field=field)
 
 
-def media_kind(path: Path) -> str:
+def media_kind(path: Path, *, field: str = "path") -> str:
     """``image`` or ``video`` by file suffix."""
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
@@ -93,19 +96,20 @@ def media_kind(path: Path) -> str:
     raise UnsupportedMedia(
         f"unsupported file type {suffix or '(none)'}; images: {', '.join(IMAGE_SUFFIXES)}; "
         f"videos: {', '.join(VIDEO_SUFFIXES)}",
-        field="path",
+        field=field,
     )
 
 
 def _rotation(stream: dict[str, object]) -> int:
     angle = 0.0
-    for side in stream.get("side_data_list", []) or []:  # type: ignore[union-attr]
+    sides = stream.get("side_data_list") or []
+    for side in sides if isinstance(sides, list) else []:
         if isinstance(side, dict) and "rotation" in side:
             angle = -float(side["rotation"])  # display matrix angle is counter-clockwise
     tags = stream.get("tags") or {}
     if not angle and isinstance(tags, dict) and "rotate" in tags:
         angle = float(tags["rotate"])
-    return int(round(angle)) % 360
+    return round(angle) % 360
 
 
 def probe(path: Path, *, field: str) -> MediaInfo:
@@ -132,7 +136,7 @@ def probe(path: Path, *, field: str) -> MediaInfo:
     width, height = int(video.get("width", 0)), int(video.get("height", 0))
     check_frame_size(width, height, field=field)
     format_name = str(data.get("format", {}).get("format_name", ""))
-    is_video = media_kind(path) == "video" if path.suffix else "image" not in format_name
+    is_video = media_kind(path, field=field) == "video" if path.suffix else "image" not in format_name
     fps = Fraction(0)
     for key in ("avg_frame_rate", "r_frame_rate"):
         try:
@@ -144,7 +148,7 @@ def probe(path: Path, *, field: str) -> MediaInfo:
     duration = float(video.get("duration") or data.get("format", {}).get("duration") or 0.0)
     frames = int(video.get("nb_frames") or 0)
     if is_video and frames == 0 and fps > 0:
-        frames = int(round(duration * float(fps)))
+        frames = round(duration * float(fps))
     if is_video and (fps <= 0 or fps > 1000):
         raise UnsupportedMedia(f"{path.name} has no usable frame rate ({fps})", field=field)
     return MediaInfo(
@@ -182,7 +186,7 @@ def read_image(path: Path, *, field: str) -> tuple[BGRImage, npt.NDArray[np.uint
         alpha = np.ascontiguousarray(image[:, :, 1])
         image = cv2.cvtColor(np.ascontiguousarray(image[:, :, 0]), cv2.COLOR_GRAY2BGR)
     check_frame_size(image.shape[1], image.shape[0], field=field)
-    return image, alpha
+    return np.asarray(image, dtype=np.uint8), alpha
 
 
 def write_image(path: Path, image: BGRImage, alpha: npt.NDArray[np.uint8] | None, *, suffix: str, quality: int) -> None:

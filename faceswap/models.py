@@ -107,7 +107,7 @@ def read_signature(path: Path) -> tuple[Signature, Signature]:
 def _dim_matches(expected: Dim, actual: Dim) -> bool:
     if expected is None or isinstance(expected, str):
         return True  # symbolic in the contract: anything goes
-    return actual == expected or actual is None or isinstance(actual, str) and expected == 1
+    return actual == expected or actual is None or (isinstance(actual, str) and expected == 1)
 
 
 def _shape_matches(expected: Sequence[Dim], actual: Sequence[Dim]) -> bool:

@@ -10,7 +10,6 @@ encoding overlap on a small machine, and are cut into segments of
 
 from __future__ import annotations
 
-import hashlib
 import json
 import queue
 import shutil
@@ -29,7 +28,7 @@ from faceswap.detector import DetectorConfig, YuNetDetector
 from faceswap.errors import BadInput, NoFaceFound, Preempted
 from faceswap.media import (
     IMAGE_SUFFIXES,
-    VIDEO_SUFFIXES,
+    VIDEO_OUTPUT_SUFFIXES,
     MediaInfo,
     media_kind,
     probe,
@@ -41,13 +40,32 @@ from faceswap.runtime import ExecutionConfig, create_session
 from faceswap.swappers import SWAPPERS, Swapper, build_swapper
 from faceswap.types import BGRImage, Face
 from faceswap.uris import Location, fetch, parse_uri, write_atomically
-from faceswap.video import ENCODERS, Decoder, SegmentEncoder, available_encoders, concat_segments, to_coded, to_display
+from faceswap.video import (
+    ENCODERS,
+    Decoder,
+    SegmentEncoder,
+    available_encoders,
+    concat_segments,
+    to_coded,
+    to_display,
+)
 
 __all__ = ["STAGES", "EventSink", "FaceSwapper", "SwapOptions", "SwapResult", "run_swap"]
 
 STAGES = ("decode", "detect", "align", "swap", "paste", "encode")
+#: raw frames buffered between stages, in bytes; at 8K (100 MB a frame) that is two frames each
+QUEUE_BYTES = 256 << 20
 DETECTOR_MODEL = "yunet_2023mar"
 EventSink = Callable[[str, dict[str, Any]], None]
+
+
+def _queue_depth(frame_bytes: int, most: int) -> int:
+    return max(2, min(most, QUEUE_BYTES // max(frame_bytes, 1)))
+
+
+def _check_stop(stop: threading.Event) -> None:
+    if stop.is_set():
+        raise Preempted("stopped by SIGTERM before any work needed checkpointing", field="worker")
 
 
 def _ignore(_event: str, _fields: dict[str, Any]) -> None:
@@ -75,10 +93,12 @@ class SwapOptions:
 
     def __post_init__(self) -> None:
         if self.swapper not in SWAPPERS:
-            raise BadInput(f"unknown swapper {self.swapper!r}; choose one of {', '.join(SWAPPERS)}", field="swapper")
-        self.face_index  # validates the selector
+            choices = ", ".join(SWAPPERS)
+            raise BadInput(f"unknown swapper {self.swapper!r}; choose one of {choices}", field="swapper")
+        _ = self.face_index  # validates the selector
         if self.encoder not in ENCODERS:
-            raise BadInput(f"unsupported encoder {self.encoder!r}; choose one of {', '.join(ENCODERS)}", field="encoder")
+            choices = ", ".join(ENCODERS)
+            raise BadInput(f"unsupported encoder {self.encoder!r}; choose one of {choices}", field="encoder")
         if not 0 <= self.quality <= 51:
             raise BadInput("must be between 0 (best) and 51", field="quality")
         if not 1 <= self.image_quality <= 100:
@@ -184,7 +204,8 @@ class _SegmentWriter(threading.Thread):
         super().__init__(name="segment-writer", daemon=True)
         self.store, self.manifest, self.workdir, self.info = store, manifest, workdir, info
         self.options, self.emit, self.stage_s = options, emit, stage_s
-        self.inbox: queue.Queue[tuple[str, int, BGRImage | None]] = queue.Queue(maxsize=8)
+        depth = _queue_depth(info.width * info.height * 3, 8)
+        self.inbox: queue.Queue[tuple[str, int, BGRImage | None]] = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
         self.committed = 0
         self._encoder: SegmentEncoder | None = None
@@ -268,9 +289,29 @@ def _segment_name(index: int) -> str:
     return f"segment-{index:06d}.ts"
 
 
+def _verify_segments(store: CheckpointStore, manifest: Manifest, workdir: Path, emit: EventSink) -> None:
+    """Fetch committed segments and drop any that are missing or fail their sha256: they are redone."""
+    bad = []
+    for segment, entry in sorted(manifest.segments.items()):
+        local = workdir / _segment_name(segment)
+        try:
+            store.get_segment(entry["file"], local)
+        except (OSError, BadInput):
+            bad.append(segment)
+            continue
+        if sha256_file(local) != entry.get("sha256"):
+            local.unlink(missing_ok=True)
+            bad.append(segment)
+    for segment in bad:
+        del manifest.segments[segment]
+        emit("segment_invalid", {"segment": segment, "reason": "missing or checksum mismatch; redoing it"})
+    if bad:
+        store.write_manifest(manifest)
+
+
 def _frames(decoder: Decoder, stage_s: dict[str, float], stop: threading.Event) -> Iterator[BGRImage]:
     """Frames read ahead on a thread, so decoding overlaps swapping."""
-    ready: queue.Queue[BGRImage | BaseException | None] = queue.Queue(maxsize=4)
+    ready: queue.Queue[BGRImage | BaseException | None] = queue.Queue(maxsize=_queue_depth(decoder.frame_bytes, 4))
 
     def pump() -> None:
         try:
@@ -324,20 +365,23 @@ def run_swap(
     output_loc = parse_uri(output, field="output")
     if output_loc.scheme in ("http", "https"):
         raise BadInput("outputs can be written to a path, file:// or s3:// only", field="output")
-    kind = media_kind(Path(target_loc.name))
-    wanted = IMAGE_SUFFIXES if kind == "image" else VIDEO_SUFFIXES
+    kind = media_kind(Path(target_loc.name), field="target")
+    wanted = IMAGE_SUFFIXES if kind == "image" else VIDEO_OUTPUT_SUFFIXES
     if output_loc.suffix not in wanted:
         raise BadInput(f"a {kind} output must end in one of {', '.join(wanted)}", field="output")
     if kind == "video" and options.encoder not in available_encoders():
         raise BadInput(f"this ffmpeg has no {options.encoder} encoder", field="encoder")
     engine = FaceSwapper(options, models=models)  # models verified before any frame is read
+    _check_stop(stop)
     workdir = Path(tempfile.mkdtemp(prefix="fusionplane-job-"))
     try:
         source_path = fetch(source_loc, workdir, field="source")
         source_image, _ = read_image(source_path, field="source")
         prepared = engine.source_face(source_image)
         on_event("source_ready", {"source": source})
+        _check_stop(stop)
         target_path = fetch(target_loc, workdir, field="target")
+        _check_stop(stop)
         if kind == "image":
             result = _swap_image(engine, prepared, target_path, output_loc, options)
         else:
@@ -385,6 +429,7 @@ def _swap_video(engine: FaceSwapper, prepared: Any, target: Path, output: Locati
             emit("checkpoint_reset", {"reason": "the checkpoint belongs to another job or options"})
         manifest = Manifest(fingerprint=fingerprint, segment_frames=options.segment_frames)
         store.write_manifest(manifest)
+    _verify_segments(store, manifest, workdir, emit)
     done = set(manifest.segments)
     result = SwapResult(kind="video", output=output.raw, segments_skipped=len(done))
     for segment in sorted(done):

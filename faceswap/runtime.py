@@ -96,7 +96,7 @@ def resolve_execution_provider(requested: str) -> str:
 
 def _tensorrt_version() -> str:
     try:
-        import tensorrt  # type: ignore[import-not-found]  # only in the GPU image
+        import tensorrt  # only in the GPU image
 
         return str(tensorrt.__version__)
     except ImportError:

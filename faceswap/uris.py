@@ -24,6 +24,9 @@ from faceswap.errors import BadInput
 __all__ = ["Location", "fetch", "parse_uri", "write_atomically"]
 
 SCHEMES = ("file", "s3", "https", "http")
+# mkstemp creates 0600 files; published outputs get the usual 0666 & ~umask.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 DOWNLOAD_TIMEOUT_S = 60.0
 
 
@@ -38,7 +41,9 @@ class Location:
 
     @property
     def name(self) -> str:
-        return os.path.basename(self.path.rstrip("/")) or "input"
+        # for URLs, the path without ?query (a presigned URL's signature is not a file name)
+        path = urlparse(self.path).path if self.scheme in ("http", "https") else self.path
+        return os.path.basename(path.rstrip("/")) or "input"
 
     @property
     def suffix(self) -> str:
@@ -49,7 +54,7 @@ def parse_uri(uri: str, *, field: str) -> Location:
     """Validate and split a URI; plain paths are ``file``."""
     if not isinstance(uri, str) or not uri.strip():
         raise BadInput("must be a non-empty path or URI", field=field)
-    if any(ord(c) < 32 for c in uri):
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in uri):  # C0, DEL and C1 controls
         raise BadInput("contains control characters", field=field)
     parsed = urlparse(uri)
     if len(parsed.scheme) <= 1:  # no scheme, or a Windows drive letter
@@ -92,6 +97,7 @@ def fetch(location: Location, workdir: Path, *, field: str) -> Path:
         return path
     dest = workdir / f"{field}{location.suffix}"
     if location.scheme == "s3":
+        from boto3.exceptions import Boto3Error
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -99,7 +105,7 @@ def fetch(location: Location, workdir: Path, *, field: str) -> Path:
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "error")
             raise BadInput(f"cannot read {location.raw}: {code}", field=field) from exc
-        except BotoCoreError as exc:
+        except (BotoCoreError, Boto3Error) as exc:  # Boto3Error: the managed transfer's own failures
             raise BadInput(f"cannot read {location.raw}: {exc}", field=field) from exc
         return dest
     import httpx
@@ -137,6 +143,7 @@ def write_atomically(location: Location, *, field: str = "output") -> Iterator[P
             yield tmp
             with tmp.open("rb") as handle:
                 os.fsync(handle.fileno())
+            tmp.chmod(0o666 & ~_UMASK)
             os.replace(tmp, final)
         finally:
             tmp.unlink(missing_ok=True)
@@ -145,11 +152,12 @@ def write_atomically(location: Location, *, field: str = "output") -> Iterator[P
     tmp = staging / f"output{location.suffix}"
     try:
         yield tmp
+        from boto3.exceptions import Boto3Error
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             s3_client().upload_file(str(tmp), location.bucket, location.path)
-        except (ClientError, BotoCoreError) as exc:
+        except (ClientError, BotoCoreError, Boto3Error) as exc:  # upload_file raises S3UploadFailedError
             raise BadInput(f"cannot write {location.raw}: {exc}", field=field) from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)

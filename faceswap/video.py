@@ -11,6 +11,7 @@ run would have produced.
 
 from __future__ import annotations
 
+import io
 import subprocess
 import threading
 from collections import deque
@@ -21,8 +22,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from faceswap.errors import BadInput, UnsupportedMedia
-from faceswap.media import MediaInfo, ffmpeg_binary
+from faceswap.errors import BadInput, ExecutionProviderUnavailable, FaceSwapError, UnsupportedMedia
+from faceswap.media import MediaInfo, ffmpeg_binary, probe
 from faceswap.types import BGRImage
 
 __all__ = ["ENCODERS", "Decoder", "SegmentEncoder", "concat_segments", "to_display", "to_coded"]
@@ -42,12 +43,12 @@ _ROTATE_BACK = {90: cv2.ROTATE_90_COUNTERCLOCKWISE, 180: cv2.ROTATE_180, 270: cv
 
 def to_display(frame: BGRImage, rotation: int) -> BGRImage:
     """Coded frame -> upright frame, so faces are detected the right way up."""
-    return cv2.rotate(frame, _ROTATE_UPRIGHT[rotation]) if rotation else frame
+    return np.asarray(cv2.rotate(frame, _ROTATE_UPRIGHT[rotation]), dtype=np.uint8) if rotation else frame
 
 
 def to_coded(frame: BGRImage, rotation: int) -> BGRImage:
     """Upright frame -> coded orientation, so the output keeps the input's rotation tag."""
-    return cv2.rotate(frame, _ROTATE_BACK[rotation]) if rotation else frame
+    return np.asarray(cv2.rotate(frame, _ROTATE_BACK[rotation]), dtype=np.uint8) if rotation else frame
 
 
 def available_encoders() -> set[str]:
@@ -66,12 +67,20 @@ class _StderrTail:
         self._thread.start()
 
     def _pump(self, stream: object) -> None:
-        for raw in iter(stream.readline, b""):  # type: ignore[attr-defined]
-            self.lines.append(raw.decode("utf-8", "replace").rstrip())
+        try:
+            for raw in iter(stream.readline, b""):  # type: ignore[attr-defined]
+                self.lines.append(raw.decode("utf-8", "replace").rstrip())
+        except (OSError, ValueError):  # closed under us by close()
+            return
 
     def text(self) -> str:
         self._thread.join(timeout=2)
         return self.lines[-1] if self.lines else "no message"
+
+    def close(self, stream: object) -> None:
+        """Once the process has exited: read what is left, then close the pipe (no fd leak)."""
+        self._thread.join(timeout=2)
+        stream.close()  # type: ignore[attr-defined]
 
 
 class Decoder:
@@ -88,14 +97,15 @@ class Decoder:
         self._stderr = _StderrTail(self.proc.stderr)
 
     def __iter__(self) -> Iterator[BGRImage]:
-        assert self.proc.stdout is not None
+        stdout = self.proc.stdout
+        assert isinstance(stdout, io.RawIOBase)  # bufsize=0 gives an unbuffered FileIO
         shape = (self.info.height, self.info.width, 3)
         while True:
             buffer = bytearray(self.frame_bytes)
             view = memoryview(buffer)
             got = 0
             while got < self.frame_bytes:
-                n = self.proc.stdout.readinto(view[got:])
+                n = stdout.readinto(view[got:])
                 if not n:
                     break
                 got += n
@@ -115,6 +125,7 @@ class Decoder:
         self.proc.wait()
         if self.proc.stdout:
             self.proc.stdout.close()
+        self._stderr.close(self.proc.stderr)
 
 
 class SegmentEncoder:
@@ -146,25 +157,41 @@ class SegmentEncoder:
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
         self._stderr = _StderrTail(self.proc.stderr)
         self.frames = 0
+        self._encoder = encoder
+
+    def _failure(self, what: str) -> FaceSwapError:
+        message = f"{what}: {self._stderr.text()}"
+        if self._encoder.endswith("_nvenc"):
+            # no NVENC on this node (or no GPU): another target may have one
+            return ExecutionProviderUnavailable(message, field="encoder")
+        return BadInput(message, field="encoder")
 
     def write(self, frame: BGRImage) -> None:
         assert self.proc.stdin is not None
         try:
-            self.proc.stdin.write(memoryview(np.ascontiguousarray(frame)).cast("B"))
+            self.proc.stdin.write(np.ascontiguousarray(frame).data.cast("B"))
         except BrokenPipeError as exc:
-            raise BadInput(f"the encoder stopped: {self._stderr.text()}", field="encoder") from exc
+            raise self._failure("the encoder stopped") from exc
         self.frames += 1
 
     def finish(self) -> None:
         assert self.proc.stdin is not None
         self.proc.stdin.close()
-        if self.proc.wait() != 0:
-            raise BadInput(f"encoding failed: {self._stderr.text()}", field="encoder")
+        failed = self.proc.wait() != 0
+        self._stderr.close(self.proc.stderr)
+        if failed:
+            raise self._failure("encoding failed")
 
     def abort(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+        if self.proc.stdin:
+            try:
+                self.proc.stdin.close()
+            except BrokenPipeError:
+                pass
+        self._stderr.close(self.proc.stderr)
         self.path.unlink(missing_ok=True)
 
 
@@ -182,21 +209,30 @@ def concat_segments(
     if info.has_audio:
         base += ["-i", str(source)]
         maps += ["-map", "1:a:0"]
-    tail = ["-metadata:s:v:0", f"rotate={info.rotation}"] if info.rotation else []
     muxer = {".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".avi": "avi"}.get(container, "mp4")
-    if muxer in ("mp4", "mov"):
-        tail += ["-movflags", "+faststart"]
+    tail = ["-movflags", "+faststart"] if muxer in ("mp4", "mov") else []
     tail += ["-f", muxer, str(output)]
     audio_choices: list[list[str]] = [[]]
     if info.has_audio:
         copy_ok = muxer not in ("mp4", "mov") or info.audio_codec in _MP4_AUDIO
         audio_choices = ([["-c:a", "copy"]] if copy_ok else []) + [["-c:a", "aac", "-b:a", "192k"]]
+    # ffmpeg releases disagree on which way a ``rotate`` tag turns when written (5.1 stores
+    # rotate=90 as 90 degrees counter-clockwise): write it, read the display matrix back,
+    # and write the opposite tag if it came out the wrong way round.
+    rotate_tags = list(dict.fromkeys([info.rotation, (360 - info.rotation) % 360])) if info.rotation else [0]
     last_error = ""
-    for audio in audio_choices:
-        done = subprocess.run(
-            [*base, *maps, "-c:v", "copy", *audio, *tail], capture_output=True, text=True, timeout=3600, check=False
-        )
-        if done.returncode == 0:
+    for tag in rotate_tags:
+        rotate = ["-metadata:s:v:0", f"rotate={tag}"] if tag else []
+        for audio in audio_choices:
+            done = subprocess.run(
+                [*base, *maps, "-c:v", "copy", *audio, *rotate, *tail],
+                capture_output=True, text=True, timeout=3600, check=False,
+            )
+            if done.returncode == 0:
+                break
+            last_error = (done.stderr.strip().splitlines() or ["unknown error"])[-1]
+        else:
+            raise BadInput(f"could not assemble the output video: {last_error}", field="output")
+        if not info.rotation or probe(output, field="output").rotation == info.rotation:
             return
-        last_error = (done.stderr.strip().splitlines() or ["unknown error"])[-1]
-    raise BadInput(f"could not assemble the output video: {last_error}", field="output")
+    raise BadInput(f"this ffmpeg could not tag the output as rotated {info.rotation} degrees", field="output")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -11,7 +12,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from faceswap import FaceSwapError
+from faceswap import EXIT_PREEMPTED, FaceSwapError
 
 __all__ = ["fail", "install_stop_signals", "output_option", "print_json", "reports_errors"]
 
@@ -38,12 +39,29 @@ def reports_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+#: seconds between SIGTERM and a forced exit 75, for work that cannot stop mid-way
+#: (a TensorRT engine build, a download). Azure gives 30 s notice, AWS 120 s.
+DEFAULT_STOP_GRACE_S = 20.0
+
+
 def install_stop_signals(*, interrupt: bool) -> threading.Event:
-    """An event set on SIGTERM (the spot interruption notice) and, if asked, Ctrl-C."""
+    """An event set on SIGTERM (the spot interruption notice) and, if asked, Ctrl-C.
+
+    The video loop sees the event within a frame and stops cleanly. If the
+    process is still alive ``FUSIONPLANE_STOP_GRACE_S`` seconds later it exits
+    75 at once: every output, segment and manifest is published by rename or a
+    single PUT, so a hard exit leaves nothing half-written.
+    """
     stop = threading.Event()
+    grace_s = float(os.environ.get("FUSIONPLANE_STOP_GRACE_S", DEFAULT_STOP_GRACE_S))
 
     def handler(_signum: int, _frame: object) -> None:
+        if stop.is_set():
+            return
         stop.set()
+        watchdog = threading.Timer(grace_s, os._exit, args=(EXIT_PREEMPTED,))
+        watchdog.daemon = True
+        watchdog.start()
 
     signal.signal(signal.SIGTERM, handler)
     if interrupt:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from controlplane import __version__
+from controlplane.cli.demo import demo
 from controlplane.cli.models import models
 from controlplane.cli.swap import swap
 from controlplane.cli.worker import worker
@@ -25,6 +26,7 @@ def cli() -> None:
 cli.add_command(swap)
 cli.add_command(models)
 cli.add_command(worker)
+cli.add_command(demo)
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -41,7 +42,7 @@ def _store(model_dir: Path | None) -> ModelStore:
 def list_models(model_dir: Path | None, output_format: str) -> None:
     """Models the manifest describes (and the bundled detector)."""
     store = _store(model_dir)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": e.name, "role": e.role, "file": str(e.path), "present": e.path.is_file(),
             "bytes": e.path.stat().st_size if e.path.is_file() else None, "sha256": e.sha256,
@@ -73,7 +74,7 @@ def verify_models(names: tuple[str, ...], model_dir: Path | None, output_format:
     """
     store = _store(model_dir)
     wanted = list(names) or [e.name for e in store.entries()]
-    results = []
+    results: list[dict[str, Any]] = []
     for name in wanted:
         try:
             store.get(name).verify()

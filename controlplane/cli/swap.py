@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from controlplane.cli.common import install_stop_signals, reports_errors
-from faceswap import SwapOptions, run_swap
+from faceswap import SwapOptions, SwapResult, run_swap
 from faceswap.blend import BLEND_MODES, BlendConfig
 from faceswap.models import ModelStore
 from faceswap.runtime import EXECUTION_PROVIDERS
@@ -62,22 +64,27 @@ class _PlainProgress:
 @click.option("--preset", default="veryfast", show_default=True, help="x264/x265 preset.")
 @click.option("--blend", "blend_mode", type=click.Choice(BLEND_MODES), default="feather", show_default=True)
 @click.option("--blur", type=click.FloatRange(0, 1), default=0.3, show_default=True, help="Mask feathering.")
+@click.option("--mask-padding", type=(float, float, float, float), default=(0.0, 0.0, 0.0, 0.0), show_default=True,
+              metavar="TOP RIGHT BOTTOM LEFT", help="Shrink the box mask, as fractions of the face crop.")
 @click.option("--model-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @reports_errors
 def swap(source: str, target: str, output: str, swapper: str, execution_provider: str, allow_fallback: bool,
          cpu_threads: int, face_selector: str, checkpoint: str | None, segment_frames: int, encoder: str,
-         quality: int, preset: str, blend_mode: str, blur: float, model_dir: Path | None, as_json: bool) -> None:
+         quality: int, preset: str, blend_mode: str, blur: float, mask_padding: tuple[float, float, float, float],
+         model_dir: Path | None, as_json: bool) -> None:
     """Swap the face from SOURCE into every selected face of TARGET."""
     options = SwapOptions(
         swapper=swapper, face_selector=face_selector, execution_provider=execution_provider,
         cpu_threads=cpu_threads, allow_fallback=allow_fallback, encoder=encoder, quality=quality,
-        preset=preset, segment_frames=segment_frames, blend=BlendConfig(blur=blur, mode=blend_mode),
+        preset=preset, segment_frames=segment_frames, blend=BlendConfig(blur=blur, padding=mask_padding, mode=blend_mode),
     )
     stop = install_stop_signals(interrupt=True)
     models = ModelStore(model_dir) if model_dir else None
-    common = {"source": source, "target": target, "output": output, "options": options,
-              "checkpoint": checkpoint, "models": models, "stop": stop}
+    def run(on_event: Callable[[str, dict[str, Any]], None]) -> SwapResult:
+        return run_swap(source=source, target=target, output=output, options=options, checkpoint=checkpoint,
+                        models=models, stop=stop, on_event=on_event)
+
     if sys.stderr.isatty():
         console = Console(stderr=True)
         with Progress(TextColumn("[bold]swap"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[fps]}"),
@@ -91,9 +98,9 @@ def swap(source: str, target: str, output: str, swapper: str, execution_provider
                 elif event in ("segment_skipped", "checkpoint_reset"):
                     console.log(f"{event}: {fields}")
 
-            result = run_swap(**common, on_event=on_event)
+            result = run(on_event)
     else:
-        result = run_swap(**common, on_event=_PlainProgress())
+        result = run(_PlainProgress())
     summary = {
         "output": result.output, "kind": result.kind, "frames": result.frames,
         "frames_swapped": result.frames_swapped, "faces_swapped": result.faces_swapped,
@@ -102,7 +109,7 @@ def swap(source: str, target: str, output: str, swapper: str, execution_provider
         "timings_s": {k: round(v, 4) for k, v in result.stage_s.items()},
     }
     if as_json:
-        click.echo(__import__("json").dumps(summary, sort_keys=True))
+        click.echo(json.dumps(summary, sort_keys=True))
     else:
         click.echo(f"wrote {result.output} ({result.kind}, {result.frames} frame(s), "
                    f"{result.faces_swapped} face(s) swapped, {result.wall_s:.2f}s)", err=True)

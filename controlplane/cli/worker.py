@@ -33,7 +33,7 @@ def run(spec_path: Path) -> None:
         import logging
 
         logging.getLogger("fusionplane.worker").error(
-            "", extra={"event": "spec_invalid", "field": exc.field, "message": exc.message}
+            "", extra={"event": "spec_invalid", "field": exc.field, "error": exc.message, "exit_code": exc.exit_code}
         )
         sys.exit(exc.exit_code)
     setup_json_logging(static={"task_id": spec.task_id, "attempt_id": spec.attempt_id})

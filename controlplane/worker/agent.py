@@ -49,7 +49,9 @@ def run_worker(spec: WorkerSpec, *, stop: threading.Event, models: ModelStore | 
         )
     except FaceSwapError as exc:
         body = {"kind": exc.kind, "field": exc.field, "message": exc.message, "exit_code": exc.exit_code}
-        log.error("", extra={"event": "attempt_failed", **body})
+        # "message" is reserved on a LogRecord, so the log line calls it "error"
+        log.error("", extra={"event": "attempt_failed", "kind": exc.kind, "field": exc.field,
+                             "error": exc.message, "exit_code": exc.exit_code})
         reporter.post("fail", body, attempts=3)
         reporter.close()
         return exc.exit_code

@@ -46,7 +46,8 @@ class Reporter:
                     return False
             except httpx.HTTPError as exc:
                 log.warning("", extra={"event": "callback_failed", "callback": event, "error": str(exc)})
-            time.sleep(min(0.5 * 2**attempt, 5.0))
+            if attempt + 1 < attempts:
+                time.sleep(min(0.5 * 2**attempt, 5.0))
         return False
 
     def progress(self, body: dict[str, Any], *, every_s: float = 1.0) -> None:

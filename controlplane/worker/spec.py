@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
@@ -19,6 +19,7 @@ __all__ = ["CallbackSpec", "SpecOptions", "WorkerSpec", "load_spec", "spec_json_
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 MAX_SPEC_BYTES = 1 << 20
+_Padding = Annotated[float, Field(ge=0.0, lt=0.5)]
 
 
 class _Strict(BaseModel):
@@ -49,10 +50,15 @@ class SpecOptions(_Strict):
     segment_frames: int = Field(default=120, ge=1, le=100_000)
     blend_blur: float = Field(default=0.3, ge=0.0, le=1.0)
     blend_mode: Literal["feather", "poisson"] = "feather"
+    mask_padding: tuple[_Padding, _Padding, _Padding, _Padding] = Field(
+        default=(0.0, 0.0, 0.0, 0.0), description="Box mask padding: top, right, bottom, left, each in [0, 0.5)"
+    )
 
     def to_swap_options(self) -> SwapOptions:
         data = self.model_dump()
-        blend = BlendConfig(blur=data.pop("blend_blur"), mode=data.pop("blend_mode"))
+        blend = BlendConfig(
+            blur=data.pop("blend_blur"), padding=tuple(data.pop("mask_padding")), mode=data.pop("blend_mode")
+        )
         return SwapOptions(blend=blend, **data)
 
 

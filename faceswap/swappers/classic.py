@@ -26,11 +26,11 @@ TEMPLATE = "arcface_128"
 def _face_ellipse(size: int) -> npt.NDArray[np.float32]:
     # brow to chin, cheek to cheek in the arcface_128 layout; the corners of the
     # crop hold hair, ears and collar, which would be pasted from the source
-    mask = np.zeros((size, size), dtype=np.float32)
+    mask: npt.NDArray[np.float32] = np.zeros((size, size), dtype=np.float32)
     centre = (size // 2, int(size * 0.56))
     axes = (int(size * 0.29), int(size * 0.36))
     cv2.ellipse(mask, centre, axes, 0, 0, 360, 1.0, thickness=-1)
-    mask = cv2.GaussianBlur(mask, (0, 0), size * 0.03)
+    mask = np.asarray(cv2.GaussianBlur(mask, (0, 0), size * 0.03), dtype=np.float32)
     mask.setflags(write=False)
     return mask
 
@@ -66,7 +66,7 @@ class ClassicSwapper:
 
     def prepare_source(self, image: BGRImage, face: Face) -> ClassicSource:
         crop, _ = warp_face(image, face.landmarks, TEMPLATE, CROP)
-        lab = cv2.cvtColor(crop.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
+        lab = np.asarray(cv2.cvtColor(crop.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab), dtype=np.float32)
         mean, std = self._stats(lab)
         return ClassicSource(lab=lab, mean=mean, std=std)
 
@@ -74,7 +74,7 @@ class ClassicSwapper:
         if not self.colour_transfer:
             out = cv2.cvtColor(source.lab, cv2.COLOR_Lab2BGR)
         else:
-            target_lab = cv2.cvtColor(crop.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
+            target_lab = np.asarray(cv2.cvtColor(crop.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab), np.float32)
             mean, std = self._stats(target_lab)
             lab = (source.lab - source.mean) * (std / source.std) + mean
             out = cv2.cvtColor(lab.astype(np.float32), cv2.COLOR_Lab2BGR)

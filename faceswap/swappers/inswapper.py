@@ -84,4 +84,4 @@ class InswapperSwapper:
             None, {self._target_name: np.ascontiguousarray(blob), self._source_name: source}
         )
         face_rgb = np.clip(np.asarray(out)[0].transpose(1, 2, 0), 0.0, 1.0)
-        return (face_rgb[:, :, ::-1] * 255.0 + 0.5).astype(np.uint8)
+        return np.asarray(face_rgb[:, :, ::-1] * 255.0 + 0.5, dtype=np.float32).astype(np.uint8)
