@@ -42,8 +42,15 @@ def transcode_fps(clip: Path, workdir: Path, options: SwapOptions) -> float:
     """Decode + encode only, with the pipeline's settings: the floor for any swap."""
     info = probe(clip, field="target")
     start = time.perf_counter()
-    encoder = SegmentEncoder(workdir / "baseline.ts", width=info.width, height=info.height, fps=info.fps,
-                             encoder=options.encoder, quality=options.quality, preset=options.preset)
+    encoder = SegmentEncoder(
+        workdir / "baseline.ts",
+        width=info.width,
+        height=info.height,
+        fps=info.fps,
+        encoder=options.encoder,
+        quality=options.quality,
+        preset=options.preset,
+    )
     decoder = Decoder(clip, info)
     frames = 0
     for frame in decoder:
@@ -54,15 +61,17 @@ def transcode_fps(clip: Path, workdir: Path, options: SwapOptions) -> float:
     return frames / (time.perf_counter() - start)
 
 
-def run_case(clip: Path, source: Path, workdir: Path, swapper: str, models: ModelStore | None,
-             repeat: int) -> dict[str, Any]:
+def run_case(
+    clip: Path, source: Path, workdir: Path, swapper: str, models: ModelStore | None, repeat: int
+) -> dict[str, Any]:
     fps_runs: list[float] = []
     stage_runs: dict[str, list[float]] = {stage: [] for stage in STAGES}
     frames = 0
     for i in range(repeat):
         out = workdir / f"{swapper}-{i}.mp4"
-        result = run_swap(source=str(source), target=str(clip), output=str(out),
-                          options=SwapOptions(swapper=swapper), models=models)
+        result = run_swap(
+            source=str(source), target=str(clip), output=str(out), options=SwapOptions(swapper=swapper), models=models
+        )
         frames = result.frames
         fps_runs.append(result.frames / result.wall_s)
         for stage in STAGES:
@@ -92,8 +101,7 @@ def markdown(results: dict[str, Any]) -> str:
         ms = case["ms_per_frame"]
         lines.append(
             f"| {case['clip']} | {case['swapper']} | **{case['fps_median']:.1f}** | {case['baseline_fps']:.1f} | "
-            f"{case['fps_median'] / case['baseline_fps']:.2f} | "
-            + " | ".join(f"{ms[s]:.1f}" for s in STAGES) + " |"
+            f"{case['fps_median'] / case['baseline_fps']:.2f} | " + " | ".join(f"{ms[s]:.1f}" for s in STAGES) + " |"
         )
     return "\n".join(lines)
 
@@ -128,22 +136,25 @@ def main(argv: list[str] | None = None) -> int:
         for size_name in args.sizes.split(","):
             clip_dir = workdir / size_name
             source, clip = make_samples(clip_dir, frames=args.frames, size=SIZES[size_name])
-            baseline = statistics.median(
-                transcode_fps(clip, clip_dir, SwapOptions()) for _ in range(args.repeat)
-            )
+            baseline = statistics.median(transcode_fps(clip, clip_dir, SwapOptions()) for _ in range(args.repeat))
             for swapper in args.swappers.split(","):
-                case = run_case(clip, source, clip_dir, swapper, models if swapper != "classic" else None,
-                                args.repeat)
+                case = run_case(clip, source, clip_dir, swapper, models if swapper != "classic" else None, args.repeat)
                 case.update(clip=size_name, swapper=swapper, baseline_fps=baseline)
                 cases.append(case)
-                print(f"{size_name} {swapper}: {case['fps_median']:.1f} fps (transcode-only {baseline:.1f} fps) "
-                      f"ms/frame {case['ms_per_frame']}", flush=True)
+                print(
+                    f"{size_name} {swapper}: {case['fps_median']:.1f} fps (transcode-only {baseline:.1f} fps) "
+                    f"ms/frame {case['ms_per_frame']}",
+                    flush=True,
+                )
     results = {
         "date": date.today().isoformat(),
         "frames": args.frames,
         "repeat": args.repeat,
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+        },
         "cases": cases,
     }
     table = markdown(results)

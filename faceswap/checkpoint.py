@@ -14,13 +14,12 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from faceswap.errors import BadInput
-from faceswap.uris import parse_uri, s3_client
+from faceswap.uris import parse_uri, remote_errors, s3_client
 
 __all__ = ["CheckpointStore", "Manifest", "open_checkpoint"]
 
@@ -114,16 +113,9 @@ class S3Checkpoint:
     def _key(self, name: str) -> str:
         return f"{self.prefix}/{name}" if self.prefix else name
 
-    @contextlib.contextmanager
-    def _errors(self, action: str) -> Iterator[None]:
-        """S3 failures (no such bucket, access denied, transfer failed) as one-line BadInput."""
-        from boto3.exceptions import Boto3Error
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            yield
-        except (ClientError, BotoCoreError, Boto3Error) as exc:
-            raise BadInput(f"cannot {action} {self.uri}: {exc}", field="checkpoint") from exc
+    def _errors(self, action: str) -> contextlib.AbstractContextManager[None]:
+        """S3 failures as one-line errors: temporary (retry) or bad input (never retry)."""
+        return remote_errors(f"cannot {action} {self.uri}", field="checkpoint")
 
     def read_manifest(self) -> Manifest | None:
         with self._errors("read"):

@@ -9,7 +9,8 @@ The tree::
     │   └── FrameTooLarge         a frame above the 8K limit
     ├── ModelError                (exit 69) a model is missing, corrupt or has the wrong signature
     │   └── ExecutionProviderUnavailable  asked-for EP absent, or a silent fallback
-    └── Preempted                 (exit 75) stopped by SIGTERM after flushing the checkpoint
+    └── TemporaryFailure          (exit 75) worth retrying: storage throttled, timed out or 5xx
+        └── Preempted             stopped by SIGTERM after flushing the checkpoint
 
 Exit codes follow sysexits(3) where a matching one exists (EX_DATAERR,
 EX_UNAVAILABLE, EX_TEMPFAIL, EX_SOFTWARE) so that a Kubernetes pod failure
@@ -34,6 +35,7 @@ __all__ = [
     "ModelError",
     "NoFaceFound",
     "Preempted",
+    "TemporaryFailure",
     "UnsupportedMedia",
 ]
 
@@ -99,8 +101,14 @@ class ExecutionProviderUnavailable(ModelError):
     kind = "execution_provider_unavailable"
 
 
-class Preempted(FaceSwapError):
-    """Work stopped on SIGTERM; finished segments are committed to the checkpoint."""
+class TemporaryFailure(FaceSwapError):
+    """A failure that another attempt may not meet: throttling, timeouts, 5xx from storage."""
 
     exit_code = EXIT_PREEMPTED
+    kind = "temporary"
+
+
+class Preempted(TemporaryFailure):
+    """Work stopped on SIGTERM; finished segments are committed to the checkpoint."""
+
     kind = "preempted"

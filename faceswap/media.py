@@ -117,8 +117,14 @@ def probe(path: Path, *, field: str) -> MediaInfo:
     if path.stat().st_size == 0:
         raise UnsupportedMedia(f"{path.name} is empty (0 bytes)", field=field)
     cmd = [
-        ffmpeg_binary("ffprobe"), "-v", "error", "-print_format", "json",
-        "-show_streams", "-show_format", str(path),
+        ffmpeg_binary("ffprobe"),
+        "-v",
+        "error",
+        "-print_format",
+        "json",
+        "-show_streams",
+        "-show_format",
+        str(path),
     ]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, check=False)

@@ -111,9 +111,7 @@ def _dim_matches(expected: Dim, actual: Dim) -> bool:
 
 
 def _shape_matches(expected: Sequence[Dim], actual: Sequence[Dim]) -> bool:
-    return len(expected) == len(actual) and all(
-        _dim_matches(e, a) for e, a in zip(expected, actual, strict=True)
-    )
+    return len(expected) == len(actual) and all(_dim_matches(e, a) for e, a in zip(expected, actual, strict=True))
 
 
 @dataclass(frozen=True)
@@ -203,8 +201,7 @@ def _parse_signature(raw: Any, where: str) -> Signature:
     signature: Signature = {}
     for tensor, shape in raw.items():
         if not isinstance(shape, list) or not all(
-            (isinstance(d, int) and not isinstance(d, bool) and d > 0) or d is None or isinstance(d, str)
-            for d in shape
+            (isinstance(d, int) and not isinstance(d, bool) and d > 0) or d is None or isinstance(d, str) for d in shape
         ):
             raise ModelError("must be a list of positive integers, strings or null", field=f"{where}.{tensor}")
         signature[str(tensor)] = list(shape)
@@ -221,10 +218,9 @@ def _load_manifest(directory: Path, *, bundled: bool) -> list[ModelEntry]:
         raise ModelError(f"{path} is not valid JSON: {exc}", field="manifest") from exc
     raw_models = document.get("models") if isinstance(document, dict) else None
     if not isinstance(raw_models, list):
-        raise ModelError(f"{path} needs a top-level \"models\" list", field="manifest.models")
+        raise ModelError(f'{path} needs a top-level "models" list', field="manifest.models")
     entries = [
-        ModelEntry.parse(raw, base=directory, where=f"models[{i}]", bundled=bundled)
-        for i, raw in enumerate(raw_models)
+        ModelEntry.parse(raw, base=directory, where=f"models[{i}]", bundled=bundled) for i, raw in enumerate(raw_models)
     ]
     names = [entry.name for entry in entries]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -244,9 +240,7 @@ class ModelStore:
         """Every model known, bundled first; an operator entry may not shadow a bundled one."""
         if self._entries is None:
             entries: dict[str, ModelEntry] = {}
-            for entry in _load_manifest(BUNDLED_DIR, bundled=True) + _load_manifest(
-                self.model_dir, bundled=False
-            ):
+            for entry in _load_manifest(BUNDLED_DIR, bundled=True) + _load_manifest(self.model_dir, bundled=False):
                 if entry.name in entries:
                     raise ModelError(
                         f"{entry.name} is bundled with FusionPlane; use another name",
@@ -261,8 +255,7 @@ class ModelStore:
         known = {entry.name: entry for entry in self.entries()}
         if name not in known:
             raise ModelError(
-                f"model {name!r} is not in {self.model_dir / MANIFEST} "
-                f"(known: {', '.join(sorted(known)) or 'none'})",
+                f"model {name!r} is not in {self.model_dir / MANIFEST} (known: {', '.join(sorted(known)) or 'none'})",
                 field="models",
             )
         entry = known[name]

@@ -199,8 +199,17 @@ class FaceSwapper:
 class _SegmentWriter(threading.Thread):
     """Encodes frames into segment files and commits each finished segment."""
 
-    def __init__(self, *, store: CheckpointStore, manifest: Manifest, workdir: Path, info: MediaInfo,
-                 options: SwapOptions, emit: EventSink, stage_s: dict[str, float]) -> None:
+    def __init__(
+        self,
+        *,
+        store: CheckpointStore,
+        manifest: Manifest,
+        workdir: Path,
+        info: MediaInfo,
+        options: SwapOptions,
+        emit: EventSink,
+        stage_s: dict[str, float],
+    ) -> None:
         super().__init__(name="segment-writer", daemon=True)
         self.store, self.manifest, self.workdir, self.info = store, manifest, workdir, info
         self.options, self.emit, self.stage_s = options, emit, stage_s
@@ -264,8 +273,13 @@ class _SegmentWriter(threading.Thread):
         width, height = self.info.width, self.info.height
         self._segment = segment
         self._encoder = SegmentEncoder(
-            self.workdir / _segment_name(segment), width=width, height=height, fps=self.info.fps,
-            encoder=self.options.encoder, quality=self.options.quality, preset=self.options.preset,
+            self.workdir / _segment_name(segment),
+            width=width,
+            height=height,
+            fps=self.info.fps,
+            encoder=self.options.encoder,
+            quality=self.options.quality,
+            preset=self.options.preset,
         )
 
     def _commit(self) -> None:
@@ -278,7 +292,9 @@ class _SegmentWriter(threading.Thread):
         name = _segment_name(self._segment)
         self.store.put_segment(name, encoder.path)
         self.manifest.segments[self._segment] = {
-            "file": name, "frames": encoder.frames, "sha256": sha256_file(encoder.path),
+            "file": name,
+            "frames": encoder.frames,
+            "sha256": sha256_file(encoder.path),
         }
         self.store.write_manifest(self.manifest)
         self.committed += 1
@@ -386,9 +402,16 @@ def run_swap(
             result = _swap_image(engine, prepared, target_path, output_loc, options)
         else:
             result = _swap_video(
-                engine, prepared, target_path, output_loc, options,
-                source_digest=sha256_file(source_path), checkpoint=checkpoint, workdir=workdir,
-                stop=stop, emit=on_event,
+                engine,
+                prepared,
+                target_path,
+                output_loc,
+                options,
+                source_digest=sha256_file(source_path),
+                checkpoint=checkpoint,
+                workdir=workdir,
+                stop=stop,
+                emit=on_event,
             )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -397,8 +420,7 @@ def run_swap(
     return result
 
 
-def _swap_image(engine: FaceSwapper, prepared: Any, target: Path, output: Location,
-                options: SwapOptions) -> SwapResult:
+def _swap_image(engine: FaceSwapper, prepared: Any, target: Path, output: Location, options: SwapOptions) -> SwapResult:
     image, alpha = read_image(target, field="target")
     swapped = engine.swap_frame(image, prepared)
     if swapped == 0:
@@ -408,23 +430,41 @@ def _swap_image(engine: FaceSwapper, prepared: Any, target: Path, output: Locati
     return SwapResult(kind="image", output=output.raw, frames=1, frames_swapped=1, faces_swapped=swapped)
 
 
-def _swap_video(engine: FaceSwapper, prepared: Any, target: Path, output: Location, options: SwapOptions, *,
-                source_digest: str, checkpoint: str | None, workdir: Path, stop: threading.Event,
-                emit: EventSink) -> SwapResult:
+def _swap_video(
+    engine: FaceSwapper,
+    prepared: Any,
+    target: Path,
+    output: Location,
+    options: SwapOptions,
+    *,
+    source_digest: str,
+    checkpoint: str | None,
+    workdir: Path,
+    stop: threading.Event,
+    emit: EventSink,
+) -> SwapResult:
     info = probe(target, field="target")
     if not info.is_video:
         raise BadInput(f"{target.name} is not a video", field="target")
     store = open_checkpoint(checkpoint) if checkpoint else open_checkpoint(str(workdir / "checkpoint"))
     fingerprint = {
         "source_sha256": source_digest,
-        "target": {"bytes": target.stat().st_size, "codec": info.codec, "size": [info.width, info.height],
-                   "frames": info.frames, "fps": str(info.fps)},
+        "target": {
+            "bytes": target.stat().st_size,
+            "codec": info.codec,
+            "size": [info.width, info.height],
+            "frames": info.frames,
+            "fps": str(info.fps),
+        },
         "options": options.fingerprint(),
         "swapper": engine.swapper.identity,
     }
     manifest = store.read_manifest()
-    if manifest is None or manifest.fingerprint != json.loads(json.dumps(fingerprint)) \
-            or manifest.segment_frames != options.segment_frames:
+    if (
+        manifest is None
+        or manifest.fingerprint != json.loads(json.dumps(fingerprint))
+        or manifest.segment_frames != options.segment_frames
+    ):
         if manifest is not None:
             emit("checkpoint_reset", {"reason": "the checkpoint belongs to another job or options"})
         manifest = Manifest(fingerprint=fingerprint, segment_frames=options.segment_frames)
@@ -436,8 +476,9 @@ def _swap_video(engine: FaceSwapper, prepared: Any, target: Path, output: Locati
         emit("segment_skipped", {"segment": segment, "frames": manifest.segments[segment]["frames"]})
     size = options.segment_frames
     stage_s = result.stage_s
-    writer = _SegmentWriter(store=store, manifest=manifest, workdir=workdir, info=info, options=options,
-                            emit=emit, stage_s=stage_s)
+    writer = _SegmentWriter(
+        store=store, manifest=manifest, workdir=workdir, info=info, options=options, emit=emit, stage_s=stage_s
+    )
     writer.start()
     decoder = Decoder(target, info)
     total = info.frames
@@ -458,8 +499,10 @@ def _swap_video(engine: FaceSwapper, prepared: Any, target: Path, output: Locati
             elapsed = time.perf_counter() - loop_start
             fps = result.frames_swapped / elapsed if elapsed > 0 else 0.0
             remaining = max(total - index - 1, 0)
-            emit("progress", {"frames": index + 1, "total": total, "fps": fps,
-                              "eta_s": remaining / fps if fps > 0 else None})
+            emit(
+                "progress",
+                {"frames": index + 1, "total": total, "fps": fps, "eta_s": remaining / fps if fps > 0 else None},
+            )
         if stop.is_set():
             raise Preempted("stopped by SIGTERM; finished segments are checkpointed", field="worker")
     except BaseException:
@@ -476,8 +519,7 @@ def _swap_video(engine: FaceSwapper, prepared: Any, target: Path, output: Locati
     segments = sorted(manifest.segments)
     expected = list(range((result.frames + size - 1) // size))
     if segments != expected:
-        raise BadInput(f"checkpoint is missing segments {sorted(set(expected) - set(segments))}",
-                       field="checkpoint")
+        raise BadInput(f"checkpoint is missing segments {sorted(set(expected) - set(segments))}", field="checkpoint")
     files = []
     for segment in segments:
         local = workdir / _segment_name(segment)

@@ -55,9 +55,7 @@ class ExecutionConfig:
     allow_fallback: bool = False
     #: persistent directory for TensorRT engines and timing caches
     trt_cache_root: Path = field(
-        default_factory=lambda: Path(
-            os.environ.get("FUSIONPLANE_TRT_CACHE", "~/.cache/fusionplane/trt")
-        ).expanduser()
+        default_factory=lambda: Path(os.environ.get("FUSIONPLANE_TRT_CACHE", "~/.cache/fusionplane/trt")).expanduser()
     )
     trt_fp16: bool = True
     trt_workspace_bytes: int = 2 << 30
@@ -65,8 +63,7 @@ class ExecutionConfig:
     def __post_init__(self) -> None:
         if self.provider not in EXECUTION_PROVIDERS:
             raise ExecutionProviderUnavailable(
-                f"unknown execution provider {self.provider!r}; "
-                f"choose one of {', '.join(EXECUTION_PROVIDERS)}",
+                f"unknown execution provider {self.provider!r}; choose one of {', '.join(EXECUTION_PROVIDERS)}",
                 field="execution_provider",
             )
         if self.cpu_threads < 0:

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from faceswap.errors import BadInput
+from faceswap.errors import BadInput, FaceSwapError, TemporaryFailure
 
-__all__ = ["Location", "fetch", "parse_uri", "write_atomically"]
+__all__ = ["Location", "fetch", "parse_uri", "remote_errors", "write_atomically"]
 
 SCHEMES = ("file", "s3", "https", "http")
 # mkstemp creates 0600 files; published outputs get the usual 0666 & ~umask.
@@ -76,6 +76,74 @@ def parse_uri(uri: str, *, field: str) -> Location:
     return Location(scheme, uri, raw=uri)
 
 
+#: S3 error codes that say "try again", whatever the HTTP status
+_S3_TEMPORARY_CODES = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "RequestTimeout",
+    "InternalError",
+    "ServiceUnavailable",
+    "503",
+}
+
+
+def _classify(exc: BaseException, message: str, field: str) -> FaceSwapError:
+    """Storage and HTTP failures: temporary (exit 75, retry) or bad input (exit 65, never retry).
+
+    Throttling, timeouts, dropped connections and 5xx are temporary. A missing
+    key or bucket, access denied, a 4xx, or an address where nothing answers
+    (connection refused, unknown host) fail the same way on every retry.
+    """
+    import httpx
+    from boto3.exceptions import RetriesExceededError
+    from botocore.exceptions import ClientError, ConnectTimeoutError, HTTPClientError
+
+    cause: BaseException = exc
+    # boto3's managed transfers wrap the ClientError (S3UploadFailedError)
+    if not isinstance(cause, ClientError) and isinstance(cause.__context__, ClientError):
+        cause = cause.__context__
+    temporary = False
+    if isinstance(cause, ClientError):
+        error = cause.response.get("Error", {})
+        status = int(cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        temporary = error.get("Code") in _S3_TEMPORARY_CODES or status >= 500 or status == 429
+        message = f"{message}: {error.get('Code', 'error')} {error.get('Message', '')}".rstrip()
+    elif isinstance(cause, httpx.HTTPStatusError):
+        status = cause.response.status_code
+        temporary = status >= 500 or status == 429
+        message = f"{message}: HTTP {status}"
+    else:
+        temporary = isinstance(
+            cause,
+            (
+                ConnectTimeoutError,
+                HTTPClientError,
+                RetriesExceededError,
+                httpx.TimeoutException,
+                httpx.RemoteProtocolError,
+                httpx.ReadError,
+                httpx.WriteError,
+            ),
+        )
+        message = f"{message}: {cause}"
+    return TemporaryFailure(message, field=field) if temporary else BadInput(message, field=field)
+
+
+@contextlib.contextmanager
+def remote_errors(message: str, *, field: str) -> Iterator[None]:
+    """Turn S3 and HTTP client errors raised inside the block into classified core errors."""
+    import httpx
+    from boto3.exceptions import Boto3Error
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except (ClientError, BotoCoreError, Boto3Error, httpx.HTTPError) as exc:
+        raise _classify(exc, message, field) from exc
+
+
 def s3_client() -> Any:
     import boto3
     from botocore.config import Config
@@ -97,28 +165,21 @@ def fetch(location: Location, workdir: Path, *, field: str) -> Path:
         return path
     dest = workdir / f"{field}{location.suffix}"
     if location.scheme == "s3":
-        from boto3.exceptions import Boto3Error
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
+        with remote_errors(f"cannot read {location.raw}", field=field):
             s3_client().download_file(location.bucket, location.path, str(dest))
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "error")
-            raise BadInput(f"cannot read {location.raw}: {code}", field=field) from exc
-        except (BotoCoreError, Boto3Error) as exc:  # Boto3Error: the managed transfer's own failures
-            raise BadInput(f"cannot read {location.raw}: {exc}", field=field) from exc
         return dest
     import httpx
 
-    try:
-        with httpx.stream("GET", location.path, timeout=DOWNLOAD_TIMEOUT_S, follow_redirects=True) as response:
-            if response.status_code != 200:
-                raise BadInput(f"cannot read {location.raw}: HTTP {response.status_code}", field=field)
-            with dest.open("wb") as handle:
-                for chunk in response.iter_bytes(1 << 20):
-                    handle.write(chunk)
-    except httpx.HTTPError as exc:
-        raise BadInput(f"cannot read {location.raw}: {exc}", field=field) from exc
+    with (
+        remote_errors(f"cannot read {location.raw}", field=field),
+        httpx.stream("GET", location.path, timeout=DOWNLOAD_TIMEOUT_S, follow_redirects=True) as response,
+    ):
+        response.raise_for_status()
+        if response.status_code != 200:  # 2xx other than 200 carry no file
+            raise BadInput(f"cannot read {location.raw}: HTTP {response.status_code}", field=field)
+        with dest.open("wb") as handle:
+            for chunk in response.iter_bytes(1 << 20):
+                handle.write(chunk)
     return dest
 
 
@@ -152,12 +213,7 @@ def write_atomically(location: Location, *, field: str = "output") -> Iterator[P
     tmp = staging / f"output{location.suffix}"
     try:
         yield tmp
-        from boto3.exceptions import Boto3Error
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
+        with remote_errors(f"cannot write {location.raw}", field=field):
             s3_client().upload_file(str(tmp), location.bucket, location.path)
-        except (ClientError, BotoCoreError, Boto3Error) as exc:  # upload_file raises S3UploadFailedError
-            raise BadInput(f"cannot write {location.raw}: {exc}", field=field) from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)

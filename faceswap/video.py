@@ -11,6 +11,7 @@ run would have produced.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import subprocess
 import threading
@@ -90,8 +91,23 @@ class Decoder:
         self.info = info
         self.frame_bytes = info.width * info.height * 3
         cmd = [
-            ffmpeg_binary(), "-nostdin", "-v", "error", "-xerror", "-noautorotate", "-i", str(path),
-            "-map", "0:v:0", "-f", "rawvideo", "-pix_fmt", "bgr24", "-fps_mode", "passthrough", "-",
+            ffmpeg_binary(),
+            "-nostdin",
+            "-v",
+            "error",
+            "-xerror",
+            "-noautorotate",
+            "-i",
+            str(path),
+            "-map",
+            "0:v:0",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "bgr24",
+            "-fps_mode",
+            "passthrough",
+            "-",
         ]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
         self._stderr = _StderrTail(self.proc.stderr)
@@ -115,9 +131,7 @@ class Decoder:
                 raise UnsupportedMedia("the video ends inside a frame (truncated)", field="target")
             yield np.frombuffer(buffer, dtype=np.uint8).reshape(shape)
         if self.proc.wait() != 0:
-            raise UnsupportedMedia(
-                f"the video is corrupt or truncated: {self._stderr.text()}", field="target"
-            )
+            raise UnsupportedMedia(f"the video is corrupt or truncated: {self._stderr.text()}", field="target")
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -148,11 +162,31 @@ class SegmentEncoder:
         quality_args = [*ENCODERS[encoder], str(quality)]
         preset_args = ["-preset", preset] if encoder in ("libx264", "libx265") else []
         cmd = [
-            ffmpeg_binary(), "-nostdin", "-v", "error", "-y",
-            "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{width}x{height}",
-            "-framerate", f"{fps.numerator}/{fps.denominator}", "-i", "-",
-            "-an", "-c:v", encoder, *preset_args, *quality_args, "-pix_fmt", pix_fmt,
-            "-f", "mpegts", str(path),
+            ffmpeg_binary(),
+            "-nostdin",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "bgr24",
+            "-s",
+            f"{width}x{height}",
+            "-framerate",
+            f"{fps.numerator}/{fps.denominator}",
+            "-i",
+            "-",
+            "-an",
+            "-c:v",
+            encoder,
+            *preset_args,
+            *quality_args,
+            "-pix_fmt",
+            pix_fmt,
+            "-f",
+            "mpegts",
+            str(path),
         ]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
         self._stderr = _StderrTail(self.proc.stderr)
@@ -187,10 +221,8 @@ class SegmentEncoder:
             self.proc.kill()
         self.proc.wait()
         if self.proc.stdin:
-            try:
+            with contextlib.suppress(BrokenPipeError):
                 self.proc.stdin.close()
-            except BrokenPipeError:
-                pass
         self._stderr.close(self.proc.stderr)
         self.path.unlink(missing_ok=True)
 
@@ -202,8 +234,17 @@ def concat_segments(
     listing = workdir / "segments.txt"
     listing.write_text("".join(f"file '{p.resolve()}'\n" for p in segments), encoding="utf-8")
     base = [
-        ffmpeg_binary(), "-nostdin", "-v", "error", "-y",
-        "-f", "concat", "-safe", "0", "-i", str(listing),
+        ffmpeg_binary(),
+        "-nostdin",
+        "-v",
+        "error",
+        "-y",
+        "-f",
+        "concat",
+        "-safe",
+        "0",
+        "-i",
+        str(listing),
     ]
     maps = ["-map", "0:v:0"]
     if info.has_audio:
@@ -226,7 +267,10 @@ def concat_segments(
         for audio in audio_choices:
             done = subprocess.run(
                 [*base, *maps, "-c:v", "copy", *audio, *rotate, *tail],
-                capture_output=True, text=True, timeout=3600, check=False,
+                capture_output=True,
+                text=True,
+                timeout=3600,
+                check=False,
             )
             if done.returncode == 0:
                 break

@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 def _skimage_data(name: str) -> Path:
     spec = importlib.util.find_spec("skimage")
-    assert spec is not None and spec.submodule_search_locations, "scikit-image is a dev dependency"
+    assert spec is not None, "scikit-image is a dev dependency"
+    assert spec.submodule_search_locations
     return Path(next(iter(spec.submodule_search_locations))) / "data" / name
 
 

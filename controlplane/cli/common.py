@@ -70,8 +70,13 @@ def install_stop_signals(*, interrupt: bool) -> threading.Event:
 
 
 output_option = click.option(
-    "--output", "-o", "output_format", type=click.Choice(["table", "json"]), default="table",
-    show_default=True, help="Output format; the JSON is stable and documented.",
+    "--output",
+    "-o",
+    "output_format",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="Output format; the JSON is stable and documented.",
 )
 
 

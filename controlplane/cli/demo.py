@@ -45,9 +45,34 @@ def make_samples(workdir: Path, *, frames: int = 72, size: tuple[int, int] = (12
     side = width * 2
     base = cv2.resize(photo, (side, side))
     cmd = [
-        ffmpeg_binary(), "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{width}x{height}",
-        "-framerate", "24", "-i", "-", "-f", "lavfi", "-i", f"sine=frequency=330:duration={frames / 24}",
-        "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(clip_path),
+        ffmpeg_binary(),
+        "-v",
+        "error",
+        "-y",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "bgr24",
+        "-s",
+        f"{width}x{height}",
+        "-framerate",
+        "24",
+        "-i",
+        "-",
+        "-f",
+        "lavfi",
+        "-i",
+        f"sine=frequency=330:duration={frames / 24}",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-shortest",
+        str(clip_path),
     ]
     with subprocess.Popen(cmd, stdin=subprocess.PIPE) as proc:
         assert proc.stdin is not None
@@ -63,16 +88,23 @@ def make_samples(workdir: Path, *, frames: int = 72, size: tuple[int, int] = (12
 
 
 @click.command()
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("var/demo"),
-              show_default=True)
+@click.option(
+    "--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("var/demo"), show_default=True
+)
 @reports_errors
 def demo(workdir: Path) -> None:
     """Swap a face into the astronaut photo and a 3-second 720p clip; print where the results are."""
     source, clip = make_samples(workdir)
     photo = run_swap(source=str(source), target=str(astronaut_photo()), output=str(workdir / "astronaut-swapped.png"))
     click.echo(f"image: {photo.output}  ({photo.faces_swapped} face, {photo.wall_s:.2f}s)")
-    video = run_swap(source=str(source), target=str(clip), output=str(workdir / "target-swapped.mp4"),
-                     checkpoint=str(workdir / "checkpoint"))
-    click.echo(f"video: {video.output}  ({video.frames} frames, {video.fps:.1f} fps end to end, "
-               f"{video.segments_skipped} segment(s) reused from the checkpoint)")
+    video = run_swap(
+        source=str(source),
+        target=str(clip),
+        output=str(workdir / "target-swapped.mp4"),
+        checkpoint=str(workdir / "checkpoint"),
+    )
+    click.echo(
+        f"video: {video.output}  ({video.frames} frames, {video.fps:.1f} fps end to end, "
+        f"{video.segments_skipped} segment(s) reused from the checkpoint)"
+    )
     click.echo("next: fusionctl swap --help   |   fusionctl models list")

@@ -16,7 +16,9 @@ from faceswap.models import ModelStore, default_model_dir
 __all__ = ["models"]
 
 model_dir_option = click.option(
-    "--model-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    "--model-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
     help="Model directory [default: $FUSIONPLANE_MODEL_DIR or ~/.cache/fusionplane/models]",
 )
 
@@ -44,8 +46,12 @@ def list_models(model_dir: Path | None, output_format: str) -> None:
     store = _store(model_dir)
     rows: list[dict[str, Any]] = [
         {
-            "name": e.name, "role": e.role, "file": str(e.path), "present": e.path.is_file(),
-            "bytes": e.path.stat().st_size if e.path.is_file() else None, "sha256": e.sha256,
+            "name": e.name,
+            "role": e.role,
+            "file": str(e.path),
+            "present": e.path.is_file(),
+            "bytes": e.path.stat().st_size if e.path.is_file() else None,
+            "sha256": e.sha256,
             "bundled": e.bundled,
         }
         for e in store.entries()
@@ -58,8 +64,9 @@ def list_models(model_dir: Path | None, output_format: str) -> None:
         table.add_column(column)
     for row in rows:
         size = f"{row['bytes'] / 1e6:.1f} MB" if row["bytes"] is not None else "-"
-        table.add_row(row["name"], row["role"], "yes" if row["present"] else "MISSING", size,
-                      row["sha256"][:12], row["file"])
+        table.add_row(
+            row["name"], row["role"], "yes" if row["present"] else "MISSING", size, row["sha256"][:12], row["file"]
+        )
     Console().print(table)
 
 

@@ -38,8 +38,9 @@ class _PlainProgress:
         if event == "progress":
             eta = fields["eta_s"]
             click.echo(
-                f"frames {fields['frames']}/{fields['total']}  {fields['fps']:.1f} fps  "
-                f"eta {eta:.0f}s" if eta is not None else f"frames {fields['frames']}",
+                f"frames {fields['frames']}/{fields['total']}  {fields['fps']:.1f} fps  eta {eta:.0f}s"
+                if eta is not None
+                else f"frames {fields['frames']}",
                 err=True,
             )
         else:
@@ -54,8 +55,13 @@ class _PlainProgress:
 @click.option("--swapper", type=click.Choice(SWAPPERS), default="classic", show_default=True)
 @click.option("--execution-provider", type=click.Choice(EXECUTION_PROVIDERS), default="auto", show_default=True)
 @click.option("--allow-fallback", is_flag=True, help="Warn instead of failing when the provider silently falls back.")
-@click.option("--cpu-threads", type=click.IntRange(0, 256), default=0, show_default=True,
-              help="CPU provider threads (0: one per core).")
+@click.option(
+    "--cpu-threads",
+    type=click.IntRange(0, 256),
+    default=0,
+    show_default=True,
+    help="CPU provider threads (0: one per core).",
+)
 @click.option("--face-selector", default="all", show_default=True, help="all, largest, or index:N (left to right).")
 @click.option("--checkpoint", default=None, help="Directory or s3:// prefix for resumable video segments.")
 @click.option("--segment-frames", type=click.IntRange(1, 100_000), default=120, show_default=True)
@@ -64,37 +70,82 @@ class _PlainProgress:
 @click.option("--preset", default="veryfast", show_default=True, help="x264/x265 preset.")
 @click.option("--blend", "blend_mode", type=click.Choice(BLEND_MODES), default="feather", show_default=True)
 @click.option("--blur", type=click.FloatRange(0, 1), default=0.3, show_default=True, help="Mask feathering.")
-@click.option("--mask-padding", type=(float, float, float, float), default=(0.0, 0.0, 0.0, 0.0), show_default=True,
-              metavar="TOP RIGHT BOTTOM LEFT", help="Shrink the box mask, as fractions of the face crop.")
+@click.option(
+    "--mask-padding",
+    type=(float, float, float, float),
+    default=(0.0, 0.0, 0.0, 0.0),
+    show_default=True,
+    metavar="TOP RIGHT BOTTOM LEFT",
+    help="Shrink the box mask, as fractions of the face crop.",
+)
 @click.option("--model-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @reports_errors
-def swap(source: str, target: str, output: str, swapper: str, execution_provider: str, allow_fallback: bool,
-         cpu_threads: int, face_selector: str, checkpoint: str | None, segment_frames: int, encoder: str,
-         quality: int, preset: str, blend_mode: str, blur: float, mask_padding: tuple[float, float, float, float],
-         model_dir: Path | None, as_json: bool) -> None:
+def swap(
+    source: str,
+    target: str,
+    output: str,
+    swapper: str,
+    execution_provider: str,
+    allow_fallback: bool,
+    cpu_threads: int,
+    face_selector: str,
+    checkpoint: str | None,
+    segment_frames: int,
+    encoder: str,
+    quality: int,
+    preset: str,
+    blend_mode: str,
+    blur: float,
+    mask_padding: tuple[float, float, float, float],
+    model_dir: Path | None,
+    as_json: bool,
+) -> None:
     """Swap the face from SOURCE into every selected face of TARGET."""
     options = SwapOptions(
-        swapper=swapper, face_selector=face_selector, execution_provider=execution_provider,
-        cpu_threads=cpu_threads, allow_fallback=allow_fallback, encoder=encoder, quality=quality,
-        preset=preset, segment_frames=segment_frames, blend=BlendConfig(blur=blur, padding=mask_padding, mode=blend_mode),
+        swapper=swapper,
+        face_selector=face_selector,
+        execution_provider=execution_provider,
+        cpu_threads=cpu_threads,
+        allow_fallback=allow_fallback,
+        encoder=encoder,
+        quality=quality,
+        preset=preset,
+        segment_frames=segment_frames,
+        blend=BlendConfig(blur=blur, padding=mask_padding, mode=blend_mode),
     )
     stop = install_stop_signals(interrupt=True)
     models = ModelStore(model_dir) if model_dir else None
+
     def run(on_event: Callable[[str, dict[str, Any]], None]) -> SwapResult:
-        return run_swap(source=source, target=target, output=output, options=options, checkpoint=checkpoint,
-                        models=models, stop=stop, on_event=on_event)
+        return run_swap(
+            source=source,
+            target=target,
+            output=output,
+            options=options,
+            checkpoint=checkpoint,
+            models=models,
+            stop=stop,
+            on_event=on_event,
+        )
 
     if sys.stderr.isatty():
         console = Console(stderr=True)
-        with Progress(TextColumn("[bold]swap"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[fps]}"),
-                      TimeRemainingColumn(), console=console) as bar:
+        with Progress(
+            TextColumn("[bold]swap"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[fps]}"),
+            TimeRemainingColumn(),
+            console=console,
+        ) as bar:
             task = bar.add_task("frames", total=None, fps="")
 
             def on_event(event: str, fields: dict[str, Any]) -> None:
                 if event == "progress":
-                    bar.update(task, completed=fields["frames"], total=fields["total"] or None,
-                               fps=f"{fields['fps']:.1f} fps")
+                    bar.update(
+                        task, completed=fields["frames"], total=fields["total"] or None, fps=f"{fields['fps']:.1f} fps"
+                    )
                 elif event in ("segment_skipped", "checkpoint_reset"):
                     console.log(f"{event}: {fields}")
 
@@ -102,14 +153,22 @@ def swap(source: str, target: str, output: str, swapper: str, execution_provider
     else:
         result = run(_PlainProgress())
     summary = {
-        "output": result.output, "kind": result.kind, "frames": result.frames,
-        "frames_swapped": result.frames_swapped, "faces_swapped": result.faces_swapped,
-        "segments_done": result.segments_done, "segments_skipped": result.segments_skipped,
-        "fps": round(result.fps, 2), "wall_s": round(result.wall_s, 3),
+        "output": result.output,
+        "kind": result.kind,
+        "frames": result.frames,
+        "frames_swapped": result.frames_swapped,
+        "faces_swapped": result.faces_swapped,
+        "segments_done": result.segments_done,
+        "segments_skipped": result.segments_skipped,
+        "fps": round(result.fps, 2),
+        "wall_s": round(result.wall_s, 3),
         "timings_s": {k: round(v, 4) for k, v in result.stage_s.items()},
     }
     if as_json:
         click.echo(json.dumps(summary, sort_keys=True))
     else:
-        click.echo(f"wrote {result.output} ({result.kind}, {result.frames} frame(s), "
-                   f"{result.faces_swapped} face(s) swapped, {result.wall_s:.2f}s)", err=True)
+        click.echo(
+            f"wrote {result.output} ({result.kind}, {result.frames} frame(s), "
+            f"{result.faces_swapped} face(s) swapped, {result.wall_s:.2f}s)",
+            err=True,
+        )

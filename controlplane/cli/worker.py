@@ -21,8 +21,14 @@ def worker() -> None:
 
 
 @worker.command("run")
-@click.option("--spec", "spec_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              envvar="FUSIONPLANE_WORKER_SPEC", help="Worker spec JSON [env: FUSIONPLANE_WORKER_SPEC]")
+@click.option(
+    "--spec",
+    "spec_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="FUSIONPLANE_WORKER_SPEC",
+    help="Worker spec JSON [env: FUSIONPLANE_WORKER_SPEC]",
+)
 def run(spec_path: Path) -> None:
     """Run one attempt; JSON log lines on stderr; exit code per docs/worker.md."""
     stop = install_stop_signals(interrupt=False)

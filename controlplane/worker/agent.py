@@ -26,8 +26,16 @@ def run_worker(spec: WorkerSpec, *, stop: threading.Event, models: ModelStore | 
     """Run the swap the spec describes; report through its callback; return the exit code."""
     reporter = Reporter(spec.callback)
     started = time.monotonic()
-    log.info("", extra={"event": "attempt_started", "source": spec.source, "target": spec.target,
-                        "output": spec.output, "swapper": spec.options.swapper})
+    log.info(
+        "",
+        extra={
+            "event": "attempt_started",
+            "source": spec.source,
+            "target": spec.target,
+            "output": spec.output,
+            "swapper": spec.options.swapper,
+        },
+    )
 
     def on_event(event: str, fields: dict[str, Any]) -> None:
         if event == "progress":
@@ -50,23 +58,37 @@ def run_worker(spec: WorkerSpec, *, stop: threading.Event, models: ModelStore | 
     except FaceSwapError as exc:
         body = {"kind": exc.kind, "field": exc.field, "message": exc.message, "exit_code": exc.exit_code}
         # "message" is reserved on a LogRecord, so the log line calls it "error"
-        log.error("", extra={"event": "attempt_failed", "kind": exc.kind, "field": exc.field,
-                             "error": exc.message, "exit_code": exc.exit_code})
+        log.error(
+            "",
+            extra={
+                "event": "attempt_failed",
+                "kind": exc.kind,
+                "field": exc.field,
+                "error": exc.message,
+                "exit_code": exc.exit_code,
+            },
+        )
         reporter.post("fail", body, attempts=3)
         reporter.close()
         return exc.exit_code
     except Exception as exc:  # the last line of defence: report, never hang
         log.exception("", extra={"event": "attempt_crashed"})
-        reporter.post("fail", {"kind": "internal", "field": None, "message": repr(exc),
-                               "exit_code": EXIT_INTERNAL}, attempts=3)
+        reporter.post(
+            "fail", {"kind": "internal", "field": None, "message": repr(exc), "exit_code": EXIT_INTERNAL}, attempts=3
+        )
         reporter.close()
         return EXIT_INTERNAL
     timings = {stage: round(seconds, 4) for stage, seconds in result.stage_s.items()}
     summary = {
-        "output": result.output, "frames": result.frames, "frames_swapped": result.frames_swapped,
-        "faces_swapped": result.faces_swapped, "segments_done": result.segments_done,
-        "segments_skipped": result.segments_skipped, "fps": round(result.fps, 2),
-        "wall_s": round(time.monotonic() - started, 3), "timings": timings,
+        "output": result.output,
+        "frames": result.frames,
+        "frames_swapped": result.frames_swapped,
+        "faces_swapped": result.faces_swapped,
+        "segments_done": result.segments_done,
+        "segments_skipped": result.segments_skipped,
+        "fps": round(result.fps, 2),
+        "wall_s": round(time.monotonic() - started, 3),
+        "timings": timings,
     }
     log.info("", extra={"event": "attempt_succeeded", **summary})
     reporter.post("complete", summary, attempts=3)

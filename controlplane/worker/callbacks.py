@@ -41,8 +41,9 @@ class Reporter:
                 if response.status_code < 300:
                     return True
                 if response.status_code < 500 and response.status_code != 429:
-                    log.warning("", extra={"event": "callback_rejected", "callback": event,
-                                           "status": response.status_code})
+                    log.warning(
+                        "", extra={"event": "callback_rejected", "callback": event, "status": response.status_code}
+                    )
                     return False
             except httpx.HTTPError as exc:
                 log.warning("", extra={"event": "callback_failed", "callback": event, "error": str(exc)})

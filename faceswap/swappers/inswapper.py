@@ -57,12 +57,8 @@ class InswapperSwapper:
         self.emap = emap
         names = {i.name: i for i in swapper.get_inputs()}
         # name-based when the graph follows the convention, shape-based otherwise
-        self._target_name = "target" if "target" in names else next(
-            n for n, i in names.items() if len(i.shape) == 4
-        )
-        self._source_name = "source" if "source" in names else next(
-            n for n, i in names.items() if len(i.shape) == 2
-        )
+        self._target_name = "target" if "target" in names else next(n for n, i in names.items() if len(i.shape) == 4)
+        self._source_name = "source" if "source" in names else next(n for n, i in names.items() if len(i.shape) == 2)
         self._recognizer_input = recognizer.get_inputs()[0].name
 
     def embedding(self, image: BGRImage, face: Face) -> npt.NDArray[np.float32]:
@@ -80,8 +76,6 @@ class InswapperSwapper:
 
     def swap(self, crop: BGRImage, source: npt.NDArray[np.float32]) -> BGRImage:
         blob = (crop[:, :, ::-1].astype(np.float32) / 255.0).transpose(2, 0, 1)[np.newaxis]
-        (out,) = self.swapper.run(
-            None, {self._target_name: np.ascontiguousarray(blob), self._source_name: source}
-        )
+        (out,) = self.swapper.run(None, {self._target_name: np.ascontiguousarray(blob), self._source_name: source})
         face_rgb = np.clip(np.asarray(out)[0].transpose(1, 2, 0), 0.0, 1.0)
         return np.asarray(face_rgb[:, :, ::-1] * 255.0 + 0.5, dtype=np.float32).astype(np.uint8)

@@ -41,9 +41,23 @@ def test_sigterm_during_uninterruptible_work_exits_75_within_the_grace_period(
     output = tmp_path / "out.png"
     env = {**os.environ, "FUSIONPLANE_STOP_GRACE_S": "1.5"}
     proc = subprocess.Popen(
-        [sys.executable, "-c", SLOW_LOAD, "swap", "--source", str(source_face_path),
-         "--target", str(astronaut_path), "--output", str(output)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO, env=env,
+        [
+            sys.executable,
+            "-c",
+            SLOW_LOAD,
+            "swap",
+            "--source",
+            str(source_face_path),
+            "--target",
+            str(astronaut_path),
+            "--output",
+            str(output),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=REPO,
+        env=env,
     )
     try:
         assert proc.stdout is not None
@@ -69,15 +83,26 @@ def test_a_damaged_committed_segment_is_redone_not_trusted(
     clip = make_clip(tmp_path / "clip.mp4", astronaut, frames=30, fps=15)
     options = SwapOptions(segment_frames=10)
     checkpoint = tmp_path / "ckpt"
-    first = run_swap(source=str(source_face_path), target=str(clip), output=str(tmp_path / "a.mp4"),
-                     options=options, checkpoint=str(checkpoint))
+    first = run_swap(
+        source=str(source_face_path),
+        target=str(clip),
+        output=str(tmp_path / "a.mp4"),
+        options=options,
+        checkpoint=str(checkpoint),
+    )
     assert first.segments_done == 3
     damaged = checkpoint / "segment-000001.ts"
     damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
     (checkpoint / "segment-000002.ts").unlink()
     events: list[tuple[str, dict[str, object]]] = []
-    second = run_swap(source=str(source_face_path), target=str(clip), output=str(tmp_path / "b.mp4"),
-                      options=options, checkpoint=str(checkpoint), on_event=lambda e, f: events.append((e, f)))
+    second = run_swap(
+        source=str(source_face_path),
+        target=str(clip),
+        output=str(tmp_path / "b.mp4"),
+        options=options,
+        checkpoint=str(checkpoint),
+        on_event=lambda e, f: events.append((e, f)),
+    )
     invalid = sorted(int(str(f["segment"])) for e, f in events if e == "segment_invalid")
     assert invalid == [1, 2]
     assert second.segments_skipped == 1
@@ -88,22 +113,26 @@ def test_a_damaged_committed_segment_is_redone_not_trusted(
     assert sorted(manifest["segments"]) == ["0", "1", "2"]
 
 
-def test_webm_output_is_refused_before_any_work(tmp_path: Path, source_face_path: Path,
-                                                astronaut: np.ndarray) -> None:
+def test_webm_output_is_refused_before_any_work(tmp_path: Path, source_face_path: Path, astronaut: np.ndarray) -> None:
     from faceswap import BadInput
 
     clip = make_clip(tmp_path / "clip.mp4", astronaut, frames=4, fps=15)
     events: list[str] = []
     with pytest.raises(BadInput, match=r"\.mp4") as info:
-        run_swap(source=str(source_face_path), target=str(clip), output=str(tmp_path / "out.webm"),
-                 on_event=lambda e, _f: events.append(e))
+        run_swap(
+            source=str(source_face_path),
+            target=str(clip),
+            output=str(tmp_path / "out.webm"),
+            on_event=lambda e, _f: events.append(e),
+        )
     assert info.value.field == "output"
     assert events == []  # refused before the source was even read
     assert list(tmp_path.iterdir()) == [clip]
 
 
-def test_published_outputs_follow_the_umask_not_mkstemp(tmp_path: Path, source_face_path: Path,
-                                                        astronaut_path: Path) -> None:
+def test_published_outputs_follow_the_umask_not_mkstemp(
+    tmp_path: Path, source_face_path: Path, astronaut_path: Path
+) -> None:
     output = tmp_path / "shared" / "out.png"
     run_swap(source=str(source_face_path), target=str(astronaut_path), output=str(output))
     mask = os.umask(0)

@@ -48,8 +48,9 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _face_change(before: list[np.ndarray], after: list[np.ndarray], detector: Any, *, step: int = 6
-                 ) -> list[tuple[float, float]]:
+def _face_change(
+    before: list[np.ndarray], after: list[np.ndarray], detector: Any, *, step: int = 6
+) -> list[tuple[float, float]]:
     """(mean change inside the face box, mean change elsewhere) for every ``step``-th frame pair."""
     assert len(before) == len(after)
     changes = []
@@ -60,7 +61,7 @@ def _face_change(before: list[np.ndarray], after: list[np.ndarray], detector: An
         x1, y1, x2, y2 = (round(v) for v in faces[0].box)
         diff = np.abs(original.astype(np.int16) - swapped.astype(np.int16)).mean(axis=2)
         inside = np.zeros(diff.shape, dtype=bool)
-        inside[max(y1, 0):y2, max(x1, 0):x2] = True
+        inside[max(y1, 0) : y2, max(x1, 0) : x2] = True
         changes.append((float(diff[inside].mean()), float(diff[~inside].mean())))
     return changes
 
@@ -80,8 +81,11 @@ def test_classic_swap_keeps_frames_fps_duration_and_audio(
     output = tmp_path / "swapped.mp4"
     events: list[tuple[str, dict[str, Any]]] = []
     result = run_swap(
-        source=str(source_face_path), target=str(clip_15fps), output=str(output),
-        options=SwapOptions(segment_frames=15), checkpoint=str(tmp_path / "ckpt"),
+        source=str(source_face_path),
+        target=str(clip_15fps),
+        output=str(output),
+        options=SwapOptions(segment_frames=15),
+        checkpoint=str(tmp_path / "ckpt"),
         on_event=lambda event, fields: events.append((event, fields)),
     )
     before, after = probe_facts(clip_15fps), probe_facts(output)
@@ -111,8 +115,13 @@ def test_rotated_clip_keeps_its_rotation_and_is_swapped_upright(
     assert upright_in[0].shape == (240, 320, 3)
     # the coded frames show the face on its side: only upright frames are a fair test
     output = tmp_path / "swapped.mp4"
-    run_swap(source=str(source_face_path), target=str(clip), output=str(output),
-             options=SwapOptions(segment_frames=10), checkpoint=str(tmp_path / "ckpt"))
+    run_swap(
+        source=str(source_face_path),
+        target=str(clip),
+        output=str(output),
+        options=SwapOptions(segment_frames=10),
+        checkpoint=str(tmp_path / "ckpt"),
+    )
     after = probe_facts(output)
     assert after.rotation == before.rotation
     assert (after.width, after.height) == (before.width, before.height)
@@ -135,9 +144,21 @@ def test_sigterm_then_resume_skips_finished_segments_and_matches_an_uninterrupte
 ) -> None:
     total = RESUME_FRAMES // RESUME_SEGMENT
     checkpoint, output = tmp_path / "ckpt", tmp_path / "out" / "resumed.mp4"
-    cmd = [*fusionctl, "swap", "--source", str(source_face_path), "--target", str(long_clip),
-           "--output", str(output), "--checkpoint", str(checkpoint),
-           "--segment-frames", str(RESUME_SEGMENT), "--json"]
+    cmd = [
+        *fusionctl,
+        "swap",
+        "--source",
+        str(source_face_path),
+        "--target",
+        str(long_clip),
+        "--output",
+        str(output),
+        "--checkpoint",
+        str(checkpoint),
+        "--segment-frames",
+        str(RESUME_SEGMENT),
+        "--json",
+    ]
 
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -187,8 +208,13 @@ def test_sigterm_then_resume_skips_finished_segments_and_matches_an_uninterrupte
     assert sorted(_committed(checkpoint)) == list(range(total))
 
     straight = tmp_path / "straight.mp4"
-    result = run_swap(source=str(source_face_path), target=str(long_clip), output=str(straight),
-                      options=SwapOptions(segment_frames=RESUME_SEGMENT), checkpoint=str(tmp_path / "fresh"))
+    result = run_swap(
+        source=str(source_face_path),
+        target=str(long_clip),
+        output=str(straight),
+        options=SwapOptions(segment_frames=RESUME_SEGMENT),
+        checkpoint=str(tmp_path / "fresh"),
+    )
     assert (result.segments_done, result.segments_skipped) == (total, 0)
     resumed_md5s, straight_md5s = frame_md5s(output), frame_md5s(straight)
     assert len(resumed_md5s) == RESUME_FRAMES
@@ -205,9 +231,14 @@ def test_checkpoint_of_another_job_is_reset_not_reused(
 
     def job(source: Path, output: str) -> tuple[Any, list[str]]:
         events: list[str] = []
-        result = run_swap(source=str(source), target=str(clip_15fps), output=str(tmp_path / output),
-                          options=options, checkpoint=str(checkpoint),
-                          on_event=lambda event, _fields: events.append(event))
+        result = run_swap(
+            source=str(source),
+            target=str(clip_15fps),
+            output=str(tmp_path / output),
+            options=options,
+            checkpoint=str(checkpoint),
+            on_event=lambda event, _fields: events.append(event),
+        )
         return result, events
 
     first, _ = job(source_face_path, "first.mp4")

@@ -98,8 +98,9 @@ def token() -> str:
     return "tok-" + secrets.token_hex(16)
 
 
-def _spec(tmp_path: Path, *, source: Path, target: Path, server: Recorder, token: str,
-          **overrides: Any) -> dict[str, Any]:
+def _spec(
+    tmp_path: Path, *, source: Path, target: Path, server: Recorder, token: str, **overrides: Any
+) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "task_id": TASK,
         "attempt_id": ATTEMPT,
@@ -117,8 +118,9 @@ def _spec(tmp_path: Path, *, source: Path, target: Path, server: Recorder, token
 def _run_worker(fusionctl: list[str], tmp_path: Path, spec: dict[str, Any] | str) -> subprocess.CompletedProcess[str]:
     path = tmp_path / "spec.json"
     path.write_text(spec if isinstance(spec, str) else json.dumps(spec), encoding="utf-8")
-    return subprocess.run([*fusionctl, "worker", "run", "--spec", str(path)], capture_output=True, text=True,
-                          timeout=120, check=False)
+    return subprocess.run(
+        [*fusionctl, "worker", "run", "--spec", str(path)], capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def _log_lines(stderr: str) -> list[dict[str, Any]]:
@@ -137,7 +139,11 @@ def _log_lines(stderr: str) -> list[dict[str, Any]]:
 
 
 def test_worker_runs_a_video_job_and_reports_to_the_control_plane(
-    tmp_path: Path, fusionctl: list[str], control_plane: Recorder, token: str, worker_clip: Path,
+    tmp_path: Path,
+    fusionctl: list[str],
+    control_plane: Recorder,
+    token: str,
+    worker_clip: Path,
     source_face_path: Path,
 ) -> None:
     spec = _spec(tmp_path, source=source_face_path, target=worker_clip, server=control_plane, token=token)
@@ -174,8 +180,9 @@ def test_worker_runs_a_video_job_and_reports_to_the_control_plane(
 
 def _no_face_image(path: Path) -> Path:
     rows = np.linspace(0, 255, 240, dtype=np.uint8)[:, None]
-    image = np.dstack([np.broadcast_to(rows, (240, 320)), np.full((240, 320), 90, np.uint8),
-                       np.broadcast_to(rows[::-1], (240, 320))])
+    image = np.dstack(
+        [np.broadcast_to(rows, (240, 320)), np.full((240, 320), 90, np.uint8), np.broadcast_to(rows[::-1], (240, 320))]
+    )
     assert cv2.imwrite(str(path), np.ascontiguousarray(image))
     return path
 
@@ -183,8 +190,13 @@ def _no_face_image(path: Path) -> Path:
 def test_a_faceless_source_fails_with_no_face_and_no_output(
     tmp_path: Path, fusionctl: list[str], control_plane: Recorder, token: str, worker_clip: Path
 ) -> None:
-    spec = _spec(tmp_path, source=_no_face_image(tmp_path / "gradient.png"), target=worker_clip,
-                 server=control_plane, token=token)
+    spec = _spec(
+        tmp_path,
+        source=_no_face_image(tmp_path / "gradient.png"),
+        target=worker_clip,
+        server=control_plane,
+        token=token,
+    )
     done = _run_worker(fusionctl, tmp_path, spec)
     assert done.returncode == 65, done.stderr
     fails = [post for post in control_plane.received() if post["path"].endswith("/fail")]
@@ -214,8 +226,13 @@ BAD_SPECS = {
 
 @pytest.mark.parametrize("case", list(BAD_SPECS))
 def test_bad_spec_exits_65_naming_the_field(
-    tmp_path: Path, fusionctl: list[str], control_plane: Recorder, token: str, worker_clip: Path,
-    source_face_path: Path, case: str,
+    tmp_path: Path,
+    fusionctl: list[str],
+    control_plane: Recorder,
+    token: str,
+    worker_clip: Path,
+    source_face_path: Path,
+    case: str,
 ) -> None:
     field, mangle = BAD_SPECS[case]
     spec = _spec(tmp_path, source=source_face_path, target=worker_clip, server=control_plane, token=token)
@@ -242,17 +259,31 @@ def test_published_schema_matches_the_spec_model() -> None:
 
 
 def test_sigterm_stops_the_worker_with_exit_75_and_a_preempted_fail_callback(
-    tmp_path: Path, fusionctl: list[str], source_face_path: Path, astronaut: np.ndarray,
-    control_plane: Recorder, token: str,
+    tmp_path: Path,
+    fusionctl: list[str],
+    source_face_path: Path,
+    astronaut: np.ndarray,
+    control_plane: Recorder,
+    token: str,
 ) -> None:
     clip = make_clip(tmp_path / "long.mp4", astronaut, frames=120, fps=24)
-    spec = _spec(tmp_path, source=source_face_path, target=clip, server=control_plane, token=token,
-                 options={"segment_frames": 10})
+    spec = _spec(
+        tmp_path,
+        source=source_face_path,
+        target=clip,
+        server=control_plane,
+        token=token,
+        options={"segment_frames": 10},
+    )
     spec_path = tmp_path / "spec.json"
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
     manifest = tmp_path / "ckpt" / "manifest.json"
-    proc = subprocess.Popen([*fusionctl, "worker", "run", "--spec", str(spec_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*fusionctl, "worker", "run", "--spec", str(spec_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:

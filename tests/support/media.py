@@ -43,8 +43,9 @@ def render_frames(image: np.ndarray, *, frames: int, size: tuple[int, int]) -> l
         cx = centre_x - 15 + 30 * t  # pan 30 source pixels left to right
         cy = centre_y + 10
         matrix = np.float32([[zoom, 0, width / 2 - zoom * cx], [0, zoom, height / 2 - zoom * cy]])
-        out.append(cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR,
-                                  borderMode=cv2.BORDER_REFLECT))
+        out.append(
+            cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        )
     return out
 
 
@@ -74,16 +75,28 @@ def make_clip(
         height, width = coded[0].shape[:2]
     encoded = path.with_name(f".{path.stem}.norotate{path.suffix}") if rotate else path
     cmd = [
-        _tool("ffmpeg"), "-nostdin", "-v", "error", "-y",
-        "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{width}x{height}", "-framerate", str(fps), "-i", "-",
+        _tool("ffmpeg"),
+        "-nostdin",
+        "-v",
+        "error",
+        "-y",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "bgr24",
+        "-s",
+        f"{width}x{height}",
+        "-framerate",
+        str(fps),
+        "-i",
+        "-",
     ]
     if audio:
         cmd += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={frames / fps}"]
     cmd += ["-map", "0:v:0"]
     if audio:
         cmd += ["-map", "1:a:0", "-c:a", "aac", "-b:a", "96k"]
-    cmd += ["-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p", "-g", str(fps),
-            str(encoded)]
+    cmd += ["-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p", "-g", str(fps), str(encoded)]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         _, err = proc.communicate(b"".join(frame.tobytes() for frame in coded), timeout=TIMEOUT_S)
@@ -108,9 +121,25 @@ def _tag_rotation(src: Path, dest: Path, rotate: int) -> None:
     """
     for tag in (rotate, (360 - rotate) % 360):
         subprocess.run(
-            [_tool("ffmpeg"), "-nostdin", "-v", "error", "-y", "-i", str(src), "-map", "0", "-c", "copy",
-             "-metadata:s:v:0", f"rotate={tag}", str(dest)],
-            capture_output=True, timeout=TIMEOUT_S, check=True,
+            [
+                _tool("ffmpeg"),
+                "-nostdin",
+                "-v",
+                "error",
+                "-y",
+                "-i",
+                str(src),
+                "-map",
+                "0",
+                "-c",
+                "copy",
+                "-metadata:s:v:0",
+                f"rotate={tag}",
+                str(dest),
+            ],
+            capture_output=True,
+            timeout=TIMEOUT_S,
+            check=True,
         )
         if probe_facts(dest).rotation == rotate:
             return
@@ -145,9 +174,23 @@ def _rotation(stream: dict) -> int:
 def _count_frames(path: Path) -> int:
     """Frames counted by decoding, for containers that store no count (MPEG-TS, Matroska)."""
     done = subprocess.run(
-        [_tool("ffprobe"), "-v", "error", "-count_frames", "-select_streams", "v:0",
-         "-show_entries", "stream=nb_read_frames", "-print_format", "json", str(path)],
-        capture_output=True, text=True, timeout=TIMEOUT_S, check=True,
+        [
+            _tool("ffprobe"),
+            "-v",
+            "error",
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=nb_read_frames",
+            "-print_format",
+            "json",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=True,
     )
     return int(json.loads(done.stdout)["streams"][0]["nb_read_frames"])
 
@@ -159,7 +202,10 @@ def probe_facts(path: Path) -> MediaFacts:
     """
     done = subprocess.run(
         [_tool("ffprobe"), "-v", "error", "-print_format", "json", "-show_streams", "-show_format", str(path)],
-        capture_output=True, text=True, timeout=TIMEOUT_S, check=True,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=True,
     )
     data = json.loads(done.stdout)
     streams = data["streams"]
@@ -183,10 +229,12 @@ def frame_md5s(path: Path) -> list[str]:
     """The md5 of every decoded video frame, in order (``ffmpeg -f framemd5``)."""
     done = subprocess.run(
         [_tool("ffmpeg"), "-nostdin", "-v", "error", "-i", str(path), "-map", "0:v", "-f", "framemd5", "-"],
-        capture_output=True, text=True, timeout=TIMEOUT_S, check=True,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=True,
     )
-    digests = [line.rsplit(",", 1)[1].strip() for line in done.stdout.splitlines()
-               if line and not line.startswith("#")]
+    digests = [line.rsplit(",", 1)[1].strip() for line in done.stdout.splitlines() if line and not line.startswith("#")]
     assert digests, f"no frames decoded from {path}"
     return digests
 

@@ -94,14 +94,20 @@ def write_model_dir(model_dir: Path) -> Path:
     manifest = {
         "models": [
             {
-                "name": "inswapper_128", "role": "swapper", "file": swapper.name, "sha256": _sha256(swapper),
+                "name": "inswapper_128",
+                "role": "swapper",
+                "file": swapper.name,
+                "sha256": _sha256(swapper),
                 "inputs": {"target": [1, 3, 128, 128], "source": [1, 512]},
                 "outputs": {"output": [1, 3, 128, 128]},
             },
             {
-                "name": "arcface_w600k_r50", "role": "recognizer", "file": recognizer.name,
+                "name": "arcface_w600k_r50",
+                "role": "recognizer",
+                "file": recognizer.name,
                 "sha256": _sha256(recognizer),
-                "inputs": {"input.1": ["N", 3, 112, 112]}, "outputs": {"embedding": ["N", 512]},
+                "inputs": {"input.1": ["N", 3, 112, 112]},
+                "outputs": {"embedding": ["N", 512]},
             },
         ]
     }
