@@ -138,6 +138,21 @@ class SwapResult:
     def fps(self) -> float:
         return self.frames_swapped / self.wall_s if self.wall_s > 0 else 0.0
 
+    def summary(self) -> dict[str, Any]:
+        """The JSON-ready result that ``fusionctl swap --json`` prints and the worker reports."""
+        return {
+            "output": self.output,
+            "kind": self.kind,
+            "frames": self.frames,
+            "frames_swapped": self.frames_swapped,
+            "faces_swapped": self.faces_swapped,
+            "segments_done": self.segments_done,
+            "segments_skipped": self.segments_skipped,
+            "fps": round(self.fps, 2),
+            "wall_s": round(self.wall_s, 3),
+            "timings_s": {stage: round(seconds, 4) for stage, seconds in self.stage_s.items()},
+        }
+
 
 class _Timer:
     def __init__(self, totals: dict[str, float], stage: str) -> None:

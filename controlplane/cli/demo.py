@@ -8,7 +8,6 @@ and a short video from scikit-image's astronaut photo (public domain) under
 from __future__ import annotations
 
 import importlib.util
-import subprocess
 from pathlib import Path
 
 import click
@@ -17,7 +16,7 @@ import numpy as np
 
 from controlplane.cli.common import reports_errors
 from faceswap import run_swap
-from faceswap.media import ffmpeg_binary
+from faceswap.samples import pan_zoom_frames, write_clip
 
 __all__ = ["demo"]
 
@@ -30,61 +29,27 @@ def astronaut_photo() -> Path:
 
 
 def make_samples(workdir: Path, *, frames: int = 72, size: tuple[int, int] = (1280, 720)) -> tuple[Path, Path]:
-    """A source face (the astronaut mirrored and recoloured) and a panning 720p clip with a tone."""
+    """A source face (the astronaut mirrored and recoloured) and a panning clip of her with a tone."""
     workdir.mkdir(parents=True, exist_ok=True)
-    photo = cv2.imread(str(astronaut_photo()))
+    photo = cv2.imread(str(astronaut_photo()), cv2.IMREAD_COLOR)
     if photo is None:
         raise click.ClickException("cannot read the astronaut sample from scikit-image")
+    photo = np.asarray(photo, dtype=np.uint8)
     source = cv2.flip(photo, 1)
     hsv = cv2.cvtColor(source, cv2.COLOR_BGR2HSV)
     hsv[..., 0] = ((hsv[..., 0].astype(np.int32) + 60) % 180).astype(np.uint8)
     source_path = workdir / "source.png"
     cv2.imwrite(str(source_path), cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR))
-    clip_path = workdir / "target.mp4"
-    width, height = size
-    side = width * 2
-    base = cv2.resize(photo, (side, side))
-    cmd = [
-        ffmpeg_binary(),
-        "-v",
-        "error",
-        "-y",
-        "-f",
-        "rawvideo",
-        "-pix_fmt",
-        "bgr24",
-        "-s",
-        f"{width}x{height}",
-        "-framerate",
-        "24",
-        "-i",
-        "-",
-        "-f",
-        "lavfi",
-        "-i",
-        f"sine=frequency=330:duration={frames / 24}",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-pix_fmt",
-        "yuv420p",
-        "-c:a",
-        "aac",
-        "-shortest",
-        str(clip_path),
-    ]
-    with subprocess.Popen(cmd, stdin=subprocess.PIPE) as proc:
-        assert proc.stdin is not None
-        for i in range(frames):
-            # a slow zoom and pan that keeps the frame filled and the face in view
-            zoom = 0.55 + 0.001 * i
-            matrix = np.array([[zoom, 0, -0.05 * side + i], [0, zoom, -0.03 * side]], dtype=np.float32)
-            proc.stdin.write(cv2.warpAffine(base, matrix, (width, height)).tobytes())
-        proc.stdin.close()
-        if proc.wait() != 0:
-            raise click.ClickException("ffmpeg could not make the sample clip")
-    return source_path, clip_path
+    fps = 24
+    clip = write_clip(
+        pan_zoom_frames(photo, frames=frames, size=size),
+        workdir / "target.mp4",
+        size=size,
+        fps=fps,
+        duration_s=frames / fps,
+        tone_hz=330.0,
+    )
+    return source_path, clip
 
 
 @click.command()

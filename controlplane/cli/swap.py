@@ -152,20 +152,8 @@ def swap(
             result = run(on_event)
     else:
         result = run(_PlainProgress())
-    summary = {
-        "output": result.output,
-        "kind": result.kind,
-        "frames": result.frames,
-        "frames_swapped": result.frames_swapped,
-        "faces_swapped": result.faces_swapped,
-        "segments_done": result.segments_done,
-        "segments_skipped": result.segments_skipped,
-        "fps": round(result.fps, 2),
-        "wall_s": round(result.wall_s, 3),
-        "timings_s": {k: round(v, 4) for k, v in result.stage_s.items()},
-    }
     if as_json:
-        click.echo(json.dumps(summary, sort_keys=True))
+        click.echo(json.dumps(result.summary(), sort_keys=True))
     else:
         click.echo(
             f"wrote {result.output} ({result.kind}, {result.frames} frame(s), "

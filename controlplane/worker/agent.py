@@ -78,18 +78,8 @@ def run_worker(spec: WorkerSpec, *, stop: threading.Event, models: ModelStore | 
         )
         reporter.close()
         return EXIT_INTERNAL
-    timings = {stage: round(seconds, 4) for stage, seconds in result.stage_s.items()}
-    summary = {
-        "output": result.output,
-        "frames": result.frames,
-        "frames_swapped": result.frames_swapped,
-        "faces_swapped": result.faces_swapped,
-        "segments_done": result.segments_done,
-        "segments_skipped": result.segments_skipped,
-        "fps": round(result.fps, 2),
-        "wall_s": round(time.monotonic() - started, 3),
-        "timings": timings,
-    }
+    summary = result.summary()
+    summary["wall_s"] = round(time.monotonic() - started, 3)  # the whole attempt, callbacks included
     log.info("", extra={"event": "attempt_succeeded", **summary})
     reporter.post("complete", summary, attempts=3)
     reporter.close()

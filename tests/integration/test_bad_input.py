@@ -9,7 +9,6 @@ which must not be replaced.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -23,7 +22,7 @@ import numpy as np
 import pytest
 
 from faceswap.media import probe
-from tests.support.standin_models import build_arcface, build_inswapper
+from tests.support.standin_models import write_model_dir
 
 pytestmark = pytest.mark.slow
 
@@ -95,35 +94,7 @@ def media(tmp_path_factory: pytest.TempPathFactory, astronaut_path: Path) -> dic
 @pytest.fixture(scope="module")
 def wrong_shape_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An inswapper that takes 256x256 faces, with a manifest that truthfully says so."""
-    model_dir = tmp_path_factory.mktemp("wrong-shape-models")
-    swapper = build_inswapper(model_dir / "inswapper_128.onnx", target_shape=(1, 3, 256, 256))
-    recognizer = build_arcface(model_dir / "w600k_r50.onnx")
-
-    def digest(p: Path) -> str:
-        return hashlib.sha256(p.read_bytes()).hexdigest()
-
-    manifest = {
-        "models": [
-            {
-                "name": "inswapper_128",
-                "role": "swapper",
-                "file": swapper.name,
-                "sha256": digest(swapper),
-                "inputs": {"target": [1, 3, 256, 256], "source": [1, 512]},
-                "outputs": {"output": [1, 3, 256, 256]},
-            },
-            {
-                "name": "arcface_w600k_r50",
-                "role": "recognizer",
-                "file": recognizer.name,
-                "sha256": digest(recognizer),
-                "inputs": {"input.1": ["N", 3, 112, 112]},
-                "outputs": {"embedding": ["N", 512]},
-            },
-        ]
-    }
-    (model_dir / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-    return model_dir
+    return write_model_dir(tmp_path_factory.mktemp("wrong-shape-models"), swapper_shape=(1, 3, 256, 256))
 
 
 @pytest.fixture(scope="module")

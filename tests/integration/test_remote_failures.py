@@ -6,7 +6,6 @@ real httpx and boto3 clients talk to it.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 
 from faceswap import BadInput, run_swap
 from faceswap.errors import EXIT_BAD_INPUT, EXIT_PREEMPTED, TemporaryFailure
+from tests.support.loopback import serving
 
 S3_SLOW_DOWN = (
     b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
@@ -56,15 +56,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def flaky() -> Iterator[Flaky]:
-    server = Flaky()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
-    try:
+    with serving(Flaky()) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 @pytest.mark.parametrize(

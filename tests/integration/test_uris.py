@@ -12,7 +12,6 @@ import json
 import shutil
 import socket
 import subprocess
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +27,7 @@ import faceswap.pipeline
 from faceswap import BadInput, NoFaceFound, SwapOptions, run_swap
 from faceswap.media import probe
 from faceswap.uris import parse_uri
+from tests.support.loopback import serving
 
 pytestmark = pytest.mark.slow
 
@@ -83,14 +83,8 @@ def http_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, P
     """``(base URL, served directory)`` of a static HTTP server on 127.0.0.1."""
     root = tmp_path_factory.mktemp("www")
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, name="test-http", daemon=True)
-    thread.start()
-    try:
+    with serving(server):
         yield f"http://127.0.0.1:{server.server_address[1]}", root
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 @pytest.fixture(autouse=True)

@@ -22,6 +22,7 @@ import pytest
 
 from controlplane.worker.spec import spec_json_schema
 from tests.conftest import REPO
+from tests.support.loopback import serving
 from tests.support.media import make_clip, probe_facts
 
 pytestmark = pytest.mark.slow
@@ -77,15 +78,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def control_plane() -> Iterator[Recorder]:
-    server = Recorder()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
-    try:
+    with serving(Recorder()) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 @pytest.fixture(scope="module")

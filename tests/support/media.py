@@ -1,8 +1,8 @@
 """Test clips made with ffmpeg from the astronaut photo, and facts about media files.
 
-Clips are rendered frame by frame in numpy (a slow pan and zoom over the
-astronaut, so every frame differs and the face stays in view) and piped to
-ffmpeg together with a lavfi ``sine`` tone. ``probe_facts`` and
+Clips come from faceswap.samples (a slow pan and zoom over the astronaut, so
+every frame differs and the face stays in view, with a sine tone); this
+module adds rotated clips. ``probe_facts`` and
 ``frame_md5s`` read files back with ffprobe/ffmpeg directly, independently of
 the code under test.
 """
@@ -19,7 +19,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["MediaFacts", "decoded_frames", "frame_md5s", "make_clip", "probe_facts", "render_frames"]
+from faceswap.samples import pan_zoom_frames, write_clip
+
+__all__ = ["MediaFacts", "decoded_frames", "frame_md5s", "make_clip", "probe_facts"]
 
 TIMEOUT_S = 120
 
@@ -28,25 +30,6 @@ def _tool(name: str) -> str:
     found = shutil.which(name)
     assert found, f"{name} must be installed for the video tests"
     return found
-
-
-def render_frames(image: np.ndarray, *, frames: int, size: tuple[int, int]) -> list[np.ndarray]:
-    """``frames`` BGR frames of ``size`` (w, h): a slow pan and zoom that keeps the face in view."""
-    width, height = size
-    img_h, img_w = image.shape[:2]
-    # the astronaut's face sits around (220, 150) in the 512x512 photo
-    centre_x, centre_y = 220.0 / 512 * img_w, 150.0 / 512 * img_h
-    out = []
-    for i in range(frames):
-        t = i / max(frames - 1, 1)
-        zoom = (height / 300.0) * (1.0 + 0.15 * t)  # ~300 source px high, zooming in by 15%
-        cx = centre_x - 15 + 30 * t  # pan 30 source pixels left to right
-        cy = centre_y + 10
-        matrix = np.float32([[zoom, 0, width / 2 - zoom * cx], [0, zoom, height / 2 - zoom * cy]])
-        out.append(
-            cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        )
-    return out
 
 
 def make_clip(
@@ -66,45 +49,14 @@ def make_clip(
     display matrix, so a player that honours it shows the astronaut upright
     while the coded frames show her on her side.
     """
-    width, height = size
-    coded = render_frames(image, frames=frames, size=size)
+    coded = list(pan_zoom_frames(image, frames=frames, size=size))
     if rotate:
         # a player turns the coded frames ``rotate`` degrees clockwise: store them turned the other way
         back = {90: cv2.ROTATE_90_COUNTERCLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_CLOCKWISE}[rotate]
-        coded = [cv2.rotate(frame, back) for frame in coded]
-        height, width = coded[0].shape[:2]
+        coded = [np.asarray(cv2.rotate(frame, back), dtype=np.uint8) for frame in coded]
+        size = (coded[0].shape[1], coded[0].shape[0])
     encoded = path.with_name(f".{path.stem}.norotate{path.suffix}") if rotate else path
-    cmd = [
-        _tool("ffmpeg"),
-        "-nostdin",
-        "-v",
-        "error",
-        "-y",
-        "-f",
-        "rawvideo",
-        "-pix_fmt",
-        "bgr24",
-        "-s",
-        f"{width}x{height}",
-        "-framerate",
-        str(fps),
-        "-i",
-        "-",
-    ]
-    if audio:
-        cmd += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={frames / fps}"]
-    cmd += ["-map", "0:v:0"]
-    if audio:
-        cmd += ["-map", "1:a:0", "-c:a", "aac", "-b:a", "96k"]
-    cmd += ["-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p", "-g", str(fps), str(encoded)]
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        _, err = proc.communicate(b"".join(frame.tobytes() for frame in coded), timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        raise
-    assert proc.returncode == 0, f"ffmpeg could not make {path.name}: {err.decode(errors='replace')}"
+    write_clip(coded, encoded, size=size, fps=fps, duration_s=frames / fps, tone_hz=440.0 if audio else None)
     if rotate:
         _tag_rotation(encoded, path, rotate)
         encoded.unlink()

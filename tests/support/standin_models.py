@@ -86,10 +86,14 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def write_model_dir(model_dir: Path) -> Path:
-    """A model directory with both stand-ins and a correct manifest.json."""
+def write_model_dir(model_dir: Path, *, swapper_shape: tuple[int, ...] = (1, 3, 128, 128)) -> Path:
+    """A model directory with both stand-ins and a manifest that truthfully describes them.
+
+    ``swapper_shape`` other than the real one makes a swapper that passes its
+    checksum and manifest but fails the role contract.
+    """
     model_dir.mkdir(parents=True, exist_ok=True)
-    swapper = build_inswapper(model_dir / "inswapper_128.onnx")
+    swapper = build_inswapper(model_dir / "inswapper_128.onnx", target_shape=swapper_shape)
     recognizer = build_arcface(model_dir / "w600k_r50.onnx")
     manifest = {
         "models": [
@@ -98,8 +102,8 @@ def write_model_dir(model_dir: Path) -> Path:
                 "role": "swapper",
                 "file": swapper.name,
                 "sha256": _sha256(swapper),
-                "inputs": {"target": [1, 3, 128, 128], "source": [1, 512]},
-                "outputs": {"output": [1, 3, 128, 128]},
+                "inputs": {"target": list(swapper_shape), "source": [1, 512]},
+                "outputs": {"output": list(swapper_shape)},
             },
             {
                 "name": "arcface_w600k_r50",
