@@ -17,6 +17,7 @@ import numpy as np
 from controlplane.cli.common import reports_errors
 from faceswap import run_swap
 from faceswap.samples import pan_zoom_frames, write_clip
+from faceswap.types import BGRImage
 
 __all__ = ["demo"]
 
@@ -31,10 +32,10 @@ def astronaut_photo() -> Path:
 def make_samples(workdir: Path, *, frames: int = 72, size: tuple[int, int] = (1280, 720)) -> tuple[Path, Path]:
     """A source face (the astronaut mirrored and recoloured) and a panning clip of her with a tone."""
     workdir.mkdir(parents=True, exist_ok=True)
-    photo = cv2.imread(str(astronaut_photo()), cv2.IMREAD_COLOR)
-    if photo is None:
+    decoded = cv2.imread(str(astronaut_photo()), cv2.IMREAD_COLOR)
+    if decoded is None:
         raise click.ClickException("cannot read the astronaut sample from scikit-image")
-    photo = np.asarray(photo, dtype=np.uint8)
+    photo: BGRImage = np.asarray(decoded, dtype=np.uint8)
     source = cv2.flip(photo, 1)
     hsv = cv2.cvtColor(source, cv2.COLOR_BGR2HSV)
     hsv[..., 0] = ((hsv[..., 0].astype(np.int32) + 60) % 180).astype(np.uint8)
