@@ -69,8 +69,12 @@ def demo(workdir: Path) -> None:
         output=str(workdir / "target-swapped.mp4"),
         checkpoint=str(workdir / "checkpoint"),
     )
+    if video.frames_swapped:
+        detail = f"{video.frames_swapped} frames swapped at {video.fps:.1f} fps end to end"
+    else:
+        detail = "nothing recomputed"
     click.echo(
-        f"video: {video.output}  ({video.frames} frames, {video.fps:.1f} fps end to end, "
-        f"{video.segments_skipped} segment(s) reused from the checkpoint)"
+        f"video: {video.output}  ({video.frames} frames; {detail}; "
+        f"{video.segments_skipped} segment(s) reused from {workdir / 'checkpoint'})"
     )
     click.echo("next: fusionctl swap --help   |   fusionctl models list")
