@@ -1,0 +1,1 @@
+"""The REST API (FastAPI): tasks, receipts, worker callbacks, health and metrics."""

@@ -1,0 +1,71 @@
+"""What ``plan()`` returns: ordered candidates, rejected targets with reasons, and a trace.
+
+Every field is plain data so that a plan is stored verbatim as the task's
+receipt and replayed later (``fusionctl explain``, ``policy simulate``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+__all__ = ["Candidate", "PlacementPlan", "Rejection", "Target"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Target:
+    """A named place work can run, as the policy defines it."""
+
+    name: str
+    provider: str  # local, kubernetes, aws, azure
+    private: bool
+    regions: tuple[str, ...] = ()
+    instance_types: tuple[str, ...] = ()
+    max_price_usd_h: float | None = None
+    #: provider-specific settings (namespace, image, subnet, resource group, slots, ...)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Candidate:
+    """One place to try, in plan order; ``reasons`` say why it is here and at this rank."""
+
+    target: str
+    provider: str
+    private: bool
+    region: str | None = None
+    instance_type: str | None = None
+    max_price_usd_h: float | None = None
+    expected_usd_h: float | None = None
+    #: candidates sharing a hedge group are launched together; the first to run wins
+    hedge_group: int | None = None
+    reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rejection:
+    """A target the plan will not use, and why (``code`` is stable, ``detail`` is for people)."""
+
+    target: str
+    code: str  # private_data, excluded_by_rule, price_above_max, stale_price, no_capacity, ...
+    detail: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlacementPlan:
+    """The decision for one task at one moment."""
+
+    task_id: str
+    policy_version: str
+    decided_at: datetime
+    candidates: tuple[Candidate, ...]
+    rejections: tuple[Rejection, ...]
+    #: the rules evaluated, in order, with what each did
+    trace: tuple[str, ...] = ()
+    #: the signal values the decision used, with their age (seconds) at ``decided_at``
+    signals_used: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def placeable(self) -> bool:
+        return bool(self.candidates)

@@ -1,0 +1,1 @@
+"""Placement policies: the JSON model, validation, sources, and the pure plan() function."""

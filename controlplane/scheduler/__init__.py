@@ -1,0 +1,1 @@
+"""The scheduler: claim loop, executor (walks plans, fails over), reconciliation, leader election."""

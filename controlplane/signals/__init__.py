@@ -1,0 +1,1 @@
+"""Live signal pollers (Prometheus, spot prices, free capacity) producing SignalSnapshots."""

@@ -1,0 +1,1 @@
+"""The state store: SQLAlchemy tables and the repository functions (the only SQL)."""

@@ -1,0 +1,138 @@
+"""The one contract every backend implements: local, Kubernetes, AWS EC2 Spot, Azure Spot.
+
+Everything is keyed by the **attempt id**. A provider names or tags what it
+starts with it (Job name, EC2 ClientToken and tag, VM name, pid record), so:
+
+- ``launch`` is idempotent: it looks for an existing resource of that
+  attempt first and adopts it (``LaunchResult.adopted``) instead of creating
+  a second one;
+- ``status`` and ``cancel`` need nothing but the attempt id, even after the
+  control plane restarted and lost its memory;
+- ``cancel`` of something already gone is success;
+- ``list_owned`` finds every resource this control plane started, for
+  reconciliation.
+
+SDK errors are translated here, at the boundary, into the taxonomy of
+:mod:`controlplane.domain.errors` (``InsufficientCapacity``, ``Throttled``,
+``InvalidSpec``, ...). Deciding is not a provider's business: it launches
+what the executor hands it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
+
+from controlplane.domain import Candidate, Target
+
+__all__ = [
+    "BackendState",
+    "BackendStatus",
+    "Capacity",
+    "LaunchRequest",
+    "LaunchResult",
+    "OwnedResource",
+    "Provider",
+    "Quote",
+]
+
+
+class BackendState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    PREEMPTED = "preempted"
+    #: the resource is gone and nobody reported an outcome (node died, VM deleted)
+    LOST = "lost"
+
+    @property
+    def is_final(self) -> bool:
+        return self not in (BackendState.PENDING, BackendState.RUNNING)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LaunchRequest:
+    """Everything a provider needs to start one attempt."""
+
+    attempt_id: str
+    task_id: str
+    candidate: Candidate
+    #: the worker spec document (docs/worker-spec.schema.json); holds the callback token
+    worker_spec: Mapping[str, Any]
+    deadline_seconds: int | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LaunchResult:
+    backend_ref: str
+    #: True when a resource for this attempt already existed and was taken over
+    adopted: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackendStatus:
+    state: BackendState
+    reason: str | None = None
+    exit_code: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Capacity:
+    """Free and total slots (GPUs) of a target; ``None`` where the provider cannot tell."""
+
+    free: int | None
+    total: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Quote:
+    """The price of running one candidate, per hour, and when it was observed."""
+
+    usd_per_hour: float | None
+    observed_at: datetime | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class OwnedResource:
+    """Something running (or left) on a backend that this control plane started."""
+
+    attempt_id: str
+    task_id: str
+    backend_ref: str
+    state: BackendState
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """One backend. Implementations live in ``providers/<name>.py``."""
+
+    name: str
+
+    def capacity(self, target: Target) -> Capacity:
+        """Free and total slots of ``target`` now."""
+        ...
+
+    def quote(self, candidate: Candidate) -> Quote:
+        """What ``candidate`` costs per hour (``None`` for owned capacity)."""
+        ...
+
+    def launch(self, request: LaunchRequest) -> LaunchResult:
+        """Start the worker for ``request.attempt_id``, or adopt the one already started."""
+        ...
+
+    def status(self, attempt_id: str) -> BackendStatus:
+        """Where the attempt's resource is; ``LOST`` when it vanished without an outcome."""
+        ...
+
+    def cancel(self, attempt_id: str) -> None:
+        """Stop and remove the attempt's resource; already gone is success."""
+        ...
+
+    def list_owned(self) -> list[OwnedResource]:
+        """Every resource this control plane started on this backend."""
+        ...
