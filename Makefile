@@ -6,12 +6,19 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup system-deps run demo check test bench bench-core clean
 
-# ffmpeg/ffprobe come from Debian; installed when missing and we are root (CI, containers).
+# Debian packages: ffmpeg/ffprobe for the core, PostgreSQL 15 for the store's tests.
+# Installed when missing and we are root (CI, containers); otherwise say what to install.
+PG_BIN ?= /usr/lib/postgresql/15/bin
 system-deps:
-	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || { \
+	@missing=""; \
+	command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || missing="$$missing ffmpeg"; \
+	[ -x $(PG_BIN)/initdb ] && [ -x $(PG_BIN)/postgres ] || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null; \
-	  else echo "ffmpeg is missing: sudo apt-get install ffmpeg" >&2; exit 1; fi; }
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else echo "missing Debian packages:$$missing (sudo apt-get install$$missing)" >&2; exit 1; fi; \
+	fi
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -8,6 +8,7 @@ from controlplane import __version__
 from controlplane.cli.demo import demo
 from controlplane.cli.models import models
 from controlplane.cli.swap import swap
+from controlplane.cli.tokens import tokens
 from controlplane.cli.worker import worker
 
 __all__ = ["cli", "main"]
@@ -27,6 +28,7 @@ cli.add_command(swap)
 cli.add_command(models)
 cli.add_command(worker)
 cli.add_command(demo)
+cli.add_command(tokens)
 
 
 def main() -> None:

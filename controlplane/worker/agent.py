@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from controlplane.worker.callbacks import Reporter
-from controlplane.worker.spec import WorkerSpec
+from controlplane.worker.spec import WorkerSpec, to_swap_options
 from faceswap import EXIT_INTERNAL, EXIT_OK, FaceSwapError, run_swap
 from faceswap.models import ModelStore
 
@@ -49,7 +49,7 @@ def run_worker(spec: WorkerSpec, *, stop: threading.Event, models: ModelStore | 
             source=spec.source,
             target=spec.target,
             output=spec.output,
-            options=spec.options.to_swap_options(),
+            options=to_swap_options(spec.options),
             checkpoint=spec.checkpoint,
             models=models,
             stop=stop,

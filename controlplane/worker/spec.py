@@ -1,79 +1,37 @@
-"""The worker spec: the one JSON document a provider hands to the container.
+"""Reading the worker spec inside the container, and turning its options into the core's.
 
-Its JSON Schema is published at docs/worker-spec.schema.json (generated from
-this model; a test keeps the two equal).
+The spec model itself is part of the domain (:mod:`controlplane.domain.worker_spec`).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import ValidationError
 
+from controlplane.domain.worker_spec import MAX_SPEC_BYTES, CallbackSpec, SpecOptions, WorkerSpec, spec_json_schema
 from faceswap import BadInput, SwapOptions
 from faceswap.blend import BlendConfig
 
-__all__ = ["CallbackSpec", "SpecOptions", "WorkerSpec", "load_spec", "spec_json_schema"]
+__all__ = [
+    "MAX_SPEC_BYTES",
+    "CallbackSpec",
+    "SpecOptions",
+    "WorkerSpec",
+    "load_spec",
+    "spec_json_schema",
+    "to_swap_options",
+]
 
-_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
-MAX_SPEC_BYTES = 1 << 20
-_Padding = Annotated[float, Field(ge=0.0, lt=0.5)]
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CallbackSpec(_Strict):
-    url: str = Field(
-        pattern=r"^https?://[^\s]+$",
-        description="Base URL of this attempt on the control plane, e.g. "
-        "https://cp.example/v1/attempts/ATTEMPT_ID; the worker POSTs to URL/heartbeat, "
-        "URL/progress, URL/complete and URL/fail.",
+def to_swap_options(options: SpecOptions) -> SwapOptions:
+    """The core's options for a spec's options block."""
+    data = options.model_dump()
+    blend = BlendConfig(
+        blur=data.pop("blend_blur"), padding=tuple(data.pop("mask_padding")), mode=data.pop("blend_mode")
     )
-    token: SecretStr = Field(description="Per-attempt bearer token; never logged.")
-    heartbeat_seconds: float = Field(default=10.0, ge=1.0, le=300.0)
-
-
-class SpecOptions(_Strict):
-    swapper: Literal["classic", "inswapper_128"] = "classic"
-    face_selector: str = Field(default="all", pattern=r"^(all|largest|index:[0-9]{1,3})$")
-    execution_provider: Literal["auto", "tensorrt", "cuda", "cpu"] = "auto"
-    cpu_threads: int = Field(default=0, ge=0, le=256)
-    allow_fallback: bool = False
-    encoder: Literal["libx264", "libx265", "h264_nvenc", "hevc_nvenc"] = "libx264"
-    quality: int = Field(default=18, ge=0, le=51)
-    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"] = "veryfast"
-    image_quality: int = Field(default=95, ge=1, le=100)
-    segment_frames: int = Field(default=120, ge=1, le=100_000)
-    blend_blur: float = Field(default=0.3, ge=0.0, le=1.0)
-    blend_mode: Literal["feather", "poisson"] = "feather"
-    mask_padding: tuple[_Padding, _Padding, _Padding, _Padding] = Field(
-        default=(0.0, 0.0, 0.0, 0.0), description="Box mask padding: top, right, bottom, left, each in [0, 0.5)"
-    )
-
-    def to_swap_options(self) -> SwapOptions:
-        data = self.model_dump()
-        blend = BlendConfig(
-            blur=data.pop("blend_blur"), padding=tuple(data.pop("mask_padding")), mode=data.pop("blend_mode")
-        )
-        return SwapOptions(blend=blend, **data)
-
-
-class WorkerSpec(_Strict):
-    version: Literal[1] = 1
-    task_id: str = Field(pattern=_ID)
-    attempt_id: str = Field(pattern=_ID)
-    source: str = Field(min_length=1, max_length=4096, description="Path, file://, s3:// or https:// URI")
-    target: str = Field(min_length=1, max_length=4096)
-    output: str = Field(min_length=1, max_length=4096, description="Path, file:// or s3:// URI")
-    checkpoint: str | None = Field(
-        default=None, max_length=4096, description="Directory or s3://bucket/prefix for video segments"
-    )
-    options: SpecOptions = Field(default_factory=SpecOptions)
-    callback: CallbackSpec | None = None
+    return SwapOptions(blend=blend, **data)
 
 
 def _field_name(loc: tuple[int | str, ...]) -> str:
@@ -97,10 +55,3 @@ def load_spec(path: Path) -> WorkerSpec:
     except ValidationError as exc:
         first = exc.errors()[0]
         raise BadInput(first["msg"], field=_field_name(tuple(first["loc"]))) from exc
-
-
-def spec_json_schema() -> str:
-    schema = WorkerSpec.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["$id"] = "https://fusionplane.dev/schemas/worker-spec.schema.json"
-    return json.dumps(schema, indent=2, sort_keys=True) + "\n"

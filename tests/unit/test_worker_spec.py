@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.worker.spec import MAX_SPEC_BYTES, WorkerSpec, load_spec
+from controlplane.worker.spec import MAX_SPEC_BYTES, WorkerSpec, load_spec, to_swap_options
 from faceswap import BadInput
 
 GOOD = {"task_id": "t-1", "attempt_id": "a-1", "source": "s3://b/face.png", "target": "/in/x.mp4", "output": "o.mp4"}
@@ -22,7 +22,7 @@ def _write(tmp_path: Path, document: object) -> Path:
 def test_a_minimal_spec_gets_documented_defaults(tmp_path: Path) -> None:
     spec = load_spec(_write(tmp_path, GOOD))
     assert spec.options.swapper == "classic"
-    assert spec.options.to_swap_options().segment_frames == 120
+    assert to_swap_options(spec.options).segment_frames == 120
     assert spec.callback is None
 
 

@@ -1,0 +1,113 @@
+"""Request and response bodies of the REST API, validated field by field.
+
+Everything a submitter sends is checked here, before anything is stored:
+enums, bounds, label syntax, URI schemes, and that local paths resolve
+(symlinks followed) inside the allowed input roots.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from controlplane.domain import DataSensitivity, Priority, TaskKind
+from controlplane.domain.worker_spec import SpecOptions
+
+__all__ = ["MAX_DEADLINE_S", "FieldError", "TaskCreate", "check_input_uri", "check_output_uri", "error_body"]
+
+MAX_DEADLINE_S = 7 * 24 * 3600
+MAX_LABELS = 32
+_LABEL_KEY = r"^[a-z0-9]([a-z0-9._/-]{0,61}[a-z0-9])?$"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_INPUT_SCHEMES = ("s3://", "https://", "http://", "file://")
+_OUTPUT_SCHEMES = ("s3://", "file://")
+
+LabelValue = Annotated[str, StringConstraints(max_length=256)]
+Uri = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+
+
+class TaskCreate(BaseModel):
+    """``POST /v1/tasks``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: TaskKind | None = Field(default=None, description="image or video; inferred from the target's suffix")
+    source: Uri = Field(description="The face to put in: s3://, https://, file:// or a path under an input root")
+    target: Uri = Field(description="The image or video to change")
+    output: Uri | None = Field(default=None, description="Where to write; default under the output root")
+    options: SpecOptions = Field(default_factory=SpecOptions)
+    priority: Priority = Priority.NORMAL
+    data_sensitivity: DataSensitivity = DataSensitivity.INTERNAL
+    deadline_seconds: int | None = Field(default=None, ge=1, le=MAX_DEADLINE_S)
+    budget_usd: float | None = Field(default=None, ge=0.0, le=1_000_000.0)
+    labels: dict[Annotated[str, StringConstraints(pattern=_LABEL_KEY)], LabelValue] = Field(default_factory=dict)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > MAX_LABELS:
+            raise ValueError(f"at most {MAX_LABELS} labels")
+        for key, text in value.items():
+            if _CONTROL.search(text):
+                raise ValueError(f"label {key!r} contains control characters")
+        return value
+
+    @field_validator("source", "target", "output")
+    @classmethod
+    def _no_control_characters(cls, value: str | None) -> str | None:
+        if value is not None and _CONTROL.search(value):
+            raise ValueError("contains control characters")
+        return value
+
+
+class FieldError(ValueError):
+    """A value that passed the schema but not the server's rules; names its field."""
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _inside(path: Path, roots: list[Path]) -> bool:
+    real = Path(os.path.realpath(path))  # follows every symlink, resolves ..
+    return any(real == root or root in real.parents for root in roots)
+
+
+def check_input_uri(uri: str, *, field: str, input_roots: list[Path]) -> str:
+    """Return the URI to hand the worker; local paths must resolve inside an input root."""
+    if uri.startswith(_INPUT_SCHEMES[:3]):
+        if uri.startswith("s3://") and "/" not in uri[5:].strip("/"):
+            raise FieldError("s3 URIs need a bucket and a key: s3://bucket/key", field=field)
+        return uri
+    if "://" in uri and not uri.startswith("file://"):
+        raise FieldError("unsupported URI scheme; use s3://, https://, file:// or a path", field=field)
+    path = Path(uri[len("file://") :] if uri.startswith("file://") else uri)
+    if not path.is_absolute():
+        raise FieldError("local paths must be absolute", field=field)
+    roots = [Path(os.path.realpath(root)) for root in input_roots]
+    if not _inside(path, roots):
+        raise FieldError("is outside the allowed input roots", field=field)
+    return str(Path(os.path.realpath(path)))
+
+
+def check_output_uri(uri: str, *, field: str, output_root: Path) -> str:
+    """Outputs go to s3:// or under the output root; nothing else is writable by tasks."""
+    if uri.startswith("s3://"):
+        return uri
+    if "://" in uri and not uri.startswith("file://"):
+        raise FieldError("outputs go to s3:// or a path under the output root", field=field)
+    path = Path(uri[len("file://") :] if uri.startswith("file://") else uri)
+    root = Path(os.path.realpath(output_root))
+    candidate = Path(os.path.realpath(path if path.is_absolute() else root / path))
+    if not (candidate == root or root in candidate.parents):
+        raise FieldError("is outside the output root", field=field)
+    return str(candidate)
+
+
+def error_body(*, code: str, message: str, field: str | None = None, **extra: Any) -> dict[str, Any]:
+    """The one JSON error shape: ``{"error": {"code", "message", "field"}}``."""
+    return {"error": {"code": code, "message": message, "field": field, **extra}}

@@ -1,0 +1,74 @@
+"""The worker spec: the one JSON document a provider hands to the container.
+
+It is the contract between the control plane (which renders it for every
+attempt) and the worker (which runs it), so it lives in the domain; its JSON
+Schema is published at docs/worker-spec.schema.json (generated from this
+model; a test keeps the two equal).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+__all__ = ["MAX_SPEC_BYTES", "CallbackSpec", "SpecOptions", "WorkerSpec", "spec_json_schema"]
+
+_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+MAX_SPEC_BYTES = 1 << 20
+_Padding = Annotated[float, Field(ge=0.0, lt=0.5)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CallbackSpec(_Strict):
+    url: str = Field(
+        pattern=r"^https?://[^\s]+$",
+        description="Base URL of this attempt on the control plane, e.g. "
+        "https://cp.example/v1/attempts/ATTEMPT_ID; the worker POSTs to URL/heartbeat, "
+        "URL/progress, URL/complete and URL/fail.",
+    )
+    token: SecretStr = Field(description="Per-attempt bearer token; never logged.")
+    heartbeat_seconds: float = Field(default=10.0, ge=1.0, le=300.0)
+
+
+class SpecOptions(_Strict):
+    swapper: Literal["classic", "inswapper_128"] = "classic"
+    face_selector: str = Field(default="all", pattern=r"^(all|largest|index:[0-9]{1,3})$")
+    execution_provider: Literal["auto", "tensorrt", "cuda", "cpu"] = "auto"
+    cpu_threads: int = Field(default=0, ge=0, le=256)
+    allow_fallback: bool = False
+    encoder: Literal["libx264", "libx265", "h264_nvenc", "hevc_nvenc"] = "libx264"
+    quality: int = Field(default=18, ge=0, le=51)
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"] = "veryfast"
+    image_quality: int = Field(default=95, ge=1, le=100)
+    segment_frames: int = Field(default=120, ge=1, le=100_000)
+    blend_blur: float = Field(default=0.3, ge=0.0, le=1.0)
+    blend_mode: Literal["feather", "poisson"] = "feather"
+    mask_padding: tuple[_Padding, _Padding, _Padding, _Padding] = Field(
+        default=(0.0, 0.0, 0.0, 0.0), description="Box mask padding: top, right, bottom, left, each in [0, 0.5)"
+    )
+
+
+class WorkerSpec(_Strict):
+    version: Literal[1] = 1
+    task_id: str = Field(pattern=_ID)
+    attempt_id: str = Field(pattern=_ID)
+    source: str = Field(min_length=1, max_length=4096, description="Path, file://, s3:// or https:// URI")
+    target: str = Field(min_length=1, max_length=4096)
+    output: str = Field(min_length=1, max_length=4096, description="Path, file:// or s3:// URI")
+    checkpoint: str | None = Field(
+        default=None, max_length=4096, description="Directory or s3://bucket/prefix for video segments"
+    )
+    options: SpecOptions = Field(default_factory=SpecOptions)
+    callback: CallbackSpec | None = None
+
+
+def spec_json_schema() -> str:
+    schema = WorkerSpec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://fusionplane.dev/schemas/worker-spec.schema.json"
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
