@@ -1,0 +1,55 @@
+"""Prometheus metrics an operator alerts on; one registry per app so tests stay isolated."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["Metrics"]
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry
+    tasks_by_state: Gauge
+    submissions: Counter
+    plan_seconds: Histogram
+    launch_seconds: Histogram
+    attempts: Counter
+    callbacks_rejected: Counter
+
+    @classmethod
+    def create(cls) -> Metrics:
+        registry = CollectorRegistry()
+        return cls(
+            registry=registry,
+            tasks_by_state=Gauge("fusionplane_tasks", "Tasks by state", ["state"], registry=registry),
+            submissions=Counter(
+                "fusionplane_submissions", "Task submissions by outcome", ["outcome"], registry=registry
+            ),
+            plan_seconds=Histogram(
+                "fusionplane_plan_seconds", "Time to plan one task", buckets=_LATENCY_BUCKETS, registry=registry
+            ),
+            launch_seconds=Histogram(
+                "fusionplane_launch_seconds",
+                "Time for a provider to accept a launch",
+                ["provider"],
+                buckets=_LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            attempts=Counter(
+                "fusionplane_attempts",
+                "Finished attempts by provider and outcome",
+                ["provider", "outcome"],
+                registry=registry,
+            ),
+            callbacks_rejected=Counter(
+                "fusionplane_callbacks_rejected",
+                "Worker callbacks refused (bad token, unknown attempt)",
+                ["reason"],
+                registry=registry,
+            ),
+        )
