@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from controlplane import __version__
+from controlplane.cli.db import db
 from controlplane.cli.demo import demo
 from controlplane.cli.models import models
 from controlplane.cli.swap import swap
@@ -29,6 +30,7 @@ cli.add_command(models)
 cli.add_command(worker)
 cli.add_command(demo)
 cli.add_command(tokens)
+cli.add_command(db)
 
 
 def main() -> None:

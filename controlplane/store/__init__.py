@@ -1,1 +1,39 @@
-"""The state store: SQLAlchemy tables and the repository functions (the only SQL)."""
+"""The state store: SQLAlchemy tables and the repository functions (the only SQL).
+
+``Store(make_engine())`` is the way in: one short transaction per call,
+domain dataclasses out. ``upgrade()`` applies the Alembic migrations and
+``is_current()`` says whether the database is at the newest revision.
+"""
+
+from controlplane.store.columns import utcnow
+from controlplane.store.engine import DATABASE_URL_ENV, database_url, make_engine, normalize_url
+from controlplane.store.errors import IdempotencyConflict, NotFound, StateMismatch, StoreError
+from controlplane.store.ids import new_id
+from controlplane.store.migrate import current_revision, downgrade, head_revision, is_current, upgrade
+from controlplane.store.records import AttemptProgress, Event, PolicyVersion
+from controlplane.store.repository import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Store, policy_version_of
+
+__all__ = [
+    "DATABASE_URL_ENV",
+    "DEFAULT_PAGE_SIZE",
+    "MAX_PAGE_SIZE",
+    "AttemptProgress",
+    "Event",
+    "IdempotencyConflict",
+    "NotFound",
+    "PolicyVersion",
+    "StateMismatch",
+    "Store",
+    "StoreError",
+    "current_revision",
+    "database_url",
+    "downgrade",
+    "head_revision",
+    "is_current",
+    "make_engine",
+    "new_id",
+    "normalize_url",
+    "policy_version_of",
+    "upgrade",
+    "utcnow",
+]

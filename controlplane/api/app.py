@@ -1,0 +1,353 @@
+"""The FastAPI application: tasks, receipts, worker callbacks, health and metrics.
+
+``create_app`` takes everything it needs (store, token registry, settings);
+it starts nothing by itself, so tests and ``fusionctl serve`` wire it the
+same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi.responses import FileResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from controlplane import __version__
+from controlplane.api.auth import Principal, TokenRegistry
+from controlplane.api.deps import authenticate, require_operator
+from controlplane.api.errors import ApiError, install_error_handlers
+from controlplane.api.limits import BodyLimit
+from controlplane.api.metrics import Metrics
+from controlplane.api.schemas import TaskCreate, check_input_uri, check_output_uri
+from controlplane.api.views import attempt_json, event_json, receipt_json, task_json
+from controlplane.config import Settings
+from controlplane.domain import (
+    AttemptState,
+    DataSensitivity,
+    InvalidTransition,
+    Priority,
+    Task,
+    TaskKind,
+    TaskSpec,
+    TaskState,
+)
+from controlplane.store import IdempotencyConflict, NotFound, StateMismatch, Store, is_current, new_id
+
+__all__ = ["create_app"]
+
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+_VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".m4v", ".avi")
+_IDEMPOTENCY_KEY = r"^[A-Za-z0-9._:-]{1,128}$"
+
+Caller = Annotated[Principal, Depends(authenticate)]
+
+
+def _suffix(uri: str) -> str:
+    path = uri.split("?", 1)[0].split("#", 1)[0]
+    return Path(path).suffix.lower()
+
+
+def _kind(body: TaskCreate) -> TaskKind:
+    if body.kind is not None:
+        return body.kind
+    suffix = _suffix(body.target)
+    if suffix in _IMAGE_SUFFIXES:
+        return TaskKind.IMAGE
+    if suffix in _VIDEO_SUFFIXES:
+        return TaskKind.VIDEO
+    raise ApiError(422, "invalid", f"cannot tell image from video by {suffix or 'no suffix'}; set kind", field="kind")
+
+
+def _visible(task: Task, principal: Principal) -> Task:
+    if not principal.sees_all_tenants and task.spec.tenant != principal.tenant:
+        raise ApiError(403, "forbidden", "this task belongs to another tenant", field="task_id")
+    return task
+
+
+def create_app(*, settings: Settings, store: Store, tokens: TokenRegistry, metrics: Metrics | None = None) -> Any:
+    """The ASGI app: FastAPI routes wrapped in the request-body limit."""
+    metrics = metrics or Metrics.create()
+    app = FastAPI(
+        title="FusionPlane",
+        version=__version__,
+        description="Place and run GPU face-swap tasks across private and cloud capacity.",
+    )
+    app.state.insecure_dev = settings.insecure_dev
+    app.state.tokens = tokens
+    app.state.store = store
+    app.state.metrics = metrics
+    install_error_handlers(app)
+
+    def load(task_id: str, principal: Principal) -> Task:
+        try:
+            return _visible(store.get_task(task_id), principal)
+        except NotFound as exc:
+            raise ApiError(404, "not_found", f"no task {task_id}", field="task_id") from exc
+
+    @app.post("/v1/tasks", status_code=202, tags=["tasks"])
+    def submit(
+        body: TaskCreate,
+        request: Request,
+        response: Response,
+        principal: Caller,
+        idempotency_key: Annotated[str | None, Header(pattern=_IDEMPOTENCY_KEY)] = None,
+    ) -> dict[str, Any]:
+        """Queue a face-swap task; 202 with its id and a Location header."""
+        kind = _kind(body)
+        source = check_input_uri(body.source, field="source", input_roots=list(settings.input_roots))
+        target = check_input_uri(body.target, field="target", input_roots=list(settings.input_roots))
+        suffix = _suffix(body.target) or (".png" if kind == TaskKind.IMAGE else ".mp4")
+        if kind == TaskKind.VIDEO and suffix not in (".mp4", ".mov", ".mkv", ".m4v"):
+            suffix = ".mp4"
+        wanted_output = body.output or f"{principal.tenant}/{new_id('out')}/swapped{suffix}"
+        output = check_output_uri(wanted_output, field="output", output_root=settings.output_root)
+        # the hash covers what the caller sent, so a retry with the same body matches
+        request_hash = hashlib.sha256(json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+        spec = TaskSpec(
+            tenant=principal.tenant,
+            kind=kind,
+            source_uri=source,
+            target_uri=target,
+            output_uri=output,
+            priority=Priority(body.priority),
+            data_sensitivity=DataSensitivity(body.data_sensitivity),
+            deadline_seconds=body.deadline_seconds,
+            budget_usd=body.budget_usd,
+            options=body.options.model_dump(mode="json"),
+            labels=dict(body.labels),
+        )
+        try:
+            task, created = store.create_task(spec=spec, request_hash=request_hash, idempotency_key=idempotency_key)
+        except IdempotencyConflict as exc:
+            metrics.submissions.labels(outcome="conflict").inc()
+            raise ApiError(
+                409,
+                "idempotency_conflict",
+                "this Idempotency-Key was used with another body",
+                field="Idempotency-Key",
+                task_id=exc.task_id,
+            ) from exc
+        metrics.submissions.labels(outcome="created" if created else "replayed").inc()
+        response.headers["Location"] = f"/v1/tasks/{task.id}"
+        return task_json(task)
+
+    @app.get("/v1/tasks", tags=["tasks"])
+    def list_tasks(
+        principal: Caller,
+        state: TaskState | None = None,
+        priority: Priority | None = None,
+        sensitivity: DataSensitivity | None = None,
+        target: Annotated[str | None, Query(max_length=128)] = None,
+        tenant: Annotated[str | None, Query(max_length=64)] = None,
+        created_after: Annotated[str | None, Query(max_length=40)] = None,
+        created_before: Annotated[str | None, Query(max_length=40)] = None,
+        cursor: Annotated[str | None, Query(max_length=256)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    ) -> dict[str, Any]:
+        """Tasks, newest first, with filters and an opaque cursor for the next page."""
+        from datetime import datetime
+
+        def moment(value: str | None, field: str) -> datetime | None:
+            if value is None:
+                return None
+            try:
+                parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError as exc:
+                raise ApiError(422, "invalid", "must be an ISO 8601 time", field=field) from exc
+            if parsed.tzinfo is None:
+                raise ApiError(422, "invalid", "needs a time zone (e.g. Z)", field=field)
+            return parsed
+
+        if not principal.sees_all_tenants:
+            if tenant not in (None, principal.tenant):
+                raise ApiError(403, "forbidden", "submitters see their own tenant only", field="tenant")
+            tenant = principal.tenant
+        try:
+            tasks, next_cursor = store.list_tasks(
+                state=state,
+                priority=priority,
+                data_sensitivity=sensitivity,
+                target=target,
+                tenant=tenant,
+                created_after=moment(created_after, "created_after"),
+                created_before=moment(created_before, "created_before"),
+                cursor=cursor,
+                limit=limit,
+            )
+        except ValueError as exc:
+            raise ApiError(422, "invalid", str(exc), field="cursor") from exc
+        return {"tasks": [task_json(t) for t in tasks], "next_cursor": next_cursor}
+
+    @app.get("/v1/tasks/{task_id}", tags=["tasks"])
+    def get_task(task_id: str, principal: Caller) -> dict[str, Any]:
+        task = load(task_id, principal)
+        body = task_json(task)
+        body["attempts"] = [attempt_json(a, store.get_progress(a.id)) for a in store.attempts_for(task.id)]
+        return body
+
+    @app.post("/v1/tasks/{task_id}/cancel", tags=["tasks"])
+    def cancel(task_id: str, principal: Caller) -> dict[str, Any]:
+        """Cancel a task that has not finished; the scheduler stops its backend resource."""
+        task = load(task_id, principal)
+        if task.state.is_final:
+            raise ApiError(409, "invalid_state", f"the task already {task.state.value}", field="state")
+        try:
+            task = store.transition_task(
+                task.id,
+                wanted=TaskState.CANCELLED,
+                actor=f"api:{principal.name}",
+                reason="cancelled by request",
+                expected=task.state,
+            )
+        except (StateMismatch, InvalidTransition) as exc:
+            raise ApiError(409, "invalid_state", f"the task changed state meanwhile: {exc}", field="state") from exc
+        return task_json(task)
+
+    @app.get("/v1/tasks/{task_id}/decision", tags=["tasks"])
+    def decision(task_id: str, principal: Caller) -> dict[str, Any]:
+        """The placement receipt: every plan (policy version, signals and ages, candidates, rejections)."""
+        require_operator(principal)
+        task = load(task_id, principal)
+        attempts = [attempt_json(a, store.get_progress(a.id)) for a in store.attempts_for(task.id)]
+        return receipt_json(task, store.get_decisions(task.id), attempts)
+
+    @app.get("/v1/tasks/{task_id}/events", tags=["tasks"])
+    def events(task_id: str, principal: Caller, after: Annotated[int | None, Query(ge=0)] = None) -> dict[str, Any]:
+        task = load(task_id, principal)
+        return {"events": [event_json(e) for e in store.list_events(task.id, after_id=after)]}
+
+    @app.get("/v1/tasks/{task_id}/output", tags=["tasks"], response_model=None)
+    def output(task_id: str, principal: Caller) -> Any:
+        """The result file once the task succeeded (local outputs); s3 outputs are named in the task."""
+        task = load(task_id, principal)
+        if task.state != TaskState.SUCCEEDED:
+            raise ApiError(409, "not_ready", f"the task is {task.state.value}", field="state")
+        uri = task.spec.output_uri
+        if uri.startswith("s3://"):
+            return {"output_uri": uri}
+        path = Path(uri)
+        if not path.is_file():
+            raise ApiError(410, "gone", "the output file is no longer there", field="output")
+        return FileResponse(path, filename=path.name)
+
+    # -- worker callbacks: authenticated by the attempt's own token, nothing else
+    def attempt_for_callback(attempt_id: str, request: Request) -> Any:
+        header = request.headers.get("authorization", "")
+        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        try:
+            expected = store.attempt_token_sha256(attempt_id)
+        except NotFound as exc:
+            metrics.callbacks_rejected.labels(reason="unknown_attempt").inc()
+            raise ApiError(404, "not_found", f"no attempt {attempt_id}", field="attempt_id") from exc
+        if not token:
+            metrics.callbacks_rejected.labels(reason="no_token").inc()
+            raise ApiError(401, "unauthenticated", "the attempt's bearer token is required", field="authorization")
+        if not hmac.compare_digest(hashlib.sha256(token.encode()).hexdigest(), expected):
+            metrics.callbacks_rejected.labels(reason="wrong_token").inc()
+            raise ApiError(403, "forbidden", "this token belongs to no such attempt", field="authorization")
+        return store.get_attempt(attempt_id)
+
+    async def callback_body(request: Request) -> dict[str, Any]:
+        raw = await request.body()
+        if not raw:
+            return {}
+        try:
+            body = json.loads(raw)
+        except ValueError as exc:
+            raise ApiError(422, "invalid", "the body is not JSON", field="body") from exc
+        if not isinstance(body, dict):
+            raise ApiError(422, "invalid", "the body must be a JSON object", field="body")
+        return body
+
+    @app.post("/v1/attempts/{attempt_id}/heartbeat", tags=["worker"])
+    @app.post("/v1/attempts/{attempt_id}/progress", tags=["worker"])
+    async def heartbeat(attempt_id: str, request: Request) -> dict[str, Any]:
+        attempt = attempt_for_callback(attempt_id, request)
+        body = await callback_body(request)
+        progress = body.get("progress", body) if isinstance(body.get("progress", body), dict) else {}
+        store.record_heartbeat(attempt.id, progress=progress)
+        if attempt.state == AttemptState.LAUNCHING:
+            # the worker is up: the attempt (and its task) are running
+            _advance(store, attempt.id, AttemptState.RUNNING, TaskState.RUNNING, reason=None, exit_code=None)
+        return {"ok": True}
+
+    @app.post("/v1/attempts/{attempt_id}/complete", tags=["worker"])
+    async def complete(attempt_id: str, request: Request) -> dict[str, Any]:
+        attempt = attempt_for_callback(attempt_id, request)
+        body = await callback_body(request)
+        store.record_heartbeat(attempt.id, progress=body)
+        _advance(store, attempt.id, AttemptState.SUCCEEDED, TaskState.SUCCEEDED, reason=None, exit_code=0)
+        return {"ok": True}
+
+    @app.post("/v1/attempts/{attempt_id}/fail", tags=["worker"])
+    async def fail(attempt_id: str, request: Request) -> dict[str, Any]:
+        attempt = attempt_for_callback(attempt_id, request)
+        body = await callback_body(request)
+        kind = str(body.get("kind", "internal"))[:64]
+        message = str(body.get("message", ""))[:1000]
+        field = body.get("field")
+        reason = f"{kind}: {field + ': ' if isinstance(field, str) and field else ''}{message}".strip()
+        exit_code = body.get("exit_code") if isinstance(body.get("exit_code"), int) else None
+        wanted = AttemptState.PREEMPTED if kind in ("preempted", "temporary") else AttemptState.FAILED
+        _advance(store, attempt.id, wanted, TaskState.FAILED, reason=reason, exit_code=exit_code)
+        return {"ok": True}
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], response_model=None)
+    def readyz() -> Any:
+        try:
+            with store.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+            current = is_current(store.engine)
+        except Exception as exc:  # any database failure means "not ready", never a 500
+            raise ApiError(503, "not_ready", f"database unreachable: {type(exc).__name__}") from exc
+        if not current:
+            raise ApiError(503, "not_ready", "database migrations are not current; run fusionctl db upgrade")
+        return {"status": "ready"}
+
+    @app.get("/metrics", tags=["health"], response_model=None)
+    def prometheus() -> Response:
+        for state, count in store.count_tasks_by_state().items():
+            metrics.tasks_by_state.labels(state=state.value).set(count)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return BodyLimit(app, max_bytes=settings.max_body_bytes), app
+
+
+def _advance(
+    store: Store,
+    attempt_id: str,
+    attempt_state: AttemptState,
+    task_state: TaskState,
+    *,
+    reason: str | None,
+    exit_code: int | None,
+) -> None:
+    """Move an attempt and its task forward; a callback that arrives late (already final) is a no-op."""
+    attempt = store.get_attempt(attempt_id)
+    if attempt.state.is_final:
+        return
+    try:
+        if attempt.state == AttemptState.LAUNCHING and attempt_state.is_final:
+            store.transition_attempt(attempt_id, wanted=AttemptState.RUNNING, actor="worker")
+        store.transition_attempt(attempt_id, wanted=attempt_state, actor="worker", reason=reason, exit_code=exit_code)
+    except (InvalidTransition, StateMismatch):
+        return
+    task = store.get_task(attempt.task_id)
+    if task.state.is_final:
+        return
+    try:
+        if task.state == TaskState.LAUNCHING and task_state.is_final and task_state != TaskState.FAILED:
+            store.transition_task(task.id, wanted=TaskState.RUNNING, actor="worker")
+        store.transition_task(task.id, wanted=task_state, actor="worker", reason=reason)
+    except (InvalidTransition, StateMismatch):
+        return

@@ -1,0 +1,47 @@
+"""PlacementPlan <-> JSON: the receipt is stored verbatim and read back as dataclasses."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+from controlplane.domain import Candidate, PlacementPlan, Rejection
+
+__all__ = ["plan_from_json", "plan_to_json"]
+
+_PLAN_FORMAT = 1
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def plan_to_json(plan: PlacementPlan) -> dict[str, Any]:
+    """The whole plan as a JSON document (datetimes inside ``signals_used`` become ISO strings)."""
+    document: dict[str, Any] = _jsonable(asdict(plan))
+    document["format"] = _PLAN_FORMAT
+    return document
+
+
+def _candidate(data: dict[str, Any]) -> Candidate:
+    return Candidate(**{**data, "reasons": tuple(data.get("reasons", ()))})
+
+
+def plan_from_json(document: dict[str, Any]) -> PlacementPlan:
+    """Rebuild the plan stored by :func:`plan_to_json`."""
+    return PlacementPlan(
+        task_id=document["task_id"],
+        policy_version=document["policy_version"],
+        decided_at=datetime.fromisoformat(document["decided_at"]),
+        candidates=tuple(_candidate(c) for c in document.get("candidates", ())),
+        rejections=tuple(Rejection(**r) for r in document.get("rejections", ())),
+        trace=tuple(document.get("trace", ())),
+        signals_used=dict(document.get("signals_used", {})),
+    )

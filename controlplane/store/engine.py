@@ -1,0 +1,90 @@
+"""Engines for the store: SQLite under ``./var`` by default, PostgreSQL by URL.
+
+``FUSIONPLANE_DATABASE_URL`` picks the database; ``postgresql://`` and
+``postgres://`` URLs are driven by psycopg 3. Every SQLite connection gets
+WAL, a 5 s busy timeout and foreign keys, and SQLAlchemy (not the sqlite3
+module) issues BEGIN: a plain deferred BEGIN for reads and ``BEGIN
+IMMEDIATE`` for transactions the store marks as writes, so a writer takes the
+lock up front and waits its turn instead of failing half-way on a stale
+snapshot.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, Connection, make_url
+
+__all__ = [
+    "DATABASE_URL_ENV",
+    "DEFAULT_SQLITE_PATH",
+    "WRITE_OPTION",
+    "database_url",
+    "make_engine",
+    "normalize_url",
+]
+
+DATABASE_URL_ENV = "FUSIONPLANE_DATABASE_URL"
+DEFAULT_SQLITE_PATH = Path("var") / "fusionplane.db"
+#: execution option the repository sets on connections that will write
+WRITE_OPTION = "fusionplane_write"
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+def database_url(url: str | None = None) -> str:
+    """``url``, else ``$FUSIONPLANE_DATABASE_URL``, else SQLite at ``./var/fusionplane.db``."""
+    chosen = url or os.environ.get(DATABASE_URL_ENV, "").strip()
+    return chosen or f"sqlite:///{DEFAULT_SQLITE_PATH}"
+
+
+def normalize_url(url: str) -> URL:
+    """Parse ``url``; plain PostgreSQL URLs get the psycopg 3 driver."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    elif parsed.drivername == "sqlite":
+        parsed = parsed.set(drivername="sqlite+pysqlite")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ValueError(f"unsupported database {parsed.drivername!r}: use sqlite:/// or postgresql://")
+    return parsed
+
+
+def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
+    """An engine for ``url`` (see :func:`database_url`), configured for the store.
+
+    For a SQLite file the parent directory is created. Extra ``kwargs`` go to
+    :func:`sqlalchemy.create_engine`.
+    """
+    parsed = normalize_url(database_url(url))
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database in (None, "", ":memory:"):
+            raise ValueError("the store needs a SQLite file, not an in-memory database")
+        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, **kwargs)
+        _configure_sqlite(engine)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(parsed, **kwargs)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # hand transaction control to SQLAlchemy (the begin hook below)
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        write = connection.get_execution_options().get(WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")

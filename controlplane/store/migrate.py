@@ -1,0 +1,92 @@
+"""Alembic, driven from code: works from any working directory.
+
+The migration scripts live in ``migrations/`` at the repository root, next to
+the ``controlplane`` package; :func:`alembic_config` points Alembic there
+through the package's location instead of an ``alembic.ini`` in the cwd.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine
+
+from controlplane.store.engine import database_url, normalize_url
+from controlplane.store.tables import metadata
+
+__all__ = [
+    "MIGRATIONS_DIR",
+    "alembic_config",
+    "current_revision",
+    "downgrade",
+    "head_revision",
+    "is_current",
+    "schema_differences",
+    "upgrade",
+]
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+
+def alembic_config(url: str | None = None, *, engine: Engine | None = None) -> Config:
+    """An Alembic config for ``url`` (default: :func:`~controlplane.store.engine.database_url`).
+
+    With ``engine``, migrations run on that engine's connections (tests, the
+    serve command) and ``url`` is ignored.
+    """
+    if not (MIGRATIONS_DIR / "env.py").is_file():
+        raise RuntimeError(f"the migration scripts are missing: {MIGRATIONS_DIR}/env.py")
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    rendered = normalize_url(database_url(url)).render_as_string(hide_password=False)
+    # ConfigParser interpolation: a literal % must be doubled
+    config.set_main_option("sqlalchemy.url", rendered.replace("%", "%%"))
+    if engine is not None:
+        config.attributes["engine"] = engine
+    return config
+
+
+def _config(url: str | None, engine: Engine | None) -> Config:
+    return alembic_config(url, engine=engine)
+
+
+def upgrade(revision: str = "head", *, url: str | None = None, engine: Engine | None = None) -> None:
+    """Apply migrations up to ``revision``."""
+    command.upgrade(_config(url, engine), revision)
+
+
+def downgrade(revision: str, *, url: str | None = None, engine: Engine | None = None) -> None:
+    """Revert migrations down to ``revision`` (``base`` removes every table)."""
+    command.downgrade(_config(url, engine), revision)
+
+
+def head_revision() -> str | None:
+    """The newest revision among the migration scripts."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at (``None`` before the first upgrade)."""
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def is_current(engine: Engine) -> bool:
+    """True when the database is at the newest revision (for ``/readyz``)."""
+    script = ScriptDirectory.from_config(alembic_config())
+    with engine.connect() as conn:
+        heads = set(MigrationContext.configure(conn).get_current_heads())
+    return heads == set(script.get_heads())
+
+
+def schema_differences(engine: Engine) -> list[Any]:
+    """What ``alembic check`` would report: differences between the tables and the database."""
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": False})
+        return list(compare_metadata(context, metadata))

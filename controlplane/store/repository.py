@@ -1,0 +1,733 @@
+"""The repository: every SQL statement of the control plane lives here.
+
+Pattern: a :class:`Store` wraps an :class:`~sqlalchemy.Engine`; each public
+method is one short transaction (``connect()`` + ``begin()``), commits before
+it returns, and hands back the domain's frozen dataclasses (or the small
+records of :mod:`controlplane.store.records`), never rows or ORM objects.
+A state change and its event are written in the same transaction, so there
+is never a transition without its event or an event without its transition;
+a refused change raises and writes nothing.
+
+Concurrency: rows that are read and then changed are locked
+(``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite every writing
+transaction starts with ``BEGIN IMMEDIATE``, which serialises writers).
+:meth:`Store.claim_queued` uses ``FOR UPDATE SKIP LOCKED`` on PostgreSQL so
+several schedulers claim disjoint batches without waiting on each other.
+
+Every method takes keyword arguments only (the first id may be positional)
+and reads the time from the store's ``clock`` (aware UTC), which tests may
+replace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, Row, func, insert, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql import Select
+
+from controlplane.domain import (
+    Attempt,
+    AttemptState,
+    DataSensitivity,
+    PlacementPlan,
+    Priority,
+    Task,
+    TaskKind,
+    TaskSpec,
+    TaskState,
+    check_attempt_transition,
+    check_task_transition,
+)
+from controlplane.store.codec import plan_from_json, plan_to_json
+from controlplane.store.columns import utcnow
+from controlplane.store.engine import WRITE_OPTION
+from controlplane.store.errors import IdempotencyConflict, NotFound, StateMismatch
+from controlplane.store.ids import new_id
+from controlplane.store.records import AttemptProgress, Event, PolicyVersion
+from controlplane.store.tables import PRIORITY_RANK, attempts, decisions, events, policy_versions, tasks
+
+__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "Store", "policy_version_of"]
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+def policy_version_of(document: Mapping[str, Any]) -> str:
+    """The version of a policy document: sha256 of its canonical JSON (sorted keys, no spaces)."""
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _task(row: Row[Any]) -> Task:
+    m = row._mapping
+    spec = TaskSpec(
+        tenant=m["tenant"],
+        kind=TaskKind(m["kind"]),
+        source_uri=m["source_uri"],
+        target_uri=m["target_uri"],
+        output_uri=m["output_uri"],
+        priority=Priority(m["priority"]),
+        data_sensitivity=DataSensitivity(m["data_sensitivity"]),
+        deadline_seconds=m["deadline_seconds"],
+        budget_usd=m["budget_usd"],
+        options=dict(m["options"] or {}),
+        labels=dict(m["labels"] or {}),
+        input_bytes=m["input_bytes"],
+    )
+    return Task(
+        id=m["id"],
+        spec=spec,
+        state=TaskState(m["state"]),
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+        reason=m["reason"],
+        target=m["target"],
+    )
+
+
+def _attempt(row: Row[Any]) -> Attempt:
+    m = row._mapping
+    return Attempt(
+        id=m["id"],
+        task_id=m["task_id"],
+        number=m["number"],
+        target=m["target"],
+        provider=m["provider"],
+        state=AttemptState(m["state"]),
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+        region=m["region"],
+        instance_type=m["instance_type"],
+        backend_ref=m["backend_ref"],
+        reason=m["reason"],
+        exit_code=m["exit_code"],
+    )
+
+
+def _event(row: Row[Any]) -> Event:
+    m = row._mapping
+    return Event(
+        id=m["id"],
+        task_id=m["task_id"],
+        attempt_id=m["attempt_id"],
+        at=m["at"],
+        actor=m["actor"],
+        kind=m["kind"],
+        from_state=m["from_state"],
+        to_state=m["to_state"],
+        detail=dict(m["detail"] or {}),
+    )
+
+
+class Store:
+    """The control plane's state, one short transaction per call."""
+
+    def __init__(self, engine: Engine, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._postgres = engine.dialect.name == "postgresql"
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def _now(self) -> datetime:
+        now = self._clock()
+        if now.tzinfo is None:
+            raise ValueError("the store's clock must return timezone-aware datetimes")
+        return now
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self._engine.connect() as conn:
+            conn.execution_options(**{WRITE_OPTION: True})
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._engine.connect() as conn, conn.begin():
+            yield conn
+
+    def _locked(self, stmt: Select[Any]) -> Select[Any]:
+        return stmt.with_for_update() if self._postgres else stmt
+
+    @staticmethod
+    def _event(
+        conn: Connection,
+        *,
+        task_id: str,
+        at: datetime,
+        actor: str,
+        kind: str,
+        attempt_id: str | None = None,
+        from_state: str | None = None,
+        to_state: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> None:
+        conn.execute(
+            insert(events).values(
+                task_id=task_id,
+                attempt_id=attempt_id,
+                at=at,
+                actor=actor,
+                kind=kind,
+                from_state=from_state,
+                to_state=to_state,
+                detail=dict(detail or {}),
+            )
+        )
+
+    # -- tasks ---------------------------------------------------------------------------------
+
+    def create_task(
+        self,
+        *,
+        spec: TaskSpec,
+        request_hash: str,
+        idempotency_key: str | None = None,
+        actor: str = "api",
+    ) -> tuple[Task, bool]:
+        """Store a new queued task; ``(task, created)``.
+
+        With an ``idempotency_key``, the same key and ``request_hash`` for the
+        same tenant return the task stored the first time (``created`` is
+        False); the same key with another hash raises
+        :class:`IdempotencyConflict` and stores nothing.
+        """
+        if idempotency_key is not None:
+            existing = self._by_idempotency_key(spec.tenant, idempotency_key, request_hash)
+            if existing is not None:
+                return existing, False
+        now = self._now()
+        task_id = new_id("tsk", now_ms=_ms(now))
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    insert(tasks).values(
+                        id=task_id,
+                        tenant=spec.tenant,
+                        kind=spec.kind.value,
+                        source_uri=spec.source_uri,
+                        target_uri=spec.target_uri,
+                        output_uri=spec.output_uri,
+                        priority=spec.priority.value,
+                        priority_rank=PRIORITY_RANK[spec.priority],
+                        data_sensitivity=spec.data_sensitivity.value,
+                        deadline_seconds=spec.deadline_seconds,
+                        budget_usd=spec.budget_usd,
+                        options=dict(spec.options),
+                        labels=dict(spec.labels),
+                        input_bytes=spec.input_bytes,
+                        state=TaskState.QUEUED.value,
+                        created_at=now,
+                        updated_at=now,
+                        idempotency_key=idempotency_key,
+                        request_hash=request_hash,
+                    )
+                )
+                self._event(
+                    conn, task_id=task_id, at=now, actor=actor, kind="task.created", to_state=TaskState.QUEUED.value
+                )
+                row = conn.execute(select(tasks).where(tasks.c.id == task_id)).one()
+        except IntegrityError:
+            # another request with the same key won the race: answer as if we had come second
+            if idempotency_key is None:
+                raise
+            existing = self._by_idempotency_key(spec.tenant, idempotency_key, request_hash)
+            if existing is None:
+                raise
+            return existing, False
+        return _task(row), True
+
+    def _by_idempotency_key(self, tenant: str, key: str, request_hash: str) -> Task | None:
+        with self._read() as conn:
+            row = conn.execute(
+                select(tasks).where(tasks.c.tenant == tenant, tasks.c.idempotency_key == key)
+            ).one_or_none()
+        if row is None:
+            return None
+        if row.request_hash != request_hash:
+            raise IdempotencyConflict(tenant=tenant, idempotency_key=key, task_id=row.id)
+        return _task(row)
+
+    def get_task(self, task_id: str) -> Task:
+        """The task, or :class:`NotFound`."""
+        with self._read() as conn:
+            row = conn.execute(select(tasks).where(tasks.c.id == task_id)).one_or_none()
+        if row is None:
+            raise NotFound("task", task_id)
+        return _task(row)
+
+    def list_tasks(
+        self,
+        *,
+        state: TaskState | None = None,
+        priority: Priority | None = None,
+        data_sensitivity: DataSensitivity | None = None,
+        target: str | None = None,
+        tenant: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        cursor: str | None = None,
+        limit: int = DEFAULT_PAGE_SIZE,
+        newest_first: bool = True,
+    ) -> tuple[list[Task], str | None]:
+        """One page of tasks matching every given filter, and the cursor of the next page.
+
+        Tasks come in id order, which is creation order (newest first unless
+        ``newest_first`` is False). ``created_after`` is inclusive,
+        ``created_before`` exclusive. ``cursor`` is the value a previous call
+        returned; ``None`` as the next cursor means this was the last page.
+        """
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}, not {limit}")
+        stmt = select(tasks)
+        if state is not None:
+            stmt = stmt.where(tasks.c.state == state.value)
+        if priority is not None:
+            stmt = stmt.where(tasks.c.priority == priority.value)
+        if data_sensitivity is not None:
+            stmt = stmt.where(tasks.c.data_sensitivity == data_sensitivity.value)
+        if target is not None:
+            stmt = stmt.where(tasks.c.target == target)
+        if tenant is not None:
+            stmt = stmt.where(tasks.c.tenant == tenant)
+        if created_after is not None:
+            stmt = stmt.where(tasks.c.created_at >= created_after)
+        if created_before is not None:
+            stmt = stmt.where(tasks.c.created_at < created_before)
+        if cursor is not None:
+            stmt = stmt.where(tasks.c.id < cursor if newest_first else tasks.c.id > cursor)
+        stmt = stmt.order_by(tasks.c.id.desc() if newest_first else tasks.c.id.asc()).limit(limit + 1)
+        with self._read() as conn:
+            rows = conn.execute(stmt).all()
+        page = [_task(r) for r in rows[:limit]]
+        return page, (page[-1].id if len(rows) > limit else None)
+
+    def transition_task(
+        self,
+        task_id: str,
+        *,
+        wanted: TaskState,
+        actor: str,
+        reason: str | None = None,
+        expected: TaskState | None = None,
+        target: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> Task:
+        """Move a task to ``wanted`` and record the event, in one transaction.
+
+        Raises :class:`~controlplane.domain.InvalidTransition` if the state
+        machine refuses, :class:`StateMismatch` if ``expected`` is given and
+        the task is in another state, :class:`NotFound`; nothing is written
+        then. Sets ``planned_at`` (planned), ``started_at`` (running, first
+        time) and ``finished_at`` (final states); ``reason`` and ``target``
+        replace the stored ones when given.
+        """
+        now = self._now()
+        with self._write() as conn:
+            row = conn.execute(self._locked(select(tasks).where(tasks.c.id == task_id))).one_or_none()
+            if row is None:
+                raise NotFound("task", task_id)
+            current = TaskState(row.state)
+            if expected is not None and current != expected:
+                raise StateMismatch("task", task_id, expected=expected.value, actual=current.value)
+            check_task_transition(current, wanted)
+            values: dict[str, Any] = {"state": wanted.value, "updated_at": now}
+            if reason is not None:
+                values["reason"] = reason
+            if target is not None:
+                values["target"] = target
+            if wanted is TaskState.PLANNED:
+                values["planned_at"] = now
+            elif wanted is TaskState.QUEUED:
+                values["claimed_by"] = None
+                values["claimed_at"] = None
+            elif wanted is TaskState.RUNNING and row.started_at is None:
+                values["started_at"] = now
+            if wanted.is_final:
+                values["finished_at"] = now
+            conn.execute(update(tasks).where(tasks.c.id == task_id).values(**values))
+            event_detail = dict(detail or {})
+            if reason is not None:
+                event_detail.setdefault("reason", reason)
+            if target is not None:
+                event_detail.setdefault("target", target)
+            self._event(
+                conn,
+                task_id=task_id,
+                at=now,
+                actor=actor,
+                kind="task.transition",
+                from_state=current.value,
+                to_state=wanted.value,
+                detail=event_detail,
+            )
+            updated = conn.execute(select(tasks).where(tasks.c.id == task_id)).one()
+        return _task(updated)
+
+    def claim_queued(self, *, batch_size: int, scheduler_id: str) -> list[Task]:
+        """Atomically move up to ``batch_size`` queued tasks to planned for ``scheduler_id``.
+
+        Most urgent first, then oldest first. Two schedulers never get the
+        same task: PostgreSQL skips rows another claim has locked, SQLite runs
+        one claim at a time (``BEGIN IMMEDIATE``).
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        now = self._now()
+        pick = (
+            select(tasks.c.id)
+            .where(tasks.c.state == TaskState.QUEUED.value)
+            .order_by(tasks.c.priority_rank, tasks.c.id)
+            .limit(batch_size)
+        )
+        if self._postgres:
+            pick = pick.with_for_update(skip_locked=True)
+        with self._write() as conn:
+            ids = list(conn.execute(pick).scalars())
+            if not ids:
+                return []
+            conn.execute(
+                update(tasks)
+                .where(tasks.c.id.in_(ids), tasks.c.state == TaskState.QUEUED.value)
+                .values(
+                    state=TaskState.PLANNED.value,
+                    planned_at=now,
+                    updated_at=now,
+                    claimed_by=scheduler_id,
+                    claimed_at=now,
+                )
+            )
+            conn.execute(
+                insert(events),
+                [
+                    {
+                        "task_id": task_id,
+                        "attempt_id": None,
+                        "at": now,
+                        "actor": scheduler_id,
+                        "kind": "task.claimed",
+                        "from_state": TaskState.QUEUED.value,
+                        "to_state": TaskState.PLANNED.value,
+                        "detail": {},
+                    }
+                    for task_id in ids
+                ],
+            )
+            rows = conn.execute(
+                select(tasks).where(tasks.c.id.in_(ids)).order_by(tasks.c.priority_rank, tasks.c.id)
+            ).all()
+        return [_task(r) for r in rows]
+
+    def count_tasks_by_state(self) -> dict[TaskState, int]:
+        """How many tasks are in each state (every state present, zero included)."""
+        with self._read() as conn:
+            rows = conn.execute(select(tasks.c.state, func.count()).group_by(tasks.c.state)).all()
+        counts = dict.fromkeys(TaskState, 0)
+        for state, count in rows:
+            counts[TaskState(state)] = int(count)
+        return counts
+
+    # -- decisions (receipts) --------------------------------------------------------------------
+
+    def record_decision(self, *, plan: PlacementPlan, actor: str = "scheduler") -> str:
+        """Store a placement plan as the task's newest receipt; returns the decision id."""
+        now = self._now()
+        decision_id = new_id("dec", now_ms=_ms(now))
+        with self._write() as conn:
+            if conn.execute(select(tasks.c.id).where(tasks.c.id == plan.task_id)).one_or_none() is None:
+                raise NotFound("task", plan.task_id)
+            conn.execute(
+                insert(decisions).values(
+                    id=decision_id,
+                    task_id=plan.task_id,
+                    policy_version=plan.policy_version,
+                    decided_at=plan.decided_at,
+                    plan=plan_to_json(plan),
+                )
+            )
+            self._event(
+                conn,
+                task_id=plan.task_id,
+                at=now,
+                actor=actor,
+                kind="decision.recorded",
+                detail={
+                    "decision_id": decision_id,
+                    "policy_version": plan.policy_version,
+                    "candidates": [c.target for c in plan.candidates],
+                    "rejections": len(plan.rejections),
+                },
+            )
+        return decision_id
+
+    def get_decisions(self, task_id: str) -> list[PlacementPlan]:
+        """Every plan made for the task, oldest first (failover appends one per planning)."""
+        with self._read() as conn:
+            documents = conn.execute(
+                select(decisions.c.plan).where(decisions.c.task_id == task_id).order_by(decisions.c.id)
+            ).scalars()
+            return [plan_from_json(d) for d in documents]
+
+    # -- attempts ------------------------------------------------------------------------------
+
+    def create_attempt(
+        self,
+        *,
+        task_id: str,
+        target: str,
+        provider: str,
+        token_sha256: str,
+        region: str | None = None,
+        instance_type: str | None = None,
+        actor: str = "scheduler",
+    ) -> Attempt:
+        """A new launching attempt numbered after the task's previous one.
+
+        ``token_sha256`` is the hex sha256 of the attempt's callback token;
+        the token itself never reaches the database.
+        """
+        if not _SHA256_HEX.match(token_sha256):
+            raise ValueError("token_sha256 must be 64 lowercase hex characters (the token's sha256)")
+        now = self._now()
+        attempt_id = new_id("att", now_ms=_ms(now))
+        with self._write() as conn:
+            # lock the task so concurrent creations number one after the other
+            if conn.execute(self._locked(select(tasks.c.id).where(tasks.c.id == task_id))).one_or_none() is None:
+                raise NotFound("task", task_id)
+            previous = conn.execute(
+                select(func.max(attempts.c.number)).where(attempts.c.task_id == task_id)
+            ).scalar_one()
+            number = (previous or 0) + 1
+            conn.execute(
+                insert(attempts).values(
+                    id=attempt_id,
+                    task_id=task_id,
+                    number=number,
+                    target=target,
+                    provider=provider,
+                    region=region,
+                    instance_type=instance_type,
+                    state=AttemptState.LAUNCHING.value,
+                    token_sha256=token_sha256,
+                    created_at=now,
+                    updated_at=now,
+                    progress={},
+                )
+            )
+            self._event(
+                conn,
+                task_id=task_id,
+                attempt_id=attempt_id,
+                at=now,
+                actor=actor,
+                kind="attempt.created",
+                to_state=AttemptState.LAUNCHING.value,
+                detail={"number": number, "target": target, "provider": provider},
+            )
+            row = conn.execute(select(attempts).where(attempts.c.id == attempt_id)).one()
+        return _attempt(row)
+
+    def transition_attempt(
+        self,
+        attempt_id: str,
+        *,
+        wanted: AttemptState,
+        actor: str,
+        reason: str | None = None,
+        exit_code: int | None = None,
+        backend_ref: str | None = None,
+        expected: AttemptState | None = None,
+    ) -> Attempt:
+        """Move an attempt to ``wanted`` and record the event, in one transaction.
+
+        Same contract as :meth:`transition_task`; ``reason``, ``exit_code``
+        and ``backend_ref`` replace the stored ones when given.
+        """
+        now = self._now()
+        with self._write() as conn:
+            row = conn.execute(self._locked(select(attempts).where(attempts.c.id == attempt_id))).one_or_none()
+            if row is None:
+                raise NotFound("attempt", attempt_id)
+            current = AttemptState(row.state)
+            if expected is not None and current != expected:
+                raise StateMismatch("attempt", attempt_id, expected=expected.value, actual=current.value)
+            check_attempt_transition(current, wanted)
+            values: dict[str, Any] = {"state": wanted.value, "updated_at": now}
+            detail: dict[str, Any] = {}
+            for name, value in (("reason", reason), ("exit_code", exit_code), ("backend_ref", backend_ref)):
+                if value is not None:
+                    values[name] = detail[name] = value
+            conn.execute(update(attempts).where(attempts.c.id == attempt_id).values(**values))
+            self._event(
+                conn,
+                task_id=row.task_id,
+                attempt_id=attempt_id,
+                at=now,
+                actor=actor,
+                kind="attempt.transition",
+                from_state=current.value,
+                to_state=wanted.value,
+                detail=detail,
+            )
+            updated = conn.execute(select(attempts).where(attempts.c.id == attempt_id)).one()
+        return _attempt(updated)
+
+    def set_backend_ref(self, attempt_id: str, *, backend_ref: str) -> Attempt:
+        """Record the provider's handle for a launched attempt without changing its state."""
+        now = self._now()
+        with self._write() as conn:
+            result = conn.execute(
+                update(attempts).where(attempts.c.id == attempt_id).values(backend_ref=backend_ref, updated_at=now)
+            )
+            if result.rowcount == 0:
+                raise NotFound("attempt", attempt_id)
+            row = conn.execute(select(attempts).where(attempts.c.id == attempt_id)).one()
+        return _attempt(row)
+
+    def get_attempt(self, attempt_id: str) -> Attempt:
+        """The attempt, or :class:`NotFound`."""
+        with self._read() as conn:
+            row = conn.execute(select(attempts).where(attempts.c.id == attempt_id)).one_or_none()
+        if row is None:
+            raise NotFound("attempt", attempt_id)
+        return _attempt(row)
+
+    def attempts_for(self, task_id: str) -> list[Attempt]:
+        """The task's attempts, first to last."""
+        with self._read() as conn:
+            rows = conn.execute(select(attempts).where(attempts.c.task_id == task_id).order_by(attempts.c.number)).all()
+        return [_attempt(r) for r in rows]
+
+    def attempt_token_sha256(self, attempt_id: str) -> str:
+        """The stored hash of the attempt's callback token (compare with ``hmac.compare_digest``)."""
+        with self._read() as conn:
+            value = conn.execute(
+                select(attempts.c.token_sha256).where(attempts.c.id == attempt_id)
+            ).scalar_one_or_none()
+        if value is None:
+            raise NotFound("attempt", attempt_id)
+        return str(value)
+
+    def record_heartbeat(self, attempt_id: str, *, progress: Mapping[str, Any] | None = None) -> Attempt:
+        """Note that the attempt's worker called in, replacing its progress when given.
+
+        A heartbeat for an attempt that already ended changes nothing; the
+        returned attempt shows its final state.
+        """
+        now = self._now()
+        values: dict[str, Any] = {"last_heartbeat_at": now}
+        if progress is not None:
+            values["progress"] = dict(progress)
+        live = [AttemptState.LAUNCHING.value, AttemptState.RUNNING.value]
+        with self._write() as conn:
+            conn.execute(
+                update(attempts).where(attempts.c.id == attempt_id, attempts.c.state.in_(live)).values(**values)
+            )
+            row = conn.execute(select(attempts).where(attempts.c.id == attempt_id)).one_or_none()
+        if row is None:
+            raise NotFound("attempt", attempt_id)
+        return _attempt(row)
+
+    def get_progress(self, attempt_id: str) -> AttemptProgress:
+        """When the attempt's worker last called in, and the progress it reported."""
+        with self._read() as conn:
+            row = conn.execute(
+                select(attempts.c.last_heartbeat_at, attempts.c.progress).where(attempts.c.id == attempt_id)
+            ).one_or_none()
+        if row is None:
+            raise NotFound("attempt", attempt_id)
+        return AttemptProgress(
+            attempt_id=attempt_id, last_heartbeat_at=row.last_heartbeat_at, progress=dict(row.progress or {})
+        )
+
+    # -- events --------------------------------------------------------------------------------
+
+    def list_events(self, task_id: str, *, after_id: int | None = None, limit: int | None = None) -> list[Event]:
+        """The task's events in the order they happened (``after_id`` for polling)."""
+        stmt = select(events).where(events.c.task_id == task_id)
+        if after_id is not None:
+            stmt = stmt.where(events.c.id > after_id)
+        stmt = stmt.order_by(events.c.id)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with self._read() as conn:
+            rows = conn.execute(stmt).all()
+        return [_event(r) for r in rows]
+
+    # -- policy versions -----------------------------------------------------------------------
+
+    def save_policy_version(self, *, document: Mapping[str, Any], created_by: str, source: str) -> str:
+        """Store a policy document once per content; returns its version (sha256)."""
+        version = policy_version_of(document)
+        if self._has_policy_version(version):
+            return version
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    insert(policy_versions).values(
+                        version=version,
+                        document=dict(document),
+                        created_at=self._now(),
+                        created_by=created_by,
+                        source=source,
+                    )
+                )
+        except IntegrityError:
+            if not self._has_policy_version(version):
+                raise
+        return version
+
+    def _has_policy_version(self, version: str) -> bool:
+        with self._read() as conn:
+            found = conn.execute(
+                select(policy_versions.c.version).where(policy_versions.c.version == version)
+            ).one_or_none()
+        return found is not None
+
+    def get_policy_version(self, version: str) -> PolicyVersion:
+        """A stored policy document, or :class:`NotFound`."""
+        with self._read() as conn:
+            row = conn.execute(select(policy_versions).where(policy_versions.c.version == version)).one_or_none()
+        if row is None:
+            raise NotFound("policy_version", version)
+        return PolicyVersion(
+            version=row.version,
+            document=dict(row.document),
+            created_at=row.created_at,
+            created_by=row.created_by,
+            source=row.source,
+        )
+
+    def list_policy_versions(self, *, limit: int = DEFAULT_PAGE_SIZE) -> list[PolicyVersion]:
+        """The newest stored policy versions first."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(policy_versions).order_by(policy_versions.c.created_at.desc()).limit(limit)
+            ).all()
+        return [
+            PolicyVersion(
+                version=r.version,
+                document=dict(r.document),
+                created_at=r.created_at,
+                created_by=r.created_by,
+                source=r.source,
+            )
+            for r in rows
+        ]

@@ -1,0 +1,182 @@
+"""The store's tables, declared with SQLAlchemy 2's typed declarative mapping.
+
+The classes exist to declare the schema (and let Alembic compare it with the
+migrated database); the repository queries their ``__table__`` with Core
+statements and hands out the domain's frozen dataclasses, never these rows.
+Enum values are stored as their text; ``priority_rank`` is the number the
+claim order sorts by (0 = urgent).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar, cast
+
+from sqlalchemy import (
+    BigInteger,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from controlplane.domain import Priority
+from controlplane.store.columns import BigIntPK, JSONDocument, UTCDateTime
+
+__all__ = [
+    "PRIORITY_RANK",
+    "AttemptRow",
+    "Base",
+    "DecisionRow",
+    "EventRow",
+    "PolicyVersionRow",
+    "TaskRow",
+    "attempts",
+    "decisions",
+    "events",
+    "metadata",
+    "policy_versions",
+    "tasks",
+]
+
+#: claim order: lower runs first
+PRIORITY_RANK: dict[Priority, int] = {Priority.URGENT: 0, Priority.HIGH: 1, Priority.NORMAL: 2, Priority.LOW: 3}
+
+# deterministic constraint names, so migrations can drop and compare them on every database
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+_ID = String(32)
+_NAME = String(128)
+_ENUM = String(16)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime(), dict[str, Any]: JSONDocument}
+
+
+class TaskRow(Base):
+    __tablename__ = "tasks"
+
+    id: Mapped[str] = mapped_column(_ID, primary_key=True)
+    tenant: Mapped[str] = mapped_column(_NAME)
+    kind: Mapped[str] = mapped_column(_ENUM)
+    source_uri: Mapped[str] = mapped_column(Text)
+    target_uri: Mapped[str] = mapped_column(Text)
+    output_uri: Mapped[str] = mapped_column(Text)
+    priority: Mapped[str] = mapped_column(_ENUM)
+    priority_rank: Mapped[int] = mapped_column(SmallInteger)
+    data_sensitivity: Mapped[str] = mapped_column(_ENUM)
+    deadline_seconds: Mapped[int | None] = mapped_column(Integer)
+    budget_usd: Mapped[float | None] = mapped_column(Float)
+    options: Mapped[dict[str, Any]]
+    labels: Mapped[dict[str, Any]]
+    input_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(_ENUM)
+    reason: Mapped[str | None] = mapped_column(Text)
+    target: Mapped[str | None] = mapped_column(_NAME)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    planned_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    claimed_by: Mapped[str | None] = mapped_column(_NAME)
+    claimed_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("tenant", "idempotency_key"),
+        # the claim query: WHERE state = 'queued' ORDER BY priority_rank, id (id is creation order)
+        Index("ix_tasks_state_priority_rank_id", "state", "priority_rank", "id"),
+        Index("ix_tasks_tenant_created_at", "tenant", "created_at"),
+    )
+
+
+class AttemptRow(Base):
+    __tablename__ = "attempts"
+
+    id: Mapped[str] = mapped_column(_ID, primary_key=True)
+    task_id: Mapped[str] = mapped_column(_ID, ForeignKey("tasks.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    target: Mapped[str] = mapped_column(_NAME)
+    provider: Mapped[str] = mapped_column(String(32))
+    region: Mapped[str | None] = mapped_column(_NAME)
+    instance_type: Mapped[str | None] = mapped_column(_NAME)
+    state: Mapped[str] = mapped_column(_ENUM)
+    backend_ref: Mapped[str | None] = mapped_column(String(512))
+    reason: Mapped[str | None] = mapped_column(Text)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    #: sha256 hex of the attempt's callback token; the token itself is never stored
+    token_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    last_heartbeat_at: Mapped[datetime | None]
+    progress: Mapped[dict[str, Any]]
+
+    __table_args__ = (
+        UniqueConstraint("task_id", "number"),
+        Index("ix_attempts_task_id", "task_id"),
+    )
+
+
+class DecisionRow(Base):
+    __tablename__ = "decisions"
+
+    id: Mapped[str] = mapped_column(_ID, primary_key=True)
+    task_id: Mapped[str] = mapped_column(_ID, ForeignKey("tasks.id", ondelete="CASCADE"))
+    policy_version: Mapped[str] = mapped_column(_NAME)
+    decided_at: Mapped[datetime]
+    #: the whole PlacementPlan: candidates, rejections, trace, signals used
+    plan: Mapped[dict[str, Any]]
+
+    __table_args__ = (Index("ix_decisions_task_id_id", "task_id", "id"),)
+
+
+class EventRow(Base):
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(_ID, ForeignKey("tasks.id", ondelete="CASCADE"))
+    attempt_id: Mapped[str | None] = mapped_column(_ID, ForeignKey("attempts.id", ondelete="CASCADE"))
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(_NAME)
+    kind: Mapped[str] = mapped_column(String(32))
+    from_state: Mapped[str | None] = mapped_column(_ENUM)
+    to_state: Mapped[str | None] = mapped_column(_ENUM)
+    detail: Mapped[dict[str, Any]]
+
+    __table_args__ = (Index("ix_events_task_id_id", "task_id", "id"),)
+
+
+class PolicyVersionRow(Base):
+    __tablename__ = "policy_versions"
+
+    #: sha256 hex of the canonical JSON of ``document``
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    document: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(_NAME)
+    #: where it came from: consul:KEY@INDEX, file:PATH, cli, ...
+    source: Mapped[str] = mapped_column(String(512))
+
+
+metadata = Base.metadata
+tasks = cast(Table, TaskRow.__table__)
+attempts = cast(Table, AttemptRow.__table__)
+decisions = cast(Table, DecisionRow.__table__)
+events = cast(Table, EventRow.__table__)
+policy_versions = cast(Table, PolicyVersionRow.__table__)

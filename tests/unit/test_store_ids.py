@@ -1,0 +1,30 @@
+"""Store ids: prefix + 26 Crockford base32 characters, strictly increasing within a process."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from controlplane.store import ids as ids_module
+from controlplane.store.ids import new_id
+
+ID = re.compile(r"^tsk_[0-9A-HJKMNP-TV-Z]{26}$")
+
+
+def test_ids_are_well_formed_and_strictly_increasing() -> None:
+    ids = [new_id("tsk") for _ in range(5000)]
+    assert all(ID.match(i) for i in ids)
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+
+
+def test_time_orders_ids_and_a_clock_step_back_does_not_break_the_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the generator remembers the last millisecond process-wide: restore it after this test
+    monkeypatch.setattr(ids_module, "_last_ms", -1)
+    monkeypatch.setattr(ids_module, "_last_random", 0)
+    later = new_id("tsk", now_ms=4_000_000_000_000)
+    earlier_clock = new_id("tsk", now_ms=1_000)
+    assert earlier_clock > later
+    # the first 10 characters encode the milliseconds
+    assert later[4:14] == new_id("tsk", now_ms=4_000_000_000_000)[4:14]
