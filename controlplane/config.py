@@ -39,6 +39,7 @@ class Settings:
     input_roots: tuple[Path, ...] = ()
     output_root: Path = Path("var/outputs")
     max_body_bytes: int = 1 << 20
+    max_upload_bytes: int = 2 << 30
     host: str = "127.0.0.1"
     port: int = 8080
     #: URL workers use to reach the API (callbacks); default http://HOST:PORT
@@ -60,6 +61,7 @@ class Settings:
             "input_roots": _paths(env.get("FUSIONPLANE_INPUT_ROOTS", str(var_dir / "inputs"))),
             "output_root": Path(env.get("FUSIONPLANE_OUTPUT_ROOT", str(var_dir / "outputs"))).resolve(),
             "max_body_bytes": int(env.get("FUSIONPLANE_MAX_BODY_BYTES", str(1 << 20))),
+            "max_upload_bytes": int(env.get("FUSIONPLANE_MAX_UPLOAD_BYTES", str(2 << 30))),
             "public_url": env.get("FUSIONPLANE_PUBLIC_URL", ""),
             "local_slots": int(env.get("FUSIONPLANE_LOCAL_SLOTS", "2")),
         }

@@ -184,7 +184,9 @@ class LocalProvider:
     ) -> None:
         if slots < 0:
             raise ValueError("slots must be >= 0")
-        self.state_dir = Path(state_dir)
+        # absolute: the worker is started with its attempt folder as cwd, so a relative
+        # path would point the log and exit-code files somewhere else and lose them
+        self.state_dir = Path(state_dir).resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.slots = slots
         self.worker_command = (

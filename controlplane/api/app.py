@@ -10,6 +10,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
+import re
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,7 +27,6 @@ from controlplane.api.auth import Principal, TokenRegistry
 from controlplane.api.deps import authenticate, require_operator
 from controlplane.api.errors import ApiError, install_error_handlers
 from controlplane.api.limits import BodyLimit
-from controlplane.api.metrics import Metrics
 from controlplane.api.schemas import TaskCreate, check_input_uri, check_output_uri
 from controlplane.api.views import attempt_json, event_json, receipt_json, task_json
 from controlplane.config import Settings
@@ -37,6 +40,8 @@ from controlplane.domain import (
     TaskSpec,
     TaskState,
 )
+from controlplane.metrics import Metrics
+from controlplane.scheduler import advance
 from controlplane.store import IdempotencyConflict, NotFound, StateMismatch, Store, is_current, new_id
 
 __all__ = ["create_app"]
@@ -44,6 +49,7 @@ __all__ = ["create_app"]
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 _VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".m4v", ".avi")
 _IDEMPOTENCY_KEY = r"^[A-Za-z0-9._:-]{1,128}$"
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 Caller = Annotated[Principal, Depends(authenticate)]
 
@@ -70,8 +76,19 @@ def _visible(task: Task, principal: Principal) -> Task:
     return task
 
 
-def create_app(*, settings: Settings, store: Store, tokens: TokenRegistry, metrics: Metrics | None = None) -> Any:
-    """The ASGI app: FastAPI routes wrapped in the request-body limit."""
+def create_app(
+    *,
+    settings: Settings,
+    store: Store,
+    tokens: TokenRegistry,
+    metrics: Metrics | None = None,
+    attempt_logs: Callable[[str], Path | None] | None = None,
+) -> Any:
+    """The ASGI app: FastAPI routes wrapped in the request-body limit.
+
+    ``attempt_logs`` maps an attempt id to its worker log file when the
+    provider keeps one (the local provider does).
+    """
     metrics = metrics or Metrics.create()
     app = FastAPI(
         title="FusionPlane",
@@ -236,6 +253,52 @@ def create_app(*, settings: Settings, store: Store, tokens: TokenRegistry, metri
             raise ApiError(410, "gone", "the output file is no longer there", field="output")
         return FileResponse(path, filename=path.name)
 
+    @app.get("/v1/tasks/{task_id}/logs", tags=["tasks"], response_model=None)
+    def logs(task_id: str, principal: Caller) -> Any:
+        """The worker log of the task's latest attempt (providers that keep one)."""
+        task = load(task_id, principal)
+        attempts = store.attempts_for(task.id)
+        if not attempts:
+            raise ApiError(404, "not_found", "the task has no attempt yet", field="task_id")
+        path = attempt_logs(attempts[-1].id) if attempt_logs else None
+        if path is None or not path.is_file():
+            raise ApiError(404, "not_found", "no log is kept for this attempt's provider", field="attempt_id")
+        return FileResponse(path, media_type="text/plain")
+
+    @app.put("/v1/uploads/{filename}", status_code=201, tags=["tasks"])
+    async def upload(filename: str, request: Request, principal: Caller) -> dict[str, Any]:
+        """Store a local file for a task (``fusionctl submit`` with local paths); returns the URI to use."""
+        if not _SAFE_NAME.match(filename) or filename.startswith("."):
+            raise ApiError(422, "invalid", "letters, digits, '.', '_' and '-' only", field="filename")
+        if not settings.input_roots:
+            raise ApiError(409, "uploads_disabled", "no input root is configured", field="filename")
+        folder = settings.input_roots[0] / principal.tenant / new_id("upl")
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".upload.", dir=folder)
+        size = 0
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > settings.max_upload_bytes:
+                        raise ApiError(
+                            413,
+                            "body_too_large",
+                            f"uploads are limited to {settings.max_upload_bytes} bytes",
+                            field="body",
+                        )
+                    handle.write(chunk)
+            if size == 0:
+                raise ApiError(422, "invalid", "the upload is empty", field="body")
+            final = folder / filename
+            os.replace(tmp, final)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+                if not any(folder.iterdir()):
+                    folder.rmdir()
+        return {"uri": str(final), "bytes": size}
+
     # -- worker callbacks: authenticated by the attempt's own token, nothing else
     def attempt_for_callback(attempt_id: str, request: Request) -> Any:
         header = request.headers.get("authorization", "")
@@ -274,7 +337,7 @@ def create_app(*, settings: Settings, store: Store, tokens: TokenRegistry, metri
         store.record_heartbeat(attempt.id, progress=progress)
         if attempt.state == AttemptState.LAUNCHING:
             # the worker is up: the attempt (and its task) are running
-            _advance(store, attempt.id, AttemptState.RUNNING, TaskState.RUNNING, reason=None, exit_code=None)
+            advance(store, attempt.id, AttemptState.RUNNING, TaskState.RUNNING, actor="worker")
         return {"ok": True}
 
     @app.post("/v1/attempts/{attempt_id}/complete", tags=["worker"])
@@ -282,7 +345,7 @@ def create_app(*, settings: Settings, store: Store, tokens: TokenRegistry, metri
         attempt = attempt_for_callback(attempt_id, request)
         body = await callback_body(request)
         store.record_heartbeat(attempt.id, progress=body)
-        _advance(store, attempt.id, AttemptState.SUCCEEDED, TaskState.SUCCEEDED, reason=None, exit_code=0)
+        advance(store, attempt.id, AttemptState.SUCCEEDED, TaskState.SUCCEEDED, actor="worker", exit_code=0)
         return {"ok": True}
 
     @app.post("/v1/attempts/{attempt_id}/fail", tags=["worker"])
@@ -295,7 +358,7 @@ def create_app(*, settings: Settings, store: Store, tokens: TokenRegistry, metri
         reason = f"{kind}: {field + ': ' if isinstance(field, str) and field else ''}{message}".strip()
         exit_code = body.get("exit_code") if isinstance(body.get("exit_code"), int) else None
         wanted = AttemptState.PREEMPTED if kind in ("preempted", "temporary") else AttemptState.FAILED
-        _advance(store, attempt.id, wanted, TaskState.FAILED, reason=reason, exit_code=exit_code)
+        advance(store, attempt.id, wanted, TaskState.FAILED, actor="worker", reason=reason, exit_code=exit_code)
         return {"ok": True}
 
     @app.get("/healthz", tags=["health"])
@@ -320,34 +383,4 @@ def create_app(*, settings: Settings, store: Store, tokens: TokenRegistry, metri
             metrics.tasks_by_state.labels(state=state.value).set(count)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    return BodyLimit(app, max_bytes=settings.max_body_bytes), app
-
-
-def _advance(
-    store: Store,
-    attempt_id: str,
-    attempt_state: AttemptState,
-    task_state: TaskState,
-    *,
-    reason: str | None,
-    exit_code: int | None,
-) -> None:
-    """Move an attempt and its task forward; a callback that arrives late (already final) is a no-op."""
-    attempt = store.get_attempt(attempt_id)
-    if attempt.state.is_final:
-        return
-    try:
-        if attempt.state == AttemptState.LAUNCHING and attempt_state.is_final:
-            store.transition_attempt(attempt_id, wanted=AttemptState.RUNNING, actor="worker")
-        store.transition_attempt(attempt_id, wanted=attempt_state, actor="worker", reason=reason, exit_code=exit_code)
-    except (InvalidTransition, StateMismatch):
-        return
-    task = store.get_task(attempt.task_id)
-    if task.state.is_final:
-        return
-    try:
-        if task.state == TaskState.LAUNCHING and task_state.is_final and task_state != TaskState.FAILED:
-            store.transition_task(task.id, wanted=TaskState.RUNNING, actor="worker")
-        store.transition_task(task.id, wanted=task_state, actor="worker", reason=reason)
-    except (InvalidTransition, StateMismatch):
-        return
+    return BodyLimit(app, max_bytes=settings.max_body_bytes, unlimited_prefixes=("/v1/uploads/",)), app

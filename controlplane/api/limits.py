@@ -14,8 +14,10 @@ __all__ = ["BodyLimit"]
 class BodyLimit:
     """413 with the JSON error shape when a body is (or turns out to be) over ``max_bytes``."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, unlimited_prefixes: tuple[str, ...] = ()) -> None:
         self.app, self.max_bytes = app, max_bytes
+        #: paths that stream their body and enforce their own limit (uploads)
+        self.unlimited_prefixes = unlimited_prefixes
 
     async def _reject(self, send: Send) -> None:
         body = json.dumps(
@@ -33,7 +35,7 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or str(scope.get("path", "")).startswith(self.unlimited_prefixes):
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])

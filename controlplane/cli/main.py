@@ -8,6 +8,7 @@ from controlplane import __version__
 from controlplane.cli.db import db
 from controlplane.cli.demo import demo
 from controlplane.cli.models import models
+from controlplane.cli.serve import serve
 from controlplane.cli.swap import swap
 from controlplane.cli.tokens import tokens
 from controlplane.cli.worker import worker
@@ -31,6 +32,7 @@ cli.add_command(worker)
 cli.add_command(demo)
 cli.add_command(tokens)
 cli.add_command(db)
+cli.add_command(serve)
 
 
 def main() -> None:

@@ -615,6 +615,15 @@ class Store:
             rows = conn.execute(select(attempts).where(attempts.c.task_id == task_id).order_by(attempts.c.number)).all()
         return [_attempt(r) for r in rows]
 
+    def live_attempts(self, *, limit: int = 1000) -> list[Attempt]:
+        """Attempts still launching or running, oldest first: what the scheduler follows."""
+        live = (AttemptState.LAUNCHING.value, AttemptState.RUNNING.value)
+        with self._read() as conn:
+            rows = conn.execute(
+                select(attempts).where(attempts.c.state.in_(live)).order_by(attempts.c.created_at).limit(limit)
+            ).all()
+        return [_attempt(r) for r in rows]
+
     def attempt_token_sha256(self, attempt_id: str) -> str:
         """The stored hash of the attempt's callback token (compare with ``hmac.compare_digest``)."""
         with self._read() as conn:

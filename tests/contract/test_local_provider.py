@@ -232,3 +232,15 @@ def test_a_real_worker_run_succeeds_end_to_end(
     assert swapped is not None
     assert swapped.shape == astronaut.shape
     assert np.abs(swapped.astype(int) - astronaut.astype(int)).mean() > 0.1
+
+
+def test_a_relative_state_dir_still_records_the_outcome(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``fusionctl serve`` passes ``var/local-provider``; the worker runs with its attempt folder as cwd."""
+    monkeypatch.chdir(tmp_path)
+    provider = LocalProvider(Path("var/local-provider"), slots=1, worker_command=["sh", "-c", "echo hello; exit 0"])
+    provider.launch(launch_request("att_relative"))
+    deadline = time.monotonic() + 10
+    while provider.status("att_relative").state == BackendState.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert provider.status("att_relative").state == BackendState.SUCCEEDED
+    assert "hello" in provider.logs("att_relative").read_text(encoding="utf-8")

@@ -1,0 +1,146 @@
+"""``fusionctl serve``: the control plane on one machine (API + scheduler + local provider)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import stat
+from pathlib import Path
+
+import click
+
+from controlplane.api.auth import TokenRegistry, create_token
+from controlplane.config import Settings, is_loopback
+from controlplane.jsonlog import setup_json_logging
+
+__all__ = ["serve"]
+
+log = logging.getLogger("fusionplane.serve")
+
+
+def _dev_token(settings: Settings) -> str:
+    """The development admin token: minted once, kept in ``var/dev-token`` (0600), shown at every start."""
+    path = settings.var_dir / "dev-token"
+    if path.is_file():
+        return path.read_text(encoding="utf-8").strip()
+    token = create_token(settings.tokens_file, tenant="dev", role="admin", name="development")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(token + "\n", encoding="utf-8")
+    path.chmod(stat.S_IRUSR | stat.S_IWUSR)
+    return token
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@click.option(
+    "--database-url",
+    envvar="FUSIONPLANE_DATABASE_URL",
+    default=None,
+    help="SQLAlchemy URL [env: FUSIONPLANE_DATABASE_URL; default: SQLite under var/]",
+)
+@click.option(
+    "--policy-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Policy JSON [env: FUSIONPLANE_POLICY_FILE; default: policies/default.json]",
+)
+@click.option(
+    "--tokens-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Hashed API tokens [env: FUSIONPLANE_TOKENS_FILE; default: var/tokens.json]",
+)
+@click.option("--insecure-dev", is_flag=True, help="No authentication at all; only on a loopback address.")
+@click.option("--no-migrate", is_flag=True, help="Do not apply database migrations at start.")
+@click.option("--local-slots", type=click.IntRange(1, 64), default=None, help="Concurrent local workers.")
+def serve(
+    host: str,
+    port: int,
+    database_url: str | None,
+    policy_file: Path | None,
+    tokens_file: Path | None,
+    insecure_dev: bool,
+    no_migrate: bool,
+    local_slots: int | None,
+) -> None:
+    """Run the REST API and the scheduler; tasks run on this machine through the local provider."""
+    import uvicorn
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from controlplane.api.app import create_app
+    from controlplane.metrics import Metrics
+    from controlplane.policy import PolicyError, load_policy_file
+    from controlplane.scheduler import Scheduler
+    from controlplane.store import Store, make_engine, upgrade
+    from providers.local import LocalProvider
+
+    overrides: dict[str, object] = {"host": host, "port": port, "insecure_dev": insecure_dev}
+    if policy_file is not None:
+        overrides["policy_file"] = policy_file
+    if tokens_file is not None:
+        overrides["tokens_file"] = tokens_file
+    if local_slots is not None:
+        overrides["local_slots"] = local_slots
+    settings = Settings.from_env(**overrides)
+    try:
+        settings.check()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    setup_json_logging()
+    for folder in (settings.var_dir, settings.output_root, *settings.input_roots):
+        folder.mkdir(parents=True, exist_ok=True)
+    try:
+        policy = load_policy_file(settings.policy_file)
+    except PolicyError as exc:
+        raise click.ClickException(f"policy {settings.policy_file}: {exc}") from exc
+    engine = make_engine(database_url or settings.database_url or None)
+    if not no_migrate:
+        upgrade(engine=engine)
+    store = Store(engine)
+    document = json.loads(settings.policy_file.read_text(encoding="utf-8"))
+    store.save_policy_version(document=document, created_by="serve", source=str(settings.policy_file))
+    token = None if insecure_dev else _dev_token(settings)
+    tokens = TokenRegistry.load(settings.tokens_file)
+    metrics = Metrics.create()
+    local = LocalProvider(state_dir=settings.var_dir / "local-provider", slots=settings.local_slots)
+
+    def attempt_logs(attempt_id: str) -> Path | None:
+        try:
+            return local.logs(attempt_id)
+        except FileNotFoundError:
+            return None
+
+    scheduler = Scheduler(
+        store=store,
+        policy=lambda: policy,
+        providers={"local": local},
+        callback_base=settings.callback_base,
+        checkpoint_root=(settings.var_dir / "checkpoints").resolve(),
+        scheduler_id=f"{socket.gethostname()}-{os.getpid()}",
+        metrics=metrics,
+    )
+    jobs = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 5})
+    jobs.add_job(scheduler.place_batch, "interval", seconds=0.5, id="place")
+    jobs.add_job(scheduler.follow, "interval", seconds=1.0, id="follow")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    asgi, _app = create_app(settings=settings, store=store, tokens=tokens, metrics=metrics, attempt_logs=attempt_logs)
+    url = f"http://{host}:{port}"
+    click.echo(
+        f"FusionPlane control plane on {url} (policy {policy.version[:12]}, database {engine.url.render_as_string()})",
+        err=True,
+    )
+    if token:
+        click.echo(f"development token (admin, tenant dev): {token}", err=True)
+        click.echo(
+            f"  export FUSIONPLANE_URL={url} FUSIONPLANE_TOKEN=$(cat {settings.var_dir / 'dev-token'})", err=True
+        )
+    elif not is_loopback(host):  # pragma: no cover - check() refuses this
+        raise click.UsageError("insecure mode off loopback")
+    jobs.start()
+    try:
+        uvicorn.run(asgi, host=host, port=port, log_level="warning", access_log=False)
+    finally:
+        jobs.shutdown(wait=True)

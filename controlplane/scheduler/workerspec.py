@@ -1,0 +1,49 @@
+"""The worker spec a provider hands to the container, rendered in one place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from controlplane.domain import InvalidSpec, Task, TaskKind
+from controlplane.domain.worker_spec import WorkerSpec
+
+__all__ = ["render_worker_spec"]
+
+HEARTBEAT_SECONDS = 5.0
+
+
+def render_worker_spec(
+    *, task: Task, attempt_id: str, token: str, callback_base: str, checkpoint_root: Path | str | None
+) -> dict[str, Any]:
+    """The spec document for one attempt, validated against the published schema.
+
+    The checkpoint location is per task, not per attempt, so the next attempt
+    of a preempted video resumes where the last one stopped.
+    """
+    checkpoint = None
+    if task.spec.kind == TaskKind.VIDEO and checkpoint_root is not None:
+        checkpoint = f"{str(checkpoint_root).rstrip('/')}/{task.id}"
+    document = {
+        "version": 1,
+        "task_id": task.id,
+        "attempt_id": attempt_id,
+        "source": task.spec.source_uri,
+        "target": task.spec.target_uri,
+        "output": task.spec.output_uri,
+        "checkpoint": checkpoint,
+        "options": dict(task.spec.options),
+        "callback": {
+            "url": f"{callback_base.rstrip('/')}/v1/attempts/{attempt_id}",
+            "token": token,
+            "heartbeat_seconds": HEARTBEAT_SECONDS,
+        },
+    }
+    try:
+        WorkerSpec.model_validate(document)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InvalidSpec(f"worker spec {'.'.join(map(str, first['loc']))}: {first['msg']}") from exc
+    return document
