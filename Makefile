@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps run demo check test bench bench-core clean
+.PHONY: setup system-deps run demo check test bench bench-core bench-api clean
 
 # Debian packages: ffmpeg/ffprobe for the core, PostgreSQL 15 for the store's tests.
 # Installed when missing and we are root (CI, containers); otherwise say what to install.
@@ -28,11 +28,14 @@ $(STAMP): setup.cfg pyproject.toml
 
 setup: system-deps $(STAMP)
 
-# The main job on embedded defaults. Until the control plane lands this is the swap demo.
+# The main job on embedded defaults: the control plane at http://127.0.0.1:8080
+# (SQLite under var/, policies/default.json, the local provider), printing a dev token.
 run: setup
-	$(VENV)/bin/fusionctl demo
+	$(VENV)/bin/fusionctl serve --host 127.0.0.1 --port 8080
 
-demo: run
+# The face-swap core alone, no server: swaps into the astronaut photo and a 720p clip.
+demo: setup
+	$(VENV)/bin/fusionctl demo
 
 check: setup
 	$(VENV)/bin/ruff check .
@@ -43,10 +46,13 @@ check: setup
 test: setup
 	$(VENV)/bin/pytest
 
-bench: bench-core
+bench: bench-core bench-api
 
 bench-core: setup
 	$(PY) -m bench.core
+
+bench-api: setup
+	$(PY) -m bench.api
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,299 @@
+"""Control-plane benchmarks: submit throughput over loopback and placement throughput.
+
+Run with ``make bench-api`` (or ``python -m bench.api``).
+
+* **Submit**: ``POST /v1/tasks`` against a real uvicorn in its own process,
+  from an asyncio load generator that keeps ``--concurrency`` HTTP/1.1
+  connections busy (raw sockets: the generator costs far less per request
+  than the server, so it measures the server). ``GET /healthz`` on the same
+  server, same generator, is the in-process baseline: the ratio says how much
+  of the budget validation, auth and the database take.
+* **Placement**: ``--queued`` tasks in the store, then the real scheduler
+  (claim, pure ``plan()``, receipt, attempt, launch) with a no-op provider
+  until none is left; tasks planned and launched per second.
+
+Both run on SQLite (file, WAL) and on a real PostgreSQL started for the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from controlplane.api.auth import create_token
+from controlplane.domain import DataSensitivity, Priority, TaskKind, TaskSpec
+from controlplane.policy import parse_policy
+from controlplane.scheduler import Scheduler
+from controlplane.store import Store, make_engine, upgrade
+from providers.noop import NoopProvider
+
+REPO = Path(__file__).resolve().parent.parent
+DOC = REPO / "docs" / "performance.md"
+START, END = "<!-- bench-api:start -->", "<!-- bench-api:end -->"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def postgres() -> Iterator[str]:
+    sys.path.insert(0, str(REPO))
+    from tests.support.postgres import running_postgres
+
+    with running_postgres() as server:
+        yield server.url(server.create_database("bench"))
+
+
+@contextmanager
+def api_server(database_url: str, workdir: Path) -> Iterator[tuple[int, str]]:
+    tokens = workdir / "tokens.json"
+    token = create_token(tokens, tenant="bench", role="submitter")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.api_server",
+            "--port",
+            str(port),
+            "--database-url",
+            database_url,
+            "--tokens-file",
+            str(tokens),
+            "--workdir",
+            str(workdir),
+        ],
+        cwd=REPO,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("the API server did not start")
+            time.sleep(0.1)
+        yield port, token
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def _connection(port: int, requests: list[bytes], latencies: list[float], statuses: dict[int, int]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for request in requests:
+            started = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - started)
+            statuses[status] = statuses.get(status, 0) + 1
+    finally:
+        writer.close()
+
+
+def load(port: int, requests: list[bytes], concurrency: int) -> dict[str, Any]:
+    """Send ``requests`` over ``concurrency`` keep-alive connections; throughput and latency."""
+    shares = [requests[i::concurrency] for i in range(concurrency)]
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+
+    async def run() -> None:
+        await asyncio.gather(*(_connection(port, share, latencies, statuses) for share in shares))
+
+    started = time.perf_counter()
+    asyncio.run(run())
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "requests": len(latencies),
+        "per_s": len(latencies) / elapsed,
+        "p50_ms": latencies[len(latencies) // 2] * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+        "statuses": statuses,
+    }
+
+
+def submit_requests(token: str, count: int) -> list[bytes]:
+    out = []
+    for i in range(count):
+        body = json.dumps(
+            {
+                "source": "s3://bench-faces/face.png",
+                "target": f"s3://bench-media/clip-{i}.mp4",
+                "output": f"s3://bench-out/{i}.mp4",
+                "priority": ("low", "normal", "high", "urgent")[i % 4],
+                "labels": {"campaign": "launch-day"},
+            }
+        ).encode()
+        out.append(
+            b"POST /v1/tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+    return out
+
+
+def bench_submit(database_url: str, *, requests: int, concurrency: int) -> dict[str, Any]:
+    with (
+        tempfile.TemporaryDirectory(prefix="fusionplane-bench-api-") as tmp,
+        api_server(database_url, Path(tmp)) as (port, token),
+    ):
+        health = [b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"] * requests
+        load(port, submit_requests(token, 500), concurrency)  # warm-up
+        baseline = load(port, health, concurrency)
+        submit = load(port, submit_requests(token, requests), concurrency)
+    return {"submit": submit, "healthz": baseline}
+
+
+def bench_placement(database_url: str, *, queued: int, batch: int) -> dict[str, Any]:
+    engine = make_engine(database_url)
+    upgrade(engine=engine)
+    store = Store(engine)
+    started = time.perf_counter()
+    for i in range(queued):
+        store.create_task(
+            spec=TaskSpec(
+                tenant="bench",
+                kind=TaskKind.VIDEO,
+                source_uri="s3://f/face.png",
+                target_uri=f"s3://m/{i}.mp4",
+                output_uri=f"s3://o/{i}.mp4",
+                priority=Priority.NORMAL,
+                data_sensitivity=DataSensitivity.PUBLIC,
+            ),
+            request_hash=str(i),
+        )
+    fill_s = time.perf_counter() - started
+    policy = parse_policy(json.loads((REPO / "policies" / "default.json").read_text(encoding="utf-8")))
+    provider = NoopProvider(name="local", record_calls=False)
+    scheduler = Scheduler(
+        store=store,
+        policy=lambda: policy,
+        providers={"local": provider},
+        callback_base="http://127.0.0.1:8080",
+        checkpoint_root=None,
+        scheduler_id="bench",
+        batch_size=batch,
+    )
+    started = time.perf_counter()
+    placed = 0
+    while True:
+        claimed = scheduler.place_batch()
+        if not claimed:
+            break
+        placed += claimed
+    elapsed = time.perf_counter() - started
+    engine.dispose()
+    return {
+        "queued": queued,
+        "placed": placed,
+        "per_s": placed / elapsed,
+        "seconds": elapsed,
+        "fill_per_s": queued / fill_s,
+    }
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [
+        f"Measured {results['date']} on {os.cpu_count()} CPU cores, Python {sys.version.split()[0]}, one uvicorn "
+        f"worker; {results['requests']} submits at concurrency {results['concurrency']}; "
+        f"{results['queued']} queued tasks placed in batches of {results['batch']}. Command: `make bench-api`.",
+        "",
+        "| database | submits/s | p50 ms | p99 ms | /healthz/s (baseline) | ratio | placements/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, row in results["databases"].items():
+        sub, base, place = row["submit"], row["healthz"], row["placement"]
+        lines.append(
+            f"| {name} | **{sub['per_s']:.0f}** | {sub['p50_ms']:.1f} | {sub['p99_ms']:.1f} | {base['per_s']:.0f} "
+            f"| {sub['per_s'] / base['per_s']:.2f} | **{place['per_s']:.0f}** |"
+        )
+    return "\n".join(lines)
+
+
+def write_doc(table: str) -> None:
+    text = DOC.read_text(encoding="utf-8")
+    if START not in text:
+        text += (
+            f"\n## Control plane (`make bench-api`)\n\nTargets from the control-plane issue on a 2-core machine: "
+            "at least 1,000 submits/s with p99 under 50 ms, and at least 1,000 placements/s.\n\n"
+            f"{START}\n{END}\n"
+        )
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    DOC.write_text(f"{head}{START}\n{table}\n{END}{tail}", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--queued", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args(argv)
+    results: dict[str, Any] = {
+        "date": date.today().isoformat(),
+        "requests": args.requests,
+        "concurrency": args.concurrency,
+        "queued": args.queued,
+        "batch": args.batch,
+        "databases": {},
+    }
+    for name in args.databases.split(","):
+        with tempfile.TemporaryDirectory(prefix="fusionplane-bench-db-") as tmp:
+            if name == "sqlite":
+                urls = [f"sqlite:///{tmp}/submit.db", f"sqlite:///{tmp}/place.db"]
+                row = {
+                    **bench_submit(urls[0], requests=args.requests, concurrency=args.concurrency),
+                    "placement": bench_placement(urls[1], queued=args.queued, batch=args.batch),
+                }
+            else:
+                with postgres() as url:
+                    submit = bench_submit(url, requests=args.requests, concurrency=args.concurrency)
+                with postgres() as url:
+                    row = {**submit, "placement": bench_placement(url, queued=args.queued, batch=args.batch)}
+        results["databases"][name] = row
+        print(name, json.dumps(row), flush=True)
+    table = markdown(results)
+    print(table)
+    if not args.no_write:
+        write_doc(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,37 @@
+"""The API alone, for the submit benchmark: ``python -m bench.api_server --port P --database-url U``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import uvicorn
+
+from controlplane.api.app import create_app
+from controlplane.api.auth import TokenRegistry
+from controlplane.config import Settings
+from controlplane.store import Store, make_engine, upgrade
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--database-url", required=True)
+    parser.add_argument("--tokens-file", type=Path, required=True)
+    parser.add_argument("--workdir", type=Path, required=True)
+    args = parser.parse_args()
+    engine = make_engine(args.database_url)
+    upgrade(engine=engine)
+    settings = Settings(
+        var_dir=args.workdir,
+        tokens_file=args.tokens_file,
+        output_root=args.workdir / "outputs",
+        input_roots=(args.workdir / "inputs",),
+        port=args.port,
+    )
+    asgi, _ = create_app(settings=settings, store=Store(engine), tokens=TokenRegistry.load(args.tokens_file))
+    uvicorn.run(asgi, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()
