@@ -57,9 +57,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+        code = {400: "invalid", 401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+        # FastAPI raises its only 400 when it cannot decode the request body (e.g. not UTF-8)
+        field = "body" if exc.status_code == 400 else None
         return JSONResponse(
             status_code=exc.status_code,
-            content=error_body(code=code.get(exc.status_code, "http_error"), message=str(exc.detail)),
+            content=error_body(code=code.get(exc.status_code, "http_error"), message=str(exc.detail), field=field),
             headers=getattr(exc, "headers", None),
         )

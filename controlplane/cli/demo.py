@@ -8,6 +8,7 @@ and a short video from scikit-image's astronaut photo (public domain) under
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from pathlib import Path
 
 import click
@@ -57,10 +58,17 @@ def make_samples(workdir: Path, *, frames: int = 72, size: tuple[int, int] = (12
 @click.option(
     "--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("var/demo"), show_default=True
 )
+@click.option("--samples-only", is_flag=True, help="Only write the sample files (for fusionctl submit).")
 @reports_errors
-def demo(workdir: Path) -> None:
+def demo(workdir: Path, samples_only: bool) -> None:
     """Swap a face into the astronaut photo and a 3-second 720p clip; print where the results are."""
     source, clip = make_samples(workdir)
+    if samples_only:
+        astronaut = workdir / "astronaut.png"
+        shutil.copyfile(astronaut_photo(), astronaut)
+        for path in (source, astronaut, clip):
+            click.echo(path)
+        return
     photo = run_swap(source=str(source), target=str(astronaut_photo()), output=str(workdir / "astronaut-swapped.png"))
     click.echo(f"image: {photo.output}  ({photo.faces_swapped} face, {photo.wall_s:.2f}s)")
     video = run_swap(

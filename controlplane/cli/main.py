@@ -10,6 +10,7 @@ from controlplane.cli.demo import demo
 from controlplane.cli.models import models
 from controlplane.cli.serve import serve
 from controlplane.cli.swap import swap
+from controlplane.cli.tasks import COMMANDS as TASK_COMMANDS
 from controlplane.cli.tokens import tokens
 from controlplane.cli.worker import worker
 
@@ -33,6 +34,8 @@ cli.add_command(demo)
 cli.add_command(tokens)
 cli.add_command(db)
 cli.add_command(serve)
+for _command in TASK_COMMANDS:
+    cli.add_command(_command)
 
 
 def main() -> None:

@@ -1,0 +1,122 @@
+"""Serve the REST API on a real uvicorn (127.0.0.1) over a given store, with known tokens.
+
+``ApiServer.start(store, tmp_path, **settings)`` returns a running server
+(``stop()`` it, or use it as a context manager); ``client(token)`` gives an
+httpx client for one caller. Tokens: ``ACME`` and ``GLOBEX`` are submitters
+of their tenants, ``OPERATOR`` sees every tenant.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select
+
+from controlplane.api.app import create_app
+from controlplane.api.auth import TokenRegistry, hash_token
+from controlplane.config import Settings
+from controlplane.domain import TaskState
+from controlplane.store import Store
+from controlplane.store.tables import attempts, events, tasks
+from tests.support.asgi_server import serving
+
+__all__ = ["ACME", "GLOBEX", "OPERATOR", "ApiServer", "attempt_token", "registry", "stored_rows"]
+
+ACME = "fp_test-acme-submitter-0000000000000000000000"
+GLOBEX = "fp_test-globex-submitter-000000000000000000000"
+OPERATOR = "fp_test-ops-operator-0000000000000000000000000"
+
+
+def registry() -> TokenRegistry:
+    return TokenRegistry(
+        [
+            {"name": "acme-ci", "tenant": "acme", "role": "submitter", "sha256": hash_token(ACME)},
+            {"name": "globex-ci", "tenant": "globex", "role": "submitter", "sha256": hash_token(GLOBEX)},
+            {"name": "ops", "tenant": "ops", "role": "operator", "sha256": hash_token(OPERATOR)},
+        ]
+    )
+
+
+def attempt_token(name: str) -> tuple[str, str]:
+    """A callback token and its sha256 (what the store keeps)."""
+    token = f"att-token-{name}"
+    return token, hashlib.sha256(token.encode()).hexdigest()
+
+
+def stored_rows(store: Store) -> tuple[int, int, int]:
+    """(tasks, events, attempts) rows: what "nothing stored" compares."""
+    with store.engine.connect() as conn:
+        return tuple(  # type: ignore[return-value]
+            int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+            for table in (tasks, events, attempts)
+        )
+
+
+@dataclass
+class ApiServer:
+    url: str
+    store: Store
+    settings: Settings
+    input_root: Path
+    output_root: Path
+    _stack: contextlib.ExitStack
+    _clients: list[httpx.Client] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, store: Store, tmp_path: Path, **overrides: Any) -> ApiServer:
+        input_root = tmp_path / "inputs"
+        output_root = tmp_path / "outputs"
+        input_root.mkdir(exist_ok=True)
+        output_root.mkdir(exist_ok=True)
+        values: dict[str, Any] = {
+            "var_dir": tmp_path / "var",
+            "input_roots": (input_root.resolve(),),
+            "output_root": output_root.resolve(),
+        }
+        values.update(overrides)
+        settings = Settings(**values)
+        asgi, _fastapi = create_app(settings=settings, store=store, tokens=registry())
+        stack = contextlib.ExitStack()
+        url = stack.enter_context(serving(asgi))
+        return cls(url, store, settings, input_root.resolve(), output_root.resolve(), stack)
+
+    def client(self, token: str | None = None, **headers: str) -> httpx.Client:
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        client = httpx.Client(base_url=self.url, headers=headers, timeout=10.0)
+        self._clients.append(client)
+        return client
+
+    def stop(self) -> None:
+        for client in self._clients:
+            client.close()
+        self._stack.close()
+
+    def __enter__(self) -> ApiServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- helpers for the tests
+
+    def image(self, name: str = "face.png", data: bytes = b"\x89PNG not really") -> str:
+        """A file inside the input root; its path."""
+        path = self.input_root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return str(path)
+
+    def body(self, **overrides: Any) -> dict[str, Any]:
+        values: dict[str, Any] = {"source": self.image("face.png"), "target": self.image("target.png")}
+        values.update(overrides)
+        return values
+
+    def advance_to(self, task_id: str, *states: TaskState) -> None:
+        for state in states:
+            self.store.transition_task(task_id, wanted=state, actor="test", target="local")
