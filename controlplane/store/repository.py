@@ -24,8 +24,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from typing import Any
 
@@ -140,6 +141,11 @@ class Store:
         self._engine = engine
         self._clock = clock
         self._postgres = engine.dialect.name == "postgresql"
+        # SQLite has one writer at a time. Threads of this process queue on a lock
+        # instead of racing for BEGIN IMMEDIATE and falling into SQLite's busy
+        # handler, whose sleeps made tail latency explode under concurrent submits.
+        # Other processes still meet busy_timeout as before.
+        self._write_lock: AbstractContextManager[Any] = nullcontext() if self._postgres else threading.Lock()
 
     @property
     def engine(self) -> Engine:
@@ -153,7 +159,7 @@ class Store:
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with self._engine.connect() as conn:
+        with self._write_lock, self._engine.connect() as conn:
             conn.execution_options(**{WRITE_OPTION: True})
             with conn.begin():
                 yield conn
