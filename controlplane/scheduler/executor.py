@@ -23,6 +23,7 @@ from pathlib import Path
 
 from controlplane.domain import (
     AttemptState,
+    DataSensitivity,
     InvalidTransition,
     PlacementPlan,
     ProviderError,
@@ -120,6 +121,11 @@ class Scheduler:
             return
         history: list[str] = []
         for candidate in decision.candidates:
+            if task.spec.data_sensitivity == DataSensitivity.PRIVATE and not candidate.private:
+                # plan() never offers this; refusing here too means a planner bug cannot leak private data
+                history.append(f"{candidate.target}: refused, private data on a non-private target")
+                log.error("", extra={"event": "private_data_refused", "task_id": task.id, "target": candidate.target})
+                continue
             provider = self.providers.get(candidate.provider)
             if provider is None:
                 history.append(f"{candidate.target}: provider {candidate.provider} is not configured")
