@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import uvicorn
-
 from controlplane.api.app import create_app
 from controlplane.api.auth import TokenRegistry
+from controlplane.api.serving import run_api
 from controlplane.config import Settings
 from controlplane.store import Store, make_engine, upgrade
 
@@ -30,7 +29,7 @@ def main() -> None:
         port=args.port,
     )
     asgi, _ = create_app(settings=settings, store=Store(engine), tokens=TokenRegistry.load(args.tokens_file))
-    uvicorn.run(asgi, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+    run_api(asgi, host="127.0.0.1", port=args.port)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ class Metrics:
     launch_seconds: Histogram
     attempts: Counter
     callbacks_rejected: Counter
+    submit_batch_size: Histogram
 
     @classmethod
     def create(cls) -> Metrics:
@@ -50,6 +51,12 @@ class Metrics:
                 "fusionplane_callbacks_rejected",
                 "Worker callbacks refused (bad token, unknown attempt)",
                 ["reason"],
+                registry=registry,
+            ),
+            submit_batch_size=Histogram(
+                "fusionplane_submit_batch_size",
+                "Submissions stored per database transaction (group commit)",
+                buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
                 registry=registry,
             ),
         )

@@ -19,8 +19,13 @@ def _bearer(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def authenticate(request: Request) -> Principal:
-    """The caller's principal, or 401 (with a WWW-Authenticate challenge)."""
+async def authenticate(request: Request) -> Principal:
+    """The caller's principal, or 401 (with a WWW-Authenticate challenge).
+
+    Async although it never awaits: FastAPI runs a plain ``def`` dependency
+    in its thread pool, and a thread hop per request is most of what a
+    token check would cost.
+    """
     if request.app.state.insecure_dev:
         return DEV_PRINCIPAL
     token = _bearer(request)

@@ -67,10 +67,10 @@ def serve(
     local_slots: int | None,
 ) -> None:
     """Run the REST API and the scheduler; tasks run on this machine through the local provider."""
-    import uvicorn
     from apscheduler.schedulers.background import BackgroundScheduler
 
     from controlplane.api.app import create_app
+    from controlplane.api.serving import run_api
     from controlplane.metrics import Metrics
     from controlplane.policy import PolicyError, load_policy_file
     from controlplane.scheduler import Scheduler
@@ -123,7 +123,7 @@ def serve(
         metrics=metrics,
     )
     jobs = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 5})
-    jobs.add_job(scheduler.place_batch, "interval", seconds=0.5, id="place")
+    jobs.add_job(scheduler.place_until_idle, "interval", seconds=0.5, kwargs={"max_seconds": 0.4}, id="place")
     jobs.add_job(scheduler.follow, "interval", seconds=1.0, id="follow")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     asgi, _app = create_app(settings=settings, store=store, tokens=tokens, metrics=metrics, attempt_logs=attempt_logs)
@@ -141,6 +141,6 @@ def serve(
         raise click.UsageError("insecure mode off loopback")
     jobs.start()
     try:
-        uvicorn.run(asgi, host=host, port=port, log_level="warning", access_log=False)
+        run_api(asgi, host=host, port=port)
     finally:
         jobs.shutdown(wait=True)

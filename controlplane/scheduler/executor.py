@@ -23,6 +23,7 @@ from pathlib import Path
 
 from controlplane.domain import (
     AttemptState,
+    Candidate,
     DataSensitivity,
     InvalidTransition,
     PlacementPlan,
@@ -37,10 +38,12 @@ from controlplane.metrics import Metrics
 from controlplane.policy import CAPACITY_SOURCE, Policy, plan
 from controlplane.scheduler.outcomes import advance
 from controlplane.scheduler.workerspec import render_worker_spec
-from controlplane.store import StateMismatch, Store, utcnow
+from controlplane.store import PlannedLaunch, StateMismatch, Store, utcnow
 from providers.base import BackendState, LaunchRequest, Provider
 
-__all__ = ["Scheduler"]
+__all__ = ["Planner", "Scheduler"]
+
+Planner = Callable[[Task, SignalSnapshot, Policy, datetime], PlacementPlan]
 
 log = logging.getLogger("fusionplane.scheduler")
 
@@ -68,10 +71,13 @@ class Scheduler:
         metrics: Metrics | None = None,
         batch_size: int = 64,
         clock: Callable[[], datetime] = utcnow,
+        planner: Planner = plan,
     ) -> None:
         self.store, self.policy, self.providers = store, policy, providers
         self.callback_base, self.checkpoint_root = callback_base, checkpoint_root
         self.scheduler_id, self.metrics, self.batch_size, self.clock = scheduler_id, metrics, batch_size, clock
+        #: the pure ``plan()``; tests hand in a faulty one to prove the executor's own checks
+        self.planner = planner
 
     # -- signals ---------------------------------------------------------------
     def snapshot(self, policy: Policy) -> SignalSnapshot:
@@ -99,37 +105,149 @@ class Scheduler:
 
     # -- placing ---------------------------------------------------------------
     def place_batch(self) -> int:
-        """Claim, plan and launch up to ``batch_size`` queued tasks; returns how many were claimed."""
+        """Claim, plan and launch up to ``batch_size`` queued tasks; returns how many were claimed.
+
+        The hot path writes twice per batch, not per task: one transaction
+        stores every receipt with its first attempt (or the task's failure),
+        then the launches go out, then one transaction records the backend
+        handles. Each attempt row exists before its launch is sent, and
+        providers key launches by attempt id, so a crash in between is
+        adopted, never launched twice. A launch error falls back to the
+        per-task path for the remaining candidates.
+        """
         tasks = self.store.claim_queued(batch_size=self.batch_size, scheduler_id=self.scheduler_id)
         if not tasks:
             return 0
         policy = self.policy()
         snapshot = self.snapshot(policy)
+        launches: list[PlannedLaunch] = []
+        tokens: list[str | None] = []
+        rests: list[tuple[list[Candidate], list[str]]] = []
         for task in tasks:
             started = time.perf_counter()
-            decision = plan(task, snapshot, policy, self.clock())
+            decision = self.planner(task, snapshot, policy, self.clock())
             if self.metrics:
                 self.metrics.plan_seconds.observe(time.perf_counter() - started)
-            self.store.record_decision(plan=decision)
-            self._launch(task, decision)
+            history: list[str] = []
+            usable = self._usable(task, decision.candidates, history)
+            first = usable[0] if usable else None
+            token = "att_" + secrets.token_urlsafe(32) if first is not None else None
+            launches.append(
+                PlannedLaunch(
+                    plan=decision,
+                    candidate=first,
+                    token_sha256=hashlib.sha256(token.encode()).hexdigest() if token else None,
+                    failure=None if first is not None else self._no_launch_reason(decision, history),
+                )
+            )
+            tokens.append(token)
+            rests.append((usable[1:], history))
+        attempts = self.store.start_launches(launches, actor=self.scheduler_id)
+        launched: dict[str, str] = {}
+        for task, launch, token, attempt, (rest, history) in zip(tasks, launches, tokens, attempts, rests, strict=True):
+            if attempt is None or launch.candidate is None or token is None:
+                continue  # failed with its reason, or cancelled meanwhile
+            sent = self._send(task, launch.candidate, attempt.id, token, history)
+            if isinstance(sent, str):
+                launched[attempt.id] = sent
+            elif sent.retryable:
+                self._launch(task, rest, history)
+            else:
+                self._fail_task(task.id, "launch refused: " + "; ".join(history))
+        self.store.record_backend_refs(launched)
         return len(tasks)
 
-    def _launch(self, task: Task, decision: PlacementPlan) -> None:
-        if not decision.candidates:
-            reasons = "; ".join(f"{r.target}: {r.code}" for r in decision.rejections) or "no targets"
-            self._fail_task(task.id, f"no placement: {reasons}")
-            return
-        history: list[str] = []
-        for candidate in decision.candidates:
+    def place_until_idle(self, *, max_seconds: float) -> int:
+        """Place batch after batch while full batches come back, for at most about ``max_seconds``.
+
+        The serve loop calls this on an interval, so a burst of submissions
+        drains at the store's pace instead of one batch per tick.
+        """
+        deadline = time.monotonic() + max_seconds
+        placed = 0
+        while True:
+            claimed = self.place_batch()
+            placed += claimed
+            if claimed < self.batch_size or time.monotonic() >= deadline:
+                return placed
+
+    def _usable(self, task: Task, candidates: tuple[Candidate, ...], history: list[str]) -> list[Candidate]:
+        """The candidates this scheduler may launch, in plan order; refusals go to ``history``."""
+        usable = []
+        for candidate in candidates:
             if task.spec.data_sensitivity == DataSensitivity.PRIVATE and not candidate.private:
                 # plan() never offers this; refusing here too means a planner bug cannot leak private data
                 history.append(f"{candidate.target}: refused, private data on a non-private target")
                 log.error("", extra={"event": "private_data_refused", "task_id": task.id, "target": candidate.target})
-                continue
-            provider = self.providers.get(candidate.provider)
-            if provider is None:
+            elif candidate.provider not in self.providers:
                 history.append(f"{candidate.target}: provider {candidate.provider} is not configured")
-                continue
+            else:
+                usable.append(candidate)
+        return usable
+
+    @staticmethod
+    def _no_launch_reason(decision: PlacementPlan, history: list[str]) -> str:
+        if not decision.candidates:
+            reasons = "; ".join(f"{r.target}: {r.code}" for r in decision.rejections) or "no targets"
+            return f"no placement: {reasons}"
+        return "every candidate failed to launch: " + "; ".join(history)
+
+    def _send(
+        self, task: Task, candidate: Candidate, attempt_id: str, token: str, history: list[str]
+    ) -> str | ProviderError:
+        """Launch one attempt: its backend ref, or the provider's refusal (recorded on the attempt)."""
+        provider = self.providers[candidate.provider]
+        started = time.perf_counter()
+        try:
+            spec = render_worker_spec(
+                task=task,
+                attempt_id=attempt_id,
+                token=token,
+                callback_base=self.callback_base,
+                checkpoint_root=self.checkpoint_root,
+            )
+            result = provider.launch(
+                LaunchRequest(
+                    attempt_id=attempt_id,
+                    task_id=task.id,
+                    candidate=candidate,
+                    worker_spec=spec,
+                    deadline_seconds=task.spec.deadline_seconds,
+                )
+            )
+        except ProviderError as exc:
+            history.append(f"{candidate.target}: {exc.code}: {exc.message}")
+            self.store.transition_attempt(
+                attempt_id, wanted=AttemptState.FAILED, actor=self.scheduler_id, reason=f"{exc.code}: {exc.message}"
+            )
+            log.warning(
+                "",
+                extra={
+                    "event": "launch_failed",
+                    "task_id": task.id,
+                    "attempt_id": attempt_id,
+                    "target": candidate.target,
+                    "code": exc.code,
+                },
+            )
+            return exc
+        if self.metrics:
+            self.metrics.launch_seconds.labels(provider=candidate.provider).observe(time.perf_counter() - started)
+        log.info(
+            "",
+            extra={
+                "event": "launched",
+                "task_id": task.id,
+                "attempt_id": attempt_id,
+                "target": candidate.target,
+                "adopted": result.adopted,
+            },
+        )
+        return result.backend_ref
+
+    def _launch(self, task: Task, candidates: list[Candidate], history: list[str]) -> None:
+        """The per-task path after a launch error: one attempt per remaining candidate."""
+        for candidate in candidates:
             token = "att_" + secrets.token_urlsafe(32)
             attempt = self.store.create_attempt(
                 task_id=task.id,
@@ -149,60 +267,16 @@ class Scheduler:
                     reason="task cancelled before launch",
                 )
                 return
-            if current.state == TaskState.PLANNED:
+            with contextlib.suppress(InvalidTransition, StateMismatch):  # already launching: keep it
                 self.store.transition_task(
                     task.id, wanted=TaskState.LAUNCHING, actor=self.scheduler_id, target=candidate.target
                 )
-            started = time.perf_counter()
-            try:
-                spec = render_worker_spec(
-                    task=task,
-                    attempt_id=attempt.id,
-                    token=token,
-                    callback_base=self.callback_base,
-                    checkpoint_root=self.checkpoint_root,
-                )
-                result = provider.launch(
-                    LaunchRequest(
-                        attempt_id=attempt.id,
-                        task_id=task.id,
-                        candidate=candidate,
-                        worker_spec=spec,
-                        deadline_seconds=task.spec.deadline_seconds,
-                    )
-                )
-            except ProviderError as exc:
-                history.append(f"{candidate.target}: {exc.code}: {exc.message}")
-                self.store.transition_attempt(
-                    attempt.id, wanted=AttemptState.FAILED, actor=self.scheduler_id, reason=f"{exc.code}: {exc.message}"
-                )
-                log.warning(
-                    "",
-                    extra={
-                        "event": "launch_failed",
-                        "task_id": task.id,
-                        "attempt_id": attempt.id,
-                        "target": candidate.target,
-                        "code": exc.code,
-                    },
-                )
-                if not exc.retryable:
-                    break
-                continue
-            if self.metrics:
-                self.metrics.launch_seconds.labels(provider=candidate.provider).observe(time.perf_counter() - started)
-            self.store.set_backend_ref(attempt.id, backend_ref=result.backend_ref)
-            log.info(
-                "",
-                extra={
-                    "event": "launched",
-                    "task_id": task.id,
-                    "attempt_id": attempt.id,
-                    "target": candidate.target,
-                    "adopted": result.adopted,
-                },
-            )
-            return
+            sent = self._send(task, candidate, attempt.id, token, history)
+            if isinstance(sent, str):
+                self.store.set_backend_ref(attempt.id, backend_ref=sent)
+                return
+            if not sent.retryable:
+                break
         self._fail_task(task.id, "every candidate failed to launch: " + "; ".join(history))
 
     def _fail_task(self, task_id: str, reason: str) -> None:

@@ -11,7 +11,14 @@ from controlplane.store.errors import IdempotencyConflict, NotFound, StateMismat
 from controlplane.store.ids import new_id
 from controlplane.store.migrate import current_revision, downgrade, head_revision, is_current, upgrade
 from controlplane.store.records import AttemptProgress, Event, PolicyVersion
-from controlplane.store.repository import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Store, policy_version_of
+from controlplane.store.repository import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    NewTask,
+    PlannedLaunch,
+    Store,
+    policy_version_of,
+)
 
 __all__ = [
     "DATABASE_URL_ENV",
@@ -20,7 +27,9 @@ __all__ = [
     "AttemptProgress",
     "Event",
     "IdempotencyConflict",
+    "NewTask",
     "NotFound",
+    "PlannedLaunch",
     "PolicyVersion",
     "StateMismatch",
     "Store",

@@ -25,12 +25,13 @@ import hashlib
 import json
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Row, func, insert, select, update
+from sqlalchemy import Engine, Row, bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import Select
@@ -38,6 +39,7 @@ from sqlalchemy.sql import Select
 from controlplane.domain import (
     Attempt,
     AttemptState,
+    Candidate,
     DataSensitivity,
     PlacementPlan,
     Priority,
@@ -56,7 +58,7 @@ from controlplane.store.ids import new_id
 from controlplane.store.records import AttemptProgress, Event, PolicyVersion
 from controlplane.store.tables import PRIORITY_RANK, attempts, decisions, events, policy_versions, tasks
 
-__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "Store", "policy_version_of"]
+__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "NewTask", "PlannedLaunch", "Store", "policy_version_of"]
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -132,6 +134,86 @@ def _event(row: Row[Any]) -> Event:
         to_state=m["to_state"],
         detail=dict(m["detail"] or {}),
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewTask:
+    """One submission for :meth:`Store.create_tasks`."""
+
+    spec: TaskSpec
+    request_hash: str
+    idempotency_key: str | None = None
+    actor: str = "api"
+
+
+def _task_row(item: NewTask, task_id: str, now: datetime) -> dict[str, Any]:
+    spec = item.spec
+    return {
+        "id": task_id,
+        "tenant": spec.tenant,
+        "kind": spec.kind.value,
+        "source_uri": spec.source_uri,
+        "target_uri": spec.target_uri,
+        "output_uri": spec.output_uri,
+        "priority": spec.priority.value,
+        "priority_rank": PRIORITY_RANK[spec.priority],
+        "data_sensitivity": spec.data_sensitivity.value,
+        "deadline_seconds": spec.deadline_seconds,
+        "budget_usd": spec.budget_usd,
+        "options": dict(spec.options),
+        "labels": dict(spec.labels),
+        "input_bytes": spec.input_bytes,
+        "state": TaskState.QUEUED.value,
+        "created_at": now,
+        "updated_at": now,
+        "idempotency_key": item.idempotency_key,
+        "request_hash": item.request_hash,
+    }
+
+
+def _replay(item: NewTask, row: Row[Any]) -> tuple[Task, bool] | IdempotencyConflict:
+    """The answer to a repeated key: the stored task, or a conflict if the body differs."""
+    if row.request_hash != item.request_hash:
+        return IdempotencyConflict(tenant=row.tenant, idempotency_key=row.idempotency_key, task_id=row.id)
+    return _task(row), False
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlannedLaunch:
+    """One task's receipt and what follows from it, for :meth:`Store.start_launches`.
+
+    ``candidate`` is the plan's first launchable candidate, with the sha256
+    of the new attempt's callback token; without one the task fails with
+    ``failure``.
+    """
+
+    plan: PlacementPlan
+    candidate: Candidate | None = None
+    token_sha256: str | None = None
+    failure: str | None = None
+
+
+def _event_row(
+    *,
+    task_id: str,
+    at: datetime,
+    actor: str,
+    kind: str,
+    attempt_id: str | None = None,
+    from_state: str | None = None,
+    to_state: str | None = None,
+    detail: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "task_id": task_id,
+        "attempt_id": attempt_id,
+        "at": at,
+        "actor": actor,
+        "kind": kind,
+        "from_state": from_state,
+        "to_state": to_state,
+        "detail": dict(detail or {}),
+    }
 
 
 class Store:
@@ -215,61 +297,104 @@ class Store:
         False); the same key with another hash raises
         :class:`IdempotencyConflict` and stores nothing.
         """
-        if idempotency_key is not None:
-            existing = self._by_idempotency_key(spec.tenant, idempotency_key, request_hash)
-            if existing is not None:
-                return existing, False
-        now = self._now()
-        task_id = new_id("tsk", now_ms=_ms(now))
+        (outcome,) = self.create_tasks(
+            [NewTask(spec=spec, request_hash=request_hash, idempotency_key=idempotency_key, actor=actor)]
+        )
+        if isinstance(outcome, IdempotencyConflict):
+            raise outcome
+        return outcome
+
+    def create_tasks(self, batch: Sequence[NewTask]) -> list[tuple[Task, bool] | IdempotencyConflict]:
+        """Store many submissions in one transaction (group commit); one outcome per item, in order.
+
+        Each outcome is what :meth:`create_task` would return for that item,
+        or the :class:`IdempotencyConflict` it would raise. A key repeated
+        inside the batch behaves as if the items had come one after another.
+        If another process stores one of the keys meanwhile (the unique
+        index refuses the batch), the items are retried one by one, so one
+        late key never fails its neighbours.
+        """
+        if not batch:
+            return []
         try:
             with self._write() as conn:
-                conn.execute(
-                    insert(tasks).values(
-                        id=task_id,
-                        tenant=spec.tenant,
-                        kind=spec.kind.value,
-                        source_uri=spec.source_uri,
-                        target_uri=spec.target_uri,
-                        output_uri=spec.output_uri,
-                        priority=spec.priority.value,
-                        priority_rank=PRIORITY_RANK[spec.priority],
-                        data_sensitivity=spec.data_sensitivity.value,
-                        deadline_seconds=spec.deadline_seconds,
-                        budget_usd=spec.budget_usd,
-                        options=dict(spec.options),
-                        labels=dict(spec.labels),
-                        input_bytes=spec.input_bytes,
-                        state=TaskState.QUEUED.value,
-                        created_at=now,
-                        updated_at=now,
-                        idempotency_key=idempotency_key,
-                        request_hash=request_hash,
-                    )
-                )
-                self._event(
-                    conn, task_id=task_id, at=now, actor=actor, kind="task.created", to_state=TaskState.QUEUED.value
-                )
-                row = conn.execute(select(tasks).where(tasks.c.id == task_id)).one()
+                return self._insert_tasks(conn, batch)
         except IntegrityError:
+            if len(batch) > 1:
+                return [outcome for item in batch for outcome in self.create_tasks([item])]
+            (item,) = batch
+            if item.idempotency_key is None:
+                raise
             # another request with the same key won the race: answer as if we had come second
-            if idempotency_key is None:
+            with self._read() as conn:
+                winner = self._keyed(conn, item.spec.tenant, [item.idempotency_key]).get(
+                    (item.spec.tenant, item.idempotency_key)
+                )
+            if winner is None:
                 raise
-            existing = self._by_idempotency_key(spec.tenant, idempotency_key, request_hash)
-            if existing is None:
-                raise
-            return existing, False
-        return _task(row), True
+            return [_replay(item, winner)]
 
-    def _by_idempotency_key(self, tenant: str, key: str, request_hash: str) -> Task | None:
-        with self._read() as conn:
-            row = conn.execute(
-                select(tasks).where(tasks.c.tenant == tenant, tasks.c.idempotency_key == key)
-            ).one_or_none()
-        if row is None:
-            return None
-        if row.request_hash != request_hash:
-            raise IdempotencyConflict(tenant=tenant, idempotency_key=key, task_id=row.id)
-        return _task(row)
+    @staticmethod
+    def _keyed(conn: Connection, tenant: str, keys: list[str]) -> dict[tuple[str, str], Row[Any]]:
+        rows = conn.execute(select(tasks).where(tasks.c.tenant == tenant, tasks.c.idempotency_key.in_(keys))).all()
+        return {(r.tenant, r.idempotency_key): r for r in rows}
+
+    def _insert_tasks(
+        self, conn: Connection, batch: Sequence[NewTask]
+    ) -> list[tuple[Task, bool] | IdempotencyConflict]:
+        now = self._now()
+        stored: dict[tuple[str, str], Row[Any]] = {}
+        keys_by_tenant: dict[str, list[str]] = {}
+        for item in batch:
+            if item.idempotency_key is not None:
+                keys_by_tenant.setdefault(item.spec.tenant, []).append(item.idempotency_key)
+        for tenant, keys in keys_by_tenant.items():
+            stored.update(self._keyed(conn, tenant, keys))
+        in_batch: dict[tuple[str, str], tuple[str, str]] = {}  # key -> (task id, request hash)
+        # per item: (new or earlier task id, created) until the rows are read back
+        outcomes: list[tuple[str, bool] | tuple[Task, bool] | IdempotencyConflict] = []
+        rows: list[dict[str, Any]] = []
+        created: list[dict[str, Any]] = []
+        for item in batch:
+            key = (item.spec.tenant, item.idempotency_key) if item.idempotency_key is not None else None
+            if key is not None and key in stored:
+                outcomes.append(_replay(item, stored[key]))
+            elif key is not None and key in in_batch:
+                task_id, request_hash = in_batch[key]
+                outcomes.append(
+                    (task_id, False)
+                    if request_hash == item.request_hash
+                    else IdempotencyConflict(tenant=key[0], idempotency_key=key[1], task_id=task_id)
+                )
+            else:
+                task_id = new_id("tsk", now_ms=_ms(now))
+                rows.append(_task_row(item, task_id, now))
+                created.append(
+                    {
+                        "task_id": task_id,
+                        "attempt_id": None,
+                        "at": now,
+                        "actor": item.actor,
+                        "kind": "task.created",
+                        "from_state": None,
+                        "to_state": TaskState.QUEUED.value,
+                        "detail": {},
+                    }
+                )
+                outcomes.append((task_id, True))
+                if key is not None:
+                    in_batch[key] = (task_id, item.request_hash)
+        if rows:
+            conn.execute(insert(tasks), rows)
+            conn.execute(insert(events), created)
+        wanted = {o[0] for o in outcomes if isinstance(o, tuple) and isinstance(o[0], str)}
+        read_back = (
+            {r.id: _task(r) for r in conn.execute(select(tasks).where(tasks.c.id.in_(wanted))).all()} if wanted else {}
+        )
+        return [
+            (read_back[o[0]], o[1]) if isinstance(o, tuple) and isinstance(o[0], str) else o  # type: ignore[misc]
+            for o in outcomes
+        ]
 
     def get_task(self, task_id: str) -> Task:
         """The task, or :class:`NotFound`."""
@@ -482,6 +607,171 @@ class Store:
                 },
             )
         return decision_id
+
+    def start_launches(self, launches: Sequence[PlannedLaunch], *, actor: str) -> list[Attempt | None]:
+        """Store a batch of receipts and the launch each one leads to, in one transaction.
+
+        For each item: its plan becomes the task's newest receipt; then, if
+        the task is still planned, either a launching attempt on
+        ``candidate`` is created and the task moves to launching (the
+        attempt is returned), or, without a candidate, the task fails with
+        ``failure`` (None is returned). A task that left planned meanwhile
+        (cancelled) keeps only its receipt (None). This is the batched form
+        of ``record_decision`` + ``create_attempt`` + ``transition_task``,
+        with the same rows and events, for the scheduler's hot path.
+        """
+        if not launches:
+            return []
+        now = self._now()
+        task_ids = [item.plan.task_id for item in launches]
+        attempt_rows: list[dict[str, Any]] = []
+        task_updates: list[dict[str, Any]] = []
+        event_rows: list[dict[str, Any]] = []
+        results: list[str | None] = []
+        with self._write() as conn:
+            states = {
+                r.id: r.state
+                for r in conn.execute(self._locked(select(tasks.c.id, tasks.c.state).where(tasks.c.id.in_(task_ids))))
+            }
+            missing = [task_id for task_id in task_ids if task_id not in states]
+            if missing:
+                raise NotFound("task", missing[0])
+            numbers: dict[str, int] = {
+                task_id: number
+                for task_id, number in conn.execute(
+                    select(attempts.c.task_id, func.max(attempts.c.number))
+                    .where(attempts.c.task_id.in_(task_ids))
+                    .group_by(attempts.c.task_id)
+                )
+            }
+            decision_rows = []
+            for item in launches:
+                task_id, plan = item.plan.task_id, item.plan
+                decision_id = new_id("dec", now_ms=_ms(now))
+                decision_rows.append(
+                    {
+                        "id": decision_id,
+                        "task_id": task_id,
+                        "policy_version": plan.policy_version,
+                        "decided_at": plan.decided_at,
+                        "plan": plan_to_json(plan),
+                    }
+                )
+                event_rows.append(
+                    _event_row(
+                        task_id=task_id,
+                        at=now,
+                        actor=actor,
+                        kind="decision.recorded",
+                        detail={
+                            "decision_id": decision_id,
+                            "policy_version": plan.policy_version,
+                            "candidates": [c.target for c in plan.candidates],
+                            "rejections": len(plan.rejections),
+                        },
+                    )
+                )
+                if states[task_id] != TaskState.PLANNED.value:
+                    results.append(None)
+                    continue
+                states[task_id] = "taken"  # a task repeated in the batch gets one launch
+                candidate = item.candidate
+                if candidate is None:
+                    reason = item.failure or "no placement"
+                    task_updates.append(
+                        {"b_id": task_id, "state": TaskState.FAILED.value, "reason": reason, "finished_at": now}
+                    )
+                    event_rows.append(
+                        _event_row(
+                            task_id=task_id,
+                            at=now,
+                            actor=actor,
+                            kind="task.transition",
+                            from_state=TaskState.PLANNED.value,
+                            to_state=TaskState.FAILED.value,
+                            detail={"reason": reason},
+                        )
+                    )
+                    results.append(None)
+                    continue
+                if item.token_sha256 is None or not _SHA256_HEX.match(item.token_sha256):
+                    raise ValueError("token_sha256 must be 64 lowercase hex characters (the token's sha256)")
+                attempt_id = new_id("att", now_ms=_ms(now))
+                number = numbers.get(task_id, 0) + 1
+                attempt_rows.append(
+                    {
+                        "id": attempt_id,
+                        "task_id": task_id,
+                        "number": number,
+                        "target": candidate.target,
+                        "provider": candidate.provider,
+                        "region": candidate.region,
+                        "instance_type": candidate.instance_type,
+                        "state": AttemptState.LAUNCHING.value,
+                        "token_sha256": item.token_sha256,
+                        "created_at": now,
+                        "updated_at": now,
+                        "progress": {},
+                    }
+                )
+                event_rows.append(
+                    _event_row(
+                        task_id=task_id,
+                        attempt_id=attempt_id,
+                        at=now,
+                        actor=actor,
+                        kind="attempt.created",
+                        to_state=AttemptState.LAUNCHING.value,
+                        detail={"number": number, "target": candidate.target, "provider": candidate.provider},
+                    )
+                )
+                task_updates.append({"b_id": task_id, "state": TaskState.LAUNCHING.value, "target": candidate.target})
+                event_rows.append(
+                    _event_row(
+                        task_id=task_id,
+                        at=now,
+                        actor=actor,
+                        kind="task.transition",
+                        from_state=TaskState.PLANNED.value,
+                        to_state=TaskState.LAUNCHING.value,
+                        detail={"target": candidate.target},
+                    )
+                )
+                results.append(attempt_id)
+            conn.execute(insert(decisions), decision_rows)
+            if attempt_rows:
+                conn.execute(insert(attempts), attempt_rows)
+            launching = [u for u in task_updates if u["state"] == TaskState.LAUNCHING.value]
+            failed = [u for u in task_updates if u["state"] == TaskState.FAILED.value]
+            if launching:
+                conn.execute(
+                    update(tasks).where(tasks.c.id == bindparam("b_id")).values(updated_at=now),
+                    [{"b_id": u["b_id"], "state": u["state"], "target": u["target"]} for u in launching],
+                )
+            if failed:
+                conn.execute(
+                    update(tasks).where(tasks.c.id == bindparam("b_id")).values(updated_at=now),
+                    [{k: u[k] for k in ("b_id", "state", "reason", "finished_at")} for u in failed],
+                )
+            conn.execute(insert(events), event_rows)
+            created = [a for a in results if a is not None]
+            stored = (
+                {r.id: _attempt(r) for r in conn.execute(select(attempts).where(attempts.c.id.in_(created)))}
+                if created
+                else {}
+            )
+        return [stored[a] if a is not None else None for a in results]
+
+    def record_backend_refs(self, refs: Mapping[str, str]) -> None:
+        """Record the provider's handle of each launched attempt (attempt id -> backend ref) at once."""
+        if not refs:
+            return
+        now = self._now()
+        with self._write() as conn:
+            conn.execute(
+                update(attempts).where(attempts.c.id == bindparam("b_id")).values(updated_at=now),
+                [{"b_id": attempt_id, "backend_ref": ref} for attempt_id, ref in refs.items()],
+            )
 
     def get_decisions(self, task_id: str) -> list[PlacementPlan]:
         """Every plan made for the task, oldest first (failover appends one per planning)."""

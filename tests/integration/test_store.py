@@ -24,7 +24,7 @@ from controlplane.domain import (
     TaskState,
 )
 from controlplane.domain.states import ATTEMPT_TRANSITIONS, TASK_TRANSITIONS
-from controlplane.store import IdempotencyConflict, NotFound, StateMismatch, Store, make_engine
+from controlplane.store import IdempotencyConflict, NewTask, NotFound, StateMismatch, Store, make_engine
 from controlplane.store.tables import events, tasks
 
 # fixtures: a session PostgreSQL and `database_url` / `engine` / `store` on both databases
@@ -199,6 +199,42 @@ def test_idempotency_key(store: Store, engine: Engine) -> None:
     a, _ = store.create_task(spec=spec(), request_hash="body-1")
     b, _ = store.create_task(spec=spec(), request_hash="body-1")
     assert a.id != b.id
+
+
+def test_a_batch_of_submissions_behaves_like_the_same_submissions_one_by_one(store: Store, engine: Engine) -> None:
+    earlier, _ = store.create_task(spec=spec(), request_hash="body-0", idempotency_key="stored")
+    events_before = count(engine)
+    outcomes = store.create_tasks(
+        [
+            NewTask(spec=spec(), request_hash="body-1"),
+            NewTask(spec=spec(), request_hash="body-0", idempotency_key="stored"),  # replay of a stored task
+            NewTask(spec=spec(), request_hash="other", idempotency_key="stored"),  # conflict with it
+            NewTask(spec=spec(), request_hash="body-2", idempotency_key="fresh"),
+            NewTask(spec=spec(), request_hash="body-2", idempotency_key="fresh"),  # replay inside the batch
+            NewTask(spec=spec(), request_hash="body-3", idempotency_key="fresh"),  # conflict inside the batch
+            NewTask(spec=spec(tenant="globex"), request_hash="body-3", idempotency_key="fresh"),  # keys are per tenant
+        ]
+    )
+    plain, replayed, stored_conflict, fresh, fresh_again, fresh_conflict, globex = outcomes
+    assert isinstance(plain, tuple)
+    assert plain[1]
+    assert plain[0].state == TaskState.QUEUED
+    assert replayed == (earlier, False)
+    assert isinstance(stored_conflict, IdempotencyConflict)
+    assert stored_conflict.task_id == earlier.id
+    assert isinstance(fresh, tuple)
+    assert fresh[1]
+    assert fresh_again == (fresh[0], False)
+    assert isinstance(fresh_conflict, IdempotencyConflict)
+    assert fresh_conflict.task_id == fresh[0].id
+    assert isinstance(globex, tuple)
+    assert globex[1]
+    assert globex[0].spec.tenant == "globex"
+    assert len({plain[0].id, fresh[0].id, globex[0].id, earlier.id}) == 4
+    # three tasks created, each with its one task.created event, nothing for the rest
+    assert count(engine) - events_before == 3
+    assert store.get_task(fresh[0].id) == fresh[0]
+    assert store.create_tasks([]) == []
 
 
 def test_list_filters_and_cursor_pagination(engine: Engine) -> None:
@@ -432,3 +468,34 @@ def test_a_claim_skips_rows_another_scheduler_holds(engine: Engine, store: Store
         claimed = store.claim_queued(batch_size=10, scheduler_id="sched-b")  # must not wait for the lock
         assert [t.id for t in claimed] == [free]
     assert store.get_task(held).state is TaskState.QUEUED
+
+
+def test_a_batch_that_loses_a_key_race_retries_item_by_item(engine: Engine, store: Store) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite writers are serialised, so the race cannot happen there")
+    other_process = Store(engine)
+    outcomes: list[Any] = []
+    with engine.connect() as conn:
+        holder = conn.begin()
+        # another control plane is inserting the same key and has not committed yet
+        other_process._insert_tasks(conn, [NewTask(spec=spec(), request_hash="body", idempotency_key="raced")])
+        worker = threading.Thread(
+            target=lambda: outcomes.extend(
+                store.create_tasks(
+                    [
+                        NewTask(spec=spec(), request_hash="body", idempotency_key="raced"),
+                        NewTask(spec=spec(), request_hash="plain"),
+                    ]
+                )
+            )
+        )
+        worker.start()
+        worker.join(timeout=1.0)
+        assert worker.is_alive(), "the batch should be waiting on the unique index"
+        holder.commit()
+    worker.join(timeout=10)
+    raced, plain = outcomes
+    assert raced[1] is False
+    assert raced[0].spec.tenant == spec().tenant
+    assert plain[1] is True
+    assert count(engine, tasks) == 2

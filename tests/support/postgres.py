@@ -19,7 +19,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,8 +119,13 @@ START_ATTEMPTS = 3  # another process may take the free port between our probe a
 
 
 @contextlib.contextmanager
-def running_postgres() -> Iterator[PostgresServer]:
-    """Start a throwaway server; always stop it (by PID) and delete its files."""
+def running_postgres(settings: Mapping[str, str] | None = None) -> Iterator[PostgresServer]:
+    """Start a throwaway server; always stop it (by PID) and delete its files.
+
+    ``settings`` override :data:`SERVER_SETTINGS` (the benchmark asks for a
+    durable server: fsync and synchronous commit on).
+    """
+    chosen = {**SERVER_SETTINGS, **(settings or {})}
     reason = missing_binaries()
     if reason is not None:
         raise RuntimeError(reason)
@@ -138,7 +143,7 @@ def running_postgres() -> Iterator[PostgresServer]:
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed ({done.returncode}): {done.stderr.decode(errors='replace')}")
         for attempt in range(1, START_ATTEMPTS + 1):
-            server = _start(base, data, env, user)
+            server = _start(base, data, env, user, chosen)
             try:
                 _wait_ready(server)
                 break
@@ -156,11 +161,13 @@ def running_postgres() -> Iterator[PostgresServer]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _start(base: Path, data: Path, env: dict[str, str], user: dict[str, Any]) -> PostgresServer:
+def _start(
+    base: Path, data: Path, env: dict[str, str], user: dict[str, Any], settings: Mapping[str, str]
+) -> PostgresServer:
     port = _free_port()
     log_path = base / "postgres.log"
     args = [str(PG_BIN / "postgres"), "-D", str(data), "-k", str(base), "-p", str(port), "-h", "127.0.0.1"]
-    for name, value in SERVER_SETTINGS.items():
+    for name, value in settings.items():
         args += ["-c", f"{name}={value}"]
     with open(log_path, "ab") as log:
         if user:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,11 +14,13 @@ from controlplane.domain import (
     InsufficientCapacity,
     InvalidSpec,
     PlacementPlan,
+    SignalSnapshot,
+    Task,
     TaskKind,
     TaskSpec,
     TaskState,
 )
-from controlplane.policy import parse_policy
+from controlplane.policy import Policy, parse_policy
 from controlplane.scheduler import Scheduler
 from controlplane.store import Store, make_engine, upgrade
 from providers.noop import NoopProvider
@@ -52,7 +55,14 @@ def _submit(store: Store, sensitivity: DataSensitivity = DataSensitivity.PUBLIC)
     return task.id
 
 
-def _scheduler(store: Store, **providers: NoopProvider) -> Scheduler:
+def _scheduler(store: Store, *candidates: Candidate, **providers: NoopProvider) -> Scheduler:
+    """A scheduler over ``providers``; with ``candidates`` its planner offers exactly those."""
+
+    def fixed_plan(task: Task, snapshot: SignalSnapshot, policy: Policy, now: datetime) -> PlacementPlan:
+        return PlacementPlan(
+            task_id=task.id, policy_version="v", decided_at=now, rejections=(), candidates=tuple(candidates)
+        )
+
     return Scheduler(
         store=store,
         policy=lambda: POLICY,
@@ -60,51 +70,34 @@ def _scheduler(store: Store, **providers: NoopProvider) -> Scheduler:
         callback_base="http://127.0.0.1:1",
         checkpoint_root=None,
         scheduler_id="test",
+        **({"planner": fixed_plan} if candidates else {}),
     )
+
+
+LOCAL = Candidate(target="local", provider="local", private=True)
+SPOT = Candidate(target="spot", provider="aws", private=False)
 
 
 def test_a_capacity_error_fails_over_to_the_next_candidate(store: Store) -> None:
     first, second = NoopProvider(name="local"), NoopProvider(name="aws")
     first.fail_next(InsufficientCapacity("no slots", target="local"))
-    scheduler = _scheduler(store, local=first, aws=second)
     task_id = _submit(store)
-    (task,) = store.claim_queued(batch_size=1, scheduler_id="test")
-    plan = PlacementPlan(
-        task_id=task_id,
-        policy_version="v",
-        decided_at=datetime.now(UTC),
-        rejections=(),
-        candidates=(
-            Candidate(target="local", provider="local", private=True),
-            Candidate(target="spot", provider="aws", private=False),
-        ),
-    )
-    store.record_decision(plan=plan)
-    scheduler._launch(task, plan)
+    assert _scheduler(store, LOCAL, SPOT, local=first, aws=second).place_batch() == 1
     attempts = store.attempts_for(task_id)
     assert [(a.target, a.state.value) for a in attempts] == [("local", "failed"), ("spot", "launching")]
     assert "insufficient_capacity" in (attempts[0].reason or "")
+    assert attempts[1].backend_ref is not None
     assert store.get_task(task_id).state == TaskState.LAUNCHING
+    assert second.launched() == [attempts[1].id]
 
 
 def test_a_terminal_error_stops_the_walk_and_fails_the_task(store: Store) -> None:
     first, second = NoopProvider(name="local"), NoopProvider(name="aws")
     first.fail_next(InvalidSpec("bad image"))
-    scheduler = _scheduler(store, local=first, aws=second)
     task_id = _submit(store)
-    (task,) = store.claim_queued(batch_size=1, scheduler_id="test")
-    plan = PlacementPlan(
-        task_id=task_id,
-        policy_version="v",
-        decided_at=datetime.now(UTC),
-        rejections=(),
-        candidates=(
-            Candidate(target="local", provider="local", private=True),
-            Candidate(target="spot", provider="aws", private=False),
-        ),
-    )
-    scheduler._launch(task, plan)
+    _scheduler(store, LOCAL, SPOT, local=first, aws=second).place_batch()
     assert len(store.attempts_for(task_id)) == 1
+    assert second.launched() == []
     failed = store.get_task(task_id)
     assert failed.state == TaskState.FAILED
     assert "invalid_spec" in (failed.reason or "")
@@ -113,22 +106,34 @@ def test_a_terminal_error_stops_the_walk_and_fails_the_task(store: Store) -> Non
 def test_the_executor_refuses_a_non_private_candidate_for_private_data(store: Store) -> None:
     """Even a plan that (wrongly) offers a cloud target for a private task launches nothing there."""
     cloud = NoopProvider(name="aws")
-    scheduler = _scheduler(store, aws=cloud)
     task_id = _submit(store, DataSensitivity.PRIVATE)
-    (task,) = store.claim_queued(batch_size=1, scheduler_id="test")
-    bad_plan = PlacementPlan(
-        task_id=task_id,
-        policy_version="v",
-        decided_at=datetime.now(UTC),
-        rejections=(),
-        candidates=(Candidate(target="spot", provider="aws", private=False),),
-    )
-    scheduler._launch(task, bad_plan)
+    _scheduler(store, SPOT, aws=cloud).place_batch()
     assert cloud.launched() == []
     assert store.attempts_for(task_id) == []
     failed = store.get_task(task_id)
     assert failed.state == TaskState.FAILED
     assert "private data" in (failed.reason or "")
+    (receipt,) = store.get_decisions(task_id)  # the (faulty) plan is kept as the receipt all the same
+    assert [c.target for c in receipt.candidates] == ["spot"]
+
+
+def test_a_task_cancelled_between_claim_and_launch_is_not_launched(store: Store) -> None:
+    local = NoopProvider(name="local")
+    task_id = _submit(store)
+    scheduler = _scheduler(store, local=local)
+    claim = store.claim_queued
+
+    def claim_then_cancel(**kwargs: Any) -> list[Task]:
+        claimed = claim(**kwargs)
+        store.transition_task(task_id, wanted=TaskState.CANCELLED, actor="operator")
+        return claimed
+
+    store.claim_queued = claim_then_cancel  # type: ignore[method-assign]
+    assert scheduler.place_batch() == 1
+    assert local.launched() == []
+    assert store.attempts_for(task_id) == []
+    assert store.get_task(task_id).state == TaskState.CANCELLED
+    assert len(store.get_decisions(task_id)) == 1
 
 
 def test_place_batch_plans_records_and_launches(store: Store) -> None:
@@ -136,7 +141,41 @@ def test_place_batch_plans_records_and_launches(store: Store) -> None:
     ids = [_submit(store, s) for s in (DataSensitivity.PUBLIC, DataSensitivity.PRIVATE)]
     assert _scheduler(store, local=local).place_batch() == 2
     for task_id in ids:
-        assert store.get_task(task_id).state == TaskState.LAUNCHING
+        task = store.get_task(task_id)
+        assert (task.state, task.target) == (TaskState.LAUNCHING, "local")
         (decision,) = store.get_decisions(task_id)
         assert [c.target for c in decision.candidates] == ["local"]
+        (attempt,) = store.attempts_for(task_id)
+        assert (attempt.number, attempt.state.value, attempt.target) == (1, "launching", "local")
+        assert attempt.backend_ref == f"noop:{attempt.id}"
+        kinds = [e.kind for e in store.list_events(task_id)]
+        assert kinds == ["task.created", "task.claimed", "decision.recorded", "attempt.created", "task.transition"]
     assert len(local.launched()) == 2
+
+
+def test_a_task_with_no_candidate_fails_with_the_rejections(store: Store) -> None:
+    task_id = _submit(store)
+    assert _scheduler(store).place_batch() == 1  # no provider for the policy's local target
+    failed = store.get_task(task_id)
+    assert failed.state == TaskState.FAILED
+    assert "provider local is not configured" in (failed.reason or "")
+
+
+def test_place_until_idle_drains_full_batches(store: Store) -> None:
+    local = NoopProvider(name="local")
+    for i in range(10):
+        store.create_task(
+            spec=TaskSpec(
+                tenant="t",
+                kind=TaskKind.IMAGE,
+                source_uri="s3://a/f.png",
+                target_uri=f"s3://a/{i}.png",
+                output_uri=f"s3://a/o{i}.png",
+            ),
+            request_hash=str(i),
+        )
+    scheduler = _scheduler(store, local=local)
+    scheduler.batch_size = 3
+    assert scheduler.place_until_idle(max_seconds=30) == 10  # 3 + 3 + 3 + 1: stops on the short batch
+    assert len(local.launched()) == 10
+    assert scheduler.place_until_idle(max_seconds=30) == 0

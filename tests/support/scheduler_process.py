@@ -1,0 +1,61 @@
+"""One scheduler in its own process, for the two-schedulers test.
+
+``python -m tests.support.scheduler_process --database-url U --name a --go FILE --out FILE``
+waits until ``--go`` exists (so both start together), places queued tasks
+through a no-op provider until none are left, and writes the task ids it
+launched to ``--out`` as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from controlplane.policy import parse_policy
+from controlplane.scheduler import Scheduler
+from controlplane.store import Store, make_engine
+from providers.noop import NoopProvider
+
+POLICY = {
+    "targets": [{"name": "local", "provider": "local", "private": True}],
+    "rules": [{"name": "default", "targets": ["local"]}],
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--database-url", required=True)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--go", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--batch", type=int, default=16)
+    args = parser.parse_args()
+    engine = make_engine(args.database_url)
+    store = Store(engine)
+    policy = parse_policy(POLICY)
+    provider = NoopProvider(name="local")
+    scheduler = Scheduler(
+        store=store,
+        policy=lambda: policy,
+        providers={"local": provider},
+        callback_base="http://127.0.0.1:1",
+        checkpoint_root=None,
+        scheduler_id=args.name,
+        batch_size=args.batch,
+    )
+    deadline = time.monotonic() + 30
+    while not args.go.exists():
+        if time.monotonic() > deadline:
+            raise SystemExit("never told to go")
+        time.sleep(0.01)
+    while scheduler.place_batch():
+        pass
+    launched = [store.get_attempt(attempt_id).task_id for attempt_id in provider.launched()]
+    args.out.write_text(json.dumps(launched), encoding="utf-8")
+    engine.dispose()
+
+
+if __name__ == "__main__":
+    main()
