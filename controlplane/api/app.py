@@ -50,6 +50,8 @@ __all__ = ["create_app"]
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 _VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".m4v", ".avi")
 _IDEMPOTENCY_KEY = r"^[A-Za-z0-9._:-]{1,128}$"
+#: concurrent group-commit writers on PostgreSQL (each holds one pooled connection)
+SUBMIT_WRITERS_POSTGRES = 3
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 Caller = Annotated[Principal, Depends(authenticate)]
@@ -108,7 +110,11 @@ def create_app(
         except NotFound as exc:
             raise ApiError(404, "not_found", f"no task {task_id}", field="task_id") from exc
 
-    submit_queue = SubmitQueue(store, observe_batch=metrics.submit_batch_size.observe)
+    submit_queue = SubmitQueue(
+        store,
+        writers=SUBMIT_WRITERS_POSTGRES if store.engine.dialect.name == "postgresql" else 1,
+        observe_batch=metrics.submit_batch_size.observe,
+    )
 
     @app.post("/v1/tasks", status_code=202, tags=["tasks"])
     async def submit(

@@ -1,9 +1,11 @@
 """Group commit for submissions: concurrent ``POST /v1/tasks`` share one transaction.
 
-Each request validates on the event loop, then waits on a future. One
-writer at a time takes everything that is pending and stores it with
+Each request validates on the event loop, then waits on a future. A writer
+takes everything that is pending and stores it with
 :meth:`Store.create_tasks` in a worker thread; whatever arrives meanwhile
-forms the next batch. Nothing waits for a batch to fill: a lone request is
+forms the next batch. SQLite has one writer (it serialises writes anyway);
+PostgreSQL has a few, so one batch is sent while another waits for its
+commit to reach the disk. Nothing waits for a batch to fill: a lone request is
 written at once, and under load the batches grow by themselves, so the cost
 of a commit (and of the thread hop) is shared by every request in it.
 
@@ -31,18 +33,27 @@ class SubmitQueue:
     """Pending submissions and the one writer that stores them."""
 
     def __init__(
-        self, store: Store, *, max_batch: int = 512, observe_batch: Callable[[int], None] | None = None
+        self,
+        store: Store,
+        *,
+        writers: int = 1,
+        max_batch: int = 512,
+        observe_batch: Callable[[int], None] | None = None,
     ) -> None:
-        self.store, self.max_batch, self.observe_batch = store, max_batch, observe_batch
+        if writers < 1:
+            raise ValueError("a submit queue needs at least one writer")
+        self.store, self.writers, self.max_batch, self.observe_batch = store, writers, max_batch, observe_batch
         self._pending: list[tuple[NewTask, asyncio.Future[Outcome]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._active: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: NewTask) -> tuple[Task, bool]:
         """Store ``item`` (possibly alongside others); raises :class:`IdempotencyConflict`."""
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._drain())
+        if len(self._active) < self.writers:
+            writer = asyncio.create_task(self._drain())
+            self._active.add(writer)
+            writer.add_done_callback(self._active.discard)
         outcome = await future
         if isinstance(outcome, IdempotencyConflict):
             raise outcome

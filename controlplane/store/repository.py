@@ -350,9 +350,8 @@ class Store:
                 keys_by_tenant.setdefault(item.spec.tenant, []).append(item.idempotency_key)
         for tenant, keys in keys_by_tenant.items():
             stored.update(self._keyed(conn, tenant, keys))
-        in_batch: dict[tuple[str, str], tuple[str, str]] = {}  # key -> (task id, request hash)
-        # per item: (new or earlier task id, created) until the rows are read back
-        outcomes: list[tuple[str, bool] | tuple[Task, bool] | IdempotencyConflict] = []
+        in_batch: dict[tuple[str, str], tuple[Task, str]] = {}  # key -> (task, request hash)
+        outcomes: list[tuple[Task, bool] | IdempotencyConflict] = []
         rows: list[dict[str, Any]] = []
         created: list[dict[str, Any]] = []
         for item in batch:
@@ -360,41 +359,27 @@ class Store:
             if key is not None and key in stored:
                 outcomes.append(_replay(item, stored[key]))
             elif key is not None and key in in_batch:
-                task_id, request_hash = in_batch[key]
+                earlier, request_hash = in_batch[key]
                 outcomes.append(
-                    (task_id, False)
+                    (earlier, False)
                     if request_hash == item.request_hash
-                    else IdempotencyConflict(tenant=key[0], idempotency_key=key[1], task_id=task_id)
+                    else IdempotencyConflict(tenant=key[0], idempotency_key=key[1], task_id=earlier.id)
                 )
             else:
                 task_id = new_id("tsk", now_ms=_ms(now))
                 rows.append(_task_row(item, task_id, now))
                 created.append(
-                    {
-                        "task_id": task_id,
-                        "attempt_id": None,
-                        "at": now,
-                        "actor": item.actor,
-                        "kind": "task.created",
-                        "from_state": None,
-                        "to_state": TaskState.QUEUED.value,
-                        "detail": {},
-                    }
+                    _event_row(task_id=task_id, at=now, actor=item.actor, kind="task.created", to_state="queued")
                 )
-                outcomes.append((task_id, True))
+                # exactly the row just written, so no read-back round trip
+                task = Task(id=task_id, spec=item.spec, state=TaskState.QUEUED, created_at=now, updated_at=now)
+                outcomes.append((task, True))
                 if key is not None:
-                    in_batch[key] = (task_id, item.request_hash)
+                    in_batch[key] = (task, item.request_hash)
         if rows:
             conn.execute(insert(tasks), rows)
             conn.execute(insert(events), created)
-        wanted = {o[0] for o in outcomes if isinstance(o, tuple) and isinstance(o[0], str)}
-        read_back = (
-            {r.id: _task(r) for r in conn.execute(select(tasks).where(tasks.c.id.in_(wanted))).all()} if wanted else {}
-        )
-        return [
-            (read_back[o[0]], o[1]) if isinstance(o, tuple) and isinstance(o[0], str) else o  # type: ignore[misc]
-            for o in outcomes
-        ]
+        return outcomes
 
     def get_task(self, task_id: str) -> Task:
         """The task, or :class:`NotFound`."""
