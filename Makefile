@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps run demo check test bench bench-core bench-api clean
+.PHONY: setup system-deps run demo check test bench bench-core bench-api bench-policy clean
 
 # Debian packages: ffmpeg/ffprobe for the core, PostgreSQL 15 for the store's tests.
 # Installed when missing and we are root (CI, containers); otherwise say what to install.
@@ -46,13 +46,16 @@ check: setup
 test: setup
 	$(VENV)/bin/pytest
 
-bench: bench-core bench-api
+bench: bench-core bench-api bench-policy
 
 bench-core: setup
 	$(PY) -m bench.core
 
 bench-api: setup
 	$(PY) -m bench.api
+
+bench-policy: setup
+	$(PY) -m bench.policy
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -21,8 +21,12 @@ class Target:
     provider: str  # local, kubernetes, aws, azure
     private: bool
     regions: tuple[str, ...] = ()
+    zones: tuple[str, ...] = ()
+    #: instance types or VM sizes, preferred first
     instance_types: tuple[str, ...] = ()
     max_price_usd_h: float | None = None
+    #: PromQL giving the target's GPU utilisation (0..1)
+    gpu_utilization_query: str | None = None
     #: provider-specific settings (namespace, image, subnet, resource group, slots, ...)
     settings: dict[str, Any] = field(default_factory=dict)
 

@@ -1,51 +1,42 @@
-"""The policy document: targets, ordered rules, and its version.
+"""The parsed policy: targets, thresholds and ordered rules, as frozen values.
 
-A policy is parsed once from JSON (``parse_policy``) into frozen values and
-never changes afterwards; ``plan()`` only reads it. Its ``version`` is the
-sha256 of the document's canonical JSON (sorted keys, no whitespace, UTF-8),
-so the same document always has the same version whatever its formatting.
-
-Minimal language (the policy-engine issue grows it)::
-
-    {
-      "targets": [{"name": "local", "provider": "local", "private": true, "settings": {"slots": 2}}],
-      "rules": [
-        {"name": "film", "match": {"data_sensitivity": "private"}, "targets": ["local"]},
-        {"name": "rest", "targets": ["k8s", "aws"], "exclude": ["azure"]}
-      ]
-    }
-
-A rule's ``match`` fields (``priority``, ``data_sensitivity``, ``kind``,
-``tenant``) take one value or a list; an absent field matches anything.
+A policy is parsed once from JSON (:func:`controlplane.policy.parse_policy`)
+and never changes afterwards; ``plan()`` only reads it. Its ``version`` is
+the sha256 of the document's canonical JSON (sorted keys, no whitespace,
+UTF-8), so the same document always has the same version whatever its
+formatting. docs/policies.md is the reference for the JSON form.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from functools import cached_property
+from typing import Any
 
 from controlplane.domain import DataSensitivity, Priority, Target, TaskKind
 
 __all__ = [
+    "CLOUD_PROVIDERS",
     "PROVIDERS",
+    "Actions",
+    "Conditions",
     "Match",
     "Policy",
     "PolicyError",
+    "Range",
     "Rule",
+    "Thresholds",
     "canonical_json",
-    "parse_policy",
     "policy_version",
 ]
 
 #: the providers a target may name, in the order error messages list them
 PROVIDERS: tuple[str, ...] = ("local", "kubernetes", "aws", "azure")
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
-_E = TypeVar("_E", Priority, DataSensitivity, TaskKind)
+#: providers whose targets are clouds (``use_cloud`` chooses between these and the rest)
+CLOUD_PROVIDERS: tuple[str, ...] = ("aws", "azure")
 
 
 class PolicyError(ValueError):
@@ -58,24 +49,143 @@ class PolicyError(ValueError):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Range:
+    """An inclusive numeric range; a missing bound is open."""
+
+    min: float | None = None
+    max: float | None = None
+
+    def holds(self, value: float | None) -> bool:
+        """Whether ``value`` is inside; an unknown value is inside only an unbounded range."""
+        if value is None:
+            return self.min is None and self.max is None
+        return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
+
+    def describe(self) -> str:
+        if self.min is not None and self.max is not None:
+            return f"{self.min:g}..{self.max:g}"
+        if self.min is not None:
+            return f">= {self.min:g}"
+        return f"<= {self.max:g}" if self.max is not None else "any"
+
+
+@dataclass(frozen=True, kw_only=True)
 class Match:
-    """What a rule applies to; an empty tuple means "any"."""
+    """What a rule applies to, on the task alone; an empty field means "any"."""
 
     priority: tuple[Priority, ...] = ()
     data_sensitivity: tuple[DataSensitivity, ...] = ()
     kind: tuple[TaskKind, ...] = ()
     tenant: tuple[str, ...] = ()
+    #: label -> accepted values; ``("*",)`` means "present, any value"
+    labels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    deadline_seconds: Range | None = None
+    input_bytes: Range | None = None
+
+    @cached_property
+    def listed(self) -> dict[str, str]:
+        """Each field's accepted values, joined once for the trace (plan() runs hot)."""
+        return {
+            "priority": ", ".join(self.priority),
+            "data_sensitivity": ", ".join(self.data_sensitivity),
+            "kind": ", ".join(self.kind),
+            "tenant": ", ".join(self.tenant),
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Conditions:
+    """What the live signals must show for a rule to apply; every given condition must hold.
+
+    A stale or missing signal makes its condition false, so an unknown load
+    or price is never the reason a rule (for example "go to the cloud") fires.
+    """
+
+    #: targets that must be at peak load (utilisation, free GPUs or queue depth past the thresholds)
+    peak: tuple[str, ...] = ()
+    #: target -> utilisation (0..1) it must be above
+    gpu_utilization_above: Mapping[str, float] = field(default_factory=dict)
+    #: target -> free GPUs it must be below
+    free_gpus_below: Mapping[str, float] = field(default_factory=dict)
+    queue_depth_above: float | None = None
+    #: at least one of the rule's cloud targets has a fresh spot price within its max price
+    spot_price_under_budget: bool = False
+    budget_left_today_usd_above: float | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.peak
+            or self.gpu_utilization_above
+            or self.free_gpus_below
+            or self.queue_depth_above is not None
+            or self.spot_price_under_budget
+            or self.budget_left_today_usd_above is not None
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Actions:
+    """What a matching rule does to the candidate list."""
+
+    #: preferred targets, best first; empty means every target in document order
+    targets: tuple[str, ...] = ()
+    #: never these (rejected ``excluded_by_rule``)
+    exclude: tuple[str, ...] = ()
+    #: only these, whatever else the rule says (others rejected ``not_required``)
+    require: tuple[str, ...] = ()
+    #: True: cloud targets only; False: private-cloud and local targets only; None: no filter
+    use_cloud: bool | None = None
+    cloud_provider: str | None = None
+    #: replaces the target's first instance type / VM size
+    instance_type: str | None = None
+    #: caps every target's max spot price
+    max_price_usd_h: float | None = None
+    #: launch on this many candidates at once, keep the first that runs (1 = no hedging)
+    hedge: int = 1
 
 
 @dataclass(frozen=True, kw_only=True)
 class Rule:
-    """One rule: when ``match`` holds, try ``targets`` in order (all targets when empty), minus ``exclude``."""
+    """One rule: when ``match`` and ``when`` hold, ``actions`` shape the plan."""
 
     name: str
     match: Match = field(default_factory=Match)
-    #: preferred targets, best first; empty means every target in document order
-    targets: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
+    when: Conditions = field(default_factory=Conditions)
+    actions: Actions = field(default_factory=Actions)
+    description: str = ""
+
+    @cached_property
+    def no_match_lines(self) -> dict[tuple[str, str], str]:
+        """Trace lines already written for (field, task value); filled by plan(), same text every time."""
+        return {}
+
+    # the minimal language's names, still used by callers and tests
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return self.actions.targets
+
+    @property
+    def exclude(self) -> tuple[str, ...]:
+        return self.actions.exclude
+
+
+@dataclass(frozen=True, kw_only=True)
+class Thresholds:
+    """Documented defaults for peak load, signal freshness and the daily budget."""
+
+    #: a target is at peak when its GPU utilisation is above this (0..1) ...
+    peak_gpu_utilization: float = 0.85
+    #: ... or its free GPUs are below this ...
+    peak_free_gpus_below: float = 1.0
+    #: ... or the queue holds more than this many tasks
+    peak_queue_depth: float = 100.0
+    #: spot prices older than this are stale: never a reason to choose a cloud
+    price_ttl_seconds: float = 600.0
+    #: utilisation, free GPUs and queue depth older than this are stale
+    load_ttl_seconds: float = 120.0
+    #: the day's cloud budget; None means no budget conditions can hold
+    daily_budget_usd: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,6 +196,9 @@ class Policy:
     version: str
     targets: tuple[Target, ...]
     rules: tuple[Rule, ...] = ()
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    #: True when the document was the seed's ``task_rules`` form
+    from_seed: bool = False
 
     def target(self, name: str) -> Target | None:
         """The target called ``name``, if the policy defines one."""
@@ -103,180 +216,3 @@ def canonical_json(document: Any) -> str:
 def policy_version(document: Mapping[str, Any]) -> str:
     """sha256 hex digest of ``canonical_json(document)``."""
     return hashlib.sha256(canonical_json(document).encode("utf-8")).hexdigest()
-
-
-# -- parsing ----------------------------------------------------------------------------------------
-
-_TOP_KEYS = frozenset({"$schema", "description", "targets", "rules"})
-_TARGET_KEYS = frozenset(
-    {"name", "provider", "private", "regions", "instance_types", "max_price_usd_h", "settings", "description"}
-)
-_RULE_KEYS = frozenset({"name", "description", "match", "targets", "exclude"})
-_MATCH_KEYS = frozenset({"priority", "data_sensitivity", "kind", "tenant"})
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
-
-
-def _object(value: Any, path: str, allowed: frozenset[str]) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise PolicyError(path, f"must be an object, not {_type_name(value)}")
-    for key in sorted(value):
-        if key not in allowed:
-            where = f"{path}.{key}" if path else key
-            raise PolicyError(where, f"unknown field (allowed: {', '.join(sorted(allowed))})")
-    return value
-
-
-def _string_list(value: Any, path: str) -> tuple[str, ...]:
-    if not isinstance(value, list):
-        raise PolicyError(path, f"must be an array of strings, not {_type_name(value)}")
-    for index, item in enumerate(value):
-        if not isinstance(item, str) or not item:
-            raise PolicyError(f"{path}[{index}]", "must be a non-empty string")
-    return tuple(value)
-
-
-def _name(value: Any, path: str) -> str:
-    if not isinstance(value, str) or not _NAME.match(value):
-        raise PolicyError(path, "must be a name of 1..63 of [a-z0-9_.-], starting with a letter or digit")
-    return value
-
-
-def _one_or_many(value: Any, path: str) -> tuple[str, ...]:
-    """A match field: one string or a non-empty list of strings."""
-    if isinstance(value, str):
-        return (value,)
-    items = _string_list(value, path)
-    if not items:
-        raise PolicyError(path, "must not be empty (leave the field out to match anything)")
-    return items
-
-
-def _enum_values(value: Any, path: str, enum: type[_E]) -> tuple[_E, ...]:
-    items = _one_or_many(value, path)
-    allowed = [member.value for member in enum]
-    out: list[_E] = []
-    for index, item in enumerate(items):
-        if item not in allowed:
-            where = path if isinstance(value, str) else f"{path}[{index}]"
-            raise PolicyError(where, f"must be one of {', '.join(allowed)}")
-        out.append(enum(item))
-    return tuple(out)
-
-
-def _parse_target(value: Any, path: str) -> Target:
-    raw = _object(value, path, _TARGET_KEYS)
-    for required in ("name", "provider", "private"):
-        if required not in raw:
-            raise PolicyError(f"{path}.{required}", "is required")
-    name = _name(raw["name"], f"{path}.name")
-    provider = raw["provider"]
-    if provider not in PROVIDERS:
-        raise PolicyError(f"{path}.provider", f"must be one of {', '.join(PROVIDERS)}")
-    private = raw["private"]
-    if not isinstance(private, bool):
-        raise PolicyError(f"{path}.private", f"must be true or false, not {_type_name(private)}")
-    regions = _string_list(raw.get("regions", []), f"{path}.regions")
-    instance_types = _string_list(raw.get("instance_types", []), f"{path}.instance_types")
-    max_price = raw.get("max_price_usd_h")
-    if max_price is not None and (
-        isinstance(max_price, bool)
-        or not isinstance(max_price, (int, float))
-        or not math.isfinite(max_price)
-        or max_price <= 0
-    ):
-        raise PolicyError(f"{path}.max_price_usd_h", "must be a positive number or null")
-    settings = raw.get("settings", {})
-    if not isinstance(settings, dict):
-        raise PolicyError(f"{path}.settings", f"must be an object, not {_type_name(settings)}")
-    return Target(
-        name=name,
-        provider=provider,
-        private=private,
-        regions=regions,
-        instance_types=instance_types,
-        max_price_usd_h=None if max_price is None else float(max_price),
-        settings=dict(settings),
-    )
-
-
-def _target_refs(value: Any, path: str, known: Sequence[str]) -> tuple[str, ...]:
-    names = _string_list(value, path)
-    seen: set[str] = set()
-    for index, name in enumerate(names):
-        if name not in known:
-            raise PolicyError(f"{path}[{index}]", f"unknown target {name!r} (targets: {', '.join(known)})")
-        if name in seen:
-            raise PolicyError(f"{path}[{index}]", f"target {name!r} is listed twice")
-        seen.add(name)
-    return names
-
-
-def _parse_rule(value: Any, path: str, index: int, known: Sequence[str]) -> Rule:
-    raw = _object(value, path, _RULE_KEYS)
-    name = _name(raw["name"], f"{path}.name") if "name" in raw else f"rules[{index}]"
-    match_raw = _object(raw.get("match", {}), f"{path}.match", _MATCH_KEYS)
-    mpath = f"{path}.match"
-    match = Match(
-        priority=_enum_values(match_raw["priority"], f"{mpath}.priority", Priority) if "priority" in match_raw else (),
-        data_sensitivity=(
-            _enum_values(match_raw["data_sensitivity"], f"{mpath}.data_sensitivity", DataSensitivity)
-            if "data_sensitivity" in match_raw
-            else ()
-        ),
-        kind=_enum_values(match_raw["kind"], f"{mpath}.kind", TaskKind) if "kind" in match_raw else (),
-        tenant=_one_or_many(match_raw["tenant"], f"{mpath}.tenant") if "tenant" in match_raw else (),
-    )
-    targets = _target_refs(raw.get("targets", []), f"{path}.targets", known)
-    exclude = _target_refs(raw.get("exclude", []), f"{path}.exclude", known)
-    return Rule(name=name, match=match, targets=targets, exclude=exclude)
-
-
-def parse_policy(document: Any) -> Policy:
-    """Validate a decoded JSON document and build the :class:`Policy`.
-
-    Raises :class:`PolicyError` naming the JSON path of the first bad field,
-    e.g. ``targets[1].provider: must be one of local, kubernetes, aws, azure``.
-    """
-    raw = _object(document, "", _TOP_KEYS)
-    if "targets" not in raw:
-        raise PolicyError("targets", "is required")
-    if not isinstance(raw["targets"], list):
-        raise PolicyError("targets", f"must be an array, not {_type_name(raw['targets'])}")
-    if not raw["targets"]:
-        raise PolicyError("targets", "must name at least one target")
-    targets: list[Target] = []
-    for index, item in enumerate(raw["targets"]):
-        target = _parse_target(item, f"targets[{index}]")
-        if any(existing.name == target.name for existing in targets):
-            raise PolicyError(f"targets[{index}].name", f"duplicate target name {target.name!r}")
-        targets.append(target)
-    known = [target.name for target in targets]
-    rules_raw = raw.get("rules", [])
-    if not isinstance(rules_raw, list):
-        raise PolicyError("rules", f"must be an array, not {_type_name(rules_raw)}")
-    rules: list[Rule] = []
-    for index, item in enumerate(rules_raw):
-        rule = _parse_rule(item, f"rules[{index}]", index, known)
-        if any(existing.name == rule.name for existing in rules):
-            raise PolicyError(f"rules[{index}].name", f"duplicate rule name {rule.name!r}")
-        rules.append(rule)
-    try:
-        version = policy_version(raw)
-    except ValueError as exc:  # NaN / Infinity somewhere in settings
-        raise PolicyError("", f"is not representable as canonical JSON: {exc}") from exc
-    return Policy(version=version, targets=tuple(targets), rules=tuple(rules))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from controlplane.policy.model import Policy, PolicyError, parse_policy
+from controlplane.policy.model import Policy, PolicyError
+from controlplane.policy.parse import parse_policy
 
 __all__ = ["DEFAULT_POLICY_PATH", "MAX_POLICY_BYTES", "load_policy_file", "loads_policy"]
 

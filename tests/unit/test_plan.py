@@ -44,15 +44,21 @@ def _task(
     return Task(id=task_id, spec=spec, state=TaskState.QUEUED, created_at=NOW, updated_at=NOW)
 
 
-def _capacity(**free: float | tuple[float, float]) -> SignalSnapshot:
-    """capacity/<target> samples: a number (fresh) or (value, age in seconds); TTL 60 s."""
+def _signals(values: dict[str, float | tuple[float, float]]) -> SignalSnapshot:
+    """Samples by full name (``spot_price/aws/us-east-1/g4dn.xlarge``): a number (1 s old) or (value, age); TTL 60 s."""
     samples = {}
-    for name, spec in free.items():
+    for name, spec in values.items():
         value, age = spec if isinstance(spec, tuple) else (spec, 1.0)
-        samples[f"capacity/{name}"] = SignalSample(
-            source="capacity", key=name, value=value, observed_at=NOW - timedelta(seconds=age), ttl_seconds=60
+        source, _, key = name.partition("/")
+        samples[f"{source}/{key}"] = SignalSample(
+            source=source, key=key, value=value, observed_at=NOW - timedelta(seconds=age), ttl_seconds=60
         )
     return SignalSnapshot(taken_at=NOW, samples=samples)
+
+
+def _capacity(**free: float | tuple[float, float]) -> SignalSnapshot:
+    """free_gpus/<target> samples: a number (fresh) or (value, age in seconds); TTL 60 s."""
+    return _signals({f"free_gpus/{name}": spec for name, spec in free.items()})
 
 
 HYBRID: dict[str, Any] = {
@@ -95,12 +101,22 @@ def test_the_default_policy_places_everything_locally() -> None:
 
 def test_first_matching_rule_wins_and_the_trace_says_why_others_did_not() -> None:
     result = plan(_task(priority=Priority.URGENT, kind=TaskKind.VIDEO), EMPTY, POLICY, NOW)
-    assert _names(result) == ["azure", "aws"]
+    # azure has a max price and no fresh price: a cloud is never chosen on an unknown price
+    assert _names(result) == ["aws"]
     assert result.trace[0].startswith("rule film: no match (data_sensitivity public not in [private])")
     assert result.trace[1].startswith("rule urgent: matched")
-    assert result.trace[2] == "rule campaign: not evaluated (rule urgent matched first)"
-    assert {r.target: r.code for r in result.rejections} == {"local": "excluded_by_rule", "k8s": "excluded_by_rule"}
-    assert result.candidates[0].reasons[0] == "rule urgent ranks it 1 of 2"
+    assert result.trace[2] == "2 later rule(s) not evaluated (first match wins)"
+    assert {r.target: r.code for r in result.rejections} == {
+        "local": "excluded_by_rule",
+        "k8s": "excluded_by_rule",
+        "azure": "stale_price",
+    }
+    assert result.candidates[0].reasons[0] == "rule urgent ranks it 2 of 2"
+    priced = plan(
+        _task(priority=Priority.URGENT, kind=TaskKind.VIDEO), _signals({"spot_price/azure/-/-": 0.4}), POLICY, NOW
+    )
+    assert _names(priced) == ["azure", "aws"]
+    assert priced.candidates[0].expected_usd_h == 0.4
     # the urgent rule needs a video: an urgent image falls through to the later rules
     image = plan(_task(priority=Priority.URGENT, kind=TaskKind.IMAGE), EMPTY, POLICY, NOW)
     assert "rule urgent: no match (kind image not in [video])" in image.trace
@@ -126,7 +142,7 @@ def test_no_rule_matching_falls_back_to_every_target_in_document_order() -> None
         {"targets": HYBRID["targets"], "rules": [{"match": {"tenant": "nobody"}, "targets": ["aws"]}]}
     )
     result = plan(_task(), EMPTY, policy, NOW)
-    assert _names(result) == ["local", "k8s", "aws", "azure"]
+    assert _names(result) == ["local", "k8s", "aws"]  # azure: max price, no price
     assert "rule default: no rule matched; every target in document order" in result.trace
 
 
@@ -160,23 +176,23 @@ def test_a_full_target_is_rejected_on_a_fresh_capacity_signal() -> None:
     assert _names(result) == ["k8s", "aws"]
     local = next(r for r in result.rejections if r.target == "local")
     assert local.code == "no_capacity"
-    assert "capacity/local = 0" in local.detail
-    assert result.signals_used["capacity/local"] == {
+    assert "free_gpus/local = 0" in local.detail
+    assert result.signals_used["free_gpus/local"] == {
         "value": 0,
         "age_seconds": 1.0,
         "ttl_seconds": 60,
         "stale": False,
         "missing": False,
     }
-    assert "3 free (capacity/k8s, 1.0s old)" in result.candidates[0].reasons
+    assert "3 free GPU(s)" in result.candidates[0].reasons
 
 
 def test_stale_or_missing_signals_are_recorded_but_never_used() -> None:
     result = plan(_task(), _capacity(local=(0, 600), k8s=(5, 600)), POLICY, NOW)
     assert _names(result) == ["local", "k8s", "aws"]  # a stale zero does not reject
-    assert result.signals_used["capacity/local"]["stale"] is True
-    assert result.signals_used["capacity/local"]["age_seconds"] == 600.0
-    assert result.signals_used["capacity/aws"] == {
+    assert result.signals_used["free_gpus/local"]["stale"] is True
+    assert result.signals_used["free_gpus/local"]["age_seconds"] == 600.0
+    assert result.signals_used["free_gpus/aws"] == {
         "value": None,
         "age_seconds": None,
         "stale": True,
@@ -184,7 +200,7 @@ def test_stale_or_missing_signals_are_recorded_but_never_used() -> None:
     }
     for candidate in result.candidates:  # a stale value is never a reason to choose
         assert not any("free" in reason for reason in candidate.reasons)
-    assert any("capacity/local: stale" in line for line in result.trace)
+    assert any("free_gpus/local: stale" in line for line in result.trace)
 
 
 def test_plan_is_deterministic_and_does_not_touch_its_inputs() -> None:
@@ -194,7 +210,7 @@ def test_plan_is_deterministic_and_does_not_touch_its_inputs() -> None:
     assert plan(_task(), snapshot, POLICY, NOW) == first
     assert (POLICY, snapshot) == before
     later = plan(_task(), snapshot, POLICY, NOW + timedelta(seconds=30))
-    assert later.signals_used["capacity/local"]["age_seconds"] == 31.0
+    assert later.signals_used["free_gpus/local"]["age_seconds"] == 31.0
 
 
 def test_policy_version_is_stable() -> None:
@@ -216,6 +232,7 @@ def _policies(draw: st.DrawFn) -> Policy:
             "name": n,
             "provider": draw(st.sampled_from(["local", "kubernetes", "aws", "azure"])),
             "private": draw(st.booleans()),
+            **({"max_price_usd_h": draw(st.sampled_from([0.25, 0.5]))} if draw(st.booleans()) else {}),
         }
         for n in names
     ]
@@ -237,6 +254,23 @@ def _policies(draw: st.DrawFn) -> Policy:
         rule: dict[str, Any] = {"name": f"r{index}", "match": match}
         rule["targets"] = draw(st.lists(st.sampled_from(names), unique=True, max_size=len(names)))
         rule["exclude"] = draw(st.lists(st.sampled_from(names), unique=True, max_size=len(names)))
+        when: dict[str, Any] = {}
+        if draw(st.booleans()):
+            when["peak"] = draw(st.sampled_from(names))
+        if draw(st.booleans()):
+            when["spot_price_under_budget"] = True
+        if draw(st.booleans()):
+            when["queue_depth_above"] = draw(st.integers(0, 200))
+        if when:
+            rule["when"] = when
+        use_cloud = draw(st.sampled_from([None, True, False]))
+        if use_cloud is not None:
+            rule["use_cloud"] = use_cloud
+            if use_cloud and draw(st.booleans()):
+                rule["cloud_provider"] = draw(st.sampled_from(["aws", "azure"]))
+        if draw(st.booleans()):
+            rule["max_price_usd_h"] = draw(st.sampled_from([0.2, 0.5, 1.0]))
+        rule["hedge"] = draw(st.integers(1, 3))
         rules.append(rule)
     return parse_policy({"targets": targets, "rules": rules})
 
@@ -248,9 +282,17 @@ _tasks = st.builds(
     st.sampled_from(TaskKind),
     st.sampled_from(["acme", "marketing", "film"]),
 )
+_SIGNAL_NAMES = (
+    [f"free_gpus/{n}" for n in _NAMES]
+    + [f"gpu_utilization/{n}" for n in _NAMES]
+    + [f"spot_price/{p}/-/-" for p in ("aws", "azure")]
+    + ["queue/depth"]
+)
 _snapshots = st.dictionaries(
-    st.sampled_from(_NAMES), st.tuples(st.integers(0, 4).map(float), st.floats(0, 300)), max_size=6
-).map(lambda d: _capacity(**d))
+    st.sampled_from(_SIGNAL_NAMES),
+    st.tuples(st.sampled_from([0.0, 0.1, 0.3, 0.6, 0.95, 1.0, 3.0, 150.0]), st.floats(0, 900)),
+    max_size=12,
+).map(_signals)
 
 
 @settings(max_examples=300, deadline=None)
@@ -270,6 +312,13 @@ def test_any_plan_keeps_private_data_private_and_accounts_for_every_target(
     assert all(r.code and r.detail for r in result.rejections)
     assert all(c.reasons for c in result.candidates)
     assert plan(task, snapshot, policy, NOW) == result
-    for key, used in result.signals_used.items():
-        assert key.startswith("capacity/")
+    for used in result.signals_used.values():
         assert used["missing"] or used["age_seconds"] >= 0
+    for rejection in result.rejections:  # a stale or missing price never puts a cloud in the plan
+        assert rejection.code in {"private_data", "excluded_by_rule", "no_capacity", "price_above_max", "stale_price"}
+    for candidate in result.candidates:
+        if candidate.max_price_usd_h is not None and candidate.provider in ("aws", "azure"):
+            assert candidate.expected_usd_h is not None
+            assert candidate.expected_usd_h <= candidate.max_price_usd_h
+    groups = [c.hedge_group for c in result.candidates]
+    assert groups == sorted(groups, key=lambda g: g is None)  # hedged candidates come first

@@ -49,6 +49,9 @@ def test_the_default_policy_validates_against_the_published_schema() -> None:
     schema = json.loads(SCHEMA.read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     jsonschema.Draft202012Validator(schema).validate(json.loads(DEFAULT_POLICY_PATH.read_text()))
+    for example in sorted((REPO / "policies" / "examples").glob("*.json")):
+        jsonschema.Draft202012Validator(schema).validate(json.loads(example.read_text()))
+        load_policy_file(example)  # and the loader agrees
     # and the schema refuses what the loader refuses
     bad = _doc()
     bad["targets"][1]["provider"] = "gcp"
@@ -106,10 +109,12 @@ def _bad_target(field: str, value: Any) -> dict[str, Any]:
         (_doc(rules=[{"match": {"priority": "asap"}}]), "rules[0].match.priority: must be one of low, normal"),
         (_doc(rules=[{"match": {"kind": ["image", "gif"]}}]), "rules[0].match.kind[1]: must be one of image, video"),
         (_doc(rules=[{"match": {"tenant": []}}]), "rules[0].match.tenant: must not be empty"),
-        (_doc(rules=[{"match": {"labels": {}}}]), "rules[0].match.labels: unknown field"),
+        (_doc(rules=[{"match": {"labels": {}}}]), "rules[0].match.labels: must be a non-empty object"),
+        (_doc(rules=[{"match": {"colour": "red"}}]), "rules[0].match.colour: unknown field"),
         (_doc(rules=[{"name": "a"}, {"name": "a"}]), "rules[1].name: duplicate rule name 'a'"),
         (_doc(rules=["x"]), "rules[0]: must be an object, not string"),
-        (_doc(task_rules=[]), "task_rules: unknown field"),
+        (_doc(task_rules=[]), "task_rules: the seed form stands alone"),
+        (_doc(budget=5), "budget: unknown field"),
         ([], "must be an object, not array"),
     ],
 )

@@ -1,0 +1,405 @@
+"""JSON -> :class:`Policy`, refusing anything that is not exactly right.
+
+Every error is a :class:`PolicyError` whose ``path`` is the JSON path of the
+bad field (``rules[2].when.gpu_utilization_above.k8s``). The first error
+stops the parse; ``fusionctl policy validate`` adds the semantic checks of
+:mod:`controlplane.policy.checks` on top.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from controlplane.domain import DataSensitivity, Priority, Target, TaskKind
+from controlplane.policy.model import (
+    CLOUD_PROVIDERS,
+    PROVIDERS,
+    Actions,
+    Conditions,
+    Match,
+    Policy,
+    PolicyError,
+    Range,
+    Rule,
+    Thresholds,
+    policy_version,
+)
+from controlplane.policy.seed import SEED_KEY, seed_document
+
+__all__ = ["parse_policy"]
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+_LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_E = TypeVar("_E", Priority, DataSensitivity, TaskKind)
+
+_TOP_KEYS = frozenset({"$schema", "description", "thresholds", "targets", "rules", SEED_KEY})
+_TARGET_KEYS = frozenset(
+    {
+        "name",
+        "provider",
+        "private",
+        "regions",
+        "zones",
+        "instance_types",
+        "max_price_usd_h",
+        "gpu_utilization_query",
+        "settings",
+        "description",
+    }
+)
+_RULE_KEYS = frozenset(
+    {
+        "name",
+        "description",
+        "match",
+        "when",
+        "targets",
+        "exclude",
+        "require",
+        "use_cloud",
+        "cloud_provider",
+        "instance_type",
+        "max_price_usd_h",
+        "hedge",
+    }
+)
+_MATCH_KEYS = frozenset({"priority", "data_sensitivity", "kind", "tenant", "labels", "deadline_seconds", "input_bytes"})
+_WHEN_KEYS = frozenset(
+    {
+        "peak",
+        "gpu_utilization_above",
+        "free_gpus_below",
+        "queue_depth_above",
+        "spot_price_under_budget",
+        "budget_left_today_usd_above",
+    }
+)
+_THRESHOLD_KEYS = frozenset(
+    {
+        "peak_gpu_utilization",
+        "peak_free_gpus_below",
+        "peak_queue_depth",
+        "price_ttl_seconds",
+        "load_ttl_seconds",
+        "daily_budget_usd",
+    }
+)
+MAX_HEDGE = 4
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _at(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _object(value: Any, path: str, allowed: frozenset[str]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise PolicyError(path, f"must be an object, not {_type_name(value)}")
+    for key in sorted(value):
+        if key not in allowed:
+            raise PolicyError(_at(path, key), f"unknown field (allowed: {', '.join(sorted(allowed))})")
+    return value
+
+
+def _string_list(value: Any, path: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise PolicyError(path, f"must be an array of strings, not {_type_name(value)}")
+    for index, item in enumerate(value):
+        if not isinstance(item, str) or not item:
+            raise PolicyError(f"{path}[{index}]", "must be a non-empty string")
+    return tuple(value)
+
+
+def _name(value: Any, path: str) -> str:
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise PolicyError(path, "must be a name of 1..63 of [a-z0-9_.-], starting with a letter or digit")
+    return value
+
+
+def _number(value: Any, path: str, *, low: float | None = None, high: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise PolicyError(path, f"must be a number, not {_type_name(value)}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"{'-inf' if low is None else f'{low:g}'}..{'inf' if high is None else f'{high:g}'}"
+        raise PolicyError(path, f"must be within {bounds}")
+    return float(value)
+
+
+def _positive_price(value: Any, path: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise PolicyError(path, "must be a positive number or null")
+    price = float(value)
+    if price <= 0:
+        raise PolicyError(path, "must be a positive number or null")
+    return price
+
+
+def _bool(value: Any, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise PolicyError(path, f"must be true or false, not {_type_name(value)}")
+    return value
+
+
+def _one_or_many(value: Any, path: str) -> tuple[str, ...]:
+    """A match field: one string or a non-empty list of strings."""
+    if isinstance(value, str):
+        return (value,)
+    items = _string_list(value, path)
+    if not items:
+        raise PolicyError(path, "must not be empty (leave the field out to match anything)")
+    return items
+
+
+def _enum_values(value: Any, path: str, enum: type[_E]) -> tuple[_E, ...]:
+    items = _one_or_many(value, path)
+    allowed = [member.value for member in enum]
+    out: list[_E] = []
+    for index, item in enumerate(items):
+        if item not in allowed:
+            where = path if isinstance(value, str) else f"{path}[{index}]"
+            raise PolicyError(where, f"must be one of {', '.join(allowed)}")
+        out.append(enum(item))
+    return tuple(out)
+
+
+def _range(value: Any, path: str) -> Range:
+    raw = _object(value, path, frozenset({"min", "max"}))
+    if not raw:
+        raise PolicyError(path, "needs min, max or both")
+    low = _number(raw["min"], _at(path, "min"), low=0) if "min" in raw else None
+    high = _number(raw["max"], _at(path, "max"), low=0) if "max" in raw else None
+    if low is not None and high is not None and low > high:
+        raise PolicyError(_at(path, "min"), f"is above max ({low:g} > {high:g})")
+    return Range(min=low, max=high)
+
+
+def _parse_target(value: Any, path: str) -> Target:
+    raw = _object(value, path, _TARGET_KEYS)
+    for required in ("name", "provider", "private"):
+        if required not in raw:
+            raise PolicyError(f"{path}.{required}", "is required")
+    name = _name(raw["name"], f"{path}.name")
+    provider = raw["provider"]
+    if provider not in PROVIDERS:
+        raise PolicyError(f"{path}.provider", f"must be one of {', '.join(PROVIDERS)}")
+    query = raw.get("gpu_utilization_query")
+    if query is not None and (not isinstance(query, str) or not query.strip()):
+        raise PolicyError(f"{path}.gpu_utilization_query", "must be a non-empty PromQL string")
+    settings = raw.get("settings", {})
+    if not isinstance(settings, dict):
+        raise PolicyError(f"{path}.settings", f"must be an object, not {_type_name(settings)}")
+    return Target(
+        name=name,
+        provider=provider,
+        private=_bool(raw["private"], f"{path}.private"),
+        regions=_string_list(raw.get("regions", []), f"{path}.regions"),
+        zones=_string_list(raw.get("zones", []), f"{path}.zones"),
+        instance_types=_string_list(raw.get("instance_types", []), f"{path}.instance_types"),
+        max_price_usd_h=_positive_price(raw.get("max_price_usd_h"), f"{path}.max_price_usd_h"),
+        gpu_utilization_query=query,
+        settings=dict(settings),
+    )
+
+
+def _target_refs(value: Any, path: str, known: Sequence[str]) -> tuple[str, ...]:
+    names = _string_list(value, path)
+    seen: set[str] = set()
+    for index, name in enumerate(names):
+        if name not in known:
+            raise PolicyError(f"{path}[{index}]", f"unknown target {name!r} (targets: {', '.join(known)})")
+        if name in seen:
+            raise PolicyError(f"{path}[{index}]", f"target {name!r} is listed twice")
+        seen.add(name)
+    return names
+
+
+def _per_target(value: Any, path: str, known: Sequence[str], *, low: float, high: float | None) -> dict[str, float]:
+    raw = _object(value, path, frozenset(known))
+    if not raw:
+        raise PolicyError(path, "must name at least one target")
+    return {name: _number(raw[name], f"{path}.{name}", low=low, high=high) for name in raw}
+
+
+def _labels(value: Any, path: str) -> dict[str, tuple[str, ...]]:
+    if not isinstance(value, dict) or not value:
+        raise PolicyError(path, 'must be a non-empty object of label -> value, list of values, or "*"')
+    out: dict[str, tuple[str, ...]] = {}
+    for key in sorted(value):
+        if not _LABEL_KEY.match(key):
+            raise PolicyError(f"{path}.{key}", "is not a valid label name")
+        out[key] = _one_or_many(value[key], f"{path}.{key}")
+    return out
+
+
+def _parse_match(value: Any, path: str) -> Match:
+    raw = _object(value, path, _MATCH_KEYS)
+    return Match(
+        priority=_enum_values(raw["priority"], f"{path}.priority", Priority) if "priority" in raw else (),
+        data_sensitivity=(
+            _enum_values(raw["data_sensitivity"], f"{path}.data_sensitivity", DataSensitivity)
+            if "data_sensitivity" in raw
+            else ()
+        ),
+        kind=_enum_values(raw["kind"], f"{path}.kind", TaskKind) if "kind" in raw else (),
+        tenant=_one_or_many(raw["tenant"], f"{path}.tenant") if "tenant" in raw else (),
+        labels=_labels(raw["labels"], f"{path}.labels") if "labels" in raw else {},
+        deadline_seconds=_range(raw["deadline_seconds"], f"{path}.deadline_seconds")
+        if "deadline_seconds" in raw
+        else None,
+        input_bytes=_range(raw["input_bytes"], f"{path}.input_bytes") if "input_bytes" in raw else None,
+    )
+
+
+def _parse_when(value: Any, path: str, known: Sequence[str]) -> Conditions:
+    raw = _object(value, path, _WHEN_KEYS)
+    peak: tuple[str, ...] = ()
+    if "peak" in raw:
+        peak = (
+            _target_refs([raw["peak"]], f"{path}.peak", known)
+            if isinstance(raw["peak"], str)
+            else _target_refs(raw["peak"], f"{path}.peak", known)
+        )
+    return Conditions(
+        peak=peak,
+        gpu_utilization_above=_per_target(
+            raw["gpu_utilization_above"], f"{path}.gpu_utilization_above", known, low=0, high=1
+        )
+        if "gpu_utilization_above" in raw
+        else {},
+        free_gpus_below=_per_target(raw["free_gpus_below"], f"{path}.free_gpus_below", known, low=0, high=None)
+        if "free_gpus_below" in raw
+        else {},
+        queue_depth_above=_number(raw["queue_depth_above"], f"{path}.queue_depth_above", low=0)
+        if "queue_depth_above" in raw
+        else None,
+        spot_price_under_budget=_bool(raw["spot_price_under_budget"], f"{path}.spot_price_under_budget")
+        if "spot_price_under_budget" in raw
+        else False,
+        budget_left_today_usd_above=_number(raw["budget_left_today_usd_above"], f"{path}.budget_left_today_usd_above")
+        if "budget_left_today_usd_above" in raw
+        else None,
+    )
+
+
+def _parse_rule(value: Any, path: str, index: int, known: Sequence[str]) -> Rule:
+    raw = _object(value, path, _RULE_KEYS)
+    name = _name(raw["name"], f"{path}.name") if "name" in raw else f"rules[{index}]"
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        raise PolicyError(f"{path}.description", "must be a string")
+    cloud_provider = raw.get("cloud_provider")
+    if cloud_provider is not None and cloud_provider not in CLOUD_PROVIDERS:
+        raise PolicyError(f"{path}.cloud_provider", f"must be one of {', '.join(CLOUD_PROVIDERS)}")
+    use_cloud = _bool(raw["use_cloud"], f"{path}.use_cloud") if "use_cloud" in raw else None
+    if cloud_provider is not None and use_cloud is False:
+        raise PolicyError(f"{path}.cloud_provider", "contradicts use_cloud: false")
+    instance_type = raw.get("instance_type")
+    if instance_type is not None and (not isinstance(instance_type, str) or not instance_type):
+        raise PolicyError(f"{path}.instance_type", "must be a non-empty string")
+    hedge = raw.get("hedge", 1)
+    if isinstance(hedge, bool) or not isinstance(hedge, int) or not 1 <= hedge <= MAX_HEDGE:
+        raise PolicyError(f"{path}.hedge", f"must be a whole number from 1 to {MAX_HEDGE}")
+    actions = Actions(
+        targets=_target_refs(raw.get("targets", []), f"{path}.targets", known),
+        exclude=_target_refs(raw.get("exclude", []), f"{path}.exclude", known),
+        require=_target_refs(raw.get("require", []), f"{path}.require", known),
+        use_cloud=use_cloud,
+        cloud_provider=cloud_provider,
+        instance_type=instance_type,
+        max_price_usd_h=_positive_price(raw.get("max_price_usd_h"), f"{path}.max_price_usd_h"),
+        hedge=hedge,
+    )
+    for index_, name_ in enumerate(actions.require):
+        if name_ in actions.exclude:
+            raise PolicyError(f"{path}.require[{index_}]", f"target {name_!r} is both required and excluded")
+    return Rule(
+        name=name,
+        description=description,
+        match=_parse_match(raw.get("match", {}), f"{path}.match"),
+        when=_parse_when(raw.get("when", {}), f"{path}.when", known),
+        actions=actions,
+    )
+
+
+def _parse_thresholds(value: Any) -> Thresholds:
+    raw = _object(value, "thresholds", _THRESHOLD_KEYS)
+    defaults = Thresholds()
+
+    def get(key: str, *, high: float | None = None) -> float:
+        return _number(raw[key], f"thresholds.{key}", low=0, high=high) if key in raw else getattr(defaults, key)
+
+    budget = raw.get("daily_budget_usd")
+    return Thresholds(
+        peak_gpu_utilization=get("peak_gpu_utilization", high=1),
+        peak_free_gpus_below=get("peak_free_gpus_below"),
+        peak_queue_depth=get("peak_queue_depth"),
+        price_ttl_seconds=get("price_ttl_seconds"),
+        load_ttl_seconds=get("load_ttl_seconds"),
+        daily_budget_usd=None if budget is None else _number(budget, "thresholds.daily_budget_usd", low=0),
+    )
+
+
+def parse_policy(document: Any) -> Policy:
+    """Validate a decoded JSON document and build the :class:`Policy`.
+
+    Raises :class:`PolicyError` naming the JSON path of the first bad field,
+    e.g. ``targets[1].provider: must be one of local, kubernetes, aws, azure``.
+    A document holding the seed's ``task_rules`` (alone, or next to
+    ``thresholds``) is read as the seed table describes it.
+    """
+    raw = _object(document, "", _TOP_KEYS)
+    try:
+        version = policy_version(raw)
+    except ValueError as exc:  # NaN / Infinity somewhere in settings
+        raise PolicyError("", f"is not representable as canonical JSON: {exc}") from exc
+    from_seed = SEED_KEY in raw
+    if from_seed:
+        if "targets" in raw or "rules" in raw:
+            raise PolicyError(SEED_KEY, "the seed form stands alone: write targets and rules, or task_rules")
+        raw = seed_document(raw)
+    if "targets" not in raw:
+        raise PolicyError("targets", "is required")
+    if not isinstance(raw["targets"], list):
+        raise PolicyError("targets", f"must be an array, not {_type_name(raw['targets'])}")
+    if not raw["targets"]:
+        raise PolicyError("targets", "must name at least one target")
+    targets: list[Target] = []
+    for index, item in enumerate(raw["targets"]):
+        target = _parse_target(item, f"targets[{index}]")
+        if any(existing.name == target.name for existing in targets):
+            raise PolicyError(f"targets[{index}].name", f"duplicate target name {target.name!r}")
+        targets.append(target)
+    known = [target.name for target in targets]
+    rules_raw = raw.get("rules", [])
+    if not isinstance(rules_raw, list):
+        raise PolicyError("rules", f"must be an array, not {_type_name(rules_raw)}")
+    rules: list[Rule] = []
+    for index, item in enumerate(rules_raw):
+        rule = _parse_rule(item, f"rules[{index}]", index, known)
+        if any(existing.name == rule.name for existing in rules):
+            raise PolicyError(f"rules[{index}].name", f"duplicate rule name {rule.name!r}")
+        rules.append(rule)
+    thresholds = _parse_thresholds(raw.get("thresholds", {}))
+    return Policy(
+        version=version, targets=tuple(targets), rules=tuple(rules), thresholds=thresholds, from_seed=from_seed
+    )
