@@ -323,7 +323,8 @@ def test_watch_prints_plain_lines_and_exits_by_outcome(plane: Plane) -> None:
     task = plane.submit_json()
     attempt_id = _start(plane.store, task["id"])
     plane.store.record_heartbeat(attempt_id, progress={"frames": 5, "total": 10, "fps": 10.0, "eta_s": 0.5})
-    thread = _finish_later(plane.store, task["id"], attempt_id, succeed=True)
+    # the first poll must see it running: on a loaded 2-core CI machine that took over 0.3 s
+    thread = _finish_later(plane.store, task["id"], attempt_id, succeed=True, delay_s=2.0)
     result = plane.run(["tasks", "watch", task["id"], "--interval", "0.05"])
     thread.join(timeout=10)
     assert result.exit_code == 0, result.output
@@ -346,7 +347,8 @@ def test_watch_draws_a_progress_bar_on_a_terminal(plane: Plane, monkeypatch: pyt
     task = plane.submit_json()
     attempt_id = _start(plane.store, task["id"])
     plane.store.record_heartbeat(attempt_id, progress={"frames": 5, "total": 10, "fps": 10.0, "eta_s": 0.5})
-    thread = _finish_later(plane.store, task["id"], attempt_id, succeed=True)
+    # the first poll must see it running: on a loaded 2-core CI machine that took over 0.3 s
+    thread = _finish_later(plane.store, task["id"], attempt_id, succeed=True, delay_s=2.0)
     result = plane.run(["tasks", "watch", task["id"], "--interval", "0.05"])
     thread.join(timeout=10)
     assert result.exit_code == 0, result.output
