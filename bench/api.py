@@ -33,6 +33,7 @@ from typing import Any
 
 import httpx
 
+from bench.report import write_section
 from controlplane.api.auth import create_token
 from controlplane.domain import DataSensitivity, Priority, TaskKind, TaskSpec
 from controlplane.policy import parse_policy
@@ -41,8 +42,6 @@ from controlplane.store import NewTask, Store, make_engine, upgrade
 from providers.noop import NoopProvider
 
 REPO = Path(__file__).resolve().parent.parent
-DOC = REPO / "docs" / "performance.md"
-START, END = "<!-- bench-api:start -->", "<!-- bench-api:end -->"
 
 
 def _free_port() -> int:
@@ -278,19 +277,6 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_doc(table: str) -> None:
-    text = DOC.read_text(encoding="utf-8")
-    if START not in text:
-        text += (
-            f"\n## Control plane (`make bench-api`)\n\nTargets from the control-plane issue on a 2-core machine: "
-            "at least 1,000 submits/s with p99 under 50 ms, and at least 1,000 placements/s.\n\n"
-            f"{START}\n{END}\n"
-        )
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    DOC.write_text(f"{head}{START}\n{table}\n{END}{tail}", encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20_000)
@@ -328,7 +314,12 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown(results)
     print(table)
     if not args.no_write:
-        write_doc(table)
+        write_section(
+            "bench-api",
+            table,
+            heading="## Control plane (`make bench-api`)\n\nTargets from the control-plane issue on a 2-core machine: "
+            "at least 1,000 submits/s with p99 under 50 ms, and at least 1,000 placements/s.\n\n",
+        )
     return 0
 
 

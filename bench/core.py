@@ -26,6 +26,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from bench.report import write_section
 from controlplane.cli.demo import make_samples
 from faceswap import SwapOptions, run_swap
 from faceswap.media import probe
@@ -34,8 +35,6 @@ from faceswap.pipeline import STAGES
 from faceswap.video import Decoder, SegmentEncoder
 
 SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
-DOC = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
-START, END = "<!-- bench-core:start -->", "<!-- bench-core:end -->"
 
 
 def transcode_fps(clip: Path, workdir: Path, options: SwapOptions) -> float:
@@ -106,15 +105,6 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_doc(table: str) -> None:
-    text = DOC.read_text(encoding="utf-8") if DOC.exists() else f"# Performance\n\n{START}\n{END}\n"
-    if START not in text:
-        text += f"\n{START}\n{END}\n"
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    DOC.write_text(f"{head}{START}\n{table}\n{END}{tail}", encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=96)
@@ -161,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print(json.dumps(results))
     if not args.no_write:
-        write_doc(table)
+        write_section("bench-core", table)
     return 0
 
 

@@ -15,9 +15,9 @@ import statistics
 import sys
 import time
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
+from bench.report import write_section
 from controlplane.domain import (
     DataSensitivity,
     Priority,
@@ -30,9 +30,6 @@ from controlplane.domain import (
 )
 from controlplane.policy import Policy, parse_policy, plan
 
-REPO = Path(__file__).resolve().parent.parent
-DOC = REPO / "docs" / "performance.md"
-START, END = "<!-- bench-policy:start -->", "<!-- bench-policy:end -->"
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 PROVIDERS = ["kubernetes", "kubernetes", "local", "aws", "aws", "azure", "azure", "aws"]
 
@@ -143,17 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(table)
     if not args.no_write:
-        text = DOC.read_text(encoding="utf-8")
-        if START not in text:
-            text += (
-                "\n## Policy engine (`make bench-policy`)\n\n"
-                "Target from the policy-engine issue: at least 20,000 plans/s on one core for a policy with 50 "
-                "rules and 8 targets.\n\n"
-                f"{START}\n{END}\n"
-            )
-        head, rest = text.split(START, 1)
-        _, tail = rest.split(END, 1)
-        DOC.write_text(f"{head}{START}\n{table}\n{END}{tail}", encoding="utf-8")
+        write_section(
+            "bench-policy",
+            table,
+            heading="## Policy engine (`make bench-policy`)\n\nTarget from the policy-engine issue: at least 20,000 "
+            "plans/s on one core for a policy with 50 rules and 8 targets.\n\n",
+        )
     return 0
 
 

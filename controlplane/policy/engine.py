@@ -32,6 +32,7 @@ No clock, no I/O, no globals: the same inputs give an equal plan.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -123,17 +124,11 @@ class _Signals:
 
 
 def _mismatch(match: Match, task: Task) -> str | None:
-    """Why ``match`` does not hold for ``task`` (``None`` when it does)."""
+    """Why labels, deadline or input size rule ``match`` out (``None`` when they hold).
+
+    The enum and tenant fields come first, in :func:`_no_match_line`.
+    """
     spec = task.spec
-    # the enums are StrEnums: formatting them directly skips the .value lookups
-    if match.priority and spec.priority not in match.priority:
-        return f"priority {spec.priority} not in [{match.listed['priority']}]"
-    if match.data_sensitivity and spec.data_sensitivity not in match.data_sensitivity:
-        return f"data_sensitivity {spec.data_sensitivity} not in [{match.listed['data_sensitivity']}]"
-    if match.kind and spec.kind not in match.kind:
-        return f"kind {spec.kind} not in [{match.listed['kind']}]"
-    if match.tenant and spec.tenant not in match.tenant:
-        return f"tenant {spec.tenant!r} not in [{match.listed['tenant']}]"
     for label, accepted in match.labels.items():
         value = spec.labels.get(label)
         if value is None:
@@ -419,8 +414,9 @@ def plan(task: Task, snapshot: SignalSnapshot, policy: Policy, now: datetime) ->
         )
     if actions.hedge > 1 and len(candidates) > 1:
         hedged = min(actions.hedge, len(candidates))
+        hedge_reason = f"hedged: launched with {hedged - 1} other(s), the first to run wins"
         candidates = [
-            _hedged(c, f"hedged: launched with {hedged - 1} other(s), the first to run wins") if i < hedged else c
+            replace(c, hedge_group=1, reasons=(*c.reasons, hedge_reason)) if i < hedged else c
             for i, c in enumerate(candidates)
         ]
         trace.append(f"hedge: the first {hedged} candidates are launched together")
@@ -436,18 +432,4 @@ def plan(task: Task, snapshot: SignalSnapshot, policy: Policy, now: datetime) ->
         rejections=tuple(rejected[name] for name in all_names if name in rejected),
         trace=tuple(trace),
         signals_used=signals.used,
-    )
-
-
-def _hedged(candidate: Candidate, reason: str) -> Candidate:
-    return Candidate(
-        target=candidate.target,
-        provider=candidate.provider,
-        private=candidate.private,
-        region=candidate.region,
-        instance_type=candidate.instance_type,
-        max_price_usd_h=candidate.max_price_usd_h,
-        expected_usd_h=candidate.expected_usd_h,
-        hedge_group=1,
-        reasons=(*candidate.reasons, reason),
     )

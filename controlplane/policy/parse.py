@@ -148,10 +148,7 @@ def _positive_price(value: Any, path: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
         raise PolicyError(path, "must be a positive number or null")
-    price = float(value)
-    if price <= 0:
-        raise PolicyError(path, "must be a positive number or null")
-    return price
+    return float(value)
 
 
 def _bool(value: Any, path: str) -> bool:

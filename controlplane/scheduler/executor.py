@@ -58,6 +58,12 @@ _OUTCOMES = {
 }
 
 
+def _attempt_token() -> tuple[str, str]:
+    """A new attempt's callback token and its sha256 (only the hash is stored)."""
+    token = "att_" + secrets.token_urlsafe(32)
+    return token, hashlib.sha256(token.encode()).hexdigest()
+
+
 class Scheduler:
     def __init__(
         self,
@@ -131,12 +137,12 @@ class Scheduler:
             history: list[str] = []
             usable = self._usable(task, decision.candidates, history)
             first = usable[0] if usable else None
-            token = "att_" + secrets.token_urlsafe(32) if first is not None else None
+            token, token_sha256 = _attempt_token() if first is not None else (None, None)
             launches.append(
                 PlannedLaunch(
                     plan=decision,
                     candidate=first,
-                    token_sha256=hashlib.sha256(token.encode()).hexdigest() if token else None,
+                    token_sha256=token_sha256,
                     failure=None if first is not None else self._no_launch_reason(decision, history),
                 )
             )
@@ -248,12 +254,12 @@ class Scheduler:
     def _launch(self, task: Task, candidates: list[Candidate], history: list[str]) -> None:
         """The per-task path after a launch error: one attempt per remaining candidate."""
         for candidate in candidates:
-            token = "att_" + secrets.token_urlsafe(32)
+            token, token_sha256 = _attempt_token()
             attempt = self.store.create_attempt(
                 task_id=task.id,
                 target=candidate.target,
                 provider=candidate.provider,
-                token_sha256=hashlib.sha256(token.encode()).hexdigest(),
+                token_sha256=token_sha256,
                 region=candidate.region,
                 instance_type=candidate.instance_type,
                 actor=self.scheduler_id,

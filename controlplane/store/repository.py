@@ -216,6 +216,72 @@ def _event_row(
     }
 
 
+def _decision_rows(
+    plan: PlacementPlan, *, decision_id: str, at: datetime, actor: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The receipt's row and its ``decision.recorded`` event."""
+    decision = {
+        "id": decision_id,
+        "task_id": plan.task_id,
+        "policy_version": plan.policy_version,
+        "decided_at": plan.decided_at,
+        "plan": plan_to_json(plan),
+    }
+    recorded = _event_row(
+        task_id=plan.task_id,
+        at=at,
+        actor=actor,
+        kind="decision.recorded",
+        detail={
+            "decision_id": decision_id,
+            "policy_version": plan.policy_version,
+            "candidates": [c.target for c in plan.candidates],
+            "rejections": len(plan.rejections),
+        },
+    )
+    return decision, recorded
+
+
+def _attempt_rows(
+    *,
+    attempt_id: str,
+    task_id: str,
+    number: int,
+    target: str,
+    provider: str,
+    region: str | None,
+    instance_type: str | None,
+    token_sha256: str,
+    at: datetime,
+    actor: str,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A new launching attempt's row and its ``attempt.created`` event."""
+    attempt = {
+        "id": attempt_id,
+        "task_id": task_id,
+        "number": number,
+        "target": target,
+        "provider": provider,
+        "region": region,
+        "instance_type": instance_type,
+        "state": AttemptState.LAUNCHING.value,
+        "token_sha256": token_sha256,
+        "created_at": at,
+        "updated_at": at,
+        "progress": {},
+    }
+    created = _event_row(
+        task_id=task_id,
+        attempt_id=attempt_id,
+        at=at,
+        actor=actor,
+        kind="attempt.created",
+        to_state=AttemptState.LAUNCHING.value,
+        detail={"number": number, "target": target, "provider": provider},
+    )
+    return attempt, created
+
+
 class Store:
     """The control plane's state, one short transaction per call."""
 
@@ -255,30 +321,9 @@ class Store:
         return stmt.with_for_update() if self._postgres else stmt
 
     @staticmethod
-    def _event(
-        conn: Connection,
-        *,
-        task_id: str,
-        at: datetime,
-        actor: str,
-        kind: str,
-        attempt_id: str | None = None,
-        from_state: str | None = None,
-        to_state: str | None = None,
-        detail: Mapping[str, Any] | None = None,
-    ) -> None:
-        conn.execute(
-            insert(events).values(
-                task_id=task_id,
-                attempt_id=attempt_id,
-                at=at,
-                actor=actor,
-                kind=kind,
-                from_state=from_state,
-                to_state=to_state,
-                detail=dict(detail or {}),
-            )
-        )
+    def _event(conn: Connection, **fields: Any) -> None:
+        """Insert one event row (fields as :func:`_event_row` takes them)."""
+        conn.execute(insert(events).values(**_event_row(**fields)))
 
     # -- tasks ---------------------------------------------------------------------------------
 
@@ -569,28 +614,9 @@ class Store:
         with self._write() as conn:
             if conn.execute(select(tasks.c.id).where(tasks.c.id == plan.task_id)).one_or_none() is None:
                 raise NotFound("task", plan.task_id)
-            conn.execute(
-                insert(decisions).values(
-                    id=decision_id,
-                    task_id=plan.task_id,
-                    policy_version=plan.policy_version,
-                    decided_at=plan.decided_at,
-                    plan=plan_to_json(plan),
-                )
-            )
-            self._event(
-                conn,
-                task_id=plan.task_id,
-                at=now,
-                actor=actor,
-                kind="decision.recorded",
-                detail={
-                    "decision_id": decision_id,
-                    "policy_version": plan.policy_version,
-                    "candidates": [c.target for c in plan.candidates],
-                    "rejections": len(plan.rejections),
-                },
-            )
+            decision, recorded = _decision_rows(plan, decision_id=decision_id, at=now, actor=actor)
+            conn.execute(insert(decisions).values(**decision))
+            conn.execute(insert(events).values(**recorded))
         return decision_id
 
     def start_launches(self, launches: Sequence[PlannedLaunch], *, actor: str) -> list[Attempt | None]:
@@ -632,30 +658,11 @@ class Store:
             decision_rows = []
             for item in launches:
                 task_id, plan = item.plan.task_id, item.plan
-                decision_id = new_id("dec", now_ms=_ms(now))
-                decision_rows.append(
-                    {
-                        "id": decision_id,
-                        "task_id": task_id,
-                        "policy_version": plan.policy_version,
-                        "decided_at": plan.decided_at,
-                        "plan": plan_to_json(plan),
-                    }
+                decision, recorded = _decision_rows(
+                    plan, decision_id=new_id("dec", now_ms=_ms(now)), at=now, actor=actor
                 )
-                event_rows.append(
-                    _event_row(
-                        task_id=task_id,
-                        at=now,
-                        actor=actor,
-                        kind="decision.recorded",
-                        detail={
-                            "decision_id": decision_id,
-                            "policy_version": plan.policy_version,
-                            "candidates": [c.target for c in plan.candidates],
-                            "rejections": len(plan.rejections),
-                        },
-                    )
-                )
+                decision_rows.append(decision)
+                event_rows.append(recorded)
                 if states[task_id] != TaskState.PLANNED.value:
                     results.append(None)
                     continue
@@ -683,33 +690,20 @@ class Store:
                     raise ValueError("token_sha256 must be 64 lowercase hex characters (the token's sha256)")
                 attempt_id = new_id("att", now_ms=_ms(now))
                 number = numbers.get(task_id, 0) + 1
-                attempt_rows.append(
-                    {
-                        "id": attempt_id,
-                        "task_id": task_id,
-                        "number": number,
-                        "target": candidate.target,
-                        "provider": candidate.provider,
-                        "region": candidate.region,
-                        "instance_type": candidate.instance_type,
-                        "state": AttemptState.LAUNCHING.value,
-                        "token_sha256": item.token_sha256,
-                        "created_at": now,
-                        "updated_at": now,
-                        "progress": {},
-                    }
+                attempt, created = _attempt_rows(
+                    attempt_id=attempt_id,
+                    task_id=task_id,
+                    number=number,
+                    target=candidate.target,
+                    provider=candidate.provider,
+                    region=candidate.region,
+                    instance_type=candidate.instance_type,
+                    token_sha256=item.token_sha256,
+                    at=now,
+                    actor=actor,
                 )
-                event_rows.append(
-                    _event_row(
-                        task_id=task_id,
-                        attempt_id=attempt_id,
-                        at=now,
-                        actor=actor,
-                        kind="attempt.created",
-                        to_state=AttemptState.LAUNCHING.value,
-                        detail={"number": number, "target": candidate.target, "provider": candidate.provider},
-                    )
-                )
+                attempt_rows.append(attempt)
+                event_rows.append(created)
                 task_updates.append({"b_id": task_id, "state": TaskState.LAUNCHING.value, "target": candidate.target})
                 event_rows.append(
                     _event_row(
@@ -739,10 +733,10 @@ class Store:
                     [{k: u[k] for k in ("b_id", "state", "reason", "finished_at")} for u in failed],
                 )
             conn.execute(insert(events), event_rows)
-            created = [a for a in results if a is not None]
+            new_ids = [a for a in results if a is not None]
             stored = (
-                {r.id: _attempt(r) for r in conn.execute(select(attempts).where(attempts.c.id.in_(created)))}
-                if created
+                {r.id: _attempt(r) for r in conn.execute(select(attempts).where(attempts.c.id.in_(new_ids)))}
+                if new_ids
                 else {}
             )
         return [stored[a] if a is not None else None for a in results]
@@ -796,32 +790,20 @@ class Store:
                 select(func.max(attempts.c.number)).where(attempts.c.task_id == task_id)
             ).scalar_one()
             number = (previous or 0) + 1
-            conn.execute(
-                insert(attempts).values(
-                    id=attempt_id,
-                    task_id=task_id,
-                    number=number,
-                    target=target,
-                    provider=provider,
-                    region=region,
-                    instance_type=instance_type,
-                    state=AttemptState.LAUNCHING.value,
-                    token_sha256=token_sha256,
-                    created_at=now,
-                    updated_at=now,
-                    progress={},
-                )
-            )
-            self._event(
-                conn,
-                task_id=task_id,
+            attempt, created = _attempt_rows(
                 attempt_id=attempt_id,
+                task_id=task_id,
+                number=number,
+                target=target,
+                provider=provider,
+                region=region,
+                instance_type=instance_type,
+                token_sha256=token_sha256,
                 at=now,
                 actor=actor,
-                kind="attempt.created",
-                to_state=AttemptState.LAUNCHING.value,
-                detail={"number": number, "target": target, "provider": provider},
             )
+            conn.execute(insert(attempts).values(**attempt))
+            conn.execute(insert(events).values(**created))
             row = conn.execute(select(attempts).where(attempts.c.id == attempt_id)).one()
         return _attempt(row)
 
