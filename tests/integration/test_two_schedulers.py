@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from sqlalchemy import Engine, func, select
@@ -61,6 +62,12 @@ def test_two_scheduler_processes_never_launch_the_same_task(
         for name in ("sched-a", "sched-b")
     }
     try:
+        # start both together: process start-up alone can outlast 1,000 placements
+        deadline = time.monotonic() + 60
+        while not all((tmp_path / f"{name}.ready").exists() for name in processes):
+            assert time.monotonic() < deadline, "the scheduler processes did not get ready"
+            assert all(p.poll() is None for p in processes.values()), "a scheduler process exited early"
+            time.sleep(0.01)
         go.touch()
         for process in processes.values():
             assert process.wait(timeout=240) == 0

@@ -1,7 +1,7 @@
 """One scheduler in its own process, for the two-schedulers test.
 
 ``python -m tests.support.scheduler_process --database-url U --name a --go FILE --out FILE``
-waits until ``--go`` exists (so both start together), places queued tasks
+says it is ready (``OUT.ready``), waits until ``--go`` exists (so both start together), places queued tasks
 through a no-op provider until none are left, and writes the task ids it
 launched to ``--out`` as JSON.
 """
@@ -45,6 +45,7 @@ def main() -> None:
         scheduler_id=args.name,
         batch_size=args.batch,
     )
+    args.out.with_suffix(".ready").touch()  # imports done: the test waits for both before saying go
     deadline = time.monotonic() + 30
     while not args.go.exists():
         if time.monotonic() > deadline:
