@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps run demo check test bench bench-core bench-api bench-policy clean
+.PHONY: setup system-deps run demo check test bench bench-core bench-api bench-policy bench-simulate clean
 
 # Debian packages: ffmpeg/ffprobe for the core, PostgreSQL 15 for the store's tests.
 # Installed when missing and we are root (CI, containers); otherwise say what to install.
@@ -46,7 +46,7 @@ check: setup
 test: setup
 	$(VENV)/bin/pytest
 
-bench: bench-core bench-api bench-policy
+bench: bench-core bench-api bench-policy bench-simulate
 
 bench-core: setup
 	$(PY) -m bench.core
@@ -56,6 +56,9 @@ bench-api: setup
 
 bench-policy: setup
 	$(PY) -m bench.policy
+
+bench-simulate: setup
+	$(PY) -m bench.simulate
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

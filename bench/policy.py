@@ -35,6 +35,11 @@ PROVIDERS = ["kubernetes", "kubernetes", "local", "aws", "aws", "azure", "azure"
 
 
 def big_policy() -> Policy:
+    return parse_policy(big_policy_document())
+
+
+def big_policy_document(*, cloud_max_price: float = 0.5) -> dict[str, Any]:
+    """The benchmark's policy as a document: 8 targets, 50 rules (bench.simulate varies the max price)."""
     targets = [
         {
             "name": f"t{i}",
@@ -42,7 +47,7 @@ def big_policy() -> Policy:
             "private": provider in ("kubernetes", "local"),
             "regions": ["us-east-1", "us-west-2"] if provider == "aws" else ["eastus"],
             "instance_types": ["g4dn.xlarge", "g5.xlarge"] if provider == "aws" else ["Standard_NC4as_T4_v3"],
-            **({"max_price_usd_h": 0.5} if provider in ("aws", "azure") else {}),
+            **({"max_price_usd_h": cloud_max_price} if provider in ("aws", "azure") else {}),
         }
         for i, provider in enumerate(PROVIDERS)
     ]
@@ -61,7 +66,7 @@ def big_policy() -> Policy:
         if i % 3 == 0:
             rule["match"]["labels"] = {"campaign": "*"}
         rules.append(rule)
-    return parse_policy({"targets": targets, "rules": rules})
+    return {"targets": targets, "rules": rules}
 
 
 def small_policy() -> Policy:

@@ -21,6 +21,9 @@ class Metrics:
     attempts: Counter
     callbacks_rejected: Counter
     submit_batch_size: Histogram
+    policy_reloads: Counter
+    policy_source_up: Gauge
+    policy_applied_timestamp: Gauge
 
     @classmethod
     def create(cls) -> Metrics:
@@ -57,6 +60,21 @@ class Metrics:
                 "fusionplane_submit_batch_size",
                 "Submissions stored per database transaction (group commit)",
                 buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+                registry=registry,
+            ),
+            policy_reloads=Counter(
+                "fusionplane_policy_reloads",
+                "Policy versions seen by the watcher, by outcome (applied, unchanged, invalid, unreachable, "
+                "record_failed); anything but applied/unchanged means the last good policy stayed in force",
+                ["outcome"],
+                registry=registry,
+            ),
+            policy_source_up=Gauge(
+                "fusionplane_policy_source_up", "1 when the policy source (Consul or file) answers", registry=registry
+            ),
+            policy_applied_timestamp=Gauge(
+                "fusionplane_policy_applied_timestamp_seconds",
+                "When the policy in force was applied (Unix time)",
                 registry=registry,
             ),
         )

@@ -27,6 +27,8 @@ from controlplane.api.auth import Principal, TokenRegistry
 from controlplane.api.deps import authenticate, require_operator
 from controlplane.api.errors import ApiError, install_error_handlers
 from controlplane.api.limits import BodyLimit
+from controlplane.api.planning import LiveSignals, PolicyFor, add_plan_routes
+from controlplane.api.policies import add_policy_routes
 from controlplane.api.schemas import TaskCreate, check_input_uri, check_output_uri
 from controlplane.api.submissions import SubmitQueue
 from controlplane.api.views import attempt_json, event_json, receipt_json, task_json
@@ -42,6 +44,7 @@ from controlplane.domain import (
     TaskState,
 )
 from controlplane.metrics import Metrics
+from controlplane.policy import ActivePolicy, Policy
 from controlplane.scheduler import advance
 from controlplane.store import IdempotencyConflict, NewTask, NotFound, StateMismatch, Store, is_current, new_id
 
@@ -86,11 +89,15 @@ def create_app(
     tokens: TokenRegistry,
     metrics: Metrics | None = None,
     attempt_logs: Callable[[str], Path | None] | None = None,
+    policy_for: PolicyFor | None = None,
+    live_signals: LiveSignals | None = None,
+    active_policy: ActivePolicy | None = None,
 ) -> Any:
     """The ASGI app: FastAPI routes wrapped in the request-body limit.
 
     ``attempt_logs`` maps an attempt id to its worker log file when the
-    provider keeps one (the local provider does).
+    provider keeps one (the local provider does). ``active_policy`` is the
+    running scheduler's policy in force (for /v1/policy and /readyz).
     """
     metrics = metrics or Metrics.create()
     app = FastAPI(
@@ -388,12 +395,38 @@ def create_app(
             raise ApiError(503, "not_ready", f"database unreachable: {type(exc).__name__}") from exc
         if not current:
             raise ApiError(503, "not_ready", "database migrations are not current; run fusionctl db upgrade")
-        return {"status": "ready"}
+        ready: dict[str, Any] = {"status": "ready"}
+        if active_policy is not None:
+            # an outdated policy is still a good one: ready, with the reason in the detail
+            status = active_policy.status()
+            ready["policy"] = {
+                key: status[key]
+                for key in (
+                    "version",
+                    "source",
+                    "modify_index",
+                    "applied_at",
+                    "up_to_date",
+                    "last_error",
+                    "source_reachable",
+                )
+            }
+        return ready
 
     @app.get("/metrics", tags=["health"], response_model=None)
     def prometheus() -> Response:
         for state, count in store.count_tasks_by_state().items():
             metrics.tasks_by_state.labels(state=state.value).set(count)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    add_policy_routes(app, store=store, active=active_policy)
+
+    if policy_for is None and active_policy is not None:
+        running = active_policy
+
+        def policy_for(tenant: str) -> Policy:
+            return running.current().for_tenant(tenant)
+
+    add_plan_routes(app, settings=settings, policy_for=policy_for, live_signals=live_signals)
 
     return BodyLimit(app, max_bytes=settings.max_body_bytes, unlimited_prefixes=("/v1/uploads/",)), app

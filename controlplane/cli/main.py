@@ -8,6 +8,8 @@ from controlplane import __version__
 from controlplane.cli.db import db
 from controlplane.cli.demo import demo
 from controlplane.cli.models import models
+from controlplane.cli.plan import plan_command
+from controlplane.cli.policy import policy
 from controlplane.cli.serve import serve
 from controlplane.cli.swap import swap
 from controlplane.cli.tasks import COMMANDS as TASK_COMMANDS
@@ -34,6 +36,8 @@ cli.add_command(demo)
 cli.add_command(tokens)
 cli.add_command(db)
 cli.add_command(serve)
+cli.add_command(plan_command)
+cli.add_command(policy)
 for _command in TASK_COMMANDS:
     cli.add_command(_command)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -45,7 +44,8 @@ def _dev_token(settings: Settings) -> str:
     "--policy-file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Policy JSON [env: FUSIONPLANE_POLICY_FILE; default: policies/default.json]",
+    help="Policy JSON, used when CONSUL_HTTP_ADDR is not set; reloaded on change "
+    "[env: FUSIONPLANE_POLICY_FILE; default: policies/default.json]",
 )
 @click.option(
     "--tokens-file",
@@ -72,8 +72,9 @@ def serve(
     from controlplane.api.app import create_app
     from controlplane.api.serving import run_api
     from controlplane.metrics import Metrics
-    from controlplane.policy import PolicyError, load_policy_file
+    from controlplane.policy import PolicyError
     from controlplane.scheduler import Scheduler
+    from controlplane.scheduler.policy_runtime import start_policy_runtime
     from controlplane.store import Store, make_engine, upgrade
     from providers.local import LocalProvider
 
@@ -92,19 +93,20 @@ def serve(
     setup_json_logging()
     for folder in (settings.var_dir, settings.output_root, *settings.input_roots):
         folder.mkdir(parents=True, exist_ok=True)
-    try:
-        policy = load_policy_file(settings.policy_file)
-    except PolicyError as exc:
-        raise click.ClickException(f"policy {settings.policy_file}: {exc}") from exc
     engine = make_engine(database_url or settings.database_url or None)
     if not no_migrate:
         upgrade(engine=engine)
     store = Store(engine)
-    document = json.loads(settings.policy_file.read_text(encoding="utf-8"))
-    store.save_policy_version(document=document, created_by="serve", source=str(settings.policy_file))
+    metrics = Metrics.create()
+    scheduler_id = f"{socket.gethostname()}-{os.getpid()}"
+    try:
+        policies = start_policy_runtime(
+            store=store, policy_file=settings.policy_file, applied_by=scheduler_id, metrics=metrics
+        )
+    except (PolicyError, OSError) as exc:
+        raise click.ClickException(f"policy: {exc}") from exc
     token = None if insecure_dev else _dev_token(settings)
     tokens = TokenRegistry.load(settings.tokens_file)
-    metrics = Metrics.create()
     local = LocalProvider(state_dir=settings.var_dir / "local-provider", slots=settings.local_slots)
 
     def attempt_logs(attempt_id: str) -> Path | None:
@@ -115,21 +117,30 @@ def serve(
 
     scheduler = Scheduler(
         store=store,
-        policy=lambda: policy,
+        policy=policies.current,
         providers={"local": local},
         callback_base=settings.callback_base,
         checkpoint_root=(settings.var_dir / "checkpoints").resolve(),
-        scheduler_id=f"{socket.gethostname()}-{os.getpid()}",
+        scheduler_id=scheduler_id,
         metrics=metrics,
     )
     jobs = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 5})
     jobs.add_job(scheduler.place_until_idle, "interval", seconds=0.5, kwargs={"max_seconds": 0.4}, id="place")
     jobs.add_job(scheduler.follow, "interval", seconds=1.0, id="follow")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    asgi, _app = create_app(settings=settings, store=store, tokens=tokens, metrics=metrics, attempt_logs=attempt_logs)
+    asgi, _app = create_app(
+        settings=settings,
+        store=store,
+        tokens=tokens,
+        metrics=metrics,
+        attempt_logs=attempt_logs,
+        active_policy=policies.active,
+        live_signals=lambda: scheduler.snapshot(policies.current()),
+    )
     url = f"http://{host}:{port}"
     click.echo(
-        f"FusionPlane control plane on {url} (policy {policy.version[:12]}, database {engine.url.render_as_string()})",
+        f"FusionPlane control plane on {url} (policy {policies.current().version[:12]} from "
+        f"{policies.current().source}, database {engine.url.render_as_string()})",
         err=True,
     )
     if token:
@@ -144,3 +155,4 @@ def serve(
         run_api(asgi, host=host, port=port)
     finally:
         jobs.shutdown(wait=True)
+        policies.stop()

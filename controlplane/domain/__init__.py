@@ -16,7 +16,18 @@ from controlplane.domain.errors import (
     Unavailable,
 )
 from controlplane.domain.placement import Candidate, PlacementPlan, Rejection, Target
-from controlplane.domain.signals import SignalSample, SignalSnapshot
+from controlplane.domain.signals import (
+    BUDGET_SOURCE,
+    CAPACITY_SOURCE,
+    CLOUD_PROVIDERS,
+    GPU_UTILIZATION_SOURCE,
+    PROVIDERS,
+    QUEUE_SOURCE,
+    SPOT_PRICE_SOURCE,
+    SignalSample,
+    SignalSnapshot,
+    spot_price_key,
+)
 from controlplane.domain.states import (
     AttemptState,
     DataSensitivity,
@@ -29,6 +40,13 @@ from controlplane.domain.states import (
 from controlplane.domain.task import Attempt, Task, TaskSpec
 
 __all__ = [
+    "BUDGET_SOURCE",
+    "CAPACITY_SOURCE",
+    "CLOUD_PROVIDERS",
+    "GPU_UTILIZATION_SOURCE",
+    "PROVIDERS",
+    "QUEUE_SOURCE",
+    "SPOT_PRICE_SOURCE",
     "Attempt",
     "AttemptState",
     "Candidate",
@@ -48,6 +66,7 @@ __all__ = [
     "SignalSnapshot",
     "Target",
     "Task",
+    "spot_price_key",
     "TaskKind",
     "TaskSpec",
     "TaskState",

@@ -6,7 +6,39 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-__all__ = ["SignalSample", "SignalSnapshot"]
+__all__ = [
+    "BUDGET_SOURCE",
+    "CAPACITY_SOURCE",
+    "CLOUD_PROVIDERS",
+    "GPU_UTILIZATION_SOURCE",
+    "PROVIDERS",
+    "QUEUE_SOURCE",
+    "SPOT_PRICE_SOURCE",
+    "SignalSample",
+    "SignalSnapshot",
+    "spot_price_key",
+]
+
+# The snapshot's vocabulary, shared by the pollers that write it and the planner that reads it.
+#: ``free_gpus/<target>``: a target's free GPUs (the local provider's free slots)
+CAPACITY_SOURCE = "free_gpus"
+#: ``gpu_utilization/<target>``: 0..1
+GPU_UTILIZATION_SOURCE = "gpu_utilization"
+#: ``spot_price/<provider>/<region>/<instance type>``: USD per hour
+SPOT_PRICE_SOURCE = "spot_price"
+#: ``queue/depth``: tasks waiting to be placed
+QUEUE_SOURCE = "queue"
+#: ``budget/spent_today_usd``: cloud spend so far today (UTC)
+BUDGET_SOURCE = "budget"
+#: every provider a target can name
+PROVIDERS: tuple[str, ...] = ("local", "kubernetes", "aws", "azure")
+#: providers whose capacity is bought by the hour (spot prices apply, private data never goes there)
+CLOUD_PROVIDERS: tuple[str, ...] = ("aws", "azure")
+
+
+def spot_price_key(provider: str, region: str | None, instance_type: str | None) -> str:
+    """The snapshot key of one spot price (``-`` for an unknown region or type)."""
+    return f"{provider}/{region or '-'}/{instance_type or '-'}"
 
 
 @dataclass(frozen=True, kw_only=True)

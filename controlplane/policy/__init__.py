@@ -2,7 +2,9 @@
 
 Public surface::
 
-    load_policy_file(path) -> Policy        # sources: JSON files (Consul comes later)
+    load_policy_file(path) -> Policy        # one file, validated
+    build_policy_set(documents) -> PolicySet  # base + per-tenant overlays (overlay.py)
+    ActivePolicy / PolicyWatcher            # the policy in force, hot-reloaded (watch.py)
     loads_policy(text) -> Policy
     parse_policy(document) -> Policy        # a decoded JSON document (full or seed form)
     plan(task, snapshot, policy, now) -> PlacementPlan   # pure
@@ -11,6 +13,7 @@ Every validation error is a :class:`PolicyError` naming the JSON path of the
 bad field. docs/policies.md is the reference for the document.
 """
 
+from controlplane.policy.active import ActivePolicy, PolicyDocuments, PolicySet, build_policy_set
 from controlplane.policy.engine import (
     BUDGET_SOURCE,
     CAPACITY_SOURCE,
@@ -51,14 +54,18 @@ __all__ = [
     "QUEUE_SOURCE",
     "SEED_TARGETS",
     "SPOT_PRICE_SOURCE",
+    "ActivePolicy",
     "Actions",
     "Conditions",
     "Match",
     "Policy",
+    "PolicyDocuments",
     "PolicyError",
+    "PolicySet",
     "Range",
     "Rule",
     "Thresholds",
+    "build_policy_set",
     "canonical_json",
     "load_policy_file",
     "loads_policy",

@@ -32,19 +32,23 @@ No clock, no I/O, no globals: the same inputs give an equal plan.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from controlplane.domain import (
+    BUDGET_SOURCE,
+    CAPACITY_SOURCE,
+    GPU_UTILIZATION_SOURCE,
+    QUEUE_SOURCE,
+    SPOT_PRICE_SOURCE,
     Candidate,
     DataSensitivity,
     PlacementPlan,
     Rejection,
-    SignalSample,
     SignalSnapshot,
     Target,
     Task,
+    spot_price_key,
 )
 from controlplane.policy.model import CLOUD_PROVIDERS, Actions, Conditions, Match, Policy, Rule, Thresholds
 
@@ -59,65 +63,66 @@ __all__ = [
     "spot_price_key",
 ]
 
-#: ``free_gpus/<target>``: a target's free GPUs (the local provider's free slots)
-CAPACITY_SOURCE = "free_gpus"
-#: ``gpu_utilization/<target>``: 0..1
-GPU_UTILIZATION_SOURCE = "gpu_utilization"
-#: ``spot_price/<provider>/<region>/<instance type>``: USD per hour
-SPOT_PRICE_SOURCE = "spot_price"
-#: ``queue/depth``: tasks waiting to be placed
-QUEUE_SOURCE = "queue"
-#: ``budget/spent_today_usd``: cloud spend so far today (UTC)
-BUDGET_SOURCE = "budget"
 #: the name the trace gives the implicit fallback rule
 DEFAULT_RULE = "default"
 _NO_ACTIONS = Actions()
-#: per-rule cache of "no match" trace lines (tenants are open-ended, so bounded)
+#: bound of every cache whose keys come from tasks (tenants are open-ended)
 _LINE_CACHE_LIMIT = 4096
-
-
-def spot_price_key(provider: str, region: str | None, instance_type: str | None) -> str:
-    """The snapshot key of one spot price (``-`` for an unknown region or type)."""
-    return f"{provider}/{region or '-'}/{instance_type or '-'}"
+#: where a policy keeps what plan() derives from it (Rule and Match cache theirs the same way)
+_COMPILED_ATTR = "_plan_compiled"
+_PRIVATE_DETAIL = "the task's data is private and this target is not (built-in rule, not a policy choice)"
+_PRIVATE_REASON = "private target for private data"
+_NO_PRICE_NO_CAP = "no fresh spot price; no max price, so the provider caps it at on-demand"
+_NO_CANDIDATE = "no candidate: every target was rejected"
+_DEFAULT_LINE = f"rule {DEFAULT_RULE}: no rule matched; every target in document order"
 
 
 class _Signals:
     """Reads the snapshot with the policy's TTLs and records every value it consulted."""
 
+    __slots__ = ("notes", "now", "samples", "thresholds", "used")
+
     def __init__(self, snapshot: SignalSnapshot, thresholds: Thresholds, now: datetime) -> None:
-        self.snapshot, self.thresholds, self.now = snapshot, thresholds, now
+        self.samples, self.thresholds, self.now = snapshot.samples, thresholds, now
         self.used: dict[str, Any] = {}
         self.notes: list[str] = []
 
     def fresh(self, source: str, key: str, ttl: float) -> float | None:
         """The value if present and younger than both its own TTL and ``ttl``; otherwise None (noted)."""
-        name = f"{source}/{key}"
-        sample: SignalSample | None = self.snapshot.samples.get(name)
+        return self.read(f"{source}/{key}", ttl)
+
+    def read(self, name: str, ttl: float) -> float | None:
+        """:meth:`fresh` by full sample name."""
+        seen = self.used.get(name)
+        if seen is not None:
+            # a name belongs to one source, so ``ttl`` is the one it was first read with
+            return None if seen["stale"] else seen["value"]
+        sample = self.samples.get(name)
         if sample is None:
-            if name not in self.used:
-                self.used[name] = {"value": None, "age_seconds": None, "stale": True, "missing": True}
-                self.notes.append(f"signal {name}: missing, not used")
+            self.used[name] = {"value": None, "age_seconds": None, "stale": True, "missing": True}
+            self.notes.append(f"signal {name}: missing, not used")
             return None
         age = round(sample.age_seconds(self.now), 3)
-        limit = min(sample.ttl_seconds, ttl)
+        own = sample.ttl_seconds
+        limit = ttl if ttl < own else own  # min(own, ttl), ties keep ``own`` as min() does
         stale = age > limit
-        if name not in self.used:
-            self.used[name] = {
-                "value": sample.value,
-                "age_seconds": age,
-                "ttl_seconds": limit,
-                "stale": stale,
-                "missing": False,
-            }
-            if stale:
-                self.notes.append(f"signal {name}: stale ({age}s old, ttl {limit:g}s), not used")
-        return None if stale else sample.value
+        self.used[name] = {
+            "value": sample.value,
+            "age_seconds": age,
+            "ttl_seconds": limit,
+            "stale": stale,
+            "missing": False,
+        }
+        if stale:
+            self.notes.append(f"signal {name}: stale ({age}s old, ttl {limit:g}s), not used")
+            return None
+        return sample.value
 
     def load(self, source: str, key: str) -> float | None:
-        return self.fresh(source, key, self.thresholds.load_ttl_seconds)
+        return self.read(f"{source}/{key}", self.thresholds.load_ttl_seconds)
 
     def price(self, key: str) -> float | None:
-        return self.fresh(SPOT_PRICE_SOURCE, key, self.thresholds.price_ttl_seconds)
+        return self.read(f"{SPOT_PRICE_SOURCE}/{key}", self.thresholds.price_ttl_seconds)
 
 
 # -- matching ---------------------------------------------------------------------------------------
@@ -126,7 +131,7 @@ class _Signals:
 def _mismatch(match: Match, task: Task) -> str | None:
     """Why labels, deadline or input size rule ``match`` out (``None`` when they hold).
 
-    The enum and tenant fields come first, in :func:`_no_match_line`.
+    The enum and tenant fields come first, in :func:`_enum_line`.
     """
     spec = task.spec
     for label, accepted in match.labels.items():
@@ -142,25 +147,18 @@ def _mismatch(match: Match, task: Task) -> str | None:
     return None
 
 
-def _no_match_line(rule: Rule, task: Task) -> str | None:
-    """The trace line for a rule whose match fails, or None when it holds.
-
-    plan() tries every rule before the first match, so this is its hot loop:
-    the enum fields are checked by membership and their lines come from a
-    per-rule cache keyed by the task's value (a handful of values each); the
-    rest is formatted as needed.
-    """
-    match, spec = rule.match, task.spec
-    if match.priority and spec.priority not in match.priority:
-        return _cached_line(rule, "priority", spec.priority)
-    if match.data_sensitivity and spec.data_sensitivity not in match.data_sensitivity:
-        return _cached_line(rule, "data_sensitivity", spec.data_sensitivity)
-    if match.kind and spec.kind not in match.kind:
-        return _cached_line(rule, "kind", spec.kind)
-    if match.tenant and spec.tenant not in match.tenant:
-        return _cached_line(rule, "tenant", spec.tenant)
-    why_not = _mismatch(match, task)
-    return None if why_not is None else f"rule {rule.name}: no match ({why_not})"
+def _enum_line(rule: Rule, priority: str, sensitivity: str, kind: str, tenant: str) -> str | None:
+    """The trace line for a rule whose priority, data sensitivity, kind or tenant rules the task out."""
+    match = rule.match
+    if match.priority and priority not in match.priority:
+        return _cached_line(rule, "priority", priority)
+    if match.data_sensitivity and sensitivity not in match.data_sensitivity:
+        return _cached_line(rule, "data_sensitivity", sensitivity)
+    if match.kind and kind not in match.kind:
+        return _cached_line(rule, "kind", kind)
+    if match.tenant and tenant not in match.tenant:
+        return _cached_line(rule, "tenant", tenant)
+    return None
 
 
 def _cached_line(rule: Rule, field_name: str, value: str) -> str:
@@ -287,31 +285,201 @@ def _rule_exclusions(policy: Policy, actions: Actions, rule_name: str, order: li
     return out
 
 
-def _price_check(
-    target: Target, actions: Actions, signals: _Signals
-) -> tuple[Rejection | None, str | None, str | None, float | None, list[str]]:
-    """For a cloud target: (rejection, region, instance type, expected $/h, reasons)."""
-    offers = _offers(target, actions)
-    ceiling = _ceiling(target, actions)
-    over: list[str] = []
-    for region, instance_type in offers:
-        key = spot_price_key(target.provider, region, instance_type)
-        price = signals.price(key)
-        if price is None:
-            continue
-        if ceiling is None or price <= ceiling:
-            within = f" <= max {ceiling:g}" if ceiling is not None else ""
-            return None, region, instance_type, price, [f"spot price {key} {price:.4f} USD/h{within}"]
-        over.append(f"{key} {price:.4f} > max {ceiling:g}")
-    region, instance_type = offers[0]
-    if ceiling is None:
-        reason = "no fresh spot price; no max price, so the provider caps it at on-demand"
-        return None, region, instance_type, None, [reason]
-    if over:
-        detail = "spot price above the max price: " + "; ".join(over)
-        return Rejection(target=target.name, code="price_above_max", detail=detail), None, None, None, []
-    detail = f"max price {ceiling:g} USD/h but no fresh spot price (a stale price never chooses a cloud)"
-    return Rejection(target=target.name, code="stale_price", detail=detail), None, None, None, []
+# -- what plan() derives once per policy ------------------------------------------------------------
+
+
+class _Lane:
+    """One target still in the running after a rule's static rejections: everything but the signals."""
+
+    __slots__ = (
+        "capacity_signal",
+        "ceiling",
+        "cloud",
+        "instance_type",
+        "name",
+        "offers",
+        "over_suffix",
+        "private",
+        "provider",
+        "rank_reason",
+        "region",
+        "stale_price",
+        "within_suffix",
+    )
+
+    def __init__(self, target: Target, actions: Actions, rank_reason: str) -> None:
+        self.name, self.provider, self.private = target.name, target.provider, target.private
+        self.capacity_signal = f"{CAPACITY_SOURCE}/{target.name}"
+        self.rank_reason = rank_reason
+        self.ceiling = ceiling = _ceiling(target, actions)
+        self.cloud = target.provider in CLOUD_PROVIDERS
+        self.region: str | None = target.regions[0] if target.regions else None
+        self.instance_type: str | None = actions.instance_type or (
+            target.instance_types[0] if target.instance_types else None
+        )
+        #: (region, instance type, snapshot key, full sample name), in the order the price check tries them
+        self.offers = tuple(
+            (region, instance_type, key, f"{SPOT_PRICE_SOURCE}/{key}")
+            for region, instance_type in _offers(target, actions)
+            for key in (spot_price_key(target.provider, region, instance_type),)
+        )
+        self.within_suffix = " USD/h" if ceiling is None else f" USD/h <= max {ceiling:g}"
+        self.over_suffix = "" if ceiling is None else f" > max {ceiling:g}"
+        self.stale_price = (
+            None
+            if ceiling is None
+            else Rejection(
+                target=target.name,
+                code="stale_price",
+                detail=f"max price {ceiling:g} USD/h but no fresh spot price (a stale price never chooses a cloud)",
+            )
+        )
+
+
+class _Outcome:
+    """What a chosen rule (or the default) does to the targets, before any signal is read."""
+
+    __slots__ = ("actions", "hedge_lines", "lanes", "rejected", "rejections", "rule_name")
+
+    def __init__(self, policy: Policy, rule: Rule | None, position: dict[str, int]) -> None:
+        all_names = [target.name for target in policy.targets]
+        if rule is None:
+            rule_name, actions, order, ranked = DEFAULT_RULE, _NO_ACTIONS, all_names, False
+        else:
+            rule_name, actions = rule.name, rule.actions
+            order = list(actions.targets) if actions.targets else all_names
+            ranked = bool(actions.targets)
+        self.rule_name, self.actions = rule_name, actions
+        excluded = _rule_exclusions(policy, actions, rule_name, order)
+        private_rejections = {
+            target.name: Rejection(target=target.name, code="private_data", detail=_PRIVATE_DETAIL)
+            for target in policy.targets
+            if not target.private
+        }
+        # indexed by whether the task's data is private (False, True), like ``lanes`` and ``rejections``
+        self.rejected: tuple[dict[str, Rejection], dict[str, Rejection]] = ({}, dict(private_rejections))
+        for rejected in self.rejected:
+            for name, detail in excluded.items():
+                if name not in rejected:
+                    rejected[name] = Rejection(target=name, code="excluded_by_rule", detail=detail)
+        lanes: tuple[list[_Lane], list[_Lane]] = ([], [])
+        for rank, name in enumerate(order, start=1):
+            if name in excluded:
+                continue
+            index = position.get(name)
+            if index is None:
+                all_names.index(name)  # a rule naming an unknown target: the same ValueError as ever
+                continue
+            reason = (
+                f"rule {rule_name} ranks it {rank} of {len(order)}"
+                if ranked
+                else f"rule {rule_name}: document order, position {index + 1}"
+            )
+            lane = _Lane(policy.targets[index], actions, reason)
+            for private, rejected in enumerate(self.rejected):
+                if name not in rejected:
+                    lanes[private].append(lane)
+        self.lanes = (tuple(lanes[0]), tuple(lanes[1]))
+        #: the plan's rejections when no signal rejects anything, in document order
+        self.rejections = tuple(
+            tuple(rejected[name] for name in all_names if name in rejected) for rejected in self.rejected
+        )
+        #: hedged candidate count -> (the reason each hedged candidate gets, the trace line)
+        self.hedge_lines = {
+            hedged: (
+                f"hedged: launched with {hedged - 1} other(s), the first to run wins",
+                f"hedge: the first {hedged} candidates are launched together",
+            )
+            for hedged in range(2, actions.hedge + 1)
+        }
+
+
+#: (priority, data sensitivity, kind, tenant) of a task
+_ScanKey = tuple[str, str, str, str]
+#: ((no-match lines before it, index) for each rule still to check, no-match lines after the last)
+_Scan = tuple[tuple[tuple[tuple[str, ...], int], ...], tuple[str, ...]]
+
+
+class _Compiled:
+    """Everything plan() needs that depends on the policy alone, built on first use.
+
+    Rule outcomes are built when a rule is first chosen; rule scans are kept per
+    (priority, data sensitivity, kind, tenant), bounded like the trace lines.
+    """
+
+    __slots__ = (
+        "all_names",
+        "conditional",
+        "default",
+        "later",
+        "matched",
+        "outcomes",
+        "policy",
+        "position",
+        "refined",
+        "scans",
+    )
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.all_names = tuple(target.name for target in policy.targets)
+        self.position: dict[str, int] = {}
+        for index, target in enumerate(policy.targets):
+            self.position.setdefault(target.name, index)
+        count = len(policy.rules)
+        #: per rule: whether labels, deadline or input size must still be checked once the enums pass
+        self.refined = tuple(
+            bool(r.match.labels) or r.match.deadline_seconds is not None or r.match.input_bytes is not None
+            for r in policy.rules
+        )
+        self.conditional = tuple(not r.when.empty for r in policy.rules)
+        self.matched = tuple(f"rule {r.name}: matched" for r in policy.rules)
+        self.later = tuple(
+            f"{count - i - 1} later rule(s) not evaluated (first match wins)" if i + 1 < count else None
+            for i in range(count)
+        )
+        self.default = _Outcome(policy, None, self.position)
+        self.outcomes: dict[int, _Outcome] = {}
+        self.scans: dict[_ScanKey, _Scan] = {}
+
+    def outcome(self, index: int) -> _Outcome:
+        outcome = self.outcomes.get(index)
+        if outcome is None:
+            outcome = self.outcomes[index] = _Outcome(self.policy, self.policy.rules[index], self.position)
+        return outcome
+
+    def scan(self, key: _ScanKey) -> _Scan:
+        """The rules whose enum fields hold for ``key``, each with the no-match lines of the rules before it.
+
+        The second item is the no-match lines after the last such rule.
+        """
+        scan = self.scans.get(key)
+        if scan is not None:
+            return scan
+        priority, sensitivity, kind, tenant = key
+        steps: list[tuple[tuple[str, ...], int]] = []
+        lines: list[str] = []
+        for index, rule in enumerate(self.policy.rules):
+            line = _enum_line(rule, priority, sensitivity, kind, tenant)
+            if line is None:
+                steps.append((tuple(lines), index))
+                lines = []
+            else:
+                lines.append(line)
+        scan = (tuple(steps), tuple(lines))
+        if len(self.scans) >= _LINE_CACHE_LIMIT:
+            self.scans.clear()  # a flood of tenants: keep the ones seen since
+        self.scans[key] = scan
+        return scan
+
+
+def _compiled(policy: Policy) -> _Compiled:
+    compiled: _Compiled | None = policy.__dict__.get(_COMPILED_ATTR)
+    if compiled is None:
+        # kept on the policy itself: a hot reload's new policy starts empty and the old one takes its cache along
+        compiled = _Compiled(policy)
+        object.__setattr__(policy, _COMPILED_ATTR, compiled)
+    return compiled
 
 
 # -- the function -----------------------------------------------------------------------------------
@@ -321,115 +489,125 @@ def plan(task: Task, snapshot: SignalSnapshot, policy: Policy, now: datetime) ->
     """Decide where ``task`` may run, best first, and say why for every target.
 
     Pure and deterministic: it reads only its arguments (``now`` is the
-    decision time, used for signal ages) and returns plain data.
+    decision time, used for signal ages) and returns plain data. What it
+    keeps between calls depends on the policy alone, or is a trace line
+    that is the same text every time.
     """
+    compiled = _compiled(policy)
+    spec = task.spec
     signals = _Signals(snapshot, policy.thresholds, now)
+    steps, tail = compiled.scan((spec.priority, spec.data_sensitivity, spec.kind, spec.tenant))
     trace: list[str] = []
-    chosen: Rule | None = None
-    for rule in policy.rules:
-        why_not = _no_match_line(rule, task)
-        if why_not is not None:
-            trace.append(why_not)
-            continue
-        if not rule.when.empty:
+    chosen = -1
+    for lines, index in steps:
+        trace += lines
+        rule = policy.rules[index]
+        if compiled.refined[index]:
+            why_not = _mismatch(rule.match, task)
+            if why_not is not None:
+                trace.append(f"rule {rule.name}: no match ({why_not})")
+                continue
+        if compiled.conditional[index]:
             failed, held = _conditions(rule, policy, signals)
             if failed is not None:
                 trace.append(f"rule {rule.name}: task matches, conditions do not ({failed})")
                 continue
             trace.append(f"rule {rule.name}: matched; conditions hold ({'; '.join(held)})")
         else:
-            trace.append(f"rule {rule.name}: matched")
-        chosen = rule
+            trace.append(compiled.matched[index])
+        chosen = index
         break
-    if chosen is not None and len(trace) < len(policy.rules):
-        trace.append(f"{len(policy.rules) - len(trace)} later rule(s) not evaluated (first match wins)")
-
-    all_names = [target.name for target in policy.targets]
-    if chosen is None:
-        rule_name, actions = DEFAULT_RULE, _NO_ACTIONS
-        trace.append(f"rule {DEFAULT_RULE}: no rule matched; every target in document order")
-        order = all_names
+    if chosen < 0:
+        trace += tail
+        trace.append(_DEFAULT_LINE)
+        outcome = compiled.default
     else:
-        rule_name, actions = chosen.name, chosen.actions
-        order = list(actions.targets) if actions.targets else all_names
-    excluded = _rule_exclusions(policy, actions, rule_name, order)
+        later = compiled.later[chosen]
+        if later is not None:
+            trace.append(later)
+        outcome = compiled.outcome(chosen)
 
-    private_task = task.spec.data_sensitivity is DataSensitivity.PRIVATE
+    private_task = spec.data_sensitivity is DataSensitivity.PRIVATE
+    # the private-data rule and the rule's own exclusions depend on the policy alone, so the outcome holds them;
+    # what is left here is what the signals say: capacity, then price, in preference order
     rejected: dict[str, Rejection] = {}
-    # 1. the built-in private-data rule comes before anything a policy says
-    if private_task:
-        for target in policy.targets:
-            if not target.private:
-                rejected[target.name] = Rejection(
-                    target=target.name,
-                    code="private_data",
-                    detail="the task's data is private and this target is not (built-in rule, not a policy choice)",
-                )
-    # 2. what the rule rules out
-    for name, detail in excluded.items():
-        if name not in rejected:
-            rejected[name] = Rejection(target=name, code="excluded_by_rule", detail=detail)
-    # 3. capacity and price, for the targets still in the running, in preference order
-    candidates: list[Candidate] = []
-    ranked = chosen is not None and bool(actions.targets)
-    for rank, name in enumerate(order, start=1):
-        if name in rejected:
+    picks: list[tuple[_Lane, str | None, str | None, float | None, list[str]]] = []
+    load_ttl, price_ttl = policy.thresholds.load_ttl_seconds, policy.thresholds.price_ttl_seconds
+    read = signals.read
+    for lane in outcome.lanes[private_task]:
+        name = lane.name
+        if rejected and name in rejected:
             continue
-        target = policy.targets[all_names.index(name)]
-        free = signals.load(CAPACITY_SOURCE, name)
+        free = read(lane.capacity_signal, load_ttl)
         if free is not None and free <= 0:
             rejected[name] = Rejection(
-                target=name, code="no_capacity", detail=f"no free GPU: {CAPACITY_SOURCE}/{name} = {free:g}"
+                target=name, code="no_capacity", detail=f"no free GPU: {lane.capacity_signal} = {free:g}"
             )
             continue
-        reasons = [
-            f"rule {rule_name} ranks it {rank} of {len(order)}"
-            if ranked
-            else f"rule {rule_name}: document order, position {all_names.index(name) + 1}"
-        ]
+        reasons = [lane.rank_reason]
         if private_task:
-            reasons.append("private target for private data")
+            reasons.append(_PRIVATE_REASON)
         if free is not None:
             reasons.append(f"{free:g} free GPU(s)")
-        region = target.regions[0] if target.regions else None
-        instance_type = actions.instance_type or (target.instance_types[0] if target.instance_types else None)
-        expected: float | None = None
-        if target.provider in CLOUD_PROVIDERS:
-            rejection, region, instance_type, expected, price_reasons = _price_check(target, actions, signals)
-            if rejection is not None:
-                rejected[name] = rejection
+        if not lane.cloud:
+            picks.append((lane, lane.region, lane.instance_type, None, reasons))
+            continue
+        ceiling = lane.ceiling
+        over: list[str] = []
+        for region, instance_type, key, sample_name in lane.offers:
+            price = read(sample_name, price_ttl)
+            if price is None:
                 continue
-            reasons.extend(price_reasons)
-        candidates.append(
-            Candidate(
-                target=name,
-                provider=target.provider,
-                private=target.private,
-                region=region,
-                instance_type=instance_type,
-                max_price_usd_h=_ceiling(target, actions),
-                expected_usd_h=expected,
-                reasons=tuple(reasons),
-            )
+            if ceiling is None or price <= ceiling:
+                reasons.append(f"spot price {key} {price:.4f}{lane.within_suffix}")
+                picks.append((lane, region, instance_type, price, reasons))
+                break
+            over.append(f"{key} {price:.4f}{lane.over_suffix}")
+        else:
+            if lane.stale_price is None:  # no max price
+                reasons.append(_NO_PRICE_NO_CAP)
+                picks.append((lane, lane.offers[0][0], lane.offers[0][1], None, reasons))
+            elif over:
+                detail = "spot price above the max price: " + "; ".join(over)
+                rejected[name] = Rejection(target=name, code="price_above_max", detail=detail)
+            else:
+                rejected[name] = lane.stale_price
+
+    hedged = min(outcome.actions.hedge, len(picks)) if outcome.actions.hedge > 1 and len(picks) > 1 else 0
+    if hedged:  # the candidates are built once, hedge group included
+        hedge_reason, hedge_line = outcome.hedge_lines[hedged]
+        for pick in picks[:hedged]:
+            pick[4].append(hedge_reason)
+        trace.append(hedge_line)
+    candidates = tuple(
+        Candidate(
+            target=lane.name,
+            provider=lane.provider,
+            private=lane.private,
+            region=region,
+            instance_type=instance_type,
+            max_price_usd_h=lane.ceiling,
+            expected_usd_h=expected,
+            hedge_group=1 if place < hedged else None,
+            reasons=tuple(reasons),
         )
-    if actions.hedge > 1 and len(candidates) > 1:
-        hedged = min(actions.hedge, len(candidates))
-        hedge_reason = f"hedged: launched with {hedged - 1} other(s), the first to run wins"
-        candidates = [
-            replace(c, hedge_group=1, reasons=(*c.reasons, hedge_reason)) if i < hedged else c
-            for i, c in enumerate(candidates)
-        ]
-        trace.append(f"hedge: the first {hedged} candidates are launched together")
-    trace.extend(signals.notes)
+        for place, (lane, region, instance_type, expected, reasons) in enumerate(picks)
+    )
+    trace += signals.notes
     if not candidates:
-        trace.append("no candidate: every target was rejected")
+        trace.append(_NO_CANDIDATE)
+    if rejected:
+        rejected = {**outcome.rejected[private_task], **rejected}
+        # in document order, so the receipt reads the same way as the policy
+        rejections = tuple(rejected[name] for name in compiled.all_names if name in rejected)
+    else:
+        rejections = outcome.rejections[private_task]
     return PlacementPlan(
         task_id=task.id,
         policy_version=policy.version,
         decided_at=now,
-        candidates=tuple(candidates),
-        # in document order, so the receipt reads the same way as the policy
-        rejections=tuple(rejected[name] for name in all_names if name in rejected),
+        candidates=candidates,
+        rejections=rejections,
         trace=tuple(trace),
         signals_used=signals.used,
     )

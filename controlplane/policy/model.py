@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from controlplane.domain import DataSensitivity, Priority, Target, TaskKind
+# provider names live in the domain (the signal pollers use them too); re-exported here
+from controlplane.domain import CLOUD_PROVIDERS, PROVIDERS, DataSensitivity, Priority, Target, TaskKind
 
 __all__ = [
     "CLOUD_PROVIDERS",
@@ -32,11 +33,6 @@ __all__ = [
     "canonical_json",
     "policy_version",
 ]
-
-#: the providers a target may name, in the order error messages list them
-PROVIDERS: tuple[str, ...] = ("local", "kubernetes", "aws", "azure")
-#: providers whose targets are clouds (``use_cloud`` chooses between these and the rest)
-CLOUD_PROVIDERS: tuple[str, ...] = ("aws", "azure")
 
 
 class PolicyError(ValueError):
@@ -199,6 +195,10 @@ class Policy:
     thresholds: Thresholds = field(default_factory=Thresholds)
     #: True when the document was the seed's ``task_rules`` form
     from_seed: bool = False
+
+    def for_tenant(self, tenant: str) -> Policy:
+        """A lone policy applies to every tenant (a PolicySet answers with the tenant's overlay)."""
+        return self
 
     def target(self, name: str) -> Target | None:
         """The target called ``name``, if the policy defines one."""

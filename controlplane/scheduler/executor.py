@@ -35,9 +35,10 @@ from controlplane.domain import (
     Unavailable,
 )
 from controlplane.metrics import Metrics
-from controlplane.policy import CAPACITY_SOURCE, Policy, plan
+from controlplane.policy import CAPACITY_SOURCE, Policy, PolicySet, plan
 from controlplane.scheduler.outcomes import advance
 from controlplane.scheduler.workerspec import render_worker_spec
+from controlplane.signals.snapshot_json import snapshot_to_json
 from controlplane.store import PlannedLaunch, StateMismatch, Store, utcnow
 from providers.base import BackendState, LaunchRequest, Provider
 
@@ -69,7 +70,7 @@ class Scheduler:
         self,
         *,
         store: Store,
-        policy: Callable[[], Policy],
+        policy: Callable[[], Policy | PolicySet],
         providers: Mapping[str, Provider],
         callback_base: str,
         checkpoint_root: Path | str | None,
@@ -86,7 +87,7 @@ class Scheduler:
         self.planner = planner
 
     # -- signals ---------------------------------------------------------------
-    def snapshot(self, policy: Policy) -> SignalSnapshot:
+    def snapshot(self, policy: Policy | PolicySet) -> SignalSnapshot:
         """Free capacity of every target whose provider is configured here."""
         now = self.clock()
         samples: dict[str, SignalSample] = {}
@@ -124,14 +125,15 @@ class Scheduler:
         tasks = self.store.claim_queued(batch_size=self.batch_size, scheduler_id=self.scheduler_id)
         if not tasks:
             return 0
-        policy = self.policy()
-        snapshot = self.snapshot(policy)
+        # one policy set and one snapshot per batch: every receipt of the batch saw the same world
+        policies = self.policy()
+        snapshot = self.snapshot(policies)
         launches: list[PlannedLaunch] = []
         tokens: list[str | None] = []
         rests: list[tuple[list[Candidate], list[str]]] = []
         for task in tasks:
             started = time.perf_counter()
-            decision = self.planner(task, snapshot, policy, self.clock())
+            decision = self.planner(task, snapshot, policies.for_tenant(task.spec.tenant), self.clock())
             if self.metrics:
                 self.metrics.plan_seconds.observe(time.perf_counter() - started)
             history: list[str] = []
@@ -148,7 +150,10 @@ class Scheduler:
             )
             tokens.append(token)
             rests.append((usable[1:], history))
-        attempts = self.store.start_launches(launches, actor=self.scheduler_id)
+        # the batch's snapshot is stored with its receipts: `policy simulate` replays them on it
+        attempts = self.store.start_launches(
+            launches, actor=self.scheduler_id, snapshot=(snapshot.taken_at, snapshot_to_json(snapshot))
+        )
         launched: dict[str, str] = {}
         for task, launch, token, attempt, (rest, history) in zip(tasks, launches, tokens, attempts, rests, strict=True):
             if attempt is None or launch.candidate is None or token is None:

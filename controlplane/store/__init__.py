@@ -10,12 +10,13 @@ from controlplane.store.engine import DATABASE_URL_ENV, database_url, make_engin
 from controlplane.store.errors import IdempotencyConflict, NotFound, StateMismatch, StoreError
 from controlplane.store.ids import new_id
 from controlplane.store.migrate import current_revision, downgrade, head_revision, is_current, upgrade
-from controlplane.store.records import AttemptProgress, Event, PolicyVersion
+from controlplane.store.records import AttemptProgress, Event, PolicyApplication, PolicyVersion
 from controlplane.store.repository import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
     NewTask,
     PlannedLaunch,
+    RecordedDecision,
     Store,
     policy_version_of,
 )
@@ -30,7 +31,9 @@ __all__ = [
     "NewTask",
     "NotFound",
     "PlannedLaunch",
+    "PolicyApplication",
     "PolicyVersion",
+    "RecordedDecision",
     "StateMismatch",
     "Store",
     "StoreError",

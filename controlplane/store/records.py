@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-__all__ = ["AttemptProgress", "Event", "PolicyVersion"]
+__all__ = ["AttemptProgress", "Event", "PolicyApplication", "PolicyVersion"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,6 +38,19 @@ class PolicyVersion:
     created_at: datetime
     created_by: str
     source: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PolicyApplication:
+    """A policy taking effect: base version, Consul ModifyIndex, and each tenant overlay's effective version."""
+
+    id: int
+    applied_at: datetime
+    applied_by: str
+    source: str
+    modify_index: int | None
+    version: str
+    overlays: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -55,10 +55,27 @@ from controlplane.store.columns import utcnow
 from controlplane.store.engine import WRITE_OPTION
 from controlplane.store.errors import IdempotencyConflict, NotFound, StateMismatch
 from controlplane.store.ids import new_id
-from controlplane.store.records import AttemptProgress, Event, PolicyVersion
-from controlplane.store.tables import PRIORITY_RANK, attempts, decisions, events, policy_versions, tasks
+from controlplane.store.records import AttemptProgress, Event, PolicyApplication, PolicyVersion
+from controlplane.store.tables import (
+    PRIORITY_RANK,
+    attempts,
+    decisions,
+    events,
+    policy_applications,
+    policy_versions,
+    signal_snapshots,
+    tasks,
+)
 
-__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "NewTask", "PlannedLaunch", "Store", "policy_version_of"]
+__all__ = [
+    "DEFAULT_PAGE_SIZE",
+    "MAX_PAGE_SIZE",
+    "NewTask",
+    "PlannedLaunch",
+    "RecordedDecision",
+    "Store",
+    "policy_version_of",
+]
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -193,6 +210,25 @@ class PlannedLaunch:
     failure: str | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
+class RecordedDecision:
+    """A task's first receipt as ``policy simulate`` replays it: the task, what was chosen, the signals seen."""
+
+    task: Task
+    decided_at: datetime
+    policy_version: str
+    #: the plan's first candidate (None: the plan had none)
+    target: str | None
+    provider: str | None
+    expected_usd_h: float | None
+    max_price_usd_h: float | None
+    snapshot_id: str | None
+    #: the snapshot JSON, loaded once per snapshot id in a chunk (batches share one)
+    snapshot: Mapping[str, Any] | None
+    #: how long the task ran, when it has finished
+    runtime_seconds: float | None
+
+
 def _event_row(
     *,
     task_id: str,
@@ -217,7 +253,7 @@ def _event_row(
 
 
 def _decision_rows(
-    plan: PlacementPlan, *, decision_id: str, at: datetime, actor: str
+    plan: PlacementPlan, *, decision_id: str, at: datetime, actor: str, snapshot_id: str | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The receipt's row and its ``decision.recorded`` event."""
     decision = {
@@ -226,6 +262,7 @@ def _decision_rows(
         "policy_version": plan.policy_version,
         "decided_at": plan.decided_at,
         "plan": plan_to_json(plan),
+        "snapshot_id": snapshot_id,
     }
     recorded = _event_row(
         task_id=plan.task_id,
@@ -619,7 +656,13 @@ class Store:
             conn.execute(insert(events).values(**recorded))
         return decision_id
 
-    def start_launches(self, launches: Sequence[PlannedLaunch], *, actor: str) -> list[Attempt | None]:
+    def start_launches(
+        self,
+        launches: Sequence[PlannedLaunch],
+        *,
+        actor: str,
+        snapshot: tuple[datetime, Mapping[str, Any]] | None = None,
+    ) -> list[Attempt | None]:
         """Store a batch of receipts and the launch each one leads to, in one transaction.
 
         For each item: its plan becomes the task's newest receipt; then, if
@@ -630,6 +673,10 @@ class Store:
         (cancelled) keeps only its receipt (None). This is the batched form
         of ``record_decision`` + ``create_attempt`` + ``transition_task``,
         with the same rows and events, for the scheduler's hot path.
+
+        ``snapshot`` (taken_at, snapshot JSON) is the batch's signal
+        snapshot: stored once and named by every receipt of the batch, so a
+        replay can plan these tasks again under another policy.
         """
         if not launches:
             return []
@@ -655,11 +702,17 @@ class Store:
                     .group_by(attempts.c.task_id)
                 )
             }
+            snapshot_id = None
+            if snapshot is not None:
+                snapshot_id = new_id("snp", now_ms=_ms(now))
+                conn.execute(
+                    insert(signal_snapshots).values(id=snapshot_id, taken_at=snapshot[0], document=dict(snapshot[1]))
+                )
             decision_rows = []
             for item in launches:
                 task_id, plan = item.plan.task_id, item.plan
                 decision, recorded = _decision_rows(
-                    plan, decision_id=new_id("dec", now_ms=_ms(now)), at=now, actor=actor
+                    plan, decision_id=new_id("dec", now_ms=_ms(now)), at=now, actor=actor, snapshot_id=snapshot_id
                 )
                 decision_rows.append(decision)
                 event_rows.append(recorded)
@@ -987,6 +1040,19 @@ class Store:
             source=row.source,
         )
 
+    def find_policy_versions(self, *, prefix: str, limit: int = 2) -> list[str]:
+        """Versions starting with ``prefix`` (hex), for short version ids on the command line."""
+        if not prefix or any(c not in "0123456789abcdef" for c in prefix):
+            return []
+        with self._read() as conn:
+            rows = conn.execute(
+                select(policy_versions.c.version)
+                .where(policy_versions.c.version.startswith(prefix, autoescape=True))
+                .order_by(policy_versions.c.version)
+                .limit(limit)
+            ).all()
+        return [r.version for r in rows]
+
     def list_policy_versions(self, *, limit: int = DEFAULT_PAGE_SIZE) -> list[PolicyVersion]:
         """The newest stored policy versions first."""
         with self._read() as conn:
@@ -1003,3 +1069,132 @@ class Store:
             )
             for r in rows
         ]
+
+    # -- policy applications (what took effect, when, from where) --------------------------------
+
+    def record_policy_application(
+        self,
+        *,
+        version: str,
+        source: str,
+        applied_by: str,
+        modify_index: int | None = None,
+        overlays: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> int:
+        """Note that a policy took effect (its documents must already be saved); returns the row id."""
+        with self._write() as conn:
+            result = conn.execute(
+                insert(policy_applications).values(
+                    applied_at=self._now(),
+                    applied_by=applied_by,
+                    source=source,
+                    modify_index=modify_index,
+                    version=version,
+                    overlays={tenant: dict(detail) for tenant, detail in (overlays or {}).items()},
+                )
+            )
+            key = result.inserted_primary_key
+        return int(key[0]) if key is not None else 0
+
+    def list_policy_applications(self, *, limit: int = DEFAULT_PAGE_SIZE) -> list[PolicyApplication]:
+        """Newest first: every time a control plane switched policy."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(policy_applications)
+                .order_by(policy_applications.c.applied_at.desc(), policy_applications.c.id.desc())
+                .limit(limit)
+            ).all()
+        return [
+            PolicyApplication(
+                id=int(r.id),
+                applied_at=r.applied_at,
+                applied_by=r.applied_by,
+                source=r.source,
+                modify_index=r.modify_index,
+                version=r.version,
+                overlays=dict(r.overlays),
+            )
+            for r in rows
+        ]
+
+    # -- replay ------------------------------------------------------------------------------------
+
+    def recorded_decisions(
+        self, *, since: datetime | None = None, last: int | None = None, chunk: int = 2000
+    ) -> Iterator[RecordedDecision]:
+        """Each task's first receipt, oldest first: since a time, or the ``last`` N, or all.
+
+        Streams in chunks by decision id so a day of traffic never sits in
+        memory at once; every snapshot is read once per chunk.
+        """
+        first = select(func.min(decisions.c.id).label("id")).group_by(decisions.c.task_id).subquery("first_decisions")
+        bounds = select(decisions.c.id).join(first, first.c.id == decisions.c.id)
+        if since is not None:
+            bounds = bounds.where(decisions.c.decided_at >= since)
+        start: str | None = None
+        if last is not None:
+            with self._read() as conn:
+                newest = conn.execute(bounds.order_by(decisions.c.id.desc()).limit(last)).scalars().all()
+            if not newest:
+                return
+            start = newest[-1]
+        after: str | None = None
+        while True:
+            stmt = (
+                select(
+                    decisions.c.id.label("decision_id"),
+                    decisions.c.decided_at,
+                    decisions.c.policy_version,
+                    # only the first candidate, read by the database: decoding whole plans was most of the time
+                    decisions.c.plan[("candidates", 0, "target")].as_string().label("chosen_target"),
+                    decisions.c.plan[("candidates", 0, "provider")].as_string().label("chosen_provider"),
+                    decisions.c.plan[("candidates", 0, "expected_usd_h")].as_float().label("chosen_usd_h"),
+                    decisions.c.plan[("candidates", 0, "max_price_usd_h")].as_float().label("chosen_max_usd_h"),
+                    decisions.c.snapshot_id,
+                    tasks,
+                )
+                .join(first, first.c.id == decisions.c.id)
+                .join(tasks, tasks.c.id == decisions.c.task_id)
+                .order_by(decisions.c.id)
+                .limit(chunk)
+            )
+            if since is not None:
+                stmt = stmt.where(decisions.c.decided_at >= since)
+            if start is not None:
+                stmt = stmt.where(decisions.c.id >= start)
+            if after is not None:
+                stmt = stmt.where(decisions.c.id > after)
+            with self._read() as conn:
+                rows = conn.execute(stmt).all()
+                wanted = {r.snapshot_id for r in rows if r.snapshot_id is not None}
+                snapshots = (
+                    {
+                        r.id: r.document
+                        for r in conn.execute(
+                            select(signal_snapshots.c.id, signal_snapshots.c.document).where(
+                                signal_snapshots.c.id.in_(wanted)
+                            )
+                        )
+                    }
+                    if wanted
+                    else {}
+                )
+            for row in rows:
+                runtime = None
+                if row.started_at is not None and row.finished_at is not None:
+                    runtime = max((row.finished_at - row.started_at).total_seconds(), 0.0)
+                yield RecordedDecision(
+                    task=_task(row),
+                    decided_at=row.decided_at,
+                    policy_version=row.policy_version,
+                    target=row.chosen_target,
+                    provider=row.chosen_provider,
+                    expected_usd_h=row.chosen_usd_h,
+                    max_price_usd_h=row.chosen_max_usd_h,
+                    snapshot_id=row.snapshot_id,
+                    snapshot=snapshots.get(row.snapshot_id) if row.snapshot_id else None,
+                    runtime_seconds=runtime,
+                )
+            if len(rows) < chunk:
+                return
+            after = rows[-1].decision_id

@@ -36,13 +36,17 @@ __all__ = [
     "Base",
     "DecisionRow",
     "EventRow",
+    "PolicyApplicationRow",
     "PolicyVersionRow",
+    "SignalSnapshotRow",
     "TaskRow",
     "attempts",
     "decisions",
     "events",
     "metadata",
+    "policy_applications",
     "policy_versions",
+    "signal_snapshots",
     "tasks",
 ]
 
@@ -142,6 +146,8 @@ class DecisionRow(Base):
     decided_at: Mapped[datetime]
     #: the whole PlacementPlan: candidates, rejections, trace, signals used
     plan: Mapped[dict[str, Any]]
+    #: the planning batch's full signal snapshot, so ``policy simulate`` can replay any policy on it
+    snapshot_id: Mapped[str | None] = mapped_column(_ID)
 
     __table_args__ = (Index("ix_decisions_task_id_id", "task_id", "id"),)
 
@@ -174,9 +180,41 @@ class PolicyVersionRow(Base):
     source: Mapped[str] = mapped_column(String(512))
 
 
+class PolicyApplicationRow(Base):
+    """One policy change taking effect in a control plane: the audit trail behind ``policy history``."""
+
+    __tablename__ = "policy_applications"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    applied_at: Mapped[datetime]
+    applied_by: Mapped[str] = mapped_column(_NAME)
+    #: consul:KEY or file:PATH
+    source: Mapped[str] = mapped_column(String(512))
+    #: Consul's ModifyIndex of the base document (null for files)
+    modify_index: Mapped[int | None] = mapped_column(BigInteger)
+    #: sha256 of the base document (a row of policy_versions)
+    version: Mapped[str] = mapped_column(String(64))
+    #: tenant -> {version (effective, merged), overlay_sha256, modify_index}
+    overlays: Mapped[dict[str, Any]]
+
+    __table_args__ = (Index("ix_policy_applications_applied_at", "applied_at"),)
+
+
+class SignalSnapshotRow(Base):
+    """The signals one planning batch saw, in the documented snapshot JSON."""
+
+    __tablename__ = "signal_snapshots"
+
+    id: Mapped[str] = mapped_column(_ID, primary_key=True)
+    taken_at: Mapped[datetime]
+    document: Mapped[dict[str, Any]]
+
+
 metadata = Base.metadata
 tasks = cast(Table, TaskRow.__table__)
 attempts = cast(Table, AttemptRow.__table__)
 decisions = cast(Table, DecisionRow.__table__)
 events = cast(Table, EventRow.__table__)
 policy_versions = cast(Table, PolicyVersionRow.__table__)
+policy_applications = cast(Table, PolicyApplicationRow.__table__)
+signal_snapshots = cast(Table, SignalSnapshotRow.__table__)

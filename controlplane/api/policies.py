@@ -1,0 +1,89 @@
+"""Operator routes for the policy in force and its history (``fusionctl policy show|history|rollback``).
+
+Consul holds the newest document; the store holds every version that took
+effect and when, which Consul does not keep. These routes read the store
+and the running control plane's :class:`ActivePolicy`; writing a policy
+goes to Consul (or the file), never through here, so there is one place of
+truth for "what should run".
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query
+
+from controlplane.api.auth import Principal
+from controlplane.api.deps import authenticate, require_operator
+from controlplane.api.errors import ApiError
+from controlplane.policy import ActivePolicy
+from controlplane.store import NotFound, PolicyApplication, Store
+
+__all__ = ["add_policy_routes", "application_json"]
+
+Caller = Annotated[Principal, Depends(authenticate)]
+
+
+def application_json(row: PolicyApplication) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "applied_at": row.applied_at.isoformat(),
+        "applied_by": row.applied_by,
+        "source": row.source,
+        "modify_index": row.modify_index,
+        "version": row.version,
+        "tenants": dict(row.overlays),
+    }
+
+
+def add_policy_routes(app: FastAPI, *, store: Store, active: ActivePolicy | None) -> None:
+    @app.get("/v1/policy", tags=["policy"])
+    def policy_in_force(principal: Caller) -> dict[str, Any]:
+        """The policy in force: version, source, Consul ModifyIndex, overlays, and whether it is up to date."""
+        require_operator(principal)
+        if active is None:
+            raise ApiError(404, "not_found", "this API is not attached to a running scheduler", field="policy")
+        status = active.status()
+        status["document"] = dict(store.get_policy_version(status["version"]).document)
+        return status
+
+    @app.get("/v1/policy/history", tags=["policy"])
+    def policy_history(principal: Caller, limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict[str, Any]:
+        """Every policy that took effect, newest first."""
+        require_operator(principal)
+        return {"items": [application_json(row) for row in store.list_policy_applications(limit=limit)]}
+
+    @app.get("/v1/policy/versions/{version}", tags=["policy"])
+    def policy_version_document(version: str, principal: Caller) -> dict[str, Any]:
+        """A stored policy document by its sha256 (a receipt's ``policy_version``); a unique prefix of 8+ works."""
+        require_operator(principal)
+        try:
+            found = store.get_policy_version(_resolve(store, version))
+        except NotFound as exc:
+            raise ApiError(404, "not_found", f"no policy version {version}", field="version") from exc
+        return {
+            "version": found.version,
+            "created_at": found.created_at.isoformat(),
+            "created_by": found.created_by,
+            "source": found.source,
+            "document": dict(found.document),
+        }
+
+
+def _resolve(store: Store, version: str) -> str:
+    if len(version) == 64:
+        return version
+    if len(version) < 8 or any(c not in "0123456789abcdef" for c in version):
+        raise ApiError(
+            422, "invalid", "a version is 64 hex characters, or a unique prefix of at least 8", field="version"
+        )
+    matches = store.find_policy_versions(prefix=version, limit=2)
+    if len(matches) != 1:
+        detail = "no policy version starts with" if not matches else "more than one policy version starts with"
+        raise ApiError(
+            404 if not matches else 409,
+            "not_found" if not matches else "ambiguous",
+            f"{detail} {version}",
+            field="version",
+        )
+    return matches[0]

@@ -1,0 +1,161 @@
+"""A task for a dry run: the ``POST /v1/tasks`` body turned into a :class:`Task`, offline.
+
+``fusionctl plan --task TASK.json`` and ``POST /v1/plan`` both plan a task
+that is never stored or run, so this does what ``POST /v1/tasks`` does to
+the body (validate it with :class:`TaskCreate`, infer the kind, default the
+output) but not what only matters for a real run: local input paths are not
+checked against the input roots (they may not exist on the machine planning
+them) and nothing gets an id from the store. The task is ``dry-run``,
+``queued``, created at the planning time.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from controlplane.api.schemas import TaskCreate
+from controlplane.domain import DataSensitivity, Priority, Task, TaskKind, TaskSpec, TaskState
+
+__all__ = [
+    "DEFAULT_TENANT",
+    "DRY_RUN_TASK_ID",
+    "MAX_TASK_BYTES",
+    "TENANT_PATTERN",
+    "TaskFileError",
+    "check_tenant",
+    "load_task_file",
+    "loads_task",
+    "task_from_create",
+    "task_from_json",
+]
+
+DRY_RUN_TASK_ID = "dry-run"
+DEFAULT_TENANT = "default"
+#: the tenant syntax tokens use (``fusionctl tokens create --tenant``)
+TENANT_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+#: a task body is small; the API's own body limit is 1 MiB
+MAX_TASK_BYTES = 1 << 20
+
+# kept equal to the API's inference in controlplane/api/app.py (_kind); a test compares them
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+_VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".m4v", ".avi")
+_VIDEO_OUTPUT_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v")
+
+
+class TaskFileError(ValueError):
+    """A task body that is not valid; ``path`` is the JSON path of the bad field (``""``: the whole body)."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+        self.message = message
+
+
+def check_tenant(tenant: str) -> str:
+    if not re.match(TENANT_PATTERN, tenant):
+        raise TaskFileError("tenant", "must be 1-64 letters, digits, '-', '_' or '.'")
+    return tenant
+
+
+def _suffix(uri: str) -> str:
+    path = uri.split("?", 1)[0].split("#", 1)[0]
+    return Path(path).suffix.lower()
+
+
+def _kind(body: TaskCreate) -> TaskKind:
+    if body.kind is not None:
+        return body.kind
+    suffix = _suffix(body.target)
+    if suffix in _IMAGE_SUFFIXES:
+        return TaskKind.IMAGE
+    if suffix in _VIDEO_SUFFIXES:
+        return TaskKind.VIDEO
+    raise TaskFileError("kind", f"cannot tell image from video by {suffix or 'no suffix'}; set kind")
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    """Pydantic's error location as a JSON path: ``labels.team``, ``options.quality``, ``a[2]``."""
+    path = ""
+    for part in loc:
+        path = f"{path}[{part}]" if isinstance(part, int) else (f"{path}.{part}" if path else str(part))
+    return path
+
+
+def task_from_create(body: TaskCreate, *, tenant: str, now: datetime, output_root: Path | None = None) -> Task:
+    """The task ``POST /v1/tasks`` would store for ``body``, less the URI checks.
+
+    The default output is the API's (``<tenant>/<task id>/swapped<suffix>``
+    under the output root, relative when ``output_root`` is None); it does
+    not affect placement, but the task reads like the real one.
+    """
+    tenant = check_tenant(tenant)
+    kind = _kind(body)
+    suffix = _suffix(body.target) or (".png" if kind == TaskKind.IMAGE else ".mp4")
+    if kind == TaskKind.VIDEO and suffix not in _VIDEO_OUTPUT_SUFFIXES:
+        suffix = ".mp4"
+    output = body.output or f"{tenant}/{DRY_RUN_TASK_ID}/swapped{suffix}"
+    if output_root is not None and "://" not in output and not Path(output).is_absolute():
+        output = str(output_root / output)
+    spec = TaskSpec(
+        tenant=tenant,
+        kind=kind,
+        source_uri=body.source,
+        target_uri=body.target,
+        output_uri=output,
+        priority=Priority(body.priority),
+        data_sensitivity=DataSensitivity(body.data_sensitivity),
+        deadline_seconds=body.deadline_seconds,
+        budget_usd=body.budget_usd,
+        options=body.options.model_dump(mode="json"),
+        labels=dict(body.labels),
+    )
+    return Task(id=DRY_RUN_TASK_ID, spec=spec, state=TaskState.QUEUED, created_at=now, updated_at=now)
+
+
+def task_from_json(document: Any, *, tenant: str, now: datetime, output_root: Path | None = None) -> Task:
+    """Validate a decoded ``POST /v1/tasks`` body; the first error names its field."""
+    if not isinstance(document, dict):
+        raise TaskFileError("", "must be a JSON object (the POST /v1/tasks body)")
+    try:
+        body = TaskCreate.model_validate(document)
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise TaskFileError(_location(tuple(first["loc"])), f"{first['msg']}{more}") from exc
+    return task_from_create(body, tenant=tenant, now=now, output_root=output_root)
+
+
+def loads_task(text: str | bytes, *, tenant: str, now: datetime) -> Task:
+    if len(text) > MAX_TASK_BYTES:
+        raise TaskFileError("", f"is larger than {MAX_TASK_BYTES} bytes")
+
+    def _no_constants(name: str) -> None:
+        raise ValueError(f"{name} is not valid JSON")
+
+    try:
+        document = json.loads(text, parse_constant=_no_constants)
+    except ValueError as exc:
+        raise TaskFileError("", f"is not valid JSON: {exc}") from exc
+    return task_from_json(document, tenant=tenant, now=now)
+
+
+def load_task_file(path: Path | str, *, tenant: str, now: datetime) -> Task:
+    """Read a task file (the ``POST /v1/tasks`` body); an unreadable or malformed file names the file."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise TaskFileError("", f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        return loads_task(raw, tenant=tenant, now=now)
+    except TaskFileError as exc:
+        if exc.path:
+            raise
+        raise TaskFileError("", f"{path} {exc.message}") from exc
