@@ -31,9 +31,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Row, bindparam, func, insert, select, update
+from sqlalchemy import Engine, Row, bindparam, exists, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
 from sqlalchemy.sql import Select
 
 from controlplane.domain import (
@@ -1127,8 +1128,11 @@ class Store:
         Streams in chunks by decision id so a day of traffic never sits in
         memory at once; every snapshot is read once per chunk.
         """
-        first = select(func.min(decisions.c.id).label("id")).group_by(decisions.c.task_id).subquery("first_decisions")
-        bounds = select(decisions.c.id).join(first, first.c.id == decisions.c.id)
+        # "no earlier receipt for the task": an index probe per row on (task_id, id), so each chunk costs
+        # its own size; a GROUP BY over all receipts would be paid again by every chunk
+        earlier = aliased(decisions)
+        is_first = ~exists().where(earlier.c.task_id == decisions.c.task_id, earlier.c.id < decisions.c.id)
+        bounds = select(decisions.c.id).where(is_first)
         if since is not None:
             bounds = bounds.where(decisions.c.decided_at >= since)
         start: str | None = None
@@ -1153,8 +1157,8 @@ class Store:
                     decisions.c.snapshot_id,
                     tasks,
                 )
-                .join(first, first.c.id == decisions.c.id)
                 .join(tasks, tasks.c.id == decisions.c.task_id)
+                .where(is_first)
                 .order_by(decisions.c.id)
                 .limit(chunk)
             )
