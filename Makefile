@@ -6,13 +6,15 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup system-deps run demo check test bench bench-core bench-api bench-policy bench-simulate clean
 
-# Debian packages: ffmpeg/ffprobe for the core, PostgreSQL 15 for the store's tests.
+# Debian packages: ffmpeg/ffprobe for the core, PostgreSQL 15 for the store's tests,
+# Prometheus (server + promtool) for the signal tests.
 # Installed when missing and we are root (CI, containers); otherwise say what to install.
 PG_BIN ?= /usr/lib/postgresql/15/bin
 system-deps:
 	@missing=""; \
 	command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || missing="$$missing ffmpeg"; \
 	[ -x $(PG_BIN)/initdb ] && [ -x $(PG_BIN)/postgres ] || missing="$$missing postgresql"; \
+	command -v prometheus >/dev/null && command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages:$$missing"; \

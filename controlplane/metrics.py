@@ -24,6 +24,9 @@ class Metrics:
     policy_reloads: Counter
     policy_source_up: Gauge
     policy_applied_timestamp: Gauge
+    signal_polls: Counter
+    signal_poll_errors: Counter
+    signal_poll_seconds: Histogram
 
     @classmethod
     def create(cls) -> Metrics:
@@ -75,6 +78,25 @@ class Metrics:
             policy_applied_timestamp=Gauge(
                 "fusionplane_policy_applied_timestamp_seconds",
                 "When the policy in force was applied (Unix time)",
+                registry=registry,
+            ),
+            signal_polls=Counter(
+                "fusionplane_signal_polls",
+                "Signal polls by source and outcome",
+                ["source", "outcome"],
+                registry=registry,
+            ),
+            signal_poll_errors=Counter(
+                "fusionplane_signal_poll_errors",
+                "Signal poll errors by source (a whole poll failing, or one part of it)",
+                ["source"],
+                registry=registry,
+            ),
+            signal_poll_seconds=Histogram(
+                "fusionplane_signal_poll_seconds",
+                "Time one signal poll took",
+                ["source"],
+                buckets=_LATENCY_BUCKETS,
                 registry=registry,
             ),
         )

@@ -30,6 +30,7 @@ from controlplane.api.limits import BodyLimit
 from controlplane.api.planning import LiveSignals, PolicyFor, add_plan_routes
 from controlplane.api.policies import add_policy_routes
 from controlplane.api.schemas import TaskCreate, check_input_uri, check_output_uri
+from controlplane.api.signals import add_signal_routes
 from controlplane.api.submissions import SubmitQueue
 from controlplane.api.views import attempt_json, event_json, receipt_json, task_json
 from controlplane.config import Settings
@@ -92,6 +93,7 @@ def create_app(
     policy_for: PolicyFor | None = None,
     live_signals: LiveSignals | None = None,
     active_policy: ActivePolicy | None = None,
+    signal_pollers: Callable[[], list[dict[str, Any]]] | None = None,
 ) -> Any:
     """The ASGI app: FastAPI routes wrapped in the request-body limit.
 
@@ -420,6 +422,7 @@ def create_app(
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     add_policy_routes(app, store=store, active=active_policy)
+    add_signal_routes(app, store=store, snapshot=live_signals, pollers=signal_pollers)
 
     if policy_for is None and active_policy is not None:
         running = active_policy

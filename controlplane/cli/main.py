@@ -11,6 +11,7 @@ from controlplane.cli.models import models
 from controlplane.cli.plan import plan_command
 from controlplane.cli.policy import policy
 from controlplane.cli.serve import serve
+from controlplane.cli.signals import signals
 from controlplane.cli.swap import swap
 from controlplane.cli.tasks import COMMANDS as TASK_COMMANDS
 from controlplane.cli.tokens import tokens
@@ -38,6 +39,7 @@ cli.add_command(db)
 cli.add_command(serve)
 cli.add_command(plan_command)
 cli.add_command(policy)
+cli.add_command(signals)
 for _command in TASK_COMMANDS:
     cli.add_command(_command)
 

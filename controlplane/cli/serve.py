@@ -75,6 +75,7 @@ def serve(
     from controlplane.policy import PolicyError
     from controlplane.scheduler import Scheduler
     from controlplane.scheduler.policy_runtime import start_policy_runtime
+    from controlplane.scheduler.signals_runtime import build_signal_hub, pollers_json, prune_history
     from controlplane.store import Store, make_engine, upgrade
     from providers.local import LocalProvider
 
@@ -115,8 +116,13 @@ def serve(
         except FileNotFoundError:
             return None
 
+    try:
+        hub = build_signal_hub(store=store, policy=policies.current, metrics=metrics)
+    except ValueError as exc:  # a bad FUSIONPLANE_SIGNALS_* setting
+        raise click.UsageError(str(exc)) from exc
     scheduler = Scheduler(
         store=store,
+        signals=hub.samples,
         policy=policies.current,
         providers={"local": local},
         callback_base=settings.callback_base,
@@ -127,6 +133,8 @@ def serve(
     jobs = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 5})
     jobs.add_job(scheduler.place_until_idle, "interval", seconds=0.5, kwargs={"max_seconds": 0.4}, id="place")
     jobs.add_job(scheduler.follow, "interval", seconds=1.0, id="follow")
+    hub.schedule(jobs)
+    jobs.add_job(prune_history, "interval", hours=1, args=(store,), id="signals-retention")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     asgi, _app = create_app(
         settings=settings,
@@ -136,6 +144,7 @@ def serve(
         attempt_logs=attempt_logs,
         active_policy=policies.active,
         live_signals=lambda: scheduler.snapshot(policies.current()),
+        signal_pollers=lambda: pollers_json(hub),
     )
     url = f"http://{host}:{port}"
     click.echo(
@@ -156,3 +165,4 @@ def serve(
     finally:
         jobs.shutdown(wait=True)
         policies.stop()
+        hub.close()

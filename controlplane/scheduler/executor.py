@@ -79,18 +79,25 @@ class Scheduler:
         batch_size: int = 64,
         clock: Callable[[], datetime] = utcnow,
         planner: Planner = plan,
+        signals: Callable[[], Mapping[str, SignalSample]] | None = None,
     ) -> None:
         self.store, self.policy, self.providers = store, policy, providers
         self.callback_base, self.checkpoint_root = callback_base, checkpoint_root
         self.scheduler_id, self.metrics, self.batch_size, self.clock = scheduler_id, metrics, batch_size, clock
         #: the pure ``plan()``; tests hand in a faulty one to prove the executor's own checks
         self.planner = planner
+        #: the poll hub's latest values (Prometheus, spot prices, cluster capacity, queue depth)
+        self.signals = signals
 
     # -- signals ---------------------------------------------------------------
     def snapshot(self, policy: Policy | PolicySet) -> SignalSnapshot:
-        """Free capacity of every target whose provider is configured here."""
+        """The hub's latest values, with the free capacity of providers configured here asked for now.
+
+        A provider's own answer is newer than any poll, so it wins over the
+        hub's value for the same target.
+        """
         now = self.clock()
-        samples: dict[str, SignalSample] = {}
+        samples: dict[str, SignalSample] = dict(self.signals()) if self.signals is not None else {}
         for target in policy.targets:
             provider = self.providers.get(target.provider)
             if provider is None:

@@ -38,6 +38,7 @@ __all__ = [
     "EventRow",
     "PolicyApplicationRow",
     "PolicyVersionRow",
+    "SignalSampleRow",
     "SignalSnapshotRow",
     "TaskRow",
     "attempts",
@@ -46,6 +47,7 @@ __all__ = [
     "metadata",
     "policy_applications",
     "policy_versions",
+    "signal_samples",
     "signal_snapshots",
     "tasks",
 ]
@@ -210,6 +212,24 @@ class SignalSnapshotRow(Base):
     document: Mapped[dict[str, Any]]
 
 
+class SignalSampleRow(Base):
+    """Signal history for ``fusionctl signals history`` and replay; pruned to a bounded retention."""
+
+    __tablename__ = "signal_samples"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(32))
+    key: Mapped[str] = mapped_column(String(256))
+    value: Mapped[float] = mapped_column(Float)
+    observed_at: Mapped[datetime]
+
+    __table_args__ = (
+        Index("ix_signal_samples_source_key_observed_at", "source", "key", "observed_at"),
+        # retention deletes by age across every signal
+        Index("ix_signal_samples_observed_at", "observed_at"),
+    )
+
+
 metadata = Base.metadata
 tasks = cast(Table, TaskRow.__table__)
 attempts = cast(Table, AttemptRow.__table__)
@@ -218,3 +238,4 @@ events = cast(Table, EventRow.__table__)
 policy_versions = cast(Table, PolicyVersionRow.__table__)
 policy_applications = cast(Table, PolicyApplicationRow.__table__)
 signal_snapshots = cast(Table, SignalSnapshotRow.__table__)
+signal_samples = cast(Table, SignalSampleRow.__table__)

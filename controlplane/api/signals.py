@@ -1,0 +1,73 @@
+"""``GET /v1/signals`` and ``/v1/signals/history`` (operators): what the planner sees, and how old it is."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query
+
+from controlplane.api.auth import Principal
+from controlplane.api.deps import authenticate, require_operator
+from controlplane.api.errors import ApiError
+from controlplane.domain import SignalSnapshot
+from controlplane.store import Store
+
+__all__ = ["add_signal_routes", "signal_rows"]
+
+Caller = Annotated[Principal, Depends(authenticate)]
+
+
+def signal_rows(snapshot: SignalSnapshot) -> list[dict[str, Any]]:
+    """One row per signal: source, key, value, observed_at, age, TTL and fresh/stale, sorted by name."""
+    now = snapshot.taken_at
+    rows = []
+    for name in sorted(snapshot.samples):
+        sample = snapshot.samples[name]
+        age = sample.age_seconds(now)
+        rows.append(
+            {
+                "name": name,
+                "source": sample.source,
+                "key": sample.key,
+                "value": sample.value,
+                "observed_at": sample.observed_at.isoformat(),
+                "age_seconds": round(age, 3),
+                "ttl_seconds": None if sample.ttl_seconds == float("inf") else sample.ttl_seconds,
+                "status": "stale" if age > sample.ttl_seconds else "fresh",
+            }
+        )
+    return rows
+
+
+def add_signal_routes(
+    app: FastAPI,
+    *,
+    store: Store,
+    snapshot: Callable[[], SignalSnapshot] | None,
+    pollers: Callable[[], list[dict[str, Any]]] | None,
+) -> None:
+    @app.get("/v1/signals", tags=["signals"])
+    def signals(principal: Caller, source: Annotated[str | None, Query(max_length=64)] = None) -> dict[str, Any]:
+        """Every signal's newest value with its age and status, and each poller's state."""
+        require_operator(principal)
+        if snapshot is None:
+            raise ApiError(404, "not_found", "this API is not attached to a running scheduler", field="signals")
+        taken = snapshot()
+        rows = [row for row in signal_rows(taken) if source is None or row["source"] == source]
+        return {"taken_at": taken.taken_at.isoformat(), "signals": rows, "pollers": pollers() if pollers else []}
+
+    @app.get("/v1/signals/history", tags=["signals"])
+    def history(
+        principal: Caller,
+        source: Annotated[str | None, Query(max_length=64)] = None,
+        key: Annotated[str | None, Query(max_length=256)] = None,
+        since_seconds: Annotated[int | None, Query(ge=1, le=90 * 86400)] = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
+    ) -> dict[str, Any]:
+        """Recorded values, newest first (kept for ``FUSIONPLANE_SIGNAL_RETENTION_HOURS``)."""
+        require_operator(principal)
+        since = datetime.now(UTC) - timedelta(seconds=since_seconds) if since_seconds else None
+        items = store.signal_history(source=source, key=key, since=since, limit=limit)
+        return {"items": [{"source": s, "key": k, "value": v, "observed_at": at.isoformat()} for s, k, v, at in items]}

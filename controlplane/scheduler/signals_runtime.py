@@ -1,0 +1,131 @@
+"""Which signal sources a control plane runs, on what schedule, and where their history goes.
+
+Sources and their defaults (every number overridable with
+``FUSIONPLANE_SIGNALS_<SOURCE>_<INTERVAL|TIMEOUT|JITTER>_S``):
+
+| source | on when | interval | timeout | jitter | TTL |
+|---|---|---|---|---|---|
+| ``queue`` | always | 5 s | 2 s | 0 | 30 s |
+| ``prometheus`` | ``FUSIONPLANE_PROMETHEUS_URL`` is set | 15 s | 5 s | 2 s | 60 s |
+| ``kubernetes`` | the policy has kubernetes targets | 15 s | 5 s | 2 s | 30 s |
+| ``aws_spot`` | the policy has aws targets with regions and instance types | 300 s | 10 s | 30 s | 600 s |
+| ``azure_spot`` | the policy has azure targets with regions and VM sizes | 1800 s | 20 s | 60 s | 3600 s |
+
+A source whose policy part is empty polls nothing and costs nothing; they
+are all built, so a policy change that adds a cloud target starts pricing
+it on the next poll. History is kept for ``FUSIONPLANE_SIGNAL_RETENTION_HOURS``
+(default 48), pruned hourly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any
+
+from controlplane.domain import TaskState
+from controlplane.metrics import Metrics
+from controlplane.policy import Policy, PolicySet
+from controlplane.signals.base import SignalSource, Wanted, wanted_from_targets
+from controlplane.signals.hub import PollSchedule, SignalAgeCollector, SignalHub
+from controlplane.signals.queue import QueueDepthSource
+from controlplane.store import Store, utcnow
+
+__all__ = ["DEFAULT_SCHEDULES", "build_signal_hub", "schedule_for"]
+
+log = logging.getLogger("fusionplane.signals")
+
+DEFAULT_SCHEDULES: Mapping[str, PollSchedule] = {
+    "queue": PollSchedule(interval_s=5, timeout_s=2, jitter_s=0),
+    "prometheus": PollSchedule(interval_s=15, timeout_s=5, jitter_s=2),
+    "kubernetes": PollSchedule(interval_s=15, timeout_s=5, jitter_s=2),
+    "aws_spot": PollSchedule(interval_s=300, timeout_s=10, jitter_s=30),
+    "azure_spot": PollSchedule(interval_s=1800, timeout_s=20, jitter_s=60),
+}
+DEFAULT_RETENTION_HOURS = 48.0
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {raw!r} is not a number") from exc
+    if value < 0 or value != value:
+        raise ValueError(f"{name}: must be a number >= 0")
+    return value
+
+
+def schedule_for(name: str) -> PollSchedule:
+    base = DEFAULT_SCHEDULES[name]
+    prefix = f"FUSIONPLANE_SIGNALS_{name.upper()}_"
+    interval = _env_float(prefix + "INTERVAL_S", base.interval_s)
+    timeout = _env_float(prefix + "TIMEOUT_S", base.timeout_s)
+    if interval <= 0 or timeout <= 0:
+        raise ValueError(f"{prefix}INTERVAL_S and {prefix}TIMEOUT_S must be above 0")
+    return PollSchedule(
+        interval_s=interval,
+        timeout_s=timeout,
+        jitter_s=_env_float(prefix + "JITTER_S", base.jitter_s),
+        max_backoff_s=max(base.max_backoff_s, interval),
+    )
+
+
+def build_sources(env: Mapping[str, str] | None = None) -> list[SignalSource]:
+    """Every source this control plane runs (see the module's table)."""
+    env = os.environ if env is None else env
+    sources: list[SignalSource] = []
+    url = env.get("FUSIONPLANE_PROMETHEUS_URL")
+    if url:
+        from controlplane.signals.prometheus import PrometheusSource
+
+        sources.append(PrometheusSource(url))
+    from controlplane.signals.aws_spot import AwsSpotPriceSource
+    from controlplane.signals.azure_spot import DEFAULT_BASE_URL, AzureSpotPriceSource
+    from controlplane.signals.kubernetes_capacity import KubernetesCapacitySource
+
+    sources.append(KubernetesCapacitySource())
+    sources.append(AwsSpotPriceSource(endpoint_url=env.get("FUSIONPLANE_AWS_ENDPOINT_URL") or None))
+    sources.append(AzureSpotPriceSource(base_url=env.get("FUSIONPLANE_AZURE_PRICES_URL") or DEFAULT_BASE_URL))
+    return sources
+
+
+def build_signal_hub(
+    *,
+    store: Store,
+    policy: Callable[[], Policy | PolicySet],
+    metrics: Metrics | None = None,
+    sources: list[SignalSource] | None = None,
+) -> SignalHub:
+    """The hub with the queue source, the configured sources, history into the store, and the age gauge."""
+    queue = QueueDepthSource(lambda: store.count_tasks_by_state()[TaskState.QUEUED])
+    chosen = [queue, *(build_sources() if sources is None else sources)]
+
+    def wanted() -> Wanted:
+        return wanted_from_targets(policy().targets)
+
+    hub = SignalHub(
+        [(source, schedule_for(source.name)) for source in chosen],
+        wanted=wanted,
+        on_samples=store.record_signal_samples,
+        metrics=metrics,
+    )
+    if metrics is not None:
+        metrics.registry.register(SignalAgeCollector(hub))
+    return hub
+
+
+def prune_history(store: Store) -> int:
+    hours = _env_float("FUSIONPLANE_SIGNAL_RETENTION_HOURS", DEFAULT_RETENTION_HOURS)
+    deleted = store.prune_signal_samples(older_than=utcnow() - timedelta(hours=hours))
+    if deleted:
+        log.info("", extra={"event": "signals.history_pruned", "deleted": deleted, "retention_hours": hours})
+    return deleted
+
+
+def pollers_json(hub: SignalHub) -> list[dict[str, Any]]:
+    return [status.to_json() for status in hub.status()]

@@ -1,0 +1,87 @@
+"""What every signal source implements, and what it is asked to poll.
+
+A source turns one backend (Prometheus, EC2's spot price history, Azure's
+Retail Prices API, a Kubernetes API server, the store) into
+:class:`~controlplane.domain.SignalSample` values. The poll runner
+(``controlplane.signals.hub``) calls it on its own interval with a timeout,
+jitter and backoff; the source itself only has to answer one poll and say
+what went wrong.
+
+What to poll comes from the policy in force (:func:`wanted_from_targets`),
+so adding a target or an instance type to the policy starts its signals on
+the next poll, with no separate configuration to keep in step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from controlplane.domain import SignalSample, Target
+
+__all__ = [
+    "GPU_MEMORY_SOURCE",
+    "PollResult",
+    "SignalSource",
+    "Wanted",
+    "wanted_from_targets",
+]
+
+#: ``gpu_memory_used/<target>``: fraction of GPU memory in use (0..1), from DCGM
+GPU_MEMORY_SOURCE = "gpu_memory_used"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Wanted:
+    """Everything the sources should observe now."""
+
+    #: every target of the policy, by name (Prometheus reads each one's query and settings)
+    targets: Mapping[str, Target] = field(default_factory=dict)
+    #: (region, instance type) pairs to price on EC2 Spot, sorted
+    aws_offers: tuple[tuple[str, str], ...] = ()
+    #: (region, VM size) pairs to price on Azure Spot, sorted
+    azure_offers: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def kubernetes(self) -> list[Target]:
+        return [t for t in self.targets.values() if t.provider == "kubernetes"]
+
+
+def wanted_from_targets(targets: Sequence[Target]) -> Wanted:
+    aws: set[tuple[str, str]] = set()
+    azure: set[tuple[str, str]] = set()
+    for target in targets:
+        offers = {(region, size) for region in target.regions for size in target.instance_types}
+        if target.provider == "aws":
+            aws |= offers
+        elif target.provider == "azure":
+            azure |= offers
+    return Wanted(
+        targets={target.name: target for target in targets},
+        aws_offers=tuple(sorted(aws)),
+        azure_offers=tuple(sorted(azure)),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PollResult:
+    """One poll's samples, and the parts that failed (the rest still counts).
+
+    A source raises only when nothing at all could be read (backend down,
+    timeout); a partial failure (one region of five) comes back as a
+    ``problem`` next to the samples that did arrive.
+    """
+
+    samples: Sequence[SignalSample] = ()
+    problems: Sequence[str] = ()
+
+
+class SignalSource(Protocol):
+    #: the source's name in metrics, logs and ``fusionctl signals`` (prometheus, aws_spot, ...)
+    name: str
+
+    def poll(self, wanted: Wanted, *, timeout_s: float, clock: Callable[[], datetime]) -> PollResult:
+        """Read the backend once, within ``timeout_s``; ``clock()`` stamps ``observed_at``."""
+        ...

@@ -1,0 +1,179 @@
+"""Signals from poll to receipt: the hub polls real sources (Azure prices fake, the store's queue), the
+scheduler plans on one snapshot, the receipt records values and ages, and `GET /v1/signals` /
+`fusionctl signals` show them; a source going down leaves the last value to age into stale."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import create_engine
+
+from controlplane.api.app import create_app
+from controlplane.cli.signals import signals as signals_cli
+from controlplane.config import Settings
+from controlplane.domain import DataSensitivity, TaskKind, TaskSpec
+from controlplane.metrics import Metrics
+from controlplane.policy import parse_policy
+from controlplane.scheduler import Scheduler
+from controlplane.scheduler.signals_runtime import build_signal_hub, pollers_json
+from controlplane.signals.azure_spot import AzureSpotPriceSource
+from controlplane.store import Store, upgrade
+from providers.noop import NoopProvider
+from tests.fakes.azure_prices import T4_4, FakeAzurePrices
+from tests.support.api_fixtures import OPERATOR, registry
+from tests.support.asgi_server import serving
+
+pytestmark = pytest.mark.timeout(60)
+
+POLICY = parse_policy(
+    {
+        "targets": [
+            {"name": "onprem", "provider": "local", "private": True},
+            {
+                "name": "azure",
+                "provider": "azure",
+                "private": False,
+                "regions": ["eastus"],
+                "instance_types": [T4_4],
+                "max_price_usd_h": 0.5,
+            },
+        ],
+        "rules": [{"name": "cloud-first", "match": {"data_sensitivity": "public"}, "targets": ["azure", "onprem"]}],
+    }
+)
+EASTUS_T4 = 0.1578  # the fake's Spot Linux price for that size
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    engine = create_engine(f"sqlite:///{tmp_path / 'state.db'}")
+    upgrade(engine=engine)
+    yield Store(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def prices() -> Iterator[FakeAzurePrices]:
+    fake = FakeAzurePrices().start()
+    yield fake
+    fake.stop()
+
+
+def submit(store: Store, sensitivity: DataSensitivity) -> str:
+    task, _ = store.create_task(
+        spec=TaskSpec(
+            tenant="acme",
+            kind=TaskKind.IMAGE,
+            source_uri="s3://in/f.png",
+            target_uri="s3://in/t.png",
+            output_uri=f"s3://out/{sensitivity}.png",
+            data_sensitivity=sensitivity,
+        ),
+        request_hash=str(sensitivity),
+    )
+    return task.id
+
+
+def test_poll_plan_receipt_and_the_signals_view(store: Store, prices: FakeAzurePrices, tmp_path: Path) -> None:
+    metrics = Metrics.create()
+    hub = build_signal_hub(
+        store=store,
+        policy=lambda: POLICY,
+        metrics=metrics,
+        sources=[AzureSpotPriceSource(base_url=prices.url)],
+    )
+    public, private = submit(store, DataSensitivity.PUBLIC), submit(store, DataSensitivity.PRIVATE)
+    hub.poll_all(force=True)
+    snapshot = hub.snapshot()
+    assert snapshot.get("spot_price", f"azure/eastus/{T4_4}").value == EASTUS_T4  # type: ignore[union-attr]
+    assert snapshot.get("queue", "depth").value == 2  # type: ignore[union-attr]
+
+    scheduler = Scheduler(
+        store=store,
+        policy=lambda: POLICY,
+        providers={"local": NoopProvider(name="local"), "azure": NoopProvider(name="azure")},
+        callback_base="http://127.0.0.1:1",
+        checkpoint_root=None,
+        scheduler_id="test",
+        signals=hub.samples,
+    )
+    assert scheduler.place_batch() == 2
+    receipt = store.get_decisions(public)[-1]
+    assert receipt.candidates[0].target == "azure"
+    assert receipt.candidates[0].expected_usd_h == EASTUS_T4
+    used = receipt.signals_used[f"spot_price/azure/eastus/{T4_4}"]
+    assert used["value"] == EASTUS_T4
+    assert used["stale"] is False
+    assert used["age_seconds"] >= 0
+    assert [c.target for c in store.get_decisions(private)[-1].candidates] == ["onprem"]
+    history = store.signal_history(source="spot_price")
+    assert [(key, value) for _s, key, value, _at in history] == [(f"azure/eastus/{T4_4}", EASTUS_T4)]
+
+    settings = Settings(var_dir=tmp_path / "var", input_roots=(tmp_path,), output_root=tmp_path / "out")
+    asgi, _app = create_app(
+        settings=settings,
+        store=store,
+        tokens=registry(),
+        metrics=metrics,
+        live_signals=lambda: scheduler.snapshot(POLICY),
+        signal_pollers=lambda: pollers_json(hub),
+    )
+    with serving(asgi) as url:
+        headers = {"Authorization": f"Bearer {OPERATOR}"}
+        body = httpx.get(f"{url}/v1/signals", headers=headers, timeout=10).json()
+        rows = {row["name"]: row for row in body["signals"]}
+        assert rows[f"spot_price/azure/eastus/{T4_4}"]["status"] == "fresh"
+        assert rows["queue/depth"]["value"] == 2
+        assert {p["source"] for p in body["pollers"]} == {"queue", "azure_spot"}
+        scraped = httpx.get(f"{url}/metrics", timeout=10).text
+        assert f'fusionplane_signal_age_seconds{{key="azure/eastus/{T4_4}",source="spot_price"}}' in scraped
+
+        prices.stop()  # the price API goes away: the last price stays and ages
+        hub.poll("azure_spot", force=True)
+        [azure] = [p for p in pollers_json(hub) if p["source"] == "azure_spot"]
+        assert azure["failures_in_a_row"] == 1
+        assert "AzureSpotPricesUnavailable" in azure["last_error"]
+        assert metrics.registry.get_sample_value("fusionplane_signal_poll_errors_total", {"source": "azure_spot"})
+
+        runner = CliRunner()
+        shown = runner.invoke(signals_cli, ["--url", url, "--token", OPERATOR])
+        assert shown.exit_code == 0, shown.output
+        assert f"azure/eastus/{T4_4}" in shown.output
+        assert "0.1578 $/h" in shown.output
+        assert "azure_spot" in shown.output
+        assert "AzureSpotPricesUnavailable" in shown.output
+        listed = runner.invoke(
+            signals_cli, ["history", "--url", url, "--token", OPERATOR, "--source", "spot_price", "-o", "json"]
+        )
+        assert listed.exit_code == 0, listed.output
+        assert json.loads(listed.output)[0]["value"] == EASTUS_T4
+    hub.close()
+
+
+def test_a_price_older_than_the_policy_ttl_never_chooses_the_cloud(store: Store, prices: FakeAzurePrices) -> None:
+    now = [datetime(2026, 11, 24, 12, 0, tzinfo=UTC)]
+    hub = build_signal_hub(store=store, policy=lambda: POLICY, sources=[AzureSpotPriceSource(base_url=prices.url)])
+    hub._clock = lambda: now[0]
+    hub.poll_all(force=True)
+    task_id = submit(store, DataSensitivity.PUBLIC)
+    scheduler = Scheduler(
+        store=store,
+        policy=lambda: POLICY,
+        providers={"local": NoopProvider(name="local"), "azure": NoopProvider(name="azure")},
+        callback_base="http://127.0.0.1:1",
+        checkpoint_root=None,
+        scheduler_id="test",
+        signals=hub.samples,
+        clock=lambda: now[0] + timedelta(seconds=POLICY.thresholds.price_ttl_seconds + 1),
+    )
+    scheduler.place_batch()
+    hub.close()
+    receipt = store.get_decisions(task_id)[-1]
+    assert [c.target for c in receipt.candidates] == ["onprem"]
+    assert [(r.target, r.code) for r in receipt.rejections] == [("azure", "stale_price")]
