@@ -32,6 +32,7 @@ from controlplane.api.policies import add_policy_routes
 from controlplane.api.schemas import TaskCreate, check_input_uri, check_output_uri
 from controlplane.api.signals import add_signal_routes
 from controlplane.api.submissions import SubmitQueue
+from controlplane.api.task_file import TaskFileError, infer_kind, output_suffix
 from controlplane.api.views import attempt_json, event_json, receipt_json, task_json
 from controlplane.config import Settings
 from controlplane.domain import (
@@ -51,8 +52,6 @@ from controlplane.store import IdempotencyConflict, NewTask, NotFound, StateMism
 
 __all__ = ["create_app"]
 
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
-_VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".m4v", ".avi")
 _IDEMPOTENCY_KEY = r"^[A-Za-z0-9._:-]{1,128}$"
 #: concurrent group-commit writers on PostgreSQL (each holds one pooled connection)
 SUBMIT_WRITERS_POSTGRES = 3
@@ -61,20 +60,11 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 Caller = Annotated[Principal, Depends(authenticate)]
 
 
-def _suffix(uri: str) -> str:
-    path = uri.split("?", 1)[0].split("#", 1)[0]
-    return Path(path).suffix.lower()
-
-
 def _kind(body: TaskCreate) -> TaskKind:
-    if body.kind is not None:
-        return body.kind
-    suffix = _suffix(body.target)
-    if suffix in _IMAGE_SUFFIXES:
-        return TaskKind.IMAGE
-    if suffix in _VIDEO_SUFFIXES:
-        return TaskKind.VIDEO
-    raise ApiError(422, "invalid", f"cannot tell image from video by {suffix or 'no suffix'}; set kind", field="kind")
+    try:
+        return infer_kind(body)
+    except TaskFileError as exc:
+        raise ApiError(422, "invalid", exc.message, field=exc.path) from exc
 
 
 def _visible(task: Task, principal: Principal) -> Task:
@@ -139,10 +129,7 @@ def create_app(
         kind = _kind(body)
         source = check_input_uri(body.source, field="source", input_roots=list(settings.input_roots))
         target = check_input_uri(body.target, field="target", input_roots=list(settings.input_roots))
-        suffix = _suffix(body.target) or (".png" if kind == TaskKind.IMAGE else ".mp4")
-        if kind == TaskKind.VIDEO and suffix not in (".mp4", ".mov", ".mkv", ".m4v"):
-            suffix = ".mp4"
-        wanted_output = body.output or f"{principal.tenant}/{new_id('out')}/swapped{suffix}"
+        wanted_output = body.output or f"{principal.tenant}/{new_id('out')}/swapped{output_suffix(body, kind)}"
         output = check_output_uri(wanted_output, field="output", output_root=settings.output_root)
         # the hash covers what the caller sent, so a retry with the same body matches
         request_hash = hashlib.sha256(json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()

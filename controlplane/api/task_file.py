@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from controlplane.api.schemas import TaskCreate
 from controlplane.domain import DataSensitivity, Priority, Task, TaskKind, TaskSpec, TaskState
+from controlplane.domain.fields import FieldError
 
 __all__ = [
     "DEFAULT_TENANT",
@@ -29,8 +30,10 @@ __all__ = [
     "TENANT_PATTERN",
     "TaskFileError",
     "check_tenant",
+    "infer_kind",
     "load_task_file",
     "loads_task",
+    "output_suffix",
     "task_from_create",
     "task_from_json",
 ]
@@ -42,19 +45,14 @@ TENANT_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 #: a task body is small; the API's own body limit is 1 MiB
 MAX_TASK_BYTES = 1 << 20
 
-# kept equal to the API's inference in controlplane/api/app.py (_kind); a test compares them
+# one inference for the API's submissions and for dry-run task files
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 _VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".m4v", ".avi")
 _VIDEO_OUTPUT_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v")
 
 
-class TaskFileError(ValueError):
+class TaskFileError(FieldError):
     """A task body that is not valid; ``path`` is the JSON path of the bad field (``""``: the whole body)."""
-
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"{path}: {message}" if path else message)
-        self.path = path
-        self.message = message
 
 
 def check_tenant(tenant: str) -> str:
@@ -68,7 +66,16 @@ def _suffix(uri: str) -> str:
     return Path(path).suffix.lower()
 
 
-def _kind(body: TaskCreate) -> TaskKind:
+def output_suffix(body: TaskCreate, kind: TaskKind) -> str:
+    """The default output's suffix: the target's, or what the video pipeline writes."""
+    suffix = _suffix(body.target) or (".png" if kind == TaskKind.IMAGE else ".mp4")
+    if kind == TaskKind.VIDEO and suffix not in _VIDEO_OUTPUT_SUFFIXES:
+        suffix = ".mp4"
+    return suffix
+
+
+def infer_kind(body: TaskCreate) -> TaskKind:
+    """``kind`` as given, else from the target's suffix; :class:`TaskFileError` on ``kind`` when unclear."""
     if body.kind is not None:
         return body.kind
     suffix = _suffix(body.target)
@@ -95,11 +102,8 @@ def task_from_create(body: TaskCreate, *, tenant: str, now: datetime, output_roo
     not affect placement, but the task reads like the real one.
     """
     tenant = check_tenant(tenant)
-    kind = _kind(body)
-    suffix = _suffix(body.target) or (".png" if kind == TaskKind.IMAGE else ".mp4")
-    if kind == TaskKind.VIDEO and suffix not in _VIDEO_OUTPUT_SUFFIXES:
-        suffix = ".mp4"
-    output = body.output or f"{tenant}/{DRY_RUN_TASK_ID}/swapped{suffix}"
+    kind = infer_kind(body)
+    output = body.output or f"{tenant}/{DRY_RUN_TASK_ID}/swapped{output_suffix(body, kind)}"
     if output_root is not None and "://" not in output and not Path(output).is_absolute():
         output = str(output_root / output)
     spec = TaskSpec(

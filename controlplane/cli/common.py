@@ -14,7 +14,7 @@ import click
 
 from faceswap import EXIT_PREEMPTED, FaceSwapError
 
-__all__ = ["fail", "install_stop_signals", "output_option", "print_json", "reports_errors"]
+__all__ = ["fail", "install_stop_signals", "output_option", "parse_duration", "print_json", "reports_errors"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -82,3 +82,14 @@ output_option = click.option(
 
 def print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=True))
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str, *, option: str) -> int:
+    """Seconds in ``30s``, ``30m``, ``24h`` or ``7d``; a usage error naming ``option`` otherwise."""
+    number, unit = text[:-1], text[-1:]
+    if unit not in _DURATION_UNITS or not number.isdigit() or int(number) == 0:
+        raise click.BadParameter(f"{text!r} is not a duration like 30m, 24h or 7d", param_hint=option)
+    return int(number) * _DURATION_UNITS[unit]

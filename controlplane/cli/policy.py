@@ -31,7 +31,7 @@ from typing import Any, NoReturn
 import click
 
 from controlplane.cli.client import ApiClient, client_options
-from controlplane.cli.common import output_option, print_json
+from controlplane.cli.common import output_option, parse_duration, print_json
 from controlplane.domain import SignalSnapshot
 from controlplane.policy import PolicyError, parse_policy, policy_version
 from controlplane.policy.checks import Finding, validate_document
@@ -395,11 +395,10 @@ def rollback(version: str, url: str, token: str | None) -> None:
 def _since(text: str | None) -> timedelta | None:
     if text is None:
         return None
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    number, unit = text[:-1], text[-1:]
-    if unit not in units or not number.isdigit() or int(number) == 0:
-        _die(f"--since: {text!r} is not a duration like 30m, 24h or 7d", EXIT_INVALID)
-    return timedelta(seconds=int(number) * units[unit])
+    try:
+        return timedelta(seconds=parse_duration(text, option="--since"))
+    except click.BadParameter as exc:
+        _die(f"--since: {exc.message}", EXIT_INVALID)
 
 
 @policy.command()

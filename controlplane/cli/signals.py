@@ -8,20 +8,13 @@ from typing import Any
 import click
 
 from controlplane.cli.client import ApiClient, client_options
-from controlplane.cli.common import output_option, print_json
+from controlplane.cli.common import output_option, parse_duration, print_json
 
 __all__ = ["signals"]
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
 
 def _seconds(text: str | None) -> int | None:
-    if text is None:
-        return None
-    number, unit = text[:-1], text[-1:]
-    if unit not in _UNITS or not number.isdigit() or int(number) == 0:
-        raise click.BadParameter(f"{text!r} is not a duration like 30m, 24h or 7d", param_hint="--since")
-    return int(number) * _UNITS[unit]
+    return None if text is None else parse_duration(text, option="--since")
 
 
 def _value(row: dict[str, Any]) -> str:

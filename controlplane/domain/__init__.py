@@ -15,6 +15,7 @@ from controlplane.domain.errors import (
     Throttled,
     Unavailable,
 )
+from controlplane.domain.fields import FieldError, json_path, json_type_name
 from controlplane.domain.placement import Candidate, PlacementPlan, Rejection, Target
 from controlplane.domain.signals import (
     BUDGET_SOURCE,
@@ -52,6 +53,7 @@ __all__ = [
     "Candidate",
     "DataSensitivity",
     "DomainError",
+    "FieldError",
     "InsufficientCapacity",
     "InvalidSpec",
     "InvalidTransition",
@@ -66,6 +68,8 @@ __all__ = [
     "SignalSnapshot",
     "Target",
     "Task",
+    "json_path",
+    "json_type_name",
     "spot_price_key",
     "TaskKind",
     "TaskSpec",

@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-# provider names live in the domain (the signal pollers use them too); re-exported here
 from controlplane.domain import CLOUD_PROVIDERS, PROVIDERS, DataSensitivity, Priority, Target, TaskKind
+
+# provider names live in the domain (the signal pollers use them too); re-exported here
+from controlplane.domain.fields import FieldError
 
 __all__ = [
     "CLOUD_PROVIDERS",
@@ -35,13 +37,8 @@ __all__ = [
 ]
 
 
-class PolicyError(ValueError):
+class PolicyError(FieldError):
     """A policy document that is not valid; ``path`` is the JSON path of the bad field."""
-
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"{path}: {message}" if path else message)
-        self.path = path
-        self.message = message
 
 
 @dataclass(frozen=True, kw_only=True)

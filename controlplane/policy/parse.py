@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from controlplane.domain import DataSensitivity, Priority, Target, TaskKind
+from controlplane.domain.fields import json_path, json_type_name
 from controlplane.policy.model import (
     CLOUD_PROVIDERS,
     PROVIDERS,
@@ -90,38 +91,18 @@ _THRESHOLD_KEYS = frozenset(
 MAX_HEDGE = 4
 
 
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
-
-
-def _at(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
 def _object(value: Any, path: str, allowed: frozenset[str]) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise PolicyError(path, f"must be an object, not {_type_name(value)}")
+        raise PolicyError(path, f"must be an object, not {json_type_name(value)}")
     for key in sorted(value):
         if key not in allowed:
-            raise PolicyError(_at(path, key), f"unknown field (allowed: {', '.join(sorted(allowed))})")
+            raise PolicyError(json_path(path, key), f"unknown field (allowed: {', '.join(sorted(allowed))})")
     return value
 
 
 def _string_list(value: Any, path: str) -> tuple[str, ...]:
     if not isinstance(value, list):
-        raise PolicyError(path, f"must be an array of strings, not {_type_name(value)}")
+        raise PolicyError(path, f"must be an array of strings, not {json_type_name(value)}")
     for index, item in enumerate(value):
         if not isinstance(item, str) or not item:
             raise PolicyError(f"{path}[{index}]", "must be a non-empty string")
@@ -136,7 +117,7 @@ def _name(value: Any, path: str) -> str:
 
 def _number(value: Any, path: str, *, low: float | None = None, high: float | None = None) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise PolicyError(path, f"must be a number, not {_type_name(value)}")
+        raise PolicyError(path, f"must be a number, not {json_type_name(value)}")
     if (low is not None and value < low) or (high is not None and value > high):
         bounds = f"{'-inf' if low is None else f'{low:g}'}..{'inf' if high is None else f'{high:g}'}"
         raise PolicyError(path, f"must be within {bounds}")
@@ -153,7 +134,7 @@ def _positive_price(value: Any, path: str) -> float | None:
 
 def _bool(value: Any, path: str) -> bool:
     if not isinstance(value, bool):
-        raise PolicyError(path, f"must be true or false, not {_type_name(value)}")
+        raise PolicyError(path, f"must be true or false, not {json_type_name(value)}")
     return value
 
 
@@ -183,10 +164,10 @@ def _range(value: Any, path: str) -> Range:
     raw = _object(value, path, frozenset({"min", "max"}))
     if not raw:
         raise PolicyError(path, "needs min, max or both")
-    low = _number(raw["min"], _at(path, "min"), low=0) if "min" in raw else None
-    high = _number(raw["max"], _at(path, "max"), low=0) if "max" in raw else None
+    low = _number(raw["min"], json_path(path, "min"), low=0) if "min" in raw else None
+    high = _number(raw["max"], json_path(path, "max"), low=0) if "max" in raw else None
     if low is not None and high is not None and low > high:
-        raise PolicyError(_at(path, "min"), f"is above max ({low:g} > {high:g})")
+        raise PolicyError(json_path(path, "min"), f"is above max ({low:g} > {high:g})")
     return Range(min=low, max=high)
 
 
@@ -204,7 +185,7 @@ def _parse_target(value: Any, path: str) -> Target:
         raise PolicyError(f"{path}.gpu_utilization_query", "must be a non-empty PromQL string")
     settings = raw.get("settings", {})
     if not isinstance(settings, dict):
-        raise PolicyError(f"{path}.settings", f"must be an object, not {_type_name(settings)}")
+        raise PolicyError(f"{path}.settings", f"must be an object, not {json_type_name(settings)}")
     return Target(
         name=name,
         provider=provider,
@@ -377,7 +358,7 @@ def parse_policy(document: Any) -> Policy:
     if "targets" not in raw:
         raise PolicyError("targets", "is required")
     if not isinstance(raw["targets"], list):
-        raise PolicyError("targets", f"must be an array, not {_type_name(raw['targets'])}")
+        raise PolicyError("targets", f"must be an array, not {json_type_name(raw['targets'])}")
     if not raw["targets"]:
         raise PolicyError("targets", "must name at least one target")
     targets: list[Target] = []
@@ -389,7 +370,7 @@ def parse_policy(document: Any) -> Policy:
     known = [target.name for target in targets]
     rules_raw = raw.get("rules", [])
     if not isinstance(rules_raw, list):
-        raise PolicyError("rules", f"must be an array, not {_type_name(rules_raw)}")
+        raise PolicyError("rules", f"must be an array, not {json_type_name(rules_raw)}")
     rules: list[Rule] = []
     for index, item in enumerate(rules_raw):
         rule = _parse_rule(item, f"rules[{index}]", index, known)

@@ -88,7 +88,7 @@ import botocore.exceptions
 from botocore.parsers import ResponseParserError
 
 from controlplane.domain import SPOT_PRICE_SOURCE, SignalSample, spot_price_key
-from controlplane.signals.base import PollResult, Wanted
+from controlplane.signals.base import PollResult, SourceUnavailable, Wanted
 
 __all__ = [
     "DEFAULT_MAX_PAGES",
@@ -148,12 +148,11 @@ _AUTH_CODES = frozenset(
 )
 
 
-class AwsSpotPricesUnavailable(RuntimeError):
+class AwsSpotPricesUnavailable(SourceUnavailable):
     """No region could be read (endpoint down, credentials refused, throttled everywhere): the source is down."""
 
     def __init__(self, problems: Sequence[str]) -> None:
-        super().__init__("EC2 spot price history: nothing could be read: " + "; ".join(problems))
-        self.problems = tuple(problems)
+        super().__init__("EC2 spot price history", problems)
 
 
 class _RegionFailed(Exception):

@@ -54,7 +54,7 @@ from urllib.parse import quote
 import httpx
 
 from controlplane.domain import SPOT_PRICE_SOURCE, SignalSample, spot_price_key
-from controlplane.signals.base import PollResult, Wanted
+from controlplane.signals.base import PollResult, SourceUnavailable, Wanted
 
 __all__ = [
     "API_VERSION",
@@ -98,12 +98,11 @@ _SPOT = re.compile(r"\bspot\b", re.IGNORECASE)
 _WINDOWS = re.compile(r"windows", re.IGNORECASE)
 
 
-class AzureSpotPricesUnavailable(RuntimeError):
+class AzureSpotPricesUnavailable(SourceUnavailable):
     """No request of the poll got an answer (API down, every region failed, no time): the source is down."""
 
     def __init__(self, problems: Sequence[str]) -> None:
-        super().__init__("Azure Retail Prices API: nothing could be read: " + "; ".join(problems))
-        self.problems = tuple(problems)
+        super().__init__("Azure Retail Prices API", problems)
 
 
 class _RequestFailed(Exception):

@@ -25,6 +25,7 @@ __all__ = [
     "GPU_MEMORY_SOURCE",
     "PollResult",
     "SignalSource",
+    "SourceUnavailable",
     "Wanted",
     "wanted_from_targets",
 ]
@@ -76,6 +77,14 @@ class PollResult:
 
     samples: Sequence[SignalSample] = ()
     problems: Sequence[str] = ()
+
+
+class SourceUnavailable(RuntimeError):
+    """Nothing at all could be read in one poll; ``problems`` lists why for each part that was tried."""
+
+    def __init__(self, what: str, problems: Sequence[str]) -> None:
+        super().__init__(f"{what}: nothing could be read: " + "; ".join(problems))
+        self.problems = tuple(problems)
 
 
 class SignalSource(Protocol):

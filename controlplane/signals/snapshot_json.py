@@ -39,6 +39,7 @@ from controlplane.domain import (
     SignalSnapshot,
     spot_price_key,
 )
+from controlplane.domain.fields import FieldError, json_path, json_type_name
 
 __all__ = [
     "MAX_SNAPSHOT_BYTES",
@@ -74,51 +75,26 @@ _PER_TARGET = {GPU_UTILIZATION_SOURCE: "gpu_utilization", CAPACITY_SOURCE: "free
 _Check = Callable[[Any, str], float]
 
 
-class SnapshotError(ValueError):
+class SnapshotError(FieldError):
     """A snapshot document that is not valid; ``path`` is the JSON path of the bad field."""
-
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"{path}: {message}" if path else message)
-        self.path = path
-        self.message = message
 
 
 # -- checks -----------------------------------------------------------------------------------------
 
 
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
-
-
-def _at(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
 def _object(value: Any, path: str, allowed: frozenset[str]) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise SnapshotError(path, f"must be an object, not {_type_name(value)}")
+        raise SnapshotError(path, f"must be an object, not {json_type_name(value)}")
     for key in sorted(value, key=str):
         if key not in allowed:
-            raise SnapshotError(_at(path, str(key)), f"unknown field (allowed: {', '.join(sorted(allowed))})")
+            raise SnapshotError(json_path(path, str(key)), f"unknown field (allowed: {', '.join(sorted(allowed))})")
     return value
 
 
 def _number(value: Any, path: str) -> float:
     # bool is an int in Python but never a measurement; NaN/Infinity are not JSON
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise SnapshotError(path, f"must be a number, not {_type_name(value)}")
+        raise SnapshotError(path, f"must be a number, not {json_type_name(value)}")
     try:
         number = float(value)
     except OverflowError as exc:
@@ -152,7 +128,7 @@ def _positive(value: Any, path: str) -> float:
 def parse_time(value: Any, path: str) -> datetime:
     """An ISO 8601 time with a zone (``2026-11-24T12:00:00Z``), in UTC; :class:`SnapshotError` otherwise."""
     if not isinstance(value, str):
-        raise SnapshotError(path, f"must be an ISO 8601 time string, not {_type_name(value)}")
+        raise SnapshotError(path, f"must be an ISO 8601 time string, not {json_type_name(value)}")
     try:
         moment = datetime.fromisoformat(value)
     except ValueError as exc:
@@ -185,16 +161,16 @@ class _Reader:
     def observed(self, raw: dict[str, Any], path: str) -> datetime:
         if "observed_at" not in raw:
             return self.taken_at
-        moment = parse_time(raw["observed_at"], _at(path, "observed_at"))
+        moment = parse_time(raw["observed_at"], json_path(path, "observed_at"))
         if moment > self.taken_at:
             # a sample from the future would have a negative age and look fresh for ever
-            raise SnapshotError(_at(path, "observed_at"), f"is after taken_at ({_time_text(self.taken_at)})")
+            raise SnapshotError(json_path(path, "observed_at"), f"is after taken_at ({_time_text(self.taken_at)})")
         return moment
 
     @staticmethod
     def ttl(raw: dict[str, Any], path: str) -> float:
         # no TTL of its own: the policy's thresholds TTLs govern (the engine takes the lower)
-        return _non_negative(raw["ttl_seconds"], _at(path, "ttl_seconds")) if "ttl_seconds" in raw else math.inf
+        return _non_negative(raw["ttl_seconds"], json_path(path, "ttl_seconds")) if "ttl_seconds" in raw else math.inf
 
     def add(self, source: str, key: str, value: float, observed_at: datetime, ttl: float, path: str) -> None:
         name = f"{source}/{key}"
@@ -208,8 +184,8 @@ class _Reader:
         if isinstance(raw, dict):
             fields = _object(raw, path, _READING_FIELDS)
             if "value" not in fields:
-                raise SnapshotError(_at(path, "value"), "is required")
-            value = check(fields["value"], _at(path, "value"))
+                raise SnapshotError(json_path(path, "value"), "is required")
+            value = check(fields["value"], json_path(path, "value"))
             self.add(source, key, value, self.observed(fields, path), self.ttl(fields, path), path)
         else:
             self.add(source, key, check(raw, path), self.taken_at, math.inf, path)
@@ -217,29 +193,29 @@ class _Reader:
     def per_target(self, source: str, raw: Any, path: str, check: _Check) -> None:
         """``{target: reading}``: keys are target names, so any name is allowed if it is one."""
         if not isinstance(raw, dict):
-            raise SnapshotError(path, f"must be an object of target: value, not {_type_name(raw)}")
+            raise SnapshotError(path, f"must be an object of target: value, not {json_type_name(raw)}")
         for target, reading in raw.items():
-            where = _at(path, target)
+            where = json_path(path, target)
             if not _TARGET.match(target):
                 raise SnapshotError(where, "is not a target name (1..63 of [a-z0-9_.-], from a letter or digit)")
             self.reading(source, target, reading, where, check)
 
     def spot_prices(self, raw: Any, path: str) -> None:
         if not isinstance(raw, list):
-            raise SnapshotError(path, f"must be an array, not {_type_name(raw)}")
+            raise SnapshotError(path, f"must be an array, not {json_type_name(raw)}")
         for index, item in enumerate(raw):
             where = f"{path}[{index}]"
             fields = _object(item, where, _PRICE_FIELDS)
             for required in ("provider", "usd_per_hour"):
                 if required not in fields:
-                    raise SnapshotError(_at(where, required), "is required")
+                    raise SnapshotError(json_path(where, required), "is required")
             provider = fields["provider"]
             if provider not in CLOUD_PROVIDERS:
                 # the engine asks for cloud prices only; anything else would sit unread
-                raise SnapshotError(_at(where, "provider"), f"must be one of {', '.join(CLOUD_PROVIDERS)}")
-            region = self.part(fields.get("region"), _at(where, "region"))
-            instance_type = self.part(fields.get("instance_type"), _at(where, "instance_type"))
-            price = _positive(fields["usd_per_hour"], _at(where, "usd_per_hour"))
+                raise SnapshotError(json_path(where, "provider"), f"must be one of {', '.join(CLOUD_PROVIDERS)}")
+            region = self.part(fields.get("region"), json_path(where, "region"))
+            instance_type = self.part(fields.get("instance_type"), json_path(where, "instance_type"))
+            price = _positive(fields["usd_per_hour"], json_path(where, "usd_per_hour"))
             key = spot_price_key(provider, region, instance_type)
             self.add(SPOT_PRICE_SOURCE, key, price, self.observed(fields, where), self.ttl(fields, where), where)
 
@@ -255,23 +231,23 @@ class _Reader:
 
     def other(self, raw: Any, path: str) -> None:
         if not isinstance(raw, list):
-            raise SnapshotError(path, f"must be an array, not {_type_name(raw)}")
+            raise SnapshotError(path, f"must be an array, not {json_type_name(raw)}")
         for index, item in enumerate(raw):
             where = f"{path}[{index}]"
             fields = _object(item, where, _OTHER_FIELDS)
             for required in ("source", "key", "value"):
                 if required not in fields:
-                    raise SnapshotError(_at(where, required), "is required")
+                    raise SnapshotError(json_path(where, required), "is required")
             source, key = fields["source"], fields["key"]
             if not isinstance(source, str) or not source or "/" in source:
-                raise SnapshotError(_at(where, "source"), "must be a non-empty string without '/'")
+                raise SnapshotError(json_path(where, "source"), "must be a non-empty string without '/'")
             if not isinstance(key, str) or not key:
-                raise SnapshotError(_at(where, "key"), "must be a non-empty string")
+                raise SnapshotError(json_path(where, "key"), "must be a non-empty string")
             section = _section_of(f"{source}/{key}")
             if section is not None:
                 # typed samples are checked (ranges, names) in their own section; no way around that
                 raise SnapshotError(where, f"{source}/{key} belongs in {section[0]}")
-            value = _number(fields["value"], _at(where, "value"))
+            value = _number(fields["value"], json_path(where, "value"))
             self.add(source, key, value, self.observed(fields, where), self.ttl(fields, where), where)
 
 

@@ -1,0 +1,43 @@
+"""Bad input that names its field: the shared shape of policy, snapshot and task-file errors.
+
+Every boundary that reads a JSON document reports the JSON path of the first
+bad field (``targets[1].provider: must be one of ...``); they share this
+base so callers (the CLI's exit 65, the API's 422 ``field``) treat them alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["FieldError", "json_path", "json_type_name"]
+
+
+class FieldError(ValueError):
+    """``path`` is the JSON path of the bad field (``""``: the whole document)."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+        self.message = message
+
+
+def json_type_name(value: Any) -> str:
+    """The JSON name of a decoded value's type, for "must be an object, not array"."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def json_path(path: str, key: str) -> str:
+    """``path.key``, or ``key`` at the top."""
+    return f"{path}.{key}" if path else key
