@@ -35,17 +35,36 @@ def worker_spec(attempt_id: str, task_id: str = "task-contract", **overrides: An
     return spec
 
 
-def launch_request(attempt_id: str, task_id: str = "task-contract", **spec_overrides: Any) -> LaunchRequest:
+def candidate_for(target: Target) -> Candidate:
+    return Candidate(
+        target=target.name,
+        provider=target.provider,
+        private=target.private,
+        region=target.regions[0] if target.regions else None,
+        instance_type=target.instance_types[0] if target.instance_types else None,
+        max_price_usd_h=target.max_price_usd_h,
+    )
+
+
+def launch_request(
+    attempt_id: str, task_id: str = "task-contract", *, on: Target = TARGET, **spec_overrides: Any
+) -> LaunchRequest:
     return LaunchRequest(
         attempt_id=attempt_id,
         task_id=task_id,
-        candidate=Candidate(target=TARGET.name, provider=TARGET.provider, private=True),
+        candidate=candidate_for(on),
         worker_spec=worker_spec(attempt_id, task_id, **spec_overrides),
     )
 
 
 class ProviderContract:
-    """The behaviour every provider promises (see providers/base.py)."""
+    """The behaviour every provider promises (see providers/base.py).
+
+    ``target`` is the target the suite launches on; a provider's subclass sets
+    its own (a kubernetes, aws or azure target with regions and types).
+    """
+
+    target: Target = TARGET
 
     def make_provider(self, tmp_path: Path) -> Provider:
         """A fresh provider whose launched attempts stay live until cancelled."""
@@ -67,27 +86,27 @@ class ProviderContract:
         assert provider.name
 
     def test_launch_then_status_is_live(self, provider: Provider) -> None:
-        result = provider.launch(launch_request("att-status"))
+        result = provider.launch(launch_request("att-status", on=self.target))
         assert result.backend_ref
         assert not result.adopted
         assert provider.status("att-status").state in (BackendState.PENDING, BackendState.RUNNING)
 
     def test_launch_is_idempotent_on_the_attempt_id(self, provider: Provider) -> None:
-        first = provider.launch(launch_request("att-twice"))
-        second = provider.launch(launch_request("att-twice"))
+        first = provider.launch(launch_request("att-twice", on=self.target))
+        second = provider.launch(launch_request("att-twice", on=self.target))
         assert second.adopted
         assert second.backend_ref == first.backend_ref
         assert self.resources_of(provider, "att-twice") == 1, self.resources_of(provider, "att-twice")
 
     def test_list_owned_contains_the_launched_attempt(self, provider: Provider) -> None:
-        provider.launch(launch_request("att-owned", task_id="task-owned"))
+        provider.launch(launch_request("att-owned", task_id="task-owned", on=self.target))
         owned = {o.attempt_id: o for o in provider.list_owned()}
         assert "att-owned" in owned
         assert owned["att-owned"].task_id == "task-owned"
         assert owned["att-owned"].backend_ref
 
     def test_cancel_then_status_is_final(self, provider: Provider) -> None:
-        provider.launch(launch_request("att-cancel"))
+        provider.launch(launch_request("att-cancel", on=self.target))
         provider.cancel("att-cancel")
         assert provider.status("att-cancel").state.is_final
         provider.cancel("att-cancel")  # idempotent
@@ -104,12 +123,12 @@ class ProviderContract:
         assert "unknown attempt" in status.reason
 
     def test_capacity_reports_numbers(self, provider: Provider) -> None:
-        capacity = provider.capacity(TARGET)
+        capacity = provider.capacity(self.target)
         for value in (capacity.free, capacity.total):
             assert value is None or (isinstance(value, int) and value >= 0)
         if capacity.free is not None and capacity.total is not None:
             assert capacity.free <= capacity.total
 
     def test_quote_answers(self, provider: Provider) -> None:
-        quote = provider.quote(Candidate(target=TARGET.name, provider=TARGET.provider, private=True))
+        quote = provider.quote(candidate_for(self.target))
         assert quote.usd_per_hour is None or quote.usd_per_hour >= 0
