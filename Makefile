@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps run demo check test bench bench-core bench-api bench-policy bench-simulate clean
+.PHONY: setup system-deps run demo check test bench bench-core bench-api bench-policy bench-simulate bench-signals clean
 
 # Debian packages: ffmpeg/ffprobe for the core, PostgreSQL 15 for the store's tests,
 # Prometheus (server + promtool) for the signal tests.
@@ -48,7 +48,7 @@ check: setup
 test: setup
 	$(VENV)/bin/pytest
 
-bench: bench-core bench-api bench-policy bench-simulate
+bench: bench-core bench-api bench-policy bench-simulate bench-signals
 
 bench-core: setup
 	$(PY) -m bench.core
@@ -61,6 +61,9 @@ bench-policy: setup
 
 bench-simulate: setup
 	$(PY) -m bench.simulate
+
+bench-signals: setup
+	$(PY) -m bench.signals
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
