@@ -307,7 +307,7 @@ def test_a_silent_backend_fails_the_poll_within_its_timeout() -> None:
             elapsed = time.monotonic() - started
         finally:
             source.close()
-    assert 0.4 < elapsed < 1.2
+    assert 0.4 < elapsed < 2.0  # bounded; slack for CI load
 
 
 class _Answering(BaseHTTPRequestHandler):
@@ -356,7 +356,7 @@ def test_a_slow_backend_is_cut_off_at_the_timeout_keeping_what_was_read() -> Non
         finally:
             source.close()
 
-    assert elapsed < 1.5
+    assert elapsed < 2.5  # bounded; slack for CI load
     assert 1 <= len(result.samples) <= 2
     assert set(values(result).values()) == {0.5}
     [stopped] = result.problems
