@@ -48,7 +48,8 @@ in the error's message and ``history``.
     spot interruption;
   - our ``fusionplane.io/cancelled`` tag -> FAILED "cancelled by FusionPlane";
   - ``Client.InstanceInitiatedShutdown`` -> RUNNING for
-    ``self_shutdown_grace_s``, then LOST (see below);
+    ``self_shutdown_grace_s`` (default ``SELF_SHUTDOWN_GRACE_S``, 60 s),
+    then LOST (see below; the same rule as Azure's);
   - ``Client.UserInitiatedShutdown`` -> FAILED "cancelled outside
     FusionPlane" (someone terminated it through the EC2 API or console);
   - ``Server.InsufficientInstanceCapacity`` -> PREEMPTED (capacity vanished
@@ -65,14 +66,13 @@ the container exits, and the container exits only after the worker's
 ``complete``/``fail`` callback is done (delivered, or given up after its
 retries). So in every normal case the callback has already made the attempt
 final, and the executor's ``follow`` never asks (or ``advance`` ignores what
-it is told). EC2 cannot tell how the worker exited: reporting SUCCEEDED would
-turn a failure without a callback (``spec_invalid`` exits 65 and sends none)
-into a success; FAILED would throw away a success whose callback was lost.
-The provider therefore reports RUNNING for ``self_shutdown_grace_s`` after it
-first sees the self-shutdown (a callback that timed out on the worker's side
-may still be committing on the API's), then LOST: "the resource is gone and
-nobody reported an outcome", which is exactly what happened; the worker
-docs say to retry a lost attempt with the same checkpoint.
+it is told). EC2 cannot tell how the worker exited, so the provider applies
+the rule every VM backend shares, :class:`providers.bootstrap.SelfShutdownGrace`:
+RUNNING for the grace after it first sees the self-shutdown (a callback that
+timed out on the worker's side may still be committing on the API's), then
+LOST with ``SELF_SHUTDOWN_REASON``: the resource is gone and nobody reported
+an outcome, which is exactly what happened, and the state meant to be
+retried with the same checkpoint.
 
 **Cancel** tags the instance ``fusionplane.io/cancelled=true`` (so that the
 status says "cancelled" and not "terminated by someone"), then terminates
@@ -81,7 +81,10 @@ it. An instance already shutting down or terminated is left alone (its
 cancel), and ``InvalidInstanceID.NotFound`` counts as done.
 
 **Errors** are translated into :mod:`controlplane.domain.errors` by
-:func:`translate_error` (table in docs/providers.md). A status or cancel
+:func:`translate_error` (table in docs/providers.md). ``UnauthorizedOperation``
+is ``InvalidSpec`` worded by :func:`providers.bootstrap.access_denied`, as
+Azure's 401/403 and Kubernetes' RBAC 403 are: the target's configuration or
+the role's permissions, which no retry fixes. A status or cancel
 that could not read every region raises instead of answering "unknown":
 an attempt is never reported LOST because a region did not answer.
 
@@ -94,7 +97,6 @@ next candidate (see :func:`client_config`).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import math
 import re
@@ -136,13 +138,19 @@ from providers.bootstrap import (
     LABEL_ATTEMPT,
     LABEL_OWNER,
     LABEL_TASK,
+    SELF_SHUTDOWN_GRACE_S,
+    WORKER_IMAGE_KEY,
+    SelfShutdownGrace,
     WorkerImage,
+    access_denied,
     cloud_init,
     resource_name,
     resource_tags,
+    worker_image,
 )
 
 __all__ = [
+    "ACCESS_CHECK",
     "CAPACITY_CODES",
     "PRICE_CODES",
     "TAG_CANCELLED",
@@ -175,7 +183,13 @@ _INVALID_PREFIXES = (
     "InvalidSecurityGroupID.",
     "MissingParameter",
 )
-_INVALID_CODES = frozenset({"UnauthorizedOperation"})
+#: the role may not do this with these resources: the target's configuration or IAM, never the task
+_DENIED_CODES = frozenset({"UnauthorizedOperation"})
+#: where an operator looks when EC2 says UnauthorizedOperation
+ACCESS_CHECK = (
+    "the IAM policy of the control plane's role for this target's resources "
+    "(ec2:RunInstances on its subnets, security groups and launch template, iam:PassRole on its instance profile)"
+)
 _NOT_FOUND = "InvalidInstanceID.NotFound"
 _MISMATCH = "IdempotentParameterMismatch"
 
@@ -259,7 +273,10 @@ def translate_error(exc: Exception, *, target: str, where: str, history: tuple[s
             kind = QuotaExceeded
         elif code in _THROTTLE_CODES:
             kind = Throttled
-        elif code in _INVALID_CODES or code.startswith(_INVALID_PREFIXES):
+        elif code in _DENIED_CODES:
+            detail = f"{code}: {message}" if message else code
+            return access_denied(where, detail, target=target, check=ACCESS_CHECK, history=history)
+        elif code.startswith(_INVALID_PREFIXES):
             kind = InvalidSpec
         else:
             # credentials refused, an internal error, a code added after this was written: the API
@@ -335,9 +352,13 @@ def _strings(value: Any, what: str, target: str) -> list[str]:
 class AwsSpotProvider:
     """Launches one EC2 Spot instance per attempt (see the module docstring).
 
-    ``targets``: the policy's targets (or a function returning the current
-    ones, so that a policy reload is seen); only ``provider == "aws"`` ones
-    are used. ``owner`` is this control plane's identity, the
+    The constructor has the shape of every provider's: ``targets`` are the
+    policy's targets (or a function returning the current ones, so that a
+    policy reload is seen); only ``provider == "aws"`` ones are used, and
+    their settings are checked at launch (``InvalidSpec`` naming the key).
+    ``image`` is the default worker image; a target's
+    ``settings.worker_image`` overrides its image reference, and one of the
+    two is required. ``owner`` is this control plane's identity, the
     ``fusionplane.io/owner`` tag every query filters on. ``regions``: extra
     regions to search for existing instances (a region dropped from the
     policy still holds attempts). ``price`` answers :meth:`quote`.
@@ -349,9 +370,9 @@ class AwsSpotProvider:
 
     def __init__(
         self,
-        *,
         targets: Iterable[Target] | Callable[[], Iterable[Target]],
-        image: WorkerImage,
+        *,
+        image: WorkerImage | None = None,
         owner: str,
         regions: Iterable[str] = (),
         price: Callable[[Candidate], Quote] | None = None,
@@ -359,7 +380,7 @@ class AwsSpotProvider:
         session: Any = None,
         connect_timeout_s: float = 3.0,
         read_timeout_s: float = 10.0,
-        self_shutdown_grace_s: float = 60.0,
+        self_shutdown_grace_s: float = SELF_SHUTDOWN_GRACE_S,
         listing_grace_s: float = 120.0,
         page_size: int = 1000,
         monotonic: Callable[[], float] = time.monotonic,
@@ -376,7 +397,7 @@ class AwsSpotProvider:
         self._endpoint_url = endpoint_url
         self._session = session if session is not None else boto3.session.Session()
         self._config = client_config(connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s)
-        self.self_shutdown_grace_s = self_shutdown_grace_s
+        self._self_shutdown = SelfShutdownGrace(self_shutdown_grace_s, monotonic=monotonic)
         self.listing_grace_s = listing_grace_s
         self._page_size = page_size
         self._monotonic = monotonic
@@ -384,8 +405,6 @@ class AwsSpotProvider:
         self._clients: dict[str, Any] = {}
         #: attempt -> (region, instance id, monotonic launch time) for what this process launched or adopted
         self._known: dict[str, tuple[str, str, float]] = {}
-        #: instance id -> when this process first saw it shut down by itself
-        self._self_shutdown_seen: dict[str, float] = {}
 
     # -- clients and settings -----------------------------------------------------------------
 
@@ -591,12 +610,7 @@ class AwsSpotProvider:
 
     def _base_params(self, request: LaunchRequest, target: Target, region: str) -> dict[str, Any]:
         where, settings = target.name, target.settings
-        image = self.image
-        worker_image = _regional(settings.get("worker_image"), region)
-        if worker_image is not None:
-            if not isinstance(worker_image, str) or not worker_image:
-                raise InvalidSpec(f"target {where}: settings.worker_image must be an image reference", target=where)
-            image = dataclasses.replace(image, image=worker_image)
+        image = worker_image(self.image, _regional(settings.get(WORKER_IMAGE_KEY), region), target=where)
         user_data = cloud_init(request.worker_spec, image, attempt_id=request.attempt_id)
         if len(user_data.encode()) > _USER_DATA_MAX:
             raise InvalidSpec(f"user data of {len(user_data.encode())} bytes is over EC2's 16 KiB", target=where)
@@ -733,7 +747,8 @@ class AwsSpotProvider:
         if found.tags.get(TAG_CANCELLED) == "true":
             return BackendStatus(state=BackendState.FAILED, reason=f"cancelled by FusionPlane: {where}")
         if code == _SELF_SHUTDOWN:
-            return self._self_shutdown(found, where)
+            # keyed by instance id: the grace runs from this process' first sighting of that instance
+            return self._self_shutdown.status(found.instance_id, where)
         if code == _USER_SHUTDOWN:
             return BackendStatus(
                 state=BackendState.FAILED,
@@ -747,26 +762,9 @@ class AwsSpotProvider:
             return BackendStatus(state=BackendState.LOST, reason=f"EC2 ended the instance: {where} ({message})")
         return BackendStatus(state=BackendState.LOST, reason=f"{where} without a state reason")
 
-    def _self_shutdown(self, found: _Found, where: str) -> BackendStatus:
-        now = self._monotonic()
-        with self._lock:
-            first = self._self_shutdown_seen.setdefault(found.instance_id, now)
-            # forget old sightings so the memory stays bounded
-            horizon = now - max(self.self_shutdown_grace_s * 10, 3600.0)
-            for instance_id in [i for i, seen in self._self_shutdown_seen.items() if seen < horizon]:
-                del self._self_shutdown_seen[instance_id]
-        if now - first < self.self_shutdown_grace_s:
-            return BackendStatus(
-                state=BackendState.RUNNING,
-                reason=f"{where}: shut down by itself (worker finished); waiting for its outcome callback",
-            )
-        return BackendStatus(
-            state=BackendState.LOST,
-            reason=(
-                f"{where}: shut down by itself (worker finished), but no outcome callback arrived; "
-                "EC2 does not show the exit code"
-            ),
-        )
+    @property
+    def self_shutdown_grace_s(self) -> float:
+        return self._self_shutdown.grace_s
 
 
 def _pick(found: Sequence[_Found]) -> _Found:

@@ -16,7 +16,7 @@ What one attempt is (``_vm_body``)::
     PUT .../resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/fp-<attempt>
         If-None-Match: *                 create only: never update a VM of the same name
         location        candidate.region
-        tags            resource_tags(...) with '/' -> '_' (Azure refuses '/' in tag names)
+        tags            resource_tags(..., for_azure=True): '/' -> '_' (Azure refuses '/' in tag names)
         vmSize          candidate.instance_type
         priority Spot, evictionPolicy Delete, billingProfile.maxPrice = plan max or -1
         osProfile       computerName = VM name, SSH key only, customData = base64(cloud_init(...))
@@ -44,7 +44,8 @@ provisioningState Creating                      PENDING
 Updating / Migrating                            RUNNING if PowerState/running, else PENDING
 Succeeded + PowerState/starting, none yet       PENDING
 Succeeded + PowerState/running or stopping      RUNNING
-Succeeded + PowerState/stopped                  FAILED "powered itself off ..." (see below)
+Succeeded + PowerState/stopped                  RUNNING for self_shutdown_grace_s, then LOST
+                                                "shut down by itself ..." (see below)
 Succeeded + PowerState/deallocating             RUNNING (still leaving)
 Succeeded + PowerState/deallocated              PREEMPTED (evicted with evictionPolicy Deallocate)
 Failed, ``ProvisioningState/failed/<code>``     PREEMPTED if <code> is an allocation failure
@@ -67,24 +68,31 @@ attempt" (the contract's answer for a never-launched attempt). Both end the
 attempt and neither counts as a result, so the difference only loses the
 word "evicted", never an outcome.
 
-Why a VM that powered itself off is FAILED: the worker's cloud-init runs one
-attempt and then ``shutdown -h now``; the outcome travels in the worker's
-``complete``/``fail`` callback, sent (and acknowledged) before the container
-exits. When the callback got through, the attempt is already final and the
-scheduler's ``advance`` ignores whatever ``status`` says, so success is never
-overwritten. ``status`` only decides when no outcome arrived; then the VM
-cannot tell success from failure (the exit code sits on its disk), and
-FAILED is the one final state the scheduler never retries: a finished task
-is not run twice. Note that a stopped Azure VM is still allocated and
-**still billed** (Azure has no "terminate on shutdown"): the VM of a final
-attempt must be removed with ``cancel`` (by the executor after an outcome, or by
-reconciliation over ``list_owned``).
+A VM that powered itself off follows the rule EC2's instances follow
+(:class:`providers.bootstrap.SelfShutdownGrace`): the worker's cloud-init
+runs one attempt and then ``shutdown -h now``; the outcome travels in the
+worker's ``complete``/``fail`` callback, sent before the container exits, so
+normally the attempt is already final and ``status`` is not asked (and
+``advance`` ignores a late answer). When no outcome arrived the VM cannot
+tell success from failure (the exit code sits on its disk): ``status`` says
+RUNNING for ``self_shutdown_grace_s`` after this process first sees the VM
+stopped (a callback may still be committing), then LOST
+(``SELF_SHUTDOWN_REASON``): gone without an outcome, the state meant to be
+retried with the checkpoint.
+
+A stopped Azure VM is still allocated and **still billed** (Azure has no
+"delete on OS shutdown" for a single VM), and ``status`` only reads. The
+provider contract therefore requires the control plane to ``cancel`` the
+attempt once it is final, whatever made it final (callback or status), and
+reconciliation to cancel what ``list_owned`` still shows; ``cancel`` deletes
+the VM with its NIC and disk.
 
 Errors (``_translate``), at the boundary:
 
 =================================================================  ====================
 429 (any code; Compute says OperationNotAllowed + TooManyRequests)  Throttled
-401, 403 (AuthenticationFailed, AuthorizationFailed, ...)           InvalidSpec
+401, 403 (AuthenticationFailed, AuthorizationFailed, ...)           InvalidSpec "access denied ... the
+                                                                    target's configuration or permissions"
 SkuNotAvailable, AllocationFailed, ZonalAllocationFailed,           InsufficientCapacity
 Overconstrained(Zonal)AllocationRequest
 SpotPriceGreaterThanProvidedMaxPrice                                PriceTooHigh
@@ -120,7 +128,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -161,19 +169,26 @@ from providers.base import (
     Quote,
 )
 from providers.bootstrap import (
-    LABEL_ATTEMPT,
-    LABEL_OWNER,
-    LABEL_TASK,
+    AZURE_TAG_ATTEMPT,
+    AZURE_TAG_OWNER,
+    AZURE_TAG_TASK,
+    SELF_SHUTDOWN_GRACE_S,
+    WORKER_IMAGE_KEY,
+    SelfShutdownGrace,
     WorkerImage,
+    access_denied,
+    azure_tags,
     cloud_init,
     resource_name,
     resource_tags,
+    worker_image,
 )
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
 
 __all__ = [
+    "ACCESS_CHECK",
     "NETWORK_API_VERSION",
     "TAG_ATTEMPT",
     "TAG_OWNER",
@@ -198,7 +213,6 @@ VM_NAME_MAX = 64
 #: how many attempts one process remembers having seen or cancelled (404 -> PREEMPTED, not LOST)
 REMEMBERED_ATTEMPTS = 100_000
 
-_TAG_FORBIDDEN = re.compile(r"[<>%&\\?/]")
 _CAPACITY_CODES = frozenset(
     code.lower()
     for code in (
@@ -214,15 +228,16 @@ _RESOURCE_ID = re.compile(
 )
 
 
-def azure_tags(tags: Mapping[str, str]) -> dict[str, str]:
-    """The shared tags with characters Azure refuses in tag names (``< > % & \\ ? /``) replaced by ``_``."""
-    return {_TAG_FORBIDDEN.sub("_", key): value for key, value in tags.items()}
-
-
-#: the shared label keys as Azure tag names ("fusionplane.io/task-id" -> "fusionplane.io_task-id")
-TAG_TASK = _TAG_FORBIDDEN.sub("_", LABEL_TASK)
-TAG_ATTEMPT = _TAG_FORBIDDEN.sub("_", LABEL_ATTEMPT)
-TAG_OWNER = _TAG_FORBIDDEN.sub("_", LABEL_OWNER)
+#: the shared label keys as Azure tag names ("fusionplane.io/task-id" -> "fusionplane.io_task-id"); the
+#: mapping lives in providers.bootstrap (azure_tag_key), these names stay for existing imports
+TAG_TASK = AZURE_TAG_TASK
+TAG_ATTEMPT = AZURE_TAG_ATTEMPT
+TAG_OWNER = AZURE_TAG_OWNER
+#: where an operator looks when ARM answers 401/403
+ACCESS_CHECK = (
+    "the control plane's Azure credential (its tenant) and its role assignments on this target's "
+    "subscription and resource group, and join rights on its subnet (and NSG)"
+)
 
 
 def vm_name(attempt_id: str) -> str:
@@ -247,42 +262,55 @@ class AzureSettings:
     accelerated_networking: bool = False
 
     @classmethod
-    def from_target(cls, target: Target) -> AzureSettings:
-        """Read and check ``target.settings``; ValueError names the first wrong key."""
+    def from_target(cls, target: Target, default_image: WorkerImage | None = None) -> AzureSettings:
+        """Read and check ``target.settings``; ``InvalidSpec`` names the first wrong key.
+
+        ``default_image`` is the provider's default worker image, which
+        ``settings.worker_image`` (then optional) overrides.
+        """
         raw = dict(target.settings)
-        where = f"target {target.name!r}: settings"
+        where = f"target {target.name}: settings"
+
+        def fail(message: str) -> InvalidSpec:
+            return InvalidSpec(message, target=target.name)
 
         def text(key: str, default: str | None = None) -> str:
             value = raw.get(key, default)
             if not isinstance(value, str) or not value.strip():
-                raise ValueError(f"{where}.{key} is required (a non-empty string)")
+                raise fail(f"{where}.{key} is required (a non-empty string)")
             return value.strip()
 
         subnet = text("subnet_id")
         if "/subnets/" not in subnet.lower():
-            raise ValueError(f"{where}.subnet_id must be a subnet resource id (.../virtualNetworks/VNET/subnets/NAME)")
+            raise fail(f"{where}.subnet_id must be a subnet resource id (.../virtualNetworks/VNET/subnets/NAME)")
         size = raw.get("os_disk_size_gb")
         if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
-            raise ValueError(f"{where}.os_disk_size_gb must be a positive integer")
+            raise fail(f"{where}.os_disk_size_gb must be a positive integer")
         nsg = raw.get("network_security_group_id")
         if nsg is not None and not isinstance(nsg, str):
-            raise ValueError(f"{where}.network_security_group_id must be a resource id")
-        gpus = raw.get("worker_gpus", True)
-        accelerated = raw.get("accelerated_networking", False)
-        if not isinstance(gpus, bool) or not isinstance(accelerated, bool):
-            raise ValueError(f"{where}.worker_gpus and accelerated_networking must be true or false")
+            raise fail(f"{where}.network_security_group_id must be a resource id")
+        for key in ("worker_gpus", "accelerated_networking"):
+            if key in raw and not isinstance(raw[key], bool):
+                raise fail(f"{where}.{key} must be true or false")
+        image = worker_image(default_image, raw.get(WORKER_IMAGE_KEY), target=target.name)
+        if "worker_gpus" in raw:
+            image = replace(image, gpus=raw["worker_gpus"])
+        try:
+            reference = _image_reference(raw.get("image"), f"{where}.image")
+        except ValueError as exc:
+            raise fail(str(exc)) from None
         return cls(
             subscription_id=text("subscription_id"),
             resource_group=text("resource_group"),
             subnet_id=subnet,
-            image=_image_reference(raw.get("image"), f"{where}.image"),
+            image=reference,
             ssh_public_key=text("ssh_public_key"),
-            worker_image=WorkerImage(image=text("worker_image"), gpus=gpus),
+            worker_image=image,
             admin_username=text("admin_username", "fusionplane"),
             os_disk_type=text("os_disk_type", "StandardSSD_LRS"),
             os_disk_size_gb=size,
             network_security_group_id=nsg,
-            accelerated_networking=accelerated,
+            accelerated_networking=raw.get("accelerated_networking", False),
         )
 
 
@@ -326,22 +354,30 @@ class _Recent:
 class AzureSpotProvider:
     """Runs each attempt on its own Azure Spot VM, on the Azure targets it is given.
 
-    ``targets`` are the policy's targets with ``provider: azure`` (their
-    ``settings``: :class:`AzureSettings`); a launch uses the settings of its
-    candidate's target. ``owner`` goes into every VM's owner tag and
+    The constructor has the shape of every provider's: ``targets`` are the
+    policy's targets, or a function returning the current ones (so that a
+    policy reload is seen); only ``provider == "azure"`` ones are used (their
+    ``settings``: :class:`AzureSettings`), and a launch uses the settings of
+    its candidate's target, checked then (``InvalidSpec`` naming the key). A
+    fixed list is also checked here, so a typo fails at start-up
+    (``ValueError``). ``image`` is the default worker image; a target's
+    ``settings.worker_image`` overrides its image reference, and one of the
+    two is required. ``owner`` goes into every VM's owner tag and
     ``list_owned`` keeps only VMs carrying it. ``credential`` is any
     ``TokenCredential`` (default: ``azure.identity.DefaultAzureCredential``,
     i.e. a managed identity in Azure, or the environment). ``base_url`` and
     ``connection_verify`` point the SDK at another ARM endpoint (tests: a
     fake on 127.0.0.1 with its own CA). ``price`` answers ``quote``.
+    ``self_shutdown_grace_s``: see the module docstring (``monotonic`` is for tests).
     """
 
     name = "azure"
 
     def __init__(
         self,
-        targets: Iterable[Target],
+        targets: Iterable[Target] | Callable[[], Iterable[Target]],
         *,
+        image: WorkerImage | None = None,
         owner: str,
         credential: TokenCredential | None = None,
         base_url: str | None = None,
@@ -353,17 +389,22 @@ class AzureSpotProvider:
         delete_timeout_s: float = 300.0,
         poll_interval_s: float = 5.0,
         force_delete: bool = True,
+        self_shutdown_grace_s: float = SELF_SHUTDOWN_GRACE_S,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if not owner or "/" in owner:
             raise ValueError("owner must be a non-empty tag value without '/'")
         self.owner = owner
-        self._settings: dict[str, AzureSettings] = {}
-        for target in targets:
-            if target.provider != self.name:
-                raise ValueError(f"target {target.name!r} is for provider {target.provider!r}, not {self.name!r}")
-            self._settings[target.name] = AzureSettings.from_target(target)
-        if not self._settings:
-            raise ValueError("AzureSpotProvider needs at least one azure target")
+        self.image = image
+        self._targets = targets if callable(targets) else tuple(targets)
+        if not callable(self._targets):
+            # a fixed list cannot change: say what is wrong now, not at the first launch on it
+            for target in self._azure_targets():
+                try:
+                    AzureSettings.from_target(target, image)
+                except InvalidSpec as exc:
+                    raise ValueError(exc.message) from None
+        self._self_shutdown = SelfShutdownGrace(self_shutdown_grace_s, monotonic=monotonic)
         self._credential = credential
         self._base_url = base_url
         self._verify = connection_verify
@@ -423,13 +464,23 @@ class AzureSpotProvider:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _azure_targets(self) -> list[Target]:
+        targets = self._targets() if callable(self._targets) else self._targets
+        return [t for t in targets if t.provider == self.name]
+
     def _locations(self, attempt_id: str | None = None) -> list[tuple[str, str]]:
-        """Where an attempt's VM may be: where this process saw it first, then every configured group."""
-        places = list(dict.fromkeys((s.subscription_id, s.resource_group) for s in self._settings.values()))
+        """Where an attempt's VM may be: where this process saw it first, then every configured group.
+
+        Only the two keys that name a group are read here: a target whose
+        other settings are wrong still holds VMs to find and cancel.
+        """
+        configured: list[tuple[str, str]] = []
+        for target in self._azure_targets():
+            sub, rg = target.settings.get("subscription_id"), target.settings.get("resource_group")
+            if isinstance(sub, str) and sub.strip() and isinstance(rg, str) and rg.strip():
+                configured.append((sub.strip(), rg.strip()))
         known = self._seen.get(attempt_id) if attempt_id else None
-        if known is not None:
-            places = [known, *(p for p in places if p != known)]
-        return places
+        return list(dict.fromkeys([known, *configured] if known is not None else configured))
 
     # -- the contract --------------------------------------------------------------------------
 
@@ -445,9 +496,10 @@ class AzureSpotProvider:
     def launch(self, request: LaunchRequest) -> LaunchResult:
         """Create the attempt's Spot VM and return once ARM accepted it; adopt the VM if it exists."""
         candidate = request.candidate
-        settings = self._settings.get(candidate.target)
-        if settings is None:
-            raise InvalidSpec(f"target {candidate.target!r} is not an azure target of this provider", target=self.name)
+        target = next((t for t in self._azure_targets() if t.name == candidate.target), None)
+        if target is None:
+            raise InvalidSpec(f"no azure target named {candidate.target!r} is configured", target=candidate.target)
+        settings = AzureSettings.from_target(target, self.image)
         if not candidate.region or not candidate.instance_type:
             raise InvalidSpec("an Azure candidate needs a region and a VM size", target=candidate.target)
         try:
@@ -548,10 +600,10 @@ class AzureSpotProvider:
         if settings.network_security_group_id:
             nic["networkSecurityGroup"] = {"id": settings.network_security_group_id}
         admin = settings.admin_username
-        tags = resource_tags(task_id=request.task_id, attempt_id=request.attempt_id, owner=self.owner)
+        tags = resource_tags(task_id=request.task_id, attempt_id=request.attempt_id, owner=self.owner, for_azure=True)
         return {
             "location": candidate.region,
-            "tags": azure_tags(tags),
+            "tags": tags,
             "properties": {
                 "hardwareProfile": {"vmSize": candidate.instance_type},
                 "storageProfile": {"imageReference": dict(settings.image), "osDisk": os_disk},
@@ -600,7 +652,7 @@ class AzureSpotProvider:
                 state=BackendState.PREEMPTED,
                 reason=f"VM {name} was deleted by Azure: Spot eviction (evictionPolicy Delete)",
             )
-        groups = ", ".join(rg for _, rg in self._locations())
+        groups = ", ".join(rg for _, rg in self._locations()) or "no configured resource group"
         return BackendStatus(
             state=BackendState.LOST,
             reason=f"unknown attempt: no VM {name} in {groups} (never launched, or deleted while not watched)",
@@ -648,10 +700,9 @@ class AzureSpotProvider:
         if power in ("running", "stopping", "deallocating"):
             return BackendStatus(state=BackendState.RUNNING)
         if power == "stopped":
-            return BackendStatus(
-                state=BackendState.FAILED,
-                reason="the VM powered itself off (the worker finished) but no outcome reached the control plane",
-            )
+            # keyed by the VM's unique id: a later VM of the same name starts its own grace
+            key = f"{attempt_id}/{vm.vm_id or vm.name}"
+            return self._self_shutdown.status(key, f"VM {vm.name} stopped")
         if power == "deallocated":
             return BackendStatus(state=BackendState.PREEMPTED, reason="the Spot VM was deallocated (eviction)")
         return BackendStatus(state=BackendState.PENDING, reason=f"VM {provisioning or 'starting'}")
@@ -826,7 +877,7 @@ def _translate(exc: AzureError, what: str, place: str) -> ProviderError:
             retry_after = headers.get("Retry-After")
             return Throttled(f"{text} (Retry-After: {retry_after or 'none'})", target=place)
         if status in (401, 403):
-            return InvalidSpec(f"{text} (check the credential and its role assignments)", target=place)
+            return access_denied(what, f"{code or status}: {message}", target=place, check=ACCESS_CHECK)
         if lowered in _CAPACITY_CODES:
             return InsufficientCapacity(text, target=place)
         if lowered == "spotpricegreaterthanprovidedmaxprice":

@@ -1,4 +1,4 @@
-"""How the worker starts on every backend: names, labels/tags, the spec file and the cloud-init user data.
+"""How the worker starts on every backend (names, tags, spec file, image, cloud-init) and the rules they share.
 
 Rendered here, once, so Kubernetes, EC2 and Azure start the same container
 the same way and the secret handling cannot drift between them:
@@ -12,46 +12,104 @@ the same way and the secret handling cannot drift between them:
   same attempt finds the first resource (idempotency), and so does a
   restarted control plane.
 - **Labels and tags** carry only ids (task, attempt, owner): safe to list.
+  The keys are Kubernetes label keys (``fusionplane.io/task-id``); Kubernetes
+  and EC2 use them as they are, but Azure refuses ``/`` (and ``< > % & \\ ?``)
+  in tag *names* (``InvalidTagNameCharacters``), so Azure resources carry
+  :func:`azure_tag_key` of them (``fusionplane.io_task-id``):
+  ``resource_tags(..., for_azure=True)``.
+- **The image**: each provider takes a default :class:`WorkerImage`, and a
+  target's ``settings.worker_image`` overrides its image reference
+  (:func:`worker_image`); with neither, the launch is ``InvalidSpec``.
+- **A VM that shut itself down** without an outcome callback is RUNNING for
+  :data:`SELF_SHUTDOWN_GRACE_S`, then LOST (:class:`SelfShutdownGrace`), on
+  EC2 and Azure alike.
+- **Access refused** (401/403, ``UnauthorizedOperation``, RBAC) is
+  ``InvalidSpec`` with one wording on every backend (:func:`access_denied`).
 
 Why the token may sit in EC2/Azure user data: user data is readable from the
 VM itself (instance metadata) and by principals allowed to describe the
-instance's attribute (``ec2:DescribeInstanceAttribute`` /
+instance's attribute (``ec2:DescribeInstanceAttribute``; Azure's
 ``Microsoft.Compute/virtualMachines/read`` does not return custom data).
 The token authorises only the callbacks of one attempt and is refused once
 that attempt is final, so what it exposes is bounded by the VM's own
 lifetime. The API stores only its sha256.
+
+**Provider contract: finished attempts are cancelled.** The control plane
+must call ``cancel`` for every attempt once it is final (by the worker's
+callback or by ``status``), and reconciliation over ``list_owned`` must do
+the same for leftovers. ``cancel`` is idempotent and is what removes the
+backend resource: on Azure a VM that powered itself off stays allocated,
+and **billed**, until it is deleted (see :func:`cloud_init`); on EC2 the
+instance has usually terminated itself already and ``cancel`` is a no-op;
+on Kubernetes it deletes the finished Job (and its Secret) before the TTL
+controller would.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import re
 import shlex
-from collections.abc import Mapping
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from controlplane.domain import InvalidSpec
+from providers.base import BackendState, BackendStatus
+
 __all__ = [
+    "AZURE_TAG_ATTEMPT",
+    "AZURE_TAG_OWNER",
+    "AZURE_TAG_TASK",
     "LABEL_ATTEMPT",
     "LABEL_OWNER",
     "LABEL_TASK",
+    "SELF_SHUTDOWN_GRACE_S",
+    "SELF_SHUTDOWN_REASON",
+    "SELF_SHUTDOWN_WAITING",
     "SPEC_DIR",
     "SPEC_PATH",
+    "WORKER_IMAGE_KEY",
+    "SelfShutdownGrace",
     "WorkerImage",
+    "access_denied",
+    "azure_tag_key",
+    "azure_tags",
     "cloud_init",
     "resource_name",
     "resource_tags",
     "spec_json",
+    "worker_image",
 ]
 
 SPEC_DIR = "/run/fusionplane"
 SPEC_PATH = f"{SPEC_DIR}/spec.json"
-#: label/tag keys (Kubernetes label syntax; EC2 and Azure accept them as tag keys)
+#: label/tag keys, in Kubernetes label syntax: Kubernetes labels and EC2 tags use them as they are;
+#: Azure refuses '/' in tag names, so Azure resources carry azure_tag_key() of them (AZURE_TAG_*)
 LABEL_TASK = "fusionplane.io/task-id"
 LABEL_ATTEMPT = "fusionplane.io/attempt-id"
 LABEL_OWNER = "fusionplane.io/owner"
 _NAME_SAFE = re.compile(r"[^a-z0-9-]+")
+#: characters Azure refuses in tag names (InvalidTagNameCharacters)
+_AZURE_TAG_FORBIDDEN = re.compile(r"[<>%&\\?/]")
+
+#: the target setting that overrides the provider's default WorkerImage.image, on every backend
+WORKER_IMAGE_KEY = "worker_image"
+
+#: how long a VM that powered itself off is still reported RUNNING, waiting for the worker's callback
+#: (EC2 and Azure alike): the worker gives up a callback after its own timeout while the API may still
+#: be committing it, and the first outcome wins, so that late callback must get the chance to decide
+SELF_SHUTDOWN_GRACE_S = 60.0
+#: BackendStatus.reason during the grace, and once it is over (LOST); prefixed with the resource
+SELF_SHUTDOWN_WAITING = "shut down by itself (worker finished); waiting for its outcome callback"
+SELF_SHUTDOWN_REASON = "shut down by itself (worker finished), but no outcome callback arrived"
+#: how many self-shutdown sightings one process keeps (a control plane runs for months)
+_SELF_SHUTDOWN_MEMORY = 10_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,9 +137,125 @@ def resource_name(prefix: str, attempt_id: str, *, max_length: int = 63) -> str:
     return name
 
 
-def resource_tags(*, task_id: str, attempt_id: str, owner: str) -> dict[str, str]:
-    """Labels/tags for every backend resource: ids only, nothing secret."""
-    return {LABEL_TASK: task_id, LABEL_ATTEMPT: attempt_id, LABEL_OWNER: owner}
+def azure_tag_key(key: str) -> str:
+    """``key`` as an Azure tag name: ``< > % & \\ ? /`` become ``_``: ``fusionplane.io_owner``.
+
+    Only Azure needs this: Kubernetes label keys and EC2 tag keys accept
+    ``/``, and changing them there would break existing selectors and IAM
+    conditions (``aws:ResourceTag/fusionplane.io/owner``).
+    """
+    return _AZURE_TAG_FORBIDDEN.sub("_", key)
+
+
+def azure_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    """Any tag map with its names made Azure-legal (:func:`azure_tag_key`); values are kept as they are."""
+    return {azure_tag_key(key): value for key, value in tags.items()}
+
+
+#: the shared label keys as Azure tag names
+AZURE_TAG_TASK = azure_tag_key(LABEL_TASK)
+AZURE_TAG_ATTEMPT = azure_tag_key(LABEL_ATTEMPT)
+AZURE_TAG_OWNER = azure_tag_key(LABEL_OWNER)
+
+
+def resource_tags(*, task_id: str, attempt_id: str, owner: str, for_azure: bool = False) -> dict[str, str]:
+    """Labels/tags for every backend resource: ids only, nothing secret.
+
+    ``for_azure``: the keys as Azure tag names (``fusionplane.io_task-id``);
+    Kubernetes and EC2 keep the ``fusionplane.io/...`` form.
+    """
+    tags = {LABEL_TASK: task_id, LABEL_ATTEMPT: attempt_id, LABEL_OWNER: owner}
+    return azure_tags(tags) if for_azure else tags
+
+
+def worker_image(default: WorkerImage | None, override: Any, *, target: str) -> WorkerImage:
+    """The image a target runs: its ``settings.worker_image`` (``override``) over the provider's default.
+
+    The override replaces only the image reference; the default's other
+    fields (env, GPUs, stop timeout, host directories) stay. Raises
+    ``InvalidSpec`` naming the key when the override is not an image
+    reference, or when there is neither (a launch-time error, so a policy
+    reload that adds such a target fails its launches, not the provider).
+    """
+    if override is not None:
+        if not isinstance(override, str) or not override.strip():
+            raise InvalidSpec(
+                f"target {target}: settings.{WORKER_IMAGE_KEY} must be an image reference (a non-empty string)",
+                target=target,
+            )
+        image = override.strip()
+        return dataclasses.replace(default, image=image) if default is not None else WorkerImage(image=image)
+    if default is None:
+        raise InvalidSpec(
+            f"target {target}: settings.{WORKER_IMAGE_KEY} is required (or give the provider a default WorkerImage)",
+            target=target,
+        )
+    return default
+
+
+def access_denied(what: str, detail: str, *, target: str, check: str, history: tuple[str, ...] = ()) -> InvalidSpec:
+    """The one wording, on every backend, for a refusal of access (401/403, ``UnauthorizedOperation``, RBAC).
+
+    It is ``InvalidSpec`` (terminal: the executor fails the task rather than
+    trying the next candidate) because the refusal is about this target's
+    configuration or the control plane's permissions on it, which no retry
+    fixes. The message says so, and ``check`` says where to look, so an
+    operator reading the task's failure does not hunt for a bug in the task.
+    """
+    return InvalidSpec(
+        f"{what}: access denied: {detail}. This is the target's configuration or permissions, "
+        f"not the task: check {check}",
+        target=target,
+        history=history,
+    )
+
+
+class SelfShutdownGrace:
+    """The one rule for a VM that powered itself off with no outcome: RUNNING for a grace, then LOST.
+
+    cloud-init powers the VM off once the container exits, and the container
+    exits only after the worker's ``complete``/``fail`` callback is over, so
+    in every normal case the callback has already made the attempt final
+    and nobody asks ``status`` any more. ``status`` decides only when no
+    outcome arrived, and then the cloud cannot tell success from failure
+    (the exit code is on the VM's disk): SUCCEEDED would turn a failure
+    without a callback (``spec_invalid`` exits 65 and sends none) into a
+    success, FAILED would throw away a success whose callback was lost.
+    LOST is what happened (gone, nobody reported an outcome), and it is the
+    state meant to be retried with the same checkpoint (docs/worker.md).
+
+    The grace starts when this process first sees the shutdown under
+    ``key`` (a restarted control plane waits once more, which is harmless).
+    Thread-safe; remembers a bounded number of sightings.
+    """
+
+    def __init__(
+        self,
+        grace_s: float = SELF_SHUTDOWN_GRACE_S,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        memory: int = _SELF_SHUTDOWN_MEMORY,
+    ) -> None:
+        if not grace_s >= 0:
+            raise ValueError("self_shutdown_grace_s must be >= 0")
+        self.grace_s = grace_s
+        self._monotonic = monotonic
+        self._memory = memory
+        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def status(self, key: str, where: str) -> BackendStatus:
+        """RUNNING while ``key`` is within its grace, LOST after; ``where`` names the resource in the reason."""
+        now = self._monotonic()
+        with self._lock:
+            first = self._seen.setdefault(key, now)
+            # oldest first (insertion order is first-sighting order): forget what is long decided
+            horizon = now - max(self.grace_s * 10, 3600.0)
+            while self._seen and (len(self._seen) > self._memory or next(iter(self._seen.values())) < horizon):
+                self._seen.popitem(last=False)
+        if now - first < self.grace_s:
+            return BackendStatus(state=BackendState.RUNNING, reason=f"{where}: {SELF_SHUTDOWN_WAITING}")
+        return BackendStatus(state=BackendState.LOST, reason=f"{where}: {SELF_SHUTDOWN_REASON}")
 
 
 def spec_json(worker_spec: Mapping[str, Any]) -> str:
@@ -92,11 +266,25 @@ def spec_json(worker_spec: Mapping[str, Any]) -> str:
 def cloud_init(worker_spec: Mapping[str, Any], image: WorkerImage, *, attempt_id: str) -> str:
     """``#cloud-config`` user data for EC2 and Azure VMs: write the spec (0600), run the worker once.
 
-    The VM shuts itself down when the container exits (both clouds' spot VMs
-    are created to terminate/delete on stop or eviction), so a finished
-    attempt stops billing even if the control plane is away; the outcome is
-    the worker's callback, and the exit code is kept in
-    ``/run/fusionplane/exit_code`` for debugging.
+    The VM powers itself off (``shutdown -h now``) when the container exits;
+    the outcome is the worker's callback, and the exit code is kept in
+    ``/run/fusionplane/exit_code`` for debugging. What the power-off does
+    differs between the clouds:
+
+    - **EC2**: the instance is launched with
+      ``InstanceInitiatedShutdownBehavior=terminate``, so the power-off
+      terminates it and ends the bill even if the control plane is away.
+    - **Azure**: there is no "delete on OS shutdown" for a single VM. A VM
+      stopped from inside is ``PowerState/stopped``: still allocated and
+      **still billed** (compute included) until it is deallocated or
+      deleted. ``evictionPolicy: Delete`` covers Spot evictions only.
+
+    So the provider contract requires the control plane to ``cancel`` the
+    resource of every attempt that is final (after its callback, or after
+    ``status`` gave a final state, and in reconciliation over ``list_owned``);
+    on Azure that ``cancel`` is what deletes the VM, its NIC and its disk.
+    Either way ``status`` reports the self-shutdown the same:
+    :class:`SelfShutdownGrace`.
     """
     spec_b64 = base64.b64encode(spec_json(worker_spec).encode()).decode()
     env = " ".join(f"-e {shlex.quote(f'{k}={v}')}" for k, v in sorted(image.env.items()))

@@ -41,7 +41,9 @@ Status (``status``): the Job's conditions first, then its pod:
   "job deleted" when it did; FAILED "cancelled" after its own ``cancel``.
 
 Errors are translated at the boundary (``_translate``): 403 naming an
-exceeded ResourceQuota -> QuotaExceeded, other 403 -> InvalidSpec (RBAC);
+exceeded ResourceQuota -> QuotaExceeded, other 403 -> InvalidSpec "access
+denied" (RBAC; worded by :func:`providers.bootstrap.access_denied`, as the
+clouds' permission refusals are);
 400/422 -> InvalidSpec; 429 -> Throttled; 5xx, refused connections and
 timeouts -> Unavailable. Every API call carries ``_request_timeout``, and
 clients built here never retry, so a dead API server costs one timeout.
@@ -90,14 +92,18 @@ from providers.bootstrap import (
     LABEL_TASK,
     SPEC_DIR,
     SPEC_PATH,
+    WORKER_IMAGE_KEY,
     WorkerImage,
+    access_denied,
     resource_name,
     resource_tags,
     spec_json,
+    worker_image,
 )
 from providers.local import EXIT_MEANINGS
 
 __all__ = [
+    "ACCESS_CHECK",
     "CONTAINER",
     "DEFAULT_NAMESPACE",
     "INIT_CONTAINER",
@@ -150,6 +156,11 @@ _UNSCHEDULABLE_FOR = re.compile(r"\[unschedulable_for_s=(\d+)\]")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
 _MERGE_PATCH = "application/merge-patch+json"
+#: where an operator looks when the API server answers 403 (not a quota)
+ACCESS_CHECK = (
+    "the RBAC Role and RoleBinding of the control plane's service account (or kubeconfig user) "
+    "in this target's namespace (docs/providers.md, RBAC)"
+)
 
 ApiClientFactory = Callable[[Target], Any]
 
@@ -174,7 +185,8 @@ class _Settings:
     """A kubernetes target's settings, validated (docs/providers.md lists the keys)."""
 
     namespace: str
-    image: str
+    #: the resolved worker image (the provider's default, with settings.worker_image applied)
+    worker: WorkerImage
     gpus: int
     gpu_resource: str
     node_selector: Mapping[str, str]
@@ -216,9 +228,14 @@ class _Settings:
         namespace = text("namespace") or DEFAULT_NAMESPACE
         if not _DNS_LABEL.match(namespace):
             raise fail("namespace", f"must be a DNS label, not {namespace!r}")
-        image = text("image") or (default.image if default is not None else None)
-        if not image:
-            raise fail("image", "is required (or give the provider a default WorkerImage)")
+        # settings.worker_image is the key every provider reads; settings.image is this provider's older
+        # name for it, still accepted (on Azure "image" is the VM image, hence the common name)
+        override, legacy = s.get(WORKER_IMAGE_KEY), s.get("image")
+        if legacy is not None:
+            legacy = text("image")
+            if override is not None and override != legacy:
+                raise fail("image", f"and settings.{WORKER_IMAGE_KEY} differ: give only {WORKER_IMAGE_KEY}")
+        worker = worker_image(default, override if override is not None else legacy, target=target.name)
         selector = s.get("node_selector") or {}
         if not isinstance(selector, Mapping) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in selector.items()
@@ -242,8 +259,8 @@ class _Settings:
         gpu_resource = text("gpu_resource") or DEFAULT_GPU_RESOURCE
         return cls(
             namespace=namespace,
-            image=image,
-            gpus=count("gpus", 1 if default is None or default.gpus else 0),
+            worker=worker,
+            gpus=count("gpus", 1 if worker.gpus else 0),
             gpu_resource=gpu_resource,
             node_selector=dict(selector),
             tolerations=tuple(dict(t) for t in tolerations),
@@ -493,7 +510,7 @@ def _translate(exc: BaseException, what: str, *, target: str, scrub: Iterable[st
         if status == 403:
             if "exceeded quota" in message.lower():
                 return QuotaExceeded(f"{what}: ResourceQuota exceeded: {message}", target=target)
-            return InvalidSpec(f"{what}: forbidden (RBAC): {message}", target=target)
+            return access_denied(what, f"HTTP 403 forbidden (RBAC): {message}", target=target, check=ACCESS_CHECK)
         if status in (400, 422):
             return InvalidSpec(detail, target=target)
         if status == 429:
@@ -555,10 +572,14 @@ class KubernetesProvider:
     """Runs each attempt as a Job on the kubernetes targets it is given.
 
     ``targets``: the kubernetes targets (a list, or a callable returning the
-    current ones, so a policy reload is seen); ``launch`` finds its target by
-    the candidate's name, ``status``/``cancel``/``list_owned`` look in every
-    (cluster, namespace) they name. ``image``: the default worker image
-    (a target's ``settings.image`` wins). ``owner``: the value of the owner
+    current ones, so a policy reload is seen); only ``provider ==
+    "kubernetes"`` ones are used, and their settings are checked at launch
+    (``InvalidSpec`` naming the key). ``launch`` finds its target by the
+    candidate's name, ``status``/``cancel``/``list_owned`` look in every
+    (cluster, namespace) they name. ``image``: the default worker image; a
+    target's ``settings.worker_image`` (older name: ``settings.image``)
+    overrides its image reference, and one of the two is required. This is
+    the constructor shape of every provider. ``owner``: the value of the owner
     label, so two control planes sharing a cluster each list only their
     own Jobs. ``api_client_for(target)`` returns a ``kubernetes.client.ApiClient``
     for a target's cluster (tests, or a caller with its own credentials);
@@ -574,7 +595,7 @@ class KubernetesProvider:
         targets: Iterable[Target] | Callable[[], Iterable[Target]],
         *,
         image: WorkerImage | None = None,
-        owner: str = "fusionplane",
+        owner: str,
         api_client_for: ApiClientFactory | None = None,
         request_timeout_s: float = 10.0,
         page_size: int = PAGE_SIZE,
@@ -585,7 +606,7 @@ class KubernetesProvider:
         if request_timeout_s <= 0 or page_size < 1:
             raise ValueError("request_timeout_s must be > 0 and page_size >= 1")
         self._targets = targets if callable(targets) else list(targets)
-        self.default_image = image
+        self.image = image
         self.owner = owner
         self.request_timeout_s = request_timeout_s
         self.page_size = page_size
@@ -767,8 +788,8 @@ class KubernetesProvider:
         self, request: LaunchRequest, target: Target, settings: _Settings, name: str, labels: Mapping[str, str]
     ) -> dict[str, Any]:
         """The Job for ``request`` (no API call)."""
-        image = self.default_image
-        env = {k: v for k, v in (image.env.items() if image is not None else ())}
+        image = settings.worker
+        env = dict(image.env)
         # paths only, never the spec itself; HOME on the scratch volume because the root filesystem is read-only
         env.update(
             {
@@ -828,7 +849,7 @@ class KubernetesProvider:
             init_containers.append(
                 {
                     "name": INIT_CONTAINER,
-                    "image": settings.image,
+                    "image": image.image,
                     "command": list(VERIFY_COMMAND),
                     "env": [
                         {"name": "FUSIONPLANE_MODEL_DIR", "value": MODELS_DIR},
@@ -844,7 +865,7 @@ class KubernetesProvider:
         pod_spec: dict[str, Any] = {
             "restartPolicy": "Never",
             # the worker checkpoints on SIGTERM and exits 75; its final callback needs the time
-            "terminationGracePeriodSeconds": image.stop_timeout_s if image is not None else 60,
+            "terminationGracePeriodSeconds": image.stop_timeout_s,
             # the worker never talks to the Kubernetes API: no token of the pod's service account in it
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,
@@ -860,7 +881,7 @@ class KubernetesProvider:
             "containers": [
                 {
                     "name": CONTAINER,
-                    "image": settings.image,
+                    "image": image.image,
                     "command": list(WORKER_COMMAND),
                     "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
                     "resources": resources,
@@ -929,7 +950,7 @@ class KubernetesProvider:
         RBAC), ``QuotaExceeded``, ``Throttled`` or ``Unavailable``.
         """
         target = self._target(request.candidate.target)
-        settings = _Settings.of(target, self.default_image)
+        settings = _Settings.of(target, self.image)
         try:
             name = resource_name(NAME_PREFIX, request.attempt_id)
         except ValueError as exc:

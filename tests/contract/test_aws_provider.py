@@ -65,7 +65,17 @@ from controlplane.domain import (
 )
 from providers.aws import TAG_CANCELLED, AwsSpotProvider, client_token
 from providers.base import BackendState, LaunchRequest, Provider, Quote
-from providers.bootstrap import LABEL_ATTEMPT, LABEL_OWNER, LABEL_TASK, SPEC_PATH, WorkerImage, cloud_init, spec_json
+from providers.bootstrap import (
+    LABEL_ATTEMPT,
+    LABEL_OWNER,
+    LABEL_TASK,
+    SELF_SHUTDOWN_GRACE_S,
+    SELF_SHUTDOWN_REASON,
+    SPEC_PATH,
+    WorkerImage,
+    cloud_init,
+    spec_json,
+)
 from tests.contract.provider_contract import ProviderContract, candidate_for, worker_spec
 from tests.support.loopback import serving
 
@@ -374,7 +384,9 @@ def make_provider() -> Iterator[MakeProvider]:
 
     def make(url: str, *targets: Target, **kwargs: Any) -> AwsSpotProvider:
         kwargs.setdefault("owner", f"test-{uuid.uuid4().hex[:10]}")
-        provider = AwsSpotProvider(targets=targets, image=IMAGE, endpoint_url=url, **kwargs)
+        kwargs.setdefault("image", IMAGE)
+        kwargs.setdefault("targets", targets)
+        provider = AwsSpotProvider(endpoint_url=url, **kwargs)
         made.append(provider)
         return provider
 
@@ -488,6 +500,42 @@ def test_run_instances_request_is_a_one_time_spot_launch_with_ids_only_in_tags(
     assert volumes
     for volume in volumes:
         assert {t["Key"]: t["Value"] for t in volume["Tags"]} == expected_tags
+
+
+def test_the_default_image_and_a_per_target_override_over_a_reloaded_policy(
+    proxy: _Ec2Proxy, make_provider: MakeProvider
+) -> None:
+    """The constructor every provider shares: callable targets, a default WorkerImage, settings.worker_image."""
+    plain = aws_target(name="aws-plain")
+    current = [plain]
+    provider = make_provider(proxy.url, targets=lambda: current)
+    provider.launch(request("att_plain", plain))
+    # a policy reload adds a target that pins its own image: seen without a new provider
+    pinned = aws_target(name="aws-pinned", settings={"worker_image": "registry.example/pinned:2"})
+    current = [plain, pinned]
+    provider.launch(request("att_pinned", pinned))
+    plain_data, pinned_data = (base64.b64decode(c.params["UserData"]).decode() for c in proxy.calls("RunInstances"))
+    assert IMAGE.image in _script_of(plain_data)
+    assert "registry.example/pinned:2" in _script_of(pinned_data)
+    assert IMAGE.image not in _script_of(pinned_data)
+    # a reloaded target with a bad setting fails its launch naming the key; nothing is sent
+    broken = aws_target(name="aws-broken", settings={"worker_image": ""})
+    current = [broken]
+    with pytest.raises(InvalidSpec, match=r"settings\.worker_image must be an image reference"):
+        provider.launch(request("att_broken", broken))
+    # no default image: a target must name one, and one that does runs it
+    bare = make_provider(proxy.url, plain, pinned, image=None)
+    with pytest.raises(InvalidSpec, match=r"settings\.worker_image is required"):
+        bare.launch(request("att_noimage", plain))
+    bare.launch(request("att_own_image", pinned))
+    assert len(proxy.calls("RunInstances")) == 3
+
+
+def _script_of(user_data: str) -> str:
+    """The worker script inside cloud-init's user data (base64 in write_files)."""
+    lines = user_data.splitlines()
+    at = lines.index("  - path: /usr/local/sbin/fusionplane-worker")
+    return base64.b64decode(lines[at + 3].removeprefix("    content: ")).decode()
 
 
 def test_max_price_is_omitted_without_a_plan_maximum(proxy: _Ec2Proxy, make_provider: MakeProvider) -> None:
@@ -712,6 +760,11 @@ def test_error_codes_map_to_the_taxonomy(
     assert type(error) is expected
     assert code in error.message
     assert error.retryable is (expected is not InvalidSpec)
+    if code == "UnauthorizedOperation":
+        # worded as every provider words a refusal of access: the target's setup, not the task
+        assert "access denied" in error.message
+        assert "the target's configuration or permissions" in error.message
+        assert "iam:PassRole" in error.message
     # only per-offer refusals move on to the next instance type
     assert len(proxy.tries()) == (2 if fails_over else 1)
 
@@ -771,7 +824,9 @@ def test_spot_interruption_is_preempted(proxy: _Ec2Proxy, make_provider: MakePro
 def test_self_shutdown_waits_for_the_callback_then_is_lost(proxy: _Ec2Proxy, make_provider: MakeProvider) -> None:
     now = [1000.0]
     target = aws_target()
-    provider = make_provider(proxy.url, target, self_shutdown_grace_s=60.0, monotonic=lambda: now[0])
+    # the grace and the reason are the ones Azure uses too (providers.bootstrap)
+    provider = make_provider(proxy.url, target, monotonic=lambda: now[0])
+    assert provider.self_shutdown_grace_s == SELF_SHUTDOWN_GRACE_S == 60.0
     ref = provider.launch(request("att_self", target)).backend_ref
     interrupt(instance_id_of(ref), "Client.InstanceInitiatedShutdown", "Instance initiated shutdown")
 
@@ -779,14 +834,14 @@ def test_self_shutdown_waits_for_the_callback_then_is_lost(proxy: _Ec2Proxy, mak
     assert waiting.state is BackendState.RUNNING
     assert waiting.reason is not None
     assert "shut down by itself" in waiting.reason
-    now[0] += 59.0
+    now[0] += SELF_SHUTDOWN_GRACE_S - 1
     assert provider.status("att_self").state is BackendState.RUNNING
     now[0] += 2.0
     lost = provider.status("att_self")
     # never SUCCEEDED (the exit code is not visible) nor FAILED (a success may have lost its callback)
     assert lost.state is BackendState.LOST
     assert lost.reason is not None
-    assert "no outcome callback" in lost.reason
+    assert lost.reason.endswith(SELF_SHUTDOWN_REASON)
     assert lost.exit_code is None
     # a restarted control plane gives the callback its grace again instead of deciding at once
     restarted = make_provider(proxy.url, target, owner=provider.owner, monotonic=lambda: now[0])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,16 @@ from controlplane.domain import (
 )
 from providers.azure import TAG_ATTEMPT, TAG_OWNER, TAG_TASK, AzureSpotProvider, vm_name
 from providers.base import BackendState, BackendStatus, LaunchRequest, Provider
-from providers.bootstrap import SPEC_PATH
+from providers.bootstrap import (
+    AZURE_TAG_ATTEMPT,
+    AZURE_TAG_OWNER,
+    AZURE_TAG_TASK,
+    SELF_SHUTDOWN_GRACE_S,
+    SELF_SHUTDOWN_REASON,
+    SPEC_PATH,
+    WorkerImage,
+    resource_tags,
+)
 from tests.contract.provider_contract import ProviderContract, candidate_for, launch_request
 from tests.fakes.azure_arm import FakeAzureArm, RecordedRequest
 
@@ -101,7 +110,10 @@ class NoToken:
         raise ClientAuthenticationError("ManagedIdentityCredential: no response from the IMDS endpoint")
 
 
-def new_provider(arm: FakeAzureArm, targets: tuple[Target, ...] = (AZURE,), **overrides: Any) -> AzureSpotProvider:
+Targets = Iterable[Target] | Callable[[], Iterable[Target]]
+
+
+def new_provider(arm: FakeAzureArm, targets: Targets = (AZURE,), **overrides: Any) -> AzureSpotProvider:
     options: dict[str, Any] = {
         "owner": OWNER,
         "credential": FixedToken(),
@@ -166,7 +178,7 @@ def make(arm: FakeAzureArm) -> Iterator[Callable[..., AzureSpotProvider]]:
     """Providers on ``arm``; each is closed (its HTTP sessions) at the end."""
     made: list[AzureSpotProvider] = []
 
-    def build(targets: tuple[Target, ...] = (AZURE,), **overrides: Any) -> AzureSpotProvider:
+    def build(targets: Targets = (AZURE,), **overrides: Any) -> AzureSpotProvider:
         provider = new_provider(arm, targets, **overrides)
         made.append(provider)
         return provider
@@ -271,7 +283,12 @@ def test_the_put_is_a_spot_vm_that_deletes_its_nic_and_disk(arm: FakeAzureArm, a
         "fusionplane.io_attempt-id": attempt,
         "fusionplane.io_owner": OWNER,
     }
-    assert tuple(body["tags"]) == (TAG_TASK, TAG_ATTEMPT, TAG_OWNER)
+    assert (
+        tuple(body["tags"])
+        == (TAG_TASK, TAG_ATTEMPT, TAG_OWNER)
+        == (AZURE_TAG_TASK, AZURE_TAG_ATTEMPT, AZURE_TAG_OWNER)
+    )
+    assert body["tags"] == resource_tags(task_id="task-azure", attempt_id=attempt, owner=OWNER, for_azure=True)
     assert "att_SECRET-callback-token" not in json.dumps(body["tags"])
     assert "att_SECRET-callback-token" not in put.path + json.dumps(put.query)
 
@@ -410,6 +427,9 @@ def test_refusals_map_to_the_taxonomy(
         azure.launch(launch_request("att-refused", on=AZURE))
     assert type(caught.value) is expected
     assert code in caught.value.message
+    if status == 403:
+        assert "access denied" in caught.value.message
+        assert "the target's configuration or permissions" in caught.value.message
     assert caught.value.target == f"{AZURE.name}/eastus/{SIZE}"
     assert leftovers(arm) == []
 
@@ -436,8 +456,12 @@ def test_throttling_is_answered_at_once_with_the_retry_after(arm: FakeAzureArm, 
 
 def test_a_wrong_token_is_invalid_spec(arm: FakeAzureArm, make: Callable[..., AzureSpotProvider]) -> None:
     provider = make(credential=FixedToken("someone-elses-token"))
-    with pytest.raises(InvalidSpec, match="AuthenticationFailed"):
+    with pytest.raises(InvalidSpec, match="AuthenticationFailed") as caught:
         provider.launch(launch_request("att-401", on=AZURE))
+    # worded as every provider words a refusal of access: the target's setup, not the task
+    assert "access denied" in caught.value.message
+    assert "the target's configuration or permissions" in caught.value.message
+    assert "role assignments" in caught.value.message
     with pytest.raises(InvalidSpec):
         provider.status("att-401")
 
@@ -518,16 +542,34 @@ def test_other_provisioning_failures_are_failed(arm: FakeAzureArm, azure: AzureS
     assert "OSProvisioningTimedOut" in status.reason
 
 
-def test_a_vm_that_powered_itself_off_is_failed_never_retried(arm: FakeAzureArm, azure: AzureSpotProvider) -> None:
+def test_a_vm_that_powered_itself_off_waits_for_the_callback_then_is_lost(
+    arm: FakeAzureArm, make: Callable[..., AzureSpotProvider]
+) -> None:
+    """The rule EC2 follows too (providers.bootstrap.SelfShutdownGrace): RUNNING for the grace, then LOST."""
+    now = [1000.0]
+    azure = make(monotonic=lambda: now[0])
     azure.launch(launch_request("att-done", on=AZURE))
     assert wait_for(azure, "att-done", BackendState.RUNNING).state is BackendState.RUNNING
     arm.power_off(vm_name("att-done"))  # cloud-init's "shutdown -h now" after the worker exited
-    status = azure.status("att-done")
-    # FAILED, the one final state the scheduler does not retry: a finished task is never run twice
-    assert status.state is BackendState.FAILED
-    assert status.reason
-    assert "powered itself off" in status.reason
-    assert arm.vm(vm_name("att-done")) is not None  # status only reads; cancel removes it
+    waiting = azure.status("att-done")
+    # the worker's callback normally made the attempt final already; one still committing gets the grace
+    assert waiting.state is BackendState.RUNNING
+    assert waiting.reason
+    assert "shut down by itself" in waiting.reason
+    now[0] += SELF_SHUTDOWN_GRACE_S - 1
+    assert azure.status("att-done").state is BackendState.RUNNING
+    now[0] += 2.0
+    lost = azure.status("att-done")
+    # never SUCCEEDED (the exit code is on the VM's disk) nor FAILED (a success may have lost its callback)
+    assert lost.state is BackendState.LOST
+    assert lost.reason
+    assert lost.reason.endswith(SELF_SHUTDOWN_REASON)
+    assert lost.exit_code is None
+    # a restarted control plane gives the callback its grace again instead of deciding at once
+    assert make(monotonic=lambda: now[0]).status("att-done").state is BackendState.RUNNING
+    assert make(self_shutdown_grace_s=0.0).status("att-done").state is BackendState.LOST
+    # a stopped VM is still allocated and billed: status only reads, the control plane's cancel deletes it
+    assert arm.vm(vm_name("att-done")) is not None
     azure.cancel("att-done")
     assert leftovers(arm) == []
 
@@ -686,13 +728,69 @@ def test_quote_uses_the_injected_price(make: Callable[..., AzureSpotProvider]) -
     ],
 )
 def test_bad_settings_fail_at_construction(arm: FakeAzureArm, settings: dict[str, Any], message: str) -> None:
+    # a fixed list of targets is checked when the provider is built
     with pytest.raises(ValueError, match=message):
         new_provider(arm, (azure_target(settings=settings),))
 
 
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"subnet_id": None}, "settings.subnet_id is required"),
+        ({"image": "ubuntu"}, "settings.image must be"),
+        ({"worker_image": None}, "settings.worker_image is required"),
+        ({"worker_gpus": "yes"}, "settings.worker_gpus must be true or false"),
+    ],
+)
+def test_bad_settings_of_reloaded_targets_fail_their_launch(
+    arm: FakeAzureArm, make: Callable[..., AzureSpotProvider], settings: dict[str, Any], message: str
+) -> None:
+    # targets from a function (a policy reload) are checked at launch, naming the key, before any PUT
+    broken = azure_target(settings=settings)
+    provider = make(lambda: [broken])
+    with pytest.raises(InvalidSpec, match=message) as caught:
+        provider.launch(launch_request("att-broken", on=broken))
+    assert not caught.value.retryable
+    assert puts(arm) == []
+    # and a group that can still be read is still searched: status and cancel work
+    assert provider.status("att-broken").state is BackendState.LOST
+
+
+def test_the_default_image_and_a_per_target_override_over_a_reloaded_policy(
+    arm: FakeAzureArm, make: Callable[..., AzureSpotProvider]
+) -> None:
+    """The constructor every provider shares: callable targets, a default WorkerImage, settings.worker_image."""
+    default = WorkerImage(image="registry.example/fusionplane-worker:default", env={"LOG_LEVEL": "debug"})
+    plain = azure_target(name="azure-plain", settings={"worker_image": None})
+    current = [plain]
+    provider = make(lambda: current, image=default)
+    provider.launch(launch_request("att-plain", on=plain))
+    pinned = azure_target(name="azure-pinned", settings={"worker_gpus": False})  # SETTINGS pin worker_image
+    current = [plain, pinned, Target(name="k8s", provider="kubernetes", private=True)]  # others are ignored
+    provider.launch(launch_request("att-pinned", on=pinned))
+    plain_script, pinned_script = (_worker_script(put) for put in puts(arm))
+    assert default.image in plain_script
+    assert "--gpus all" in plain_script
+    assert "-e LOG_LEVEL=debug" in plain_script
+    assert SETTINGS["worker_image"] in pinned_script
+    assert default.image not in pinned_script
+    assert "--gpus" not in pinned_script
+    assert "-e LOG_LEVEL=debug" in pinned_script  # only the image reference is overridden
+
+
+def _worker_script(put: RecordedRequest) -> str:
+    user_data = base64.b64decode(put.json()["properties"]["osProfile"]["customData"]).decode()
+    [script] = [f for f in yaml.safe_load(user_data)["write_files"] if f["path"] != SPEC_PATH]
+    return base64.b64decode(script["content"]).decode()
+
+
 def test_a_candidate_of_another_target_is_invalid_spec(azure: AzureSpotProvider) -> None:
     other = azure_target(name="azure-elsewhere")
-    with pytest.raises(InvalidSpec, match="not an azure target of this provider"):
+    with pytest.raises(InvalidSpec, match="no azure target named 'azure-elsewhere' is configured"):
         azure.launch(launch_request("att-other", on=other))
-    with pytest.raises(ValueError, match="not 'azure'"):
-        AzureSpotProvider([Target(name="local", provider="local", private=True)], owner=OWNER)
+    # like every provider, it takes the policy's whole target list and uses only its own provider's
+    local = Target(name="local", provider="local", private=True)
+    only_local = AzureSpotProvider([local], owner=OWNER)
+    assert only_local.list_owned() == []  # no group to look in, no call
+    with pytest.raises(InvalidSpec, match="no azure target named 'local'"):
+        only_local.launch(launch_request("att-local", on=local))

@@ -26,7 +26,7 @@ import pytest
 
 from controlplane.domain import InvalidSpec, ProviderError, QuotaExceeded, Target, Throttled, Unavailable
 from providers.base import BackendState, LaunchRequest, Provider
-from providers.bootstrap import LABEL_ATTEMPT, LABEL_OWNER, LABEL_TASK, resource_name, spec_json
+from providers.bootstrap import LABEL_ATTEMPT, LABEL_OWNER, LABEL_TASK, WorkerImage, resource_name, spec_json
 from providers.kubernetes import KubernetesProvider, unschedulable_for_s
 from tests.contract.provider_contract import ProviderContract, candidate_for, worker_spec
 from tests.support.kmock_cluster import (
@@ -45,14 +45,15 @@ pytestmark = pytest.mark.timeout(60)
 
 NAMESPACE = "fp-test"
 IMAGE = "registry.internal/fusionplane/worker:0.1.0-gpu"
+OWNER = "fusionplane"
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 TOKEN = "att_tok-DO-NOT-LEAK-4f1c9e"
 CONTRACT_TARGET = Target(
-    name="k8s-contract", provider="kubernetes", private=True, settings={"namespace": NAMESPACE, "image": IMAGE}
+    name="k8s-contract", provider="kubernetes", private=True, settings={"namespace": NAMESPACE, "worker_image": IMAGE}
 )
 FULL_SETTINGS: dict[str, Any] = {
     "namespace": NAMESPACE,
-    "image": IMAGE,
+    "worker_image": IMAGE,
     "gpus": 2,
     "node_selector": {"nvidia.com/gpu.product": "NVIDIA-A10G"},
     "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
@@ -86,6 +87,7 @@ def client(cluster: KmockCluster) -> Iterator[kubernetes.client.ApiClient]:
 def make(client: kubernetes.client.ApiClient, *targets: Target, **kwargs: Any) -> KubernetesProvider:
     kwargs.setdefault("clock", lambda: NOW)
     kwargs.setdefault("request_timeout_s", 5.0)
+    kwargs.setdefault("owner", OWNER)
     return KubernetesProvider(list(targets) or [CONTRACT_TARGET], api_client_for=lambda _t: client, **kwargs)
 
 
@@ -342,8 +344,9 @@ def _carries_token(request: Any) -> bool:
 def test_defaults_of_a_minimal_target_and_a_cpu_target(
     cluster: KmockCluster, client: kubernetes.client.ApiClient
 ) -> None:
+    # settings.image: the older name of settings.worker_image, still accepted
     gpu = Target(name="gpu", provider="kubernetes", private=True, settings={"image": IMAGE})
-    cpu = Target(name="cpu", provider="kubernetes", private=True, settings={"image": IMAGE, "gpus": 0})
+    cpu = Target(name="cpu", provider="kubernetes", private=True, settings={"worker_image": IMAGE, "gpus": 0})
     provider = make(client, gpu, cpu)
 
     assert provider.launch(request_for("att-gpu", gpu)).backend_ref == "fusionplane/fp-att-gpu"
@@ -479,22 +482,54 @@ def test_two_attempt_ids_with_one_name_are_refused(provider: KubernetesProvider)
         ({"gpus": -1}, "settings.gpus"),
         ({"tolerations": "gpu"}, "settings.tolerations"),
         ({"namespace": "Not_A_Namespace"}, "settings.namespace"),
-        ({"image": None}, "settings.image"),
+        ({"worker_image": None}, "settings.worker_image is required"),
+        ({"worker_image": ""}, "settings.worker_image must be an image reference"),
+        ({"image": "registry.internal/other:1"}, "settings.image and settings.worker_image differ"),
         ({"resources": {"limits": ["cpu"]}}, "settings.resources"),
     ],
 )
 def test_bad_settings_are_invalid_spec_before_any_call(
     cluster: KmockCluster, client: kubernetes.client.ApiClient, settings: dict[str, Any], match: str
 ) -> None:
-    on = target(**{"image": IMAGE, **settings})
+    on = target(**{"worker_image": IMAGE, **settings})
     with pytest.raises(InvalidSpec, match=match) as raised:
         make(client, on).launch(request_for("att-bad", on))
     assert not raised.value.retryable
     assert cluster.requests(resource=JOBS) == []
 
 
+def test_the_default_image_and_a_per_target_override_over_a_reloaded_policy(
+    cluster: KmockCluster, client: kubernetes.client.ApiClient
+) -> None:
+    """The constructor every provider shares: callable targets, a default WorkerImage, settings.worker_image."""
+    default = WorkerImage(image="registry.internal/fusionplane/worker:default", env={"LOG_LEVEL": "debug"})
+    current = [target("plain")]
+    provider = KubernetesProvider(
+        lambda: current, image=default, owner="cp-shape", api_client_for=lambda _t: client, clock=lambda: NOW
+    )
+    provider.launch(request_for("att-default", current[0]))
+    # a policy reload: the provider sees the new target, and its own image wins over the default
+    current = [target("plain"), target("pinned", worker_image=IMAGE)]
+    provider.launch(request_for("att-pinned", current[1]))
+    jobs = {job["metadata"]["name"]: job for job in cluster.objects(JOBS)}
+    default_pod = jobs["fp-att-default"]["spec"]["template"]["spec"]
+    pinned_pod = jobs["fp-att-pinned"]["spec"]["template"]["spec"]
+    assert default_pod["containers"][0]["image"] == default.image
+    assert pinned_pod["containers"][0]["image"] == IMAGE
+    # only the image reference is overridden: the default's env still applies
+    assert {"name": "LOG_LEVEL", "value": "debug"} in pinned_pod["containers"][0]["env"]
+    # a reloaded target with bad settings fails its launch, naming the key, not the provider
+    current = [target("broken", gpus="two")]
+    with pytest.raises(InvalidSpec, match=r"settings\.gpus"):
+        provider.launch(request_for("att-broken", current[0]))
+    # without a default image a target must name one
+    bare = make(client, target("no-image"), owner="cp-shape")
+    with pytest.raises(InvalidSpec, match=r"settings\.worker_image is required"):
+        bare.launch(request_for("att-no-image", target("no-image")))
+
+
 def test_an_unknown_target_or_deadline_is_invalid(provider: KubernetesProvider) -> None:
-    stranger = target("not-configured", image=IMAGE)
+    stranger = target("not-configured", worker_image=IMAGE)
     with pytest.raises(InvalidSpec, match="no kubernetes target named 'not-configured'"):
         provider.launch(request_for("att-who", stranger))
     with pytest.raises(InvalidSpec, match="deadline_seconds"):
@@ -888,10 +923,10 @@ def test_list_owned_across_two_clusters_by_kubeconfig_context(tmp_path: Path) ->
     with KmockCluster() as east, KmockCluster() as west:
         kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", {"east": east.url, "west": west.url})
         targets = [
-            target("east", image=IMAGE, kubeconfig=str(kubeconfig), context="east"),
-            target("west", image=IMAGE, kubeconfig=str(kubeconfig), context="west", namespace="gpu"),
+            target("east", worker_image=IMAGE, kubeconfig=str(kubeconfig), context="east"),
+            target("west", worker_image=IMAGE, kubeconfig=str(kubeconfig), context="west", namespace="gpu"),
         ]
-        provider = KubernetesProvider(targets, request_timeout_s=5.0, clock=lambda: NOW)
+        provider = KubernetesProvider(targets, owner=OWNER, request_timeout_s=5.0, clock=lambda: NOW)
         try:
             a = provider.launch(request_for("att-east", targets[0]))
             b = provider.launch(request_for("att-west", targets[1]))
@@ -899,7 +934,7 @@ def test_list_owned_across_two_clusters_by_kubeconfig_context(tmp_path: Path) ->
             assert [j["metadata"]["name"] for j in east.objects(JOBS)] == ["fp-att-east"]
             assert [j["metadata"]["name"] for j in west.objects(JOBS, "gpu")] == ["fp-att-west"]
 
-            restarted = KubernetesProvider(targets, request_timeout_s=5.0, clock=lambda: NOW)
+            restarted = KubernetesProvider(targets, owner=OWNER, request_timeout_s=5.0, clock=lambda: NOW)
             try:
                 assert restarted.status("att-west").state is BackendState.PENDING  # found without memory
                 assert sorted(o.backend_ref for o in restarted.list_owned()) == [a.backend_ref, b.backend_ref]
@@ -960,6 +995,11 @@ def test_api_errors_map_to_the_taxonomy(
 
     assert type(raised.value) is error
     assert text in raised.value.message
+    if status == 403 and error is InvalidSpec:
+        # worded as every provider words a refusal of access: the target's setup, not the task
+        assert "access denied" in raised.value.message
+        assert "the target's configuration or permissions" in raised.value.message
+        assert "RBAC Role" in raised.value.message
     assert raised.value.target == CONTRACT_TARGET.name
     assert raised.value.retryable is (error is not InvalidSpec)
     assert not isinstance(raised.value.__cause__, ProviderError)  # the client's exception is kept as the cause
@@ -1000,8 +1040,8 @@ def test_status_and_list_owned_errors_are_translated(cluster: KmockCluster, prov
 
 def test_an_api_server_that_is_down_is_unavailable_at_once(tmp_path: Path) -> None:
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", {"down": f"http://127.0.0.1:{free_port()}"})
-    on = target(image=IMAGE, kubeconfig=str(kubeconfig), context="down")
-    provider = KubernetesProvider([on], request_timeout_s=2.0)
+    on = target(worker_image=IMAGE, kubeconfig=str(kubeconfig), context="down")
+    provider = KubernetesProvider([on], owner=OWNER, request_timeout_s=2.0)
     try:
         started = time.monotonic()
         for call in (
@@ -1020,8 +1060,8 @@ def test_an_api_server_that_is_down_is_unavailable_at_once(tmp_path: Path) -> No
 def test_a_silent_api_server_is_bounded_by_the_request_timeout(tmp_path: Path) -> None:
     with SilentServer() as silent:
         kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", {"silent": f"http://127.0.0.1:{silent.port}"})
-        on = target(image=IMAGE, kubeconfig=str(kubeconfig), context="silent")
-        provider = KubernetesProvider([on], request_timeout_s=0.5)
+        on = target(worker_image=IMAGE, kubeconfig=str(kubeconfig), context="silent")
+        provider = KubernetesProvider([on], owner=OWNER, request_timeout_s=0.5)
         try:
             started = time.monotonic()
             with pytest.raises(Unavailable, match="timed out"):

@@ -1,4 +1,4 @@
-"""The shared worker bootstrap: deterministic names, id-only tags, and cloud-init that keeps the token in one file."""
+"""The shared worker bootstrap: names, id-only tags (Azure's spelling), the image, cloud-init, and the shared rules."""
 
 from __future__ import annotations
 
@@ -8,7 +8,30 @@ import json
 import pytest
 import yaml
 
-from providers.bootstrap import SPEC_PATH, WorkerImage, cloud_init, resource_name, resource_tags, spec_json
+from controlplane.domain import InvalidSpec
+from providers.base import BackendState
+from providers.bootstrap import (
+    AZURE_TAG_ATTEMPT,
+    AZURE_TAG_OWNER,
+    AZURE_TAG_TASK,
+    LABEL_ATTEMPT,
+    LABEL_OWNER,
+    LABEL_TASK,
+    SELF_SHUTDOWN_GRACE_S,
+    SELF_SHUTDOWN_REASON,
+    SELF_SHUTDOWN_WAITING,
+    SPEC_PATH,
+    SelfShutdownGrace,
+    WorkerImage,
+    access_denied,
+    azure_tag_key,
+    azure_tags,
+    cloud_init,
+    resource_name,
+    resource_tags,
+    spec_json,
+    worker_image,
+)
 
 SPEC = {
     "version": 1,
@@ -58,3 +81,84 @@ def test_cloud_init_writes_the_spec_0600_and_runs_the_image_once() -> None:
     assert document["runcmd"] == [["/usr/local/sbin/fusionplane-worker"]]
     cpu = cloud_init(SPEC, WorkerImage(image="w:cpu", gpus=False), attempt_id="att_01HXYZ")
     assert "--gpus" not in base64.b64decode(yaml.safe_load(cpu)["write_files"][1]["content"]).decode()
+
+
+def test_azure_tag_keys_replace_what_azure_refuses_and_only_for_azure() -> None:
+    assert azure_tag_key(LABEL_TASK) == AZURE_TAG_TASK == "fusionplane.io_task-id"
+    assert azure_tag_key(LABEL_ATTEMPT) == AZURE_TAG_ATTEMPT == "fusionplane.io_attempt-id"
+    assert azure_tag_key(LABEL_OWNER) == AZURE_TAG_OWNER == "fusionplane.io_owner"
+    assert azure_tag_key("a<b>c%d&e\\f?g/h") == "a_b_c_d_e_f_g_h"
+    ids = {"task_id": "tsk_1", "attempt_id": "att_01HXYZ", "owner": "cp-eu"}
+    assert resource_tags(**ids, for_azure=True) == {
+        "fusionplane.io_task-id": "tsk_1",
+        "fusionplane.io_attempt-id": "att_01HXYZ",
+        "fusionplane.io_owner": "cp-eu",
+    }
+    # Kubernetes labels and EC2 tags keep the '/' form (selectors and IAM conditions use it)
+    assert resource_tags(**ids) == {LABEL_TASK: "tsk_1", LABEL_ATTEMPT: "att_01HXYZ", LABEL_OWNER: "cp-eu"}
+    assert azure_tags({"team/name": "x"}) == {"team_name": "x"}
+
+
+def test_the_worker_image_is_the_default_unless_the_target_names_one() -> None:
+    default = WorkerImage(image="w:default", gpus=False, env={"A": "1"}, stop_timeout_s=30)
+    assert worker_image(default, None, target="t") is default
+    pinned = worker_image(default, " w:pinned ", target="t")
+    assert pinned == WorkerImage(image="w:pinned", gpus=False, env={"A": "1"}, stop_timeout_s=30)
+    assert worker_image(None, "w:only", target="t") == WorkerImage(image="w:only")
+    with pytest.raises(InvalidSpec, match=r"target t: settings\.worker_image is required") as missing:
+        worker_image(None, None, target="t")
+    assert missing.value.target == "t"
+    assert not missing.value.retryable
+    for bad in ("", "  ", 3, ["w:1"]):
+        with pytest.raises(InvalidSpec, match=r"settings\.worker_image must be an image reference"):
+            worker_image(default, bad, target="t")
+
+
+def test_a_self_shutdown_is_running_for_the_grace_then_lost() -> None:
+    now = [100.0]
+    grace = SelfShutdownGrace(monotonic=lambda: now[0])
+    assert grace.grace_s == SELF_SHUTDOWN_GRACE_S == 60.0
+    first = grace.status("i-1", "instance i-1 stopped")
+    assert first.state is BackendState.RUNNING
+    assert first.reason == f"instance i-1 stopped: {SELF_SHUTDOWN_WAITING}"
+    now[0] += SELF_SHUTDOWN_GRACE_S - 0.5
+    assert grace.status("i-1", "x").state is BackendState.RUNNING
+    assert grace.status("i-2", "x").state is BackendState.RUNNING  # each resource has its own grace
+    now[0] += 1.0
+    lost = grace.status("i-1", "instance i-1 stopped")
+    assert lost.state is BackendState.LOST
+    assert lost.reason == f"instance i-1 stopped: {SELF_SHUTDOWN_REASON}"
+    assert lost.exit_code is None
+    assert grace.status("i-2", "x").state is BackendState.RUNNING
+    assert SelfShutdownGrace(0.0).status("i-3", "x").state is BackendState.LOST
+    with pytest.raises(ValueError, match="grace"):
+        SelfShutdownGrace(-1.0)
+
+
+def test_self_shutdown_sightings_are_bounded() -> None:
+    now = [0.0]
+    grace = SelfShutdownGrace(monotonic=lambda: now[0], memory=3)
+    for n in range(5):
+        grace.status(f"i-{n}", "x")
+    now[0] += SELF_SHUTDOWN_GRACE_S
+    # i-0 was forgotten (the oldest beyond the bound): a new sighting starts a new grace
+    assert grace.status("i-0", "x").state is BackendState.RUNNING
+    assert grace.status("i-4", "x").state is BackendState.LOST
+
+
+def test_access_denied_is_terminal_and_says_it_is_the_targets_setup() -> None:
+    error = access_denied(
+        "RunInstances aws/us-east-1a/g5.xlarge",
+        "UnauthorizedOperation: You are not authorized",
+        target="aws-spot",
+        check="the role's IAM policy",
+        history=("aws/us-east-1a/g4dn.xlarge: InsufficientInstanceCapacity",),
+    )
+    assert isinstance(error, InvalidSpec)
+    assert not error.retryable
+    assert error.target == "aws-spot"
+    assert error.history == ("aws/us-east-1a/g4dn.xlarge: InsufficientInstanceCapacity",)
+    assert error.message == (
+        "RunInstances aws/us-east-1a/g5.xlarge: access denied: UnauthorizedOperation: You are not authorized. "
+        "This is the target's configuration or permissions, not the task: check the role's IAM policy"
+    )
