@@ -75,6 +75,7 @@ def serve(
     from controlplane.policy import PolicyError
     from controlplane.scheduler import Scheduler
     from controlplane.scheduler.policy_runtime import start_policy_runtime
+    from controlplane.scheduler.providers_runtime import cloud_providers
     from controlplane.scheduler.signals_runtime import build_signal_hub, pollers_json, prune_history
     from controlplane.store import Store, make_engine, upgrade
     from providers.local import LocalProvider
@@ -124,7 +125,7 @@ def serve(
         store=store,
         signals=hub.samples,
         policy=policies.current,
-        providers={"local": local},
+        providers={"local": local, **cloud_providers(lambda: policies.current().targets)},
         callback_base=settings.callback_base,
         checkpoint_root=(settings.var_dir / "checkpoints").resolve(),
         scheduler_id=scheduler_id,
