@@ -134,6 +134,8 @@ def serve(
     jobs = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 5})
     jobs.add_job(scheduler.place_until_idle, "interval", seconds=0.5, kwargs={"max_seconds": 0.4}, id="place")
     jobs.add_job(scheduler.follow, "interval", seconds=1.0, id="follow")
+    scheduler.release_finished()  # sets the cursor: resources of attempts that end from now on are released
+    jobs.add_job(scheduler.release_finished, "interval", seconds=5.0, id="release")
     hub.schedule(jobs)
     jobs.add_job(prune_history, "interval", hours=1, args=(store,), id="signals-retention")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)

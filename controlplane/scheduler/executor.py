@@ -88,6 +88,8 @@ class Scheduler:
         self.planner = planner
         #: the poll hub's latest values (Prometheus, spot prices, cluster capacity, queue depth)
         self.signals = signals
+        #: the last event whose finished attempt had its backend resource released
+        self._release_cursor: int | None = None
 
     # -- signals ---------------------------------------------------------------
     def snapshot(self, policy: Policy | PolicySet) -> SignalSnapshot:
@@ -302,6 +304,38 @@ class Scheduler:
             self.store.transition_task(task_id, wanted=TaskState.FAILED, actor=self.scheduler_id, reason=reason)
 
     # -- following -------------------------------------------------------------
+    def release_finished(self) -> int:
+        """Delete the backend resources of attempts that ended since the last call; returns how many.
+
+        An attempt usually ends by its worker's callback, which the API
+        records without touching the backend. Left alone, the resource may
+        go on costing money: an Azure VM that powered itself off stays
+        allocated and billed, a Kubernetes pod stuck pulling its image holds
+        its GPU. ``cancel`` of something already gone is success, so this is
+        safe to repeat. The cursor starts at the newest event when the
+        scheduler starts; resources of attempts that ended before are
+        reconciliation's job (``list_owned``). The local provider keeps its
+        attempt directories (logs), so it is skipped.
+        """
+        if self._release_cursor is None:
+            self._release_cursor = self.store.last_event_id()
+            return 0
+        released = 0
+        for event_id, attempt_id, provider_name in self.store.finished_attempts_after(self._release_cursor):
+            provider = self.providers.get(provider_name)
+            if provider is not None and provider_name != "local":
+                try:
+                    provider.cancel(attempt_id)
+                except (ProviderError, Unavailable) as exc:
+                    log.warning(
+                        "",
+                        extra={"event": "attempt.release_failed", "attempt_id": attempt_id, "error": str(exc)},
+                    )
+                    return released  # the same attempt is tried again next round
+                released += 1
+            self._release_cursor = event_id
+        return released
+
     def follow(self) -> int:
         """Apply what providers say about live attempts; returns how many outcomes were applied."""
         applied = 0

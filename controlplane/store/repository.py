@@ -934,6 +934,24 @@ class Store:
             rows = conn.execute(select(attempts).where(attempts.c.task_id == task_id).order_by(attempts.c.number)).all()
         return [_attempt(r) for r in rows]
 
+    def last_event_id(self) -> int:
+        """The newest event's id (0 when there is none): where a cursor over later events starts."""
+        with self._read() as conn:
+            return int(conn.execute(select(func.max(events.c.id))).scalar_one() or 0)
+
+    def finished_attempts_after(self, event_id: int, *, limit: int = 500) -> list[tuple[int, str, str]]:
+        """(event id, attempt id, provider) of attempts that became final after ``event_id``, oldest first."""
+        final = [state.value for state in AttemptState if state.is_final]
+        stmt = (
+            select(events.c.id, events.c.attempt_id, attempts.c.provider)
+            .join(attempts, attempts.c.id == events.c.attempt_id)
+            .where(events.c.id > event_id, events.c.kind == "attempt.transition", events.c.to_state.in_(final))
+            .order_by(events.c.id)
+            .limit(limit)
+        )
+        with self._read() as conn:
+            return [(int(r.id), str(r.attempt_id), str(r.provider)) for r in conn.execute(stmt)]
+
     def live_attempts(self, *, limit: int = 1000) -> list[Attempt]:
         """Attempts still launching or running, oldest first: what the scheduler follows."""
         live = (AttemptState.LAUNCHING.value, AttemptState.RUNNING.value)

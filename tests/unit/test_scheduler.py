@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from controlplane.domain import (
+    AttemptState,
     Candidate,
     DataSensitivity,
     InsufficientCapacity,
@@ -19,6 +20,7 @@ from controlplane.domain import (
     TaskKind,
     TaskSpec,
     TaskState,
+    Unavailable,
 )
 from controlplane.policy import Policy, parse_policy
 from controlplane.scheduler import Scheduler
@@ -179,3 +181,32 @@ def test_place_until_idle_drains_full_batches(store: Store) -> None:
     assert scheduler.place_until_idle(max_seconds=30) == 10  # 3 + 3 + 3 + 1: stops on the short batch
     assert len(local.launched()) == 10
     assert scheduler.place_until_idle(max_seconds=30) == 0
+
+
+def test_resources_of_attempts_that_ended_are_released_once(store: Store) -> None:
+    cloud = NoopProvider(name="aws")
+    scheduler = _scheduler(store, SPOT, aws=cloud)
+    assert scheduler.release_finished() == 0  # the first call only sets the cursor
+    task_id = _submit(store)
+    assert scheduler.place_batch() == 1
+    [attempt] = store.attempts_for(task_id)
+    assert scheduler.release_finished() == 0  # still live: nothing to release
+    # the worker's callback ends the attempt through the store, as the API does
+    store.transition_attempt(attempt.id, wanted=AttemptState.SUCCEEDED, actor="worker")
+    assert scheduler.release_finished() == 1
+    assert ("cancel", attempt.id) in cloud.calls
+    assert scheduler.release_finished() == 0  # once
+
+
+def test_a_release_that_fails_is_tried_again(store: Store) -> None:
+    cloud = NoopProvider(name="aws")
+    scheduler = _scheduler(store, SPOT, aws=cloud)
+    scheduler.release_finished()
+    task_id = _submit(store)
+    scheduler.place_batch()
+    [attempt] = store.attempts_for(task_id)
+    store.transition_attempt(attempt.id, wanted=AttemptState.FAILED, actor="worker", reason="exit 70")
+    cloud.fail_next(Unavailable("azure down", target="spot"), operation="cancel")
+    assert scheduler.release_finished() == 0
+    assert scheduler.release_finished() == 1
+    assert [call for call in cloud.calls if call == ("cancel", attempt.id)] == [("cancel", attempt.id)] * 2
