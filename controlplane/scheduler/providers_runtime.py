@@ -13,6 +13,12 @@ Settings:
 - ``FUSIONPLANE_OWNER``: the owner tag/label on every resource, what
   ``list_owned`` and reconciliation look for. Keep it stable across restarts
   and distinct per control-plane installation.
+- ``FUSIONPLANE_AZURE_ARM_URL``: the ARM endpoint (default the public cloud's;
+  tests point it at the fake). EC2 takes ``AWS_ENDPOINT_URL`` /
+  ``AWS_ENDPOINT_URL_EC2``, which boto3 reads itself.
+
+Credentials only through the standard chains: boto3's, azure-identity's
+``DefaultAzureCredential``, and kubeconfig or in-cluster configuration.
 """
 
 from __future__ import annotations
@@ -45,5 +51,7 @@ def cloud_providers(targets: Callable[[], Iterable[Target]]) -> dict[str, Provid
     return {
         "kubernetes": KubernetesProvider(targets, image=image, owner=owner),
         "aws": AwsSpotProvider(targets, image=image, owner=owner),
-        "azure": AzureSpotProvider(targets, image=image, owner=owner),
+        "azure": AzureSpotProvider(
+            targets, image=image, owner=owner, base_url=os.environ.get("FUSIONPLANE_AZURE_ARM_URL") or None
+        ),
     }
