@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps run demo check test bench bench-core bench-api bench-policy bench-simulate bench-signals clean
+.PHONY: setup system-deps run demo check test bench bench-core bench-api bench-policy bench-simulate bench-signals bench-providers clean
 
 # Debian packages: ffmpeg/ffprobe for the core, PostgreSQL 15 for the store's tests,
 # Prometheus (server + promtool) for the signal tests.
@@ -48,7 +48,7 @@ check: setup
 test: setup
 	$(VENV)/bin/pytest
 
-bench: bench-core bench-api bench-policy bench-simulate bench-signals
+bench: bench-core bench-api bench-policy bench-simulate bench-signals bench-providers
 
 bench-core: setup
 	$(PY) -m bench.core
@@ -64,6 +64,9 @@ bench-simulate: setup
 
 bench-signals: setup
 	$(PY) -m bench.signals
+
+bench-providers: setup
+	$(PY) -m bench.providers
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

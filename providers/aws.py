@@ -223,8 +223,8 @@ def client_config(*, connect_timeout_s: float = 3.0, read_timeout_s: float = 10.
     mode: one retry for a dropped connection or a single throttle, safe for
     ``RunInstances`` because the retry carries the same ``ClientToken``.
     (EC2 answers ``InsufficientInstanceCapacity`` with HTTP 500, which
-    standard mode also retries once: a second of waste per exhausted offer,
-    accepted rather than a custom retry handler.)
+    standard mode also retries once, after at most 50 ms, while the client's
+    retry allowance lasts: accepted rather than a custom retry handler.)
     """
     if not (connect_timeout_s > 0 and read_timeout_s > 0):
         raise ValueError("timeouts must be positive")

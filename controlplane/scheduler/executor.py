@@ -287,10 +287,14 @@ class Scheduler:
                     reason="task cancelled before launch",
                 )
                 return
-            with contextlib.suppress(InvalidTransition, StateMismatch):  # already launching: keep it
-                self.store.transition_task(
-                    task.id, wanted=TaskState.LAUNCHING, actor=self.scheduler_id, target=candidate.target
-                )
+            if current.state == TaskState.LAUNCHING:
+                # failover: the task stays launching, but now on this candidate's target
+                self.store.retarget_task(task.id, target=candidate.target, actor=self.scheduler_id)
+            else:
+                with contextlib.suppress(InvalidTransition, StateMismatch):
+                    self.store.transition_task(
+                        task.id, wanted=TaskState.LAUNCHING, actor=self.scheduler_id, target=candidate.target
+                    )
             sent = self._send(task, candidate, attempt.id, token, history)
             if isinstance(sent, str):
                 self.store.set_backend_ref(attempt.id, backend_ref=sent)

@@ -520,6 +520,35 @@ class Store:
         page = [_task(r) for r in rows[:limit]]
         return page, (page[-1].id if len(rows) > limit else None)
 
+    def retarget_task(self, task_id: str, *, target: str, actor: str) -> bool:
+        """Point a launching task at the target of its new attempt (failover); False if it left launching.
+
+        The state does not change, so this is not a transition; the event
+        (``task.retargeted``, from and to) keeps the chain readable.
+        """
+        now = self._now()
+        with self._write() as conn:
+            row = conn.execute(
+                self._locked(select(tasks.c.state, tasks.c.target).where(tasks.c.id == task_id))
+            ).one_or_none()
+            if row is None:
+                raise NotFound("task", task_id)
+            if row.state != TaskState.LAUNCHING.value:
+                return False
+            conn.execute(update(tasks).where(tasks.c.id == task_id).values(target=target, updated_at=now))
+            conn.execute(
+                insert(events).values(
+                    **_event_row(
+                        task_id=task_id,
+                        at=now,
+                        actor=actor,
+                        kind="task.retargeted",
+                        detail={"from": row.target, "to": target},
+                    )
+                )
+            )
+        return True
+
     def transition_task(
         self,
         task_id: str,
