@@ -100,6 +100,7 @@ from providers.bootstrap import (
     spec_json,
     worker_image,
 )
+from providers.kubeconfig import cluster_client
 from providers.local import EXIT_MEANINGS
 
 __all__ = [
@@ -668,25 +669,7 @@ class KubernetesProvider:
     @staticmethod
     def _build(cluster: tuple[str | None, str | None]) -> Any:
         kubeconfig, context = cluster
-        config = kubernetes.client.Configuration()
-        in_cluster = False
-        if kubeconfig is None and context is None:
-            try:
-                kubernetes.config.load_incluster_config(client_configuration=config)
-                in_cluster = True
-            except ConfigException:
-                pass  # not in a pod: the default kubeconfig
-        if not in_cluster:
-            # $KUBECONFIG read now, not when the kubernetes package was imported (its own default is)
-            kubernetes.config.load_kube_config(
-                config_file=kubeconfig or os.environ.get("KUBECONFIG") or None,
-                context=context,
-                client_configuration=config,
-                persist_config=False,
-            )
-        # urllib3 retries a timed-out call 3 times by default: 4 timeouts per call; the executor retries instead
-        config.retries = 0
-        return kubernetes.client.ApiClient(config)
+        return cluster_client(kubeconfig, context)
 
     def close(self) -> None:
         """Close the clients this provider built (injected ones belong to their owner)."""

@@ -48,6 +48,7 @@ from kubernetes.utils import parse_quantity
 
 from controlplane.domain import CAPACITY_SOURCE, SignalSample, Target
 from controlplane.signals.base import PollResult, Wanted
+from providers.kubeconfig import cluster_client
 
 __all__ = [
     "DEFAULT_GPU_RESOURCE",
@@ -444,25 +445,7 @@ class KubernetesCapacitySource:
         if client is not None:
             return client
         kubeconfig, context = key
-        config = kubernetes.client.Configuration()
-        in_cluster = False
-        if kubeconfig is None and context is None:
-            try:
-                kubernetes.config.load_incluster_config(client_configuration=config)
-                in_cluster = True
-            except ConfigException:
-                pass  # not in a pod: the default kubeconfig
-        if not in_cluster:
-            # $KUBECONFIG read now, not when the kubernetes package was imported (its own default is)
-            kubernetes.config.load_kube_config(
-                config_file=kubeconfig or os.environ.get("KUBECONFIG") or None,
-                context=context,
-                client_configuration=config,
-                persist_config=False,
-            )
-        # urllib3 retries a timed-out GET 3 times by default: that would be 4 timeouts per call
-        config.retries = 0
-        client = kubernetes.client.ApiClient(config)
+        client = cluster_client(kubeconfig, context)
         with self._lock:
             cached = self._clients.setdefault(key, client)
         if cached is not client:  # another worker built the same one meanwhile
