@@ -1,10 +1,12 @@
 """Task and attempt states, and the transitions between them.
 
 A task: ``queued -> planned -> launching -> running -> succeeded | failed |
-cancelled``. Failover sends a task back from ``launching``/``running`` to
-``planned`` (a new attempt on the next candidate). ``cancelled`` and
-``failed`` are reachable from every live state; the three end states are
-final.
+cancelled``. Failover on a launch error sends a task back from
+``launching``/``running`` to ``planned`` (a new attempt on the next
+candidate); failover after launch (preempted, lost, silent, unschedulable)
+sends it back to ``queued``, so it is planned again on fresh signals.
+``cancelled`` and ``failed`` are reachable from every live state; the three
+end states are final.
 """
 
 from __future__ import annotations
@@ -77,8 +79,9 @@ _LIVE_TASK_ENDS = frozenset({TaskState.FAILED, TaskState.CANCELLED})
 TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     TaskState.QUEUED: frozenset({TaskState.PLANNED}) | _LIVE_TASK_ENDS,
     TaskState.PLANNED: frozenset({TaskState.LAUNCHING, TaskState.QUEUED}) | _LIVE_TASK_ENDS,
-    TaskState.LAUNCHING: frozenset({TaskState.RUNNING, TaskState.PLANNED, TaskState.SUCCEEDED}) | _LIVE_TASK_ENDS,
-    TaskState.RUNNING: frozenset({TaskState.SUCCEEDED, TaskState.PLANNED}) | _LIVE_TASK_ENDS,
+    TaskState.LAUNCHING: frozenset({TaskState.RUNNING, TaskState.PLANNED, TaskState.QUEUED, TaskState.SUCCEEDED})
+    | _LIVE_TASK_ENDS,
+    TaskState.RUNNING: frozenset({TaskState.SUCCEEDED, TaskState.PLANNED, TaskState.QUEUED}) | _LIVE_TASK_ENDS,
     TaskState.SUCCEEDED: frozenset(),
     TaskState.FAILED: frozenset(),
     TaskState.CANCELLED: frozenset(),

@@ -14,12 +14,20 @@ Evaluation order (docs/policies.md repeats it with examples):
 3. **The rule's actions** shape the list: ``targets`` give the order (targets
    not listed are rejected), then ``exclude``, ``require``, ``use_cloud`` and
    ``cloud_provider`` reject what they rule out (``excluded_by_rule``).
-4. **Per target, in that order:** fresh ``free_gpus`` of 0 or less rejects it
-   (``no_capacity``). A cloud target then needs a (region, instance type)
+4. **Per target, in that order:** a cloud target is rejected when a daily
+   budget is spent (``budget_exhausted``: the overall ``daily_budget_usd``
+   or the task's tenant's ``tenant_daily_budget_usd``), or when a budget is
+   set but today's spend is stale or missing (``budget_unknown``: unknown
+   spend never lifts a cap). Then fresh ``free_gpus`` of 0 or less rejects
+   it (``no_capacity``). A cloud target then needs a (region, instance type)
    whose fresh spot price is within its max price (the lower of the
-   target's and the rule's); the first such pair in the target's order is
-   chosen and its price is the expected $/h. A price above the max rejects
-   it (``price_above_max``); with a max price but no fresh price it is
+   target's and the rule's) and whose circuit breaker is not open (a fresh
+   ``breaker/...`` sample of 1; a stale or missing one is closed); the
+   first such pair in the target's order is chosen and its price is the
+   expected $/h. A half-open breaker (0.5) lets the pair through, noted as
+   its probe. Open breakers on every pair that would do reject it
+   (``breaker_open``); a price above the max rejects it
+   (``price_above_max``); with a max price but no fresh price it is
    rejected ``stale_price``: a price older than its TTL is never the reason
    to choose a cloud. Without a max price the provider's own cap applies
    (spot never costs more than on-demand), so no price is needed.
@@ -50,9 +58,11 @@ from controlplane.domain import (
     Task,
     spot_price_key,
 )
+from controlplane.domain.reliability import BREAKER_OPEN, BREAKER_SOURCE, SPENT_TODAY_KEY, tenant_spend_key
 from controlplane.policy.model import CLOUD_PROVIDERS, Actions, Conditions, Match, Policy, Rule, Thresholds
 
 __all__ = [
+    "BREAKER_SOURCE",
     "BUDGET_SOURCE",
     "CAPACITY_SOURCE",
     "DEFAULT_RULE",
@@ -123,6 +133,33 @@ class _Signals:
 
     def price(self, key: str) -> float | None:
         return self.read(f"{SPOT_PRICE_SOURCE}/{key}", self.thresholds.price_ttl_seconds)
+
+    def breaker(self, name: str) -> float | None:
+        """A fresh breaker sample, by full name; None when stale or missing (both mean closed).
+
+        A missing breaker is not recorded: absence of evidence never blocks, and
+        receipts of snapshots without breakers stay as they were.
+        """
+        if name not in self.used and name not in self.samples:
+            return None
+        return self.read(name, self.thresholds.load_ttl_seconds)
+
+    def tenant_spend(self, tenant: str) -> float:
+        """The tenant's spend today; called only once the total is known to be fresh.
+
+        The budget poller writes every tenant with spend today at each poll (and a
+        0 for one that drops out), so a tenant without a fresh sample beside a
+        fresh total has spent nothing today.
+        """
+        name = f"{BUDGET_SOURCE}/{tenant_spend_key(tenant)}"
+        if name in self.samples:
+            value = self.read(name, self.thresholds.load_ttl_seconds)
+            if value is not None:
+                return value
+        else:
+            self.used[name] = {"value": None, "age_seconds": None, "stale": True, "missing": True}
+        self.notes.append(f"signal {name}: none fresh beside a fresh total, so no spend today: 0")
+        return 0.0
 
 
 # -- matching ---------------------------------------------------------------------------------------
@@ -230,6 +267,17 @@ def _shown(value: float | None) -> str:
     return "unknown" if value is None else f"{value:g}"
 
 
+def _probe_reason(key: str) -> str:
+    return f"circuit breaker {key} half-open: this launch is its probe"
+
+
+def _breaker_rejection(target: str, tripped: list[str], over: list[str]) -> Rejection:
+    detail = "circuit breaker open (recent preemptions or capacity errors) on " + ", ".join(tripped)
+    if over:
+        detail += "; spot price above the max price: " + "; ".join(over)
+    return Rejection(target=target, code="breaker_open", detail=detail)
+
+
 def _any_price_within_budget(rule: Rule, policy: Policy, signals: _Signals) -> str | None:
     names = rule.actions.targets or tuple(t.name for t in policy.targets)
     for name in names:
@@ -243,7 +291,41 @@ def _any_price_within_budget(rule: Rule, policy: Policy, signals: _Signals) -> s
             key = spot_price_key(target.provider, region, instance_type)
             price = signals.price(key)
             if price is not None and price <= ceiling:
+                tripped = signals.breaker(f"{BREAKER_SOURCE}/{key}")
+                if tripped is not None and tripped >= BREAKER_OPEN:
+                    continue  # an offer plan() would skip is no reason to go to the cloud
                 return f"spot price {key} {price:.4f} <= {ceiling:g} USD/h"
+    return None
+
+
+def _budget_block(signals: _Signals, tenant: str) -> tuple[str, str] | None:
+    """(code, detail) when a daily budget keeps the task off every cloud; None otherwise.
+
+    Called only when the policy sets a budget. Unknown spend with a budget set
+    blocks the clouds too (``budget_unknown``): a poller outage must not turn a
+    cap into unlimited spend, and private targets still take the work.
+    """
+    t = signals.thresholds
+    daily, own = t.daily_budget_usd, t.tenant_budget(tenant)
+    if daily is None and own is None:
+        return None
+    spent = signals.fresh(BUDGET_SOURCE, SPENT_TODAY_KEY, t.load_ttl_seconds)
+    if spent is None:
+        which = "daily_budget_usd" if daily is not None else f"tenant_daily_budget_usd for {tenant!r}"
+        return (
+            "budget_unknown",
+            f"{which} is set but today's cloud spend is unknown ({BUDGET_SOURCE}/{SPENT_TODAY_KEY} stale or "
+            "missing): no cloud until it is known",
+        )
+    if daily is not None and spent >= daily:
+        return "budget_exhausted", f"daily_budget_usd: spent {spent:.2f} of {daily:g} USD today (UTC), every tenant"
+    if own is not None:
+        mine = signals.tenant_spend(tenant)
+        if mine >= own:
+            return (
+                "budget_exhausted",
+                f"tenant_daily_budget_usd for {tenant!r}: spent {mine:.2f} of {own:g} USD today (UTC)",
+            )
     return None
 
 
@@ -317,9 +399,10 @@ class _Lane:
         self.instance_type: str | None = actions.instance_type or (
             target.instance_types[0] if target.instance_types else None
         )
-        #: (region, instance type, snapshot key, full sample name), in the order the price check tries them
+        #: (region, instance type, snapshot key, price sample name, breaker sample name), in the order the
+        #: price check tries them
         self.offers = tuple(
-            (region, instance_type, key, f"{SPOT_PRICE_SOURCE}/{key}")
+            (region, instance_type, key, f"{SPOT_PRICE_SOURCE}/{key}", f"{BREAKER_SOURCE}/{key}")
             for region, instance_type in _offers(target, actions)
             for key in (spot_price_key(target.provider, region, instance_type),)
         )
@@ -533,11 +616,20 @@ def plan(task: Task, snapshot: SignalSnapshot, policy: Policy, now: datetime) ->
     rejected: dict[str, Rejection] = {}
     picks: list[tuple[_Lane, str | None, str | None, float | None, list[str]]] = []
     load_ttl, price_ttl = policy.thresholds.load_ttl_seconds, policy.thresholds.price_ttl_seconds
-    read = signals.read
+    read, breaker = signals.read, signals.breaker
+    # the daily budgets are read once, and only when a cloud target is still in the running
+    budget_pending = policy.thresholds.has_budget
+    blocked: tuple[str, str] | None = None
     for lane in outcome.lanes[private_task]:
         name = lane.name
         if rejected and name in rejected:
             continue
+        if lane.cloud:
+            if budget_pending:
+                blocked, budget_pending = _budget_block(signals, spec.tenant), False
+            if blocked is not None:
+                rejected[name] = Rejection(target=name, code=blocked[0], detail=blocked[1])
+                continue
         free = read(lane.capacity_signal, load_ttl)
         if free is not None and free <= 0:
             rejected[name] = Rejection(
@@ -554,19 +646,39 @@ def plan(task: Task, snapshot: SignalSnapshot, policy: Policy, now: datetime) ->
             continue
         ceiling = lane.ceiling
         over: list[str] = []
-        for region, instance_type, key, sample_name in lane.offers:
+        tripped: list[str] = []
+        for region, instance_type, key, sample_name, breaker_name in lane.offers:
             price = read(sample_name, price_ttl)
             if price is None:
                 continue
             if ceiling is None or price <= ceiling:
+                state = breaker(breaker_name)
+                if state is not None and state >= BREAKER_OPEN:
+                    tripped.append(key)  # skipped like a price above the max
+                    continue
                 reasons.append(f"spot price {key} {price:.4f}{lane.within_suffix}")
+                if state is not None and state > 0:
+                    reasons.append(_probe_reason(key))
                 picks.append((lane, region, instance_type, price, reasons))
                 break
             over.append(f"{key} {price:.4f}{lane.over_suffix}")
         else:
-            if lane.stale_price is None:  # no max price
-                reasons.append(_NO_PRICE_NO_CAP)
-                picks.append((lane, lane.offers[0][0], lane.offers[0][1], None, reasons))
+            if lane.stale_price is None:  # no max price: the first offer whose breaker lets it through
+                for region, instance_type, key, _sample, breaker_name in lane.offers:
+                    state = breaker(breaker_name)
+                    if state is not None and state >= BREAKER_OPEN:
+                        if key not in tripped:
+                            tripped.append(key)
+                        continue
+                    reasons.append(_NO_PRICE_NO_CAP)
+                    if state is not None and state > 0:
+                        reasons.append(_probe_reason(key))
+                    picks.append((lane, region, instance_type, None, reasons))
+                    break
+                else:
+                    rejected[name] = _breaker_rejection(name, tripped, over)
+            elif tripped:
+                rejected[name] = _breaker_rejection(name, tripped, over)
             elif over:
                 detail = "spot price above the max price: " + "; ".join(over)
                 rejected[name] = Rejection(target=name, code="price_above_max", detail=detail)

@@ -165,7 +165,7 @@ class Rule:
 
 @dataclass(frozen=True, kw_only=True)
 class Thresholds:
-    """Documented defaults for peak load, signal freshness and the daily budget."""
+    """Documented defaults for peak load, signal freshness, the daily budgets and the spot circuit breaker."""
 
     #: a target is at peak when its GPU utilisation is above this (0..1) ...
     peak_gpu_utilization: float = 0.85
@@ -177,8 +177,50 @@ class Thresholds:
     price_ttl_seconds: float = 600.0
     #: utilisation, free GPUs and queue depth older than this are stale
     load_ttl_seconds: float = 120.0
-    #: the day's cloud budget; None means no budget conditions can hold
+    #: the day's cloud budget (UTC day, every tenant together); None: no overall budget, and no
+    #: ``budget_left_today_usd_above`` condition can hold. Spent -> cloud targets rejected ``budget_exhausted``
     daily_budget_usd: float | None = None
+    #: each tenant's own daily cloud budget, tenant -> USD; ``"*"`` applies to every tenant not listed.
+    #: The JSON may give one number, read as ``{"*": number}``. Empty: no tenant budgets
+    tenant_daily_budget_usd: Mapping[str, float] = field(default_factory=dict)
+    #: spot circuit breaker, per (provider, region, instance type); the breaker poller applies these
+    #: (from the base policy: the breakers are shared by every tenant). Rates count preemptions and
+    #: capacity errors against attempts that got capacity (running or succeeded) over the window.
+    breaker_window_seconds: float = 1800.0
+    #: fewer attempts than this in the window never open a breaker (nor keep a half-open one from closing)
+    breaker_min_attempts: int = 5
+    #: closed -> open when the failure rate reaches this (0 < rate <= 1) ...
+    breaker_open_failure_rate: float = 0.5
+    #: ... and half-open -> closed, after a successful probe, only at or below this (below the open rate:
+    #: the gap is the hysteresis that keeps a breaker from flapping on a rate hovering near one threshold)
+    breaker_close_failure_rate: float = 0.2
+    #: how long an opened breaker blocks before it lets one probe through ...
+    breaker_cooldown_seconds: float = 300.0
+    #: ... doubled after each failed probe (or a reopening within a window of closing), up to this
+    breaker_max_cooldown_seconds: float = 3600.0
+    #: failover after launch (the executor reads these; docs/reliability.md): attempts per task that ended
+    #: in a retryable way (preempted, lost, crash, heartbeat, unschedulable) before the task fails ...
+    max_attempts: int = 5
+    #: ... and the wait before re-planning, doubling per failover up to the maximum
+    retry_backoff_seconds: float = 2.0
+    retry_backoff_max_seconds: float = 60.0
+    #: a running worker silent this long is lost: its resource is cancelled, then the task fails over
+    heartbeat_timeout_seconds: float = 60.0
+    #: a Kubernetes pod unschedulable this long is given up on that target
+    unschedulable_timeout_seconds: float = 120.0
+
+    def tenant_budget(self, tenant: str) -> float | None:
+        """The tenant's own daily cloud budget: its entry, else the ``"*"`` entry, else None."""
+        budgets = self.tenant_daily_budget_usd
+        if not budgets:
+            return None
+        own = budgets.get(tenant)
+        return budgets.get("*") if own is None else own
+
+    @property
+    def has_budget(self) -> bool:
+        """Whether any daily budget (overall or per tenant) is set."""
+        return self.daily_budget_usd is not None or bool(self.tenant_daily_budget_usd)
 
 
 @dataclass(frozen=True, kw_only=True)

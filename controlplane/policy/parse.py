@@ -86,9 +86,25 @@ _THRESHOLD_KEYS = frozenset(
         "price_ttl_seconds",
         "load_ttl_seconds",
         "daily_budget_usd",
+        "tenant_daily_budget_usd",
+        "breaker_window_seconds",
+        "breaker_min_attempts",
+        "breaker_open_failure_rate",
+        "breaker_close_failure_rate",
+        "breaker_cooldown_seconds",
+        "breaker_max_cooldown_seconds",
+        "max_attempts",
+        "retry_backoff_seconds",
+        "retry_backoff_max_seconds",
+        "heartbeat_timeout_seconds",
+        "unschedulable_timeout_seconds",
     }
 )
 MAX_HEDGE = 4
+#: tenant names as the API accepts them (the same pattern as overlay.TENANT_NAME, which imports this module)
+_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+#: the tenant budget that applies to every tenant not listed
+EVERY_TENANT = "*"
 
 
 def _object(value: Any, path: str, allowed: frozenset[str]) -> dict[str, Any]:
@@ -319,21 +335,89 @@ def _parse_rule(value: Any, path: str, index: int, known: Sequence[str]) -> Rule
     )
 
 
+def _tenant_budgets(value: Any, path: str) -> dict[str, float]:
+    """One number for every tenant, or tenant -> USD (``"*"``: every tenant not listed)."""
+    if not isinstance(value, dict):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise PolicyError(path, f"must be a number or an object of tenant -> number, not {json_type_name(value)}")
+        return {EVERY_TENANT: _number(value, path, low=0)}
+    if not value:
+        raise PolicyError(path, "must name at least one tenant (leave the field out for no tenant budgets)")
+    out: dict[str, float] = {}
+    for tenant in sorted(value):
+        if tenant != EVERY_TENANT and not _TENANT.match(tenant):
+            raise PolicyError(json_path(path, tenant), 'is not a tenant name (1..64 of [A-Za-z0-9._-]) or "*"')
+        out[tenant] = _number(value[tenant], json_path(path, tenant), low=0)
+    return out
+
+
 def _parse_thresholds(value: Any) -> Thresholds:
     raw = _object(value, "thresholds", _THRESHOLD_KEYS)
     defaults = Thresholds()
 
-    def get(key: str, *, high: float | None = None) -> float:
-        return _number(raw[key], f"thresholds.{key}", low=0, high=high) if key in raw else getattr(defaults, key)
+    def get(key: str, *, low: float = 0, high: float | None = None) -> float:
+        return _number(raw[key], f"thresholds.{key}", low=low, high=high) if key in raw else getattr(defaults, key)
 
     budget = raw.get("daily_budget_usd")
+    tenant_budgets = raw.get("tenant_daily_budget_usd")
+    min_attempts = raw.get("breaker_min_attempts", defaults.breaker_min_attempts)
+    if isinstance(min_attempts, bool) or not isinstance(min_attempts, int) or min_attempts < 1:
+        raise PolicyError("thresholds.breaker_min_attempts", "must be a whole number >= 1")
+    open_rate = get("breaker_open_failure_rate", high=1)
+    if open_rate <= 0:
+        raise PolicyError("thresholds.breaker_open_failure_rate", "must be above 0 (0 would open on no failure)")
+    close_rate = get("breaker_close_failure_rate", high=1)
+    if close_rate >= open_rate:
+        # without the gap a rate hovering at the threshold would open and close the breaker in turn
+        raise PolicyError(
+            "thresholds.breaker_close_failure_rate",
+            f"must be below breaker_open_failure_rate ({close_rate:g} >= {open_rate:g})",
+        )
+    window = get("breaker_window_seconds")
+    cooldown = get("breaker_cooldown_seconds")
+    for key, seconds in (("breaker_window_seconds", window), ("breaker_cooldown_seconds", cooldown)):
+        if seconds <= 0:
+            raise PolicyError(f"thresholds.{key}", "must be above 0")
+    max_cooldown = get("breaker_max_cooldown_seconds")
+    if max_cooldown < cooldown:
+        raise PolicyError(
+            "thresholds.breaker_max_cooldown_seconds",
+            f"must be at least breaker_cooldown_seconds ({max_cooldown:g} < {cooldown:g})",
+        )
+    max_attempts = raw.get("max_attempts", defaults.max_attempts)
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or not 1 <= max_attempts <= 100:
+        raise PolicyError("thresholds.max_attempts", "must be a whole number from 1 to 100")
+    backoff, backoff_max = get("retry_backoff_seconds"), get("retry_backoff_max_seconds")
+    if backoff_max < backoff:
+        raise PolicyError(
+            "thresholds.retry_backoff_max_seconds",
+            f"must be at least retry_backoff_seconds ({backoff_max:g} < {backoff:g})",
+        )
+    timeouts = {key: get(key) for key in ("heartbeat_timeout_seconds", "unschedulable_timeout_seconds")}
+    for key, seconds in timeouts.items():
+        if seconds <= 0:
+            raise PolicyError(f"thresholds.{key}", "must be above 0")
     return Thresholds(
+        max_attempts=max_attempts,
+        retry_backoff_seconds=backoff,
+        retry_backoff_max_seconds=backoff_max,
+        heartbeat_timeout_seconds=timeouts["heartbeat_timeout_seconds"],
+        unschedulable_timeout_seconds=timeouts["unschedulable_timeout_seconds"],
         peak_gpu_utilization=get("peak_gpu_utilization", high=1),
         peak_free_gpus_below=get("peak_free_gpus_below"),
         peak_queue_depth=get("peak_queue_depth"),
         price_ttl_seconds=get("price_ttl_seconds"),
         load_ttl_seconds=get("load_ttl_seconds"),
         daily_budget_usd=None if budget is None else _number(budget, "thresholds.daily_budget_usd", low=0),
+        tenant_daily_budget_usd=(
+            {} if tenant_budgets is None else _tenant_budgets(tenant_budgets, "thresholds.tenant_daily_budget_usd")
+        ),
+        breaker_window_seconds=window,
+        breaker_min_attempts=min_attempts,
+        breaker_open_failure_rate=open_rate,
+        breaker_close_failure_rate=close_rate,
+        breaker_cooldown_seconds=cooldown,
+        breaker_max_cooldown_seconds=max_cooldown,
     )
 
 

@@ -8,6 +8,12 @@ the attempt; a terminal one (``InvalidSpec``) stops there.
 
 ``follow`` asks each provider about the attempts still launching or running
 and applies what it says; it also stops the backend work of cancelled tasks.
+An attempt that ends after launch in a way another attempt may fix
+(preempted, lost, silent heartbeats, unschedulable too long, a crash) is
+failed over: the attempt keeps its ending, the task goes back to ``queued``
+and the next ``place_batch`` plans it again on fresh signals and the current
+policy, with a new receipt, after a backoff and within the tenant's max
+attempts (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import re
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -22,6 +29,7 @@ from datetime import datetime
 from pathlib import Path
 
 from controlplane.domain import (
+    Attempt,
     AttemptState,
     Candidate,
     DataSensitivity,
@@ -36,11 +44,11 @@ from controlplane.domain import (
 )
 from controlplane.metrics import Metrics
 from controlplane.policy import CAPACITY_SOURCE, Policy, PolicySet, plan
-from controlplane.scheduler.outcomes import advance
+from controlplane.scheduler.outcomes import FailoverRules, advance, is_retryable
 from controlplane.scheduler.workerspec import render_worker_spec
 from controlplane.signals.snapshot_json import snapshot_to_json
 from controlplane.store import PlannedLaunch, StateMismatch, Store, utcnow
-from providers.base import BackendState, LaunchRequest, Provider
+from providers.base import BackendState, BackendStatus, LaunchRequest, Provider
 
 __all__ = ["Planner", "Scheduler"]
 
@@ -52,11 +60,25 @@ CAPACITY_TTL_S = 30.0
 _OUTCOMES = {
     BackendState.SUCCEEDED: (AttemptState.SUCCEEDED, TaskState.SUCCEEDED),
     BackendState.FAILED: (AttemptState.FAILED, TaskState.FAILED),
-    # failover after preemption and lost workers arrives with the reliability work;
-    # until then the task fails with the reason, and nothing is retried twice
+    # retryable endings are failed over instead of failing the task (follow -> _fail_over)
     BackendState.PREEMPTED: (AttemptState.PREEMPTED, TaskState.FAILED),
     BackendState.LOST: (AttemptState.LOST, TaskState.FAILED),
 }
+#: an attempt reported LOST before its launch was recorded may simply not be launched yet (place_batch
+#: records the batch's backend refs after its last launch, while follow runs in another thread); only
+#: after this long is it a launch that never happened (the scheduler died between the row and the call)
+LAUNCH_GRACE_S = 300.0
+#: what providers.kubernetes writes into a PENDING status' reason; parsed here rather than imported,
+#: so the executor does not load the Kubernetes client for one regular expression
+_UNSCHEDULABLE_FOR = re.compile(r"\[unschedulable_for_s=(\d+)\]")
+
+
+def unschedulable_seconds(status: BackendStatus) -> int | None:
+    """How long a PENDING attempt has been unschedulable, from ``[unschedulable_for_s=N]``; None otherwise."""
+    if status.state is not BackendState.PENDING or not status.reason:
+        return None
+    found = _UNSCHEDULABLE_FOR.search(status.reason)
+    return int(found.group(1)) if found else None
 
 
 def _attempt_token() -> tuple[str, str]:
@@ -142,11 +164,12 @@ class Scheduler:
         rests: list[tuple[list[Candidate], list[str]]] = []
         for task in tasks:
             started = time.perf_counter()
-            decision = self.planner(task, snapshot, policies.for_tenant(task.spec.tenant), self.clock())
+            policy = policies.for_tenant(task.spec.tenant)
+            decision = self.planner(task, snapshot, policy, self.clock())
             if self.metrics:
                 self.metrics.plan_seconds.observe(time.perf_counter() - started)
             history: list[str] = []
-            usable = self._usable(task, decision.candidates, history)
+            usable = self._usable(task, decision.candidates, history, policy)
             first = usable[0] if usable else None
             token, token_sha256 = _attempt_token() if first is not None else (None, None)
             launches.append(
@@ -191,12 +214,15 @@ class Scheduler:
             if claimed < self.batch_size or time.monotonic() >= deadline:
                 return placed
 
-    def _usable(self, task: Task, candidates: tuple[Candidate, ...], history: list[str]) -> list[Candidate]:
+    def _usable(
+        self, task: Task, candidates: tuple[Candidate, ...], history: list[str], policy: Policy
+    ) -> list[Candidate]:
         """The candidates this scheduler may launch, in plan order; refusals go to ``history``."""
         usable = []
         for candidate in candidates:
-            if task.spec.data_sensitivity == DataSensitivity.PRIVATE and not candidate.private:
-                # plan() never offers this; refusing here too means a planner bug cannot leak private data
+            if task.spec.data_sensitivity == DataSensitivity.PRIVATE and not self._private_target(candidate, policy):
+                # plan() never offers this; refusing here too means a planner bug cannot leak private
+                # data, on the first plan and on every re-plan after a failover alike
                 history.append(f"{candidate.target}: refused, private data on a non-private target")
                 log.error("", extra={"event": "private_data_refused", "task_id": task.id, "target": candidate.target})
             elif candidate.provider not in self.providers:
@@ -204,6 +230,16 @@ class Scheduler:
             else:
                 usable.append(candidate)
         return usable
+
+    @staticmethod
+    def _private_target(candidate: Candidate, policy: Policy) -> bool:
+        """Both the candidate and the policy's own target of that name say private.
+
+        The candidate's flag is the planner's copy; the policy's target is
+        the operator's word. A name the policy does not know is not private.
+        """
+        target = policy.target(candidate.target)
+        return candidate.private and target is not None and target.private
 
     @staticmethod
     def _no_launch_reason(decision: PlacementPlan, history: list[str]) -> str:
@@ -341,9 +377,24 @@ class Scheduler:
         return released
 
     def follow(self) -> int:
-        """Apply what providers say about live attempts; returns how many outcomes were applied."""
+        """Apply what providers say about live attempts, failing over what ended after launch; returns how many.
+
+        For each live attempt: a cancelled task has its backend work
+        stopped; a final backend status is applied, a retryable one
+        (preempted, lost, a crash exit code) by failing over; a worker that
+        called in and then went silent past the heartbeat timeout, or a pod
+        unschedulable past its limit, is cancelled and only then failed
+        over, so no second attempt starts while the first may still run; a
+        running backend moves a launching attempt to running. Last, the
+        attempts that a worker's callback ended retryably (the API ends the
+        attempt only) get their failover: last, so that one ended after the
+        live attempts were read is still caught in this round.
+        """
+        policies = self.policy()
         applied = 0
-        for attempt in self.store.live_attempts():
+        live = self.store.live_attempts()
+        heartbeats = self.store.last_heartbeats([a.id for a in live]) if live else {}
+        for attempt in live:
             provider = self.providers.get(attempt.provider)
             if provider is None:
                 continue
@@ -362,24 +413,170 @@ class Scheduler:
                     reason="task cancelled",
                 )
                 continue
+            rules = FailoverRules.of(policies.for_tenant(task.spec.tenant))
+            status: BackendStatus | None
             try:
                 status = provider.status(attempt.id)
             except (ProviderError, Unavailable):
+                status = None  # the backend cannot say now; a silent worker is still given up below
+            if status is not None and status.state.is_final:
+                applied += self._apply(attempt, status, rules)
                 continue
-            if status.state == BackendState.RUNNING and attempt.state == AttemptState.LAUNCHING:
-                advance(self.store, attempt.id, AttemptState.RUNNING, TaskState.RUNNING, actor=self.scheduler_id)
-            elif status.state in _OUTCOMES:
-                attempt_state, task_state = _OUTCOMES[status.state]
-                done = advance(
-                    self.store,
-                    attempt.id,
-                    attempt_state,
-                    task_state,
-                    actor=self.scheduler_id,
-                    reason=status.reason,
-                    exit_code=status.exit_code,
+            silent = self._silent_seconds(attempt, heartbeats.get(attempt.id), rules)
+            pending = unschedulable_seconds(status) if status is not None else None
+            if silent is not None:
+                applied += self._cancel_then_fail_over(
+                    provider,
+                    attempt,
+                    rules,
+                    ended=AttemptState.LOST,
+                    trigger="heartbeat",
+                    reason=f"no heartbeat for {silent:.0f} s (limit {rules.heartbeat_timeout_seconds:g} s)",
                 )
-                if done and self.metrics:
-                    self.metrics.attempts.labels(provider=attempt.provider, outcome=attempt_state.value).inc()
-                applied += done
+            elif pending is not None and pending > rules.unschedulable_timeout_seconds:
+                applied += self._cancel_then_fail_over(
+                    provider,
+                    attempt,
+                    rules,
+                    ended=AttemptState.FAILED,
+                    trigger="unschedulable",
+                    reason=f"unschedulable for {pending} s (limit {rules.unschedulable_timeout_seconds:g} s)",
+                )
+            elif (
+                status is not None and status.state == BackendState.RUNNING and attempt.state == AttemptState.LAUNCHING
+            ):
+                advance(self.store, attempt.id, AttemptState.RUNNING, TaskState.RUNNING, actor=self.scheduler_id)
+        return applied + self._fail_over_ended(policies)
+
+    def _apply(self, attempt: Attempt, status: BackendStatus, rules: FailoverRules) -> int:
+        """A final backend status: fail over a retryable ending, else end the attempt and its task."""
+        attempt_state, task_state = _OUTCOMES[status.state]
+        if (
+            status.state == BackendState.LOST
+            and attempt.backend_ref is None
+            and (self.clock() - attempt.created_at).total_seconds() < LAUNCH_GRACE_S
+        ):
+            return 0  # "unknown attempt" may only mean its launch has not gone out yet
+        if task_state == TaskState.FAILED and is_retryable(attempt_state, status.exit_code):
+            return self._fail_over(
+                attempt,
+                rules,
+                ended=attempt_state,
+                trigger=_trigger(attempt_state),
+                reason=status.reason or f"the backend reported {status.state.value}",
+                exit_code=status.exit_code,
+            )
+        done = advance(
+            self.store,
+            attempt.id,
+            attempt_state,
+            task_state,
+            actor=self.scheduler_id,
+            reason=status.reason,
+            exit_code=status.exit_code,
+        )
+        if done and self.metrics:
+            self.metrics.attempts.labels(provider=attempt.provider, outcome=attempt_state.value).inc()
+        return int(done)
+
+    def _silent_seconds(self, attempt: Attempt, last_heartbeat: datetime | None, rules: FailoverRules) -> float | None:
+        """How long a running attempt's worker has been silent, once past the timeout; else None.
+
+        Only a worker that has called in at least once is held to it: one that
+        never did may run without a callback (the spec makes it optional), and
+        its backend's own status says whether it lives.
+        """
+        if attempt.state != AttemptState.RUNNING or last_heartbeat is None:
+            return None
+        silent = (self.clock() - last_heartbeat).total_seconds()
+        return silent if silent > rules.heartbeat_timeout_seconds else None
+
+    def _cancel_then_fail_over(
+        self,
+        provider: Provider,
+        attempt: Attempt,
+        rules: FailoverRules,
+        *,
+        ended: AttemptState,
+        trigger: str,
+        reason: str,
+    ) -> int:
+        """Stop the attempt's backend resource, then fail over; nothing if the cancel did not go through."""
+        try:
+            provider.cancel(attempt.id)
+        except (ProviderError, Unavailable) as exc:
+            # a second attempt while this one may still run would be a duplicate launch: try next round
+            log.warning(
+                "",
+                extra={
+                    "event": "attempt.cancel_failed",
+                    "task_id": attempt.task_id,
+                    "attempt_id": attempt.id,
+                    "trigger": trigger,
+                    "error": str(exc),
+                },
+            )
+            return 0
+        return self._fail_over(attempt, rules, ended=ended, trigger=trigger, reason=reason)
+
+    def _fail_over_ended(self, policies: Policy | PolicySet) -> int:
+        """Fail over the attempts that a worker's callback ended retryably (the API ends only the attempt)."""
+        applied = 0
+        for attempt in self.store.attempts_awaiting_failover():
+            if not is_retryable(attempt.state, attempt.exit_code):
+                continue
+            task = self.store.get_task(attempt.task_id)
+            applied += self._fail_over(
+                attempt,
+                FailoverRules.of(policies.for_tenant(task.spec.tenant)),
+                ended=None,
+                trigger=_trigger(attempt.state),
+                reason=attempt.reason or attempt.state.value,
+            )
         return applied
+
+    def _fail_over(
+        self,
+        attempt: Attempt,
+        rules: FailoverRules,
+        *,
+        ended: AttemptState | None,
+        trigger: str,
+        reason: str,
+        exit_code: int | None = None,
+    ) -> int:
+        """End the attempt (unless it has ended) and re-queue or fail its task, in one store transaction."""
+        result = self.store.fail_over(
+            attempt.id,
+            actor=self.scheduler_id,
+            trigger=trigger,
+            reason=reason,
+            ended=ended,
+            exit_code=exit_code,
+            retryable=is_retryable,
+            max_attempts=rules.max_attempts,
+            backoff_seconds=rules.backoff_seconds,
+        )
+        if result.outcome is None:
+            return 0  # another scheduler or the worker's callback got there first
+        log.warning(
+            "",
+            extra={
+                "event": "attempt.failover",
+                "task_id": attempt.task_id,
+                "attempt_id": attempt.id,
+                "target": attempt.target,
+                "trigger": trigger,
+                "reason": reason,
+                "outcome": result.outcome,
+                "attempts": result.attempts,
+            },
+        )
+        if ended is not None and self.metrics:
+            self.metrics.attempts.labels(provider=attempt.provider, outcome=ended.value).inc()
+        return 1
+
+
+def _trigger(state: AttemptState) -> str:
+    """The failover trigger named after how the attempt ended: preempted, lost, or a crash's exit code."""
+    return {AttemptState.PREEMPTED: "preempted", AttemptState.LOST: "lost"}.get(state, "exit_code")

@@ -3,14 +3,94 @@
 The worker's callback and the scheduler's own status poll can both report
 the same outcome; whichever comes second finds the attempt final and does
 nothing, so an outcome is applied exactly once.
+
+An attempt that ended in a way another attempt may fix (preempted, lost, a
+crash the worker did not classify as the input's fault) does not fail its
+task: the scheduler decides, with the tenant's policy in hand, whether the
+task is planned again or has used up its attempts (see
+:class:`FailoverRules` and ``Scheduler.follow``). docs/reliability.md has
+the whole table.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from controlplane.domain import AttemptState, InvalidTransition, TaskState
 from controlplane.store import StateMismatch, Store
 
-__all__ = ["advance"]
+__all__ = ["TERMINAL_EXIT_CODES", "FailoverRules", "advance", "is_retryable"]
+
+#: worker exit codes that say the same input fails the same way anywhere (docs/worker.md): 2 usage,
+#: 65 EX_DATAERR, 69 EX_UNAVAILABLE (a broken model cache or driver is an operator's alert, and the
+#: re-plan could pick the same target again). Never retried.
+TERMINAL_EXIT_CODES = frozenset({2, 65, 69})
+#: exit 75 and 128+N are reported by the providers as PREEMPTED and LOST; a FAILED status that still
+#: carries one was classified so on purpose (the task's deadline, our own cancel), so it is not retried
+_PROVIDER_CLASSIFIED = 75
+
+
+def is_retryable(state: AttemptState, exit_code: int | None) -> bool:
+    """Whether an attempt that ended so may be followed by another attempt of its task.
+
+    PREEMPTED (spot interruption, eviction, exit 75) and LOST (the resource
+    vanished, the worker was killed: 128+N, silent heartbeats) are. FAILED is
+    only for an exit code of a crash: 70 (EX_SOFTWARE) or a code the worker
+    never sends on purpose (an unhandled exception), below 128. FAILED without
+    an exit code (a launch refusal, an image that cannot be pulled, a
+    cancel) and the terminal codes are not.
+    """
+    if state in (AttemptState.PREEMPTED, AttemptState.LOST):
+        return True
+    if state is not AttemptState.FAILED or exit_code is None:
+        return False
+    return 0 < exit_code < 128 and exit_code != _PROVIDER_CLASSIFIED and exit_code not in TERMINAL_EXIT_CODES
+
+
+@dataclass(frozen=True, kw_only=True)
+class FailoverRules:
+    """How far failover after launch goes for one tenant: the policy's thresholds, or these defaults.
+
+    The policy's ``thresholds`` is read by attribute name with these
+    defaults, so a policy model without the fields (older documents, or a
+    model that has not grown them yet) gets exactly this behaviour.
+    """
+
+    #: attempts that reached a backend, per task; the one that ends the last of them fails the task
+    max_attempts: int = 5
+    #: wait before the task may be claimed again after its first failover ...
+    retry_backoff_seconds: float = 2.0
+    #: ... doubled after each further one, up to this
+    retry_backoff_max_seconds: float = 60.0
+    #: a running attempt whose worker has called in, and then not for this long, is lost
+    heartbeat_timeout_seconds: float = 60.0
+    #: a pod reported unschedulable for longer than this is given up (cancel, fail over)
+    unschedulable_timeout_seconds: float = 120.0
+
+    @classmethod
+    def of(cls, policy: Any) -> FailoverRules:
+        """The rules of ``policy`` (a Policy, or anything with an optional ``thresholds``)."""
+        thresholds = getattr(policy, "thresholds", None)
+        defaults = cls()
+
+        def number(name: str) -> float:
+            value = getattr(thresholds, name, None)
+            fallback = float(getattr(defaults, name))
+            # a missing or nonsensical value falls back: a bad threshold must never mean "retry forever"
+            return float(value) if isinstance(value, int | float) and value > 0 else fallback
+
+        return cls(
+            max_attempts=max(1, int(number("max_attempts"))),
+            retry_backoff_seconds=number("retry_backoff_seconds"),
+            retry_backoff_max_seconds=number("retry_backoff_max_seconds"),
+            heartbeat_timeout_seconds=number("heartbeat_timeout_seconds"),
+            unschedulable_timeout_seconds=number("unschedulable_timeout_seconds"),
+        )
+
+    def backoff_seconds(self, attempts: int) -> float:
+        """The wait after the ``attempts``-th attempt ended: 2 s, 4 s, 8 s, ... up to the maximum."""
+        return min(self.retry_backoff_max_seconds, self.retry_backoff_seconds * 2.0 ** max(attempts - 1, 0))
 
 
 def advance(
@@ -23,7 +103,13 @@ def advance(
     reason: str | None = None,
     exit_code: int | None = None,
 ) -> bool:
-    """Apply an outcome to the attempt and its task; False when it was already decided."""
+    """Apply an outcome to the attempt and its task; False when it was already decided.
+
+    A retryable ending (:func:`is_retryable`) asked to fail the task ends the
+    attempt only: the task stays launching or running with no live attempt,
+    and the scheduler's next ``follow`` re-plans it or fails it with the
+    reason (it alone knows the tenant's max attempts and backoff).
+    """
     attempt = store.get_attempt(attempt_id)
     if attempt.state.is_final:
         return False
@@ -34,6 +120,8 @@ def advance(
             store.transition_attempt(attempt_id, wanted=attempt_state, actor=actor, reason=reason, exit_code=exit_code)
     except (InvalidTransition, StateMismatch):
         return False
+    if task_state == TaskState.FAILED and is_retryable(attempt_state, exit_code):
+        return True
     task = store.get_task(attempt.task_id)
     if task.state.is_final:
         return True

@@ -6,6 +6,8 @@ Sources and their defaults (every number overridable with
 | source | on when | interval | timeout | jitter | TTL |
 |---|---|---|---|---|---|
 | ``queue`` | always | 5 s | 2 s | 0 | 30 s |
+| ``breaker`` | always; queries only while the policy has aws or azure targets | 15 s | 5 s | 2 s | 60 s |
+| ``budget`` | always; queries only while a policy (base or overlay) sets a daily budget | 15 s | 5 s | 2 s | 60 s |
 | ``prometheus`` | ``FUSIONPLANE_PROMETHEUS_URL`` is set | 15 s | 5 s | 2 s | 60 s |
 | ``kubernetes`` | the policy has kubernetes targets | 15 s | 5 s | 2 s | 30 s |
 | ``aws_spot`` | the policy has aws targets with regions and instance types | 300 s | 10 s | 30 s | 600 s |
@@ -13,8 +15,10 @@ Sources and their defaults (every number overridable with
 
 A source whose policy part is empty polls nothing and costs nothing; they
 are all built, so a policy change that adds a cloud target starts pricing
-it on the next poll. History is kept for ``FUSIONPLANE_SIGNAL_RETENTION_HOURS``
-(default 48), pruned hourly.
+it on the next poll. ``breaker`` and ``budget`` read the store (attempts and
+receipts): the spot circuit breakers and today's cloud spend, which
+``plan()`` reads as ``breaker/...`` and ``budget/...`` samples. History is
+kept for ``FUSIONPLANE_SIGNAL_RETENTION_HOURS`` (default 48), pruned hourly.
 """
 
 from __future__ import annotations
@@ -22,16 +26,21 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from controlplane.domain import TaskState
 from controlplane.metrics import Metrics
 from controlplane.policy import Policy, PolicySet
+from controlplane.policy.breaker import BreakerParams, BreakerRules
 from controlplane.signals.base import SignalSource, Wanted, wanted_from_targets
+from controlplane.signals.breaker import BreakerSource
+from controlplane.signals.budget import BudgetSource
 from controlplane.signals.hub import PollSchedule, SignalAgeCollector, SignalHub
 from controlplane.signals.queue import QueueDepthSource
-from controlplane.store import Store, utcnow
+from controlplane.store import DailySpend, OfferOutcomes, Store, cloud_spend_today, offer_outcomes, utcnow
+from controlplane.store.offer_stats import OfferKey
+from controlplane.store.spend import PriceCache
 
 __all__ = ["DEFAULT_SCHEDULES", "build_signal_hub", "schedule_for"]
 
@@ -39,6 +48,8 @@ log = logging.getLogger("fusionplane.signals")
 
 DEFAULT_SCHEDULES: Mapping[str, PollSchedule] = {
     "queue": PollSchedule(interval_s=5, timeout_s=2, jitter_s=0),
+    "breaker": PollSchedule(interval_s=15, timeout_s=5, jitter_s=2),
+    "budget": PollSchedule(interval_s=15, timeout_s=5, jitter_s=2),
     "prometheus": PollSchedule(interval_s=15, timeout_s=5, jitter_s=2),
     "kubernetes": PollSchedule(interval_s=15, timeout_s=5, jitter_s=2),
     "aws_spot": PollSchedule(interval_s=300, timeout_s=10, jitter_s=30),
@@ -101,9 +112,9 @@ def build_signal_hub(
     metrics: Metrics | None = None,
     sources: list[SignalSource] | None = None,
 ) -> SignalHub:
-    """The hub with the queue source, the configured sources, history into the store, and the age gauge."""
+    """The hub with the store's sources (queue, breaker, budget), the configured ones, history and the age gauge."""
     queue = QueueDepthSource(lambda: store.count_tasks_by_state()[TaskState.QUEUED])
-    chosen = [queue, *(build_sources() if sources is None else sources)]
+    chosen = [queue, *store_sources(store, policy), *(build_sources() if sources is None else sources)]
 
     def wanted() -> Wanted:
         return wanted_from_targets(policy().targets)
@@ -117,6 +128,37 @@ def build_signal_hub(
     if metrics is not None:
         metrics.registry.register(SignalAgeCollector(hub))
     return hub
+
+
+def _base(policy: Policy | PolicySet) -> Policy:
+    return policy.base if isinstance(policy, PolicySet) else policy
+
+
+def store_sources(store: Store, policy: Callable[[], Policy | PolicySet]) -> list[SignalSource]:
+    """The spot circuit breakers and today's cloud spend, both read from the store.
+
+    The breakers follow the base policy's thresholds (they are one set for
+    every tenant); spend is computed while any policy in force, base or a
+    tenant's overlay, sets a budget.
+    """
+
+    def params() -> BreakerParams:
+        return BreakerParams.from_thresholds(_base(policy()).thresholds)
+
+    def outcomes(now: datetime) -> dict[OfferKey, OfferOutcomes]:
+        return offer_outcomes(store.engine, since=now - timedelta(seconds=params().window_seconds))
+
+    prices: PriceCache = {}  # attempt id -> $/h, kept across polls: receipts are read once per attempt
+
+    def spend(now: datetime) -> DailySpend | None:
+        current = policy()
+        overlays = current.tenants.values() if isinstance(current, PolicySet) else ()
+        if not any(p.thresholds.has_budget for p in (_base(current), *overlays)):
+            prices.clear()
+            return None
+        return cloud_spend_today(store.engine, now=now, prices=prices)
+
+    return [BreakerSource(outcomes, BreakerRules(params)), BudgetSource(spend)]
 
 
 def prune_history(store: Store) -> int:

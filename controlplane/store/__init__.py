@@ -10,6 +10,7 @@ from controlplane.store.engine import DATABASE_URL_ENV, database_url, make_engin
 from controlplane.store.errors import IdempotencyConflict, NotFound, StateMismatch, StoreError
 from controlplane.store.ids import new_id
 from controlplane.store.migrate import current_revision, downgrade, head_revision, is_current, upgrade
+from controlplane.store.offer_stats import OfferOutcomes, offer_outcomes
 from controlplane.store.records import AttemptProgress, Event, PolicyApplication, PolicyVersion
 from controlplane.store.repository import (
     DEFAULT_PAGE_SIZE,
@@ -20,16 +21,19 @@ from controlplane.store.repository import (
     Store,
     policy_version_of,
 )
+from controlplane.store.spend import DailySpend, cloud_spend_today
 
 __all__ = [
     "DATABASE_URL_ENV",
     "DEFAULT_PAGE_SIZE",
     "MAX_PAGE_SIZE",
     "AttemptProgress",
+    "DailySpend",
     "Event",
     "IdempotencyConflict",
     "NewTask",
     "NotFound",
+    "OfferOutcomes",
     "PlannedLaunch",
     "PolicyApplication",
     "PolicyVersion",
@@ -37,6 +41,7 @@ __all__ = [
     "StateMismatch",
     "Store",
     "StoreError",
+    "cloud_spend_today",
     "current_revision",
     "database_url",
     "downgrade",
@@ -45,6 +50,7 @@ __all__ = [
     "make_engine",
     "new_id",
     "normalize_url",
+    "offer_outcomes",
     "policy_version_of",
     "upgrade",
     "utcnow",

@@ -28,10 +28,10 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Row, bindparam, exists, func, insert, select, update
+from sqlalchemy import Engine, Row, and_, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
@@ -73,6 +73,7 @@ from controlplane.store.tables import (
 __all__ = [
     "DEFAULT_PAGE_SIZE",
     "MAX_PAGE_SIZE",
+    "FailoverResult",
     "NewTask",
     "PlannedLaunch",
     "RecordedDecision",
@@ -230,6 +231,19 @@ class RecordedDecision:
     snapshot: Mapping[str, Any] | None
     #: how long the task ran, when it has finished
     runtime_seconds: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class FailoverResult:
+    """What :meth:`Store.fail_over` did with a task whose attempt ended after launch."""
+
+    task_id: str
+    #: "requeued" (planned again once ``not_before`` has passed), "failed" (attempts used up), or
+    #: None: nothing, because another caller already decided (or the task was cancelled or finished)
+    outcome: str | None
+    #: attempts of the task that ended by failover, this one included (0 when ``outcome`` is None)
+    attempts: int = 0
+    not_before: datetime | None = None
 
 
 def _event_row(
@@ -616,14 +630,19 @@ class Store:
 
         Most urgent first, then oldest first. Two schedulers never get the
         same task: PostgreSQL skips rows another claim has locked, SQLite runs
-        one claim at a time (``BEGIN IMMEDIATE``).
+        one claim at a time (``BEGIN IMMEDIATE``). A task re-queued by
+        :meth:`fail_over` is not claimed before its ``not_before``.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         now = self._now()
         pick = (
             select(tasks.c.id)
-            .where(tasks.c.state == TaskState.QUEUED.value)
+            .where(
+                tasks.c.state == TaskState.QUEUED.value,
+                # the index walk stays (state, priority_rank, id); backing-off rows are few and skipped
+                or_(tasks.c.not_before.is_(None), tasks.c.not_before <= now),
+            )
             .order_by(tasks.c.priority_rank, tasks.c.id)
             .limit(batch_size)
         )
@@ -989,6 +1008,197 @@ class Store:
                 select(attempts).where(attempts.c.state.in_(live)).order_by(attempts.c.created_at).limit(limit)
             ).all()
         return [_attempt(r) for r in rows]
+
+    def last_heartbeats(self, attempt_ids: Sequence[str]) -> dict[str, datetime | None]:
+        """When each attempt's worker last called in (None: never); unknown ids are left out."""
+        found: dict[str, datetime | None] = {}
+        ids = list(dict.fromkeys(attempt_ids))
+        with self._read() as conn:
+            # in chunks: one IN list per 500 ids stays far below every database's parameter limit
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                rows = conn.execute(select(attempts.c.id, attempts.c.last_heartbeat_at).where(attempts.c.id.in_(chunk)))
+                found.update({r.id: r.last_heartbeat_at for r in rows})
+        return found
+
+    def attempts_awaiting_failover(self, *, limit: int = 500) -> list[Attempt]:
+        """Ended attempts whose task still waits on them: the worker's callback ended them, nobody failed over.
+
+        The newest attempt of each launching or running task with no live
+        attempt, when it ended preempted, lost, or failed with an exit code
+        (the caller decides which endings are retryable). Oldest ending first.
+        """
+        later = aliased(attempts)
+        live = (AttemptState.LAUNCHING.value, AttemptState.RUNNING.value)
+        superseded = (
+            select(later.c.id)
+            .where(
+                later.c.task_id == attempts.c.task_id,
+                or_(later.c.number > attempts.c.number, later.c.state.in_(live)),
+            )
+            .exists()
+        )
+        stmt = (
+            select(attempts)
+            .join(tasks, tasks.c.id == attempts.c.task_id)
+            .where(
+                tasks.c.state.in_((TaskState.LAUNCHING.value, TaskState.RUNNING.value)),
+                or_(
+                    attempts.c.state.in_((AttemptState.PREEMPTED.value, AttemptState.LOST.value)),
+                    and_(attempts.c.state == AttemptState.FAILED.value, attempts.c.exit_code.is_not(None)),
+                ),
+                ~superseded,
+            )
+            .order_by(attempts.c.updated_at)
+            .limit(limit)
+        )
+        with self._read() as conn:
+            return [_attempt(r) for r in conn.execute(stmt)]
+
+    def fail_over(
+        self,
+        attempt_id: str,
+        *,
+        actor: str,
+        trigger: str,
+        reason: str,
+        retryable: Callable[[AttemptState, int | None], bool],
+        max_attempts: int,
+        backoff_seconds: Callable[[int], float],
+        ended: AttemptState | None = None,
+        exit_code: int | None = None,
+    ) -> FailoverResult:
+        """End an attempt after launch and send its task back to be planned again, in one transaction.
+
+        A live attempt moves to ``ended`` (with ``reason`` and ``exit_code``);
+        one that already ended (by its worker's callback) is taken as it is,
+        if ``retryable(state, exit_code)`` says another attempt may follow.
+        Then, only if the task is still launching or running and this is
+        its newest attempt with no live one beside it, the task either goes
+        back to ``queued`` (claimable after ``backoff_seconds(n)``, where n
+        counts the task's attempts ended by failover, this one included) or,
+        when n reaches ``max_attempts``, fails with the reason. Both write an
+        ``attempt.failover`` event (trigger, reason, n, outcome) and the
+        task's transition. Whoever comes second (another scheduler, the
+        callback racing the status poll) finds the task moved on and gets
+        outcome None, so a task is re-queued once per ended attempt.
+        """
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, not {max_attempts}")
+        now = self._now()
+        with self._write() as conn:
+            row = conn.execute(self._locked(select(attempts).where(attempts.c.id == attempt_id))).one_or_none()
+            if row is None:
+                raise NotFound("attempt", attempt_id)
+            task = conn.execute(self._locked(select(tasks.c.state).where(tasks.c.id == row.task_id))).one()
+            nothing = FailoverResult(task_id=row.task_id, outcome=None)
+            state, code = AttemptState(row.state), row.exit_code
+            if not state.is_final:
+                if ended is None or not ended.is_final:
+                    raise ValueError("a live attempt can only be failed over into a final state")
+                check_attempt_transition(state, ended)
+                values: dict[str, Any] = {"state": ended.value, "updated_at": now, "reason": reason}
+                detail: dict[str, Any] = {"reason": reason, "trigger": trigger}
+                if exit_code is not None:
+                    values["exit_code"] = detail["exit_code"] = exit_code
+                conn.execute(update(attempts).where(attempts.c.id == attempt_id).values(**values))
+                self._event(
+                    conn,
+                    task_id=row.task_id,
+                    attempt_id=attempt_id,
+                    at=now,
+                    actor=actor,
+                    kind="attempt.transition",
+                    from_state=state.value,
+                    to_state=ended.value,
+                    detail=detail,
+                )
+                state, code = ended, exit_code if exit_code is not None else code
+            elif not retryable(state, code):
+                return nothing
+            task_state = TaskState(task.state)
+            if task_state not in (TaskState.LAUNCHING, TaskState.RUNNING):
+                return nothing  # cancelled, finished, or already sent back by someone else
+            others = conn.execute(
+                select(func.count())
+                .select_from(attempts)
+                .where(
+                    attempts.c.task_id == row.task_id,
+                    or_(
+                        attempts.c.number > row.number,
+                        attempts.c.state.in_((AttemptState.LAUNCHING.value, AttemptState.RUNNING.value)),
+                    ),
+                )
+            ).scalar_one()
+            if others:
+                return nothing  # a newer attempt exists: this ending was already acted on
+            used = (
+                1
+                + conn.execute(
+                    select(func.count())
+                    .select_from(events)
+                    .where(events.c.task_id == row.task_id, events.c.kind == "attempt.failover")
+                ).scalar_one()
+            )
+            why = f"{trigger}: {reason}"
+            not_before: datetime | None = None
+            if used >= max_attempts:
+                outcome, wanted = "failed", TaskState.FAILED
+                task_reason = f"max attempts reached ({used} of {max_attempts}); last: {why}"
+                check_task_transition(task_state, wanted)
+                conn.execute(
+                    update(tasks)
+                    .where(tasks.c.id == row.task_id)
+                    .values(state=wanted.value, reason=task_reason, finished_at=now, updated_at=now)
+                )
+                task_detail: dict[str, Any] = {"reason": task_reason, "trigger": trigger}
+            else:
+                outcome, wanted = "requeued", TaskState.QUEUED
+                not_before = now + timedelta(seconds=backoff_seconds(used))
+                check_task_transition(task_state, wanted)
+                conn.execute(
+                    update(tasks)
+                    .where(tasks.c.id == row.task_id)
+                    # a queued task runs nowhere: the next plan chooses the target again
+                    .values(
+                        state=wanted.value,
+                        target=None,
+                        not_before=not_before,
+                        claimed_by=None,
+                        claimed_at=None,
+                        updated_at=now,
+                    )
+                )
+                task_detail = {"reason": why, "trigger": trigger, "not_before": not_before.isoformat()}
+            self._event(
+                conn,
+                task_id=row.task_id,
+                attempt_id=attempt_id,
+                at=now,
+                actor=actor,
+                kind="attempt.failover",
+                detail={
+                    "trigger": trigger,
+                    "reason": reason,
+                    "attempt_state": state.value,
+                    "exit_code": code,
+                    "attempts": used,
+                    "max_attempts": max_attempts,
+                    "outcome": outcome,
+                    "not_before": not_before.isoformat() if not_before is not None else None,
+                },
+            )
+            self._event(
+                conn,
+                task_id=row.task_id,
+                at=now,
+                actor=actor,
+                kind="task.transition",
+                from_state=task_state.value,
+                to_state=wanted.value,
+                detail=task_detail,
+            )
+        return FailoverResult(task_id=row.task_id, outcome=outcome, attempts=used, not_before=not_before)
 
     def attempt_token_sha256(self, attempt_id: str) -> str:
         """The stored hash of the attempt's callback token (compare with ``hmac.compare_digest``)."""

@@ -103,6 +103,8 @@ class TaskRow(Base):
     request_hash: Mapped[str] = mapped_column(String(64))
     claimed_by: Mapped[str | None] = mapped_column(_NAME)
     claimed_at: Mapped[datetime | None]
+    #: a queued task is not claimed before this (failover backoff); null: at once
+    not_before: Mapped[datetime | None]
 
     __table_args__ = (
         UniqueConstraint("tenant", "idempotency_key"),

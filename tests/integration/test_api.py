@@ -523,7 +523,8 @@ def test_complete_then_a_late_fail_changes_nothing(api: ApiServer) -> None:
     assert fetched.content == b"swapped pixels"
 
 
-def test_fail_preempted(api: ApiServer) -> None:
+def test_fail_preempted_ends_the_attempt_and_leaves_the_task_to_failover(api: ApiServer) -> None:
+    """A preemption is retryable: the callback ends the attempt only; the scheduler re-plans the task."""
     task_id, attempt_id, token = launched(api)
     client = api.client(token)
     assert client.post(f"/v1/attempts/{attempt_id}/heartbeat").status_code == 200
@@ -534,11 +535,17 @@ def test_fail_preempted(api: ApiServer) -> None:
     attempt, task = api.store.get_attempt(attempt_id), api.store.get_task(task_id)
     assert attempt.state == AttemptState.PREEMPTED
     assert attempt.exit_code == 143
-    assert task.state == TaskState.FAILED
-    assert task.reason is not None
-    assert "preempted" in task.reason
-    assert "spot reclaimed" in task.reason
-    assert "preempted" in api.client(ACME).get(f"/v1/tasks/{task_id}").json()["reason"]
+    assert attempt.reason is not None
+    assert "preempted" in attempt.reason
+    assert "spot reclaimed" in attempt.reason
+    # not failed: it waits, with no live attempt, for the scheduler's failover (follow)
+    assert task.state == TaskState.RUNNING
+    assert task.reason is None
+    (awaiting,) = api.store.attempts_awaiting_failover()
+    assert awaiting.id == attempt_id
+    body = api.client(ACME).get(f"/v1/tasks/{task_id}").json()
+    assert body["state"] == "running"
+    assert body["attempts"][-1]["state"] == "preempted"
 
 
 @pytest.mark.parametrize("raw", [b"not json", b"[1, 2]", b'"text"'], ids=["text", "array", "string"])

@@ -272,7 +272,17 @@ def _policies(draw: st.DrawFn) -> Policy:
             rule["max_price_usd_h"] = draw(st.sampled_from([0.2, 0.5, 1.0]))
         rule["hedge"] = draw(st.integers(1, 3))
         rules.append(rule)
-    return parse_policy({"targets": targets, "rules": rules})
+    thresholds: dict[str, Any] = {}
+    if draw(st.booleans()):
+        thresholds["daily_budget_usd"] = draw(st.sampled_from([0, 1.0, 100.0]))
+    if draw(st.booleans()):
+        thresholds["tenant_daily_budget_usd"] = draw(
+            st.one_of(
+                st.sampled_from([0, 1.0, 100.0]),
+                st.dictionaries(st.sampled_from(["acme", "marketing", "*"]), st.sampled_from([0, 1.0]), min_size=1),
+            )
+        )
+    return parse_policy({"targets": targets, "rules": rules, "thresholds": thresholds})
 
 
 _tasks = st.builds(
@@ -286,7 +296,8 @@ _SIGNAL_NAMES = (
     [f"free_gpus/{n}" for n in _NAMES]
     + [f"gpu_utilization/{n}" for n in _NAMES]
     + [f"spot_price/{p}/-/-" for p in ("aws", "azure")]
-    + ["queue/depth"]
+    + [f"breaker/{p}/-/-" for p in ("aws", "azure")]
+    + ["queue/depth", "budget/spent_today_usd", "budget/spent_today_usd/acme", "budget/spent_today_usd/marketing"]
 )
 _snapshots = st.dictionaries(
     st.sampled_from(_SIGNAL_NAMES),
@@ -315,7 +326,31 @@ def test_any_plan_keeps_private_data_private_and_accounts_for_every_target(
     for used in result.signals_used.values():
         assert used["missing"] or used["age_seconds"] >= 0
     for rejection in result.rejections:  # a stale or missing price never puts a cloud in the plan
-        assert rejection.code in {"private_data", "excluded_by_rule", "no_capacity", "price_above_max", "stale_price"}
+        assert rejection.code in {
+            "private_data",
+            "excluded_by_rule",
+            "budget_exhausted",
+            "budget_unknown",
+            "no_capacity",
+            "breaker_open",
+            "price_above_max",
+            "stale_price",
+        }
+
+    def fresh(name: str) -> float | None:
+        sample = snapshot.samples.get(name)
+        return None if sample is None or sample.age_seconds(NOW) > 60 else sample.value
+
+    clouds = [c for c in result.candidates if c.provider in ("aws", "azure")]
+    for candidate in clouds:  # an open breaker never launches, a stale or missing one never blocks
+        assert (fresh(f"breaker/{candidate.provider}/-/-") or 0) < 1
+    t = policy.thresholds
+    daily, own = t.daily_budget_usd, t.tenant_budget(task.spec.tenant)
+    if clouds and (daily is not None or own is not None):  # a cloud only under a known, unspent budget
+        total = fresh("budget/spent_today_usd")
+        assert total is not None
+        assert daily is None or total < daily
+        assert own is None or (fresh(f"budget/spent_today_usd/{task.spec.tenant}") or 0) < own
     for candidate in result.candidates:
         if candidate.max_price_usd_h is not None and candidate.provider in ("aws", "azure"):
             assert candidate.expected_usd_h is not None

@@ -225,4 +225,37 @@ def test_require_and_budget_conditions() -> None:
     assert "rule spend: task matches, conditions do not (budget left today 10 not above 20 USD)" in broke.trace
     assert _names(broke) == ["local", "aws"]
     unknown = plan(_task(), SignalSnapshot(taken_at=NOW), policy, NOW)
-    assert _names(unknown) == ["local", "aws"]  # an unknown spend never unlocks a budget rule
+    # an unknown spend never unlocks a budget rule, and with a budget set it keeps the clouds out
+    assert _names(unknown) == ["local"]
+    assert _codes(unknown) == {"aws": "budget_unknown"}
+
+
+@pytest.mark.parametrize(
+    ("thresholds", "path"),
+    [
+        ({"max_attempts": 0}, "thresholds.max_attempts"),
+        ({"max_attempts": 2.5}, "thresholds.max_attempts"),
+        ({"retry_backoff_seconds": 10, "retry_backoff_max_seconds": 5}, "thresholds.retry_backoff_max_seconds"),
+        ({"heartbeat_timeout_seconds": 0}, "thresholds.heartbeat_timeout_seconds"),
+        ({"unschedulable_timeout_seconds": -1}, "thresholds.unschedulable_timeout_seconds"),
+    ],
+)
+def test_failover_thresholds_are_checked(thresholds: dict[str, object], path: str) -> None:
+    document = {"targets": [{"name": "local", "provider": "local", "private": True}], "thresholds": thresholds}
+    with pytest.raises(PolicyError) as raised:
+        parse_policy(document)
+    assert raised.value.path == path
+
+
+def test_failover_thresholds_reach_the_policy() -> None:
+    document = {
+        "targets": [{"name": "local", "provider": "local", "private": True}],
+        "thresholds": {"max_attempts": 3, "retry_backoff_seconds": 1, "heartbeat_timeout_seconds": 30},
+    }
+    thresholds = parse_policy(document).thresholds
+    assert (thresholds.max_attempts, thresholds.retry_backoff_seconds, thresholds.heartbeat_timeout_seconds) == (
+        3,
+        1,
+        30,
+    )
+    assert (thresholds.retry_backoff_max_seconds, thresholds.unschedulable_timeout_seconds) == (60, 120)

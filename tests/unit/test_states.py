@@ -25,11 +25,13 @@ TASK_ALLOWED = {
     ("planned", "cancelled"),
     ("launching", "running"),
     ("launching", "planned"),
+    ("launching", "queued"),
     ("launching", "succeeded"),
     ("launching", "failed"),
     ("launching", "cancelled"),
     ("running", "succeeded"),
     ("running", "planned"),
+    ("running", "queued"),
     ("running", "failed"),
     ("running", "cancelled"),
 }
