@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from controlplane.domain import AttemptState, InvalidTransition, TaskState
+from controlplane.policy import Thresholds
 from controlplane.store import StateMismatch, Store
 
 __all__ = ["TERMINAL_EXIT_CODES", "FailoverRules", "advance", "is_retryable"]
@@ -48,25 +49,30 @@ def is_retryable(state: AttemptState, exit_code: int | None) -> bool:
     return 0 < exit_code < 128 and exit_code != _PROVIDER_CLASSIFIED and exit_code not in TERMINAL_EXIT_CODES
 
 
+#: the documented defaults live in one place, the policy model
+_DEFAULTS = Thresholds()
+
+
 @dataclass(frozen=True, kw_only=True)
 class FailoverRules:
-    """How far failover after launch goes for one tenant: the policy's thresholds, or these defaults.
+    """How far failover after launch goes for one tenant: the policy's ``thresholds`` (docs/reliability.md).
 
-    The policy's ``thresholds`` is read by attribute name with these
-    defaults, so a policy model without the fields (older documents, or a
-    model that has not grown them yet) gets exactly this behaviour.
+    ``of`` reads the thresholds by name and falls back to the policy model's
+    defaults for a missing or nonsensical value, so an object that is not a
+    parsed policy (a stand-in in tests, a planner's own policy type) still
+    gets bounded retries.
     """
 
     #: attempts that reached a backend, per task; the one that ends the last of them fails the task
-    max_attempts: int = 5
+    max_attempts: int = _DEFAULTS.max_attempts
     #: wait before the task may be claimed again after its first failover ...
-    retry_backoff_seconds: float = 2.0
+    retry_backoff_seconds: float = _DEFAULTS.retry_backoff_seconds
     #: ... doubled after each further one, up to this
-    retry_backoff_max_seconds: float = 60.0
+    retry_backoff_max_seconds: float = _DEFAULTS.retry_backoff_max_seconds
     #: a running attempt whose worker has called in, and then not for this long, is lost
-    heartbeat_timeout_seconds: float = 60.0
+    heartbeat_timeout_seconds: float = _DEFAULTS.heartbeat_timeout_seconds
     #: a pod reported unschedulable for longer than this is given up (cancel, fail over)
-    unschedulable_timeout_seconds: float = 120.0
+    unschedulable_timeout_seconds: float = _DEFAULTS.unschedulable_timeout_seconds
 
     @classmethod
     def of(cls, policy: Any) -> FailoverRules:

@@ -941,20 +941,37 @@ class Store:
             for name, value in (("reason", reason), ("exit_code", exit_code), ("backend_ref", backend_ref)):
                 if value is not None:
                     values[name] = detail[name] = value
-            conn.execute(update(attempts).where(attempts.c.id == attempt_id).values(**values))
-            self._event(
-                conn,
-                task_id=row.task_id,
-                attempt_id=attempt_id,
-                at=now,
-                actor=actor,
-                kind="attempt.transition",
-                from_state=current.value,
-                to_state=wanted.value,
-                detail=detail,
+            self._write_attempt_transition(
+                conn, row, current, wanted, values=values, detail=detail, at=now, actor=actor
             )
             updated = conn.execute(select(attempts).where(attempts.c.id == attempt_id)).one()
         return _attempt(updated)
+
+    def _write_attempt_transition(
+        self,
+        conn: Connection,
+        row: Row[Any],
+        current: AttemptState,
+        wanted: AttemptState,
+        *,
+        values: Mapping[str, Any],
+        detail: Mapping[str, Any],
+        at: datetime,
+        actor: str,
+    ) -> None:
+        """The attempt's new row values and its ``attempt.transition`` event (the caller checked the move)."""
+        conn.execute(update(attempts).where(attempts.c.id == row.id).values(**values))
+        self._event(
+            conn,
+            task_id=row.task_id,
+            attempt_id=row.id,
+            at=at,
+            actor=actor,
+            kind="attempt.transition",
+            from_state=current.value,
+            to_state=wanted.value,
+            detail=detail,
+        )
 
     def set_backend_ref(self, attempt_id: str, *, backend_ref: str) -> Attempt:
         """Record the provider's handle for a launched attempt without changing its state."""
@@ -1101,17 +1118,8 @@ class Store:
                 detail: dict[str, Any] = {"reason": reason, "trigger": trigger}
                 if exit_code is not None:
                     values["exit_code"] = detail["exit_code"] = exit_code
-                conn.execute(update(attempts).where(attempts.c.id == attempt_id).values(**values))
-                self._event(
-                    conn,
-                    task_id=row.task_id,
-                    attempt_id=attempt_id,
-                    at=now,
-                    actor=actor,
-                    kind="attempt.transition",
-                    from_state=state.value,
-                    to_state=ended.value,
-                    detail=detail,
+                self._write_attempt_transition(
+                    conn, row, state, ended, values=values, detail=detail, at=now, actor=actor
                 )
                 state, code = ended, exit_code if exit_code is not None else code
             elif not retryable(state, code):

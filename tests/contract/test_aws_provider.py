@@ -77,7 +77,8 @@ from providers.bootstrap import (
     spec_json,
 )
 from tests.contract.provider_contract import ProviderContract, candidate_for, worker_spec
-from tests.support.loopback import serving
+from tests.support.aws import isolate_aws_environment
+from tests.support.loopback import SilentServer, serving
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -95,26 +96,7 @@ SECRET = "att_s3cr3t-callback-token-0123456789abcdefghij"
 @pytest.fixture(autouse=True)
 def _aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Dummy credentials from the environment only; nothing of the developer's AWS setup is read."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    for name in (
-        "AWS_SESSION_TOKEN",
-        "AWS_PROFILE",
-        "AWS_DEFAULT_PROFILE",
-        "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL_EC2",
-        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "http_proxy",
-        "https_proxy",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    isolate_aws_environment(monkeypatch, tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -1007,18 +989,6 @@ def _closed_port_url() -> str:
         return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
-@contextlib.contextmanager
-def _silent_server() -> Iterator[str]:
-    """A port that accepts connections (the kernel's backlog) and never answers."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(16)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        sock.close()
-
-
 def test_endpoint_down_is_unavailable_within_seconds(make_provider: MakeProvider) -> None:
     target = aws_target()
     provider = make_provider(_closed_port_url(), target)
@@ -1034,7 +1004,8 @@ def test_endpoint_down_is_unavailable_within_seconds(make_provider: MakeProvider
 
 def test_a_silent_endpoint_times_out_within_seconds(make_provider: MakeProvider) -> None:
     target = aws_target()
-    with _silent_server() as url:
+    with SilentServer() as silent:
+        url = silent.url
         provider = make_provider(url, target, connect_timeout_s=0.5, read_timeout_s=0.5)
         started = time.monotonic()
         with pytest.raises(Unavailable, match="did not answer"):

@@ -67,22 +67,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import datetime as dt
 import ipaddress
 import json
 import re
 import socket
 import ssl
-import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
@@ -90,6 +86,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tests.fakes.loopback import LoopbackFake, TrackedHTTPServer
 
 __all__ = [
     "DEFAULT_SIZES",
@@ -109,7 +107,6 @@ DEFAULT_SIZES: dict[str, tuple[str, ...]] = {
 CUSTOM_DATA_MAX_BYTES = 65535
 #: Linux VM names and computer names: at most 64 characters
 LINUX_NAME_MAX = 64
-STOP_JOIN_TIMEOUT_S = 5.0
 _TAG_NAME_FORBIDDEN = set("<>%&\\?/")
 _VM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
@@ -920,7 +917,7 @@ def _write_certificates(directory: Path) -> tuple[Path, Path, Path]:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: _Server
+    server: TrackedHTTPServer
     timeout = 30  # an idle keep-alive connection does not hold a thread forever
 
     def setup(self) -> None:
@@ -966,62 +963,25 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # tests read fake.requests
 
 
-class _Server(ThreadingHTTPServer):
-    """One thread per connection, each tracked so that stop() can cut and join it within a bound."""
+class _TlsServer(TrackedHTTPServer):
+    """The tracked server over TLS."""
 
-    daemon_threads = True
-    block_on_close = False
-    request_queue_size = 64
+    quiet_errors = (ConnectionError, TimeoutError, ssl.SSLError)
 
     def __init__(self, port: int, fake: FakeAzureArm, context: ssl.SSLContext) -> None:
-        self.fake = fake
         self._context = context
-        self._connections: dict[socket.socket, threading.Thread] = {}
-        self._connections_lock = threading.Lock()
-        super().__init__(("127.0.0.1", port), _Handler)
+        super().__init__(port, fake, _Handler)
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        thread = threading.Thread(target=self._serve, args=(request, client_address), daemon=True)
-        with self._connections_lock:
-            self._connections[request] = thread
-        thread.start()
-
-    def _serve(self, request: socket.socket, client_address: Any) -> None:
-        # the TLS handshake happens here, in the connection's own thread, so a client that
-        # connects and says nothing cannot stall the accept loop
+    def wrap(self, request: socket.socket) -> socket.socket | None:
+        # the handshake happens in the connection's own thread, so a client that connects and says
+        # nothing cannot stall the accept loop
         try:
-            try:
-                tls = self._context.wrap_socket(request, server_side=True)
-            except (OSError, ssl.SSLError):
-                self.shutdown_request(request)
-                return
-            with self._connections_lock:
-                self._connections[tls] = self._connections.pop(request, threading.current_thread())
-            request = tls
-            self.process_request_thread(request, client_address)
-        finally:
-            with self._connections_lock:
-                self._connections.pop(request, None)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if not isinstance(sys.exc_info()[1], ConnectionError | TimeoutError | ssl.SSLError):
-            super().handle_error(request, client_address)
-
-    def cut_connections(self, timeout_s: float) -> None:
-        with self._connections_lock:
-            live = dict(self._connections)
-        for sock in live:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        deadline = time.monotonic() + timeout_s
-        for thread in live.values():
-            thread.join(max(0.0, deadline - time.monotonic()))
-        stuck = [thread.name for thread in live.values() if thread.is_alive()]
-        if stuck:
-            raise RuntimeError(f"FakeAzureArm connection threads did not stop: {stuck}")
+            return self._context.wrap_socket(request, server_side=True)
+        except (OSError, ssl.SSLError):
+            return None
 
 
-class FakeAzureArm:
+class FakeAzureArm(LoopbackFake):
     """ARM's VM API on https://127.0.0.1 for tests; state survives ``stop()``/``start()`` (an outage).
 
     ``cert_dir`` receives a throwaway CA (:attr:`ca_path`, give it to the
@@ -1057,7 +1017,7 @@ class FakeAzureArm:
         self.page_size = page_size
         self.max_delay_s = max_delay_s
         self.operation_api_version = operation_api_version
-        self._port = port
+        super().__init__(port)
         self.ca_path, cert_path, key_path = _write_certificates(Path(cert_dir))
         self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self._context.load_cert_chain(cert_path, key_path)
@@ -1065,8 +1025,6 @@ class FakeAzureArm:
         self._lock = threading.Lock()
         self._stop_event = threading.Event()
         self._arm = _Arm(self)
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self._requests: list[RecordedRequest] = []
         self._faults: list[_Fault] = []
         self._create_refusals: list[_Reply] = []
@@ -1078,49 +1036,16 @@ class FakeAzureArm:
 
     # ---- lifecycle -------------------------------------------------------------
 
-    def start(self) -> FakeAzureArm:
-        """Listen (again) on the same port; returns self."""
-        if self._server is not None:
-            raise RuntimeError("FakeAzureArm is already running")
+    thread_name = "fake-arm"
+
+    def _new_server(self, port: int) -> TrackedHTTPServer:
+        return _TlsServer(port, self, self._context)
+
+    def _on_start(self) -> None:
         self._stop_event.clear()
-        server = _Server(self._port, self, self._context)
-        self._port = int(server.server_address[1])
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"fake-arm-{self._port}", daemon=True
-        )
-        self._thread.start()
-        return self
 
-    def stop(self) -> None:
-        """Stop listening and cut every connection; slow answers end at once without a reply."""
-        server, thread = self._server, self._thread
-        if server is None or thread is None:
-            return
-        self._stop_event.set()
-        server.shutdown()
-        server.server_close()
-        server.cut_connections(STOP_JOIN_TIMEOUT_S)
-        thread.join(STOP_JOIN_TIMEOUT_S)
-        self._server = self._thread = None
-
-    def __enter__(self) -> FakeAzureArm:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    @property
-    def running(self) -> bool:
-        return self._server is not None
-
-    @property
-    def port(self) -> int:
-        if self._port == 0:
-            raise RuntimeError("FakeAzureArm has no port until it is started")
-        return self._port
+    def _on_stop(self) -> None:
+        self._stop_event.set()  # slow answers end at once without a reply
 
     @property
     def url(self) -> str:

@@ -39,21 +39,20 @@ Faults (each optionally limited to requests whose filter names one region):
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import re
 import socket
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
+
+from tests.fakes.loopback import LoopbackFake, TrackedHTTPServer
 
 __all__ = [
     "API_PATH",
@@ -75,7 +74,6 @@ DOCUMENTED_PAGE_SIZE = 1000
 #: the version from which filter values are case-sensitive (ISO dates sort as text)
 CASE_SENSITIVE_FROM = "2023-01-01-preview"
 KNOWN_API_VERSIONS = ("2021-10-01-preview", "2023-01-01-preview")
-STOP_JOIN_TIMEOUT_S = 5.0
 
 #: the documented filter fields, and the item field each one compares
 FILTER_FIELDS: Mapping[str, str] = {
@@ -395,7 +393,7 @@ class _Stopping(Exception):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: _Server
+    server: TrackedHTTPServer
     timeout = 30  # an idle keep-alive connection does not hold a thread forever
 
     def setup(self) -> None:
@@ -429,51 +427,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # tests read fake.requests
 
 
-class _Server(ThreadingHTTPServer):
-    """One thread per connection, each tracked so that stop() can cut and join it within a bound."""
-
-    daemon_threads = True
-    block_on_close = False
-
-    def __init__(self, port: int, fake: FakeAzurePrices) -> None:
-        self.fake = fake
-        self._connections: dict[socket.socket, threading.Thread] = {}
-        self._connections_lock = threading.Lock()
-        super().__init__(("127.0.0.1", port), _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        thread = threading.Thread(target=self._serve, args=(request, client_address), daemon=True)
-        with self._connections_lock:
-            self._connections[request] = thread
-        thread.start()
-
-    def _serve(self, request: socket.socket, client_address: Any) -> None:
-        try:
-            self.process_request_thread(request, client_address)
-        finally:
-            with self._connections_lock:
-                self._connections.pop(request, None)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # a client that hangs up (it timed out) or stop() cutting the connection is not a bug in the fake
-        if not isinstance(sys.exc_info()[1], ConnectionError | TimeoutError | OSError):
-            super().handle_error(request, client_address)
-
-    def cut_connections(self, timeout_s: float) -> None:
-        with self._connections_lock:
-            live = dict(self._connections)
-        for sock in live:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        deadline = time.monotonic() + timeout_s
-        for thread in live.values():
-            thread.join(max(0.0, deadline - time.monotonic()))
-        stuck = [thread.name for thread in live.values() if thread.is_alive()]
-        if stuck:
-            raise RuntimeError(f"FakeAzurePrices connection threads did not stop: {stuck}")
-
-
-class FakeAzurePrices:
+class FakeAzurePrices(LoopbackFake):
     """The Retail Prices API on 127.0.0.1 for tests; ``stop()`` then ``start()`` keeps the port.
 
     ``items`` replaces the catalogue (default :data:`CATALOGUE`); ``page_size``
@@ -491,12 +445,10 @@ class FakeAzurePrices:
     ) -> None:
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
-        self._port = port
+        super().__init__(port)
         self._items = [dict(item) for item in items]
         self.page_size = page_size
         self.max_delay_s = max_delay_s
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._faults: list[_Fault] = []
         self._requests: list[RecordedRequest] = []
@@ -504,51 +456,19 @@ class FakeAzurePrices:
 
     # ---- lifecycle -------------------------------------------------------------------
 
-    def start(self) -> FakeAzurePrices:
-        if self._server is not None:
-            raise RuntimeError("FakeAzurePrices is already running")
+    thread_name = "fake-azure-prices"
+
+    def _new_server(self, port: int) -> TrackedHTTPServer:
+        server = TrackedHTTPServer(port, self, _Handler)
+        # a client that gave up (it timed out) is not a bug in the fake
+        server.quiet_errors = (ConnectionError, TimeoutError, OSError)
+        return server
+
+    def _on_start(self) -> None:
         self._stopping.clear()
-        server = _Server(self._port, self)
-        self._port = int(server.server_address[1])
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"fake-azure-prices-{self._port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
 
-    def stop(self) -> None:
-        """Stop listening and cut every connection; a slow answer in progress is dropped at once."""
-        server, thread = self._server, self._thread
-        if server is None or thread is None:
-            return
-        self._stopping.set()
-        server.shutdown()
-        server.server_close()
-        server.cut_connections(STOP_JOIN_TIMEOUT_S)
-        thread.join(STOP_JOIN_TIMEOUT_S)
-        self._server = self._thread = None
-
-    def __enter__(self) -> FakeAzurePrices:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    @property
-    def running(self) -> bool:
-        return self._server is not None
-
-    @property
-    def port(self) -> int:
-        if self._port == 0:
-            raise RuntimeError("FakeAzurePrices has no port until it is started")
-        return self._port
+    def _on_stop(self) -> None:
+        self._stopping.set()  # a slow answer in progress is dropped at once
 
     @property
     def url(self) -> str:

@@ -31,20 +31,19 @@ reaped, and no ``/v1/txn``.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import random
 import re
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
+
+from tests.fakes.loopback import LoopbackFake, TrackedHTTPServer
 
 __all__ = [
     "DEFAULT_WAIT_S",
@@ -74,7 +73,6 @@ DATACENTER = "dc1"
 NO_LEADER = "rpc error making call: No cluster leader"
 #: a fresh cluster has committed some Raft entries (elections, node registration) before its first KV write
 FIRST_RAFT_INDEX = 10
-STOP_JOIN_TIMEOUT_S = 5.0
 
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 # longest unit names first, so "5ms" is read as milliseconds and not as minutes followed by garbage
@@ -525,7 +523,7 @@ class _Handler(BaseHTTPRequestHandler):
     """HTTP plumbing only: read the request, ask the fake, write the reply (keep-alive, as Consul's Go server)."""
 
     protocol_version = "HTTP/1.1"
-    server: _Server
+    server: TrackedHTTPServer
     timeout = 30  # an idle keep-alive connection does not hold a thread forever
 
     def setup(self) -> None:
@@ -597,53 +595,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # tests read fake.requests; access logs would only bury pytest's output
 
 
-class _Server(ThreadingHTTPServer):
-    """One thread per connection, each tracked so that stop() can cut and join it within a bound."""
-
-    daemon_threads = True
-    block_on_close = False  # stop() joins the connection threads itself, with a timeout
-    request_queue_size = 64
-
-    def __init__(self, port: int, fake: FakeConsul) -> None:
-        self.fake = fake
-        self._connections: dict[socket.socket, threading.Thread] = {}
-        self._connections_lock = threading.Lock()
-        super().__init__(("127.0.0.1", port), _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        thread = threading.Thread(target=self._serve, args=(request, client_address), daemon=True)
-        with self._connections_lock:
-            self._connections[request] = thread
-        thread.start()
-
-    def _serve(self, request: socket.socket, client_address: Any) -> None:
-        try:
-            self.process_request_thread(request, client_address)
-        finally:
-            with self._connections_lock:
-                self._connections.pop(request, None)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # a client that hangs up, or stop() cutting a connection, is not a bug in the fake
-        if not isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
-            super().handle_error(request, client_address)
-
-    def cut_connections(self, timeout_s: float) -> None:
-        """Shut every open connection down (idle keep-alives included) and join its thread."""
-        with self._connections_lock:
-            live = dict(self._connections)
-        for sock in live:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        deadline = time.monotonic() + timeout_s
-        for thread in live.values():
-            thread.join(max(0.0, deadline - time.monotonic()))
-        stuck = [thread.name for thread in live.values() if thread.is_alive()]
-        if stuck:
-            raise RuntimeError(f"FakeConsul connection threads did not stop: {stuck}")
-
-
-class FakeConsul:
+class FakeConsul(LoopbackFake):
     """Consul's KV API on 127.0.0.1 for tests; KV data survives ``stop()``/``start()`` to model an outage.
 
     ``FakeConsul(port=0)`` picks a free port on the first ``start()`` and keeps
@@ -667,60 +619,26 @@ class FakeConsul:
         jitter: bool = False,
         first_raft_index: int = FIRST_RAFT_INDEX,
     ) -> None:
-        self._port = port
+        super().__init__(port)
         self._store = _KVStore(first_raft_index)
         self._api = _ConsulApi(self._store, max_wait_s=max_wait_s, jitter=jitter)
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._failure: _Failure | None = None
 
     # ---- lifecycle -------------------------------------------------------------
 
-    def start(self) -> FakeConsul:
-        """Listen (again) on the same port; returns self so ``fake = FakeConsul().start()`` reads well."""
-        if self._server is not None:
-            raise RuntimeError("FakeConsul is already running")
+    thread_name = "fake-consul"
+
+    def _new_server(self, port: int) -> TrackedHTTPServer:
+        return TrackedHTTPServer(port, self, _Handler)
+
+    def _on_start(self) -> None:
         self._store.open()
-        server = _Server(self._port, self)
-        self._port = int(server.server_address[1])
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"fake-consul-{self._port}", daemon=True
-        )
-        self._thread.start()
-        return self
 
-    def stop(self) -> None:
-        """Stop listening and cut every connection; blocked long-polls fail at once, as with a dead agent."""
-        server, thread = self._server, self._thread
-        if server is None or thread is None:
-            return
+    def _on_stop(self) -> None:
+        # blocked long-polls fail at once, as with a dead agent
         self._store.close()
-        server.shutdown()
-        server.server_close()
-        server.cut_connections(STOP_JOIN_TIMEOUT_S)
-        thread.join(STOP_JOIN_TIMEOUT_S)
-        self._server = self._thread = None
-
-    def __enter__(self) -> FakeConsul:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    @property
-    def running(self) -> bool:
-        return self._server is not None
-
-    @property
-    def port(self) -> int:
-        if self._port == 0:
-            raise RuntimeError("FakeConsul has no port until it is started")
-        return self._port
 
     @property
     def address(self) -> str:

@@ -65,6 +65,7 @@ from tests.contract.test_aws_provider import AMI, IMAGE, PROFILE, REGION, _Ec2Pr
 from tests.contract.test_azure_provider import SETTINGS as AZURE_SETTINGS
 from tests.contract.test_azure_provider import SIZE, leftovers, new_provider
 from tests.fakes.azure_arm import FakeAzureArm
+from tests.support.aws import isolate_aws_environment
 from tests.support.loopback import serving
 
 pytestmark = pytest.mark.timeout(120)
@@ -82,16 +83,7 @@ SLEEPER = ["sh", "-c", "exec sleep 60"]
 @pytest.fixture(autouse=True)
 def _aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Dummy credentials only; nothing of the developer's AWS setup or proxies is read (as in the AWS tests)."""
-    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_EC2"):
-        monkeypatch.delenv(name, raising=False)
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    isolate_aws_environment(monkeypatch, tmp_path)
 
 
 @pytest.fixture(scope="module")

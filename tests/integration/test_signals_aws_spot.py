@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -53,7 +52,8 @@ from controlplane.signals.aws_spot import (
     on_demand_price,
 )
 from controlplane.signals.base import PollResult, Wanted
-from tests.support.loopback import serving
+from tests.support.aws import isolate_aws_environment
+from tests.support.loopback import SilentServer, free_port, serving
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -84,26 +84,7 @@ def values(result: PollResult) -> dict[str, float]:
 @pytest.fixture(autouse=True)
 def _aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     """Dummy credentials from the environment only; nothing of the developer's AWS setup is read."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    for name in (
-        "AWS_SESSION_TOKEN",
-        "AWS_PROFILE",
-        "AWS_DEFAULT_PROFILE",
-        "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL_EC2",
-        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "http_proxy",
-        "https_proxy",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # never wait on 169.254.169.254
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    isolate_aws_environment(monkeypatch, tmp_path)
 
 
 @pytest.fixture
@@ -119,12 +100,6 @@ def make_source() -> Iterator[Callable[..., AwsSpotPriceSource]]:
     yield make
     for source in made:
         source.close()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -282,18 +257,6 @@ def ec2() -> Iterator[_FakeEc2]:
         yield server
 
 
-@contextlib.contextmanager
-def _silent_server() -> Iterator[str]:
-    """A TCP port that accepts connections (the kernel's backlog) and never answers."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(16)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        sock.close()
-
-
 # --------------------------------------------------------------------------- moto
 
 
@@ -334,7 +297,7 @@ def test_moto_offer_not_sold_in_region_is_a_problem_not_a_failure(
 
 
 def test_one_of_two_regions_down_keeps_the_other(moto_url: str, make_source: Callable[..., AwsSpotPriceSource]) -> None:
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     source = make_source(endpoint_url={"us-east-1": moto_url, "eu-west-1": dead})
     started = time.monotonic()
     result = source.poll(wanted(("us-east-1", "g5.xlarge"), ("eu-west-1", "g5.xlarge")), timeout_s=3, clock=clock)
@@ -480,7 +443,8 @@ def test_garbage_answer_raises(ec2: _FakeEc2, make_source: Callable[..., AwsSpot
 def test_silent_server_times_out_on_the_fail_fast_client_timeouts(
     make_source: Callable[..., AwsSpotPriceSource],
 ) -> None:
-    with _silent_server() as url:
+    with SilentServer() as silent:
+        url = silent.url
         source = make_source(endpoint_url=url)
         source.client_for("us-east-1", timeout_s=1.0)  # built (service model loaded) before the clock starts
         started = time.monotonic()

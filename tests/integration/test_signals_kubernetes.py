@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -45,6 +44,7 @@ from controlplane.signals.kubernetes_capacity import (
     pod_gpu_request,
     tolerates,
 )
+from tests.support.loopback import SilentServer, free_port
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -635,7 +635,7 @@ def test_default_kubeconfig_from_the_environment(
     cluster: EmulatedCluster, kube: Clusters, monkeypatch: pytest.MonkeyPatch, source: KubernetesCapacitySource
 ) -> None:
     make_node(kube.add("current", cluster.url), "n1", gpus="3")
-    kube.add("other", f"http://127.0.0.1:{_free_port()}")  # nothing listens there
+    kube.add("other", f"http://127.0.0.1:{free_port()}")  # nothing listens there
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)  # not in a pod: no in-cluster config
     monkeypatch.setenv("KUBECONFIG", str(kube.path))
 
@@ -696,49 +696,8 @@ def test_bad_settings_are_one_targets_problem(
 # -- faults --------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class SilentServer:
-    """Accepts TCP connections on 127.0.0.1 and never answers a byte."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.1)
-        self.port = int(self.sock.getsockname()[1])
-        self.accepted: list[socket.socket] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, name="silent", daemon=True)
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():  # bounded by the stop event; each wait is 0.1 s
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.accepted.append(conn)
-
-    def __enter__(self) -> SilentServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        for conn in self.accepted:
-            conn.close()
-        self.sock.close()
-
-
 def test_api_server_down_raises_within_the_timeout(kube: Clusters, source: KubernetesCapacitySource) -> None:
-    kube.add("down", f"http://127.0.0.1:{_free_port()}")
+    kube.add("down", f"http://127.0.0.1:{free_port()}")
 
     started = time.monotonic()
     with pytest.raises(KubernetesCapacityError, match="k8s: cannot reach the API server"):
@@ -796,7 +755,7 @@ def test_one_cluster_down_the_other_still_sampled_then_recovery(
     cluster: EmulatedCluster, kube: Clusters, source: KubernetesCapacitySource
 ) -> None:
     make_node(kube.add("up", cluster.url), "n1", gpus="4")
-    port = _free_port()
+    port = free_port()
     kube.add("later", f"http://127.0.0.1:{port}")
     targets = [kube.target("up", "up"), kube.target("later", "later")]
 

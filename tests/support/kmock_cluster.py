@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import socket
 import threading
 import uuid
 from collections import deque
@@ -38,6 +37,8 @@ from typing import Any
 import attrs
 import kmock
 import kubernetes
+
+from tests.support.loopback import SilentServer, free_port
 
 __all__ = [
     "EVENTS",
@@ -283,44 +284,3 @@ def api_client(url: str) -> kubernetes.client.ApiClient:
     configuration.host = url
     configuration.retries = 0
     return kubernetes.client.ApiClient(configuration)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class SilentServer:
-    """Accepts TCP connections on 127.0.0.1 and never answers a byte."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.1)
-        self.port = int(self.sock.getsockname()[1])
-        self.accepted: list[socket.socket] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, name="silent", daemon=True)
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():  # bounded by the stop event; each wait is 0.1 s
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.accepted.append(conn)
-
-    def __enter__(self) -> SilentServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        for conn in self.accepted:
-            conn.close()
-        self.sock.close()

@@ -15,7 +15,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+
+from tests.support.loopback import free_port
 
 __all__ = ["PG_BIN", "PostgresServer", "missing_binaries", "running_postgres"]
 
@@ -45,12 +46,6 @@ def missing_binaries() -> str | None:
         except KeyError:
             return f"running as root but there is no {OS_USER!r} OS user to run the server as"
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -164,7 +159,7 @@ def running_postgres(settings: Mapping[str, str] | None = None) -> Iterator[Post
 def _start(
     base: Path, data: Path, env: dict[str, str], user: dict[str, Any], settings: Mapping[str, str]
 ) -> PostgresServer:
-    port = _free_port()
+    port = free_port()
     log_path = base / "postgres.log"
     args = [str(PG_BIN / "postgres"), "-D", str(data), "-k", str(base), "-p", str(port), "-h", "127.0.0.1"]
     for name, value in settings.items():

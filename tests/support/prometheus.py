@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -27,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
+
+from tests.support.loopback import free_port
 
 __all__ = [
     "PROMETHEUS_BIN",
@@ -51,12 +52,6 @@ def missing_binaries() -> str | None:
     if not os.access(PROMETHEUS_BIN, os.X_OK):
         return f"Prometheus is not installed ({PROMETHEUS_BIN} missing; `make system-deps` installs it)"
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
