@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +19,20 @@ __all__ = ["Settings", "is_loopback"]
 
 def _paths(value: str) -> tuple[Path, ...]:
     return tuple(Path(p).expanduser().resolve() for p in value.split(os.pathsep) if p)
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    """A positive number of seconds from ``env[name]``; a bad value is refused naming the variable."""
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}: not a number of seconds: {raw!r}") from None
+    if not 0 < value <= 86_400:
+        raise ValueError(f"{name}: must be more than 0 and at most 86400 seconds, not {raw}")
+    return value
 
 
 def is_loopback(host: str) -> bool:
@@ -47,6 +63,12 @@ class Settings:
     #: no auth at all; refused unless bound to loopback
     insecure_dev: bool = False
     local_slots: int = 2
+    #: argv prefix of the local provider's worker (shell words); empty: this interpreter's ``worker run``
+    local_worker_command: tuple[str, ...] = ()
+    #: how long a scheduler's leadership lasts without renewal (several ``serve`` replicas on one database)
+    leader_lease_seconds: float = 15.0
+    #: how often the scheduler reconciles what each provider owns with the store
+    reconcile_seconds: float = 60.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -64,6 +86,9 @@ class Settings:
             "max_upload_bytes": int(env.get("FUSIONPLANE_MAX_UPLOAD_BYTES", str(2 << 30))),
             "public_url": env.get("FUSIONPLANE_PUBLIC_URL", ""),
             "local_slots": int(env.get("FUSIONPLANE_LOCAL_SLOTS", "2")),
+            "local_worker_command": tuple(shlex.split(env.get("FUSIONPLANE_LOCAL_WORKER_COMMAND", ""))),
+            "leader_lease_seconds": _seconds(env, "FUSIONPLANE_LEADER_LEASE_S", 15.0),
+            "reconcile_seconds": _seconds(env, "FUSIONPLANE_RECONCILE_S", 60.0),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

@@ -27,6 +27,9 @@ class Metrics:
     signal_polls: Counter
     signal_poll_errors: Counter
     signal_poll_seconds: Histogram
+    leader: Gauge
+    leader_changes: Counter
+    reconciled: Counter
 
     @classmethod
     def create(cls) -> Metrics:
@@ -97,6 +100,23 @@ class Metrics:
                 "Time one signal poll took",
                 ["source"],
                 buckets=_LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            leader=Gauge(
+                "fusionplane_leader",
+                "1 while this replica holds the scheduler lease and schedules; alert when no replica reports 1",
+                registry=registry,
+            ),
+            leader_changes=Counter(
+                "fusionplane_leader_changes",
+                "Times this replica became the scheduling leader (often: lease too short, or replicas flapping)",
+                registry=registry,
+            ),
+            reconciled=Counter(
+                "fusionplane_reconciled",
+                "Reconciliation actions by provider and action (adopted, orphan_cancelled, released, vanished, "
+                "requeued, finished); orphans and vanished attempts are what to alert on",
+                ["provider", "action"],
                 registry=registry,
             ),
         )

@@ -67,6 +67,11 @@ class NoopProvider:
         with self._lock:
             self._resources[attempt_id].status = status
 
+    def forget(self, attempt_id: str) -> None:
+        """The resource vanishes without an outcome (node died, VM deleted by hand): gone from status and list."""
+        with self._lock:
+            del self._resources[attempt_id]
+
     def launched(self) -> list[str]:
         """Attempt ids launched so far, in launch order."""
         with self._lock:

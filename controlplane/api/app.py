@@ -36,6 +36,7 @@ from controlplane.api.task_file import TaskFileError, infer_kind, output_suffix
 from controlplane.api.views import attempt_json, event_json, receipt_json, task_json
 from controlplane.config import Settings
 from controlplane.domain import (
+    Attempt,
     AttemptState,
     DataSensitivity,
     InvalidTransition,
@@ -84,6 +85,7 @@ def create_app(
     live_signals: LiveSignals | None = None,
     active_policy: ActivePolicy | None = None,
     signal_pollers: Callable[[], list[dict[str, Any]]] | None = None,
+    leader_status: Callable[[], dict[str, Any]] | None = None,
 ) -> Any:
     """The ASGI app: FastAPI routes wrapped in the request-body limit.
 
@@ -337,17 +339,32 @@ def create_app(
             raise ApiError(422, "invalid", "the body must be a JSON object", field="body")
         return body
 
+    def attempt_ended(attempt: Attempt) -> ApiError:
+        """409 to a worker whose attempt has ended (cancelled, lost its hedge): it must stop, writing nothing."""
+        metrics.callbacks_rejected.labels(reason="attempt_ended").inc()
+        why = f": {attempt.reason}" if attempt.reason else ""
+        return ApiError(
+            409,
+            "attempt_ended",
+            f"attempt {attempt.id} has ended ({attempt.state.value}{why}); stop without writing the output",
+            field="attempt_id",
+            state=attempt.state.value,
+        )
+
     @app.post("/v1/attempts/{attempt_id}/heartbeat", tags=["worker"])
     @app.post("/v1/attempts/{attempt_id}/progress", tags=["worker"])
     async def heartbeat(attempt_id: str, request: Request) -> dict[str, Any]:
+        """Note the worker's heartbeat; the answer's ``state`` says whether it may work (``running``)."""
         attempt = attempt_for_callback(attempt_id, request)
         body = await callback_body(request)
         progress = body.get("progress", body) if isinstance(body.get("progress", body), dict) else {}
-        store.record_heartbeat(attempt.id, progress=progress)
+        attempt = store.record_heartbeat(attempt.id, progress=progress)
         if attempt.state == AttemptState.LAUNCHING:
-            # the worker is up: the attempt (and its task) are running
-            advance(store, attempt.id, AttemptState.RUNNING, TaskState.RUNNING, actor="worker")
-        return {"ok": True}
+            # the worker is up: the attempt (and its task) run, unless a sibling of its hedged launch ran first
+            attempt = store.start_running(attempt.id, actor="worker").attempt
+        if attempt.state.is_final:
+            raise attempt_ended(attempt)
+        return {"ok": True, "state": attempt.state.value}
 
     @app.post("/v1/attempts/{attempt_id}/complete", tags=["worker"])
     async def complete(attempt_id: str, request: Request) -> dict[str, Any]:
@@ -355,7 +372,7 @@ def create_app(
         body = await callback_body(request)
         store.record_heartbeat(attempt.id, progress=body)
         advance(store, attempt.id, AttemptState.SUCCEEDED, TaskState.SUCCEEDED, actor="worker", exit_code=0)
-        return {"ok": True}
+        return {"ok": True, "state": store.get_attempt(attempt.id).state.value}
 
     @app.post("/v1/attempts/{attempt_id}/fail", tags=["worker"])
     async def fail(attempt_id: str, request: Request) -> dict[str, Any]:
@@ -368,7 +385,7 @@ def create_app(
         exit_code = body.get("exit_code") if isinstance(body.get("exit_code"), int) else None
         wanted = AttemptState.PREEMPTED if kind in ("preempted", "temporary") else AttemptState.FAILED
         advance(store, attempt.id, wanted, TaskState.FAILED, actor="worker", reason=reason, exit_code=exit_code)
-        return {"ok": True}
+        return {"ok": True, "state": store.get_attempt(attempt.id).state.value}
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
@@ -400,6 +417,9 @@ def create_app(
                     "source_reachable",
                 )
             }
+        if leader_status is not None:
+            # every replica is ready to serve the API; only the leader schedules
+            ready["scheduler"] = leader_status()
         return ready
 
     @app.get("/metrics", tags=["health"], response_model=None)

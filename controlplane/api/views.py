@@ -52,6 +52,7 @@ def attempt_json(attempt: Attempt, progress: AttemptProgress | None = None) -> d
         "reason": attempt.reason,
         "exit_code": attempt.exit_code,
         "backend_ref": attempt.backend_ref,
+        "hedge_group": attempt.hedge_group,
         "created_at": _time(attempt.created_at),
         "updated_at": _time(attempt.updated_at),
         "last_heartbeat_at": _time(progress.last_heartbeat_at) if progress else None,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import stat
+import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -67,6 +70,7 @@ def serve(
     local_slots: int | None,
 ) -> None:
     """Run the REST API and the scheduler; tasks run on this machine through the local provider."""
+    from apscheduler.jobstores.base import JobLookupError
     from apscheduler.schedulers.background import BackgroundScheduler
 
     from controlplane.api.app import create_app
@@ -74,8 +78,10 @@ def serve(
     from controlplane.metrics import Metrics
     from controlplane.policy import PolicyError
     from controlplane.scheduler import Scheduler
+    from controlplane.scheduler.leader import Leadership
     from controlplane.scheduler.policy_runtime import start_policy_runtime
     from controlplane.scheduler.providers_runtime import cloud_providers
+    from controlplane.scheduler.reconcile import Reconciler
     from controlplane.scheduler.signals_runtime import build_signal_hub, pollers_json, prune_history
     from controlplane.store import Store, make_engine, upgrade
     from providers.local import LocalProvider
@@ -87,8 +93,8 @@ def serve(
         overrides["tokens_file"] = tokens_file
     if local_slots is not None:
         overrides["local_slots"] = local_slots
-    settings = Settings.from_env(**overrides)
     try:
+        settings = Settings.from_env(**overrides)
         settings.check()
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
@@ -109,7 +115,11 @@ def serve(
         raise click.ClickException(f"policy: {exc}") from exc
     token = None if insecure_dev else _dev_token(settings)
     tokens = TokenRegistry.load(settings.tokens_file)
-    local = LocalProvider(state_dir=settings.var_dir / "local-provider", slots=settings.local_slots)
+    local = LocalProvider(
+        state_dir=settings.var_dir / "local-provider",
+        slots=settings.local_slots,
+        worker_command=list(settings.local_worker_command) or None,
+    )
 
     def attempt_logs(attempt_id: str) -> Path | None:
         try:
@@ -132,10 +142,41 @@ def serve(
         metrics=metrics,
     )
     jobs = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 5})
-    jobs.add_job(scheduler.place_until_idle, "interval", seconds=0.5, kwargs={"max_seconds": 0.4}, id="place")
-    jobs.add_job(scheduler.follow, "interval", seconds=1.0, id="follow")
-    scheduler.release_finished()  # sets the cursor: resources of attempts that end from now on are released
-    jobs.add_job(scheduler.release_finished, "interval", seconds=5.0, id="release")
+    reconciler = Reconciler(scheduler)
+    elected = threading.Event()
+
+    def on_elected(fenced: Store) -> None:
+        # from now on every scheduler write checks this replica's token; reconcile at once
+        scheduler.store = fenced
+        scheduler.restart_release_cursor()  # what ended while nobody led is reconciliation's
+        elected.set()
+        with contextlib.suppress(JobLookupError):
+            jobs.modify_job("reconcile", next_run_time=datetime.now(UTC))
+
+    def reconcile() -> None:
+        just_elected = elected.is_set()
+        elected.clear()
+        reconciler.run(elected=just_elected)
+
+    leadership = Leadership(
+        store=store,
+        holder=scheduler_id,
+        lease_seconds=settings.leader_lease_seconds,
+        on_elected=on_elected,
+        metrics=metrics,
+    )
+    guard = leadership.guard
+    jobs.add_job(
+        guard(scheduler.place_until_idle, default=0),
+        "interval",
+        seconds=0.5,
+        kwargs={"max_seconds": 0.4},
+        id="place",
+    )
+    jobs.add_job(guard(scheduler.follow, default=0), "interval", seconds=1.0, id="follow")
+    jobs.add_job(guard(scheduler.release_finished, default=0), "interval", seconds=5.0, id="release")
+    jobs.add_job(guard(reconcile, default=None), "interval", seconds=settings.reconcile_seconds, id="reconcile")
+    jobs.add_job(leadership.renew, "interval", seconds=leadership.renew_every_seconds, id="leader-lease")
     hub.schedule(jobs)
     jobs.add_job(prune_history, "interval", hours=1, args=(store,), id="signals-retention")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
@@ -148,6 +189,7 @@ def serve(
         active_policy=policies.active,
         live_signals=lambda: scheduler.snapshot(policies.current()),
         signal_pollers=lambda: pollers_json(hub),
+        leader_status=leadership.status,
     )
     url = f"http://{host}:{port}"
     click.echo(
@@ -163,9 +205,11 @@ def serve(
     elif not is_loopback(host):  # pragma: no cover - check() refuses this
         raise click.UsageError("insecure mode off loopback")
     jobs.start()
+    leadership.renew()  # a lone replica leads at once; otherwise it waits for the holder's lease
     try:
         run_api(asgi, host=host, port=port)
     finally:
         jobs.shutdown(wait=True)
+        leadership.resign()
         policies.stop()
         hub.close()

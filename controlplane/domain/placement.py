@@ -44,6 +44,9 @@ class Candidate:
     expected_usd_h: float | None = None
     #: candidates sharing a hedge group are launched together; the first to run wins
     hedge_group: int | None = None
+    #: the half-open circuit breaker (provider/region/type) this launch would probe; the executor lets
+    #: one probe per breaker be in flight at a time
+    breaker_probe: str | None = None
     reasons: tuple[str, ...] = ()
 
 

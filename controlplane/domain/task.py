@@ -69,3 +69,5 @@ class Attempt:
     backend_ref: str | None = None
     reason: str | None = None
     exit_code: int | None = None
+    #: the number of the first attempt of its hedged launch; None when it was launched alone
+    hedge_group: int | None = None

@@ -33,6 +33,12 @@ class CallbackSpec(_Strict):
     )
     token: SecretStr = Field(description="Per-attempt bearer token; never logged.")
     heartbeat_seconds: float = Field(default=10.0, ge=1.0, le=300.0)
+    wait_for_go: bool = Field(
+        default=False,
+        description="A hedged launch's attempt: before any work, post heartbeats until the answer says "
+        'the attempt is running ({"state": "running"}); an answer that it ended (409 attempt_ended: '
+        "another attempt of the task won) means exit without touching the output.",
+    )
 
 
 class SpecOptions(_Strict):

@@ -48,8 +48,9 @@ def policy_key() -> str:
 def consul_client(*, timeout_s: float) -> consul.Consul:
     """A client from ``CONSUL_HTTP_ADDR`` / ``CONSUL_HTTP_TOKEN`` (py-consul reads both).
 
-    ``timeout_s`` is the HTTP timeout of every call: short for the CLI, longer
-    than the blocking wait for the watcher.
+    ``timeout_s`` is how long a call may wait for Consul's answer. py-consul
+    adds a blocking query's own ``wait`` (plus Consul's 1/16 jitter) to it, so
+    the watcher passes the same short value as the CLI, not ``wait`` + margin.
     """
     token = os.environ.get("CONSUL_HTTP_TOKEN") or None
     return consul.Consul(token=token, connections_timeout=timeout_s)

@@ -614,7 +614,7 @@ def plan(task: Task, snapshot: SignalSnapshot, policy: Policy, now: datetime) ->
     # the private-data rule and the rule's own exclusions depend on the policy alone, so the outcome holds them;
     # what is left here is what the signals say: capacity, then price, in preference order
     rejected: dict[str, Rejection] = {}
-    picks: list[tuple[_Lane, str | None, str | None, float | None, list[str]]] = []
+    picks: list[tuple[_Lane, str | None, str | None, float | None, list[str], str | None]] = []
     load_ttl, price_ttl = policy.thresholds.load_ttl_seconds, policy.thresholds.price_ttl_seconds
     read, breaker = signals.read, signals.breaker
     # the daily budgets are read once, and only when a cloud target is still in the running
@@ -642,7 +642,7 @@ def plan(task: Task, snapshot: SignalSnapshot, policy: Policy, now: datetime) ->
         if free is not None:
             reasons.append(f"{free:g} free GPU(s)")
         if not lane.cloud:
-            picks.append((lane, lane.region, lane.instance_type, None, reasons))
+            picks.append((lane, lane.region, lane.instance_type, None, reasons, None))
             continue
         ceiling = lane.ceiling
         over: list[str] = []
@@ -657,9 +657,11 @@ def plan(task: Task, snapshot: SignalSnapshot, policy: Policy, now: datetime) ->
                     tripped.append(key)  # skipped like a price above the max
                     continue
                 reasons.append(f"spot price {key} {price:.4f}{lane.within_suffix}")
+                probe = None
                 if state is not None and state > 0:
                     reasons.append(_probe_reason(key))
-                picks.append((lane, region, instance_type, price, reasons))
+                    probe = key
+                picks.append((lane, region, instance_type, price, reasons, probe))
                 break
             over.append(f"{key} {price:.4f}{lane.over_suffix}")
         else:
@@ -671,9 +673,11 @@ def plan(task: Task, snapshot: SignalSnapshot, policy: Policy, now: datetime) ->
                             tripped.append(key)
                         continue
                     reasons.append(_NO_PRICE_NO_CAP)
+                    probe = None
                     if state is not None and state > 0:
                         reasons.append(_probe_reason(key))
-                    picks.append((lane, region, instance_type, None, reasons))
+                        probe = key
+                    picks.append((lane, region, instance_type, None, reasons, probe))
                     break
                 else:
                     rejected[name] = _breaker_rejection(name, tripped, over)
@@ -701,9 +705,10 @@ def plan(task: Task, snapshot: SignalSnapshot, policy: Policy, now: datetime) ->
             max_price_usd_h=lane.ceiling,
             expected_usd_h=expected,
             hedge_group=1 if place < hedged else None,
+            breaker_probe=probe,
             reasons=tuple(reasons),
         )
-        for place, (lane, region, instance_type, expected, reasons) in enumerate(picks)
+        for place, (lane, region, instance_type, expected, reasons, probe) in enumerate(picks)
     )
     trace += signals.notes
     if not candidates:

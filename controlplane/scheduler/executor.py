@@ -4,7 +4,10 @@
 the same task), plans each with the pure ``plan()``, stores the receipt,
 then walks the plan: one attempt per candidate until a provider accepts the
 launch. A launch error moves on to the next candidate and is recorded on
-the attempt; a terminal one (``InvalidSpec``) stops there.
+the attempt; a terminal one (``InvalidSpec``) stops there. A hedged plan
+launches its hedge group at once, one attempt per candidate; the first to
+run wins and the others are cancelled (docs/reliability.md, "Hedged
+launches").
 
 ``follow`` asks each provider about the attempts still launching or running
 and applies what it says; it also stops the backend work of cancelled tasks.
@@ -20,11 +23,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import logging
 import re
 import secrets
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -41,6 +46,7 @@ from controlplane.domain import (
     Task,
     TaskState,
     Unavailable,
+    spot_price_key,
 )
 from controlplane.metrics import Metrics
 from controlplane.policy import CAPACITY_SOURCE, Policy, PolicySet, plan
@@ -57,6 +63,8 @@ Planner = Callable[[Task, SignalSnapshot, Policy, datetime], PlacementPlan]
 log = logging.getLogger("fusionplane.scheduler")
 
 CAPACITY_TTL_S = 30.0
+#: a probe chosen less than this long ago counts as in flight even before its attempt row is read back
+PROBE_LAUNCH_S = 10.0
 _OUTCOMES = {
     BackendState.SUCCEEDED: (AttemptState.SUCCEEDED, TaskState.SUCCEEDED),
     BackendState.FAILED: (AttemptState.FAILED, TaskState.FAILED),
@@ -112,6 +120,11 @@ class Scheduler:
         self.signals = signals
         #: the last event whose finished attempt had its backend resource released
         self._release_cursor: int | None = None
+        #: attempt id -> provider: releases whose cancel failed, tried again each round
+        self._release_retries: dict[str, str] = {}
+        #: half-open breaker key -> (the task sent as its probe, when): one probe in flight per breaker
+        self._probes: dict[str, tuple[str, float]] = {}
+        self.probe_launch_s = PROBE_LAUNCH_S
 
     # -- signals ---------------------------------------------------------------
     def snapshot(self, policy: Policy | PolicySet) -> SignalSnapshot:
@@ -152,6 +165,13 @@ class Scheduler:
         providers key launches by attempt id, so a crash in between is
         adopted, never launched twice. A launch error falls back to the
         per-task path for the remaining candidates.
+
+        A hedged plan (its first usable candidates share a hedge group, two
+        or more of them) starts one attempt per candidate of the group in
+        that same transaction, and all of them are launched; the first to
+        run wins (``Store.start_running``) and the others are cancelled.
+        Only when every one of them is refused does the task walk the rest
+        of its plan.
         """
         tasks = self.store.claim_queued(batch_size=self.batch_size, scheduler_id=self.scheduler_id)
         if not tasks:
@@ -160,7 +180,7 @@ class Scheduler:
         policies = self.policy()
         snapshot = self.snapshot(policies)
         launches: list[PlannedLaunch] = []
-        tokens: list[str | None] = []
+        tokens: list[list[str]] = []
         rests: list[tuple[list[Candidate], list[str]]] = []
         for task in tasks:
             started = time.perf_counter()
@@ -169,33 +189,42 @@ class Scheduler:
             if self.metrics:
                 self.metrics.plan_seconds.observe(time.perf_counter() - started)
             history: list[str] = []
-            usable = self._usable(task, decision.candidates, history, policy)
-            first = usable[0] if usable else None
-            token, token_sha256 = _attempt_token() if first is not None else (None, None)
+            usable = self._gate_probes(self._usable(task, decision.candidates, history, policy), history)
+            group = _launched_together(usable)
+            self._register_probes(task.id, group)
+            issued = [_attempt_token() for _ in group]
             launches.append(
                 PlannedLaunch(
                     plan=decision,
-                    candidate=first,
-                    token_sha256=token_sha256,
-                    failure=None if first is not None else self._no_launch_reason(decision, history),
+                    candidate=group[0] if group else None,
+                    token_sha256=issued[0][1] if issued else None,
+                    failure=None if group else self._no_launch_reason(decision, history),
+                    hedged=tuple(group[1:]),
+                    hedged_token_sha256=tuple(sha256 for _, sha256 in issued[1:]),
                 )
             )
-            tokens.append(token)
-            rests.append((usable[1:], history))
+            tokens.append([token for token, _ in issued])
+            rests.append((usable[len(group) :], history))
         # the batch's snapshot is stored with its receipts: `policy simulate` replays them on it
-        attempts = self.store.start_launches(
+        groups = self.store.start_launch_groups(
             launches, actor=self.scheduler_id, snapshot=(snapshot.taken_at, snapshot_to_json(snapshot))
         )
+        # a leader deposed since its last write stops here, before anything leaves this process
+        self.store.check_fence()
         launched: dict[str, str] = {}
-        for task, launch, token, attempt, (rest, history) in zip(tasks, launches, tokens, attempts, rests, strict=True):
-            if attempt is None or launch.candidate is None or token is None:
+        for task, launch, group_tokens, attempts, (rest, history) in zip(
+            tasks, launches, tokens, groups, rests, strict=True
+        ):
+            if not attempts or launch.candidate is None:
                 continue  # failed with its reason, or cancelled meanwhile
-            sent = self._send(task, launch.candidate, attempt.id, token, history)
-            if isinstance(sent, str):
-                launched[attempt.id] = sent
-            elif sent.retryable:
-                self._launch(task, rest, history)
-            else:
+            members = list(zip(attempts, [launch.candidate, *launch.hedged], group_tokens, strict=True))
+            refs, refusals = self._send_group(task, members, history)
+            launched.update(refs)
+            if len(refusals) < len(members):
+                continue  # launched (a hedged launch: at least one of its siblings), or cancelled meanwhile
+            if all(refusal.retryable for refusal in refusals):
+                self._launch(task, rest, history, last=attempts[-1])
+            else:  # terminal (InvalidSpec), and no sibling launched
                 self._fail_task(task.id, "launch refused: " + "; ".join(history))
         self.store.record_backend_refs(launched)
         return len(tasks)
@@ -231,6 +260,47 @@ class Scheduler:
                 usable.append(candidate)
         return usable
 
+    def _gate_probes(self, usable: list[Candidate], history: list[str]) -> list[Candidate]:
+        """Leave out candidates that would probe a half-open breaker whose probe is still in flight.
+
+        A half-open breaker means "try one launch and see": sending every
+        task there until the breaker poller sees the probe's outcome would
+        be the stampede the breaker exists to stop. A task with another
+        candidate goes there instead; a task whose every candidate is
+        gated still launches (a second probe rather than a task that waits
+        on a poll interval).
+        """
+        gated = [c for c in usable if c.breaker_probe is not None and self._probe_in_flight(c.breaker_probe)]
+        if not gated or len(gated) == len(usable):
+            return usable
+        for candidate in gated:
+            history.append(
+                f"{candidate.target}: circuit breaker {candidate.breaker_probe} half-open, its probe is in flight"
+            )
+        return [c for c in usable if c not in gated]
+
+    def _register_probes(self, task_id: str, chosen: list[Candidate]) -> None:
+        for candidate in chosen:
+            if candidate.breaker_probe is not None:
+                self._probes[candidate.breaker_probe] = (task_id, time.monotonic())
+
+    def _probe_in_flight(self, key: str) -> bool:
+        """Whether the probe sent to breaker ``key`` is still launching or running (or was sent moments ago)."""
+        entry = self._probes.get(key)
+        if entry is None:
+            return False
+        task_id, since = entry
+        if time.monotonic() - since < self.probe_launch_s:
+            return True  # chosen in this or a recent batch; its attempt row may not be visible yet
+        for attempt in self.store.attempts_for(task_id):
+            if (
+                not attempt.state.is_final
+                and spot_price_key(attempt.provider, attempt.region, attempt.instance_type) == key
+            ):
+                return True
+        del self._probes[key]
+        return False
+
     @staticmethod
     def _private_target(candidate: Candidate, policy: Policy) -> bool:
         """Both the candidate and the policy's own target of that name say private.
@@ -248,8 +318,41 @@ class Scheduler:
             return f"no placement: {reasons}"
         return "every candidate failed to launch: " + "; ".join(history)
 
+    def _send_group(
+        self, task: Task, members: list[tuple[Attempt, Candidate, str]], history: list[str]
+    ) -> tuple[dict[str, str], list[ProviderError]]:
+        """Launch one attempt, or every sibling of a hedged launch: their backend refs, and the refusals.
+
+        A sibling that ended before its turn (another one already won) is
+        not sent at all. After the sends, a sibling that lost while the
+        launches went out has its resource stopped at once: its cancel in
+        ``release_finished`` may have come before the resource existed. A
+        task whose first sibling was refused is retargeted to the first one
+        that launched.
+        """
+        refs: dict[str, str] = {}
+        refusals: list[ProviderError] = []
+        hedged = len(members) > 1
+        for index, (attempt, candidate, token) in enumerate(members):
+            if index > 0 and self.store.get_attempt(attempt.id).state.is_final:
+                continue
+            sent = self._send(task, candidate, attempt.id, token, history, hedged=hedged)
+            if isinstance(sent, str):
+                refs[attempt.id] = sent
+            else:
+                refusals.append(sent)
+        if hedged and refs:
+            for attempt in self.store.attempts_for(task.id):
+                if attempt.id in refs and attempt.state == AttemptState.CANCELLED:
+                    self._stop_resource(attempt.id, attempt.provider)
+            if members[0][0].id not in refs:
+                # the task named the first sibling's target, which refused: name one that launched instead
+                target = next(candidate.target for attempt, candidate, _ in members if attempt.id in refs)
+                self.store.retarget_task(task.id, target=target, actor=self.scheduler_id)
+        return refs, refusals
+
     def _send(
-        self, task: Task, candidate: Candidate, attempt_id: str, token: str, history: list[str]
+        self, task: Task, candidate: Candidate, attempt_id: str, token: str, history: list[str], *, hedged: bool = False
     ) -> str | ProviderError:
         """Launch one attempt: its backend ref, or the provider's refusal (recorded on the attempt)."""
         provider = self.providers[candidate.provider]
@@ -261,6 +364,7 @@ class Scheduler:
                 token=token,
                 callback_base=self.callback_base,
                 checkpoint_root=self.checkpoint_root,
+                hedged=hedged,
             )
             result = provider.launch(
                 LaunchRequest(
@@ -301,8 +405,14 @@ class Scheduler:
         )
         return result.backend_ref
 
-    def _launch(self, task: Task, candidates: list[Candidate], history: list[str]) -> None:
-        """The per-task path after a launch error: one attempt per remaining candidate."""
+    def _launch(self, task: Task, candidates: list[Candidate], history: list[str], *, last: Attempt) -> None:
+        """The per-task path after a launch error: one attempt per remaining candidate.
+
+        When every candidate refused for a reason that passes (capacity,
+        throttling, an API that timed out), the task is planned again later
+        (:meth:`_retry_later`) rather than failed; a terminal refusal
+        (``InvalidSpec``) fails it. ``last`` is the attempt refused before.
+        """
         for candidate in candidates:
             token, token_sha256 = _attempt_token()
             attempt = self.store.create_attempt(
@@ -331,13 +441,50 @@ class Scheduler:
                     self.store.transition_task(
                         task.id, wanted=TaskState.LAUNCHING, actor=self.scheduler_id, target=candidate.target
                     )
+            last = attempt
             sent = self._send(task, candidate, attempt.id, token, history)
             if isinstance(sent, str):
                 self.store.set_backend_ref(attempt.id, backend_ref=sent)
                 return
             if not sent.retryable:
-                break
-        self._fail_task(task.id, "every candidate failed to launch: " + "; ".join(history))
+                self._fail_task(task.id, "every candidate failed to launch: " + "; ".join(history))
+                return
+        self._retry_later(task, last, history)
+
+    def _retry_later(self, task: Task, last: Attempt, history: list[str]) -> None:
+        """Every candidate refused, each for a reason that passes: plan the task again after a backoff.
+
+        A cluster API that timed out for a few seconds, or a capacity
+        error on every offer, must not fail the task for good. It goes
+        back to ``queued`` through the same failover as an attempt that
+        ended after launch (trigger ``launch_refused``: backoff, a new plan
+        on fresh signals, a new receipt), so it counts against the tenant's
+        max attempts and fails with the refusals once they are used up. A
+        resource a timed-out launch may still have created belongs to an
+        ended attempt, which ``release_finished`` deletes.
+        """
+        rules = FailoverRules.of(self.policy().for_tenant(task.spec.tenant))
+        result = self.store.fail_over(
+            last.id,
+            actor=self.scheduler_id,
+            trigger="launch_refused",
+            reason="every candidate refused the launch: " + "; ".join(history),
+            retryable=lambda _state, _code: True,  # the refusals were checked: each one passes
+            max_attempts=rules.max_attempts,
+            backoff_seconds=rules.backoff_seconds,
+        )
+        if result.outcome is not None:
+            log.warning(
+                "",
+                extra={
+                    "event": "attempt.failover",
+                    "task_id": task.id,
+                    "attempt_id": last.id,
+                    "trigger": "launch_refused",
+                    "outcome": result.outcome,
+                    "attempts": result.attempts,
+                },
+            )
 
     def _fail_task(self, task_id: str, reason: str) -> None:
         with contextlib.suppress(InvalidTransition, StateMismatch):  # cancelled meanwhile
@@ -361,20 +508,40 @@ class Scheduler:
             self._release_cursor = self.store.last_event_id()
             return 0
         released = 0
-        for event_id, attempt_id, provider_name in self.store.finished_attempts_after(self._release_cursor):
-            provider = self.providers.get(provider_name)
-            if provider is not None and provider_name != "local":
-                try:
-                    provider.cancel(attempt_id)
-                except (ProviderError, Unavailable) as exc:
-                    log.warning(
-                        "",
-                        extra={"event": "attempt.release_failed", "attempt_id": attempt_id, "error": str(exc)},
-                    )
-                    return released  # the same attempt is tried again next round
+        # cancels that failed before, first; a provider that fails once is not asked again this round
+        failing: set[str] = set()
+        for attempt_id, provider_name in list(self._release_retries.items()):
+            if provider_name in failing:
+                continue
+            if self._stop_resource(attempt_id, provider_name):
+                del self._release_retries[attempt_id]
                 released += 1
-            self._release_cursor = event_id
+            else:
+                failing.add(provider_name)
+        for finished in self.store.finished_attempts_after(self._release_cursor):
+            provider = self.providers.get(finished.provider)
+            # a cancelled attempt (a hedge's loser) may still run wherever it is, the local provider included
+            if provider is not None and (finished.provider != "local" or finished.state == AttemptState.CANCELLED):
+                if finished.provider in failing or not self._stop_resource(finished.attempt_id, finished.provider):
+                    # kept for the next round; attempts on other providers are not held up behind it
+                    failing.add(finished.provider)
+                    self._release_retries[finished.attempt_id] = finished.provider
+                else:
+                    released += 1
+            self._release_cursor = finished.event_id
         return released
+
+    def _stop_resource(self, attempt_id: str, provider_name: str) -> bool:
+        """Cancel an attempt's backend resource (gone already is fine); False, logged, when the cancel failed."""
+        provider = self.providers.get(provider_name)
+        if provider is None:
+            return True
+        try:
+            provider.cancel(attempt_id)
+        except (ProviderError, Unavailable) as exc:
+            log.warning("", extra={"event": "attempt.release_failed", "attempt_id": attempt_id, "error": str(exc)})
+            return False
+        return True
 
     def follow(self) -> int:
         """Apply what providers say about live attempts, failing over what ended after launch; returns how many.
@@ -385,19 +552,41 @@ class Scheduler:
         called in and then went silent past the heartbeat timeout, or a pod
         unschedulable past its limit, is cancelled and only then failed
         over, so no second attempt starts while the first may still run; a
-        running backend moves a launching attempt to running. Last, the
+        running backend moves a launching attempt to running (of a hedged
+        launch, the first sibling only: the others are cancelled). Last, the
         attempts that a worker's callback ended retryably (the API ends the
         attempt only) get their failover: last, so that one ended after the
         live attempts were read is still caught in this round.
         """
         policies = self.policy()
-        applied = 0
         live = self.store.live_attempts()
         heartbeats = self.store.last_heartbeats([a.id for a in live]) if live else {}
+        by_provider: dict[str, list[Attempt]] = {}
         for attempt in live:
-            provider = self.providers.get(attempt.provider)
-            if provider is None:
-                continue
+            if attempt.provider in self.providers:
+                by_provider.setdefault(attempt.provider, []).append(attempt)
+
+        def one(name: str) -> int:
+            return self._follow_provider(self.providers[name], by_provider[name], heartbeats, policies)
+
+        if len(by_provider) <= 1:
+            applied = sum(one(name) for name in by_provider)
+        else:
+            # one thread per backend: a cloud API that times out holds up only its own attempts
+            with ThreadPoolExecutor(max_workers=len(by_provider), thread_name_prefix="follow") as pool:
+                applied = sum(pool.map(one, list(by_provider)))
+        return applied + self._fail_over_ended(policies)
+
+    def _follow_provider(
+        self,
+        provider: Provider,
+        live: list[Attempt],
+        heartbeats: Mapping[str, datetime | None],
+        policies: Policy | PolicySet,
+    ) -> int:
+        """``follow`` for one backend's live attempts, in order; stops at the first status it cannot get."""
+        applied = 0
+        for attempt in live:
             task = self.store.get_task(attempt.task_id)
             if task.state == TaskState.CANCELLED:
                 try:
@@ -417,7 +606,12 @@ class Scheduler:
             status: BackendStatus | None
             try:
                 status = provider.status(attempt.id)
-            except (ProviderError, Unavailable):
+            except Unavailable:
+                # the backend API is down or timing out: asking about its other attempts this round would
+                # cost one timeout each, and a cancel (for a silent worker) would not go through either
+                log.warning("", extra={"event": "follow.backend_unavailable", "provider": attempt.provider})
+                break
+            except ProviderError:
                 status = None  # the backend cannot say now; a silent worker is still given up below
             if status is not None and status.state.is_final:
                 applied += self._apply(attempt, status, rules)
@@ -445,8 +639,38 @@ class Scheduler:
             elif (
                 status is not None and status.state == BackendState.RUNNING and attempt.state == AttemptState.LAUNCHING
             ):
-                advance(self.store, attempt.id, AttemptState.RUNNING, TaskState.RUNNING, actor=self.scheduler_id)
-        return applied + self._fail_over_ended(policies)
+                self._start_running(attempt)
+        return applied
+
+    def _start_running(self, attempt: Attempt) -> None:
+        """The backend says a launching attempt runs: the store decides whether it may (a hedge's first only).
+
+        The resources of the siblings it beat, or its own when it lost, are
+        stopped now; ``release_finished`` repeats that if a cancel fails.
+        """
+        started = self.store.start_running(attempt.id, actor=self.scheduler_id)
+        losers = [*started.cancelled, *([started.attempt] if started.outcome == "lost" else [])]
+        for loser in losers:
+            self._stop_resource(loser.id, loser.provider)
+        if losers:
+            log.info(
+                "",
+                extra={
+                    "event": "attempt.hedge_decided",
+                    "task_id": attempt.task_id,
+                    "attempt_id": attempt.id,
+                    "outcome": started.outcome,
+                    "cancelled": [loser.id for loser in losers],
+                },
+            )
+
+    def restart_release_cursor(self) -> None:
+        """Make the next ``release_finished`` start from the newest event (a new leader's first round)."""
+        self._release_cursor = None
+
+    def apply_final_status(self, attempt: Attempt, status: BackendStatus, rules: FailoverRules) -> int:
+        """Apply a final backend status found outside ``follow`` (reconciliation); 1 if it changed something."""
+        return self._apply(attempt, status, rules)
 
     def _apply(self, attempt: Attempt, status: BackendStatus, rules: FailoverRules) -> int:
         """A final backend status: fail over a retryable ending, else end the attempt and its task."""
@@ -558,7 +782,12 @@ class Scheduler:
             backoff_seconds=rules.backoff_seconds,
         )
         if result.outcome is None:
-            return 0  # another scheduler or the worker's callback got there first
+            if not result.ended:
+                return 0  # another scheduler or the worker's callback got there first
+            # ended here, but the task waits on a live sibling of its hedged launch (or has finished)
+            if self.metrics and ended is not None:
+                self.metrics.attempts.labels(provider=attempt.provider, outcome=ended.value).inc()
+            return 1
         log.warning(
             "",
             extra={
@@ -575,6 +804,19 @@ class Scheduler:
         if ended is not None and self.metrics:
             self.metrics.attempts.labels(provider=attempt.provider, outcome=ended.value).inc()
         return 1
+
+
+def _launched_together(usable: list[Candidate]) -> list[Candidate]:
+    """The candidates launched at once: the leading ones of a hedge group when two or more are usable, else the first.
+
+    A hedged candidate this scheduler cannot use (no such provider here,
+    private data) leaves the group smaller; a group of one is a launch alone.
+    """
+    if not usable:
+        return []
+    group = usable[0].hedge_group
+    together = list(itertools.takewhile(lambda c: group is not None and c.hedge_group == group, usable))
+    return together if len(together) >= 2 else usable[:1]
 
 
 def _trigger(state: AttemptState) -> str:

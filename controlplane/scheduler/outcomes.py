@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from controlplane.domain import AttemptState, InvalidTransition, TaskState
+from controlplane.domain import Attempt, AttemptState, InvalidTransition, TaskState
 from controlplane.policy import Thresholds
 from controlplane.store import StateMismatch, Store
 
@@ -115,18 +115,30 @@ def advance(
     attempt only: the task stays launching or running with no live attempt,
     and the scheduler's next ``follow`` re-plans it or fails it with the
     reason (it alone knows the tenant's max attempts and backoff).
+
+    Hedged launches (docs/reliability.md, "Hedged launches"): "it runs" is
+    decided by ``Store.start_running``, so only the first sibling to run
+    wins; a launching sibling's success counts only if it wins that way; a
+    launching sibling that fails while another sibling lives ends alone,
+    and the live one decides what becomes of the task.
     """
     attempt = store.get_attempt(attempt_id)
     if attempt.state.is_final:
         return False
+    if attempt_state == AttemptState.RUNNING:
+        return store.start_running(attempt_id, actor=actor).running
     try:
         if attempt.state == AttemptState.LAUNCHING and attempt_state.is_final:
-            store.transition_attempt(attempt_id, wanted=AttemptState.RUNNING, actor=actor)
-        if attempt_state != AttemptState.RUNNING or attempt.state != AttemptState.RUNNING:
-            store.transition_attempt(attempt_id, wanted=attempt_state, actor=actor, reason=reason, exit_code=exit_code)
+            if attempt.hedge_group is None:
+                store.transition_attempt(attempt_id, wanted=AttemptState.RUNNING, actor=actor)
+            elif attempt_state == AttemptState.SUCCEEDED and not store.start_running(attempt_id, actor=actor).running:
+                return False  # a sibling ran first: its outcome is the task's, never two
+        store.transition_attempt(attempt_id, wanted=attempt_state, actor=actor, reason=reason, exit_code=exit_code)
     except (InvalidTransition, StateMismatch):
         return False
     if task_state == TaskState.FAILED and is_retryable(attempt_state, exit_code):
+        return True
+    if task_state == TaskState.FAILED and _hedge_sibling_lives(store, attempt):
         return True
     task = store.get_task(attempt.task_id)
     if task.state.is_final:
@@ -139,3 +151,13 @@ def advance(
     except (InvalidTransition, StateMismatch):
         pass
     return True
+
+
+def _hedge_sibling_lives(store: Store, attempt: Attempt) -> bool:
+    """Whether ``attempt`` was a launching sibling of a hedged launch that another live sibling may still win."""
+    if attempt.hedge_group is None or attempt.state != AttemptState.LAUNCHING:
+        return False
+    return any(
+        other.hedge_group == attempt.hedge_group and other.id != attempt.id and not other.state.is_final
+        for other in store.attempts_for(attempt.task_id)
+    )

@@ -30,6 +30,9 @@ __all__ = ["PolicyRuntime", "record_policy_set", "start_policy_runtime"]
 
 log = logging.getLogger("fusionplane.policy")
 
+#: how long Consul may take to answer, beyond a blocking query's wait
+CONSUL_ANSWER_S = 5.0
+
 
 def record_policy_set(store: Store, policies: PolicySet, *, applied_by: str) -> None:
     """Keep every effective document (receipts name them) and note the application."""
@@ -103,7 +106,9 @@ def start_policy_runtime(
         record_policy_set(store, policies, applied_by=applied_by)
 
     if consul_configured():
-        source = ConsulPolicySource(consul_client(timeout_s=consul_wait_s + 5), policy_key())
+        # py-consul adds a blocking query's wait (and 1/16) to this itself: a silent Consul costs the
+        # start-up read CONSUL_ANSWER_S and a watch round consul_wait_s * 17/16 + CONSUL_ANSWER_S
+        source = ConsulPolicySource(consul_client(timeout_s=CONSUL_ANSWER_S), policy_key())
         initial, problem, index = _from_consul(source)
         if initial is None:
             initial = last_applied(store) or build_policy_set(files.read())

@@ -16,16 +16,31 @@ HEARTBEAT_SECONDS = 5.0
 
 
 def render_worker_spec(
-    *, task: Task, attempt_id: str, token: str, callback_base: str, checkpoint_root: Path | str | None
+    *,
+    task: Task,
+    attempt_id: str,
+    token: str,
+    callback_base: str,
+    checkpoint_root: Path | str | None,
+    hedged: bool = False,
 ) -> dict[str, Any]:
     """The spec document for one attempt, validated against the published schema.
 
     The checkpoint location is per task, not per attempt, so the next attempt
-    of a preempted video resumes where the last one stopped.
+    of a preempted video resumes where the last one stopped. A ``hedged``
+    attempt's worker waits for the control plane's go (``callback.wait_for_go``)
+    before any work, so of the siblings only the winner ever writes.
     """
     checkpoint = None
     if task.spec.kind == TaskKind.VIDEO and checkpoint_root is not None:
         checkpoint = f"{str(checkpoint_root).rstrip('/')}/{task.id}"
+    callback: dict[str, Any] = {
+        "url": f"{callback_base.rstrip('/')}/v1/attempts/{attempt_id}",
+        "token": token,
+        "heartbeat_seconds": HEARTBEAT_SECONDS,
+    }
+    if hedged:  # absent otherwise: the spec of an attempt launched alone is unchanged
+        callback["wait_for_go"] = True
     document = {
         "version": 1,
         "task_id": task.id,
@@ -35,11 +50,7 @@ def render_worker_spec(
         "output": task.spec.output_uri,
         "checkpoint": checkpoint,
         "options": dict(task.spec.options),
-        "callback": {
-            "url": f"{callback_base.rstrip('/')}/v1/attempts/{attempt_id}",
-            "token": token,
-            "heartbeat_seconds": HEARTBEAT_SECONDS,
-        },
+        "callback": callback,
     }
     try:
         WorkerSpec.model_validate(document)

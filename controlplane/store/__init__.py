@@ -9,6 +9,7 @@ from controlplane.store.columns import utcnow
 from controlplane.store.engine import DATABASE_URL_ENV, database_url, make_engine, normalize_url
 from controlplane.store.errors import IdempotencyConflict, NotFound, StateMismatch, StoreError
 from controlplane.store.ids import new_id
+from controlplane.store.lease import SCHEDULER_LEASE, Fence, Fenced, LeaderLease, LeaseState
 from controlplane.store.migrate import current_revision, downgrade, head_revision, is_current, upgrade
 from controlplane.store.offer_stats import OfferOutcomes, offer_outcomes
 from controlplane.store.records import AttemptProgress, Event, PolicyApplication, PolicyVersion
@@ -28,9 +29,14 @@ __all__ = [
     "DEFAULT_PAGE_SIZE",
     "MAX_PAGE_SIZE",
     "AttemptProgress",
+    "SCHEDULER_LEASE",
     "DailySpend",
     "Event",
+    "Fence",
+    "Fenced",
     "IdempotencyConflict",
+    "LeaderLease",
+    "LeaseState",
     "NewTask",
     "NotFound",
     "OfferOutcomes",

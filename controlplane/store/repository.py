@@ -21,6 +21,7 @@ replace.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
@@ -29,7 +30,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Engine, Row, and_, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
@@ -57,6 +58,7 @@ from controlplane.store.columns import utcnow
 from controlplane.store.engine import WRITE_OPTION
 from controlplane.store.errors import IdempotencyConflict, NotFound, StateMismatch
 from controlplane.store.ids import new_id
+from controlplane.store.lease import Fence
 from controlplane.store.records import AttemptProgress, Event, PolicyApplication, PolicyVersion
 from controlplane.store.tables import (
     PRIORITY_RANK,
@@ -74,9 +76,11 @@ __all__ = [
     "DEFAULT_PAGE_SIZE",
     "MAX_PAGE_SIZE",
     "FailoverResult",
+    "FinishedAttempt",
     "NewTask",
     "PlannedLaunch",
     "RecordedDecision",
+    "RunningStart",
     "Store",
     "policy_version_of",
 ]
@@ -139,6 +143,7 @@ def _attempt(row: Row[Any]) -> Attempt:
         backend_ref=m["backend_ref"],
         reason=m["reason"],
         exit_code=m["exit_code"],
+        hedge_group=m["hedge_group"],
     )
 
 
@@ -205,13 +210,18 @@ class PlannedLaunch:
 
     ``candidate`` is the plan's first launchable candidate, with the sha256
     of the new attempt's callback token; without one the task fails with
-    ``failure``.
+    ``failure``. A hedged launch adds the rest of its hedge group in
+    ``hedged`` (plan order), with their tokens' sha256 in
+    ``hedged_token_sha256`` (same order): one attempt each, all created
+    with ``candidate``'s in the same transaction and sharing its hedge group.
     """
 
     plan: PlacementPlan
     candidate: Candidate | None = None
     token_sha256: str | None = None
     failure: str | None = None
+    hedged: tuple[Candidate, ...] = ()
+    hedged_token_sha256: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -244,6 +254,40 @@ class FailoverResult:
     #: attempts of the task that ended by failover, this one included (0 when ``outcome`` is None)
     attempts: int = 0
     not_before: datetime | None = None
+    #: this call ended the attempt (``outcome`` may still be None: a hedged sibling of it still runs)
+    ended: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunningStart:
+    """What :meth:`Store.start_running` decided for an attempt whose worker (or backend) says it runs.
+
+    ``outcome``: "won" (it moved to running now: alone, or the first of its
+    hedged launch), "running" (it already was: a repeated report), "lost"
+    (a sibling of its hedged launch runs or succeeded, or the task ended:
+    it was cancelled now) or "ended" (it had ended before).
+    """
+
+    outcome: str
+    #: the attempt as it is after the decision
+    attempt: Attempt
+    #: the still-launching siblings that this win cancelled: their backend resources are to be stopped
+    cancelled: tuple[Attempt, ...] = ()
+
+    @property
+    def running(self) -> bool:
+        """Whether the attempt runs now, i.e. its worker may work."""
+        return self.outcome in ("won", "running")
+
+
+class FinishedAttempt(NamedTuple):
+    """An attempt that became final, as :meth:`Store.finished_attempts_after` lists it."""
+
+    event_id: int
+    attempt_id: str
+    provider: str
+    #: the final state it reached (``cancelled`` for a hedge's losers: their resources are released everywhere)
+    state: AttemptState
 
 
 def _event_row(
@@ -308,8 +352,9 @@ def _attempt_rows(
     token_sha256: str,
     at: datetime,
     actor: str,
+    hedge_group: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A new launching attempt's row and its ``attempt.created`` event."""
+    """A new launching attempt's row and its ``attempt.created`` event (naming its hedge group, if any)."""
     attempt = {
         "id": attempt_id,
         "task_id": task_id,
@@ -323,7 +368,11 @@ def _attempt_rows(
         "created_at": at,
         "updated_at": at,
         "progress": {},
+        "hedge_group": hedge_group,
     }
+    detail: dict[str, Any] = {"number": number, "target": target, "provider": provider}
+    if hedge_group is not None:
+        detail["hedge_group"] = hedge_group
     created = _event_row(
         task_id=task_id,
         attempt_id=attempt_id,
@@ -331,9 +380,29 @@ def _attempt_rows(
         actor=actor,
         kind="attempt.created",
         to_state=AttemptState.LAUNCHING.value,
-        detail={"number": number, "target": target, "provider": provider},
+        detail=detail,
     )
     return attempt, created
+
+
+def _launch_number(table: Any) -> Any:
+    """Which launch an attempt belongs to: its hedge group (the first sibling's number), else its own number."""
+    return func.coalesce(table.c.hedge_group, table.c.number)
+
+
+def _launch_group(item: PlannedLaunch) -> list[tuple[Candidate, str]]:
+    """The candidates an item launches (its own, then its hedged siblings) with their tokens' sha256, checked."""
+    if item.candidate is None:
+        return []
+    if len(item.hedged) != len(item.hedged_token_sha256):
+        raise ValueError("hedged and hedged_token_sha256 must name one token hash per hedged candidate")
+    group = [(item.candidate, item.token_sha256), *zip(item.hedged, item.hedged_token_sha256, strict=True)]
+    checked: list[tuple[Candidate, str]] = []
+    for candidate, token_sha256 in group:
+        if token_sha256 is None or not _SHA256_HEX.match(token_sha256):
+            raise ValueError("token_sha256 must be 64 lowercase hex characters (the token's sha256)")
+        checked.append((candidate, token_sha256))
+    return checked
 
 
 class Store:
@@ -348,6 +417,33 @@ class Store:
         # handler, whose sleeps made tail latency explode under concurrent submits.
         # Other processes still meet busy_timeout as before.
         self._write_lock: AbstractContextManager[Any] = nullcontext() if self._postgres else threading.Lock()
+        #: set on the copy a leading scheduler writes through (:meth:`fenced`); None: writes are not fenced
+        self._fence: Fence | None = None
+
+    def fenced(self, fence: Fence) -> Store:
+        """This store, with every write first checking that ``fence`` still holds (controlplane.store.lease).
+
+        The copy shares the engine and, on SQLite, the writer lock; the
+        API's store stays unfenced (submissions and workers' callbacks are
+        not scheduling decisions).
+        """
+        view = copy.copy(self)
+        view._fence = fence
+        return view
+
+    @property
+    def fence(self) -> Fence | None:
+        return self._fence
+
+    def check_fence(self) -> None:
+        """Raise ``Fenced`` now if this store's fence no longer holds (a read; no-op when unfenced).
+
+        For the moment between a fenced write and a call outside the
+        database, such as a launch: a deposed leader stops before it sends.
+        """
+        if self._fence is not None:
+            with self._read() as conn:
+                self._fence.check(conn, postgres=False)
 
     @property
     def engine(self) -> Engine:
@@ -364,6 +460,8 @@ class Store:
         with self._write_lock, self._engine.connect() as conn:
             conn.execution_options(**{WRITE_OPTION: True})
             with conn.begin():
+                if self._fence is not None:
+                    self._fence.check(conn, postgres=self._postgres)
                 yield conn
 
     @contextmanager
@@ -728,6 +826,29 @@ class Store:
         ``snapshot`` (taken_at, snapshot JSON) is the batch's signal
         snapshot: stored once and named by every receipt of the batch, so a
         replay can plan these tasks again under another policy.
+
+        A hedged item's siblings are created too; this form returns the
+        first attempt of each item only (:meth:`start_launch_groups` returns
+        them all).
+        """
+        groups = self.start_launch_groups(launches, actor=actor, snapshot=snapshot)
+        return [group[0] if group else None for group in groups]
+
+    def start_launch_groups(
+        self,
+        launches: Sequence[PlannedLaunch],
+        *,
+        actor: str,
+        snapshot: tuple[datetime, Mapping[str, Any]] | None = None,
+    ) -> list[tuple[Attempt, ...]]:
+        """:meth:`start_launches`, returning every attempt each item started, in plan order (empty: none).
+
+        An item with ``hedged`` candidates starts one launching attempt per
+        candidate of its hedge group, numbered one after the other, each
+        with ``hedge_group`` set to the number of the first: siblings, not
+        one after the other, for failover (:meth:`fail_over`). The task
+        names the first candidate's target until one of them runs
+        (:meth:`start_running`).
         """
         if not launches:
             return []
@@ -736,7 +857,7 @@ class Store:
         attempt_rows: list[dict[str, Any]] = []
         task_updates: list[dict[str, Any]] = []
         event_rows: list[dict[str, Any]] = []
-        results: list[str | None] = []
+        results: list[list[str]] = []
         with self._write() as conn:
             states = {
                 r.id: r.state
@@ -768,7 +889,7 @@ class Store:
                 decision_rows.append(decision)
                 event_rows.append(recorded)
                 if states[task_id] != TaskState.PLANNED.value:
-                    results.append(None)
+                    results.append([])
                     continue
                 states[task_id] = "taken"  # a task repeated in the batch gets one launch
                 candidate = item.candidate
@@ -788,26 +909,30 @@ class Store:
                             detail={"reason": reason},
                         )
                     )
-                    results.append(None)
+                    results.append([])
                     continue
-                if item.token_sha256 is None or not _SHA256_HEX.match(item.token_sha256):
-                    raise ValueError("token_sha256 must be 64 lowercase hex characters (the token's sha256)")
-                attempt_id = new_id("att", now_ms=_ms(now))
-                number = numbers.get(task_id, 0) + 1
-                attempt, created = _attempt_rows(
-                    attempt_id=attempt_id,
-                    task_id=task_id,
-                    number=number,
-                    target=candidate.target,
-                    provider=candidate.provider,
-                    region=candidate.region,
-                    instance_type=candidate.instance_type,
-                    token_sha256=item.token_sha256,
-                    at=now,
-                    actor=actor,
-                )
-                attempt_rows.append(attempt)
-                event_rows.append(created)
+                group = _launch_group(item)
+                first_number = numbers.get(task_id, 0) + 1
+                hedge_group = first_number if len(group) > 1 else None
+                started: list[str] = []
+                for offset, (member, token_sha256) in enumerate(group):
+                    attempt_id = new_id("att", now_ms=_ms(now))
+                    attempt, created = _attempt_rows(
+                        attempt_id=attempt_id,
+                        task_id=task_id,
+                        number=first_number + offset,
+                        target=member.target,
+                        provider=member.provider,
+                        region=member.region,
+                        instance_type=member.instance_type,
+                        token_sha256=token_sha256,
+                        at=now,
+                        actor=actor,
+                        hedge_group=hedge_group,
+                    )
+                    attempt_rows.append(attempt)
+                    event_rows.append(created)
+                    started.append(attempt_id)
                 task_updates.append({"b_id": task_id, "state": TaskState.LAUNCHING.value, "target": candidate.target})
                 event_rows.append(
                     _event_row(
@@ -820,7 +945,7 @@ class Store:
                         detail={"target": candidate.target},
                     )
                 )
-                results.append(attempt_id)
+                results.append(started)
             conn.execute(insert(decisions), decision_rows)
             if attempt_rows:
                 conn.execute(insert(attempts), attempt_rows)
@@ -837,13 +962,13 @@ class Store:
                     [{k: u[k] for k in ("b_id", "state", "reason", "finished_at")} for u in failed],
                 )
             conn.execute(insert(events), event_rows)
-            new_ids = [a for a in results if a is not None]
+            new_ids = [a for started in results for a in started]
             stored = (
                 {r.id: _attempt(r) for r in conn.execute(select(attempts).where(attempts.c.id.in_(new_ids)))}
                 if new_ids
                 else {}
             )
-        return [stored[a] if a is not None else None for a in results]
+        return [tuple(stored[a] for a in started) for started in results]
 
     def record_backend_refs(self, refs: Mapping[str, str]) -> None:
         """Record the provider's handle of each launched attempt (attempt id -> backend ref) at once."""
@@ -973,6 +1098,135 @@ class Store:
             detail=detail,
         )
 
+    def start_running(self, attempt_id: str, *, actor: str) -> RunningStart:
+        """Move a launching attempt and its task to running, unless a sibling of its hedged launch won first.
+
+        One transaction, with the task and then its attempts locked (the
+        order :meth:`fail_over` keeps too, so the two never wait on each
+        other): the attempt wins only if no other attempt of its task is
+        running or succeeded. Winning moves it to running, its
+        still-launching hedge siblings to cancelled ("hedge lost to <id>",
+        returned in ``cancelled``: their backend resources are to be
+        stopped) and the task from launching to running, on the winner's
+        target. An attempt that loses (another one runs or succeeded), and a
+        hedged one whose task has ended, is cancelled itself. An attempt
+        already running or ended is left as it is. For an attempt launched
+        alone this is what a first heartbeat always did: the attempt, and a
+        launching task, to running.
+        """
+        now = self._now()
+        live_or_won = (AttemptState.RUNNING.value, AttemptState.SUCCEEDED.value)
+        with self._write() as conn:
+            task_id = conn.execute(select(attempts.c.task_id).where(attempts.c.id == attempt_id)).scalar_one_or_none()
+            if task_id is None:
+                raise NotFound("attempt", attempt_id)
+            task = conn.execute(
+                self._locked_no_key(select(tasks.c.state, tasks.c.started_at).where(tasks.c.id == task_id))
+            ).one()
+            rows = conn.execute(
+                self._locked_no_key(select(attempts).where(attempts.c.task_id == task_id).order_by(attempts.c.number))
+            ).all()
+            row = next(r for r in rows if r.id == attempt_id)
+            state = AttemptState(row.state)
+            if state is not AttemptState.LAUNCHING:
+                return RunningStart(outcome="ended" if state.is_final else "running", attempt=_attempt(row))
+            rival = next((r for r in rows if r.id != attempt_id and r.state in live_or_won), None)
+            task_state = TaskState(task.state)
+            hedged = row.hedge_group is not None
+            if rival is not None or (hedged and task_state.is_final):
+                # a hedged worker waits for this answer before any work, so it never writes a second output
+                if rival is None:
+                    reason = f"the task {task_state.value} first"
+                else:  # never for an attempt launched alone: one live attempt per task
+                    reason = f"hedge lost to {rival.id}" if hedged else f"attempt {rival.id} of the task runs already"
+                self._cancel_launching(
+                    conn, row, reason=reason, winner=rival.id if rival else None, at=now, actor=actor
+                )
+                lost = conn.execute(select(attempts).where(attempts.c.id == attempt_id)).one()
+                return RunningStart(outcome="lost", attempt=_attempt(lost))
+            detail: dict[str, Any] = {"hedge_group": row.hedge_group} if hedged else {}
+            self._write_attempt_transition(
+                conn,
+                row,
+                AttemptState.LAUNCHING,
+                AttemptState.RUNNING,
+                values={"state": AttemptState.RUNNING.value, "updated_at": now},
+                detail=detail,
+                at=now,
+                actor=actor,
+            )
+            losers = [
+                r
+                for r in rows
+                if hedged
+                and r.id != attempt_id
+                and r.hedge_group == row.hedge_group
+                and r.state == AttemptState.LAUNCHING.value
+            ]
+            for loser in losers:
+                self._cancel_launching(
+                    conn, loser, reason=f"hedge lost to {attempt_id}", winner=attempt_id, at=now, actor=actor
+                )
+            if task_state is TaskState.LAUNCHING:
+                self._task_running(
+                    conn, task_id, started=task.started_at, target=row.target if hedged else None, at=now, actor=actor
+                )
+            changed = [attempt_id, *(r.id for r in losers)]
+            after = {r.id: _attempt(r) for r in conn.execute(select(attempts).where(attempts.c.id.in_(changed)))}
+        return RunningStart(outcome="won", attempt=after[attempt_id], cancelled=tuple(after[r.id] for r in losers))
+
+    def _locked_no_key(self, stmt: Select[Any]) -> Select[Any]:
+        """``_locked`` as FOR NO KEY UPDATE on PostgreSQL, for rows locked before other rows.
+
+        That is the lock an UPDATE of non-key columns takes anyway, and it
+        lets another transaction insert an event naming the row (the foreign
+        key check share-locks it): ``transition_attempt`` locks an attempt,
+        then inserts its event; with FOR UPDATE here, the task row locked
+        first would make the two wait on each other.
+        """
+        return stmt.with_for_update(key_share=True) if self._postgres else stmt
+
+    def _cancel_launching(
+        self, conn: Connection, row: Row[Any], *, reason: str, winner: str | None, at: datetime, actor: str
+    ) -> None:
+        """A launching attempt that will never run (a hedge it lost): cancelled, with the reason and the winner."""
+        detail: dict[str, Any] = {"reason": reason}
+        if winner is not None:
+            detail["hedge_winner"] = winner
+        self._write_attempt_transition(
+            conn,
+            row,
+            AttemptState.LAUNCHING,
+            AttemptState.CANCELLED,
+            values={"state": AttemptState.CANCELLED.value, "updated_at": at, "reason": reason},
+            detail=detail,
+            at=at,
+            actor=actor,
+        )
+
+    def _task_running(
+        self, conn: Connection, task_id: str, *, started: datetime | None, target: str | None, at: datetime, actor: str
+    ) -> None:
+        """A launching task to running (its first start time kept), on ``target`` when given (a hedge's winner)."""
+        check_task_transition(TaskState.LAUNCHING, TaskState.RUNNING)
+        values: dict[str, Any] = {"state": TaskState.RUNNING.value, "updated_at": at}
+        if started is None:
+            values["started_at"] = at
+        detail: dict[str, Any] = {}
+        if target is not None:
+            values["target"] = detail["target"] = target
+        conn.execute(update(tasks).where(tasks.c.id == task_id).values(**values))
+        self._event(
+            conn,
+            task_id=task_id,
+            at=at,
+            actor=actor,
+            kind="task.transition",
+            from_state=TaskState.LAUNCHING.value,
+            to_state=TaskState.RUNNING.value,
+            detail=detail,
+        )
+
     def set_backend_ref(self, attempt_id: str, *, backend_ref: str) -> Attempt:
         """Record the provider's handle for a launched attempt without changing its state."""
         now = self._now()
@@ -1004,18 +1258,21 @@ class Store:
         with self._read() as conn:
             return int(conn.execute(select(func.max(events.c.id))).scalar_one() or 0)
 
-    def finished_attempts_after(self, event_id: int, *, limit: int = 500) -> list[tuple[int, str, str]]:
-        """(event id, attempt id, provider) of attempts that became final after ``event_id``, oldest first."""
+    def finished_attempts_after(self, event_id: int, *, limit: int = 500) -> list[FinishedAttempt]:
+        """Attempts that became final after ``event_id`` (event id, attempt id, provider, state), oldest first."""
         final = [state.value for state in AttemptState if state.is_final]
         stmt = (
-            select(events.c.id, events.c.attempt_id, attempts.c.provider)
+            select(events.c.id, events.c.attempt_id, attempts.c.provider, events.c.to_state)
             .join(attempts, attempts.c.id == events.c.attempt_id)
             .where(events.c.id > event_id, events.c.kind == "attempt.transition", events.c.to_state.in_(final))
             .order_by(events.c.id)
             .limit(limit)
         )
         with self._read() as conn:
-            return [(int(r.id), str(r.attempt_id), str(r.provider)) for r in conn.execute(stmt)]
+            return [
+                FinishedAttempt(int(r.id), str(r.attempt_id), str(r.provider), AttemptState(r.to_state))
+                for r in conn.execute(stmt)
+            ]
 
     def live_attempts(self, *, limit: int = 1000) -> list[Attempt]:
         """Attempts still launching or running, oldest first: what the scheduler follows."""
@@ -1042,16 +1299,19 @@ class Store:
         """Ended attempts whose task still waits on them: the worker's callback ended them, nobody failed over.
 
         The newest attempt of each launching or running task with no live
-        attempt, when it ended preempted, lost, or failed with an exit code
-        (the caller decides which endings are retryable). Oldest ending first.
+        attempt (every attempt of the newest launch, when it was hedged),
+        when it ended preempted, lost, or failed with an exit code (the
+        caller decides which endings are retryable). Oldest ending first.
         """
         later = aliased(attempts)
         live = (AttemptState.LAUNCHING.value, AttemptState.RUNNING.value)
+        # by launch, not by attempt: the ended siblings of a hedged launch all wait here once none is live,
+        # and the first one failed over re-queues the task (the others then find it moved on)
         superseded = (
             select(later.c.id)
             .where(
                 later.c.task_id == attempts.c.task_id,
-                or_(later.c.number > attempts.c.number, later.c.state.in_(live)),
+                or_(_launch_number(later) > _launch_number(attempts), later.c.state.in_(live)),
             )
             .exists()
         )
@@ -1091,23 +1351,28 @@ class Store:
         one that already ended (by its worker's callback) is taken as it is,
         if ``retryable(state, exit_code)`` says another attempt may follow.
         Then, only if the task is still launching or running and this is
-        its newest attempt with no live one beside it, the task either goes
-        back to ``queued`` (claimable after ``backoff_seconds(n)``, where n
-        counts the task's attempts ended by failover, this one included) or,
-        when n reaches ``max_attempts``, fails with the reason. Both write an
-        ``attempt.failover`` event (trigger, reason, n, outcome) and the
-        task's transition. Whoever comes second (another scheduler, the
-        callback racing the status poll) finds the task moved on and gets
-        outcome None, so a task is re-queued once per ended attempt.
+        its newest attempt (or one of its newest hedged launch's siblings)
+        with no live one beside it, the task either goes back to ``queued``
+        (claimable after ``backoff_seconds(n)``, where n counts the task's
+        failovers, this one included) or, when n reaches ``max_attempts``,
+        fails with the reason. Both write an ``attempt.failover`` event
+        (trigger, reason, n, outcome) and the task's transition. Whoever
+        comes second (another scheduler, the callback racing the status
+        poll, a sibling that ended earlier) finds the task moved on and gets
+        outcome None, so a task is re-queued once per ended launch. A
+        sibling that ends while another still lives gets its ending only
+        (``ended``, outcome None): the live one decides.
         """
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, not {max_attempts}")
         now = self._now()
         with self._write() as conn:
-            row = conn.execute(self._locked(select(attempts).where(attempts.c.id == attempt_id))).one_or_none()
-            if row is None:
+            task_id = conn.execute(select(attempts.c.task_id).where(attempts.c.id == attempt_id)).scalar_one_or_none()
+            if task_id is None:
                 raise NotFound("attempt", attempt_id)
-            task = conn.execute(self._locked(select(tasks.c.state).where(tasks.c.id == row.task_id))).one()
+            # the task first, then the attempt: start_running locks in this order too (no deadlock between them)
+            task = conn.execute(self._locked_no_key(select(tasks.c.state).where(tasks.c.id == task_id))).one()
+            row = conn.execute(self._locked(select(attempts).where(attempts.c.id == attempt_id))).one()
             nothing = FailoverResult(task_id=row.task_id, outcome=None)
             state, code = AttemptState(row.state), row.exit_code
             if not state.is_final:
@@ -1122,24 +1387,28 @@ class Store:
                     conn, row, state, ended, values=values, detail=detail, at=now, actor=actor
                 )
                 state, code = ended, exit_code if exit_code is not None else code
+                nothing = FailoverResult(task_id=row.task_id, outcome=None, ended=True)
             elif not retryable(state, code):
                 return nothing
             task_state = TaskState(task.state)
             if task_state not in (TaskState.LAUNCHING, TaskState.RUNNING):
                 return nothing  # cancelled, finished, or already sent back by someone else
+            # siblings of a hedged launch share its group: they are not newer, and the last of them to end
+            # (no live one beside it) fails the task over, once for the whole launch
+            own_group = row.hedge_group if row.hedge_group is not None else row.number
             others = conn.execute(
                 select(func.count())
                 .select_from(attempts)
                 .where(
                     attempts.c.task_id == row.task_id,
                     or_(
-                        attempts.c.number > row.number,
+                        _launch_number(attempts) > own_group,
                         attempts.c.state.in_((AttemptState.LAUNCHING.value, AttemptState.RUNNING.value)),
                     ),
                 )
             ).scalar_one()
             if others:
-                return nothing  # a newer attempt exists: this ending was already acted on
+                return nothing  # a newer launch exists (this ending was acted on), or a sibling still runs
             used = (
                 1
                 + conn.execute(

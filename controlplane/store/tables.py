@@ -36,6 +36,7 @@ __all__ = [
     "Base",
     "DecisionRow",
     "EventRow",
+    "LeaderLeaseRow",
     "PolicyApplicationRow",
     "PolicyVersionRow",
     "SignalSampleRow",
@@ -44,6 +45,7 @@ __all__ = [
     "attempts",
     "decisions",
     "events",
+    "leader_lease",
     "metadata",
     "policy_applications",
     "policy_versions",
@@ -134,6 +136,8 @@ class AttemptRow(Base):
     updated_at: Mapped[datetime]
     last_heartbeat_at: Mapped[datetime | None]
     progress: Mapped[dict[str, Any]]
+    #: the number of the first attempt of a hedged launch, on each of its attempts; null: not hedged
+    hedge_group: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         UniqueConstraint("task_id", "number"),
@@ -232,6 +236,19 @@ class SignalSampleRow(Base):
     )
 
 
+class LeaderLeaseRow(Base):
+    """Who schedules: one row per lease name; ``token`` (the fencing token) grows at every change of holder."""
+
+    __tablename__ = "leader_lease"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(256))
+    token: Mapped[int] = mapped_column(BigInteger)
+    acquired_at: Mapped[datetime]
+    renewed_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+
+
 metadata = Base.metadata
 tasks = cast(Table, TaskRow.__table__)
 attempts = cast(Table, AttemptRow.__table__)
@@ -241,3 +258,4 @@ policy_versions = cast(Table, PolicyVersionRow.__table__)
 policy_applications = cast(Table, PolicyApplicationRow.__table__)
 signal_snapshots = cast(Table, SignalSnapshotRow.__table__)
 signal_samples = cast(Table, SignalSampleRow.__table__)
+leader_lease = cast(Table, LeaderLeaseRow.__table__)

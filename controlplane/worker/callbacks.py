@@ -3,6 +3,11 @@
 A callback failure never fails the job: the control plane treats a missing
 heartbeat as a lost worker on its own schedule. ``complete`` and ``fail``
 are retried a few times because they carry the outcome.
+
+One answer does change the job: 409 ``attempt_ended`` says the attempt is
+over on the control plane's side (cancelled, or a sibling of its hedged
+launch won). The work stops (the ``stop`` event is set) so that an attempt
+that is no longer the task's never writes an output.
 """
 
 from __future__ import annotations
@@ -16,40 +21,110 @@ import httpx
 
 from controlplane.worker.spec import CallbackSpec
 
-__all__ = ["Reporter"]
+__all__ = ["GO", "GO_ENDED", "GO_STOPPED", "GO_UNDECIDED", "Reporter"]
 
 log = logging.getLogger("fusionplane.worker")
 
+#: what :meth:`Reporter.wait_for_go` learnt: run, the attempt ended (lost), SIGTERM, or no answer in time
+GO, GO_ENDED, GO_STOPPED, GO_UNDECIDED = "go", "ended", "stopped", "undecided"
+#: the API's error code for a callback of an attempt that has ended (docs/api.md)
+ATTEMPT_ENDED = "attempt_ended"
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
 
 class Reporter:
-    def __init__(self, spec: CallbackSpec | None, *, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, spec: CallbackSpec | None, *, timeout_s: float = 5.0, stop: threading.Event | None = None
+    ) -> None:
         self.spec = spec
         self._client = httpx.Client(timeout=timeout_s) if spec else None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_progress = 0.0
+        #: the job's own stop event: set when the control plane says the attempt has ended
+        self._work_stop = stop
         self.state: dict[str, Any] = {}
+        #: the attempt's final state once the control plane answered 409 attempt_ended (None until then)
+        self.ended: str | None = None
 
-    def post(self, event: str, body: dict[str, Any], *, attempts: int = 1) -> bool:
+    def _call(self, event: str, body: dict[str, Any]) -> httpx.Response | None:
+        """One POST; its response, or None when it did not get through (logged) or there is no callback."""
         if self.spec is None or self._client is None:
-            return False
+            return None
         url = f"{self.spec.url.rstrip('/')}/{event}"
         headers = {"Authorization": f"Bearer {self.spec.token.get_secret_value()}"}
+        try:
+            response = self._client.post(url, json=body, headers=headers)
+        except httpx.HTTPError as exc:
+            log.warning("", extra={"event": "callback_failed", "callback": event, "error": str(exc)})
+            return None
+        if response.status_code == 409:
+            error = _json(response).get("error")
+            if isinstance(error, dict) and error.get("code") == ATTEMPT_ENDED:
+                self._attempt_ended(str(error.get("state", "ended")), str(error.get("message", "")))
+        return response
+
+    def _attempt_ended(self, state: str, message: str) -> None:
+        """The control plane has ended this attempt: stop the work and the heartbeats, once."""
+        if self.ended is not None:
+            return
+        self.ended = state
+        log.warning("", extra={"event": "attempt_ended", "state": state, "error": message})
+        self._stop.set()
+        if self._work_stop is not None:
+            self._work_stop.set()
+
+    def post(self, event: str, body: dict[str, Any], *, attempts: int = 1) -> bool:
+        if self.spec is None:
+            return False
         for attempt in range(attempts):
-            try:
-                response = self._client.post(url, json=body, headers=headers)
+            response = self._call(event, body)
+            if response is not None:
                 if response.status_code < 300:
                     return True
                 if response.status_code < 500 and response.status_code != 429:
-                    log.warning(
-                        "", extra={"event": "callback_rejected", "callback": event, "status": response.status_code}
-                    )
+                    if self.ended is None:  # an ended attempt was logged as such already
+                        log.warning(
+                            "", extra={"event": "callback_rejected", "callback": event, "status": response.status_code}
+                        )
                     return False
-            except httpx.HTTPError as exc:
-                log.warning("", extra={"event": "callback_failed", "callback": event, "error": str(exc)})
             if attempt + 1 < attempts:
                 time.sleep(min(0.5 * 2**attempt, 5.0))
         return False
+
+    def wait_for_go(self, *, stop: threading.Event, timeout_s: float, retry_s: float = 1.0) -> str:
+        """Post heartbeats until the control plane says whether this attempt runs; :data:`GO` when it does.
+
+        A hedged launch's attempt calls this before any work: the first
+        heartbeat usually decides (``running``: it won; 409
+        ``attempt_ended``: a sibling won, :data:`GO_ENDED`). Unreachable or
+        undecided answers are retried every ``retry_s`` for at most
+        ``timeout_s`` (:data:`GO_UNDECIDED`); a SIGTERM meanwhile is
+        :data:`GO_STOPPED`.
+        """
+        if self.spec is None:
+            return GO_UNDECIDED  # no callback: nobody can say go
+        deadline = time.monotonic() + timeout_s
+        while True:
+            response = self._call("heartbeat", {"progress": {}})
+            if response is not None and response.status_code < 300 and _json(response).get("state") == "running":
+                return GO
+            if self.ended is not None:
+                return GO_ENDED
+            remaining = deadline - time.monotonic()
+            if stop.is_set():
+                return GO_STOPPED
+            if remaining <= 0:
+                return GO_UNDECIDED
+            if stop.wait(min(retry_s, remaining)):
+                return GO_STOPPED
 
     def progress(self, body: dict[str, Any], *, every_s: float = 1.0) -> None:
         self.state = body
@@ -58,7 +133,8 @@ class Reporter:
             self._last_progress = now
             self.post("progress", body)
 
-    def start_heartbeats(self) -> None:
+    def start_heartbeats(self, *, first: bool = True) -> None:
+        """Heartbeat every ``heartbeat_seconds`` from now on (and once at once, unless ``first`` is False)."""
         if self.spec is None:
             return
         interval = self.spec.heartbeat_seconds
@@ -67,7 +143,8 @@ class Reporter:
             while not self._stop.wait(interval):
                 self.post("heartbeat", {"progress": self.state})
 
-        self.post("heartbeat", {"progress": {}})
+        if first:
+            self.post("heartbeat", {"progress": {}})
         self._thread = threading.Thread(target=beat, name="heartbeat", daemon=True)
         self._thread.start()
 

@@ -60,6 +60,7 @@ ATTEMPT_KEYS = {
     "reason",
     "exit_code",
     "backend_ref",
+    "hedge_group",
     "created_at",
     "updated_at",
     "last_heartbeat_at",
@@ -75,6 +76,7 @@ CANDIDATE_KEYS = {
     "max_price_usd_h",
     "expected_usd_h",
     "hedge_group",
+    "breaker_probe",
     "reasons",
 }
 POLICY_VERSION = "4f9c2a7be01d" + "0" * 52

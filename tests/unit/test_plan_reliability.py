@@ -119,6 +119,9 @@ def test_a_half_open_breaker_lets_the_offer_through_as_its_probe() -> None:
     result = plan(task(), signals({**PRICES, f"breaker/{EAST}": 0.5}), policy(), NOW)
     assert first(result) == ("aws", "us-east-1", 0.3)
     assert f"circuit breaker {EAST} half-open: this launch is its probe" in result.candidates[0].reasons
+    assert result.candidates[0].breaker_probe == EAST  # the executor lets one probe per breaker through
+    closed = plan(task(), signals({**PRICES, f"breaker/{EAST}": 0}), policy(), NOW)
+    assert closed.candidates[0].breaker_probe is None
 
 
 def test_a_stale_or_missing_breaker_is_closed() -> None:
@@ -151,6 +154,7 @@ def test_without_a_max_price_the_first_offer_whose_breaker_is_not_open_is_chosen
     probe = plan(task(), signals({f"breaker/{azure_east}": 0.5}), no_cap, NOW)
     assert first(probe) == ("azure", "eastus", None)
     assert any("probe" in reason for reason in probe.candidates[0].reasons)
+    assert probe.candidates[0].breaker_probe == azure_east
 
 
 def test_spot_price_under_budget_does_not_hold_on_an_offer_whose_breaker_is_open() -> None:

@@ -1,0 +1,267 @@
+"""A backend that refuses or stops answering holds up neither the others nor its own tasks for good.
+
+- every candidate refusing a launch for a reason that passes (capacity,
+  throttling, a timed-out API) sends the task back to the queue with a
+  backoff (``launch_refused``), until the tenant's max attempts; a terminal
+  refusal (``InvalidSpec``) still fails it at once;
+- ``follow`` asks each backend in its own thread and stops asking one whose
+  API timed out for the rest of the round;
+- ``release_finished`` keeps a failed cancel for the next round and goes on
+  with the other backends.
+
+Backends are ``providers/noop.py``; the store and scheduler share a clock.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from controlplane.domain import (
+    AttemptState,
+    Candidate,
+    DataSensitivity,
+    InsufficientCapacity,
+    InvalidSpec,
+    PlacementPlan,
+    TaskKind,
+    TaskSpec,
+    TaskState,
+    Unavailable,
+)
+from controlplane.policy import parse_policy
+from controlplane.scheduler import Scheduler
+from controlplane.store import Store, make_engine, upgrade
+from providers.base import BackendState
+from providers.noop import NoopProvider
+
+pytestmark = pytest.mark.timeout(60)
+
+T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+POLICY = parse_policy(
+    {
+        "targets": [
+            {"name": "spot", "provider": "aws", "private": False, "regions": ["us-east-1"]},
+            {"name": "azure", "provider": "azure", "private": False, "regions": ["eastus"]},
+        ],
+        "rules": [{"name": "clouds", "targets": ["spot", "azure"]}],
+        "thresholds": {"max_attempts": 3, "retry_backoff_seconds": 2, "retry_backoff_max_seconds": 10},
+    }
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            return self.now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def backends() -> dict[str, NoopProvider]:
+    return {"aws": NoopProvider(name="aws"), "azure": NoopProvider(name="azure")}
+
+
+@pytest.fixture
+def store(tmp_path: Path, clock: Clock) -> Store:
+    engine = make_engine(f"sqlite:///{tmp_path / 'state.db'}")
+    upgrade(engine=engine)
+    return Store(engine, clock=clock)
+
+
+@pytest.fixture
+def scheduler(store: Store, clock: Clock, backends: dict[str, NoopProvider]) -> Scheduler:
+    return Scheduler(
+        store=store,
+        policy=lambda: POLICY,
+        providers=dict(backends),
+        callback_base="http://127.0.0.1:1",
+        checkpoint_root=None,
+        scheduler_id="sched",
+        clock=clock,
+    )
+
+
+def submit(store: Store, name: str) -> str:
+    task, _ = store.create_task(
+        spec=TaskSpec(
+            tenant="acme",
+            kind=TaskKind.IMAGE,
+            source_uri="s3://faces/a.png",
+            target_uri=f"s3://media/{name}.png",
+            output_uri=f"s3://out/{name}.png",
+            data_sensitivity=DataSensitivity.PUBLIC,
+        ),
+        request_hash=name,
+    )
+    return task.id
+
+
+def refuse_everything(backends: dict[str, NoopProvider], error: type[Exception] = InsufficientCapacity) -> None:
+    for backend in backends.values():
+        backend.fail_next(error("no spot capacity", target=backend.name))  # type: ignore[call-arg]
+
+
+def test_every_candidate_refusing_for_now_requeues_with_backoff_until_max_attempts(
+    store: Store, scheduler: Scheduler, clock: Clock, backends: dict[str, NoopProvider]
+) -> None:
+    task_id = submit(store, "clip")
+    refuse_everything(backends)
+    scheduler.place_batch()
+    task = store.get_task(task_id)
+    assert task.state == TaskState.QUEUED
+    (event,) = [e for e in store.list_events(task_id) if e.kind == "attempt.failover"]
+    assert event.detail["trigger"] == "launch_refused"
+    assert event.detail["not_before"] == (T0 + timedelta(seconds=2)).isoformat()
+    assert "spot: insufficient_capacity" in event.detail["reason"]
+    assert "azure: insufficient_capacity" in event.detail["reason"]
+    assert scheduler.place_batch() == 0  # backing off
+    clock.advance(2)
+    refuse_everything(backends)
+    scheduler.place_batch()
+    assert store.get_task(task_id).state == TaskState.QUEUED
+    clock.advance(4)
+    refuse_everything(backends)
+    scheduler.place_batch()
+    failed = store.get_task(task_id)
+    assert failed.state == TaskState.FAILED
+    assert failed.reason is not None
+    assert failed.reason.startswith("max attempts reached (3 of 3); last: launch_refused: every candidate refused")
+    assert backends["aws"].launched() == []
+    assert backends["azure"].launched() == []
+
+
+def test_capacity_back_on_the_second_try_launches_once(
+    store: Store, scheduler: Scheduler, clock: Clock, backends: dict[str, NoopProvider]
+) -> None:
+    task_id = submit(store, "clip")
+    refuse_everything(backends, Unavailable)
+    scheduler.place_batch()
+    clock.advance(2)
+    scheduler.place_batch()
+    assert store.get_task(task_id).state == TaskState.LAUNCHING
+    assert backends["aws"].launched() == [a.id for a in store.attempts_for(task_id) if not a.state.is_final]
+
+
+def test_a_terminal_refusal_still_fails_at_once(
+    store: Store, scheduler: Scheduler, backends: dict[str, NoopProvider]
+) -> None:
+    task_id = submit(store, "clip")
+    backends["aws"].fail_next(InvalidSpec("image_id does not exist", target="spot"))
+    scheduler.place_batch()
+    task = store.get_task(task_id)
+    assert task.state == TaskState.FAILED
+    assert "image_id does not exist" in (task.reason or "")
+    assert [e for e in store.list_events(task_id) if e.kind == "attempt.failover"] == []
+
+
+def test_follow_stops_asking_a_timed_out_backend_and_goes_on_with_the_others(
+    store: Store, scheduler: Scheduler, backends: dict[str, NoopProvider]
+) -> None:
+    aws_tasks = [submit(store, f"aws{n}") for n in range(3)]
+    scheduler.place_batch()
+    backends["aws"].fail_next(InsufficientCapacity("full", target="spot"))  # the next task lands on azure
+    azure_task = submit(store, "az")
+    scheduler.place_batch()
+    (azure_attempt,) = [a for a in store.attempts_for(azure_task) if not a.state.is_final]
+    assert azure_attempt.provider == "azure"
+    backends["azure"].set_status(azure_attempt.id, BackendState.SUCCEEDED)
+    backends["aws"].fail_next(Unavailable("EC2 API timed out", target="spot"), operation="status")
+    backends["aws"].calls.clear()
+    scheduler.follow()
+    assert [op for op, _ in backends["aws"].calls] == ["status"]  # one timeout, then no more this round
+    assert store.get_task(azure_task).state == TaskState.SUCCEEDED  # azure was followed all the same
+    assert {store.get_task(t).state for t in aws_tasks} == {TaskState.LAUNCHING}
+    scheduler.follow()  # next round: aws answers again
+    assert {store.get_task(t).state for t in aws_tasks} == {TaskState.RUNNING}
+
+
+def test_a_failed_release_is_retried_without_holding_up_other_backends(
+    store: Store, scheduler: Scheduler, backends: dict[str, NoopProvider]
+) -> None:
+    assert scheduler.release_finished() == 0  # sets the cursor
+    first, second = submit(store, "one"), submit(store, "two")
+    scheduler.place_batch()
+    backends["aws"].fail_next(InsufficientCapacity("full", target="spot"))
+    third = submit(store, "three")
+    scheduler.place_batch()
+    attempts = {t: next(a for a in store.attempts_for(t) if not a.state.is_final) for t in (first, second, third)}
+    assert attempts[third].provider == "azure"
+    for attempt in attempts.values():  # the workers said "complete"; their resources are still there
+        store.transition_attempt(attempt.id, wanted=AttemptState.SUCCEEDED, actor="worker", exit_code=0)
+    backends["aws"].fail_next(Unavailable("EC2 API timed out", target="spot"), operation="cancel")
+    assert scheduler.release_finished() == 1  # azure's, despite aws failing first
+    # the first aws release (the refused launch of "three": a timed-out launch may have created something)
+    # failed; aws was not asked again this round
+    assert len([key for op, key in backends["aws"].calls if op == "cancel"]) == 1
+    assert scheduler.release_finished() == 3  # that one, and both finished aws attempts, next round
+    assert {r.state for r in backends["aws"].list_owned()} == {BackendState.FAILED}
+
+
+PROBE = "aws/us-east-1/-"
+
+
+def probing_planner(*, alternatives: bool):  # type: ignore[no-untyped-def]
+    """A planner whose plans say what the engine says for a half-open breaker: the spot launch is its probe."""
+
+    def planner(task, snapshot, policy, now):  # type: ignore[no-untyped-def]
+        spot = Candidate(target="spot", provider="aws", private=False, region="us-east-1", breaker_probe=PROBE)
+        azure = Candidate(target="azure", provider="azure", private=False, region="eastus")
+        return PlacementPlan(
+            task_id=task.id,
+            policy_version=policy.version,
+            decided_at=now,
+            candidates=(spot, azure) if alternatives else (spot,),
+            rejections=(),
+        )
+
+    return planner
+
+
+def test_one_probe_per_half_open_breaker_is_in_flight(
+    store: Store, scheduler: Scheduler, backends: dict[str, NoopProvider]
+) -> None:
+    scheduler.planner = probing_planner(alternatives=True)
+    scheduler.probe_launch_s = 0  # only the probe's attempt says whether it is in flight
+    probe_task = submit(store, "probe")
+    scheduler.place_batch()
+    (probe,) = store.attempts_for(probe_task)
+    assert probe.provider == "aws"
+    others = [submit(store, f"other{n}") for n in range(3)]
+    scheduler.place_batch()
+    assert {store.attempts_for(t)[0].provider for t in others} == {"azure"}  # the offer is skipped meanwhile
+    # a task with nowhere else to go is not failed for it: it launches there (a second probe)
+    scheduler.planner = probing_planner(alternatives=False)
+    lonely = submit(store, "lonely")
+    scheduler.place_batch()
+    assert [a.provider for a in store.attempts_for(lonely)] == ["aws"]
+    # the probe ends: the next task may probe again
+    backends["aws"].set_status(probe.id, BackendState.SUCCEEDED)
+    backends["aws"].set_status(store.attempts_for(lonely)[0].id, BackendState.SUCCEEDED)
+    scheduler.follow()
+    scheduler.planner = probing_planner(alternatives=True)
+    after = submit(store, "after")
+    scheduler.place_batch()
+    assert store.attempts_for(after)[0].provider == "aws"
+
+
+def test_a_probe_chosen_moments_ago_counts_as_in_flight_within_one_batch(store: Store, scheduler: Scheduler) -> None:
+    scheduler.planner = probing_planner(alternatives=True)
+    tasks = [submit(store, f"t{n}") for n in range(4)]
+    scheduler.place_batch()  # one batch: the first task probes, the rest go elsewhere
+    assert [store.attempts_for(t)[0].provider for t in tasks] == ["aws", "azure", "azure", "azure"]
