@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps run demo check test bench bench-core bench-api bench-policy bench-simulate bench-signals bench-providers clean
+.PHONY: setup system-deps run demo check test bench bench-core bench-api bench-policy bench-simulate bench-signals bench-providers bench-ha clean
 
 # Debian packages: ffmpeg/ffprobe for the core, PostgreSQL 15 for the store's tests,
 # Prometheus (server + promtool) for the signal tests.
@@ -48,7 +48,7 @@ check: setup
 test: setup
 	$(VENV)/bin/pytest
 
-bench: bench-core bench-api bench-policy bench-simulate bench-signals bench-providers
+bench: bench-core bench-api bench-policy bench-simulate bench-signals bench-providers bench-ha
 
 bench-core: setup
 	$(PY) -m bench.core
@@ -67,6 +67,9 @@ bench-signals: setup
 
 bench-providers: setup
 	$(PY) -m bench.providers
+
+bench-ha: setup
+	$(PY) -m bench.ha
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -202,11 +202,8 @@ def bench_submit(database_url: str, *, requests: int, concurrency: int, rate: fl
     return {"submit": submit, "paced": paced, "healthz": baseline}
 
 
-def bench_placement(database_url: str, *, queued: int, batch: int) -> dict[str, Any]:
-    engine = make_engine(database_url)
-    upgrade(engine=engine)
-    store = Store(engine)
-    started = time.perf_counter()
+def fill_queue(store: Store, queued: int) -> None:
+    """Queue ``queued`` public video tasks, all four priorities, a thousand per transaction."""
     for first in range(0, queued, 1000):
         store.create_tasks(
             [
@@ -225,6 +222,14 @@ def bench_placement(database_url: str, *, queued: int, batch: int) -> dict[str, 
                 for i in range(first, min(first + 1000, queued))
             ]
         )
+
+
+def bench_placement(database_url: str, *, queued: int, batch: int) -> dict[str, Any]:
+    engine = make_engine(database_url)
+    upgrade(engine=engine)
+    store = Store(engine)
+    started = time.perf_counter()
+    fill_queue(store, queued)
     fill_s = time.perf_counter() - started
     policy = parse_policy(json.loads((REPO / "policies" / "default.json").read_text(encoding="utf-8")))
     provider = NoopProvider(name="local", record_calls=False)

@@ -987,6 +987,8 @@ class KubernetesProvider:
             created = self._call(batch.create_namespaced_job, namespace, job)
         except ApiException as exc:
             if not _conflict(exc):
+                # refused (quota, RBAC, invalid): the Secret just made would outlive the attempt unowned
+                self._drop_secret(core, place, name, request.attempt_id)
                 raise
             raced = self._read(batch.read_namespaced_job, name, namespace)
             if raced is None:  # created and deleted in between: let the executor try again
@@ -995,6 +997,21 @@ class KubernetesProvider:
         self._remember(request.attempt_id, place)
         self._own_secret(core, place, name, created)
         return LaunchResult(backend_ref=place.ref(name), adopted=False)
+
+    def _drop_secret(self, core: Any, place: _Place, name: str, attempt_id: str) -> None:
+        """Best effort: a failure here leaves the Secret to ``cancel`` and reconciliation (``list_owned``)."""
+        try:
+            self._call(core.delete_namespaced_secret, name, place.namespace)
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+            log.warning(
+                "",
+                extra={
+                    "event": "kubernetes_secret_left",
+                    "attempt_id": attempt_id,
+                    "ref": place.ref(name),
+                    "error": str(exc),
+                },
+            )
 
     def _adopt(self, request: LaunchRequest, place: _Place, core: Any, job: Mapping[str, Any]) -> LaunchResult:
         name = str(_get(job, "metadata", "name"))
@@ -1259,7 +1276,9 @@ class KubernetesProvider:
         return deleted
 
     def list_owned(self) -> list[OwnedResource]:
-        """Every Job labelled managed-by=fusionplane and this owner, in every namespace of the targets.
+        """Every Job labelled managed-by=fusionplane and this owner, in every namespace of the targets,
+        and every such Secret whose Job does not exist (state LOST: a leftover of a launch that was
+        refused or cut off, for reconciliation to release).
 
         The label selector narrows the answer; the labels are checked here too,
         since a server (or an emulator) may ignore the selector. A place that
@@ -1282,6 +1301,26 @@ class KubernetesProvider:
                 ]
                 # one pod list per namespace, not one per Job
                 pods = self._list(core.list_namespaced_pod, place.namespace, label_selector=selector) if jobs else []
+                with_job = {str(_labels(job)[LABEL_ATTEMPT]) for job in jobs}
+                # a Secret whose Job never came (a launch refused or cut off) is a leftover to release
+                for secret in self._list(core.list_namespaced_secret, place.namespace, label_selector=selector):
+                    labels = _labels(secret)
+                    attempt_id = str(labels.get(LABEL_ATTEMPT) or "")
+                    if (
+                        attempt_id
+                        and attempt_id not in with_job
+                        and labels.get(LABEL_MANAGED_BY) == MANAGER
+                        and labels.get(LABEL_OWNER) == self.owner
+                    ):
+                        self._remember(attempt_id, place)
+                        owned.append(
+                            OwnedResource(
+                                attempt_id=attempt_id,
+                                task_id=str(labels.get(LABEL_TASK, "")),
+                                backend_ref=place.ref(str(_get(secret, "metadata", "name"))),
+                                state=BackendState.LOST,
+                            )
+                        )
                 for job in jobs:
                     labels = _labels(job)
                     attempt_id = str(labels[LABEL_ATTEMPT])

@@ -148,7 +148,7 @@ def serve(
     def on_elected(fenced: Store) -> None:
         # from now on every scheduler write checks this replica's token; reconcile at once
         scheduler.store = fenced
-        scheduler.restart_release_cursor()  # what ended while nobody led is reconciliation's
+        scheduler.start_leading()  # what ended while nobody led is reconciliation's
         elected.set()
         with contextlib.suppress(JobLookupError):
             jobs.modify_job("reconcile", next_run_time=datetime.now(UTC))

@@ -73,9 +73,14 @@ _OUTCOMES = {
     BackendState.LOST: (AttemptState.LOST, TaskState.FAILED),
 }
 #: an attempt reported LOST before its launch was recorded may simply not be launched yet (place_batch
-#: records the batch's backend refs after its last launch, while follow runs in another thread); only
-#: after this long is it a launch that never happened (the scheduler died between the row and the call)
+#: records the batch's backend refs after its last launch, while follow runs in another thread); without
+#: leadership (several schedulers sharing the work), only after this long is it a launch that never happened
 LAUNCH_GRACE_S = 300.0
+#: with leadership: how long after an election a launch the previous leader had under way may still
+#: arrive at a backend (longer than any provider's client timeouts for one launch call, retries included)
+SEND_GRACE_S = 60.0
+#: how old a passed fence check may be before the next launch checks again
+FENCE_CHECK_S = 1.0
 #: what providers.kubernetes writes into a PENDING status' reason; parsed here rather than imported,
 #: so the executor does not load the Kubernetes client for one regular expression
 _UNSCHEDULABLE_FOR = re.compile(r"\[unschedulable_for_s=(\d+)\]")
@@ -120,6 +125,10 @@ class Scheduler:
         self.signals = signals
         #: the last event whose finished attempt had its backend resource released
         self._release_cursor: int | None = None
+        #: attempts whose launch this scheduler is sending (rows written, backend refs not yet recorded)
+        self._sending: set[str] = set()
+        #: when this scheduler was elected leader (None: it runs without the lease, e.g. in tests)
+        self.leading_since: datetime | None = None
         #: attempt id -> provider: releases whose cancel failed, tried again each round
         self._release_retries: dict[str, str] = {}
         #: half-open breaker key -> (the task sent as its probe, when): one probe in flight per breaker
@@ -209,24 +218,27 @@ class Scheduler:
         groups = self.store.start_launch_groups(
             launches, actor=self.scheduler_id, snapshot=(snapshot.taken_at, snapshot_to_json(snapshot))
         )
-        # a leader deposed since its last write stops here, before anything leaves this process
-        self.store.check_fence()
-        launched: dict[str, str] = {}
-        for task, launch, group_tokens, attempts, (rest, history) in zip(
-            tasks, launches, tokens, groups, rests, strict=True
-        ):
-            if not attempts or launch.candidate is None:
-                continue  # failed with its reason, or cancelled meanwhile
-            members = list(zip(attempts, [launch.candidate, *launch.hedged], group_tokens, strict=True))
-            refs, refusals = self._send_group(task, members, history)
-            launched.update(refs)
-            if len(refusals) < len(members):
-                continue  # launched (a hedged launch: at least one of its siblings), or cancelled meanwhile
-            if all(refusal.retryable for refusal in refusals):
-                self._launch(task, rest, history, last=attempts[-1])
-            else:  # terminal (InvalidSpec), and no sibling launched
-                self._fail_task(task.id, "launch refused: " + "; ".join(history))
-        self.store.record_backend_refs(launched)
+        sending = [attempt.id for attempts in groups for attempt in attempts]
+        self._sending.update(sending)  # until their refs are recorded: "unknown" to a backend means "not sent yet"
+        try:
+            launched: dict[str, str] = {}
+            for task, launch, group_tokens, attempts, (rest, history) in zip(
+                tasks, launches, tokens, groups, rests, strict=True
+            ):
+                if not attempts or launch.candidate is None:
+                    continue  # failed with its reason, or cancelled meanwhile
+                members = list(zip(attempts, [launch.candidate, *launch.hedged], group_tokens, strict=True))
+                refs, refusals = self._send_group(task, members, history)
+                launched.update(refs)
+                if len(refusals) < len(members):
+                    continue  # launched (a hedged launch: at least one of its siblings), or cancelled meanwhile
+                if all(refusal.retryable for refusal in refusals):
+                    self._launch(task, rest, history, last=attempts[-1])
+                else:  # terminal (InvalidSpec), and no sibling launched
+                    self._fail_task(task.id, "launch refused: " + "; ".join(history))
+            self.store.record_backend_refs(launched)
+        finally:
+            self._sending.difference_update(sending)
         return len(tasks)
 
     def place_until_idle(self, *, max_seconds: float) -> int:
@@ -356,6 +368,10 @@ class Scheduler:
     ) -> str | ProviderError:
         """Launch one attempt: its backend ref, or the provider's refusal (recorded on the attempt)."""
         provider = self.providers[candidate.provider]
+        # a leader deposed since its last write stops here, before the launch leaves this process (checked
+        # at most once a second: a takeover waits out a whole lease, and the new leader gives launches
+        # already under way SEND_GRACE_S)
+        self.store.check_fence(max_age_s=FENCE_CHECK_S)
         started = time.perf_counter()
         try:
             spec = render_worker_spec(
@@ -442,10 +458,14 @@ class Scheduler:
                         task.id, wanted=TaskState.LAUNCHING, actor=self.scheduler_id, target=candidate.target
                     )
             last = attempt
-            sent = self._send(task, candidate, attempt.id, token, history)
-            if isinstance(sent, str):
-                self.store.set_backend_ref(attempt.id, backend_ref=sent)
-                return
+            self._sending.add(attempt.id)
+            try:
+                sent = self._send(task, candidate, attempt.id, token, history)
+                if isinstance(sent, str):
+                    self.store.set_backend_ref(attempt.id, backend_ref=sent)
+                    return
+            finally:
+                self._sending.discard(attempt.id)
             if not sent.retryable:
                 self._fail_task(task.id, "every candidate failed to launch: " + "; ".join(history))
                 return
@@ -664,9 +684,37 @@ class Scheduler:
                 },
             )
 
-    def restart_release_cursor(self) -> None:
-        """Make the next ``release_finished`` start from the newest event (a new leader's first round)."""
-        self._release_cursor = None
+    def start_leading(self) -> None:
+        """This scheduler was just elected: note when, and release from here on (reconciliation covers before).
+
+        The cursor is taken now, not at the next release round, so attempts
+        ending in between are released too.
+        """
+        self.leading_since = self.clock()
+        self._release_cursor = self.store.last_event_id()
+
+    def may_still_be_sending(self, attempt: Attempt) -> bool:
+        """Whether a launching attempt with no backend ref may have a launch call still on its way.
+
+        Its backend answering "unknown attempt" then means "not sent yet",
+        not "gone". True while this scheduler is sending it; for an attempt
+        created before this scheduler was elected, for ``SEND_GRACE_S``
+        after the election (the previous leader checks the fence before
+        every launch, so only a call already under way can still arrive,
+        bounded by the providers' client timeouts); one created and sent
+        under this leadership has had its answer. Without leadership
+        (schedulers sharing the work, in tests) it goes by the attempt's age.
+        """
+        if attempt.state != AttemptState.LAUNCHING or attempt.backend_ref is not None:
+            return False
+        if attempt.id in self._sending:
+            return True
+        now = self.clock()
+        if self.leading_since is None:
+            return (now - attempt.created_at).total_seconds() < LAUNCH_GRACE_S
+        if attempt.created_at <= self.leading_since:
+            return (now - self.leading_since).total_seconds() < SEND_GRACE_S
+        return False
 
     def apply_final_status(self, attempt: Attempt, status: BackendStatus, rules: FailoverRules) -> int:
         """Apply a final backend status found outside ``follow`` (reconciliation); 1 if it changed something."""
@@ -675,11 +723,7 @@ class Scheduler:
     def _apply(self, attempt: Attempt, status: BackendStatus, rules: FailoverRules) -> int:
         """A final backend status: fail over a retryable ending, else end the attempt and its task."""
         attempt_state, task_state = _OUTCOMES[status.state]
-        if (
-            status.state == BackendState.LOST
-            and attempt.backend_ref is None
-            and (self.clock() - attempt.created_at).total_seconds() < LAUNCH_GRACE_S
-        ):
+        if status.state == BackendState.LOST and self.may_still_be_sending(attempt):
             return 0  # "unknown attempt" may only mean its launch has not gone out yet
         if task_state == TaskState.FAILED and is_retryable(attempt_state, status.exit_code):
             return self._fail_over(

@@ -40,7 +40,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from controlplane.domain import AttemptState, InvalidTransition, ProviderError, TaskState, Unavailable
-from controlplane.scheduler.executor import LAUNCH_GRACE_S, Scheduler
+from controlplane.scheduler.executor import Scheduler
 from controlplane.scheduler.outcomes import FailoverRules, is_retryable
 from controlplane.store import NotFound, StateMismatch
 from controlplane.store.stranded import requeue_claimed, requeue_stranded, stranded_tasks
@@ -175,16 +175,14 @@ class Reconciler:
                 )
         policies = scheduler.policy()
         for attempt in live:
-            found = by_attempt.get(attempt.id)
+            # a LOST resource is a leftover (a Secret whose Job never came), not the attempt's workload
+            found = [r for r in by_attempt.get(attempt.id, []) if r.state != BackendState.LOST]
             if found:
                 if attempt.backend_ref is None:
                     store.set_backend_ref(attempt.id, backend_ref=found[0].backend_ref)
                     report.count(name, "adopted")
                 continue
-            if (
-                attempt.backend_ref is None
-                and (scheduler.clock() - attempt.created_at).total_seconds() < LAUNCH_GRACE_S
-            ):
+            if scheduler.may_still_be_sending(attempt):
                 continue  # its launch may not have gone out yet
             try:
                 status = provider.status(attempt.id)

@@ -26,6 +26,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -419,6 +420,8 @@ class Store:
         self._write_lock: AbstractContextManager[Any] = nullcontext() if self._postgres else threading.Lock()
         #: set on the copy a leading scheduler writes through (:meth:`fenced`); None: writes are not fenced
         self._fence: Fence | None = None
+        #: monotonic time of the last check of the fence that passed
+        self._fence_checked = 0.0
 
     def fenced(self, fence: Fence) -> Store:
         """This store, with every write first checking that ``fence`` still holds (controlplane.store.lease).
@@ -435,15 +438,22 @@ class Store:
     def fence(self) -> Fence | None:
         return self._fence
 
-    def check_fence(self) -> None:
-        """Raise ``Fenced`` now if this store's fence no longer holds (a read; no-op when unfenced).
+    def check_fence(self, *, max_age_s: float = 0.0) -> None:
+        """Raise ``Fenced`` if this store's fence no longer holds (a read; no-op when unfenced).
 
         For the moment between a fenced write and a call outside the
         database, such as a launch: a deposed leader stops before it sends.
+        With ``max_age_s``, a check (or fenced write) that passed less than
+        that long ago is taken as still good, so a batch of launches costs
+        one read per interval rather than one per launch.
         """
-        if self._fence is not None:
-            with self._read() as conn:
-                self._fence.check(conn, postgres=False)
+        if self._fence is None:
+            return
+        if max_age_s > 0 and time.monotonic() - self._fence_checked < max_age_s:
+            return
+        with self._read() as conn:
+            self._fence.check(conn, postgres=False)
+        self._fence_checked = time.monotonic()
 
     @property
     def engine(self) -> Engine:
@@ -462,6 +472,7 @@ class Store:
             with conn.begin():
                 if self._fence is not None:
                     self._fence.check(conn, postgres=self._postgres)
+                    self._fence_checked = time.monotonic()
                 yield conn
 
     @contextmanager

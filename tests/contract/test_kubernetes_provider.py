@@ -427,8 +427,10 @@ def test_409_on_job_create_is_adoption(
 def test_409_on_secret_create_reuses_or_replaces_a_secret_left_by_a_dead_launch(
     cluster: KmockCluster, provider: KubernetesProvider
 ) -> None:
-    # a launch that died between the Secret and the Job: simulated by refusing the Job once
+    # a launch that died between the Secret and the Job: simulated by refusing the Job once, and the
+    # clean-up delete of the Secret that a refusal makes
     cluster.fail_next(503, "etcdserver: request timed out", method="POST", resource=JOBS)
+    cluster.fail_next(503, "etcdserver: request timed out", method="DELETE", resource=SECRETS)
     with pytest.raises(Unavailable):
         provider.launch(with_token("att-half"))
     [left] = cluster.objects(SECRETS)
@@ -440,13 +442,15 @@ def test_409_on_secret_create_reuses_or_replaces_a_secret_left_by_a_dead_launch(
     assert kept["metadata"]["uid"] == left["metadata"]["uid"]  # same spec: reused as is
 
     cluster.fail_next(503, "etcdserver: request timed out", method="POST", resource=JOBS)
+    cluster.fail_next(503, "etcdserver: request timed out", method="DELETE", resource=SECRETS)
     with pytest.raises(Unavailable):
         provider.launch(with_token("att-new-token", token="att_first"))
+    cleanups = len(cluster.requests(resource=SECRETS, method="DELETE"))
     provider.launch(with_token("att-new-token", token="att_second"))
     secret = next(s for s in cluster.objects(SECRETS) if s["metadata"]["name"] == "fp-att-new-token")
     assert "att_second" in base64.b64decode(secret["data"]["spec.json"]).decode()
-    deletes = cluster.requests(resource=SECRETS, method="DELETE")
-    assert [d.data.get("preconditions", {}).get("uid") is not None for d in deletes] == [True]
+    replacing = cluster.requests(resource=SECRETS, method="DELETE")[cleanups:]
+    assert [d.data.get("preconditions", {}).get("uid") is not None for d in replacing] == [True]
 
 
 def test_an_attempt_whose_job_was_deleted_is_never_started_twice(
@@ -901,6 +905,24 @@ def test_list_owned_is_only_this_owners_jobs(ignore_label_selector: bool) -> Non
             client.close()
 
 
+def test_list_owned_reports_a_secret_left_without_its_job_as_lost_and_cancel_deletes_it(
+    cluster: KmockCluster, provider: KubernetesProvider
+) -> None:
+    provider.launch(request_for("att-whole"))
+    provider.launch(request_for("att-half"))
+    # the Job of att-half goes away without its Secret (a launch cut off between the two creates looks so)
+    _drain(
+        kubernetes.client.BatchV1Api(api_client(cluster.url)).delete_namespaced_job(
+            "fp-att-half", NAMESPACE, _preload_content=False
+        )
+    )
+    owned = {o.attempt_id: o.state for o in provider.list_owned()}
+    assert owned["att-half"] == BackendState.LOST
+    assert owned["att-whole"] != BackendState.LOST
+    provider.cancel("att-half")
+    assert [o.attempt_id for o in provider.list_owned()] == ["att-whole"]
+
+
 def test_list_owned_pages_through_every_job_with_one_pod_list(
     cluster: KmockCluster, client: kubernetes.client.ApiClient
 ) -> None:
@@ -994,6 +1016,7 @@ def test_api_errors_map_to_the_taxonomy(
         provider.launch(request_for("att-err"))
 
     assert type(raised.value) is error
+    assert cluster.objects(SECRETS) == []  # the Secret made for the refused Job does not stay behind
     assert text in raised.value.message
     if status == 403 and error is InvalidSpec:
         # worded as every provider words a refusal of access: the target's setup, not the task

@@ -14,7 +14,6 @@ Backends are ``providers/noop.py``; the store and scheduler share a clock.
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from controlplane.scheduler import Scheduler
 from controlplane.store import Store, make_engine, upgrade
 from providers.base import BackendState
 from providers.noop import NoopProvider
+from tests.support.clock import Clock
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -53,23 +53,9 @@ POLICY = parse_policy(
 )
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-        self._lock = threading.Lock()
-
-    def __call__(self) -> datetime:
-        with self._lock:
-            return self.now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self.now += timedelta(seconds=seconds)
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture

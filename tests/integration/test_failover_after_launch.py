@@ -56,6 +56,7 @@ from controlplane.store.tables import attempts
 from providers.base import BackendState, BackendStatus, LaunchRequest, LaunchResult
 from providers.local import LocalProvider
 from providers.noop import NoopProvider
+from tests.support.clock import Clock
 
 pytest_plugins = ["tests.integration.store_fixtures"]
 pytestmark = pytest.mark.timeout(120)
@@ -77,22 +78,6 @@ POLICY_DOC: dict[str, Any] = {
 }
 POLICY = parse_policy(POLICY_DOC)
 PRIVATE_TARGETS = {"vault", "home"}
-
-
-class Clock:
-    """The one clock of the store and the scheduler; tests move it."""
-
-    def __init__(self) -> None:
-        self.now = T0
-        self._lock = threading.Lock()
-
-    def __call__(self) -> datetime:
-        with self._lock:
-            return self.now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self.now += timedelta(seconds=seconds)
 
 
 class RecordingNoop(NoopProvider):
@@ -164,7 +149,7 @@ def new_scheduler(
 def world(tmp_path: Path) -> Iterator[World]:
     engine = make_engine(f"sqlite:///{tmp_path / 'state.db'}")
     upgrade(engine=engine)
-    clock = Clock()
+    clock = Clock(T0)
     store = Store(engine, clock=clock)
     backends = providers()
     yield World(store, clock, backends, new_scheduler(store, clock, backends))
@@ -492,7 +477,7 @@ class RetryThresholds(Thresholds):
 def test_max_attempts_and_backoff_come_from_the_policy_when_it_sets_them(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'state.db'}")
     upgrade(engine=engine)
-    clock = Clock()
+    clock = Clock(T0)
     store = Store(engine, clock=clock)
     backends = providers()
     policy = replace(parse_policy(POLICY_DOC), thresholds=RetryThresholds())
@@ -610,7 +595,7 @@ def test_private_data_never_lands_on_a_public_target_across_failovers(
     with tempfile.TemporaryDirectory() as folder:
         engine = make_engine(f"sqlite:///{folder}/state.db")
         upgrade(engine=engine)
-        clock = Clock()
+        clock = Clock(T0)
         store = Store(engine, clock=clock)
         backends = providers()
         scheduler = new_scheduler(store, clock, backends, planner=plan if faulty is None else faulty_planner(faulty))
@@ -669,7 +654,7 @@ def report_preempted(store: Store, attempt_ids: list[str]) -> int:
 def test_two_schedulers_following_the_same_attempts_never_make_two_live_attempts(
     database_url: str, engine: Engine
 ) -> None:
-    clock = Clock()
+    clock = Clock(T0)
     backends = providers()  # one set of backends: both schedulers see the same resources
     second_engine = make_engine(database_url)
     stores = [Store(engine, clock=clock), Store(second_engine, clock=clock)]
@@ -765,7 +750,7 @@ sys.exit(75 if first else 0)
 def test_the_local_provider_worker_exiting_75_resumes_in_a_second_attempt(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'state.db'}")
     upgrade(engine=engine)
-    clock = Clock()
+    clock = Clock(T0)
     store = Store(engine, clock=clock)
     local = LocalProvider(tmp_path / "local", 1, [sys.executable, "-c", RESUMING_WORKER], term_grace_seconds=5.0)
     policy = parse_policy(

@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,7 @@ from providers.base import BackendState, BackendStatus, LaunchRequest, LaunchRes
 from providers.local import LocalProvider
 from providers.noop import NoopProvider
 from tests.support.api_fixtures import ACME, ApiServer
+from tests.support.clock import Clock
 
 pytest_plugins = ["tests.integration.store_fixtures"]
 pytestmark = pytest.mark.timeout(180)
@@ -73,22 +74,6 @@ POLICY_DOC: dict[str, Any] = {
     "rules": [{"name": "urgent", "hedge": 2, "targets": ["azure-fast", "spot", "home"]}],
 }
 POLICY = parse_policy(POLICY_DOC)
-
-
-class Clock:
-    """The one clock of the store and the scheduler; tests move it."""
-
-    def __init__(self) -> None:
-        self.now = T0
-        self._lock = threading.Lock()
-
-    def __call__(self) -> datetime:
-        with self._lock:
-            return self.now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self.now += timedelta(seconds=seconds)
 
 
 class RecordingNoop(NoopProvider):
@@ -152,7 +137,7 @@ def new_scheduler(
 def world(tmp_path: Path) -> Iterator[World]:
     engine = make_engine(f"sqlite:///{tmp_path / 'state.db'}")
     upgrade(engine=engine)
-    clock = Clock()
+    clock = Clock(T0)
     store = Store(engine, clock=clock)
     backends = providers()
     scheduler = new_scheduler(store, clock, backends)
@@ -301,7 +286,7 @@ def api_world(tmp_path: Path) -> Iterator[tuple[World, ApiServer]]:
     """A world whose workers' callbacks reach a real API server over loopback."""
     engine = make_engine(f"sqlite:///{tmp_path / 'state.db'}")
     upgrade(engine=engine)
-    clock = Clock()
+    clock = Clock(T0)
     clock.now = datetime.now(UTC)  # the API writes with the wall clock: heartbeats are never in the scheduler's past
     store = Store(engine)
     backends = providers()
@@ -399,7 +384,7 @@ def test_the_scheduler_decides_when_the_backends_report_running_first(world: Wor
 
 
 def test_siblings_reporting_running_at_once_make_exactly_one_winner(database_url: str, engine: Engine) -> None:
-    clock = Clock()
+    clock = Clock(T0)
     backends = providers()
     second_engine = make_engine(database_url)
     stores = [Store(engine, clock=clock), Store(second_engine, clock=clock)]
@@ -691,7 +676,7 @@ def test_every_sibling_preempted_requeues_the_task_once_per_launch(world: World)
 def test_two_schedulers_and_the_callbacks_fail_a_hedged_launch_over_exactly_once(
     database_url: str, engine: Engine
 ) -> None:
-    clock = Clock()
+    clock = Clock(T0)
     backends = providers()
     second_engine = make_engine(database_url)
     stores = [Store(engine, clock=clock), Store(second_engine, clock=clock)]

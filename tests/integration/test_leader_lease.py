@@ -8,7 +8,6 @@ the tests assert that a refused write left nothing behind.
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -21,6 +20,7 @@ from controlplane.scheduler.leader import Leadership
 from controlplane.store import Fence, Fenced, LeaderLease, Store, make_engine
 from controlplane.store.tables import attempts, events
 from providers.noop import NoopProvider
+from tests.support.clock import Clock
 
 pytest_plugins = ["tests.integration.store_fixtures"]
 pytestmark = pytest.mark.timeout(120)
@@ -32,20 +32,6 @@ POLICY = parse_policy(
         "rules": [{"name": "default", "targets": ["home"]}],
     }
 )
-
-
-class Clock:
-    def __init__(self, now: datetime = T0) -> None:
-        self.now = now
-        self._lock = threading.Lock()
-
-    def __call__(self) -> datetime:
-        with self._lock:
-            return self.now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self.now += timedelta(seconds=seconds)
 
 
 def submit(store: Store, name: str) -> str:
@@ -81,7 +67,7 @@ def count(engine: Engine, table: object) -> int:
 
 
 def test_one_holder_until_expiry_then_a_takeover_with_a_new_token(engine: Engine) -> None:
-    clock_a, clock_b = Clock(), Clock()
+    clock_a, clock_b = Clock(T0), Clock(T0)
     a = LeaderLease(Store(engine, clock=clock_a), holder="replica-a", seconds=10)
     b = LeaderLease(Store(engine, clock=clock_b), holder="replica-b", seconds=10)
     first = a.acquire()
@@ -106,7 +92,7 @@ def test_one_holder_until_expiry_then_a_takeover_with_a_new_token(engine: Engine
 
 
 def test_a_deposed_leader_cannot_claim_or_launch_and_leaves_nothing_behind(engine: Engine) -> None:
-    clock_a, clock_b = Clock(), Clock()
+    clock_a, clock_b = Clock(T0), Clock(T0)
     base_a, base_b = Store(engine, clock=clock_a), Store(engine, clock=clock_b)
     for n in range(3):
         submit(base_a, f"t{n}")
@@ -132,7 +118,7 @@ def test_a_deposed_leader_cannot_claim_or_launch_and_leaves_nothing_behind(engin
 
 
 def test_the_leader_schedules_through_its_fenced_store(engine: Engine) -> None:
-    clock = Clock()
+    clock = Clock(T0)
     base = Store(engine, clock=clock)
     task_id = submit(base, "one")
     provider = NoopProvider(name="local")
@@ -168,7 +154,7 @@ def test_the_leader_schedules_through_its_fenced_store(engine: Engine) -> None:
 
 
 def test_renew_fails_over_to_not_leading_once_the_lease_would_have_expired(engine: Engine) -> None:
-    clock = Clock()
+    clock = Clock(T0)
     store = Store(engine, clock=clock)
     leadership = Leadership(store=store, holder="replica-a", lease_seconds=6, on_elected=lambda s: None, clock=clock)
     assert leadership.renew()
@@ -188,7 +174,7 @@ def test_renew_fails_over_to_not_leading_once_the_lease_would_have_expired(engin
 
 
 def test_resign_lets_another_replica_take_over_at_once(engine: Engine) -> None:
-    clock = Clock()
+    clock = Clock(T0)
     a = Leadership(
         store=Store(engine, clock=clock), holder="a", lease_seconds=30, on_elected=lambda s: None, clock=clock
     )

@@ -12,9 +12,8 @@ call recorded); the store and the schedulers share an injected clock.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -23,11 +22,12 @@ from sqlalchemy import Engine
 from controlplane.domain import AttemptState, Candidate, DataSensitivity, TaskKind, TaskSpec, TaskState, Unavailable
 from controlplane.policy import parse_policy
 from controlplane.scheduler import Scheduler
-from controlplane.scheduler.executor import LAUNCH_GRACE_S
+from controlplane.scheduler.executor import LAUNCH_GRACE_S, SEND_GRACE_S
 from controlplane.scheduler.reconcile import QUIET_S, Reconciler
 from controlplane.store import Store
 from providers.base import BackendState, LaunchRequest, LaunchResult
 from providers.noop import NoopProvider
+from tests.support.clock import Clock
 
 pytest_plugins = ["tests.integration.store_fixtures"]
 pytestmark = pytest.mark.timeout(120)
@@ -47,20 +47,6 @@ POLICY = parse_policy(
 
 class Crash(BaseException):
     """The process dies here (kill -9): nothing after this point runs."""
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-        self._lock = threading.Lock()
-
-    def __call__(self) -> datetime:
-        with self._lock:
-            return self.now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self.now += timedelta(seconds=seconds)
 
 
 class CrashingStore(Store):
@@ -127,7 +113,7 @@ def new_scheduler(store: Store, clock: Clock, backends: Mapping[str, NoopProvide
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture
@@ -156,9 +142,10 @@ def assert_one_resource_per_task(store: Store, backends: Mapping[str, NoopProvid
         assert store.get_attempt(attempt_id).task_id == task_id
 
 
+@pytest.mark.parametrize("leader", [True, False], ids=["elected", "no-lease"])
 @pytest.mark.parametrize("where", ["after_claim", "before_send", "after_send", "before_refs"])
 def test_a_crash_at_any_point_of_a_launch_leaves_no_duplicate_and_no_lost_task(
-    engine: Engine, clock: Clock, backends: dict[str, CrashingNoop], where: str
+    engine: Engine, clock: Clock, backends: dict[str, CrashingNoop], where: str, leader: bool
 ) -> None:
     first_store = CrashingStore(
         engine,
@@ -172,6 +159,8 @@ def test_a_crash_at_any_point_of_a_launch_leaves_no_duplicate_and_no_lost_task(
         new_scheduler(first_store, clock, backends, "replica-1").place_batch()
 
     store, scheduler = restart(engine, clock, backends)
+    if leader:
+        scheduler.start_leading()  # as serve does when the lease is won
     reconciler = Reconciler(scheduler)
     report = reconciler.run(elected=True)
     if where == "after_claim":
@@ -182,8 +171,12 @@ def test_a_crash_at_any_point_of_a_launch_leaves_no_duplicate_and_no_lost_task(
         adopted = sum(actions.get("adopted", 0) for actions in report.providers.values())
         assert adopted == (1 if where == "after_send" else 4)  # after_send: the first launch went out
     # "before_send": attempt rows exist but nothing was sent; they look like launches in flight
-    # until the launch grace has passed, then the backend's "unknown attempt" makes them lost
-    clock.advance(LAUNCH_GRACE_S + 1)
+    # until the grace has passed (an elected leader: a minute after its election; without a lease: by the
+    # attempt's age), then the backend's "unknown attempt" makes them lost
+    scheduler.follow()
+    if where == "before_send":
+        assert {a.state for t in task_ids for a in store.attempts_for(t)} == {AttemptState.LAUNCHING}
+    clock.advance((SEND_GRACE_S if leader else LAUNCH_GRACE_S) + 1)
     for _ in range(4):
         scheduler.place_batch()
         scheduler.follow()
@@ -306,3 +299,21 @@ def _launch(provider: NoopProvider, attempt_id: str, task_id: str) -> str:
         )
     )
     return attempt_id
+
+
+def test_a_running_attempt_reported_lost_is_failed_over_at_once(
+    engine: Engine, clock: Clock, backends: dict[str, CrashingNoop]
+) -> None:
+    """The launch grace is for launching attempts: one that already ran (a heartbeat) and vanished is lost now."""
+    store = CrashingStore(engine, clock=clock, crash_at="record_backend_refs")
+    task_id = submit(store, "clip", private=False)
+    with pytest.raises(Crash):
+        new_scheduler(store, clock, backends, "replica-1").place_batch()
+    store, scheduler = restart(engine, clock, backends)
+    (attempt,) = store.attempts_for(task_id)
+    assert attempt.backend_ref is None
+    assert store.start_running(attempt.id, actor="worker").outcome == "won"  # its worker called in
+    backends["aws"].forget(attempt.id)  # then its VM was evicted
+    scheduler.follow()
+    assert store.get_attempt(attempt.id).state == AttemptState.LOST
+    assert store.get_task(task_id).state == TaskState.QUEUED
