@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gc
+import signal
+import threading
+from types import FrameType
 from typing import Any
 
 __all__ = ["run_api", "settle_heap"]
@@ -28,9 +31,26 @@ def settle_heap() -> None:
     gc.set_threshold(GEN0_THRESHOLD, gen1, gen2)
 
 
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
 def run_api(asgi: Any, *, host: str, port: int) -> None:
-    """Serve ``asgi`` until interrupted; uvloop and httptools when installed (they are pinned)."""
+    """Serve ``asgi`` until interrupted; uvloop and httptools when installed (they are pinned).
+
+    uvicorn shuts down gracefully on SIGTERM and then raises the signal
+    again with the handler it found at start. Python's default for SIGTERM
+    kills the process on the spot, so the caller's clean-up (stopping the
+    jobs, giving the scheduler lease back) would never run; a handler that
+    raises ``SystemExit(143)`` lets it run and still exits as SIGTERM would.
+    """
     import uvicorn
 
     settle_heap()
-    uvicorn.run(asgi, host=host, port=port, log_level="warning", access_log=False, loop="auto", http="auto")
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if main else None
+    try:
+        uvicorn.run(asgi, host=host, port=port, log_level="warning", access_log=False, loop="auto", http="auto")
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
