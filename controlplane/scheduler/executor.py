@@ -483,28 +483,14 @@ class Scheduler:
         resource a timed-out launch may still have created belongs to an
         ended attempt, which ``release_finished`` deletes.
         """
-        rules = FailoverRules.of(self.policy().for_tenant(task.spec.tenant))
-        result = self.store.fail_over(
-            last.id,
-            actor=self.scheduler_id,
+        self._fail_over(
+            last,
+            FailoverRules.of(self.policy().for_tenant(task.spec.tenant)),
+            ended=None,
             trigger="launch_refused",
             reason="every candidate refused the launch: " + "; ".join(history),
             retryable=lambda _state, _code: True,  # the refusals were checked: each one passes
-            max_attempts=rules.max_attempts,
-            backoff_seconds=rules.backoff_seconds,
         )
-        if result.outcome is not None:
-            log.warning(
-                "",
-                extra={
-                    "event": "attempt.failover",
-                    "task_id": task.id,
-                    "attempt_id": last.id,
-                    "trigger": "launch_refused",
-                    "outcome": result.outcome,
-                    "attempts": result.attempts,
-                },
-            )
 
     def _fail_task(self, task_id: str, reason: str) -> None:
         with contextlib.suppress(InvalidTransition, StateMismatch):  # cancelled meanwhile
@@ -812,6 +798,7 @@ class Scheduler:
         trigger: str,
         reason: str,
         exit_code: int | None = None,
+        retryable: Callable[[AttemptState, int | None], bool] = is_retryable,
     ) -> int:
         """End the attempt (unless it has ended) and re-queue or fail its task, in one store transaction."""
         result = self.store.fail_over(
@@ -821,7 +808,7 @@ class Scheduler:
             reason=reason,
             ended=ended,
             exit_code=exit_code,
-            retryable=is_retryable,
+            retryable=retryable,
             max_attempts=rules.max_attempts,
             backoff_seconds=rules.backoff_seconds,
         )

@@ -138,15 +138,15 @@ class Reconciler:
         for attempt_id, resources in by_attempt.items():
             if attempt_id in live_ids:
                 continue
+            running = any(not r.state.is_final for r in resources)
+            if not running and name == "local":
+                continue  # an ended local worker costs nothing; its folder keeps the logs
             try:
                 state: AttemptState | None = store.get_attempt(attempt_id).state
             except NotFound:
                 state = None  # started by this owner with a database that no longer has it
             if state is not None and not state.is_final:
                 continue  # launched after the live attempts were read: not ours to judge this round
-            running = any(not r.state.is_final for r in resources)
-            if not running and name == "local":
-                continue  # an ended local worker costs nothing; its folder keeps the logs
             try:
                 provider.cancel(attempt_id)
             except (ProviderError, Unavailable) as exc:

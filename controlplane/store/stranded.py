@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.orm import aliased
 
 from controlplane.domain import Attempt, AttemptState, Task, TaskState
@@ -135,7 +135,7 @@ def requeue_stranded(store: Store, task_id: str, *, reason: str, actor: str) -> 
         if row is None or row.state not in _LIVE_TASKS:
             return False
         alive = conn.execute(
-            select(attempts.c.id).where(and_(attempts.c.task_id == task_id, or_(attempts.c.state.in_(_LIVE_ATTEMPTS))))
+            select(attempts.c.id).where(attempts.c.task_id == task_id, attempts.c.state.in_(_LIVE_ATTEMPTS))
         ).first()
         if alive is not None:
             return False

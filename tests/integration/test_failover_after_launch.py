@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -57,6 +56,7 @@ from providers.base import BackendState, BackendStatus, LaunchRequest, LaunchRes
 from providers.local import LocalProvider
 from providers.noop import NoopProvider
 from tests.support.clock import Clock
+from tests.support.together import together
 
 pytest_plugins = ["tests.integration.store_fixtures"]
 pytestmark = pytest.mark.timeout(120)
@@ -666,27 +666,6 @@ def test_two_schedulers_following_the_same_attempts_never_make_two_live_attempts
     total = 12
     task_ids = [submit(store, name=f"clip-{i}") for i in range(total)]
     rounds = 3
-
-    def together(*jobs: Callable[[], Any]) -> list[Any]:
-        """Run the jobs in threads released at the same moment; their results, in order."""
-        barrier = threading.Barrier(len(jobs))
-        results: list[Any] = [None] * len(jobs)
-        errors: list[BaseException] = []
-
-        def run(i: int, job: Callable[[], Any]) -> None:
-            barrier.wait()
-            try:
-                results[i] = job()
-            except BaseException as exc:  # reported below, in the test's thread
-                errors.append(exc)
-
-        threads = [threading.Thread(target=run, args=(i, job)) for i, job in enumerate(jobs)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
-        assert not errors, errors
-        return results
 
     def place_all(scheduler: Scheduler) -> int:
         placed = 0

@@ -56,6 +56,7 @@ from providers.local import LocalProvider
 from providers.noop import NoopProvider
 from tests.support.api_fixtures import ACME, ApiServer
 from tests.support.clock import Clock
+from tests.support.together import together
 
 pytest_plugins = ["tests.integration.store_fixtures"]
 pytestmark = pytest.mark.timeout(180)
@@ -172,28 +173,6 @@ def failovers(store: Store, task_id: str) -> list[Event]:
 
 def transitions_to(store: Store, task_id: str, state: TaskState) -> list[Event]:
     return [e for e in store.list_events(task_id) if e.kind == "task.transition" and e.to_state == state.value]
-
-
-def together(*jobs: Callable[[], Any]) -> list[Any]:
-    """Run the jobs in threads released at the same moment; their results, in order (errors re-raised here)."""
-    barrier = threading.Barrier(len(jobs))
-    results: list[Any] = [None] * len(jobs)
-    errors: list[BaseException] = []
-
-    def run(i: int, job: Callable[[], Any]) -> None:
-        barrier.wait()
-        try:
-            results[i] = job()
-        except BaseException as exc:  # reported below, in the test's thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i, job)) for i, job in enumerate(jobs)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not errors, errors
-    return results
 
 
 # --------------------------------------------------------------------------- launching
