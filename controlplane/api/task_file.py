@@ -12,7 +12,6 @@ them) and nothing gets an id from the store. The task is ``dry-run``,
 from __future__ import annotations
 
 import json
-import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,17 @@ from typing import Any
 from pydantic import ValidationError
 
 from controlplane.api.schemas import TaskCreate
-from controlplane.domain import DataSensitivity, Priority, Task, TaskKind, TaskSpec, TaskState
+from controlplane.domain import (
+    TENANT_PATTERN,
+    TENANT_RULE,
+    DataSensitivity,
+    Priority,
+    Task,
+    TaskKind,
+    TaskSpec,
+    TaskState,
+    is_tenant_name,
+)
 from controlplane.domain.fields import FieldError
 
 __all__ = [
@@ -40,8 +49,6 @@ __all__ = [
 
 DRY_RUN_TASK_ID = "dry-run"
 DEFAULT_TENANT = "default"
-#: the tenant syntax tokens use (``fusionctl tokens create --tenant``)
-TENANT_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 #: a task body is small; the API's own body limit is 1 MiB
 MAX_TASK_BYTES = 1 << 20
 
@@ -56,8 +63,8 @@ class TaskFileError(FieldError):
 
 
 def check_tenant(tenant: str) -> str:
-    if not re.match(TENANT_PATTERN, tenant):
-        raise TaskFileError("tenant", "must be 1-64 letters, digits, '-', '_' or '.'")
+    if not is_tenant_name(tenant):
+        raise TaskFileError("tenant", f"must be {TENANT_RULE}")
     return tenant
 
 

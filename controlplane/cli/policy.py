@@ -32,11 +32,11 @@ import click
 
 from controlplane.cli.client import ApiClient, client_options
 from controlplane.cli.common import output_option, parse_duration, print_json
-from controlplane.domain import SignalSnapshot
+from controlplane.domain import TENANT_RULE, SignalSnapshot, is_tenant_name
 from controlplane.policy import PolicyError, parse_policy, policy_version
 from controlplane.policy.checks import Finding, validate_document
 from controlplane.policy.consul_source import ConsulPolicySource, consul_client, consul_configured, policy_key
-from controlplane.policy.overlay import TENANT_NAME, apply_overlay
+from controlplane.policy.overlay import apply_overlay
 from controlplane.policy.simulate import DEFAULT_ASSUMED_RUNTIME_S, Placement, ReplayItem
 from controlplane.policy.simulate import simulate as run_simulation
 from controlplane.policy.sources import MAX_POLICY_BYTES, FilePolicySource
@@ -89,8 +89,8 @@ class _Current:
 
 class _Source:
     def __init__(self, tenant: str | None) -> None:
-        if tenant is not None and not TENANT_NAME.match(tenant):
-            _die(f"--tenant: {tenant!r} is not a tenant name", EXIT_INVALID)
+        if tenant is not None and not is_tenant_name(tenant):
+            _die(f"--tenant: {tenant!r} is not a tenant name ({TENANT_RULE})", EXIT_INVALID)
         self.tenant = tenant
         if consul_configured():
             self.consul: ConsulPolicySource | None = ConsulPolicySource(

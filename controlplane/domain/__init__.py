@@ -39,6 +39,7 @@ from controlplane.domain.states import (
     check_task_transition,
 )
 from controlplane.domain.task import Attempt, Task, TaskSpec
+from controlplane.domain.tenant import TENANT_PATTERN, TENANT_RULE, is_tenant_name
 
 __all__ = [
     "BUDGET_SOURCE",
@@ -48,6 +49,8 @@ __all__ = [
     "PROVIDERS",
     "QUEUE_SOURCE",
     "SPOT_PRICE_SOURCE",
+    "TENANT_PATTERN",
+    "TENANT_RULE",
     "Attempt",
     "AttemptState",
     "Candidate",
@@ -78,4 +81,5 @@ __all__ = [
     "Unavailable",
     "check_attempt_transition",
     "check_task_transition",
+    "is_tenant_name",
 ]

@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from controlplane.domain import TENANT_RULE, is_tenant_name
+from controlplane.domain.tenant import TENANT_NAME as DOMAIN_TENANT_NAME
 from controlplane.policy.model import Policy, PolicyError
 from controlplane.policy.parse import parse_policy
 from controlplane.policy.seed import SEED_KEY, seed_document
@@ -24,8 +26,8 @@ from controlplane.policy.seed import SEED_KEY, seed_document
 __all__ = ["OVERLAY_KEYS", "TENANT_NAME", "apply_overlay", "full_document"]
 
 OVERLAY_KEYS = frozenset({"$schema", "description", "rules", "thresholds"})
-#: tenant names as the API accepts them (the overlay's key or file name carries it)
-TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+#: tenant names as tokens and the API accept them (the overlay's key or file name carries it)
+TENANT_NAME = DOMAIN_TENANT_NAME
 _RULE_PATH = re.compile(r"^rules\[(\d+)\](.*)$")
 
 
@@ -39,8 +41,8 @@ def full_document(document: dict[str, Any]) -> dict[str, Any]:
 
 def apply_overlay(base: dict[str, Any], overlay: Any, tenant: str) -> tuple[dict[str, Any], Policy]:
     """The effective document and policy for ``tenant``; errors name the overlay's JSON paths."""
-    if not TENANT_NAME.match(tenant):
-        raise PolicyError("", f"tenant name {tenant!r} is not valid (1..64 of [A-Za-z0-9._-])")
+    if not is_tenant_name(tenant):
+        raise PolicyError("", f"tenant name {tenant!r} is not valid ({TENANT_RULE})")
     if not isinstance(overlay, dict):
         raise PolicyError("", "an overlay must be an object with rules and/or thresholds")
     for key in overlay:

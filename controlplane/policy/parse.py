@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from controlplane.domain import DataSensitivity, Priority, Target, TaskKind
+from controlplane.domain import TENANT_RULE, DataSensitivity, Priority, Target, TaskKind, is_tenant_name
 from controlplane.domain.fields import json_path, json_type_name
 from controlplane.policy.model import (
     CLOUD_PROVIDERS,
@@ -101,8 +101,6 @@ _THRESHOLD_KEYS = frozenset(
     }
 )
 MAX_HEDGE = 4
-#: tenant names as the API accepts them (the same pattern as overlay.TENANT_NAME, which imports this module)
-_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 #: the tenant budget that applies to every tenant not listed
 EVERY_TENANT = "*"
 
@@ -345,8 +343,8 @@ def _tenant_budgets(value: Any, path: str) -> dict[str, float]:
         raise PolicyError(path, "must name at least one tenant (leave the field out for no tenant budgets)")
     out: dict[str, float] = {}
     for tenant in sorted(value):
-        if tenant != EVERY_TENANT and not _TENANT.match(tenant):
-            raise PolicyError(json_path(path, tenant), 'is not a tenant name (1..64 of [A-Za-z0-9._-]) or "*"')
+        if tenant != EVERY_TENANT and not is_tenant_name(tenant):
+            raise PolicyError(json_path(path, tenant), f'is not a tenant name ({TENANT_RULE}) or "*"')
         out[tenant] = _number(value[tenant], json_path(path, tenant), low=0)
     return out
 

@@ -115,9 +115,10 @@ def test_errors_name_the_field(document: Any, path: str, message: str) -> None:
     assert info.value.message.startswith(message), info.value.message
 
 
-def test_tenant_is_checked() -> None:
-    with pytest.raises(TaskFileError, match=r"^tenant: must be 1-64"):
-        task_from_json({"source": "a", "target": "b.png"}, tenant="no spaces", now=NOW)
+@pytest.mark.parametrize("tenant", ["no spaces", "..", "Acme", "a/b", "a.b", "x" * 64])
+def test_tenant_is_checked(tenant: str) -> None:
+    with pytest.raises(TaskFileError, match=r"^tenant: must be 1-63 lowercase"):
+        task_from_json({"source": "a", "target": "b.png"}, tenant=tenant, now=NOW)
 
 
 def test_files_and_text(tmp_path: Path) -> None:
