@@ -30,6 +30,8 @@ class Metrics:
     leader: Gauge
     leader_changes: Counter
     reconciled: Counter
+    tokens_reloads: Counter
+    tokens_loaded: Gauge
 
     @classmethod
     def create(cls) -> Metrics:
@@ -118,5 +120,15 @@ class Metrics:
                 "requeued, finished); orphans and vanished attempts are what to alert on",
                 ["provider", "action"],
                 registry=registry,
+            ),
+            tokens_reloads=Counter(
+                "fusionplane_tokens_reloads",
+                "Tokens file changes seen by this process, by outcome (applied, invalid); invalid means the "
+                "last good set of tokens stayed in force",
+                ["outcome"],
+                registry=registry,
+            ),
+            tokens_loaded=Gauge(
+                "fusionplane_tokens_loaded", "API tokens in force in this process (hashes)", registry=registry
             ),
         )

@@ -8,34 +8,47 @@ Tokens file (``--tokens-file``, default ``var/tokens.json``), mode 0600::
 A token is ``fp_`` + 43 url-safe characters (256 bits); it is printed once by
 ``fusionctl tokens create`` and never stored. Roles: ``submitter`` (own
 tenant's tasks), ``operator`` (all tenants, decisions, policies), ``admin``
-(operator + token and policy administration).
+(operator + token and policy administration), ``metrics`` (``/metrics`` and
+the ``/readyz`` detail only: what a Prometheus scrape needs).
+
+The running server re-reads the file when it changes (``TokenRegistry``),
+so ``fusionctl tokens revoke`` and ``create`` take effect within about a
+second, without a restart.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import json
+import logging
 import os
-import secrets
-import tempfile
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ROLES", "Principal", "TokenError", "TokenRegistry", "create_token", "hash_token"]
+from controlplane.api.tokens_file import ROLES, TokenError, create_token, hash_token, read_tokens
+from controlplane.metrics import Metrics
 
-ROLES = ("submitter", "operator", "admin")
-_TOKEN_PREFIX = "fp_"
+__all__ = [
+    "ROLES",
+    "RELOAD_EVERY_SECONDS",
+    "Principal",
+    "TokenError",
+    "TokenRegistry",
+    "create_token",
+    "hash_token",
+]
 
+log = logging.getLogger("fusionplane.auth")
 
-class TokenError(ValueError):
-    """The tokens file or a token request is unusable; ``field`` names what."""
+#: how often, at most, a request makes the registry look at the tokens file (one ``stat``)
+RELOAD_EVERY_SECONDS = 1.0
+#: roles that may read the operational endpoints (``/metrics``, the ``/readyz`` detail)
+_OBSERVERS = frozenset({"metrics", "operator", "admin"})
 
-    def __init__(self, message: str, *, field: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
+FileSignature = tuple[int, int, int, int]
 
 
 @dataclass(frozen=True)
@@ -50,75 +63,140 @@ class Principal:
     def sees_all_tenants(self) -> bool:
         return self.role in ("operator", "admin")
 
+    @property
+    def observes(self) -> bool:
+        """May read ``/metrics`` and the ``/readyz`` detail (replica, lease, policy)."""
+        return self.role in _OBSERVERS
 
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+    @property
+    def uses_task_routes(self) -> bool:
+        """False for the ``metrics`` role: it reads the operational endpoints and nothing else."""
+        return self.role != "metrics"
 
 
-def _read(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
+def _signature(path: Path) -> FileSignature | None:
+    """What tells a changed file apart: device, inode, size, mtime (follows symlinks); None when absent.
+
+    A Kubernetes Secret volume swaps a symlink to a new folder: the file the
+    path reaches is a new inode, so the change is seen even with the same
+    size and mtime.
+    """
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise TokenError(f"{path} is not readable JSON: {exc}", field="tokens_file") from exc
-    entries = document.get("tokens") if isinstance(document, dict) else None
-    if not isinstance(entries, list):
-        raise TokenError(f'{path} needs a top-level "tokens" list', field="tokens_file")
-    for i, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            raise TokenError("must be an object", field=f"tokens[{i}]")
-        for key in ("tenant", "role", "sha256"):
-            if not isinstance(entry.get(key), str) or not entry[key]:
-                raise TokenError("is required", field=f"tokens[{i}].{key}")
-        if entry["role"] not in ROLES:
-            raise TokenError(f"must be one of {', '.join(ROLES)}", field=f"tokens[{i}].role")
-    return entries
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def create_token(path: Path, *, tenant: str, role: str, name: str = "") -> str:
-    """Add a new token's hash to ``path`` (created 0600 if absent) and return the token, once."""
-    if role not in ROLES:
-        raise TokenError(f"must be one of {', '.join(ROLES)}", field="role")
-    if not tenant or len(tenant) > 64 or not all(c.isalnum() or c in "-_." for c in tenant):
-        raise TokenError("1-64 letters, digits, '-', '_' or '.'", field="tenant")
-    entries = _read(path)
-    token = _TOKEN_PREFIX + secrets.token_urlsafe(32)
-    entries.append(
-        {
-            "name": name or f"{tenant}-{role}-{len(entries) + 1}",
-            "tenant": tenant,
-            "role": role,
-            "sha256": hash_token(token),
-            "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        }
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tokens.", dir=path.parent)  # 0600 from the start
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump({"tokens": entries}, handle, indent=2)
-    os.replace(tmp, path)
-    return token
+def _principals(entries: list[dict[str, Any]]) -> dict[str, Principal]:
+    return {e["sha256"]: Principal(name=str(e.get("name", "")), tenant=e["tenant"], role=e["role"]) for e in entries}
 
 
 class TokenRegistry:
-    """Hashes loaded from the tokens file; looks a bearer token up in constant time."""
+    """Hashes from the tokens file; looks a bearer token up in constant time.
 
-    def __init__(self, entries: list[dict[str, Any]]) -> None:
-        self._by_hash = {
-            e["sha256"]: Principal(name=str(e.get("name", "")), tenant=e["tenant"], role=e["role"]) for e in entries
-        }
+    Built with :meth:`load`, it follows the file: at most once every
+    ``check_every_s`` a request ``stat``s it, and when device, inode, size or
+    mtime changed it is read again. A file that cannot be read or has a bad
+    entry is not applied: the last good set stays in force, the rejection is
+    logged once (``tokens.rejected``) and counted
+    (``fusionplane_tokens_reloads_total{outcome="invalid"}``). A file that is
+    gone is an empty set (no token works), as it is at start.
+    """
+
+    def __init__(
+        self,
+        entries: list[dict[str, Any]],
+        *,
+        source: Path | None = None,
+        metrics: Metrics | None = None,
+        check_every_s: float = RELOAD_EVERY_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._by_hash = _principals(entries)
+        self._source = source
+        self._metrics = metrics
+        self._every = check_every_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._seen: FileSignature | None = None
+        self._rejected: FileSignature | None = None
+        self._next_check = clock() + check_every_s
+        if metrics is not None:
+            metrics.tokens_loaded.set(len(self._by_hash))
 
     @classmethod
-    def load(cls, path: Path) -> TokenRegistry:
-        return cls(_read(path))
+    def load(
+        cls,
+        path: Path,
+        *,
+        metrics: Metrics | None = None,
+        check_every_s: float = RELOAD_EVERY_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> TokenRegistry:
+        """The registry of ``path`` as it is now (:class:`TokenError` when bad), following later changes."""
+        seen = _signature(path)  # before reading: a change during the read is seen at the next check
+        registry = cls(read_tokens(path), source=path, metrics=metrics, check_every_s=check_every_s, clock=clock)
+        registry._seen = seen
+        return registry
 
     def __len__(self) -> int:
         return len(self._by_hash)
 
     def authenticate(self, token: str) -> Principal | None:
+        self._maybe_reload()
+        by_hash = self._by_hash  # one read: a reload swapping the dict meanwhile is harmless
         digest = hash_token(token)
-        for known, principal in self._by_hash.items():
+        found = None
+        for known, principal in by_hash.items():
             if hmac.compare_digest(known, digest):
-                return principal
-        return None
+                found = principal
+        return found
+
+    def _maybe_reload(self) -> None:
+        """Cheap on the hot path: a clock read, and a ``stat`` at most once per interval per process."""
+        if self._source is None or self._clock() < self._next_check:
+            return
+        if not self._lock.acquire(blocking=False):
+            return  # another request is looking right now; this one uses the set in force
+        try:
+            if self._clock() >= self._next_check:
+                self.reload_if_changed()
+                self._next_check = self._clock() + self._every
+        finally:
+            self._lock.release()
+
+    def reload_if_changed(self) -> bool:
+        """Read the file again if it changed since last seen; True when a new set was applied."""
+        if self._source is None:
+            return False
+        signature = _signature(self._source)
+        if signature == self._seen:
+            return False
+        try:
+            entries = read_tokens(self._source)
+        except TokenError as exc:
+            if signature != self._rejected:  # once per bad version, not once a second
+                self._rejected = signature
+                log.error(
+                    "",
+                    extra={
+                        "event": "tokens.rejected",
+                        "tokens_file": str(self._source),
+                        "error": str(exc),
+                        "in_force": len(self._by_hash),
+                    },
+                )
+                if self._metrics is not None:
+                    self._metrics.tokens_reloads.labels(outcome="invalid").inc()
+            return False
+        self._by_hash = _principals(entries)
+        self._seen, self._rejected = signature, None
+        log.info(
+            "",
+            extra={"event": "tokens.reloaded", "tokens_file": str(self._source), "tokens": len(self._by_hash)},
+        )
+        if self._metrics is not None:
+            self._metrics.tokens_reloads.labels(outcome="applied").inc()
+            self._metrics.tokens_loaded.set(len(self._by_hash))
+        return True

@@ -51,6 +51,8 @@ def test_unknown_tokens_do_not_authenticate(tmp_path: Path, token: str) -> None:
         ('{"tokens": ["x"]}', "tokens[0]"),
         ('{"tokens": [{"tenant": "a", "role": "root", "sha256": "ab"}]}', "tokens[0].role"),
         ('{"tokens": [{"tenant": "a", "role": "admin"}]}', "tokens[0].sha256"),
+        ('{"tokens": [{"tenant": "A", "role": "admin", "sha256": "' + "ab" * 32 + '"}]}', "tokens[0].tenant"),
+        ('{"tokens": [{"tenant": "a", "role": "admin", "sha256": "ab"}]}', "tokens[0].sha256"),
     ],
 )
 def test_a_bad_tokens_file_names_the_field(tmp_path: Path, document: str, field: str) -> None:
@@ -63,7 +65,17 @@ def test_a_bad_tokens_file_names_the_field(tmp_path: Path, document: str, field:
 
 @pytest.mark.parametrize(
     ("tenant", "role", "field"),
-    [("acme", "root", "role"), ("a b", "admin", "tenant"), ("", "admin", "tenant"), ("x" * 65, "admin", "tenant")],
+    [
+        ("acme", "root", "role"),
+        ("a b", "admin", "tenant"),
+        ("", "admin", "tenant"),
+        ("x" * 64, "admin", "tenant"),
+        ("Acme", "admin", "tenant"),
+        ("..", "admin", "tenant"),
+        ("a/b", "admin", "tenant"),
+        ("a.b", "admin", "tenant"),
+        ("a_b", "admin", "tenant"),
+    ],
 )
 def test_bad_token_requests_write_nothing(tmp_path: Path, tenant: str, role: str, field: str) -> None:
     path = tmp_path / "tokens.json"
