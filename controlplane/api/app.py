@@ -24,7 +24,7 @@ from sqlalchemy import text
 
 from controlplane import __version__
 from controlplane.api.auth import Principal, TokenRegistry
-from controlplane.api.deps import authenticate, require_operator
+from controlplane.api.deps import authenticate, observer, require_observer, require_operator
 from controlplane.api.errors import ApiError, install_error_handlers
 from controlplane.api.limits import BodyLimit
 from controlplane.api.planning import LiveSignals, PolicyFor, add_plan_routes
@@ -392,20 +392,33 @@ def create_app(
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["health"], response_model=None)
-    def readyz() -> Any:
+    def readyz(principal: Annotated[Principal | None, Depends(observer)]) -> Any:
+        """``{"status": "ready"}`` for anyone (kubelet probes carry no token); the detail for observers."""
+        detailed = principal is not None and principal.observes
+        problem = _not_ready_because()
+        if problem is not None:
+            # the API's one error shape; the reason names the database's state: for observers only
+            raise ApiError(503, "not_ready", problem if detailed else "not ready")
+        ready: dict[str, Any] = {"status": "ready"}
+        if detailed:
+            ready.update(_readiness_detail())
+        return ready
+
+    def _not_ready_because() -> str | None:
         try:
             with store.engine.connect() as connection:
                 connection.execute(text("SELECT 1"))
             current = is_current(store.engine)
         except Exception as exc:  # any database failure means "not ready", never a 500
-            raise ApiError(503, "not_ready", f"database unreachable: {type(exc).__name__}") from exc
-        if not current:
-            raise ApiError(503, "not_ready", "database migrations are not current; run fusionctl db upgrade")
-        ready: dict[str, Any] = {"status": "ready"}
+            return f"database unreachable: {type(exc).__name__}"
+        return None if current else "database migrations are not current; run fusionctl db upgrade"
+
+    def _readiness_detail() -> dict[str, Any]:
+        detail: dict[str, Any] = {}
         if active_policy is not None:
             # an outdated policy is still a good one: ready, with the reason in the detail
             status = active_policy.status()
-            ready["policy"] = {
+            detail["policy"] = {
                 key: status[key]
                 for key in (
                     "version",
@@ -419,11 +432,13 @@ def create_app(
             }
         if leader_status is not None:
             # every replica is ready to serve the API; only the leader schedules
-            ready["scheduler"] = leader_status()
-        return ready
+            detail["scheduler"] = leader_status()
+        return detail
 
     @app.get("/metrics", tags=["health"], response_model=None)
-    def prometheus() -> Response:
+    def prometheus(principal: Annotated[Principal | None, Depends(observer)]) -> Response:
+        """Prometheus text format; a ``metrics``, operator or admin bearer token."""
+        require_observer(principal)
         for state, count in store.count_tasks_by_state().items():
             metrics.tasks_by_state.labels(state=state.value).set(count)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -7,7 +7,7 @@ from fastapi import Request
 from controlplane.api.auth import Principal, TokenRegistry
 from controlplane.api.errors import ApiError
 
-__all__ = ["DEV_PRINCIPAL", "authenticate"]
+__all__ = ["DEV_PRINCIPAL", "authenticate", "observer", "require_observer", "require_operator"]
 
 #: who you are in ``--insecure-dev`` mode (loopback only)
 DEV_PRINCIPAL = Principal(name="insecure-dev", tenant="dev", role="admin")
@@ -19,8 +19,20 @@ def _bearer(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
+def _unauthenticated() -> ApiError:
+    return ApiError(401, "unauthenticated", "a valid bearer token is required", field="authorization")
+
+
+def _principal(request: Request, token: str) -> Principal:
+    registry: TokenRegistry = request.app.state.tokens
+    principal = registry.authenticate(token)
+    if principal is None:
+        raise _unauthenticated()
+    return principal
+
+
 async def authenticate(request: Request) -> Principal:
-    """The caller's principal, or 401 (with a WWW-Authenticate challenge).
+    """The caller's principal for the API's routes, or 401; 403 for a ``metrics`` token.
 
     Async although it never awaits: FastAPI runs a plain ``def`` dependency
     in its thread pool, and a thread hop per request is most of what a
@@ -29,10 +41,29 @@ async def authenticate(request: Request) -> Principal:
     if request.app.state.insecure_dev:
         return DEV_PRINCIPAL
     token = _bearer(request)
-    registry: TokenRegistry = request.app.state.tokens
-    principal = registry.authenticate(token) if token else None
+    if token is None:
+        raise _unauthenticated()
+    principal = _principal(request, token)
+    if not principal.uses_task_routes:
+        # a scrape credential leaking must not read or submit anyone's tasks
+        raise ApiError(403, "forbidden", "a metrics token reads /metrics and /readyz only", field="authorization")
+    return principal
+
+
+async def observer(request: Request) -> Principal | None:
+    """For the operational endpoints: the caller's principal, None without a token, 401 for a bad one."""
+    if request.app.state.insecure_dev:
+        return DEV_PRINCIPAL
+    token = _bearer(request)
+    return None if token is None else _principal(request, token)
+
+
+def require_observer(principal: Principal | None) -> Principal:
+    """401 without a token, 403 unless the role may read metrics (metrics, operator, admin)."""
     if principal is None:
-        raise ApiError(401, "unauthenticated", "a valid bearer token is required", field="authorization")
+        raise _unauthenticated()
+    if not principal.observes:
+        raise ApiError(403, "forbidden", "metrics, operator or admin tokens only", field="authorization")
     return principal
 
 

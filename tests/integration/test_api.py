@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from controlplane.domain import AttemptState, TaskState
 from controlplane.store import Store, make_engine
-from tests.support.api_fixtures import ACME, GLOBEX, OPERATOR, ApiServer, attempt_token, stored_rows
+from tests.support.api_fixtures import ACME, GLOBEX, METRICS, OPERATOR, ApiServer, attempt_token, stored_rows
 
 # fixtures: a session PostgreSQL and `database_url` / `engine` / `store` on both databases
 pytest_plugins = ["tests.integration.store_fixtures"]
@@ -636,9 +636,10 @@ def test_readyz_is_503_on_a_database_never_migrated(database_url: str, tmp_path:
     engine = make_engine(database_url)
     try:
         with ApiServer.start(Store(engine), tmp_path) as api:
-            response = api.client().get("/readyz")
+            response = api.client(OPERATOR).get("/readyz")
             error = error_of(response, 503)
             assert error["code"] == "not_ready"
+            assert "migrations" in error["message"]
             assert api.client().get("/healthz").status_code == 200
     finally:
         engine.dispose()
@@ -648,7 +649,7 @@ def test_readyz_is_503_when_the_database_is_unreachable(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'missing' / 'dir' / 'db.sqlite'}")
     try:
         with ApiServer.start(Store(engine), tmp_path) as api:
-            assert error_of(api.client().get("/readyz"), 503)["code"] == "not_ready"
+            assert error_of(api.client(OPERATOR).get("/readyz"), 503)["code"] == "not_ready"
     finally:
         engine.dispose()
 
@@ -671,7 +672,7 @@ def test_metrics(api: ApiServer) -> None:
     _task, attempt_id, _token = launched(api)
     api.client("wrong").post(f"/v1/attempts/{attempt_id}/heartbeat")
 
-    response = api.client().get("/metrics")
+    response = api.client(METRICS).get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     samples = metric_samples(response.text)

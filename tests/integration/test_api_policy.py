@@ -86,12 +86,12 @@ def test_policy_in_force_is_for_operators(plane: Plane) -> None:
 
 
 def test_readyz_says_when_the_last_good_policy_is_kept(plane: Plane) -> None:
-    ready = plane.get("/readyz", token=None)
+    ready = plane.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["policy"]["up_to_date"] is True
     plane.policy_file.write_text('{"targets": []}', encoding="utf-8")
-    wait_for(lambda: plane.get("/readyz", token=None).json()["policy"]["last_error"] is not None)
-    ready = plane.get("/readyz", token=None)
+    wait_for(lambda: plane.get("/readyz").json()["policy"]["last_error"] is not None)
+    ready = plane.get("/readyz")
     assert ready.status_code == 200  # still ready: the last good policy is in force
     detail = ready.json()["policy"]
     assert detail["up_to_date"] is False

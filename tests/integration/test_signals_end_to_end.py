@@ -131,7 +131,7 @@ def test_poll_plan_receipt_and_the_signals_view(store: Store, prices: FakeAzureP
         assert rows[f"spot_price/azure/eastus/{T4_4}"]["status"] == "fresh"
         assert rows["queue/depth"]["value"] == 2
         assert {p["source"] for p in body["pollers"]} == {"queue", "breaker", "budget", "azure_spot"}
-        scraped = httpx.get(f"{url}/metrics", timeout=10).text
+        scraped = httpx.get(f"{url}/metrics", headers=headers, timeout=10).text
         assert f'fusionplane_signal_age_seconds{{key="azure/eastus/{T4_4}",source="spot_price"}}' in scraped
 
         prices.stop()  # the price API goes away: the last price stays and ages

@@ -3,7 +3,8 @@
 ``ApiServer.start(store, tmp_path, **settings)`` returns a running server
 (``stop()`` it, or use it as a context manager); ``client(token)`` gives an
 httpx client for one caller. Tokens: ``ACME`` and ``GLOBEX`` are submitters
-of their tenants, ``OPERATOR`` sees every tenant.
+of their tenants, ``OPERATOR`` sees every tenant, ``METRICS`` reads /metrics and the
+/readyz detail only.
 """
 
 from __future__ import annotations
@@ -21,15 +22,18 @@ from controlplane.api.app import create_app
 from controlplane.api.auth import TokenRegistry, hash_token
 from controlplane.config import Settings
 from controlplane.domain import TaskState
+from controlplane.metrics import Metrics
 from controlplane.store import Store
 from controlplane.store.tables import attempts, events, tasks
 from tests.support.asgi_server import serving
 
-__all__ = ["ACME", "GLOBEX", "OPERATOR", "ApiServer", "attempt_token", "registry", "stored_rows"]
+__all__ = ["ACME", "GLOBEX", "METRICS", "OPERATOR", "ApiServer", "attempt_token", "registry", "stored_rows"]
 
 ACME = "fp_test-acme-submitter-0000000000000000000000"
 GLOBEX = "fp_test-globex-submitter-000000000000000000000"
 OPERATOR = "fp_test-ops-operator-0000000000000000000000000"
+#: a Prometheus scrape credential: /metrics and the /readyz detail, nothing else
+METRICS = "fp_test-ops-metrics-00000000000000000000000000"
 
 
 def registry() -> TokenRegistry:
@@ -38,6 +42,7 @@ def registry() -> TokenRegistry:
             {"name": "acme-ci", "tenant": "acme", "role": "submitter", "sha256": hash_token(ACME)},
             {"name": "globex-ci", "tenant": "globex", "role": "submitter", "sha256": hash_token(GLOBEX)},
             {"name": "ops", "tenant": "ops", "role": "operator", "sha256": hash_token(OPERATOR)},
+            {"name": "scrape", "tenant": "ops", "role": "metrics", "sha256": hash_token(METRICS)},
         ]
     )
 
@@ -68,7 +73,16 @@ class ApiServer:
     _clients: list[httpx.Client] = field(default_factory=list)
 
     @classmethod
-    def start(cls, store: Store, tmp_path: Path, **overrides: Any) -> ApiServer:
+    def start(
+        cls,
+        store: Store,
+        tmp_path: Path,
+        *,
+        tokens: TokenRegistry | None = None,
+        metrics: Metrics | None = None,
+        **overrides: Any,
+    ) -> ApiServer:
+        """``tokens``: the registry to serve with (default :func:`registry`, the fixed test tokens)."""
         input_root = tmp_path / "inputs"
         output_root = tmp_path / "outputs"
         input_root.mkdir(exist_ok=True)
@@ -80,7 +94,9 @@ class ApiServer:
         }
         values.update(overrides)
         settings = Settings(**values)
-        asgi, _fastapi = create_app(settings=settings, store=store, tokens=registry())
+        asgi, _fastapi = create_app(
+            settings=settings, store=store, tokens=tokens if tokens is not None else registry(), metrics=metrics
+        )
         stack = contextlib.ExitStack()
         url = stack.enter_context(serving(asgi))
         return cls(url, store, settings, input_root.resolve(), output_root.resolve(), stack)
