@@ -6,14 +6,14 @@ import contextlib
 import logging
 import os
 import socket
-import stat
+import tempfile
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 
-from controlplane.api.auth import TokenRegistry, create_token
+from controlplane.api.auth import TokenError, TokenRegistry, create_token
 from controlplane.config import Settings, is_loopback
 from controlplane.jsonlog import setup_json_logging
 
@@ -22,16 +22,39 @@ __all__ = ["serve"]
 log = logging.getLogger("fusionplane.serve")
 
 
-def _dev_token(settings: Settings) -> str:
-    """The development admin token: minted once, kept in ``var/dev-token`` (0600), shown at every start."""
+def _write_private(path: Path, text: str) -> None:
+    """Write ``path`` atomically, mode 0600 from its creation (never readable by others, not even briefly)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mkstemp creates 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _dev_token(settings: Settings) -> tuple[Path, bool]:
+    """The development admin token's file ``var/dev-token`` (0600), minted on first start; (path, minted).
+
+    The token itself never goes to the log or the terminal: a log is read by
+    more people, and kept longer, than ``var/``.
+    """
     path = settings.var_dir / "dev-token"
     if path.is_file():
-        return path.read_text(encoding="utf-8").strip()
-    token = create_token(settings.tokens_file, tenant="dev", role="admin", name="development")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(token + "\n", encoding="utf-8")
-    path.chmod(stat.S_IRUSR | stat.S_IWUSR)
-    return token
+        return path, False
+    token = create_token(settings.tokens_file, tenant="dev", role="admin", name="")  # named dev-admin-<id>
+    _write_private(path, token + "\n")
+    return path, True
+
+
+def _dev_token_works(path: Path, tokens: TokenRegistry) -> bool:
+    try:
+        return tokens.authenticate(path.read_text(encoding="utf-8").strip()) is not None
+    except OSError:
+        return False
 
 
 @click.command()
@@ -113,8 +136,11 @@ def serve(
         )
     except (PolicyError, OSError) as exc:
         raise click.ClickException(f"policy: {exc}") from exc
-    token = None if insecure_dev else _dev_token(settings)
-    tokens = TokenRegistry.load(settings.tokens_file)
+    dev_token = None if insecure_dev else _dev_token(settings)
+    try:
+        tokens = TokenRegistry.load(settings.tokens_file, metrics=metrics)
+    except TokenError as exc:
+        raise click.ClickException(f"tokens file {settings.tokens_file}: {exc}") from exc
     local = LocalProvider(
         state_dir=settings.var_dir / "local-provider",
         slots=settings.local_slots,
@@ -197,11 +223,15 @@ def serve(
         f"{policies.current().source}, database {engine.url.render_as_string()})",
         err=True,
     )
-    if token:
-        click.echo(f"development token (admin, tenant dev): {token}", err=True)
+    if dev_token is not None:
+        path, minted = dev_token
+        log.info("", extra={"event": "serve.dev_token", "path": str(path), "minted": minted})
         click.echo(
-            f"  export FUSIONPLANE_URL={url} FUSIONPLANE_TOKEN=$(cat {settings.var_dir / 'dev-token'})", err=True
+            f"development token (admin, tenant dev) {'written to' if minted else 'in'} {path} (mode 0600)", err=True
         )
+        if not _dev_token_works(path, tokens):
+            click.echo(f"  it is not in {settings.tokens_file} (revoked?): delete {path} to mint a new one", err=True)
+        click.echo(f"  export FUSIONPLANE_URL={url} FUSIONPLANE_TOKEN=$(cat {path})", err=True)
     elif not is_loopback(host):  # pragma: no cover - check() refuses this
         raise click.UsageError("insecure mode off loopback")
     jobs.start()
