@@ -9,6 +9,7 @@ wires it for the rest.
 from __future__ import annotations
 
 import json
+import os
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -168,7 +169,9 @@ def test_a_tampered_tokens_file_keeps_the_last_good_set(store: Store, tmp_path: 
         if tampered.startswith('{"tokens": ['):  # the good entries plus the bad one
             bad = json.loads(tampered)["tokens"]
             tampered = json.dumps({"tokens": [*good, *bad]})
-        tokens_file.write_text(tampered, encoding="utf-8")
+        staged = tmp_path / "tampered.json"
+        staged.write_text(tampered, encoding="utf-8")
+        os.replace(staged, tokens_file)  # whole: the server must not catch a half-written file (counted twice)
 
         def rejected() -> float | None:
             return metrics.registry.get_sample_value("fusionplane_tokens_reloads_total", {"outcome": "invalid"})
