@@ -227,7 +227,7 @@ def test_b_guessing_the_neighbours_of_its_ids_finds_none_of_a_s_tasks(api: ApiSe
 
     # interleaved and concurrent: the group commit stores them in the same batches and milliseconds
     work = [(a_client, a_body), (b_client, b_body_)] * 30
-    with ThreadPoolExecutor(max_workers=16) as pool:
+    with ThreadPoolExecutor(max_workers=8) as pool:
         ids = list(pool.map(submit, work))
     a_ids, b_ids = set(ids[0::2]), ids[1::2]
     guesses = {_neighbour(task_id, step) for task_id in b_ids for step in (-3, -2, -1, 1, 2, 3)}
