@@ -289,7 +289,7 @@ def test_lost_and_crashed_attempts_fail_over_like_a_preemption(
     assert second.target == "vault"  # nothing changed in the signals: the same target is fine
     assert len(world.store.get_decisions(task_id)) == 2
     specs = [world.provider_of(a).requests[a].worker_spec["checkpoint"] for a in (first, second.id)]
-    assert specs == [f"{CHECKPOINTS}/{task_id}"] * 2
+    assert specs == [f"{CHECKPOINTS}/acme/{task_id}"] * 2
     assert_at_most_one_live_attempt(world.store, world.providers)
 
 
