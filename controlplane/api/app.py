@@ -27,7 +27,7 @@ from controlplane.api.errors import ApiError, install_error_handlers
 from controlplane.api.limits import BodyLimit
 from controlplane.api.planning import LiveSignals, PolicyFor, add_plan_routes
 from controlplane.api.policies import add_policy_routes
-from controlplane.api.schemas import TaskCreate, check_input_uri, check_output_uri
+from controlplane.api.schemas import FieldError, TaskCreate, check_input_uri, check_output_uri
 from controlplane.api.signals import add_signal_routes
 from controlplane.api.submissions import SubmitQueue
 from controlplane.api.task_file import TaskFileError, infer_kind, output_suffix
@@ -149,10 +149,19 @@ def create_app(
         tenant = principal.tenant
         source = check_input_uri(body.source, field="source", input_roots=list(settings.input_roots), tenant=tenant)
         target = check_input_uri(body.target, field="target", input_roots=list(settings.input_roots), tenant=tenant)
-        wanted_output = body.output or f"{tenant}/{new_id('out')}/swapped{output_suffix(body, kind)}"
-        output = check_output_uri(wanted_output, field="output", output_root=settings.output_root, tenant=tenant)
         # the hash covers what the caller sent, so a retry with the same body matches
         request_hash = hashlib.sha256(json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+        wanted_output = body.output or f"{tenant}/{new_id('out')}/swapped{output_suffix(body, kind)}"
+        try:
+            output = check_output_uri(wanted_output, field="output", output_root=settings.output_root, tenant=tenant)
+        except FieldError:
+            # a retry of a task that has written its output since gets the stored answer, not "already exists"
+            earlier = store.task_for_key(tenant=tenant, idempotency_key=idempotency_key) if idempotency_key else None
+            if earlier is None or earlier[1] != request_hash:
+                raise
+            metrics.submissions.labels(outcome="replayed").inc()
+            response.headers["Location"] = f"/v1/tasks/{earlier[0].id}"
+            return task_json(earlier[0])
         spec = TaskSpec(
             tenant=principal.tenant,
             kind=kind,

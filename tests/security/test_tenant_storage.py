@@ -157,6 +157,23 @@ def test_an_existing_output_is_never_replaced(api: ApiServer) -> None:
     assert fresh.json()["output_uri"] == str(api.output_root / "tenant-b" / "fresh" / "result.png")
 
 
+def test_a_retry_of_a_finished_task_is_a_replay_not_already_exists(api: ApiServer) -> None:
+    body = b_body(api, output="tenant-b/mine/result.png")
+    client = api.client(TENANT_B, **{"Idempotency-Key": "order-7"})
+    first = client.post("/v1/tasks", json=body)
+    assert first.status_code == 202, first.text
+    written = Path(first.json()["output_uri"])
+    written.parent.mkdir(parents=True)
+    written.write_bytes(b"B's result")
+    again = client.post("/v1/tasks", json=body)
+    assert (again.status_code, again.json()["id"]) == (202, first.json()["id"])
+    # another key, or the same key with another body, is a new task that would replace the file
+    refused(api, TENANT_B, body, "output")
+    other = api.client(TENANT_B, **{"Idempotency-Key": "order-7"}).post("/v1/tasks", json={**body, "priority": "high"})
+    assert (other.status_code, other.json()["error"]["field"]) == (422, "output")
+    assert written.read_bytes() == b"B's result"
+
+
 def test_output_route_serves_only_files_in_the_task_s_tenant_folder(api: ApiServer) -> None:
     secret = api.output_root / "tenant-a" / "secret.png"
     secret.parent.mkdir(parents=True)
