@@ -308,12 +308,13 @@ def test_retention_deletes_old_uploads_no_unfinished_task_reads(api: ApiServer) 
     for path in (old_used, old_unused, old_finished, by_hand):
         os.utime(path.parent, (week_ago, week_ago))
 
-    pruned = prune_uploads(
-        root=api.input_root, retention_seconds=7 * 86_400, in_use=lambda: inputs_in_use(api.store)
-    )
+    pruned = prune_uploads(root=api.input_root, retention_seconds=7 * 86_400, in_use=lambda: inputs_in_use(api.store))
     assert pruned == {"folders": 2, "bytes": 2 * len(FACE), "kept_in_use": 1}
-    assert old_used.exists() and fresh.exists() and by_hand.exists()
-    assert not old_unused.parent.exists() and not old_finished.parent.exists()
+    assert old_used.exists()
+    assert fresh.exists()
+    assert by_hand.exists()
+    assert not old_unused.parent.exists()
+    assert not old_finished.parent.exists()
 
 
 @pytest.mark.parametrize(
