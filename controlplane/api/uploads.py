@@ -155,8 +155,9 @@ def prune_uploads(
         if not folder.exists():
             pruned["folders"] += 1
             pruned["bytes"] += size
-    # counts only: which tenant uploaded what is that tenant's business
-    log.info("", extra={"event": "uploads_pruned", **pruned})
+    if pruned["folders"] or pruned["kept_in_use"]:
+        # counts only: which tenant uploaded what is that tenant's business
+        log.info("", extra={"event": "uploads_pruned", **pruned})
     return pruned
 
 
@@ -168,7 +169,10 @@ def _entries(folder: Path) -> list[Path]:
 
 
 def _mtime(folder: Path) -> float:
+    """The newest change to the folder or a file in it: an upload still streaming is never old."""
     try:
-        return folder.lstat().st_mtime
+        return max(
+            [folder.lstat().st_mtime, *(entry.stat(follow_symlinks=False).st_mtime for entry in os.scandir(folder))]
+        )
     except FileNotFoundError:
         return float("inf")

@@ -8,9 +8,7 @@ operator's shell had when it started ``fusionctl serve``.
 from __future__ import annotations
 
 import os
-import signal
 import stat
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -22,9 +20,8 @@ import pytest
 from faceswap.uris import parse_uri, write_atomically
 from providers.base import BackendState
 from providers.local import LocalProvider
-from tests.conftest import REPO
 from tests.contract.provider_contract import launch_request
-from tests.support.asgi_server import free_port
+from tests.security.serve_process import serve_process
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -36,40 +33,8 @@ def mode(path: Path) -> int:
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """(URL, working directory) of a real ``fusionctl serve --insecure-dev`` started with umask 022."""
-    port = free_port()
-    env = {**os.environ, "FUSIONPLANE_POLICY_FILE": str(REPO / "policies" / "default.json")}
-    env.pop("FUSIONPLANE_DATABASE_URL", None)
-    env.pop("FUSIONPLANE_VAR_DIR", None)
-    log = (tmp_path / "serve.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "controlplane.cli", "serve", "--port", str(port), "--insecure-dev"],
-        cwd=tmp_path,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        umask=0o022,  # the usual shell umask: files would be 0644 unless serve tightens it
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the control plane did not become ready"
-            time.sleep(0.1)
+    with serve_process(tmp_path) as url:
         yield url, tmp_path
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def test_serve_keeps_the_database_var_and_uploads_private(served: tuple[str, Path]) -> None:

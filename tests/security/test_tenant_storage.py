@@ -8,6 +8,7 @@ B's tasks to A's; uploads have a quota per tenant and a retention.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from controlplane.scheduler.workerspec import render_worker_spec
 from controlplane.store import Store, make_engine, upgrade
 from controlplane.store.ids import new_id
 from controlplane.store.uploads import inputs_in_use
+from tests.security.serve_process import serve_process
 from tests.support.api_fixtures import OPERATOR, TENANT_A, TENANT_B, ApiServer, stored_rows
 
 FACE = b"\x89PNG tenant a's face"
@@ -306,15 +308,38 @@ def test_retention_deletes_old_uploads_no_unfinished_task_reads(api: ApiServer) 
     api.advance_to(done.json()["id"], TaskState.CANCELLED)
     week_ago = time.time() - 8 * 86_400
     for path in (old_used, old_unused, old_finished, by_hand):
+        os.utime(path, (week_ago, week_ago))
         os.utime(path.parent, (week_ago, week_ago))
+    # an old folder whose upload is still streaming (its partial file was just written to) stays
+    streaming = api.input_root / "tenant-a" / "upl_streaming"
+    streaming.mkdir()
+    (streaming / ".upload.part").write_bytes(b"half")
+    os.utime(streaming, (week_ago, week_ago))
 
     pruned = prune_uploads(root=api.input_root, retention_seconds=7 * 86_400, in_use=lambda: inputs_in_use(api.store))
     assert pruned == {"folders": 2, "bytes": 2 * len(FACE), "kept_in_use": 1}
     assert old_used.exists()
     assert fresh.exists()
+    assert streaming.exists()
     assert by_hand.exists()
     assert not old_unused.parent.exists()
     assert not old_finished.parent.exists()
+
+
+@pytest.mark.timeout(120)
+def test_serve_runs_the_retention_job_and_logs_counts_only(tmp_path: Path) -> None:
+    with serve_process(tmp_path, FUSIONPLANE_UPLOAD_RETENTION_S="1") as url:
+        response = httpx.put(f"{url}/v1/uploads/face.png", content=FACE, timeout=10)
+        assert response.status_code == 201, response.text
+        folder = Path(response.json()["uri"]).parent
+        deadline = time.monotonic() + 30
+        while folder.exists():  # the job runs every second; nothing refers to this upload
+            assert time.monotonic() < deadline, "the retention job did not delete the old upload"
+            time.sleep(0.2)
+    lines = [line for line in (tmp_path / "serve.log").read_text().splitlines() if "uploads_pruned" in line]
+    records = [json.loads(line) for line in lines]
+    assert [(r["folders"], r["bytes"]) for r in records] == [(1, len(FACE))], lines
+    assert not any(folder.name in line or "dev" in line for line in lines)  # counts, never whose
 
 
 @pytest.mark.parametrize(
