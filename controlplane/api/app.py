@@ -143,7 +143,8 @@ def create_app(
     ) -> dict[str, Any]:
         """Queue a face-swap task; 202 with its id and a Location header."""
         # Runs on the event loop: the checks below are pure or a realpath under
-        # local roots, and the write goes through the group-commit queue.
+        # local roots (one key lookup only for a retry whose output exists), and
+        # the write goes through the group-commit queue.
         kind = _kind(body)
         # every local path is the caller's own tenant's (operators and admins included: their principal's)
         tenant = principal.tenant
