@@ -14,14 +14,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Settings", "is_loopback"]
+__all__ = ["DEFAULT_UPLOAD_QUOTA_BYTES", "DEFAULT_UPLOAD_RETENTION_S", "Settings", "is_loopback"]
+
+DEFAULT_UPLOAD_QUOTA_BYTES = 10 << 30
+DEFAULT_UPLOAD_RETENTION_S = 7 * 86_400.0
+MAX_UPLOAD_RETENTION_S = 366 * 86_400.0
 
 
 def _paths(value: str) -> tuple[Path, ...]:
     return tuple(Path(p).expanduser().resolve() for p in value.split(os.pathsep) if p)
 
 
-def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+def _seconds(env: Mapping[str, str], name: str, default: float, *, maximum: float = 86_400) -> float:
     """A positive number of seconds from ``env[name]``; a bad value is refused naming the variable."""
     raw = env.get(name)
     if raw is None or raw == "":
@@ -30,8 +34,22 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ValueError(f"{name}: not a number of seconds: {raw!r}") from None
-    if not 0 < value <= 86_400:
-        raise ValueError(f"{name}: must be more than 0 and at most 86400 seconds, not {raw}")
+    if not 0 < value <= maximum:
+        raise ValueError(f"{name}: must be more than 0 and at most {maximum:g} seconds, not {raw}")
+    return value
+
+
+def _byte_count(env: Mapping[str, str], name: str, default: int) -> int:
+    """A positive whole number of bytes from ``env[name]``; a bad value is refused naming the variable."""
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}: not a whole number of bytes: {raw!r}") from None
+    if value < 1:
+        raise ValueError(f"{name}: must be at least 1 byte, not {raw}")
     return value
 
 
@@ -56,6 +74,10 @@ class Settings:
     output_root: Path = Path("var/outputs")
     max_body_bytes: int = 1 << 20
     max_upload_bytes: int = 2 << 30
+    #: bytes a tenant may hold under its upload folder (``<first input root>/<tenant>/``)
+    upload_quota_bytes: int = DEFAULT_UPLOAD_QUOTA_BYTES
+    #: how long an upload folder no unfinished task reads from is kept
+    upload_retention_seconds: float = DEFAULT_UPLOAD_RETENTION_S
     host: str = "127.0.0.1"
     port: int = 8080
     #: URL workers use to reach the API (callbacks); default http://HOST:PORT
@@ -89,6 +111,10 @@ class Settings:
             "local_worker_command": tuple(shlex.split(env.get("FUSIONPLANE_LOCAL_WORKER_COMMAND", ""))),
             "leader_lease_seconds": _seconds(env, "FUSIONPLANE_LEADER_LEASE_S", 15.0),
             "reconcile_seconds": _seconds(env, "FUSIONPLANE_RECONCILE_S", 60.0),
+            "upload_quota_bytes": _byte_count(env, "FUSIONPLANE_UPLOAD_QUOTA_BYTES", DEFAULT_UPLOAD_QUOTA_BYTES),
+            "upload_retention_seconds": _seconds(
+                env, "FUSIONPLANE_UPLOAD_RETENTION_S", DEFAULT_UPLOAD_RETENTION_S, maximum=MAX_UPLOAD_RETENTION_S
+            ),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

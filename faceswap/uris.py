@@ -24,7 +24,8 @@ from faceswap.errors import BadInput, FaceSwapError, TemporaryFailure
 __all__ = ["Location", "fetch", "parse_uri", "remote_errors", "write_atomically"]
 
 SCHEMES = ("file", "s3", "https", "http")
-# mkstemp creates 0600 files; published outputs get the usual 0666 & ~umask.
+# mkstemp creates 0600 files; published outputs get the usual 0666 & ~umask, with the umask of the
+# moment they are published (a umask set after import, e.g. by ``fusionctl serve``, counts).
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 DOWNLOAD_TIMEOUT_S = 60.0
@@ -183,6 +184,18 @@ def fetch(location: Location, workdir: Path, *, field: str) -> Path:
     return dest
 
 
+def _current_umask() -> int:
+    """The process umask now, read from /proc (setting it to read it back would race other threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return _UMASK  # no /proc (or a kernel before 4.7): the umask at import
+
+
 @contextlib.contextmanager
 def write_atomically(location: Location, *, field: str = "output") -> Iterator[Path]:
     """Yield a temporary local path; publish it at ``location`` only if the block succeeds."""
@@ -204,7 +217,7 @@ def write_atomically(location: Location, *, field: str = "output") -> Iterator[P
             yield tmp
             with tmp.open("rb") as handle:
                 os.fsync(handle.fileno())
-            tmp.chmod(0o666 & ~_UMASK)
+            tmp.chmod(0o666 & ~_current_umask())
             os.replace(tmp, final)
         finally:
             tmp.unlink(missing_ok=True)

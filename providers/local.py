@@ -351,6 +351,8 @@ class LocalProvider:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
+                # outputs, checkpoints and logs the worker writes are this user's only, whatever our umask
+                umask=0o077,
             )
         except OSError as exc:
             raise Unavailable(f"cannot start the local worker: {exc}", target=self.name) from exc

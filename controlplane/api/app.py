@@ -10,9 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import re
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,10 +27,11 @@ from controlplane.api.errors import ApiError, install_error_handlers
 from controlplane.api.limits import BodyLimit
 from controlplane.api.planning import LiveSignals, PolicyFor, add_plan_routes
 from controlplane.api.policies import add_policy_routes
-from controlplane.api.schemas import TaskCreate, check_input_uri, check_output_uri
+from controlplane.api.schemas import FieldError, TaskCreate, check_input_uri, check_output_uri
 from controlplane.api.signals import add_signal_routes
 from controlplane.api.submissions import SubmitQueue
 from controlplane.api.task_file import TaskFileError, infer_kind, output_suffix
+from controlplane.api.uploads import UploadLedger, receive_upload
 from controlplane.api.views import attempt_json, event_json, receipt_json, task_json
 from controlplane.config import Settings
 from controlplane.domain import (
@@ -46,6 +45,7 @@ from controlplane.domain import (
     TaskSpec,
     TaskState,
 )
+from controlplane.domain.tenant_storage import resolved_inside, tenant_folder
 from controlplane.metrics import Metrics
 from controlplane.policy import ActivePolicy, Policy
 from controlplane.scheduler import advance
@@ -72,6 +72,17 @@ def _visible(task: Task, principal: Principal) -> Task:
     if not principal.sees_all_tenants and task.spec.tenant != principal.tenant:
         raise ApiError(403, "forbidden", "this task belongs to another tenant", field="task_id")
     return task
+
+
+def _own_output(path: Path, *, output_root: Path, tenant: str) -> Path:
+    """The output file resolved, if it lies in the task's tenant folder: never serve another tenant's file."""
+    try:
+        real = resolved_inside(path, tenant_folder(output_root, tenant))
+    except ValueError:
+        real = None
+    if real is None:
+        raise ApiError(403, "forbidden", "the output is outside the task's tenant folder", field="output")
+    return real
 
 
 def create_app(
@@ -111,6 +122,11 @@ def create_app(
         except NotFound as exc:
             raise ApiError(404, "not_found", f"no task {task_id}", field="task_id") from exc
 
+    ledger = (
+        UploadLedger(root=settings.input_roots[0], quota_bytes=settings.upload_quota_bytes)
+        if settings.input_roots
+        else None
+    )
     submit_queue = SubmitQueue(
         store,
         writers=SUBMIT_WRITERS_POSTGRES if store.engine.dialect.name == "postgresql" else 1,
@@ -127,14 +143,26 @@ def create_app(
     ) -> dict[str, Any]:
         """Queue a face-swap task; 202 with its id and a Location header."""
         # Runs on the event loop: the checks below are pure or a realpath under
-        # local roots, and the write goes through the group-commit queue.
+        # local roots (one key lookup only for a retry whose output exists), and
+        # the write goes through the group-commit queue.
         kind = _kind(body)
-        source = check_input_uri(body.source, field="source", input_roots=list(settings.input_roots))
-        target = check_input_uri(body.target, field="target", input_roots=list(settings.input_roots))
-        wanted_output = body.output or f"{principal.tenant}/{new_id('out')}/swapped{output_suffix(body, kind)}"
-        output = check_output_uri(wanted_output, field="output", output_root=settings.output_root)
+        # every local path is the caller's own tenant's (operators and admins included: their principal's)
+        tenant = principal.tenant
+        source = check_input_uri(body.source, field="source", input_roots=list(settings.input_roots), tenant=tenant)
+        target = check_input_uri(body.target, field="target", input_roots=list(settings.input_roots), tenant=tenant)
         # the hash covers what the caller sent, so a retry with the same body matches
         request_hash = hashlib.sha256(json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+        wanted_output = body.output or f"{tenant}/{new_id('out')}/swapped{output_suffix(body, kind)}"
+        try:
+            output = check_output_uri(wanted_output, field="output", output_root=settings.output_root, tenant=tenant)
+        except FieldError:
+            # a retry of a task that has written its output since gets the stored answer, not "already exists"
+            earlier = store.task_for_key(tenant=tenant, idempotency_key=idempotency_key) if idempotency_key else None
+            if earlier is None or earlier[1] != request_hash:
+                raise
+            metrics.submissions.labels(outcome="replayed").inc()
+            response.headers["Location"] = f"/v1/tasks/{earlier[0].id}"
+            return task_json(earlier[0])
         spec = TaskSpec(
             tenant=principal.tenant,
             kind=kind,
@@ -259,7 +287,7 @@ def create_app(
         uri = task.spec.output_uri
         if uri.startswith("s3://"):
             return {"output_uri": uri}
-        path = Path(uri)
+        path = _own_output(Path(uri), output_root=settings.output_root, tenant=task.spec.tenant)
         if not path.is_file():
             raise ApiError(410, "gone", "the output file is no longer there", field="output")
         return FileResponse(path, filename=path.name)
@@ -281,34 +309,15 @@ def create_app(
         """Store a local file for a task (``fusionctl submit`` with local paths); returns the URI to use."""
         if not _SAFE_NAME.match(filename) or filename.startswith("."):
             raise ApiError(422, "invalid", "letters, digits, '.', '_' and '-' only", field="filename")
-        if not settings.input_roots:
+        if ledger is None:
             raise ApiError(409, "uploads_disabled", "no input root is configured", field="filename")
-        folder = settings.input_roots[0] / principal.tenant / new_id("upl")
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".upload.", dir=folder)
-        size = 0
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                async for chunk in request.stream():
-                    size += len(chunk)
-                    if size > settings.max_upload_bytes:
-                        raise ApiError(
-                            413,
-                            "body_too_large",
-                            f"uploads are limited to {settings.max_upload_bytes} bytes",
-                            field="body",
-                        )
-                    handle.write(chunk)
-            if size == 0:
-                raise ApiError(422, "invalid", "the upload is empty", field="body")
-            final = folder / filename
-            os.replace(tmp, final)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-                if not any(folder.iterdir()):
-                    folder.rmdir()
-        return {"uri": str(final), "bytes": size}
+        return await receive_upload(
+            chunks=request.stream(),
+            filename=filename,
+            tenant=principal.tenant,
+            ledger=ledger,
+            max_bytes=settings.max_upload_bytes,
+        )
 
     # -- worker callbacks: authenticated by the attempt's own token, nothing else
     def attempt_for_callback(attempt_id: str, request: Request) -> Any:

@@ -2,7 +2,8 @@
 
 Everything a submitter sends is checked here, before anything is stored:
 enums, bounds, label syntax, URI schemes, and that local paths resolve
-(symlinks followed) inside the allowed input roots.
+(symlinks followed) inside the caller's tenant folders of the input and
+output roots.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from controlplane.domain import DataSensitivity, Priority, TaskKind
+from controlplane.domain.tenant_storage import resolved_inside, tenant_folder
 from controlplane.domain.worker_spec import SpecOptions
 
 __all__ = ["MAX_DEADLINE_S", "FieldError", "TaskCreate", "check_input_uri", "check_output_uri", "error_body"]
@@ -72,40 +74,65 @@ class FieldError(ValueError):
         self.field = field
 
 
-def _inside(path: Path, roots: list[Path]) -> bool:
-    real = Path(os.path.realpath(path))  # follows every symlink, resolves ..
-    return any(real == root or root in real.parents for root in roots)
+def _tenant_folders(roots: list[Path], tenant: str | None, *, field: str) -> list[Path]:
+    """``<root>/<tenant>`` of each root, roots resolved; a tenant that cannot name a folder reads nothing."""
+    if tenant is None:
+        raise FieldError("local paths are only allowed for a tenant's own folders", field=field)
+    try:
+        return [tenant_folder(root, tenant) for root in roots]
+    except ValueError as exc:
+        raise FieldError(str(exc), field=field) from exc
 
 
-def check_input_uri(uri: str, *, field: str, input_roots: list[Path]) -> str:
-    """Return the URI to hand the worker; local paths must resolve inside an input root."""
+def _local(uri: str) -> Path:
+    return Path(uri.removeprefix("file://"))
+
+
+def check_input_uri(uri: str, *, field: str, input_roots: list[Path], tenant: str | None = None) -> str:
+    """Return the URI to hand the worker; local paths must resolve inside ``<input root>/<tenant>/``.
+
+    Symlinks and ``..`` are resolved before the check, so neither another
+    tenant's folder nor anything outside the roots can be reached through a
+    link. Without a ``tenant`` no local path is accepted.
+    """
     if uri.startswith(_INPUT_SCHEMES[:3]):
         if uri.startswith("s3://") and "/" not in uri[5:].strip("/"):
             raise FieldError("s3 URIs need a bucket and a key: s3://bucket/key", field=field)
         return uri
     if "://" in uri and not uri.startswith("file://"):
         raise FieldError("unsupported URI scheme; use s3://, https://, file:// or a path", field=field)
-    path = Path(uri[len("file://") :] if uri.startswith("file://") else uri)
+    path = _local(uri)
     if not path.is_absolute():
         raise FieldError("local paths must be absolute", field=field)
-    roots = [Path(os.path.realpath(root)) for root in input_roots]
-    if not _inside(path, roots):
-        raise FieldError("is outside the allowed input roots", field=field)
-    return str(Path(os.path.realpath(path)))
+    folders = _tenant_folders(input_roots, tenant, field=field)
+    for folder in folders:
+        real = resolved_inside(path, folder)
+        if real is not None:
+            return str(real)
+    where = " or ".join(f"{folder}/" for folder in folders) or "nowhere (no input root is configured)"
+    raise FieldError(f"is outside your input folder: local inputs must resolve under {where}", field=field)
 
 
-def check_output_uri(uri: str, *, field: str, output_root: Path) -> str:
-    """Outputs go to s3:// or under the output root; nothing else is writable by tasks."""
+def check_output_uri(uri: str, *, field: str, output_root: Path, tenant: str | None = None) -> str:
+    """Outputs go to s3:// or to a new path under ``<output root>/<tenant>/``; nothing else is writable.
+
+    A relative path is taken from the output root. The path must not exist
+    yet: a task never replaces a file that is already there (another task's
+    finished output included).
+    """
     if uri.startswith("s3://"):
         return uri
     if "://" in uri and not uri.startswith("file://"):
         raise FieldError("outputs go to s3:// or a path under the output root", field=field)
-    path = Path(uri[len("file://") :] if uri.startswith("file://") else uri)
+    path = _local(uri)
     root = Path(os.path.realpath(output_root))
-    candidate = Path(os.path.realpath(path if path.is_absolute() else root / path))
-    if not (candidate == root or root in candidate.parents):
-        raise FieldError("is outside the output root", field=field)
-    return str(candidate)
+    (folder,) = _tenant_folders([root], tenant, field=field)
+    real = resolved_inside(path if path.is_absolute() else root / path, folder)
+    if real is None:
+        raise FieldError(f"is outside your output folder: local outputs must resolve under {folder}/", field=field)
+    if os.path.lexists(real):
+        raise FieldError("already exists: a task writes a new file, it never replaces one", field=field)
+    return str(real)
 
 
 def error_body(*, code: str, message: str, field: str | None = None, **extra: Any) -> dict[str, Any]:

@@ -98,6 +98,8 @@ def serve(
 
     from controlplane.api.app import create_app
     from controlplane.api.serving import run_api
+    from controlplane.api.uploads import prune_uploads
+    from controlplane.domain.tenant_storage import TenantStorage
     from controlplane.metrics import Metrics
     from controlplane.policy import PolicyError
     from controlplane.scheduler import Scheduler
@@ -107,6 +109,7 @@ def serve(
     from controlplane.scheduler.reconcile import Reconciler
     from controlplane.scheduler.signals_runtime import build_signal_hub, pollers_json, prune_history
     from controlplane.store import Store, make_engine, upgrade
+    from controlplane.store.uploads import inputs_in_use
     from providers.local import LocalProvider
 
     overrides: dict[str, object] = {"host": host, "port": port, "insecure_dev": insecure_dev}
@@ -121,9 +124,14 @@ def serve(
         settings.check()
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+    # before anything is created (settings only read): the database, var/, uploads and the
+    # workers' outputs (the local workers inherit it) are readable by this user only
+    os.umask(0o077)
     setup_json_logging()
     for folder in (settings.var_dir, settings.output_root, *settings.input_roots):
         folder.mkdir(parents=True, exist_ok=True)
+    # a var/ made by an older version (or by hand) may be 0755: it holds the database and tokens
+    settings.var_dir.chmod(settings.var_dir.stat().st_mode & 0o700)
     engine = make_engine(database_url or settings.database_url or None)
     if not no_migrate:
         upgrade(engine=engine)
@@ -157,15 +165,19 @@ def serve(
         hub = build_signal_hub(store=store, policy=policies.current, metrics=metrics)
     except ValueError as exc:  # a bad FUSIONPLANE_SIGNALS_* setting
         raise click.UsageError(str(exc)) from exc
+    checkpoint_root = (settings.var_dir / "checkpoints").resolve()
     scheduler = Scheduler(
         store=store,
         signals=hub.samples,
         policy=policies.current,
         providers={"local": local, **cloud_providers(lambda: policies.current().targets)},
         callback_base=settings.callback_base,
-        checkpoint_root=(settings.var_dir / "checkpoints").resolve(),
+        checkpoint_root=checkpoint_root,
         scheduler_id=scheduler_id,
         metrics=metrics,
+        storage=TenantStorage(
+            input_roots=settings.input_roots, output_root=settings.output_root, checkpoint_root=checkpoint_root
+        ),
     )
     jobs = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 5})
     reconciler = Reconciler(scheduler)
@@ -205,6 +217,18 @@ def serve(
     jobs.add_job(leadership.renew, "interval", seconds=leadership.renew_every_seconds, id="leader-lease")
     hub.schedule(jobs)
     jobs.add_job(prune_history, "interval", hours=1, args=(store,), id="signals-retention")
+    if settings.input_roots:
+        jobs.add_job(
+            prune_uploads,
+            "interval",
+            seconds=min(3600.0, settings.upload_retention_seconds),
+            kwargs={
+                "root": settings.input_roots[0],
+                "retention_seconds": settings.upload_retention_seconds,
+                "in_use": lambda: inputs_in_use(store),
+            },
+            id="uploads-retention",
+        )
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     asgi, _app = create_app(
         settings=settings,

@@ -48,6 +48,7 @@ from controlplane.domain import (
     Unavailable,
     spot_price_key,
 )
+from controlplane.domain.tenant_storage import TenantStorage
 from controlplane.metrics import Metrics
 from controlplane.policy import CAPACITY_SOURCE, Policy, PolicySet, plan
 from controlplane.scheduler.outcomes import FailoverRules, advance, is_retryable
@@ -115,8 +116,11 @@ class Scheduler:
         clock: Callable[[], datetime] = utcnow,
         planner: Planner = plan,
         signals: Callable[[], Mapping[str, SignalSample]] | None = None,
+        storage: TenantStorage | None = None,
     ) -> None:
         self.store, self.policy, self.providers = store, policy, providers
+        #: the tenant folders every local path of a task must be in, checked before each launch (None: unchecked)
+        self.storage = storage
         self.callback_base, self.checkpoint_root = callback_base, checkpoint_root
         self.scheduler_id, self.metrics, self.batch_size, self.clock = scheduler_id, metrics, batch_size, clock
         #: the pure ``plan()``; tests hand in a faulty one to prove the executor's own checks
@@ -381,6 +385,7 @@ class Scheduler:
                 callback_base=self.callback_base,
                 checkpoint_root=self.checkpoint_root,
                 hedged=hedged,
+                storage=self.storage,
             )
             result = provider.launch(
                 LaunchRequest(

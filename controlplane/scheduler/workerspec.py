@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from controlplane.domain import InvalidSpec, Task, TaskKind
+from controlplane.domain.tenant_storage import TenantStorage
 from controlplane.domain.worker_spec import WorkerSpec
 
 __all__ = ["render_worker_spec"]
@@ -23,6 +24,7 @@ def render_worker_spec(
     callback_base: str,
     checkpoint_root: Path | str | None,
     hedged: bool = False,
+    storage: TenantStorage | None = None,
 ) -> dict[str, Any]:
     """The spec document for one attempt, validated against the published schema.
 
@@ -30,10 +32,24 @@ def render_worker_spec(
     of a preempted video resumes where the last one stopped. A ``hedged``
     attempt's worker waits for the control plane's go (``callback.wait_for_go``)
     before any work, so of the siblings only the winner ever writes.
+    Checkpoints live under ``<checkpoint root>/<tenant>/``. With ``storage``
+    every local path of the task must be in its tenant's folders
+    (``InvalidSpec`` otherwise): the API checked that at submit, this is the
+    second line in case a row was written some other way.
     """
     checkpoint = None
     if task.spec.kind == TaskKind.VIDEO and checkpoint_root is not None:
-        checkpoint = f"{str(checkpoint_root).rstrip('/')}/{task.id}"
+        checkpoint = f"{str(checkpoint_root).rstrip('/')}/{task.spec.tenant}/{task.id}"
+    if storage is not None:
+        refusal = storage.refusal(
+            tenant=task.spec.tenant,
+            source=task.spec.source_uri,
+            target=task.spec.target_uri,
+            output=task.spec.output_uri,
+            checkpoint=checkpoint,
+        )
+        if refusal is not None:
+            raise InvalidSpec(f"worker spec {refusal}")
     callback: dict[str, Any] = {
         "url": f"{callback_base.rstrip('/')}/v1/attempts/{attempt_id}",
         "token": token,

@@ -11,6 +11,7 @@ snapshot.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -55,19 +56,32 @@ def normalize_url(url: str) -> URL:
 def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
     """An engine for ``url`` (see :func:`database_url`), configured for the store.
 
-    For a SQLite file the parent directory is created. Extra ``kwargs`` go to
+    For a SQLite file the parent directory is created and the file is made
+    readable by this user only (0600). Extra ``kwargs`` go to
     :func:`sqlalchemy.create_engine`.
     """
     parsed = normalize_url(database_url(url))
     if parsed.get_backend_name() == "sqlite":
         if parsed.database in (None, "", ":memory:"):
             raise ValueError("the store needs a SQLite file, not an in-memory database")
-        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        _private_sqlite_file(Path(parsed.database).expanduser())
         engine = create_engine(parsed, **kwargs)
         _configure_sqlite(engine)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(parsed, **kwargs)
+
+
+def _private_sqlite_file(path: Path) -> None:
+    """Create the database file 0600 (SQLite gives its -wal and -shm the file's mode), or tighten an old one."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            mode = file.stat().st_mode
+            if mode & 0o077:  # made by an older version or by hand
+                file.chmod(mode & 0o700)
 
 
 def _configure_sqlite(engine: Engine) -> None:

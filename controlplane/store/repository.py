@@ -542,6 +542,12 @@ class Store:
                 raise
             return [_replay(item, winner)]
 
+    def task_for_key(self, *, tenant: str, idempotency_key: str) -> tuple[Task, str] | None:
+        """The task a tenant stored under ``idempotency_key`` and its request hash; None for a new key."""
+        with self._read() as conn:
+            row = self._keyed(conn, tenant, [idempotency_key]).get((tenant, idempotency_key))
+        return None if row is None else (_task(row), str(row.request_hash))
+
     @staticmethod
     def _keyed(conn: Connection, tenant: str, keys: list[str]) -> dict[tuple[str, str], Row[Any]]:
         rows = conn.execute(select(tasks).where(tasks.c.tenant == tenant, tasks.c.idempotency_key.in_(keys))).all()

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from controlplane.domain import AttemptState, TaskState
 from controlplane.store import Store, make_engine
-from tests.support.api_fixtures import ACME, GLOBEX, METRICS, OPERATOR, ApiServer, attempt_token, stored_rows
+from tests.support.api_fixtures import ACME, GLOBEX, METRICS, OPERATOR, TENANT_OF, ApiServer, attempt_token, stored_rows
 
 # fixtures: a session PostgreSQL and `database_url` / `engine` / `store` on both databases
 pytest_plugins = ["tests.integration.store_fixtures"]
@@ -64,7 +64,7 @@ def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
 
 
 def submit(api: ApiServer, token: str = ACME, **body: Any) -> dict[str, Any]:
-    response = api.client(token).post("/v1/tasks", json=api.body(**body))
+    response = api.client(token).post("/v1/tasks", json=api.body(tenant=TENANT_OF[token], **body))
     assert response.status_code == 202, response.text
     return response.json()
 
@@ -128,7 +128,7 @@ def test_submitters_see_only_their_own_tenant(api: ApiServer) -> None:
 def test_insecure_dev_mode_needs_no_token(start_api: Callable[..., ApiServer]) -> None:
     api = start_api(insecure_dev=True)
     client = api.client()
-    created = client.post("/v1/tasks", json=api.body())
+    created = client.post("/v1/tasks", json=api.body(tenant="dev"))
     assert created.status_code == 202, created.text
     assert created.json()["tenant"] == "dev"
     assert client.get(f"/v1/tasks/{created.json()['id']}/decision").status_code == 200
@@ -199,8 +199,9 @@ def test_idempotency_key_replays_and_conflicts(api: ApiServer) -> None:
     assert stored_rows(api.store) == rows
 
     # keys belong to a tenant: another tenant's same key is a new task
-    other = api.client(GLOBEX, **{"Idempotency-Key": "order-42"}).post("/v1/tasks", json=body)
-    assert other.status_code == 202
+    globex_body = api.body(tenant="globex", labels={"run": "1"})
+    other = api.client(GLOBEX, **{"Idempotency-Key": "order-42"}).post("/v1/tasks", json=globex_body)
+    assert other.status_code == 202, other.text
     assert other.json()["id"] != first.json()["id"]
 
 

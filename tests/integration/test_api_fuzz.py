@@ -41,7 +41,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
         with ApiServer.start(store, root, max_body_bytes=4096, max_upload_bytes=64 * 1024) as api:
             # something real to find: a task with a live attempt, so fuzzed requests also reach
             # the handlers past the "no such task/attempt" checks
-            task = api.client(OPERATOR).post("/v1/tasks", json=api.body())
+            task = api.client(OPERATOR).post("/v1/tasks", json=api.body(tenant="ops"))
             task.raise_for_status()
             api.advance_to(task.json()["id"], TaskState.PLANNED, TaskState.LAUNCHING)
             _token, digest = attempt_token("fuzz")

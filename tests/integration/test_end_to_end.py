@@ -94,6 +94,10 @@ def test_submit_the_astronaut_and_get_a_swapped_face_back(
 
         output = client.get(f"/v1/tasks/{task_id}/output")
         assert output.status_code == 200
+        # written by the local worker under serve's umask: this user's only, in the tenant's folder
+        written = Path(task["output_uri"])
+        assert written.is_relative_to(workdir / "var" / "outputs" / "dev")
+        assert written.stat().st_mode & 0o777 == 0o600
         swapped = cv2.imdecode(np.frombuffer(output.content, np.uint8), cv2.IMREAD_COLOR)
         assert swapped.shape == astronaut.shape
         changed = np.abs(swapped.astype(np.int16) - astronaut.astype(np.int16)).max(axis=2) > 12

@@ -245,7 +245,7 @@ def test_a_preempted_attempt_is_replanned_on_fresh_signals_and_resumes_from_its_
     # resume: the second worker spec names the first one's checkpoint
     specs = [world.providers[a.provider].requests[a.id].worker_spec for a in (first, second)]
     assert specs[0]["attempt_id"] != specs[1]["attempt_id"]
-    assert specs[0]["checkpoint"] == specs[1]["checkpoint"] == f"{CHECKPOINTS}/{task_id}"
+    assert specs[0]["checkpoint"] == specs[1]["checkpoint"] == f"{CHECKPOINTS}/acme/{task_id}"
 
 
 @pytest.mark.parametrize(
@@ -289,7 +289,7 @@ def test_lost_and_crashed_attempts_fail_over_like_a_preemption(
     assert second.target == "vault"  # nothing changed in the signals: the same target is fine
     assert len(world.store.get_decisions(task_id)) == 2
     specs = [world.provider_of(a).requests[a].worker_spec["checkpoint"] for a in (first, second.id)]
-    assert specs == [f"{CHECKPOINTS}/{task_id}"] * 2
+    assert specs == [f"{CHECKPOINTS}/acme/{task_id}"] * 2
     assert_at_most_one_live_attempt(world.store, world.providers)
 
 
@@ -768,10 +768,11 @@ def test_the_local_provider_worker_exiting_75_resumes_in_a_second_attempt(tmp_pa
         second = store.attempts_for(task_id)[1]
         assert second.state == AttemptState.SUCCEEDED
         runs = [
-            json.loads(line) for line in (tmp_path / "checkpoints" / task_id / "runs.jsonl").read_text().splitlines()
+            json.loads(line)
+            for line in (tmp_path / "checkpoints" / "acme" / task_id / "runs.jsonl").read_text().splitlines()
         ]
         assert [r["attempt"] for r in runs] == [first.id, second.id]
-        assert {r["checkpoint"] for r in runs} == {str(tmp_path / "checkpoints" / task_id)}
+        assert {r["checkpoint"] for r in runs} == {str(tmp_path / "checkpoints" / "acme" / task_id)}
     finally:
         for owned in local.list_owned():
             local.cancel(owned.attempt_id)

@@ -4,7 +4,9 @@
 (``stop()`` it, or use it as a context manager); ``client(token)`` gives an
 httpx client for one caller. Tokens: ``ACME`` and ``GLOBEX`` are submitters
 of their tenants, ``OPERATOR`` sees every tenant, ``METRICS`` reads /metrics and the
-/readyz detail only.
+/readyz detail only; ``TENANT_A`` and ``TENANT_B`` submit for ``tenant-a`` and
+``tenant-b`` (the tenant-isolation tests). Local inputs live in the caller's
+tenant folder: ``image()`` writes there.
 """
 
 from __future__ import annotations
@@ -27,13 +29,29 @@ from controlplane.store import Store
 from controlplane.store.tables import attempts, events, tasks
 from tests.support.asgi_server import serving
 
-__all__ = ["ACME", "GLOBEX", "METRICS", "OPERATOR", "ApiServer", "attempt_token", "registry", "stored_rows"]
+__all__ = [
+    "ACME",
+    "GLOBEX",
+    "METRICS",
+    "OPERATOR",
+    "TENANT_A",
+    "TENANT_B",
+    "TENANT_OF",
+    "ApiServer",
+    "attempt_token",
+    "registry",
+    "stored_rows",
+]
 
 ACME = "fp_test-acme-submitter-0000000000000000000000"
 GLOBEX = "fp_test-globex-submitter-000000000000000000000"
 OPERATOR = "fp_test-ops-operator-0000000000000000000000000"
 #: a Prometheus scrape credential: /metrics and the /readyz detail, nothing else
 METRICS = "fp_test-ops-metrics-00000000000000000000000000"
+TENANT_A = "fp_test-tenant-a-submitter-00000000000000000000"
+TENANT_B = "fp_test-tenant-b-submitter-00000000000000000000"
+#: each test token's tenant
+TENANT_OF = {ACME: "acme", GLOBEX: "globex", OPERATOR: "ops", TENANT_A: "tenant-a", TENANT_B: "tenant-b"}
 
 
 def registry() -> TokenRegistry:
@@ -43,6 +61,8 @@ def registry() -> TokenRegistry:
             {"name": "globex-ci", "tenant": "globex", "role": "submitter", "sha256": hash_token(GLOBEX)},
             {"name": "ops", "tenant": "ops", "role": "operator", "sha256": hash_token(OPERATOR)},
             {"name": "scrape", "tenant": "ops", "role": "metrics", "sha256": hash_token(METRICS)},
+            {"name": "a-ci", "tenant": "tenant-a", "role": "submitter", "sha256": hash_token(TENANT_A)},
+            {"name": "b-ci", "tenant": "tenant-b", "role": "submitter", "sha256": hash_token(TENANT_B)},
         ]
     )
 
@@ -121,15 +141,19 @@ class ApiServer:
 
     # -- helpers for the tests
 
-    def image(self, name: str = "face.png", data: bytes = b"\x89PNG not really") -> str:
-        """A file inside the input root; its path."""
-        path = self.input_root / name
+    def image(self, name: str = "face.png", data: bytes = b"\x89PNG not really", *, tenant: str = "acme") -> str:
+        """A file inside ``tenant``'s folder of the input root; its path."""
+        path = self.input_root / tenant / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         return str(path)
 
-    def body(self, **overrides: Any) -> dict[str, Any]:
-        values: dict[str, Any] = {"source": self.image("face.png"), "target": self.image("target.png")}
+    def body(self, *, tenant: str = "acme", **overrides: Any) -> dict[str, Any]:
+        """A submission body whose inputs are in ``tenant``'s input folder."""
+        values: dict[str, Any] = {
+            "source": self.image("face.png", tenant=tenant),
+            "target": self.image("target.png", tenant=tenant),
+        }
         values.update(overrides)
         return values
 

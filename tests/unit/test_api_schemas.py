@@ -59,27 +59,33 @@ def test_missing_fields_are_named() -> None:
 @pytest.fixture
 def roots(tmp_path: Path) -> tuple[Path, Path]:
     inputs = tmp_path / "inputs"
-    inputs.mkdir()
-    (inputs / "face.png").write_bytes(b"png")
+    (inputs / "acme").mkdir(parents=True)
+    (inputs / "acme" / "face.png").write_bytes(b"png")
     secret = tmp_path / "secret.png"
     secret.write_bytes(b"secret")
-    os.symlink(secret, inputs / "escape.png")
+    os.symlink(secret, inputs / "acme" / "escape.png")
     return inputs, secret
 
 
-def test_local_inputs_inside_the_roots_are_accepted_and_resolved(roots: tuple[Path, Path]) -> None:
+def test_local_inputs_inside_the_tenant_folder_are_accepted_and_resolved(roots: tuple[Path, Path]) -> None:
     inputs, _ = roots
-    assert check_input_uri(str(inputs / "face.png"), field="source", input_roots=[inputs]) == str(
-        Path(os.path.realpath(inputs / "face.png"))
+    mine = inputs / "acme" / "face.png"
+    assert check_input_uri(str(mine), field="source", input_roots=[inputs], tenant="acme") == str(
+        Path(os.path.realpath(mine))
     )
-    assert check_input_uri(f"file://{inputs}/face.png", field="source", input_roots=[inputs]).endswith("face.png")
+    assert check_input_uri(f"file://{mine}", field="source", input_roots=[inputs], tenant="acme").endswith("face.png")
+    with pytest.raises(FieldError):  # not without a tenant, and not another tenant's
+        check_input_uri(str(mine), field="source", input_roots=[inputs])
+    with pytest.raises(FieldError):
+        check_input_uri(str(mine), field="source", input_roots=[inputs], tenant="globex")
 
 
 @pytest.mark.parametrize(
     "uri",
     [
-        "{inputs}/../secret.png",
-        "{inputs}/escape.png",
+        "{inputs}/acme/../../secret.png",
+        "{inputs}/acme/escape.png",
+        "{inputs}/face.png",
         "/etc/passwd",
         "relative/face.png",
         "ftp://h/x.png",
@@ -89,7 +95,7 @@ def test_local_inputs_inside_the_roots_are_accepted_and_resolved(roots: tuple[Pa
 def test_inputs_outside_the_roots_or_with_bad_schemes_are_refused(roots: tuple[Path, Path], uri: str) -> None:
     inputs, _ = roots
     with pytest.raises(FieldError) as info:
-        check_input_uri(uri.format(inputs=inputs), field="target", input_roots=[inputs])
+        check_input_uri(uri.format(inputs=inputs), field="target", input_roots=[inputs], tenant="acme")
     assert info.value.field == "target"
 
 
@@ -101,8 +107,12 @@ def test_remote_inputs_pass_through() -> None:
 def test_outputs_stay_under_the_output_root(tmp_path: Path) -> None:
     root = tmp_path / "outputs"
     root.mkdir()
-    assert check_output_uri("tenant/out.png", field="output", output_root=root) == str(root / "tenant" / "out.png")
-    assert check_output_uri("s3://b/out.png", field="output", output_root=root) == "s3://b/out.png"
-    for bad in ("../elsewhere.png", "/etc/cron.d/x", "https://x/y.png"):
+    assert check_output_uri("acme/out.png", field="output", output_root=root, tenant="acme") == str(
+        root / "acme" / "out.png"
+    )
+    assert check_output_uri("s3://b/out.png", field="output", output_root=root, tenant="acme") == "s3://b/out.png"
+    (root / "acme").mkdir()
+    (root / "acme" / "done.png").write_bytes(b"finished")
+    for bad in ("../elsewhere.png", "/etc/cron.d/x", "https://x/y.png", "globex/out.png", "out.png", "acme/done.png"):
         with pytest.raises(FieldError):
-            check_output_uri(bad, field="output", output_root=root)
+            check_output_uri(bad, field="output", output_root=root, tenant="acme")

@@ -1,7 +1,8 @@
-"""Store ids: prefix + 26 Crockford base32 characters, strictly increasing within a process."""
+"""Store ids: prefix + 26 Crockford base32 characters, strictly increasing within a process, not guessable."""
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import pytest
@@ -28,3 +29,23 @@ def test_time_orders_ids_and_a_clock_step_back_does_not_break_the_order(monkeypa
     assert earlier_clock > later
     # the first 10 characters encode the milliseconds
     assert later[4:14] == new_id("tsk", now_ms=4_000_000_000_000)[4:14]
+
+
+def _random_part(an_id: str) -> int:
+    value = 0
+    for char in an_id.split("_", 1)[1]:
+        value = value * 32 + ids_module._ALPHABET.index(char)
+    return value & ((1 << 80) - 1)
+
+
+def test_ids_inside_one_millisecond_are_not_neighbours(monkeypatch: pytest.MonkeyPatch) -> None:
+    # one frozen millisecond: a plain ULID would hand out n, n+1, n+2, ...
+    monkeypatch.setattr(ids_module, "_last_ms", -1)
+    monkeypatch.setattr(ids_module, "_last_random", 0)
+    ids = [new_id("tsk", now_ms=1_700_000_000_000) for _ in range(2000)]
+    assert {i[4:14] for i in ids} == {ids[0][4:14]}  # all in that millisecond
+    assert ids == sorted(ids)
+    steps = [_random_part(b) - _random_part(a) for a, b in itertools.pairwise(ids)]
+    # each step is drawn from 2**64 values: a guesser counting up from its own id finds nothing
+    assert min(steps) > 1 << 32
+    assert len(set(steps)) == len(steps)
