@@ -134,7 +134,7 @@ def test_a_token_of_a_removed_tenant_is_refused_on_its_own_tasks(store: Store, t
     acme = create_token(tokens_file, tenant="acme", role="submitter", name="acme-ci")
     api, _metrics = file_backed(store, tmp_path, tokens_file)
     with api:
-        task = api.client(globex).post("/v1/tasks", json=api.body())
+        task = api.client(globex).post("/v1/tasks", json=api.body(tenant="globex"))
         assert task.status_code == 202
         task_id = task.json()["id"]
         for name in ("globex-ci", "globex-nightly"):  # the tenant is gone: every token of it revoked
