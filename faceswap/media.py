@@ -14,11 +14,21 @@ import subprocess
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
+from faceswap.containers import (
+    SEGMENT_DEMUXER,
+    VIDEO_DEMUXERS,
+    describe_demuxer,
+    input_args,
+    kind_in_words,
+    refused_demuxer,
+    sniff,
+)
 from faceswap.errors import BadInput, FrameTooLarge, UnsupportedMedia
 from faceswap.types import BGRImage
 
@@ -71,6 +81,8 @@ class MediaInfo:
     rotation: int = 0
     has_audio: bool = False
     audio_codec: str = ""
+    #: the ffmpeg demuxer the probe found and allowed; decoding forces it (``-f``)
+    demuxer: str = ""
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -112,10 +124,8 @@ def _rotation(stream: dict[str, object]) -> int:
     return round(angle) % 360
 
 
-def probe(path: Path, *, field: str) -> MediaInfo:
-    """Size, codec, frame rate, frame count, rotation and audio of a media file."""
-    if path.stat().st_size == 0:
-        raise UnsupportedMedia(f"{path.name} is empty (0 bytes)", field=field)
+def _run_probe(path: Path, *, field: str, wanted: str, demuxers: tuple[str, ...], forced: str | None) -> Any:
+    """ffprobe's JSON for ``path``, opened as a local file with an allowed demuxer only (faceswap.containers)."""
     cmd = [
         ffmpeg_binary("ffprobe"),
         "-v",
@@ -124,16 +134,44 @@ def probe(path: Path, *, field: str) -> MediaInfo:
         "json",
         "-show_streams",
         "-show_format",
-        str(path),
+        *input_args(path, demuxers=demuxers, forced=forced),
     ]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired as exc:
         raise UnsupportedMedia(f"{path.name}: probing took over {PROBE_TIMEOUT_S}s", field=field) from exc
     if done.returncode != 0:
+        refused = refused_demuxer(done.stderr)
+        if refused is not None:
+            raise UnsupportedMedia(f"{path.name}: {describe_demuxer(refused)} is not {wanted}", field=field)
         reason = (done.stderr.strip().splitlines() or ["unreadable"])[-1]
         raise UnsupportedMedia(f"{path.name} is not readable media: {reason}", field=field)
-    data = json.loads(done.stdout or "{}")
+    return json.loads(done.stdout or "{}")
+
+
+def probe(path: Path, *, field: str, segments: bool = False) -> MediaInfo:
+    """Size, codec, frame rate, frame count, rotation and audio of a media file.
+
+    Playlists, manifests and text are refused by content, and the container
+    must be an allowed one (mp4/mov, mkv/webm, avi; PNG, JPEG, WebP; MPEG-TS
+    only with ``segments``, the pipeline's own files): ffmpeg never gets to
+    follow what a file names. ``MediaInfo.demuxer`` is what to force when
+    decoding it.
+    """
+    if path.stat().st_size == 0:
+        raise UnsupportedMedia(f"{path.name} is empty (0 bytes)", field=field)
+    suffix = path.suffix.lower()
+    # the suffix only words the refusal ("an HLS playlist is not a video"); the content decides
+    kind = "video" if suffix in VIDEO_SUFFIXES else "image" if suffix in IMAGE_SUFFIXES else "media"
+    wanted = kind_in_words(kind)
+    forced = sniff(path, field=field, wanted=kind)
+    if path.suffix:
+        media_kind(path, field=field)  # not a type this service takes (.gif), whatever the content
+    if forced is not None:
+        demuxers: tuple[str, ...] = (forced,)
+    else:
+        demuxers = (*VIDEO_DEMUXERS, SEGMENT_DEMUXER) if segments else VIDEO_DEMUXERS
+    data = _run_probe(path, field=field, wanted=wanted, demuxers=demuxers, forced=forced)
     streams = data.get("streams", [])
     video = next((s for s in streams if s.get("codec_type") == "video"), None)
     if video is None:
@@ -142,7 +180,10 @@ def probe(path: Path, *, field: str) -> MediaInfo:
     width, height = int(video.get("width", 0)), int(video.get("height", 0))
     check_frame_size(width, height, field=field)
     format_name = str(data.get("format", {}).get("format_name", ""))
-    is_video = media_kind(path, field=field) == "video" if path.suffix else "image" not in format_name
+    demuxer = forced or format_name.split(",", 1)[0]
+    if demuxer not in demuxers:  # the allow-list held already; this keeps -f honest if ffprobe ever says otherwise
+        raise UnsupportedMedia(f"{path.name}: {describe_demuxer(format_name)} is not {wanted}", field=field)
+    is_video = forced is None
     fps = Fraction(0)
     for key in ("avg_frame_rate", "r_frame_rate"):
         try:
@@ -168,6 +209,7 @@ def probe(path: Path, *, field: str) -> MediaInfo:
         rotation=_rotation(video),
         has_audio=audio is not None,
         audio_codec=str(audio.get("codec_name", "")) if audio else "",
+        demuxer=demuxer,
     )
 
 

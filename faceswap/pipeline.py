@@ -325,6 +325,9 @@ def _verify_segments(store: CheckpointStore, manifest: Manifest, workdir: Path, 
     bad = []
     for segment, entry in sorted(manifest.segments.items()):
         local = workdir / _segment_name(segment)
+        if entry.get("file") != _segment_name(segment):  # a manifest names our own files only, never a path
+            bad.append(segment)
+            continue
         try:
             store.get_segment(entry["file"], local)
         except (OSError, BadInput):

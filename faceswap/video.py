@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import subprocess
 import threading
 from collections import deque
@@ -23,6 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from faceswap.containers import SEGMENT_DEMUXER, VIDEO_DEMUXERS, input_args
 from faceswap.errors import BadInput, ExecutionProviderUnavailable, FaceSwapError, UnsupportedMedia
 from faceswap.media import MediaInfo, ffmpeg_binary, probe
 from faceswap.types import BGRImage
@@ -38,6 +40,8 @@ ENCODERS: dict[str, list[str]] = {
 }
 #: audio codecs an mp4/mov container can carry as they are
 _MP4_AUDIO = {"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"}
+#: the names the pipeline gives its checkpoint segments (pipeline._segment_name)
+_SEGMENT_FILE = re.compile(r"^segment-[0-9]{6}\.ts$")
 _ROTATE_UPRIGHT = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
 _ROTATE_BACK = {90: cv2.ROTATE_90_COUNTERCLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_CLOCKWISE}
 
@@ -88,6 +92,8 @@ class Decoder:
     """Iterates the frames of a video in coded orientation, as BGR arrays."""
 
     def __init__(self, path: Path, info: MediaInfo) -> None:
+        if info.demuxer not in VIDEO_DEMUXERS:
+            raise UnsupportedMedia(f"{path.name} was not probed as a video container", field="target")
         self.info = info
         self.frame_bytes = info.width * info.height * 3
         cmd = [
@@ -97,8 +103,8 @@ class Decoder:
             "error",
             "-xerror",
             "-noautorotate",
-            "-i",
-            str(path),
+            # the demuxer the probe allowed, forced: content cannot pick a playlist or pattern now
+            *input_args(path, demuxers=(info.demuxer,), forced=info.demuxer),
             "-map",
             "0:v:0",
             "-f",
@@ -167,6 +173,8 @@ class SegmentEncoder:
             "-v",
             "error",
             "-y",
+            "-protocol_whitelist",
+            "pipe",
             "-f",
             "rawvideo",
             "-pix_fmt",
@@ -176,7 +184,7 @@ class SegmentEncoder:
             "-framerate",
             f"{fps.numerator}/{fps.denominator}",
             "-i",
-            "-",
+            "pipe:0",
             "-an",
             "-c:v",
             encoder,
@@ -232,6 +240,10 @@ def concat_segments(
 ) -> None:
     """Join segments (stream copy), carry the input's audio, and restore its rotation."""
     listing = workdir / "segments.txt"
+    for segment in segments:
+        # the list is ours: our own names in our own workdir, nothing a user named
+        if not _SEGMENT_FILE.match(segment.name) or segment.resolve().parent != workdir.resolve():
+            raise BadInput(f"{segment} is not a segment of this job", field="checkpoint")
     listing.write_text("".join(f"file '{p.resolve()}'\n" for p in segments), encoding="utf-8")
     base = [
         ffmpeg_binary(),
@@ -239,16 +251,14 @@ def concat_segments(
         "-v",
         "error",
         "-y",
-        "-f",
-        "concat",
         "-safe",
         "0",
-        "-i",
-        str(listing),
+        # concat of our segments; each segment may only be MPEG-TS (a checkpoint cannot smuggle a playlist in)
+        *input_args(listing, demuxers=("concat", SEGMENT_DEMUXER), forced="concat"),
     ]
     maps = ["-map", "0:v:0"]
     if info.has_audio:
-        base += ["-i", str(source)]
+        base += input_args(source, demuxers=(info.demuxer,), forced=info.demuxer)
         maps += ["-map", "1:a:0"]
     muxer = {".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".avi": "avi"}.get(container, "mp4")
     tail = ["-movflags", "+faststart"] if muxer in ("mp4", "mov") else []

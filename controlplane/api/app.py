@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.responses import FileResponse
@@ -45,6 +45,15 @@ from controlplane.domain import (
     TaskSpec,
     TaskState,
 )
+from controlplane.domain import FieldError as DomainFieldError
+from controlplane.domain.callbacks import (
+    MAX_CALLBACK_BYTES,
+    Completion,
+    Failure,
+    Heartbeat,
+    Progress,
+    parse_callback,
+)
 from controlplane.domain.tenant_storage import resolved_inside, tenant_folder
 from controlplane.metrics import Metrics
 from controlplane.policy import ActivePolicy, Policy
@@ -59,6 +68,9 @@ SUBMIT_WRITERS_POSTGRES = 3
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 Caller = Annotated[Principal, Depends(authenticate)]
+CallbackBody = TypeVar("CallbackBody", Heartbeat, Progress, Completion, Failure)
+#: event ids are 64-bit signed in the database; a larger ``after`` is a 422, not an overflow
+MAX_EVENT_ID = 2**63 - 1
 
 
 def _kind(body: TaskCreate) -> TaskKind:
@@ -274,7 +286,9 @@ def create_app(
         return receipt_json(task, store.get_decisions(task.id), attempts)
 
     @app.get("/v1/tasks/{task_id}/events", tags=["tasks"])
-    def events(task_id: str, principal: Caller, after: Annotated[int | None, Query(ge=0)] = None) -> dict[str, Any]:
+    def events(
+        task_id: str, principal: Caller, after: Annotated[int | None, Query(ge=0, le=MAX_EVENT_ID)] = None
+    ) -> dict[str, Any]:
         task = load(task_id, principal)
         return {"events": [event_json(e) for e in store.list_events(task.id, after_id=after)]}
 
@@ -336,17 +350,14 @@ def create_app(
             raise ApiError(403, "forbidden", "this token belongs to no such attempt", field="authorization")
         return store.get_attempt(attempt_id)
 
-    async def callback_body(request: Request) -> dict[str, Any]:
+    async def callback_body(request: Request, model: type[CallbackBody]) -> CallbackBody:
+        """The typed body (docs/worker.md): 422 naming the field, 413 past the size limit; never a 500."""
         raw = await request.body()
-        if not raw:
-            return {}
         try:
-            body = json.loads(raw)
-        except ValueError as exc:
-            raise ApiError(422, "invalid", "the body is not JSON", field="body") from exc
-        if not isinstance(body, dict):
-            raise ApiError(422, "invalid", "the body must be a JSON object", field="body")
-        return body
+            return parse_callback(raw, model)
+        except DomainFieldError as exc:
+            status, code = (413, "body_too_large") if len(raw) > MAX_CALLBACK_BYTES else (422, "invalid")
+            raise ApiError(status, code, exc.message, field=exc.path) from exc
 
     def attempt_ended(attempt: Attempt) -> ApiError:
         """409 to a worker whose attempt has ended (cancelled, lost its hedge): it must stop, writing nothing."""
@@ -361,13 +372,21 @@ def create_app(
         )
 
     @app.post("/v1/attempts/{attempt_id}/heartbeat", tags=["worker"])
-    @app.post("/v1/attempts/{attempt_id}/progress", tags=["worker"])
     async def heartbeat(attempt_id: str, request: Request) -> dict[str, Any]:
-        """Note the worker's heartbeat; the answer's ``state`` says whether it may work (``running``)."""
+        """Note the worker's heartbeat (``{"progress": {...}}``); ``state`` says whether it may work (``running``)."""
         attempt = attempt_for_callback(attempt_id, request)
-        body = await callback_body(request)
-        progress = body.get("progress", body) if isinstance(body.get("progress", body), dict) else {}
-        attempt = store.record_heartbeat(attempt.id, progress=progress)
+        body = await callback_body(request, Heartbeat)
+        return note_heartbeat(attempt, body.progress)
+
+    @app.post("/v1/attempts/{attempt_id}/progress", tags=["worker"])
+    async def progress(attempt_id: str, request: Request) -> dict[str, Any]:
+        """A heartbeat that carries the progress as its body."""
+        attempt = attempt_for_callback(attempt_id, request)
+        return note_heartbeat(attempt, await callback_body(request, Progress))
+
+    def note_heartbeat(attempt: Attempt, progress: Progress) -> dict[str, Any]:
+        # only the typed, bounded fields are stored: a heartbeat cannot grow the attempt's row
+        attempt = store.record_heartbeat(attempt.id, progress=progress.stored())
         if attempt.state == AttemptState.LAUNCHING:
             # the worker is up: the attempt (and its task) run, unless a sibling of its hedged launch ran first
             attempt = store.start_running(attempt.id, actor="worker").attempt
@@ -378,22 +397,18 @@ def create_app(
     @app.post("/v1/attempts/{attempt_id}/complete", tags=["worker"])
     async def complete(attempt_id: str, request: Request) -> dict[str, Any]:
         attempt = attempt_for_callback(attempt_id, request)
-        body = await callback_body(request)
-        store.record_heartbeat(attempt.id, progress=body)
+        body = await callback_body(request, Completion)
+        store.record_heartbeat(attempt.id, progress=body.stored())
         advance(store, attempt.id, AttemptState.SUCCEEDED, TaskState.SUCCEEDED, actor="worker", exit_code=0)
         return {"ok": True, "state": store.get_attempt(attempt.id).state.value}
 
     @app.post("/v1/attempts/{attempt_id}/fail", tags=["worker"])
     async def fail(attempt_id: str, request: Request) -> dict[str, Any]:
         attempt = attempt_for_callback(attempt_id, request)
-        body = await callback_body(request)
-        kind = str(body.get("kind", "internal"))[:64]
-        message = str(body.get("message", ""))[:1000]
-        field = body.get("field")
-        reason = f"{kind}: {field + ': ' if isinstance(field, str) and field else ''}{message}".strip()
-        exit_code = body.get("exit_code") if isinstance(body.get("exit_code"), int) else None
-        wanted = AttemptState.PREEMPTED if kind in ("preempted", "temporary") else AttemptState.FAILED
-        advance(store, attempt.id, wanted, TaskState.FAILED, actor="worker", reason=reason, exit_code=exit_code)
+        body = await callback_body(request, Failure)
+        reason = f"{body.kind}: {body.field + ': ' if body.field else ''}{body.message[:1000]}".strip()
+        wanted = AttemptState.PREEMPTED if body.kind in ("preempted", "temporary") else AttemptState.FAILED
+        advance(store, attempt.id, wanted, TaskState.FAILED, actor="worker", reason=reason, exit_code=body.exit_code)
         return {"ok": True, "state": store.get_attempt(attempt.id).state.value}
 
     @app.get("/healthz", tags=["health"])

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator
 
 from controlplane.domain import DataSensitivity, Priority, TaskKind
 from controlplane.domain.tenant_storage import resolved_inside, tenant_folder
@@ -44,8 +44,11 @@ class TaskCreate(BaseModel):
     options: SpecOptions = Field(default_factory=SpecOptions)
     priority: Priority = Priority.NORMAL
     data_sensitivity: DataSensitivity = DataSensitivity.INTERNAL
-    deadline_seconds: int | None = Field(default=None, ge=1, le=MAX_DEADLINE_S)
-    budget_usd: float | None = Field(default=None, ge=0.0, le=1_000_000.0)
+    # strict: ``true`` is not 1 and ``"10"`` is not 10 (a 422 naming the field, as the CLI's plan --task)
+    deadline_seconds: StrictInt | None = Field(default=None, ge=1, le=MAX_DEADLINE_S)
+    budget_usd: Annotated[float, Field(strict=True, allow_inf_nan=False)] | None = Field(
+        default=None, ge=0.0, le=1_000_000.0
+    )
     labels: dict[Annotated[str, StringConstraints(pattern=_LABEL_KEY)], LabelValue] = Field(default_factory=dict)
 
     @field_validator("labels")

@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool, StrictInt
 
 __all__ = ["MAX_SPEC_BYTES", "CallbackSpec", "SpecOptions", "WorkerSpec", "spec_json_schema"]
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 MAX_SPEC_BYTES = 1 << 20
-_Padding = Annotated[float, Field(ge=0.0, lt=0.5)]
+#: options come from submitters: numbers are numbers (``true`` is not 1, ``"18"`` is not 18)
+_Fraction = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+_Padding = Annotated[_Fraction, Field(ge=0.0, lt=0.5)]
 
 
 class _Strict(BaseModel):
@@ -45,14 +47,14 @@ class SpecOptions(_Strict):
     swapper: Literal["classic", "inswapper_128"] = "classic"
     face_selector: str = Field(default="all", pattern=r"^(all|largest|index:[0-9]{1,3})$")
     execution_provider: Literal["auto", "tensorrt", "cuda", "cpu"] = "auto"
-    cpu_threads: int = Field(default=0, ge=0, le=256)
-    allow_fallback: bool = False
+    cpu_threads: StrictInt = Field(default=0, ge=0, le=256)
+    allow_fallback: StrictBool = False
     encoder: Literal["libx264", "libx265", "h264_nvenc", "hevc_nvenc"] = "libx264"
-    quality: int = Field(default=18, ge=0, le=51)
+    quality: StrictInt = Field(default=18, ge=0, le=51)
     preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"] = "veryfast"
-    image_quality: int = Field(default=95, ge=1, le=100)
-    segment_frames: int = Field(default=120, ge=1, le=100_000)
-    blend_blur: float = Field(default=0.3, ge=0.0, le=1.0)
+    image_quality: StrictInt = Field(default=95, ge=1, le=100)
+    segment_frames: StrictInt = Field(default=120, ge=1, le=100_000)
+    blend_blur: _Fraction = Field(default=0.3, ge=0.0, le=1.0)
     blend_mode: Literal["feather", "poisson"] = "feather"
     mask_padding: tuple[_Padding, _Padding, _Padding, _Padding] = Field(
         default=(0.0, 0.0, 0.0, 0.0), description="Box mask padding: top, right, bottom, left, each in [0, 0.5)"

@@ -13,6 +13,9 @@ import threading
 import time
 from typing import Any
 
+from pydantic import ValidationError
+
+from controlplane.domain.callbacks import MAX_FAILURE_MESSAGE, Completion, Failure
 from controlplane.worker.callbacks import GO, GO_ENDED, GO_STOPPED, Reporter
 from controlplane.worker.spec import WorkerSpec, to_swap_options
 from faceswap import EXIT_INTERNAL, EXIT_OK, EXIT_PREEMPTED, FaceSwapError, run_swap
@@ -78,7 +81,7 @@ def run_worker(
             log.warning("", extra={"event": "attempt_abandoned", "state": reporter.ended, "exit_code": exc.exit_code})
             reporter.close()
             return exc.exit_code
-        body = {"kind": exc.kind, "field": exc.field, "message": exc.message, "exit_code": exc.exit_code}
+        body = _failure(kind=exc.kind, field=exc.field, message=exc.message, exit_code=exc.exit_code)
         # "message" is reserved on a LogRecord, so the log line calls it "error"
         log.error(
             "",
@@ -96,14 +99,18 @@ def run_worker(
     except Exception as exc:  # the last line of defence: report, never hang
         log.exception("", extra={"event": "attempt_crashed"})
         reporter.post(
-            "fail", {"kind": "internal", "field": None, "message": repr(exc), "exit_code": EXIT_INTERNAL}, attempts=3
+            "fail", _failure(kind="internal", field=None, message=repr(exc), exit_code=EXIT_INTERNAL), attempts=3
         )
         reporter.close()
         return EXIT_INTERNAL
     summary = result.summary()
     summary["wall_s"] = round(time.monotonic() - started, 3)  # the whole attempt, callbacks included
     log.info("", extra={"event": "attempt_succeeded", **summary})
-    reporter.post("complete", summary, attempts=3)
+    try:
+        completion = Completion.model_validate(summary)
+    except ValidationError:  # the outcome matters more than its details: report it without them
+        completion = Completion(output=spec.output)
+    reporter.post("complete", completion, attempts=3)
     reporter.close()
     return EXIT_OK
 
@@ -139,6 +146,12 @@ def _wait_for_go(reporter: Reporter, *, stop: threading.Event, timeout_s: float)
     else:
         kind, field, message = "temporary", "callback", f"no answer within {timeout_s:g} s whether this attempt runs"
         log.error("", extra={"event": "hedge_undecided", "error": message, "exit_code": EXIT_PREEMPTED})
-    body = {"kind": kind, "field": field, "message": message, "exit_code": EXIT_PREEMPTED}
-    reporter.post("fail", body, attempts=3)
+    reporter.post("fail", _failure(kind=kind, field=field, message=message, exit_code=EXIT_PREEMPTED), attempts=3)
     return EXIT_PREEMPTED
+
+
+def _failure(*, kind: str, field: str | None, message: str, exit_code: int) -> Failure:
+    """The ``fail`` body, cut to what the API takes (a long ffmpeg message must not lose the outcome)."""
+    return Failure(
+        kind=kind, field=field[:128] if field else field, message=message[:MAX_FAILURE_MESSAGE], exit_code=exit_code
+    )

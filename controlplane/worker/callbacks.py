@@ -18,7 +18,9 @@ import time
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 
+from controlplane.domain.callbacks import Completion, Failure, Heartbeat, Progress, callback_json
 from controlplane.worker.spec import CallbackSpec
 
 __all__ = ["GO", "GO_ENDED", "GO_STOPPED", "GO_UNDECIDED", "Reporter"]
@@ -50,18 +52,19 @@ class Reporter:
         self._last_progress = 0.0
         #: the job's own stop event: set when the control plane says the attempt has ended
         self._work_stop = stop
-        self.state: dict[str, Any] = {}
+        #: the last progress, repeated in every heartbeat
+        self.state = Progress()
         #: the attempt's final state once the control plane answered 409 attempt_ended (None until then)
         self.ended: str | None = None
 
-    def _call(self, event: str, body: dict[str, Any]) -> httpx.Response | None:
+    def _call(self, event: str, body: Heartbeat | Progress | Completion | Failure) -> httpx.Response | None:
         """One POST; its response, or None when it did not get through (logged) or there is no callback."""
         if self.spec is None or self._client is None:
             return None
         url = f"{self.spec.url.rstrip('/')}/{event}"
         headers = {"Authorization": f"Bearer {self.spec.token.get_secret_value()}"}
         try:
-            response = self._client.post(url, json=body, headers=headers)
+            response = self._client.post(url, json=callback_json(body), headers=headers)
         except httpx.HTTPError as exc:
             log.warning("", extra={"event": "callback_failed", "callback": event, "error": str(exc)})
             return None
@@ -81,7 +84,8 @@ class Reporter:
         if self._work_stop is not None:
             self._work_stop.set()
 
-    def post(self, event: str, body: dict[str, Any], *, attempts: int = 1) -> bool:
+    def post(self, event: str, body: Heartbeat | Progress | Completion | Failure, *, attempts: int = 1) -> bool:
+        """POST one callback (typed as the API parses it); True once it was accepted."""
         if self.spec is None:
             return False
         for attempt in range(attempts):
@@ -113,7 +117,7 @@ class Reporter:
             return GO_UNDECIDED  # no callback: nobody can say go
         deadline = time.monotonic() + timeout_s
         while True:
-            response = self._call("heartbeat", {"progress": {}})
+            response = self._call("heartbeat", Heartbeat())
             if response is not None and response.status_code < 300 and _json(response).get("state") == "running":
                 return GO
             if self.ended is not None:
@@ -126,7 +130,13 @@ class Reporter:
             if stop.wait(min(retry_s, remaining)):
                 return GO_STOPPED
 
-    def progress(self, body: dict[str, Any], *, every_s: float = 1.0) -> None:
+    def progress(self, fields: dict[str, Any], *, every_s: float = 1.0) -> None:
+        """Note the job's progress (the core's ``progress`` event); posted at most every ``every_s``."""
+        try:
+            body = Progress.model_validate(fields)
+        except ValidationError as exc:  # a report out of bounds is dropped, never the job
+            log.warning("", extra={"event": "progress_dropped", "error": str(exc.errors()[0]["msg"])})
+            return
         self.state = body
         now = time.monotonic()
         if now - self._last_progress >= every_s:
@@ -141,10 +151,10 @@ class Reporter:
 
         def beat() -> None:
             while not self._stop.wait(interval):
-                self.post("heartbeat", {"progress": self.state})
+                self.post("heartbeat", Heartbeat(progress=self.state))
 
         if first:
-            self.post("heartbeat", {"progress": {}})
+            self.post("heartbeat", Heartbeat())
         self._thread = threading.Thread(target=beat, name="heartbeat", daemon=True)
         self._thread.start()
 

@@ -238,8 +238,8 @@ def test_truncated_video_failing_mid_decode(
 @pytest.mark.parametrize(
     ("target", "output_name", "needles"),
     [
-        ("sound_mp4", "result.mp4", ("target", "no picture")),  # WAV audio under an .mp4 name
-        ("text_mp4", "result.mp4", ("target", "text.mp4", "not readable media")),
+        ("sound_mp4", "result.mp4", ("target", "a wav file is not a video")),  # WAV audio under an .mp4 name
+        ("text_mp4", "result.mp4", ("target", "text.mp4", "a text file is not a video")),
         ("notes_txt", "result.png", ("target", "unsupported file type", ".txt")),
     ],
 )

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from controlplane.domain.callbacks import Heartbeat
 from controlplane.worker import WorkerSpec, run_worker
 from controlplane.worker.callbacks import GO, GO_ENDED, GO_STOPPED, GO_UNDECIDED, Reporter
 
@@ -205,7 +206,7 @@ def test_heartbeats_stop_the_work_only_on_attempt_ended(tmp_path: Path, serve: l
         stop = threading.Event()
         reporter = Reporter(spec(tmp_path, server, hedged=False).callback, stop=stop)
         try:
-            reporter.post("heartbeat", {"progress": {}})
+            reporter.post("heartbeat", Heartbeat())
             assert stop.is_set() is stops, answer
             assert (reporter.ended == "cancelled") is stops
         finally:
