@@ -14,7 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Settings", "is_loopback"]
+from faceswap.netguard import AllowedHosts
+
+__all__ = ["DEFAULT_STORAGE_PATH", "Settings", "is_loopback"]
+
+#: the storage allow-lists shipped with the code (public web hosts for every tenant, no s3)
+DEFAULT_STORAGE_PATH = Path(__file__).resolve().parents[1] / "policies" / "storage.json"
 
 
 def _paths(value: str) -> tuple[Path, ...]:
@@ -33,6 +38,23 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     if not 0 < value <= 86_400:
         raise ValueError(f"{name}: must be more than 0 and at most 86400 seconds, not {raw}")
     return value
+
+
+def _bytes(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{name}: must be a positive number of bytes, not {raw!r}")
+    return int(raw)
+
+
+def _storage_file(env: Mapping[str, str]) -> Path | None:
+    """``FUSIONPLANE_STORAGE_FILE``, else the shipped ``policies/storage.json`` if present, else None."""
+    named = env.get("FUSIONPLANE_STORAGE_FILE")
+    if named:
+        return Path(named).expanduser()
+    return DEFAULT_STORAGE_PATH if DEFAULT_STORAGE_PATH.is_file() else None
 
 
 def is_loopback(host: str) -> bool:
@@ -69,6 +91,16 @@ class Settings:
     leader_lease_seconds: float = 15.0
     #: how often the scheduler reconciles what each provider owns with the store
     reconcile_seconds: float = 60.0
+    #: per-tenant s3 prefixes and web hosts (docs/security.md); None: public web hosts, no s3
+    storage_file: Path | None = None
+    #: internal hosts (``host`` or ``host:port``) http(s) inputs may come from despite the address rules
+    fetch_allow_hosts: tuple[str, ...] = ()
+    #: the largest input a worker downloads (checked while reading)
+    fetch_max_bytes: int = 2 << 30
+    fetch_connect_timeout_s: float = 10.0
+    fetch_read_timeout_s: float = 60.0
+    #: how long a submission waits to resolve an input's host name (no answer: accepted, the worker re-checks)
+    submit_resolve_timeout_s: float = 2.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -89,6 +121,11 @@ class Settings:
             "local_worker_command": tuple(shlex.split(env.get("FUSIONPLANE_LOCAL_WORKER_COMMAND", ""))),
             "leader_lease_seconds": _seconds(env, "FUSIONPLANE_LEADER_LEASE_S", 15.0),
             "reconcile_seconds": _seconds(env, "FUSIONPLANE_RECONCILE_S", 60.0),
+            "storage_file": _storage_file(env),
+            "fetch_allow_hosts": tuple(env.get("FUSIONPLANE_FETCH_ALLOW_HOSTS", "").replace(",", " ").split()),
+            "fetch_max_bytes": _bytes(env, "FUSIONPLANE_FETCH_MAX_BYTES", 2 << 30),
+            "fetch_connect_timeout_s": _seconds(env, "FUSIONPLANE_FETCH_CONNECT_TIMEOUT_S", 10.0),
+            "fetch_read_timeout_s": _seconds(env, "FUSIONPLANE_FETCH_READ_TIMEOUT_S", 60.0),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
@@ -103,3 +140,7 @@ class Settings:
             raise ValueError(f"--insecure-dev is only allowed on a loopback address, not {self.host}")
         if self.max_body_bytes < 1024:
             raise ValueError("FUSIONPLANE_MAX_BODY_BYTES must be at least 1024")
+        try:
+            AllowedHosts.parse(self.fetch_allow_hosts)
+        except ValueError as exc:
+            raise ValueError(f"FUSIONPLANE_FETCH_ALLOW_HOSTS: {exc}") from None

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from controlplane.api.remote_uris import RemoteRules, check_remote_input, check_remote_output
 from controlplane.domain import DataSensitivity, Priority, TaskKind
 from controlplane.domain.worker_spec import SpecOptions
 
@@ -77,12 +78,20 @@ def _inside(path: Path, roots: list[Path]) -> bool:
     return any(real == root or root in real.parents for root in roots)
 
 
-def check_input_uri(uri: str, *, field: str, input_roots: list[Path]) -> str:
-    """Return the URI to hand the worker; local paths must resolve inside an input root."""
+def check_input_uri(uri: str, *, field: str, input_roots: list[Path], remote: RemoteRules | None = None) -> str:
+    """Return the URI to hand the worker; local paths must resolve inside an input root.
+
+    Remote URIs follow the worker's rules (no internal addresses, the
+    tenant's s3 prefixes and web hosts in ``remote``; None: no s3, public
+    web hosts only).
+    """
     if uri.startswith(_INPUT_SCHEMES[:3]):
         if uri.startswith("s3://") and "/" not in uri[5:].strip("/"):
             raise FieldError("s3 URIs need a bucket and a key: s3://bucket/key", field=field)
-        return uri
+        try:
+            return check_remote_input(uri, field=field, rules=remote or RemoteRules())
+        except ValueError as exc:
+            raise FieldError(str(exc), field=field) from None
     if "://" in uri and not uri.startswith("file://"):
         raise FieldError("unsupported URI scheme; use s3://, https://, file:// or a path", field=field)
     path = Path(uri[len("file://") :] if uri.startswith("file://") else uri)
@@ -94,10 +103,13 @@ def check_input_uri(uri: str, *, field: str, input_roots: list[Path]) -> str:
     return str(Path(os.path.realpath(path)))
 
 
-def check_output_uri(uri: str, *, field: str, output_root: Path) -> str:
-    """Outputs go to s3:// or under the output root; nothing else is writable by tasks."""
+def check_output_uri(uri: str, *, field: str, output_root: Path, remote: RemoteRules | None = None) -> str:
+    """Outputs go to s3:// (inside the tenant's write prefixes) or under the output root."""
     if uri.startswith("s3://"):
-        return uri
+        try:
+            return check_remote_output(uri, field=field, rules=remote or RemoteRules())
+        except ValueError as exc:
+            raise FieldError(str(exc), field=field) from None
     if "://" in uri and not uri.startswith("file://"):
         raise FieldError("outputs go to s3:// or a path under the output root", field=field)
     path = Path(uri[len("file://") :] if uri.startswith("file://") else uri)

@@ -10,6 +10,7 @@ import stat
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -77,6 +78,7 @@ def serve(
     from controlplane.api.serving import run_api
     from controlplane.metrics import Metrics
     from controlplane.policy import PolicyError
+    from controlplane.policy.storage import StorageError, StorageFile
     from controlplane.scheduler import Scheduler
     from controlplane.scheduler.leader import Leadership
     from controlplane.scheduler.policy_runtime import start_policy_runtime
@@ -113,6 +115,21 @@ def serve(
         )
     except (PolicyError, OSError) as exc:
         raise click.ClickException(f"policy: {exc}") from exc
+    try:
+        storage = StorageFile(settings.storage_file)
+    except (StorageError, OSError) as exc:
+        raise click.ClickException(f"storage allow-lists: {exc}") from exc
+    fetch_block = {
+        "allow_internal_hosts": list(settings.fetch_allow_hosts),
+        "max_bytes": settings.fetch_max_bytes,
+        "connect_timeout_seconds": settings.fetch_connect_timeout_s,
+        "read_timeout_seconds": settings.fetch_read_timeout_s,
+    }
+
+    def worker_grant(tenant: str) -> dict[str, Any]:
+        # only this tenant's entries travel in the spec
+        return {"access": storage.current().for_tenant(tenant).spec_block(), "fetch": fetch_block}
+
     token = None if insecure_dev else _dev_token(settings)
     tokens = TokenRegistry.load(settings.tokens_file)
     local = LocalProvider(
@@ -140,6 +157,7 @@ def serve(
         checkpoint_root=(settings.var_dir / "checkpoints").resolve(),
         scheduler_id=scheduler_id,
         metrics=metrics,
+        grants=worker_grant,
     )
     jobs = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 5})
     reconciler = Reconciler(scheduler)
@@ -190,6 +208,7 @@ def serve(
         live_signals=lambda: scheduler.snapshot(policies.current()),
         signal_pollers=lambda: pollers_json(hub),
         leader_status=leadership.status,
+        storage=storage,
     )
     url = f"http://{host}:{port}"
     click.echo(

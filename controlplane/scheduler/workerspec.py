@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ def render_worker_spec(
     callback_base: str,
     checkpoint_root: Path | str | None,
     hedged: bool = False,
+    grant: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The spec document for one attempt, validated against the published schema.
 
@@ -30,10 +32,18 @@ def render_worker_spec(
     of a preempted video resumes where the last one stopped. A ``hedged``
     attempt's worker waits for the control plane's go (``callback.wait_for_go``)
     before any work, so of the siblings only the winner ever writes.
+    ``grant`` holds the spec's ``access`` (the task's tenant's allow-lists,
+    and nothing of other tenants') and ``fetch`` blocks; an s3 checkpoint
+    folder, which the operator chose, is added to the attempt's access.
     """
     checkpoint = None
     if task.spec.kind == TaskKind.VIDEO and checkpoint_root is not None:
         checkpoint = f"{str(checkpoint_root).rstrip('/')}/{task.id}"
+    blocks = {key: dict(value) for key, value in (grant or {}).items()}
+    if checkpoint is not None and checkpoint.startswith("s3://"):
+        access = blocks.setdefault("access", {})
+        for key in ("s3_read", "s3_write"):
+            access[key] = [*access.get(key, []), f"{checkpoint}/"]
     callback: dict[str, Any] = {
         "url": f"{callback_base.rstrip('/')}/v1/attempts/{attempt_id}",
         "token": token,
@@ -50,6 +60,7 @@ def render_worker_spec(
         "output": task.spec.output_uri,
         "checkpoint": checkpoint,
         "options": dict(task.spec.options),
+        **blocks,
         "callback": callback,
     }
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,13 @@ from sqlalchemy import func, select
 
 from controlplane.api.app import create_app
 from controlplane.api.auth import TokenRegistry, hash_token
+from controlplane.api.remote_uris import HostResolver
 from controlplane.config import Settings
 from controlplane.domain import TaskState
 from controlplane.store import Store
 from controlplane.store.tables import attempts, events, tasks
 from tests.support.asgi_server import serving
+from tests.support.storage import offline_host_resolver, write_storage
 
 __all__ = ["ACME", "GLOBEX", "OPERATOR", "ApiServer", "attempt_token", "registry", "stored_rows"]
 
@@ -68,7 +71,20 @@ class ApiServer:
     _clients: list[httpx.Client] = field(default_factory=list)
 
     @classmethod
-    def start(cls, store: Store, tmp_path: Path, **overrides: Any) -> ApiServer:
+    def start(
+        cls,
+        store: Store,
+        tmp_path: Path,
+        *,
+        storage: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
+        resolve_host: HostResolver = offline_host_resolver,
+        **overrides: Any,
+    ) -> ApiServer:
+        """``storage``: tenant -> grant (s3_read, s3_write, web_hosts); none: public web hosts, no s3.
+
+        Host names of inputs resolve through ``resolve_host`` (default: nothing
+        resolves, so no DNS query leaves the machine).
+        """
         input_root = tmp_path / "inputs"
         output_root = tmp_path / "outputs"
         input_root.mkdir(exist_ok=True)
@@ -78,9 +94,11 @@ class ApiServer:
             "input_roots": (input_root.resolve(),),
             "output_root": output_root.resolve(),
         }
+        if storage is not None:
+            values["storage_file"] = write_storage(tmp_path / "storage.json", storage)
         values.update(overrides)
         settings = Settings(**values)
-        asgi, _fastapi = create_app(settings=settings, store=store, tokens=registry())
+        asgi, _fastapi = create_app(settings=settings, store=store, tokens=registry(), resolve_host=resolve_host)
         stack = contextlib.ExitStack()
         url = stack.enter_context(serving(asgi))
         return cls(url, store, settings, input_root.resolve(), output_root.resolve(), stack)
