@@ -10,7 +10,6 @@ import stat
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -85,6 +84,7 @@ def serve(
     from controlplane.scheduler.providers_runtime import cloud_providers
     from controlplane.scheduler.reconcile import Reconciler
     from controlplane.scheduler.signals_runtime import build_signal_hub, pollers_json, prune_history
+    from controlplane.scheduler.workerspec import tenant_grants
     from controlplane.store import Store, make_engine, upgrade
     from providers.local import LocalProvider
 
@@ -119,17 +119,6 @@ def serve(
         storage = StorageFile(settings.storage_file)
     except (StorageError, OSError) as exc:
         raise click.ClickException(f"storage allow-lists: {exc}") from exc
-    fetch_block = {
-        "allow_internal_hosts": list(settings.fetch_allow_hosts),
-        "max_bytes": settings.fetch_max_bytes,
-        "connect_timeout_seconds": settings.fetch_connect_timeout_s,
-        "read_timeout_seconds": settings.fetch_read_timeout_s,
-    }
-
-    def worker_grant(tenant: str) -> dict[str, Any]:
-        # only this tenant's entries travel in the spec
-        return {"access": storage.current().for_tenant(tenant).spec_block(), "fetch": fetch_block}
-
     token = None if insecure_dev else _dev_token(settings)
     tokens = TokenRegistry.load(settings.tokens_file)
     local = LocalProvider(
@@ -157,7 +146,7 @@ def serve(
         checkpoint_root=(settings.var_dir / "checkpoints").resolve(),
         scheduler_id=scheduler_id,
         metrics=metrics,
-        grants=worker_grant,
+        grants=tenant_grants(storage, settings),
     )
     jobs = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 5})
     reconciler = Reconciler(scheduler)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from controlplane.config import Settings
 from controlplane.domain import InvalidSpec, Task, TaskKind
 from controlplane.domain.worker_spec import WorkerSpec
+from controlplane.policy.storage import StorageFile
 
-__all__ = ["render_worker_spec"]
+__all__ = ["render_worker_spec", "tenant_grants"]
 
 HEARTBEAT_SECONDS = 5.0
 
@@ -69,3 +71,23 @@ def render_worker_spec(
         first = exc.errors()[0]
         raise InvalidSpec(f"worker spec {'.'.join(map(str, first['loc']))}: {first['msg']}") from exc
     return document
+
+
+def tenant_grants(storage: StorageFile, settings: Settings) -> Callable[[str], dict[str, Any]]:
+    """The spec's ``access`` and ``fetch`` blocks for a tenant: its own allow-list entries, read at launch.
+
+    Only this tenant's entries travel (never the whole document), and they
+    are read when the attempt is launched, so a grant revoked after submit
+    stops the next attempt in the worker.
+    """
+    fetch = {
+        "allow_internal_hosts": list(settings.fetch_allow_hosts),
+        "max_bytes": settings.fetch_max_bytes,
+        "connect_timeout_seconds": settings.fetch_connect_timeout_s,
+        "read_timeout_seconds": settings.fetch_read_timeout_s,
+    }
+
+    def grant(tenant: str) -> dict[str, Any]:
+        return {"access": storage.current().for_tenant(tenant).spec_block(), "fetch": dict(fetch)}
+
+    return grant

@@ -21,14 +21,19 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from controlplane.config import Settings
 from controlplane.domain import DataSensitivity, Task, TaskKind, TaskSpec, TaskState
 from controlplane.domain.worker_spec import WorkerSpec
+from controlplane.policy import parse_policy
 from controlplane.policy.storage import StorageError, StorageFile, parse_storage
-from controlplane.scheduler.workerspec import render_worker_spec
+from controlplane.scheduler import Scheduler
+from controlplane.scheduler.workerspec import render_worker_spec, tenant_grants
 from controlplane.store import Store, make_engine, upgrade
 from faceswap import BadInput, run_swap
 from faceswap.access import Access
 from faceswap.errors import EXIT_BAD_INPUT
+from providers.base import LaunchRequest, LaunchResult
+from providers.noop import NoopProvider
 from tests.support.api_fixtures import ACME, GLOBEX, ApiServer, stored_rows
 from tests.support.aws import isolate_aws_environment
 from tests.support.storage import write_storage
@@ -186,6 +191,62 @@ def test_the_spec_carries_only_this_tenants_entries_and_its_own_checkpoint(tmp_p
     assert "tenant-a-private" not in json.dumps(spec)
     assert parsed.fetch.max_bytes == 1 << 20
     assert grant["access"]["s3_read"] == ["s3://tenant-b/", "s3://shared-media/globex/"]  # not changed in place
+
+
+class SpecRecorder(NoopProvider):
+    """A provider that keeps every worker spec it is handed."""
+
+    def __init__(self) -> None:
+        super().__init__(name="local")
+        self.specs: list[dict[str, Any]] = []
+
+    def launch(self, request: LaunchRequest) -> LaunchResult:
+        self.specs.append(dict(request.worker_spec))
+        return super().launch(request)
+
+
+def test_the_scheduler_hands_each_attempt_its_own_tenants_grant_read_at_launch(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    upgrade(engine=engine)
+    store = Store(engine)
+    path = write_storage(tmp_path / "storage.json", GRANTS)
+    storage = StorageFile(path)
+    settings = Settings(fetch_allow_hosts=("minio.corp.internal:9000",), fetch_max_bytes=1 << 20)
+    provider = SpecRecorder()
+    policy = parse_policy({"targets": [{"name": "local", "provider": "local", "private": True}], "rules": []})
+    scheduler = Scheduler(
+        store=store,
+        policy=lambda: policy,
+        providers={"local": provider},
+        callback_base="http://127.0.0.1:1",
+        checkpoint_root=None,
+        scheduler_id="test",
+        grants=tenant_grants(storage, settings),
+    )
+    for tenant in ("globex", "initech"):
+        store.create_task(
+            spec=TaskSpec(
+                tenant=tenant,
+                kind=TaskKind.IMAGE,
+                source_uri="s3://tenant-b/in/face.png",
+                target_uri="s3://tenant-b/in/t.png",
+                output_uri="s3://tenant-b/out/r.png",
+            ),
+            request_hash=tenant,
+        )
+    write_storage(path, {"globex": GRANTS["globex"]})  # acme's entry removed after submit: read at launch
+    storage.reload_now()
+    assert scheduler.place_batch() == 2
+    by_tenant = {spec["task_id"]: spec for spec in provider.specs}
+    specs = {store.get_task(task_id).spec.tenant: spec for task_id, spec in by_tenant.items()}
+    assert specs["globex"]["access"] == {**GRANTS["globex"], "web_hosts": ["*"]}
+    assert specs["initech"]["access"] == {"s3_read": [], "s3_write": [], "web_hosts": ["*"]}
+    assert specs["globex"]["fetch"]["allow_internal_hosts"] == ["minio.corp.internal:9000"]
+    assert specs["globex"]["fetch"]["max_bytes"] == 1 << 20
+    for spec in specs.values():
+        assert "tenant-a-private" not in json.dumps(spec)
+        WorkerSpec.model_validate(spec)
+    engine.dispose()
 
 
 # --------------------------------------------------------------------------- against moto
