@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -100,6 +101,8 @@ class FetchRules:
     resolve_timeout_s: float = 10.0
     max_redirects: int = 5
     resolver: Resolver = field(default=system_resolver, compare=False, repr=False)
+    #: certificate verification for https (default: the system's CAs via certifi; tests hand in their own CA)
+    tls_verify: ssl.SSLContext | bool = field(default=True, compare=False, repr=False)
 
 
 def _refused(url: str, why: str, *, field: str) -> BadInput:
@@ -153,7 +156,7 @@ def download(url: str, dest: Path, *, field: str, rules: FetchRules, hosts: Iter
     listed = None if hosts is None else tuple(hosts)
     timeout = httpx.Timeout(rules.read_timeout_s, connect=rules.connect_timeout_s)
     # trust_env=False: a proxy from the environment would make its own lookup of the name
-    with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+    with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False, verify=rules.tls_verify) as client:
         current = url
         for _hop in range(rules.max_redirects + 1):
             target, allowed = _admit(current, rules=rules, hosts=listed, field=field)

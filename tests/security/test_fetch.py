@@ -9,6 +9,7 @@ table handed to the fetcher, never through DNS.
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ from faceswap.netguard import (
 from tests.support.api_fixtures import ACME, ApiServer, stored_rows
 from tests.support.loopback import free_port, serving
 from tests.support.storage import allow_loopback, fixed_host_resolver, fixed_resolver
+from tests.support.tls import write_certificates
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"x" * 100
 
@@ -315,6 +317,42 @@ def test_the_connection_goes_to_the_checked_address_with_the_real_host_name(inte
     download(f"http://cdn.example.test:{internal.port}/file", dest, field="source", rules=rules)
     assert dest.read_bytes() == PNG
     assert internal.requests == [("/file", f"cdn.example.test:{internal.port}")]
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[Internal, ssl.SSLContext]]:
+    """The internal server over TLS with a certificate for ``cdn.example.test`` only (no IP address in it)."""
+    ca, cert, key = write_certificates(tmp_path / "tls", dns_names=("cdn.example.test",), ips=())
+    server = Internal()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    with serving(server):
+        yield server, ssl.create_default_context(cafile=str(ca))
+
+
+def test_https_to_the_checked_address_still_verifies_the_certificate_against_the_name(
+    tls_server: tuple[Internal, ssl.SSLContext], tmp_path: Path
+) -> None:
+    server, trust = tls_server
+    names = {"cdn.example.test": ["127.0.0.1"], "impostor.example.test": ["127.0.0.1"]}
+    rules = FetchRules(
+        allowed_internal=AllowedHosts.parse(
+            [f"cdn.example.test:{server.port}", f"impostor.example.test:{server.port}"]
+        ),
+        resolver=fixed_resolver(names),
+        tls_verify=trust,
+    )
+    dest = tmp_path / "in.png"
+    download(f"https://cdn.example.test:{server.port}/file", dest, field="source", rules=rules)
+    assert dest.read_bytes() == PNG
+    assert server.requests == [("/file", f"cdn.example.test:{server.port}")]
+    # the same address under a name the certificate does not hold: the handshake fails, nothing is saved
+    dest.unlink()
+    with pytest.raises(BadInput, match="cannot connect"):
+        download(f"https://impostor.example.test:{server.port}/file", dest, field="source", rules=rules)
+    assert not dest.exists()
+    assert len(server.requests) == 1
 
 
 def test_a_name_resolving_to_any_internal_address_is_refused_without_connecting(
