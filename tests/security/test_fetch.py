@@ -355,6 +355,28 @@ def test_https_to_the_checked_address_still_verifies_the_certificate_against_the
     assert len(server.requests) == 1
 
 
+def test_a_tenants_web_hosts_hold_on_every_hop_and_star_never_opens_an_internal_host(
+    internal: Internal, tmp_path: Path
+) -> None:
+    cdn = f"cdn.example.test:{internal.port}"
+    rules = FetchRules(
+        allowed_internal=AllowedHosts.parse([cdn, f"other.example.test:{internal.port}"]),
+        resolver=fixed_resolver({"cdn.example.test": ["127.0.0.1"], "other.example.test": ["127.0.0.1"]}),
+    )
+    dest = tmp_path / "in.png"
+    download(f"http://{cdn}/file", dest, field="source", rules=rules, hosts=[cdn])
+    assert dest.read_bytes() == PNG
+    dest.unlink()
+    elsewhere = f"http://other.example.test:{internal.port}/file"
+    with pytest.raises(BadInput, match="not in this tenant's allowed web hosts"):
+        download(f"http://{cdn}/to?url={elsewhere}", dest, field="source", rules=rules, hosts=[cdn])
+    # "*" is any public host: the operator's internal host must be named by the tenant
+    with pytest.raises(BadInput, match="address not allowed: loopback"):
+        download(elsewhere, dest, field="source", rules=rules, hosts=["*"])
+    assert [path for path, _ in internal.requests] == ["/file", f"/to?url={elsewhere}"]
+    assert not dest.exists()
+
+
 def test_a_name_resolving_to_any_internal_address_is_refused_without_connecting(
     internal: Internal, tmp_path: Path
 ) -> None:
