@@ -14,11 +14,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["DEFAULT_UPLOAD_QUOTA_BYTES", "DEFAULT_UPLOAD_RETENTION_S", "Settings", "is_loopback"]
+from faceswap.netguard import AllowedHosts
+
+__all__ = [
+    "DEFAULT_STORAGE_PATH",
+    "DEFAULT_UPLOAD_QUOTA_BYTES",
+    "DEFAULT_UPLOAD_RETENTION_S",
+    "Settings",
+    "is_loopback",
+]
 
 DEFAULT_UPLOAD_QUOTA_BYTES = 10 << 30
 DEFAULT_UPLOAD_RETENTION_S = 7 * 86_400.0
 MAX_UPLOAD_RETENTION_S = 366 * 86_400.0
+#: the storage allow-lists shipped with the code (public web hosts for every tenant, no s3)
+DEFAULT_STORAGE_PATH = Path(__file__).resolve().parents[1] / "policies" / "storage.json"
 
 
 def _paths(value: str) -> tuple[Path, ...]:
@@ -51,6 +61,14 @@ def _byte_count(env: Mapping[str, str], name: str, default: int) -> int:
     if value < 1:
         raise ValueError(f"{name}: must be at least 1 byte, not {raw}")
     return value
+
+
+def _storage_file(env: Mapping[str, str]) -> Path | None:
+    """``FUSIONPLANE_STORAGE_FILE``, else the shipped ``policies/storage.json`` if present, else None."""
+    named = env.get("FUSIONPLANE_STORAGE_FILE")
+    if named:
+        return Path(named).expanduser()
+    return DEFAULT_STORAGE_PATH if DEFAULT_STORAGE_PATH.is_file() else None
 
 
 def is_loopback(host: str) -> bool:
@@ -91,6 +109,16 @@ class Settings:
     leader_lease_seconds: float = 15.0
     #: how often the scheduler reconciles what each provider owns with the store
     reconcile_seconds: float = 60.0
+    #: per-tenant s3 prefixes and web hosts (docs/security.md); None: public web hosts, no s3
+    storage_file: Path | None = None
+    #: internal hosts (``host`` or ``host:port``) http(s) inputs may come from despite the address rules
+    fetch_allow_hosts: tuple[str, ...] = ()
+    #: the largest input a worker downloads (checked while reading)
+    fetch_max_bytes: int = 2 << 30
+    fetch_connect_timeout_s: float = 10.0
+    fetch_read_timeout_s: float = 60.0
+    #: how long a submission waits to resolve an input's host name (no answer: accepted, the worker re-checks)
+    submit_resolve_timeout_s: float = 2.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -115,6 +143,11 @@ class Settings:
             "upload_retention_seconds": _seconds(
                 env, "FUSIONPLANE_UPLOAD_RETENTION_S", DEFAULT_UPLOAD_RETENTION_S, maximum=MAX_UPLOAD_RETENTION_S
             ),
+            "storage_file": _storage_file(env),
+            "fetch_allow_hosts": tuple(env.get("FUSIONPLANE_FETCH_ALLOW_HOSTS", "").replace(",", " ").split()),
+            "fetch_max_bytes": _byte_count(env, "FUSIONPLANE_FETCH_MAX_BYTES", 2 << 30),
+            "fetch_connect_timeout_s": _seconds(env, "FUSIONPLANE_FETCH_CONNECT_TIMEOUT_S", 10.0),
+            "fetch_read_timeout_s": _seconds(env, "FUSIONPLANE_FETCH_READ_TIMEOUT_S", 60.0),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
@@ -129,3 +162,7 @@ class Settings:
             raise ValueError(f"--insecure-dev is only allowed on a loopback address, not {self.host}")
         if self.max_body_bytes < 1024:
             raise ValueError("FUSIONPLANE_MAX_BODY_BYTES must be at least 1024")
+        try:
+            AllowedHosts.parse(self.fetch_allow_hosts)
+        except ValueError as exc:
+            raise ValueError(f"FUSIONPLANE_FETCH_ALLOW_HOSTS: {exc}") from None

@@ -21,11 +21,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from faceswap.access import Access
 from faceswap.align import warp_face
 from faceswap.blend import BlendConfig, paste_back
 from faceswap.checkpoint import CheckpointStore, Manifest, open_checkpoint
 from faceswap.detector import DetectorConfig, YuNetDetector
 from faceswap.errors import BadInput, NoFaceFound, Preempted
+from faceswap.fetcher import FetchRules
 from faceswap.media import (
     IMAGE_SUFFIXES,
     VIDEO_OUTPUT_SUFFIXES,
@@ -385,11 +387,17 @@ def run_swap(
     models: ModelStore | None = None,
     stop: threading.Event | None = None,
     on_event: EventSink = _ignore,
+    access: Access | None = None,
+    fetch_rules: FetchRules | None = None,
 ) -> SwapResult:
     """Run one job end to end; raises a :class:`FaceSwapError` subclass on failure.
 
     ``stop`` is set by the SIGTERM handler: the job stops within a frame or
     two, commits what is finished, and raises :class:`Preempted`.
+    ``access`` is the tenant's grant (s3 prefixes, web hosts): every URI is
+    checked against it before anything is read or written; None (an
+    operator's own run) sets no tenant limit. ``fetch_rules`` guard http(s)
+    inputs (internal addresses, size cap, timeouts) either way.
     """
     options = options or SwapOptions()
     stop = stop or threading.Event()
@@ -399,6 +407,13 @@ def run_swap(
     output_loc = parse_uri(output, field="output")
     if output_loc.scheme in ("http", "https"):
         raise BadInput("outputs can be written to a path, file:// or s3:// only", field="output")
+    if access is not None:  # before any model, input or output is touched
+        access.check(source, field="source")
+        access.check(target, field="target")
+        access.check(output, field="output", write=True)
+        if checkpoint:
+            access.check_checkpoint(checkpoint)
+    web_hosts = access.web_hosts if access is not None else None
     kind = media_kind(Path(target_loc.name), field="target")
     wanted = IMAGE_SUFFIXES if kind == "image" else VIDEO_OUTPUT_SUFFIXES
     if output_loc.suffix not in wanted:
@@ -409,12 +424,12 @@ def run_swap(
     _check_stop(stop)
     workdir = Path(tempfile.mkdtemp(prefix="fusionplane-job-"))
     try:
-        source_path = fetch(source_loc, workdir, field="source")
+        source_path = fetch(source_loc, workdir, field="source", rules=fetch_rules, web_hosts=web_hosts)
         source_image, _ = read_image(source_path, field="source")
         prepared = engine.source_face(source_image)
         on_event("source_ready", {"source": source})
         _check_stop(stop)
-        target_path = fetch(target_loc, workdir, field="target")
+        target_path = fetch(target_loc, workdir, field="target", rules=fetch_rules, web_hosts=web_hosts)
         _check_stop(stop)
         if kind == "image":
             result = _swap_image(engine, prepared, target_path, output_loc, options)

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from faceswap.errors import BadInput, FaceSwapError, TemporaryFailure
+from faceswap.fetcher import FetchRules, download
 
 __all__ = ["Location", "fetch", "parse_uri", "remote_errors", "write_atomically"]
 
@@ -28,7 +29,6 @@ SCHEMES = ("file", "s3", "https", "http")
 # moment they are published (a umask set after import, e.g. by ``fusionctl serve``, counts).
 _UMASK = os.umask(0)
 os.umask(_UMASK)
-DOWNLOAD_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -153,8 +153,22 @@ def s3_client() -> Any:
     return boto3.client("s3", config=Config(retries={"max_attempts": 3, "mode": "standard"}))
 
 
-def fetch(location: Location, workdir: Path, *, field: str) -> Path:
-    """A local, readable file holding the input; downloads into ``workdir`` when remote."""
+def fetch(
+    location: Location,
+    workdir: Path,
+    *,
+    field: str,
+    rules: FetchRules | None = None,
+    web_hosts: tuple[str, ...] | None = None,
+) -> Path:
+    """A local, readable file holding the input; downloads into ``workdir`` when remote.
+
+    http(s) inputs go through :func:`faceswap.fetcher.download` (no internal
+    addresses, every redirect re-checked, the size cap checked while
+    reading); ``web_hosts`` is the tenant's list of hosts (None: no tenant
+    limit). An s3 object larger than the cap is refused before it is read.
+    """
+    rules = rules or FetchRules()
     if location.scheme == "file":
         path = Path(location.path)
         if not path.exists():
@@ -167,20 +181,13 @@ def fetch(location: Location, workdir: Path, *, field: str) -> Path:
     dest = workdir / f"{field}{location.suffix}"
     if location.scheme == "s3":
         with remote_errors(f"cannot read {location.raw}", field=field):
-            s3_client().download_file(location.bucket, location.path, str(dest))
+            client = s3_client()
+            size = int(client.head_object(Bucket=location.bucket, Key=location.path).get("ContentLength") or 0)
+            if size > rules.max_bytes:
+                raise BadInput(f"cannot read {location.raw}: larger than the {rules.max_bytes} byte limit", field=field)
+            client.download_file(location.bucket, location.path, str(dest))
         return dest
-    import httpx
-
-    with (
-        remote_errors(f"cannot read {location.raw}", field=field),
-        httpx.stream("GET", location.path, timeout=DOWNLOAD_TIMEOUT_S, follow_redirects=True) as response,
-    ):
-        response.raise_for_status()
-        if response.status_code != 200:  # 2xx other than 200 carry no file
-            raise BadInput(f"cannot read {location.raw}: HTTP {response.status_code}", field=field)
-        with dest.open("wb") as handle:
-            for chunk in response.iter_bytes(1 << 20):
-                handle.write(chunk)
+    download(location.path, dest, field=field, rules=rules, hosts=web_hosts)
     return dest
 
 

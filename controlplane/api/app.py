@@ -27,6 +27,7 @@ from controlplane.api.errors import ApiError, install_error_handlers
 from controlplane.api.limits import BodyLimit
 from controlplane.api.planning import LiveSignals, PolicyFor, add_plan_routes
 from controlplane.api.policies import add_policy_routes
+from controlplane.api.remote_uris import HostResolver, RemoteRules, refuse_internal_names, system_host_resolver
 from controlplane.api.schemas import FieldError, TaskCreate, check_input_uri, check_output_uri
 from controlplane.api.signals import add_signal_routes
 from controlplane.api.submissions import SubmitQueue
@@ -57,8 +58,10 @@ from controlplane.domain.callbacks import (
 from controlplane.domain.tenant_storage import resolved_inside, tenant_folder
 from controlplane.metrics import Metrics
 from controlplane.policy import ActivePolicy, Policy
+from controlplane.policy.storage import StorageFile
 from controlplane.scheduler import advance
 from controlplane.store import IdempotencyConflict, NewTask, NotFound, StateMismatch, Store, is_current, new_id
+from faceswap.netguard import AllowedHosts
 
 __all__ = ["create_app"]
 
@@ -109,12 +112,17 @@ def create_app(
     active_policy: ActivePolicy | None = None,
     signal_pollers: Callable[[], list[dict[str, Any]]] | None = None,
     leader_status: Callable[[], dict[str, Any]] | None = None,
+    storage: StorageFile | None = None,
+    resolve_host: HostResolver = system_host_resolver,
 ) -> Any:
     """The ASGI app: FastAPI routes wrapped in the request-body limit.
 
     ``attempt_logs`` maps an attempt id to its worker log file when the
     provider keeps one (the local provider does). ``active_policy`` is the
     running scheduler's policy in force (for /v1/policy and /readyz).
+    ``storage`` is the per-tenant allow-lists in force (default: read from
+    ``settings.storage_file``); ``resolve_host`` resolves input host names
+    at submit time (tests hand in one that never leaves the machine).
     """
     metrics = metrics or Metrics.create()
     app = FastAPI(
@@ -127,6 +135,8 @@ def create_app(
     app.state.store = store
     app.state.metrics = metrics
     install_error_handlers(app)
+    storage = storage or StorageFile(settings.storage_file)
+    allowed_internal = AllowedHosts.parse(settings.fetch_allow_hosts)
 
     def load(task_id: str, principal: Principal) -> Task:
         try:
@@ -155,18 +165,31 @@ def create_app(
     ) -> dict[str, Any]:
         """Queue a face-swap task; 202 with its id and a Location header."""
         # Runs on the event loop: the checks below are pure or a realpath under
-        # local roots (one key lookup only for a retry whose output exists), and
-        # the write goes through the group-commit queue.
+        # local roots (host names are resolved in the loop's thread pool; one key
+        # lookup only for a retry whose output exists), and the write goes through
+        # the group-commit queue.
         kind = _kind(body)
         # every local path is the caller's own tenant's (operators and admins included: their principal's)
         tenant = principal.tenant
-        source = check_input_uri(body.source, field="source", input_roots=list(settings.input_roots), tenant=tenant)
-        target = check_input_uri(body.target, field="target", input_roots=list(settings.input_roots), tenant=tenant)
+        remote = RemoteRules(access=storage.current().for_tenant(tenant).access(), allowed_internal=allowed_internal)
+        roots = list(settings.input_roots)
+        source = check_input_uri(body.source, field="source", input_roots=roots, tenant=tenant, remote=remote)
+        target = check_input_uri(body.target, field="target", input_roots=roots, tenant=tenant, remote=remote)
+        refused = await refuse_internal_names(
+            {"source": source, "target": target},
+            rules=remote,
+            resolver=resolve_host,
+            timeout_s=settings.submit_resolve_timeout_s,
+        )
+        for field, reason in refused.items():
+            raise ApiError(422, "invalid", reason, field=field)
         # the hash covers what the caller sent, so a retry with the same body matches
         request_hash = hashlib.sha256(json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
         wanted_output = body.output or f"{tenant}/{new_id('out')}/swapped{output_suffix(body, kind)}"
         try:
-            output = check_output_uri(wanted_output, field="output", output_root=settings.output_root, tenant=tenant)
+            output = check_output_uri(
+                wanted_output, field="output", output_root=settings.output_root, tenant=tenant, remote=remote
+            )
         except FieldError:
             # a retry of a task that has written its output since gets the stored answer, not "already exists"
             earlier = store.task_for_key(tenant=tenant, idempotency_key=idempotency_key) if idempotency_key else None

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator
 
+from controlplane.api.remote_uris import RemoteRules, check_remote_input, check_remote_output
 from controlplane.domain import DataSensitivity, Priority, TaskKind
 from controlplane.domain.tenant_storage import resolved_inside, tenant_folder
 from controlplane.domain.worker_spec import SpecOptions
@@ -91,17 +92,24 @@ def _local(uri: str) -> Path:
     return Path(uri.removeprefix("file://"))
 
 
-def check_input_uri(uri: str, *, field: str, input_roots: list[Path], tenant: str | None = None) -> str:
+def check_input_uri(
+    uri: str, *, field: str, input_roots: list[Path], tenant: str | None = None, remote: RemoteRules | None = None
+) -> str:
     """Return the URI to hand the worker; local paths must resolve inside ``<input root>/<tenant>/``.
 
     Symlinks and ``..`` are resolved before the check, so neither another
     tenant's folder nor anything outside the roots can be reached through a
-    link. Without a ``tenant`` no local path is accepted.
+    link. Without a ``tenant`` no local path is accepted. Remote URIs follow
+    the worker's rules (no internal addresses, the tenant's s3 prefixes and
+    web hosts in ``remote``; None: no s3, public web hosts only).
     """
     if uri.startswith(_INPUT_SCHEMES[:3]):
         if uri.startswith("s3://") and "/" not in uri[5:].strip("/"):
             raise FieldError("s3 URIs need a bucket and a key: s3://bucket/key", field=field)
-        return uri
+        try:
+            return check_remote_input(uri, field=field, rules=remote or RemoteRules())
+        except ValueError as exc:
+            raise FieldError(str(exc), field=field) from None
     if "://" in uri and not uri.startswith("file://"):
         raise FieldError("unsupported URI scheme; use s3://, https://, file:// or a path", field=field)
     path = _local(uri)
@@ -116,15 +124,20 @@ def check_input_uri(uri: str, *, field: str, input_roots: list[Path], tenant: st
     raise FieldError(f"is outside your input folder: local inputs must resolve under {where}", field=field)
 
 
-def check_output_uri(uri: str, *, field: str, output_root: Path, tenant: str | None = None) -> str:
-    """Outputs go to s3:// or to a new path under ``<output root>/<tenant>/``; nothing else is writable.
+def check_output_uri(
+    uri: str, *, field: str, output_root: Path, tenant: str | None = None, remote: RemoteRules | None = None
+) -> str:
+    """Outputs go to s3:// (inside the tenant's write prefixes) or to a new path under ``<output root>/<tenant>/``.
 
     A relative path is taken from the output root. The path must not exist
     yet: a task never replaces a file that is already there (another task's
     finished output included).
     """
     if uri.startswith("s3://"):
-        return uri
+        try:
+            return check_remote_output(uri, field=field, rules=remote or RemoteRules())
+        except ValueError as exc:
+            raise FieldError(str(exc), field=field) from None
     if "://" in uri and not uri.startswith("file://"):
         raise FieldError("outputs go to s3:// or a path under the output root", field=field)
     path = _local(uri)

@@ -102,12 +102,14 @@ def serve(
     from controlplane.domain.tenant_storage import TenantStorage
     from controlplane.metrics import Metrics
     from controlplane.policy import PolicyError
+    from controlplane.policy.storage import StorageError, StorageFile
     from controlplane.scheduler import Scheduler
     from controlplane.scheduler.leader import Leadership
     from controlplane.scheduler.policy_runtime import start_policy_runtime
     from controlplane.scheduler.providers_runtime import cloud_providers
     from controlplane.scheduler.reconcile import Reconciler
     from controlplane.scheduler.signals_runtime import build_signal_hub, pollers_json, prune_history
+    from controlplane.scheduler.workerspec import tenant_grants
     from controlplane.store import Store, make_engine, upgrade
     from controlplane.store.uploads import inputs_in_use
     from providers.local import LocalProvider
@@ -144,6 +146,10 @@ def serve(
         )
     except (PolicyError, OSError) as exc:
         raise click.ClickException(f"policy: {exc}") from exc
+    try:
+        storage = StorageFile(settings.storage_file)
+    except (StorageError, OSError) as exc:
+        raise click.ClickException(f"storage allow-lists: {exc}") from exc
     dev_token = None if insecure_dev else _dev_token(settings)
     try:
         tokens = TokenRegistry.load(settings.tokens_file, metrics=metrics)
@@ -178,6 +184,7 @@ def serve(
         storage=TenantStorage(
             input_roots=settings.input_roots, output_root=settings.output_root, checkpoint_root=checkpoint_root
         ),
+        grants=tenant_grants(storage, settings),
     )
     jobs = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 5})
     reconciler = Reconciler(scheduler)
@@ -240,6 +247,7 @@ def serve(
         live_signals=lambda: scheduler.snapshot(policies.current()),
         signal_pollers=lambda: pollers_json(hub),
         leader_status=leadership.status,
+        storage=storage,
     )
     url = f"http://{host}:{port}"
     click.echo(

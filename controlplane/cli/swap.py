@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -16,12 +17,23 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from controlplane.cli.common import install_stop_signals, reports_errors
 from faceswap import SwapOptions, SwapResult, run_swap
 from faceswap.blend import BLEND_MODES, BlendConfig
+from faceswap.fetcher import FetchRules
 from faceswap.models import ModelStore
+from faceswap.netguard import AllowedHosts
 from faceswap.runtime import EXECUTION_PROVIDERS
 from faceswap.swappers import SWAPPERS
 from faceswap.video import ENCODERS
 
 __all__ = ["swap"]
+
+
+def _fetch_rules() -> FetchRules:
+    """The operator's own run: the same address rules as a worker, with FUSIONPLANE_FETCH_ALLOW_HOSTS."""
+    try:
+        allowed = AllowedHosts.parse(os.environ.get("FUSIONPLANE_FETCH_ALLOW_HOSTS", "").replace(",", " ").split())
+    except ValueError as exc:
+        raise click.UsageError(f"FUSIONPLANE_FETCH_ALLOW_HOSTS: {exc}") from exc
+    return FetchRules(allowed_internal=allowed)
 
 
 class _PlainProgress:
@@ -117,6 +129,8 @@ def swap(
     stop = install_stop_signals(interrupt=True)
     models = ModelStore(model_dir) if model_dir else None
 
+    fetch_rules = _fetch_rules()
+
     def run(on_event: Callable[[str, dict[str, Any]], None]) -> SwapResult:
         return run_swap(
             source=source,
@@ -127,6 +141,7 @@ def swap(
             models=models,
             stop=stop,
             on_event=on_event,
+            fetch_rules=fetch_rules,
         )
 
     if sys.stderr.isatty():

@@ -13,13 +13,17 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool, StrictInt
 
-__all__ = ["MAX_SPEC_BYTES", "CallbackSpec", "SpecOptions", "WorkerSpec", "spec_json_schema"]
+__all__ = ["MAX_SPEC_BYTES", "AccessSpec", "CallbackSpec", "FetchSpec", "SpecOptions", "WorkerSpec", "spec_json_schema"]
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 MAX_SPEC_BYTES = 1 << 20
 #: options come from submitters: numbers are numbers (``true`` is not 1, ``"18"`` is not 18)
 _Fraction = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 _Padding = Annotated[_Fraction, Field(ge=0.0, lt=0.5)]
+_S3Prefix = Annotated[str, Field(pattern=r"^s3://[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?(/[^?#]*)?$", max_length=1024)]
+_WebHost = Annotated[
+    str, Field(pattern=r"^(\*|(\*\.)?[A-Za-z0-9_.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?)$")
+]
 
 
 class _Strict(BaseModel):
@@ -61,6 +65,35 @@ class SpecOptions(_Strict):
     )
 
 
+class AccessSpec(_Strict):
+    """This attempt's grant: what its tenant may read and write, nothing more (checked before any I/O)."""
+
+    s3_read: list[_S3Prefix] = Field(
+        default_factory=list, max_length=256, description="s3://bucket/prefix folders the inputs may come from"
+    )
+    s3_write: list[_S3Prefix] = Field(
+        default_factory=list, max_length=256, description="s3://bucket/prefix folders the output may go to"
+    )
+    web_hosts: list[_WebHost] = Field(
+        default_factory=lambda: ["*"],
+        max_length=256,
+        description='Hosts http(s) inputs may come from: name, name:port, *.domain, or "*" for any public host',
+    )
+
+
+class FetchSpec(_Strict):
+    """How the worker fetches http(s) and s3 inputs (the operator's settings)."""
+
+    allow_internal_hosts: list[_WebHost] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Internal hosts (host or host:port) the operator allows despite the address rules",
+    )
+    max_bytes: int = Field(default=2 << 30, ge=1, description="Largest input, checked while downloading")
+    connect_timeout_seconds: float = Field(default=10.0, gt=0.0, le=300.0)
+    read_timeout_seconds: float = Field(default=60.0, gt=0.0, le=3600.0)
+
+
 class WorkerSpec(_Strict):
     version: Literal[1] = 1
     task_id: str = Field(pattern=_ID)
@@ -72,6 +105,11 @@ class WorkerSpec(_Strict):
         default=None, max_length=4096, description="Directory or s3://bucket/prefix for video segments"
     )
     options: SpecOptions = Field(default_factory=SpecOptions)
+    access: AccessSpec = Field(
+        default_factory=AccessSpec,
+        description="The tenant's grant; absent: no s3 at all and public web hosts only",
+    )
+    fetch: FetchSpec = Field(default_factory=FetchSpec)
     callback: CallbackSpec | None = None
 
 

@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from controlplane.domain import (
     Attempt,
@@ -117,6 +118,7 @@ class Scheduler:
         planner: Planner = plan,
         signals: Callable[[], Mapping[str, SignalSample]] | None = None,
         storage: TenantStorage | None = None,
+        grants: Callable[[str], Mapping[str, Any]] | None = None,
     ) -> None:
         self.store, self.policy, self.providers = store, policy, providers
         #: the tenant folders every local path of a task must be in, checked before each launch (None: unchecked)
@@ -127,6 +129,8 @@ class Scheduler:
         self.planner = planner
         #: the poll hub's latest values (Prometheus, spot prices, cluster capacity, queue depth)
         self.signals = signals
+        #: a tenant's worker-spec ``access`` and ``fetch`` blocks (None: the worker's defaults, no s3)
+        self.grants = grants
         #: the last event whose finished attempt had its backend resource released
         self._release_cursor: int | None = None
         #: attempts whose launch this scheduler is sending (rows written, backend refs not yet recorded)
@@ -386,6 +390,7 @@ class Scheduler:
                 checkpoint_root=self.checkpoint_root,
                 hedged=hedged,
                 storage=self.storage,
+                grant=self.grants(task.spec.tenant) if self.grants is not None else None,
             )
             result = provider.launch(
                 LaunchRequest(

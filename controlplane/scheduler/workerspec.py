@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from controlplane.config import Settings
 from controlplane.domain import InvalidSpec, Task, TaskKind
 from controlplane.domain.tenant_storage import TenantStorage
 from controlplane.domain.worker_spec import WorkerSpec
+from controlplane.policy.storage import StorageFile
 
-__all__ = ["render_worker_spec"]
+__all__ = ["render_worker_spec", "tenant_grants"]
 
 HEARTBEAT_SECONDS = 5.0
 
@@ -25,6 +28,7 @@ def render_worker_spec(
     checkpoint_root: Path | str | None,
     hedged: bool = False,
     storage: TenantStorage | None = None,
+    grant: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The spec document for one attempt, validated against the published schema.
 
@@ -35,7 +39,10 @@ def render_worker_spec(
     Checkpoints live under ``<checkpoint root>/<tenant>/``. With ``storage``
     every local path of the task must be in its tenant's folders
     (``InvalidSpec`` otherwise): the API checked that at submit, this is the
-    second line in case a row was written some other way.
+    second line in case a row was written some other way. ``grant`` holds the
+    spec's ``access`` (the task's tenant's allow-lists, and nothing of other
+    tenants') and ``fetch`` blocks; an s3 checkpoint folder, which the
+    operator chose, is added to the attempt's access.
     """
     checkpoint = None
     if task.spec.kind == TaskKind.VIDEO and checkpoint_root is not None:
@@ -50,6 +57,11 @@ def render_worker_spec(
         )
         if refusal is not None:
             raise InvalidSpec(f"worker spec {refusal}")
+    blocks = {key: dict(value) for key, value in (grant or {}).items()}
+    if checkpoint is not None and checkpoint.startswith("s3://"):
+        access = blocks.setdefault("access", {})
+        for key in ("s3_read", "s3_write"):
+            access[key] = [*access.get(key, []), f"{checkpoint}/"]
     callback: dict[str, Any] = {
         "url": f"{callback_base.rstrip('/')}/v1/attempts/{attempt_id}",
         "token": token,
@@ -66,6 +78,7 @@ def render_worker_spec(
         "output": task.spec.output_uri,
         "checkpoint": checkpoint,
         "options": dict(task.spec.options),
+        **blocks,
         "callback": callback,
     }
     try:
@@ -74,3 +87,23 @@ def render_worker_spec(
         first = exc.errors()[0]
         raise InvalidSpec(f"worker spec {'.'.join(map(str, first['loc']))}: {first['msg']}") from exc
     return document
+
+
+def tenant_grants(storage: StorageFile, settings: Settings) -> Callable[[str], dict[str, Any]]:
+    """The spec's ``access`` and ``fetch`` blocks for a tenant: its own allow-list entries, read at launch.
+
+    Only this tenant's entries travel (never the whole document), and they
+    are read when the attempt is launched, so a grant revoked after submit
+    stops the next attempt in the worker.
+    """
+    fetch = {
+        "allow_internal_hosts": list(settings.fetch_allow_hosts),
+        "max_bytes": settings.fetch_max_bytes,
+        "connect_timeout_seconds": settings.fetch_connect_timeout_s,
+        "read_timeout_seconds": settings.fetch_read_timeout_s,
+    }
+
+    def grant(tenant: str) -> dict[str, Any]:
+        return {"access": storage.current().for_tenant(tenant).spec_block(), "fetch": dict(fetch)}
+
+    return grant

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from controlplane.domain.callbacks import MAX_FAILURE_MESSAGE, Completion, Failure
 from controlplane.worker.callbacks import GO, GO_ENDED, GO_STOPPED, Reporter
-from controlplane.worker.spec import WorkerSpec, to_swap_options
+from controlplane.worker.spec import WorkerSpec, to_access, to_fetch_rules, to_swap_options
 from faceswap import EXIT_INTERNAL, EXIT_OK, EXIT_PREEMPTED, FaceSwapError, run_swap
 from faceswap.models import ModelStore
 
@@ -74,6 +74,8 @@ def run_worker(
             models=models,
             stop=stop,
             on_event=on_event,
+            access=to_access(spec),  # always a grant: a spec without one may use no s3 at all
+            fetch_rules=to_fetch_rules(spec),
         )
     except FaceSwapError as exc:
         if reporter.ended is not None:

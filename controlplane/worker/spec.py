@@ -12,7 +12,10 @@ from pydantic import ValidationError
 
 from controlplane.domain.worker_spec import MAX_SPEC_BYTES, CallbackSpec, SpecOptions, WorkerSpec, spec_json_schema
 from faceswap import BadInput, SwapOptions
+from faceswap.access import Access
 from faceswap.blend import BlendConfig
+from faceswap.fetcher import FetchRules
+from faceswap.netguard import AllowedHosts
 
 __all__ = [
     "MAX_SPEC_BYTES",
@@ -21,6 +24,8 @@ __all__ = [
     "WorkerSpec",
     "load_spec",
     "spec_json_schema",
+    "to_access",
+    "to_fetch_rules",
     "to_swap_options",
 ]
 
@@ -32,6 +37,28 @@ def to_swap_options(options: SpecOptions) -> SwapOptions:
         blur=data.pop("blend_blur"), padding=tuple(data.pop("mask_padding")), mode=data.pop("blend_mode")
     )
     return SwapOptions(blend=blend, **data)
+
+
+def to_access(spec: WorkerSpec) -> Access:
+    """The core's grant for a spec's access block; a bad prefix is bad input naming it."""
+    try:
+        return Access.parse(s3_read=spec.access.s3_read, s3_write=spec.access.s3_write, web_hosts=spec.access.web_hosts)
+    except ValueError as exc:
+        raise BadInput(str(exc), field="access") from exc
+
+
+def to_fetch_rules(spec: WorkerSpec) -> FetchRules:
+    """The core's fetch rules for a spec's fetch block."""
+    try:
+        allowed = AllowedHosts.parse(spec.fetch.allow_internal_hosts)
+    except ValueError as exc:
+        raise BadInput(str(exc), field="fetch.allow_internal_hosts") from exc
+    return FetchRules(
+        allowed_internal=allowed,
+        max_bytes=spec.fetch.max_bytes,
+        connect_timeout_s=spec.fetch.connect_timeout_seconds,
+        read_timeout_s=spec.fetch.read_timeout_seconds,
+    )
 
 
 def _field_name(loc: tuple[int | str, ...]) -> str:

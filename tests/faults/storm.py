@@ -523,6 +523,11 @@ class _Storm:
         }
         if public_url:
             env["FUSIONPLANE_PUBLIC_URL"] = public_url
+        # the storm's buckets, granted to the insecure-dev tenant (s3 is denied by default)
+        storage = self.workdir / "storage.json"
+        grant = {"s3_read": ["s3://storm-in/"], "s3_write": ["s3://storm-out/"], "web_hosts": ["*"]}
+        storage.write_text(json.dumps({"version": 1, "tenants": {"dev": grant}}))
+        env["FUSIONPLANE_STORAGE_FILE"] = str(storage)
         return env
 
     def _control_planes(self) -> None:

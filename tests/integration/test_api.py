@@ -173,7 +173,8 @@ def test_kind_is_inferred_from_the_target_suffix(api: ApiServer, target: str, ki
     assert Path(task["output_uri"]).suffix == suffix
 
 
-def test_explicit_output_under_the_output_root(api: ApiServer) -> None:
+def test_explicit_output_under_the_output_root(start_api: Callable[..., ApiServer]) -> None:
+    api = start_api(storage={"acme": {"s3_read": ["s3://bucket/"], "s3_write": ["s3://b/"], "web_hosts": ["*"]}})
     task = submit(api, output="acme/mine/result.png")
     assert task["output_uri"] == str(api.output_root / "acme" / "mine" / "result.png")
     remote = submit(api, source="s3://bucket/face.png", target="https://example.com/t.png", output="s3://b/o.png")

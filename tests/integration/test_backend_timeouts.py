@@ -87,6 +87,7 @@ from tests.support.ec2_proxy import Ec2Proxy
 from tests.support.kmock_cluster import JOBS, SECRETS, KmockCluster, api_client
 from tests.support.loopback import SilentServer, free_port, serving
 from tests.support.prometheus import missing_binaries, running_prometheus, serving_exporter
+from tests.support.storage import write_storage
 from tests.support.tcp_fault_relay import TcpFaultRelay
 
 pytestmark = pytest.mark.timeout(60)
@@ -828,6 +829,10 @@ def test_serve_with_consul_and_prometheus_silent_keeps_the_last_good_policy_and_
             "FUSIONPLANE_SIGNALS_PROMETHEUS_JITTER_S": "0",
             # a worker that succeeds at once: the scheduling is under test, not the face swap
             "FUSIONPLANE_LOCAL_WORKER_COMMAND": "sh -c 'exit 0'",
+            # the buckets the tasks name, granted to the development token's tenant (s3 is denied by default)
+            "FUSIONPLANE_STORAGE_FILE": str(
+                write_storage(tmp_path / "storage.json", {"dev": {"s3_read": ["s3://in/"], "s3_write": ["s3://out/"]}})
+            ),
         }
         for name in ("FUSIONPLANE_DATABASE_URL", "CONSUL_HTTP_TOKEN", "FUSIONPLANE_POLICY_KEY"):
             env.pop(name, None)

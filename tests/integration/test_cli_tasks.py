@@ -28,6 +28,7 @@ from controlplane.config import Settings
 from controlplane.domain import AttemptState, Candidate, PlacementPlan, Rejection, TaskState
 from controlplane.store import Store, make_engine, upgrade
 from tests.support.asgi_server import free_port, serving
+from tests.support.storage import offline_host_resolver, write_storage
 
 TASK_KEYS = {
     "id",
@@ -116,19 +117,27 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
         "lister": create_token(tokens_file, tenant="lister", role="submitter"),
         "ops": create_token(tokens_file, tenant="ops", role="operator"),
     }
+    # the buckets these tests name, granted to every tenant here (deny by default otherwise)
+    grant = {"s3_read": ["s3://faces/", "s3://media/", "s3://f/", "s3://m/"], "web_hosts": ["*"]}
+    storage_file = write_storage(root / "storage.json", {name: grant for name in tokens})
     settings = Settings(
         var_dir=root,
         input_roots=(root / "inputs",),
         output_root=root / "outputs",
         insecure_dev=False,
         tokens_file=tokens_file,
+        storage_file=storage_file,
     )
     engine = make_engine(f"sqlite:///{root / 'store.db'}")
     upgrade(engine=engine)
     store = Store(engine)
     log_files: dict[str, Path] = {}
     asgi_app, _ = create_app(
-        settings=settings, store=store, tokens=TokenRegistry.load(tokens_file), attempt_logs=log_files.get
+        settings=settings,
+        store=store,
+        tokens=TokenRegistry.load(tokens_file),
+        attempt_logs=log_files.get,
+        resolve_host=offline_host_resolver,
     )
     try:
         with serving(asgi_app) as url:

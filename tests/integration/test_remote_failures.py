@@ -15,6 +15,7 @@ import pytest
 from faceswap import BadInput, run_swap
 from faceswap.errors import EXIT_BAD_INPUT, EXIT_PREEMPTED, TemporaryFailure
 from tests.support.loopback import serving
+from tests.support.storage import allow_loopback
 
 S3_SLOW_DOWN = (
     b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
@@ -67,7 +68,12 @@ def test_http_input_status_decides_retry_or_not(
     flaky: Flaky, tmp_path: Path, astronaut_path: Path, status: int, expected: type[Exception]
 ) -> None:
     with pytest.raises(expected) as info:
-        run_swap(source=f"{flaky.url}/{status}/face.png", target=str(astronaut_path), output=str(tmp_path / "o.png"))
+        run_swap(
+            source=f"{flaky.url}/{status}/face.png",
+            target=str(astronaut_path),
+            output=str(tmp_path / "o.png"),
+            fetch_rules=allow_loopback(flaky.url),  # the operator's explicit allow of this internal host
+        )
     assert info.value.field == "source"  # type: ignore[attr-defined]
     assert str(status) in str(info.value)
     assert not (tmp_path / "o.png").exists()

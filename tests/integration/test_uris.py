@@ -28,6 +28,7 @@ from faceswap import BadInput, NoFaceFound, SwapOptions, run_swap
 from faceswap.media import probe
 from faceswap.uris import parse_uri
 from tests.support.loopback import serving
+from tests.support.storage import allow_loopback
 
 pytestmark = pytest.mark.slow
 
@@ -357,7 +358,12 @@ def test_http_inputs(
     shutil.copyfile(astronaut_path, root / "target.png")
     output = tmp_path / "out.png"
     # a query string (a presigned URL's signature) is not part of the file name
-    result = run_swap(source=f"{base}/source.png", target=f"{base}/target.png?X-Sig=a/b.c&x=1", output=str(output))
+    result = run_swap(
+        source=f"{base}/source.png",
+        target=f"{base}/target.png?X-Sig=a/b.c&x=1",
+        output=str(output),
+        fetch_rules=allow_loopback(base),  # the operator's explicit allow of this internal host
+    )
     assert result.faces_swapped >= 1
     image = _decode(output.read_bytes())
     assert image.shape == astronaut.shape
@@ -374,7 +380,12 @@ def test_http_404_names_the_field(
     uris = {"source": f"{base}/source.png", "target": f"{base}/target.png"}
     uris[missing] = f"{base}/nowhere/{missing}.png"
     with pytest.raises(BadInput) as caught:
-        run_swap(source=uris["source"], target=uris["target"], output=str(tmp_path / "out.png"))
+        run_swap(
+            source=uris["source"],
+            target=uris["target"],
+            output=str(tmp_path / "out.png"),
+            fetch_rules=allow_loopback(base),
+        )
     assert caught.value.field == missing
     assert "404" in str(caught.value)
     assert list(tmp_path.iterdir()) == []
@@ -386,9 +397,14 @@ def test_http_connection_refused_is_bad_input(source_face_path: Path, tmp_path: 
         port = sock.getsockname()[1]
     with pytest.raises(BadInput) as caught:
         run_swap(
-            source=str(source_face_path), target=f"http://127.0.0.1:{port}/target.png", output=str(tmp_path / "out.png")
+            source=str(source_face_path),
+            target=f"http://127.0.0.1:{port}/target.png",
+            output=str(tmp_path / "out.png"),
+            fetch_rules=allow_loopback(f"http://127.0.0.1:{port}"),
         )
     assert caught.value.field == "target"
+    # the words of every failure to connect: no socket error text to tell closed from filtered
+    assert caught.value.message == f"cannot read http://127.0.0.1:{port}/target.png: cannot connect to 127.0.0.1:{port}"
     assert list(tmp_path.iterdir()) == []
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,14 @@ from sqlalchemy import func, select
 
 from controlplane.api.app import create_app
 from controlplane.api.auth import TokenRegistry, hash_token
+from controlplane.api.remote_uris import HostResolver
 from controlplane.config import Settings
 from controlplane.domain import TaskState
 from controlplane.metrics import Metrics
 from controlplane.store import Store
 from controlplane.store.tables import attempts, events, tasks
 from tests.support.asgi_server import serving
+from tests.support.storage import offline_host_resolver, write_storage
 
 __all__ = [
     "ACME",
@@ -100,9 +103,16 @@ class ApiServer:
         *,
         tokens: TokenRegistry | None = None,
         metrics: Metrics | None = None,
+        storage: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
+        resolve_host: HostResolver = offline_host_resolver,
         **overrides: Any,
     ) -> ApiServer:
-        """``tokens``: the registry to serve with (default :func:`registry`, the fixed test tokens)."""
+        """``tokens``: the registry to serve with (default :func:`registry`, the fixed test tokens).
+
+        ``storage``: tenant -> grant (s3_read, s3_write, web_hosts); none: public
+        web hosts, no s3. Host names of inputs resolve through ``resolve_host``
+        (default: nothing resolves, so no DNS query leaves the machine).
+        """
         input_root = tmp_path / "inputs"
         output_root = tmp_path / "outputs"
         input_root.mkdir(exist_ok=True)
@@ -112,10 +122,16 @@ class ApiServer:
             "input_roots": (input_root.resolve(),),
             "output_root": output_root.resolve(),
         }
+        if storage is not None:
+            values["storage_file"] = write_storage(tmp_path / "storage.json", storage)
         values.update(overrides)
         settings = Settings(**values)
         asgi, _fastapi = create_app(
-            settings=settings, store=store, tokens=tokens if tokens is not None else registry(), metrics=metrics
+            settings=settings,
+            store=store,
+            tokens=tokens if tokens is not None else registry(),
+            metrics=metrics,
+            resolve_host=resolve_host,
         )
         stack = contextlib.ExitStack()
         url = stack.enter_context(serving(asgi))

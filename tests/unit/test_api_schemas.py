@@ -7,7 +7,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from controlplane.api.remote_uris import RemoteRules
 from controlplane.api.schemas import FieldError, TaskCreate, check_input_uri, check_output_uri
+from faceswap.access import Access
 
 BASE: dict[str, Any] = {"source": "s3://faces/a.png", "target": "s3://media/clip.mp4"}
 
@@ -99,9 +101,19 @@ def test_inputs_outside_the_roots_or_with_bad_schemes_are_refused(roots: tuple[P
     assert info.value.field == "target"
 
 
-def test_remote_inputs_pass_through() -> None:
+GRANT = RemoteRules(access=Access.parse(s3_read=["s3://b/"], s3_write=["s3://b/out/"], web_hosts=["*"]))
+
+
+def test_remote_inputs_inside_the_grant_pass_through() -> None:
     for uri in ("s3://b/k.png", "https://cdn.example/a.png?sig=1"):
-        assert check_input_uri(uri, field="source", input_roots=[]) == uri
+        assert check_input_uri(uri, field="source", input_roots=[], remote=GRANT) == uri
+
+
+def test_s3_needs_a_grant_and_public_web_hosts_do_not() -> None:
+    assert check_input_uri("https://cdn.example/a.png", field="source", input_roots=[]) == "https://cdn.example/a.png"
+    with pytest.raises(FieldError, match="may not read") as info:
+        check_input_uri("s3://b/k.png", field="source", input_roots=[])
+    assert info.value.field == "source"
 
 
 def test_outputs_stay_under_the_output_root(tmp_path: Path) -> None:
@@ -110,7 +122,12 @@ def test_outputs_stay_under_the_output_root(tmp_path: Path) -> None:
     assert check_output_uri("acme/out.png", field="output", output_root=root, tenant="acme") == str(
         root / "acme" / "out.png"
     )
-    assert check_output_uri("s3://b/out.png", field="output", output_root=root, tenant="acme") == "s3://b/out.png"
+    assert (
+        check_output_uri("s3://b/out/o.png", field="output", output_root=root, tenant="acme", remote=GRANT)
+        == "s3://b/out/o.png"
+    )
+    with pytest.raises(FieldError, match="may not write"):
+        check_output_uri("s3://b/o.png", field="output", output_root=root, tenant="acme", remote=GRANT)
     (root / "acme").mkdir()
     (root / "acme" / "done.png").write_bytes(b"finished")
     for bad in ("../elsewhere.png", "/etc/cron.d/x", "https://x/y.png", "globex/out.png", "out.png", "acme/done.png"):
