@@ -23,10 +23,11 @@ __all__ = ["WaitingSummary", "backing_off", "wake_waiting", "waiting_summary"]
 
 @dataclass(frozen=True, kw_only=True)
 class WaitingSummary:
-    """How many tasks wait for a placement, and when the oldest wait began (None: none waits)."""
+    """How many tasks wait for a placement, when the oldest wait began (None: none waits), and how long ago."""
 
     count: int
     oldest_since: datetime | None
+    oldest_wait_seconds: float
 
 
 def _waiting() -> ColumnElement[bool]:
@@ -35,9 +36,11 @@ def _waiting() -> ColumnElement[bool]:
 
 def waiting_summary(store: Store) -> WaitingSummary:
     """The number of waiting tasks and the start of the oldest wait (for /metrics)."""
+    now = store._now()
     with store._read() as conn:
         count, oldest = conn.execute(select(func.count(), func.min(tasks.c.queued_since)).where(_waiting())).one()
-    return WaitingSummary(count=int(count), oldest_since=oldest)
+    waited = max((now - oldest).total_seconds(), 0.0) if oldest is not None else 0.0
+    return WaitingSummary(count=int(count), oldest_since=oldest, oldest_wait_seconds=waited)
 
 
 def backing_off(store: Store) -> bool:
