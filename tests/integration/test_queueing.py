@@ -202,9 +202,7 @@ def test_a_waiting_task_fails_at_its_own_deadline_when_that_comes_first(world: W
     world.scheduler.place_batch()
     task = world.store.get_task(task_id)
     assert task.state == TaskState.FAILED
-    assert task.reason == (
-        "waited 20 s (the task's deadline_seconds 20 s) without a placement: home: no_capacity"
-    )
+    assert task.reason == ("waited 20 s (the task's deadline_seconds 20 s) without a placement: home: no_capacity")
 
 
 def test_a_plan_nothing_could_ever_satisfy_fails_at_once(tmp_path: Path) -> None:
