@@ -119,9 +119,11 @@ def test_a_burst_of_500_on_two_local_slots_waits_and_every_task_succeeds(store: 
             assert float(waiting.split()[1]) > 0
 
             def finished() -> bool:
-                counts = operator.get("/v1/tasks", params={"state": "succeeded", "limit": 1000}).json()["tasks"]
                 assert not errors, errors
-                return len(counts) == BURST
+                failed = operator.get("/v1/tasks", params={"state": "failed", "limit": 1}).json()["tasks"]
+                assert not failed, f"a task of the burst failed: {failed[0]['reason']}"
+                succeeded = operator.get("/v1/tasks", params={"state": "succeeded", "limit": 1000}).json()["tasks"]
+                return len(succeeded) == BURST
 
             wait_for(finished, timeout_s=180, what=f"{BURST} tasks to succeed")
         finally:
