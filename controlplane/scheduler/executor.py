@@ -52,7 +52,7 @@ from controlplane.domain import (
 from controlplane.metrics import Metrics
 from controlplane.policy import CAPACITY_SOURCE, Policy, PolicySet, plan
 from controlplane.scheduler.outcomes import FailoverRules, advance, is_retryable
-from controlplane.scheduler.queueing import max_queue_seconds, no_launch
+from controlplane.scheduler.queueing import NoLaunch, max_queue_seconds, no_launch, overdue
 from controlplane.scheduler.workerspec import render_worker_spec
 from controlplane.signals.snapshot_json import snapshot_to_json
 from controlplane.store import PlannedLaunch, StateMismatch, Store, backing_off, utcnow, wake_waiting
@@ -211,13 +211,18 @@ class Scheduler:
             if self.metrics:
                 self.metrics.plan_seconds.observe(time.perf_counter() - started)
             history: list[str] = []
-            usable = self._gate_probes(self._usable(task, decision.candidates, history, policy), history)
+            late = overdue(task=task, now=now)
+            usable = (
+                [] if late else self._gate_probes(self._usable(task, decision.candidates, history, policy), history)
+            )
             group = _launched_together(usable)
             self._register_probes(task.id, group)
             seen = _taken(seen, group)
             issued = [_attempt_token() for _ in group]
             nothing = (
-                None
+                NoLaunch(failure=late)
+                if late
+                else None
                 if group
                 else no_launch(
                     task=task,

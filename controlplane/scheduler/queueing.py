@@ -32,6 +32,7 @@ __all__ = [
     "NoLaunch",
     "max_queue_seconds",
     "no_launch",
+    "overdue",
     "wait_backoff_seconds",
 ]
 
@@ -75,6 +76,24 @@ def wait_backoff_seconds(waited_s: float) -> float:
     waiting tasks is re-planned a few times a minute each, not every round.
     """
     return min(WAIT_BACKOFF_MAX_S, max(WAIT_BACKOFF_MIN_S, waited_s / 2.0))
+
+
+def overdue(*, task: Task, now: datetime) -> str | None:
+    """Why a waiting task must not be launched any more: its deadline passed while it waited; else None.
+
+    Work whose deadline has passed is wasted, so a slot that frees at the
+    last moment is not given to it. Only waiting tasks are held to it here:
+    the deadline of placed and running work is followed elsewhere.
+    """
+    if task.queue_reason is None or task.spec.deadline_seconds is None:
+        return None
+    if now < task.created_at + timedelta(seconds=task.spec.deadline_seconds):
+        return None
+    waited = (now - (task.queued_since or now)).total_seconds()
+    return (
+        f"waited {waited:.0f} s (the task's deadline_seconds {task.spec.deadline_seconds} s) "
+        f"without a placement: {task.queue_reason}"
+    )
 
 
 def no_launch(

@@ -191,16 +191,17 @@ def test_a_waiting_task_fails_at_the_max_queue_time_naming_it(world: World) -> N
 
 
 def test_a_waiting_task_fails_at_its_own_deadline_when_that_comes_first(world: World) -> None:
-    for name in ("busy-1", "busy-2"):
-        world.submit(name)
+    busy = [world.submit(name) for name in ("busy-1", "busy-2")]
     task_id = world.submit("hurry", deadline=20)
     world.scheduler.place_batch()
     world.clock.advance(19)
     world.scheduler.place_batch()
     assert world.store.get_task(task_id).state == TaskState.QUEUED
     world.clock.advance(1)
+    world.finish(busy[0])  # a slot frees just as the deadline passes: too late to start the work
     world.scheduler.place_batch()
     task = world.store.get_task(task_id)
+    assert world.store.attempts_for(task_id) == []
     assert task.state == TaskState.FAILED
     assert task.reason == ("waited 20 s (the task's deadline_seconds 20 s) without a placement: home: no_capacity")
 
