@@ -28,6 +28,8 @@ from providers.base import BackendState, BackendStatus
 from providers.noop import NoopProvider
 from tests.support.clock import Clock
 
+# fixtures: a session PostgreSQL and `database_url` on both databases
+pytest_plugins = ["tests.integration.store_fixtures"]
 pytestmark = pytest.mark.timeout(60)
 
 T0 = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
@@ -82,8 +84,8 @@ class World:
             return int(conn.execute(stmt).scalar_one())
 
 
-def make_world(tmp_path: Path, *, slots: int, the_policy: Policy) -> World:
-    engine = make_engine(f"sqlite:///{tmp_path / 'state.db'}")
+def make_world(url: str, *, slots: int, the_policy: Policy) -> World:
+    engine = make_engine(url)
     upgrade(engine=engine)
     clock = Clock(T0)
     store = Store(engine, clock=clock)
@@ -101,8 +103,8 @@ def make_world(tmp_path: Path, *, slots: int, the_policy: Policy) -> World:
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    made = make_world(tmp_path, slots=2, the_policy=policy(max_queue_seconds=120))
+def world(database_url: str) -> Iterator[World]:
+    made = make_world(database_url, slots=2, the_policy=policy(max_queue_seconds=120))
     yield made
     made.store.engine.dispose()
 
@@ -213,7 +215,7 @@ def test_a_plan_nothing_could_ever_satisfy_fails_at_once(tmp_path: Path) -> None
             "rules": [{"name": "spot", "targets": ["spot"]}],
         }
     )
-    world = make_world(tmp_path, slots=2, the_policy=public_only)
+    world = make_world(f"sqlite:///{tmp_path / 'state.db'}", slots=2, the_policy=public_only)
     task_id = world.submit("secret", private=True)
     assert world.scheduler.place_batch() == 1
     task = world.store.get_task(task_id)
