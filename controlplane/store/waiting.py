@@ -35,10 +35,17 @@ def _waiting() -> ColumnElement[bool]:
 
 
 def waiting_summary(store: Store) -> WaitingSummary:
-    """The number of waiting tasks and the start of the oldest wait (for /metrics)."""
+    """The number of waiting tasks and the start of the oldest wait (for /metrics).
+
+    A waiting task being re-planned right now (claimed: ``planned``, its
+    queue reason kept) still counts, so the gauge does not dip every round.
+    """
     now = store._now()
+    still = and_(
+        tasks.c.state.in_((TaskState.QUEUED.value, TaskState.PLANNED.value)), tasks.c.queue_reason.is_not(None)
+    )
     with store._read() as conn:
-        count, oldest = conn.execute(select(func.count(), func.min(tasks.c.queued_since)).where(_waiting())).one()
+        count, oldest = conn.execute(select(func.count(), func.min(tasks.c.queued_since)).where(still)).one()
     waited = max((now - oldest).total_seconds(), 0.0) if oldest is not None else 0.0
     return WaitingSummary(count=int(count), oldest_since=oldest, oldest_wait_seconds=waited)
 
