@@ -244,3 +244,32 @@ def test_max_queue_seconds_is_validated_with_its_json_path() -> None:
         policy(max_queue_seconds=0)
     assert caught.value.path == "thresholds.max_queue_seconds"
     assert policy().thresholds.max_queue_seconds == 3600
+
+
+def test_a_new_reason_writes_a_new_receipt_and_event(world: World) -> None:
+    for name in ("busy-1", "busy-2"):
+        world.submit(name)
+    task_id = world.submit("waits")
+    world.scheduler.place_batch()
+    wider = parse_policy(
+        {
+            "targets": [
+                {"name": "home", "provider": "local", "private": True},
+                {"name": "annex", "provider": "local", "private": True},
+            ],
+            "rules": [{"name": "both", "targets": ["home", "annex"]}],
+            "thresholds": {"max_queue_seconds": 120},
+        }
+    )
+    world.scheduler.policy = lambda: wider
+    world.clock.advance(1)
+    world.scheduler.place_batch()
+    task = world.store.get_task(task_id)
+    assert (task.state, task.queue_reason) == (TaskState.QUEUED, "home: no_capacity; annex: no_capacity")
+    assert task.queued_since == T0  # the same wait goes on
+    assert len(world.store.get_decisions(task_id)) == 2
+    changes = [e.detail for e in world.store.list_events(task_id) if e.kind == "task.waiting"]
+    assert [(c["previous"], c["reason"]) for c in changes] == [
+        (None, "home: no_capacity"),
+        ("home: no_capacity", "home: no_capacity; annex: no_capacity"),
+    ]
