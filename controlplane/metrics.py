@@ -15,6 +15,8 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 class Metrics:
     registry: CollectorRegistry
     tasks_by_state: Gauge
+    tasks_waiting: Gauge
+    oldest_wait_seconds: Gauge
     submissions: Counter
     plan_seconds: Histogram
     launch_seconds: Histogram
@@ -39,6 +41,16 @@ class Metrics:
         return cls(
             registry=registry,
             tasks_by_state=Gauge("fusionplane_tasks", "Tasks by state", ["state"], registry=registry),
+            tasks_waiting=Gauge(
+                "fusionplane_tasks_waiting",
+                "Queued tasks waiting for a placement (no candidate now: no capacity, stale signals, ...)",
+                registry=registry,
+            ),
+            oldest_wait_seconds=Gauge(
+                "fusionplane_tasks_oldest_wait_seconds",
+                "How long the longest-waiting task has waited for a placement (0: none waits)",
+                registry=registry,
+            ),
             submissions=Counter(
                 "fusionplane_submissions", "Task submissions by outcome", ["outcome"], registry=registry
             ),

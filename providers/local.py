@@ -198,6 +198,8 @@ class LocalProvider:
         self._env = dict(env) if env is not None else None
         self._lock = threading.RLock()
         self._boot = _boot_id()
+        #: attempts whose exit code was read once: final for good, never read again when counting slots
+        self._ended: set[str] = set()
 
     # -- paths and records ---------------------------------------------------------------------
 
@@ -271,10 +273,13 @@ class LocalProvider:
     def _running(self) -> list[str]:
         running = []
         for entry in sorted(os.scandir(self.state_dir), key=lambda e: e.name):
-            if not entry.is_dir():
+            # an exit code, once written, never changes: after a burst the folder holds hundreds of ended
+            # attempts, and reading each one's files on every capacity question made placing crawl
+            if entry.name in self._ended or not entry.is_dir():
                 continue
             directory = Path(entry.path)
             if self._exit_code(directory) is not None:
+                self._ended.add(entry.name)
                 continue
             proc = self._process(directory)
             if proc is not None and self._is_running(proc):

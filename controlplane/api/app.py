@@ -60,7 +60,16 @@ from controlplane.metrics import Metrics
 from controlplane.policy import ActivePolicy, Policy
 from controlplane.policy.storage import StorageFile
 from controlplane.scheduler import advance
-from controlplane.store import IdempotencyConflict, NewTask, NotFound, StateMismatch, Store, is_current, new_id
+from controlplane.store import (
+    IdempotencyConflict,
+    NewTask,
+    NotFound,
+    StateMismatch,
+    Store,
+    is_current,
+    new_id,
+    waiting_summary,
+)
 from faceswap.netguard import AllowedHosts
 
 __all__ = ["create_app"]
@@ -488,6 +497,9 @@ def create_app(
         require_observer(principal)
         for state, count in store.count_tasks_by_state().items():
             metrics.tasks_by_state.labels(state=state.value).set(count)
+        waiting = waiting_summary(store)
+        metrics.tasks_waiting.set(waiting.count)
+        metrics.oldest_wait_seconds.set(waiting.oldest_wait_seconds)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     add_policy_routes(app, store=store, active=active_policy)

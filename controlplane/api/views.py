@@ -24,6 +24,9 @@ def task_json(task: Task) -> dict[str, Any]:
         "kind": spec.kind.value,
         "state": task.state.value,
         "reason": task.reason,
+        # why a queued task waits for a placement, and since when (null when it is not waiting)
+        "queue_reason": task.queue_reason,
+        "queued_since": _time(task.queued_since),
         "target": task.target,
         "source_uri": spec.source_uri,
         "target_uri": spec.target_uri,

@@ -37,7 +37,7 @@ from controlplane.policy import PolicyError, parse_policy, policy_version
 from controlplane.policy.checks import Finding, validate_document
 from controlplane.policy.consul_source import ConsulPolicySource, consul_client, consul_configured, policy_key
 from controlplane.policy.overlay import apply_overlay
-from controlplane.policy.simulate import DEFAULT_ASSUMED_RUNTIME_S, Placement, ReplayItem
+from controlplane.policy.simulate import DEFAULT_ASSUMED_RUNTIME_S, Placement, ReplayItem, with_capacity
 from controlplane.policy.simulate import simulate as run_simulation
 from controlplane.policy.sources import MAX_POLICY_BYTES, FilePolicySource
 
@@ -470,7 +470,7 @@ def simulate(
             yield ReplayItem(
                 task=recorded.task,
                 decided_at=recorded.decided_at,
-                snapshot=cached,
+                snapshot=with_capacity(cached, recorded.capacity_seen),
                 before=Placement(
                     target=recorded.target,
                     provider=recorded.provider,

@@ -359,7 +359,7 @@ def tasks() -> None:
     """List, inspect, cancel and follow tasks."""
 
 
-_TASK_COLUMNS = ["ID", "STATE", "PRIORITY", "SENSITIVITY", "KIND", "TARGET", "TENANT", "CREATED"]
+_TASK_COLUMNS = ["ID", "STATE", "PRIORITY", "SENSITIVITY", "KIND", "TARGET", "TENANT", "CREATED", "REASON"]
 
 
 def _task_row(task: dict[str, Any]) -> list[Any]:
@@ -372,7 +372,23 @@ def _task_row(task: dict[str, Any]) -> list[Any]:
         task.get("target"),
         task["tenant"],
         task.get("created_at"),
+        _why(task),
     ]
+
+
+def _why(task: dict[str, Any]) -> str | None:
+    """A waiting task's queue reason ("waiting: local: no_capacity"), else the task's own reason."""
+    if task.get("queue_reason"):
+        return f"waiting: {task['queue_reason']}"
+    return task.get("reason")
+
+
+def _waiting_field(task: dict[str, Any]) -> list[tuple[str, str]]:
+    """``waiting  <reason> since <time>`` for a task waiting for a placement; nothing for any other task."""
+    if not task.get("queue_reason"):
+        return []
+    since = f" since {task['queued_since']}" if task.get("queued_since") else ""
+    return [("waiting", f"{task['queue_reason']}{since}")]
 
 
 @tasks.command("list")
@@ -470,6 +486,7 @@ def show(task_id: str, output_format: str, url: str, token: str | None) -> None:
             ("kind", task["kind"]),
             ("state", task["state"]),
             ("reason", task.get("reason")),
+            *_waiting_field(task),
             ("target", task.get("target")),
             ("priority", task["priority"]),
             ("sensitivity", task["data_sensitivity"]),
@@ -636,6 +653,7 @@ def explain(task_id: str, output_format: str, url: str, token: str | None) -> No
             ("priority", task["priority"]),
             ("sensitivity", task["data_sensitivity"]),
             ("state", task["state"]),
+            *_waiting_field(task),
             ("target", task.get("target")),
             ("reason", task.get("reason")),
         ]

@@ -45,6 +45,10 @@ class Task:
     reason: str | None = None
     #: the target it ran (or is running) on, once placed
     target: str | None = None
+    #: why a queued task is waiting for a placement (e.g. ``local: no_capacity``); None when not waiting
+    queue_reason: str | None = None
+    #: when its current wait began
+    queued_since: datetime | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

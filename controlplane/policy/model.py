@@ -208,6 +208,9 @@ class Thresholds:
     heartbeat_timeout_seconds: float = 60.0
     #: a Kubernetes pod unschedulable this long is given up on that target
     unschedulable_timeout_seconds: float = 120.0
+    #: a task with no placement waits in the queue (no free capacity, stale signals, an open breaker, a
+    #: spent budget) at most this long before it fails, naming why (docs/reliability.md, "Queueing")
+    max_queue_seconds: float = 3600.0
 
     def tenant_budget(self, tenant: str) -> float | None:
         """The tenant's own daily cloud budget: its entry, else the ``"*"`` entry, else None."""

@@ -98,6 +98,7 @@ _THRESHOLD_KEYS = frozenset(
         "retry_backoff_max_seconds",
         "heartbeat_timeout_seconds",
         "unschedulable_timeout_seconds",
+        "max_queue_seconds",
     }
 )
 MAX_HEDGE = 4
@@ -391,7 +392,9 @@ def _parse_thresholds(value: Any) -> Thresholds:
             "thresholds.retry_backoff_max_seconds",
             f"must be at least retry_backoff_seconds ({backoff_max:g} < {backoff:g})",
         )
-    timeouts = {key: get(key) for key in ("heartbeat_timeout_seconds", "unschedulable_timeout_seconds")}
+    timeouts = {
+        key: get(key) for key in ("heartbeat_timeout_seconds", "unschedulable_timeout_seconds", "max_queue_seconds")
+    }
     for key, seconds in timeouts.items():
         if seconds <= 0:
             raise PolicyError(f"thresholds.{key}", "must be above 0")
@@ -401,6 +404,7 @@ def _parse_thresholds(value: Any) -> Thresholds:
         retry_backoff_max_seconds=backoff_max,
         heartbeat_timeout_seconds=timeouts["heartbeat_timeout_seconds"],
         unschedulable_timeout_seconds=timeouts["unschedulable_timeout_seconds"],
+        max_queue_seconds=timeouts["max_queue_seconds"],
         peak_gpu_utilization=get("peak_gpu_utilization", high=1),
         peak_free_gpus_below=get("peak_free_gpus_below"),
         peak_queue_depth=get("peak_queue_depth"),

@@ -14,8 +14,9 @@ Hours are the task's recorded runtime, else its deadline, else
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -24,7 +25,15 @@ from controlplane.domain import PlacementPlan, SignalSnapshot, Task
 from controlplane.policy.engine import plan
 from controlplane.policy.model import CLOUD_PROVIDERS, Policy
 
-__all__ = ["DEFAULT_ASSUMED_RUNTIME_S", "NONE", "Placement", "ReplayItem", "SimulationReport", "simulate"]
+__all__ = [
+    "DEFAULT_ASSUMED_RUNTIME_S",
+    "NONE",
+    "Placement",
+    "ReplayItem",
+    "SimulationReport",
+    "simulate",
+    "with_capacity",
+]
 
 #: runtime for tasks that never finished and had no deadline (10 minutes: a typical short video)
 DEFAULT_ASSUMED_RUNTIME_S = 600.0
@@ -114,6 +123,23 @@ def _first(decision: PlacementPlan) -> Placement:
         expected_usd_h=chosen.expected_usd_h,
         max_price_usd_h=chosen.max_price_usd_h,
     )
+
+
+def with_capacity(snapshot: SignalSnapshot, seen: Mapping[str, float]) -> SignalSnapshot:
+    """The batch's snapshot with the free GPUs one decision saw (its batch's earlier launches taken).
+
+    The scheduler takes a slot from the batch's free capacity with each
+    launch, so later tasks of a batch saw less than the stored snapshot;
+    their receipts record what they read, and the replay uses that.
+    """
+    changed = {
+        name: dataclasses.replace(sample, value=seen[name])
+        for name, sample in snapshot.samples.items()
+        if name in seen and sample.value != seen[name]
+    }
+    if not changed:
+        return snapshot
+    return dataclasses.replace(snapshot, samples={**snapshot.samples, **changed})
 
 
 def simulate(

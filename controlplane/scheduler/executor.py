@@ -22,6 +22,7 @@ attempts (docs/reliability.md).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import itertools
 import logging
@@ -53,9 +54,10 @@ from controlplane.domain.tenant_storage import TenantStorage
 from controlplane.metrics import Metrics
 from controlplane.policy import CAPACITY_SOURCE, Policy, PolicySet, plan
 from controlplane.scheduler.outcomes import FailoverRules, advance, is_retryable
+from controlplane.scheduler.queueing import NoLaunch, max_queue_seconds, no_launch, overdue
 from controlplane.scheduler.workerspec import render_worker_spec
 from controlplane.signals.snapshot_json import snapshot_to_json
-from controlplane.store import PlannedLaunch, StateMismatch, Store, utcnow
+from controlplane.store import PlannedLaunch, StateMismatch, Store, backing_off, utcnow, wake_waiting
 from providers.base import BackendState, BackendStatus, LaunchRequest, Provider
 
 __all__ = ["Planner", "Scheduler"]
@@ -189,33 +191,63 @@ class Scheduler:
         run wins (``Store.start_running``) and the others are cancelled.
         Only when every one of them is refused does the task walk the rest
         of its plan.
+
+        A task with nothing to launch now waits in ``queued`` with its
+        reason, or fails when nothing could ever place it or its wait is
+        over (:func:`~controlplane.scheduler.queueing.no_launch`). Each
+        launch of the batch takes a slot from the snapshot's free capacity
+        for the tasks planned after it, so a burst waits for capacity
+        instead of being refused launch after launch; and free capacity
+        wakes that many waiting tasks before the claim.
         """
+        self._wake_waiting()
         tasks = self.store.claim_queued(batch_size=self.batch_size, scheduler_id=self.scheduler_id)
         if not tasks:
             return 0
         # one policy set and one snapshot per batch: every receipt of the batch saw the same world
         policies = self.policy()
         snapshot = self.snapshot(policies)
+        seen = snapshot  # less each slot the batch takes
         launches: list[PlannedLaunch] = []
         tokens: list[list[str]] = []
         rests: list[tuple[list[Candidate], list[str]]] = []
         for task in tasks:
             started = time.perf_counter()
             policy = policies.for_tenant(task.spec.tenant)
-            decision = self.planner(task, snapshot, policy, self.clock())
+            now = self.clock()
+            decision = self.planner(task, seen, policy, now)
             if self.metrics:
                 self.metrics.plan_seconds.observe(time.perf_counter() - started)
             history: list[str] = []
-            usable = self._gate_probes(self._usable(task, decision.candidates, history, policy), history)
+            late = overdue(task=task, now=now)
+            usable = (
+                [] if late else self._gate_probes(self._usable(task, decision.candidates, history, policy), history)
+            )
             group = _launched_together(usable)
             self._register_probes(task.id, group)
+            seen = _taken(seen, group)
             issued = [_attempt_token() for _ in group]
+            nothing = (
+                NoLaunch(failure=late)
+                if late
+                else None
+                if group
+                else no_launch(
+                    task=task,
+                    decision=decision,
+                    history=history,
+                    now=now,
+                    max_queue_s=max_queue_seconds(policy),
+                )
+            )
             launches.append(
                 PlannedLaunch(
                     plan=decision,
                     candidate=group[0] if group else None,
                     token_sha256=issued[0][1] if issued else None,
-                    failure=None if group else self._no_launch_reason(decision, history),
+                    failure=nothing.failure if nothing else None,
+                    wait=nothing.wait if nothing else None,
+                    not_before=nothing.not_before if nothing else None,
                     hedged=tuple(group[1:]),
                     hedged_token_sha256=tuple(sha256 for _, sha256 in issued[1:]),
                 )
@@ -331,12 +363,24 @@ class Scheduler:
         target = policy.target(candidate.target)
         return candidate.private and target is not None and target.private
 
-    @staticmethod
-    def _no_launch_reason(decision: PlacementPlan, history: list[str]) -> str:
-        if not decision.candidates:
-            reasons = "; ".join(f"{r.target}: {r.code}" for r in decision.rejections) or "no targets"
-            return f"no placement: {reasons}"
-        return "every candidate failed to launch: " + "; ".join(history)
+    def _wake_waiting(self) -> None:
+        """Free capacity and waiting tasks backing off: make that many of them claimable now.
+
+        A slot freed by an ending attempt is used within a round instead of
+        after the waiters' backoff. Bounded by the free slots seen, so
+        tasks waiting for something else cost at most that many plans a
+        round. One cheap read when nothing waits.
+        """
+        if not backing_off(self.store):
+            return
+        snapshot = self.snapshot(self.policy())
+        free = sum(
+            int(sample.value)
+            for key, sample in snapshot.samples.items()
+            if key.startswith(f"{CAPACITY_SOURCE}/") and not sample.is_stale(snapshot.taken_at) and sample.value > 0
+        )
+        if free:
+            wake_waiting(self.store, limit=free)
 
     def _send_group(
         self, task: Task, members: list[tuple[Attempt, Candidate, str]], history: list[str]
@@ -845,6 +889,24 @@ class Scheduler:
         if ended is not None and self.metrics:
             self.metrics.attempts.labels(provider=attempt.provider, outcome=ended.value).inc()
         return 1
+
+
+def _taken(snapshot: SignalSnapshot, group: list[Candidate]) -> SignalSnapshot:
+    """The snapshot with one free GPU less on each target of ``group``: what the batch's next plans see.
+
+    Without it every task of a batch would see the same free slots, and all
+    but the first few would be refused at launch instead of waiting.
+    """
+    samples: dict[str, SignalSample] | None = None
+    for candidate in group:
+        key = f"{CAPACITY_SOURCE}/{candidate.target}"
+        sample = snapshot.samples.get(key)
+        if sample is None:
+            continue
+        if samples is None:
+            samples = dict(snapshot.samples)
+        samples[key] = dataclasses.replace(sample, value=max(sample.value - 1.0, 0.0))
+    return snapshot if samples is None else dataclasses.replace(snapshot, samples=samples)
 
 
 def _launched_together(usable: list[Candidate]) -> list[Candidate]:

@@ -23,6 +23,7 @@ from controlplane.store.repository import (
     policy_version_of,
 )
 from controlplane.store.spend import DailySpend, cloud_spend_today
+from controlplane.store.waiting import WaitingSummary, backing_off, waiting_summary, wake_waiting
 
 __all__ = [
     "DATABASE_URL_ENV",
@@ -47,6 +48,8 @@ __all__ = [
     "StateMismatch",
     "Store",
     "StoreError",
+    "WaitingSummary",
+    "backing_off",
     "cloud_spend_today",
     "current_revision",
     "database_url",
@@ -60,4 +63,6 @@ __all__ = [
     "policy_version_of",
     "upgrade",
     "utcnow",
+    "waiting_summary",
+    "wake_waiting",
 ]

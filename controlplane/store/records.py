@@ -15,7 +15,8 @@ class Event:
     """One thing that happened to a task: a state change, an attempt, a decision.
 
     ``kind`` is one of ``task.created``, ``task.transition``, ``task.claimed``,
-    ``decision.recorded``, ``attempt.created``, ``attempt.transition``.
+    ``task.waiting`` (back to queued with a new queue reason), ``decision.recorded``,
+    ``attempt.created``, ``attempt.transition``.
     """
 
     id: int

@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -125,6 +125,8 @@ def _task(row: Row[Any]) -> Task:
         updated_at=m["updated_at"],
         reason=m["reason"],
         target=m["target"],
+        queue_reason=m["queue_reason"],
+        queued_since=m["queued_since"],
     )
 
 
@@ -210,8 +212,10 @@ class PlannedLaunch:
     """One task's receipt and what follows from it, for :meth:`Store.start_launches`.
 
     ``candidate`` is the plan's first launchable candidate, with the sha256
-    of the new attempt's callback token; without one the task fails with
-    ``failure``. A hedged launch adds the rest of its hedge group in
+    of the new attempt's callback token; without one the task waits, back
+    in ``queued`` with ``wait`` as its queue reason until ``not_before``
+    (docs/reliability.md, "Queueing"), or, without ``wait`` either, fails
+    with ``failure``. A hedged launch adds the rest of its hedge group in
     ``hedged`` (plan order), with their tokens' sha256 in
     ``hedged_token_sha256`` (same order): one attempt each, all created
     with ``candidate``'s in the same transaction and sharing its hedge group.
@@ -221,6 +225,10 @@ class PlannedLaunch:
     candidate: Candidate | None = None
     token_sha256: str | None = None
     failure: str | None = None
+    #: no candidate now, for a reason time can fix: the task waits with this queue reason ...
+    wait: str | None = None
+    #: ... and is not claimed again before this
+    not_before: datetime | None = None
     hedged: tuple[Candidate, ...] = ()
     hedged_token_sha256: tuple[str, ...] = ()
 
@@ -242,6 +250,9 @@ class RecordedDecision:
     snapshot: Mapping[str, Any] | None
     #: how long the task ran, when it has finished
     runtime_seconds: float | None
+    #: the free GPUs the decision read (``free_gpus/<target>`` -> value): the batch's snapshot less the
+    #: slots its earlier launches took (docs/reliability.md, "Queueing")
+    capacity_seen: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -404,6 +415,46 @@ def _launch_group(item: PlannedLaunch) -> list[tuple[Candidate, str]]:
             raise ValueError("token_sha256 must be 64 lowercase hex characters (the token's sha256)")
         checked.append((candidate, token_sha256))
     return checked
+
+
+def _capacity_seen(signals_used: Any) -> dict[str, float]:
+    """The ``free_gpus/...`` values a stored plan read, from its ``signals_used`` (anything else ignored)."""
+    if not isinstance(signals_used, dict):
+        return {}
+    seen: dict[str, float] = {}
+    for name, used in signals_used.items():
+        value = used.get("value") if isinstance(used, dict) else None
+        if name.startswith("free_gpus/") and isinstance(value, int | float) and not isinstance(value, bool):
+            seen[name] = float(value)
+    return seen
+
+
+def _waiting_update(item: PlannedLaunch, row: Row[Any], *, now: datetime) -> dict[str, Any]:
+    """The task row's new queue fields when it goes on waiting (its wait began at its first waiting plan)."""
+    return {
+        "b_id": item.plan.task_id,
+        "queue_reason": item.wait,
+        "queued_since": row.queued_since or now,
+        "not_before": item.not_before,
+    }
+
+
+def _waiting_event(item: PlannedLaunch, row: Row[Any], *, at: datetime, actor: str) -> dict[str, Any]:
+    """``task.waiting``: the task went back to ``queued`` with a new queue reason (written only on a change)."""
+    return _event_row(
+        task_id=item.plan.task_id,
+        at=at,
+        actor=actor,
+        kind="task.waiting",
+        from_state=TaskState.PLANNED.value,
+        to_state=TaskState.QUEUED.value,
+        detail={
+            "reason": item.wait,
+            "previous": row.queue_reason,
+            "queued_since": (row.queued_since or at).isoformat(),
+            "not_before": item.not_before.isoformat() if item.not_before is not None else None,
+        },
+    )
 
 
 class Store:
@@ -721,6 +772,8 @@ class Store:
                 values["started_at"] = now
             if wanted.is_final:
                 values["finished_at"] = now
+            if wanted.is_final or wanted is TaskState.LAUNCHING:
+                values.update(queue_reason=None, queued_since=None)  # it waits no longer
             conn.execute(update(tasks).where(tasks.c.id == task_id).values(**values))
             event_detail = dict(detail or {})
             if reason is not None:
@@ -746,13 +799,18 @@ class Store:
         Most urgent first, then oldest first. Two schedulers never get the
         same task: PostgreSQL skips rows another claim has locked, SQLite runs
         one claim at a time (``BEGIN IMMEDIATE``). A task re-queued by
-        :meth:`fail_over` is not claimed before its ``not_before``.
+        :meth:`fail_over`, or waiting for a placement, is not claimed before
+        its ``not_before``. Claiming a waiting task again writes no
+        ``task.claimed`` event: its ``task.waiting`` event said it waits, and
+        the next event (a new reason, its launch, its failure) says what came
+        of it, so hundreds of waiting tasks re-planned each round add nothing
+        to the event log (docs/reliability.md, "Queueing").
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         now = self._now()
         pick = (
-            select(tasks.c.id)
+            select(tasks.c.id, tasks.c.queue_reason)
             .where(
                 tasks.c.state == TaskState.QUEUED.value,
                 # the index walk stays (state, priority_rank, id); backing-off rows are few and skipped
@@ -764,9 +822,11 @@ class Store:
         if self._postgres:
             pick = pick.with_for_update(skip_locked=True)
         with self._write() as conn:
-            ids = list(conn.execute(pick).scalars())
-            if not ids:
+            picked = conn.execute(pick).all()
+            if not picked:
                 return []
+            ids = [r.id for r in picked]
+            first_claims = [r.id for r in picked if r.queue_reason is None]
             conn.execute(
                 update(tasks)
                 .where(tasks.c.id.in_(ids), tasks.c.state == TaskState.QUEUED.value)
@@ -778,22 +838,23 @@ class Store:
                     claimed_at=now,
                 )
             )
-            conn.execute(
-                insert(events),
-                [
-                    {
-                        "task_id": task_id,
-                        "attempt_id": None,
-                        "at": now,
-                        "actor": scheduler_id,
-                        "kind": "task.claimed",
-                        "from_state": TaskState.QUEUED.value,
-                        "to_state": TaskState.PLANNED.value,
-                        "detail": {},
-                    }
-                    for task_id in ids
-                ],
-            )
+            if first_claims:
+                conn.execute(
+                    insert(events),
+                    [
+                        {
+                            "task_id": task_id,
+                            "attempt_id": None,
+                            "at": now,
+                            "actor": scheduler_id,
+                            "kind": "task.claimed",
+                            "from_state": TaskState.QUEUED.value,
+                            "to_state": TaskState.PLANNED.value,
+                            "detail": {},
+                        }
+                        for task_id in first_claims
+                    ],
+                )
             rows = conn.execute(
                 select(tasks).where(tasks.c.id.in_(ids)).order_by(tasks.c.priority_rank, tasks.c.id)
             ).all()
@@ -876,10 +937,17 @@ class Store:
         event_rows: list[dict[str, Any]] = []
         results: list[list[str]] = []
         with self._write() as conn:
-            states = {
-                r.id: r.state
-                for r in conn.execute(self._locked(select(tasks.c.id, tasks.c.state).where(tasks.c.id.in_(task_ids))))
+            found = {
+                r.id: r
+                for r in conn.execute(
+                    self._locked(
+                        select(tasks.c.id, tasks.c.state, tasks.c.queue_reason, tasks.c.queued_since).where(
+                            tasks.c.id.in_(task_ids)
+                        )
+                    )
+                )
             }
+            states = {task_id: r.state for task_id, r in found.items()}
             missing = [task_id for task_id in task_ids if task_id not in states]
             if missing:
                 raise NotFound("task", missing[0])
@@ -891,41 +959,52 @@ class Store:
                     .group_by(attempts.c.task_id)
                 )
             }
-            snapshot_id = None
-            if snapshot is not None:
-                snapshot_id = new_id("snp", now_ms=_ms(now))
-                conn.execute(
-                    insert(signal_snapshots).values(id=snapshot_id, taken_at=snapshot[0], document=dict(snapshot[1]))
-                )
+            snapshot_id = new_id("snp", now_ms=_ms(now)) if snapshot is not None else None
             decision_rows = []
+            waiting: list[dict[str, Any]] = []
             for item in launches:
                 task_id, plan = item.plan.task_id, item.plan
-                decision, recorded = _decision_rows(
-                    plan, decision_id=new_id("dec", now_ms=_ms(now)), at=now, actor=actor, snapshot_id=snapshot_id
+                row = found[task_id]
+                # a task that goes on waiting for the same reason gets no new receipt: re-planning hundreds
+                # of waiting tasks each round must not write hundreds of receipts (docs/reliability.md)
+                unchanged = (
+                    item.candidate is None
+                    and item.wait is not None
+                    and item.wait == row.queue_reason
+                    and states[task_id] == TaskState.PLANNED.value
                 )
-                decision_rows.append(decision)
-                event_rows.append(recorded)
+                if not unchanged:
+                    decision, recorded = _decision_rows(
+                        plan, decision_id=new_id("dec", now_ms=_ms(now)), at=now, actor=actor, snapshot_id=snapshot_id
+                    )
+                    decision_rows.append(decision)
+                    event_rows.append(recorded)
                 if states[task_id] != TaskState.PLANNED.value:
                     results.append([])
                     continue
                 states[task_id] = "taken"  # a task repeated in the batch gets one launch
                 candidate = item.candidate
                 if candidate is None:
-                    reason = item.failure or "no placement"
-                    task_updates.append(
-                        {"b_id": task_id, "state": TaskState.FAILED.value, "reason": reason, "finished_at": now}
-                    )
-                    event_rows.append(
-                        _event_row(
-                            task_id=task_id,
-                            at=now,
-                            actor=actor,
-                            kind="task.transition",
-                            from_state=TaskState.PLANNED.value,
-                            to_state=TaskState.FAILED.value,
-                            detail={"reason": reason},
+                    if item.wait is not None:
+                        waiting.append(_waiting_update(item, row, now=now))
+                        if not unchanged:
+                            event_rows.append(_waiting_event(item, row, at=now, actor=actor))
+                    else:
+                        reason = item.failure or "no placement"
+                        task_updates.append(
+                            {"b_id": task_id, "state": TaskState.FAILED.value, "reason": reason, "finished_at": now}
                         )
-                    )
+                        event_rows.append(
+                            _event_row(
+                                task_id=task_id,
+                                at=now,
+                                actor=actor,
+                                kind="task.transition",
+                                from_state=TaskState.PLANNED.value,
+                                to_state=TaskState.FAILED.value,
+                                detail={"reason": reason},
+                            )
+                        )
                     results.append([])
                     continue
                 group = _launch_group(item)
@@ -963,22 +1042,39 @@ class Store:
                     )
                 )
                 results.append(started)
-            conn.execute(insert(decisions), decision_rows)
+            if decision_rows:
+                if snapshot is not None:  # stored only when a receipt names it (not for a batch of unchanged waits)
+                    conn.execute(
+                        insert(signal_snapshots).values(
+                            id=snapshot_id, taken_at=snapshot[0], document=dict(snapshot[1])
+                        )
+                    )
+                conn.execute(insert(decisions), decision_rows)
             if attempt_rows:
                 conn.execute(insert(attempts), attempt_rows)
             launching = [u for u in task_updates if u["state"] == TaskState.LAUNCHING.value]
             failed = [u for u in task_updates if u["state"] == TaskState.FAILED.value]
+            # placed or failed: no longer waiting
+            not_waiting = {"queue_reason": None, "queued_since": None, "not_before": None, "updated_at": now}
             if launching:
                 conn.execute(
-                    update(tasks).where(tasks.c.id == bindparam("b_id")).values(updated_at=now),
+                    update(tasks).where(tasks.c.id == bindparam("b_id")).values(**not_waiting),
                     [{"b_id": u["b_id"], "state": u["state"], "target": u["target"]} for u in launching],
                 )
             if failed:
                 conn.execute(
-                    update(tasks).where(tasks.c.id == bindparam("b_id")).values(updated_at=now),
+                    update(tasks).where(tasks.c.id == bindparam("b_id")).values(**not_waiting),
                     [{k: u[k] for k in ("b_id", "state", "reason", "finished_at")} for u in failed],
                 )
-            conn.execute(insert(events), event_rows)
+            if waiting:
+                conn.execute(
+                    update(tasks)
+                    .where(tasks.c.id == bindparam("b_id"))
+                    .values(state=TaskState.QUEUED.value, claimed_by=None, claimed_at=None, updated_at=now),
+                    waiting,
+                )
+            if event_rows:
+                conn.execute(insert(events), event_rows)
             new_ids = [a for started in results for a in started]
             stored = (
                 {r.id: _attempt(r) for r in conn.execute(select(attempts).where(attempts.c.id.in_(new_ids)))}
@@ -1708,6 +1804,7 @@ class Store:
                     decisions.c.plan[("candidates", 0, "expected_usd_h")].as_float().label("chosen_usd_h"),
                     decisions.c.plan[("candidates", 0, "max_price_usd_h")].as_float().label("chosen_max_usd_h"),
                     decisions.c.snapshot_id,
+                    decisions.c.plan["signals_used"].label("signals_used"),
                     tasks,
                 )
                 .join(tasks, tasks.c.id == decisions.c.task_id)
@@ -1751,6 +1848,7 @@ class Store:
                     snapshot_id=row.snapshot_id,
                     snapshot=snapshots.get(row.snapshot_id) if row.snapshot_id else None,
                     runtime_seconds=runtime,
+                    capacity_seen=_capacity_seen(row.signals_used),
                 )
             if len(rows) < chunk:
                 return

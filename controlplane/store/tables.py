@@ -107,6 +107,10 @@ class TaskRow(Base):
     claimed_at: Mapped[datetime | None]
     #: a queued task is not claimed before this (failover backoff); null: at once
     not_before: Mapped[datetime | None]
+    #: why a queued task waits (no placement now, for a reason time can fix); null: not waiting
+    queue_reason: Mapped[str | None] = mapped_column(Text)
+    #: when its current wait began (the max queue time counts from here)
+    queued_since: Mapped[datetime | None]
 
     __table_args__ = (
         UniqueConstraint("tenant", "idempotency_key"),

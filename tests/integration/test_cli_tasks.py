@@ -26,7 +26,7 @@ from controlplane.cli import tasks as tasks_module
 from controlplane.cli.tasks import COMMANDS
 from controlplane.config import Settings
 from controlplane.domain import AttemptState, Candidate, PlacementPlan, Rejection, TaskState
-from controlplane.store import Store, make_engine, upgrade
+from controlplane.store import PlannedLaunch, Store, make_engine, upgrade
 from tests.support.asgi_server import free_port, serving
 from tests.support.storage import offline_host_resolver, write_storage
 
@@ -36,6 +36,8 @@ TASK_KEYS = {
     "kind",
     "state",
     "reason",
+    "queue_reason",
+    "queued_since",
     "target",
     "source_uri",
     "target_uri",
@@ -529,6 +531,43 @@ def test_explain_before_any_decision(plane: Plane) -> None:
     assert "no placement decision yet" in result.stdout
     assert "attempts: none" in result.stdout
     assert plane.run(["explain", "task_nosuchthing"], as_="ops").exit_code == 1
+
+
+def test_a_waiting_task_shows_why_in_list_show_and_explain(plane: Plane) -> None:
+    task = plane.submit_json()
+    (claimed,) = [t for t in plane.store.claim_queued(batch_size=1000, scheduler_id="s") if t.id == task["id"]]
+    decided = datetime.now(UTC)
+    waiting = PlacementPlan(
+        task_id=claimed.id,
+        policy_version=POLICY_VERSION,
+        decided_at=decided,
+        candidates=(),
+        rejections=(Rejection(target="local", code="no_capacity", detail="no free GPU: free_gpus/local = 0"),),
+    )
+    plane.store.start_launch_groups([PlannedLaunch(plan=waiting, wait="local: no_capacity")], actor="s")
+    since = plane.store.get_task(claimed.id).queued_since
+    assert since is not None
+    since_text = since.isoformat().replace("+00:00", "Z")
+
+    listed = plane.run(["tasks", "list", "--state", "queued", "--limit", "1000"])
+    assert listed.exit_code == 0, listed.output
+    assert listed.stdout.splitlines()[0].split()[-1] == "REASON"
+    (row,) = [line for line in listed.stdout.splitlines() if line.startswith(claimed.id)]
+    assert row.endswith("waiting: local: no_capacity")
+    shown = plane.run(["tasks", "show", claimed.id])
+    assert f"waiting local: no_capacity since {since_text}" in " ".join(shown.stdout.split())
+    explained = plane.run(["explain", claimed.id], as_="ops")
+    assert explained.exit_code == 0, explained.output
+    flat = " ".join(explained.stdout.split())
+    assert f"state queued waiting local: no_capacity since {since_text}" in flat
+    assert "local no_capacity no free GPU: free_gpus/local = 0" in flat  # the waiting plan is the receipt
+    as_json = json.loads(plane.run(["tasks", "show", claimed.id, "-o", "json"]).stdout)
+    assert (as_json["queue_reason"], as_json["queued_since"]) == ("local: no_capacity", since_text)
+    metrics = httpx.get(f"{plane.url}/metrics", timeout=10).text.splitlines()
+    waiting = next(line for line in metrics if line.startswith("fusionplane_tasks_waiting "))
+    oldest = next(line for line in metrics if line.startswith("fusionplane_tasks_oldest_wait_seconds "))
+    assert float(waiting.split()[1]) >= 1
+    assert float(oldest.split()[1]) >= 0
 
 
 def test_the_task_commands_are_on_fusionctl_itself() -> None:

@@ -186,7 +186,11 @@ def test_the_spec_carries_only_this_tenants_entries_and_its_own_checkpoint(tmp_p
         grant=grant,
     )
     parsed = WorkerSpec.model_validate(spec)
-    assert parsed.access.s3_read == ["s3://tenant-b/", "s3://shared-media/globex/", "s3://fp-checkpoints/ckpt/globex/task_1/"]
+    assert parsed.access.s3_read == [
+        "s3://tenant-b/",
+        "s3://shared-media/globex/",
+        "s3://fp-checkpoints/ckpt/globex/task_1/",
+    ]
     assert parsed.access.s3_write == ["s3://tenant-b/out/", "s3://fp-checkpoints/ckpt/globex/task_1/"]
     assert "tenant-a-private" not in json.dumps(spec)
     assert parsed.fetch.max_bytes == 1 << 20

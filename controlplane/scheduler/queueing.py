@@ -1,0 +1,124 @@
+"""What happens to a task whose plan leaves nothing to launch now: it waits, or it fails, and why.
+
+A scheduler queues. A plan with no candidate because of something time can
+fix (no free capacity, a stale price, an open breaker, a price above the
+max, a spent or unknown daily budget) sends the task back to ``queued``
+with the reason as its queue reason; it is planned again after a short
+backoff, or at once when capacity frees (``Scheduler.place_batch``), until
+it is placed, or until its own deadline or the policy's
+``thresholds.max_queue_seconds`` passes: only then does it fail, naming
+the limit and the last reason. A plan that nothing could ever satisfy
+(private data and no private target, every target excluded by a rule, no
+target at all) fails at once, as does a plan whose candidates this
+scheduler may not launch (a provider not configured here). The reasoning
+is in docs/reliability.md, "Queueing".
+
+Pure: the caller passes the clock's ``now``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from controlplane.domain import PlacementPlan, Task
+from controlplane.policy import Thresholds
+
+__all__ = [
+    "WAITABLE_CODES",
+    "WAIT_BACKOFF_MAX_S",
+    "WAIT_BACKOFF_MIN_S",
+    "NoLaunch",
+    "max_queue_seconds",
+    "no_launch",
+    "overdue",
+    "wait_backoff_seconds",
+]
+
+#: rejection codes that time can lift; any other code (``private_data``, ``excluded_by_rule``, a code
+#: this version does not know) cannot be waited out, so a plan made only of those fails at once
+WAITABLE_CODES = frozenset(
+    {"no_capacity", "stale_price", "breaker_open", "price_above_max", "budget_exhausted", "budget_unknown"}
+)
+#: a waiting task is planned again after this long at first ...
+WAIT_BACKOFF_MIN_S = 1.0
+#: ... then after half the time it has waited, up to this (a freed slot wakes it sooner anyway)
+WAIT_BACKOFF_MAX_S = 10.0
+_DEFAULT_MAX_QUEUE_S = Thresholds().max_queue_seconds
+
+
+@dataclass(frozen=True, kw_only=True)
+class NoLaunch:
+    """A task with nothing to launch now: ``wait`` (its queue reason, until ``not_before``) or ``failure``."""
+
+    wait: str | None = None
+    not_before: datetime | None = None
+    failure: str | None = None
+
+
+def max_queue_seconds(policy: Any) -> float:
+    """The policy's ``thresholds.max_queue_seconds``; the default for a missing or nonsensical value.
+
+    Like ``FailoverRules.of``: a policy stand-in without thresholds still
+    gets a bounded wait, never "wait forever".
+    """
+    value = getattr(getattr(policy, "thresholds", None), "max_queue_seconds", None)
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return _DEFAULT_MAX_QUEUE_S
+
+
+def wait_backoff_seconds(waited_s: float) -> float:
+    """How long a waiting task sleeps before its next plan: 1 s, then half its wait so far, at most 10 s.
+
+    Roughly doubling, without a counter to store: a burst of hundreds of
+    waiting tasks is re-planned a few times a minute each, not every round.
+    """
+    return min(WAIT_BACKOFF_MAX_S, max(WAIT_BACKOFF_MIN_S, waited_s / 2.0))
+
+
+def overdue(*, task: Task, now: datetime) -> str | None:
+    """Why a waiting task must not be launched any more: its deadline passed while it waited; else None.
+
+    Work whose deadline has passed is wasted, so a slot that frees at the
+    last moment is not given to it. Only waiting tasks are held to it here:
+    the deadline of placed and running work is followed elsewhere.
+    """
+    if task.queue_reason is None or task.spec.deadline_seconds is None:
+        return None
+    if now < task.created_at + timedelta(seconds=task.spec.deadline_seconds):
+        return None
+    waited = (now - (task.queued_since or now)).total_seconds()
+    return (
+        f"waited {waited:.0f} s (the task's deadline_seconds {task.spec.deadline_seconds} s) "
+        f"without a placement: {task.queue_reason}"
+    )
+
+
+def no_launch(
+    *, task: Task, decision: PlacementPlan, history: list[str], now: datetime, max_queue_s: float
+) -> NoLaunch:
+    """Whether a task with nothing launchable waits (and until when) or fails now (and why).
+
+    ``history`` holds the candidates this scheduler refused (provider not
+    configured here, private data on a non-private target): a plan whose
+    candidates were all refused fails, as before queueing existed.
+    """
+    if decision.candidates:
+        return NoLaunch(failure="every candidate failed to launch: " + "; ".join(history))
+    reasons = "; ".join(f"{r.target}: {r.code}" for r in decision.rejections) or "no targets"
+    if not any(r.code in WAITABLE_CODES for r in decision.rejections):
+        return NoLaunch(failure=f"no placement: {reasons}")
+    since = task.queued_since or now
+    waited = (now - since).total_seconds()
+    limits = [(since + timedelta(seconds=max_queue_s), f"thresholds.max_queue_seconds {max_queue_s:g} s")]
+    if task.spec.deadline_seconds is not None:
+        deadline = task.created_at + timedelta(seconds=task.spec.deadline_seconds)
+        limits.append((deadline, f"the task's deadline_seconds {task.spec.deadline_seconds} s"))
+    until, limit = min(limits, key=lambda pair: pair[0])
+    if now >= until:
+        return NoLaunch(failure=f"waited {waited:.0f} s ({limit}) without a placement: {reasons}")
+    # planned again once more at the limit at the latest, so it fails close to it, not a backoff later
+    not_before = min(now + timedelta(seconds=wait_backoff_seconds(waited)), until)
+    return NoLaunch(wait=reasons, not_before=not_before)

@@ -1,0 +1,275 @@
+"""Queueing: a task with no placement now waits in ``queued`` with its reason, and is placed when capacity frees.
+
+It fails only when nothing could ever place it (at once), or when its wait
+reaches ``thresholds.max_queue_seconds`` or its own deadline, naming which.
+Waiting writes a receipt and a ``task.waiting`` event when the reason
+changes, not on every re-plan. The backend is ``providers/noop.py`` with a
+fixed number of slots; the store and the scheduler share an injected clock,
+so backoffs and limits are exact and nothing sleeps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from controlplane.domain import AttemptState, DataSensitivity, Priority, TaskKind, TaskSpec, TaskState
+from controlplane.policy import Policy, parse_policy
+from controlplane.scheduler import Scheduler
+from controlplane.store import Store, make_engine, upgrade, waiting_summary
+from controlplane.store.tables import decisions, events
+from providers.base import BackendState, BackendStatus
+from providers.noop import NoopProvider
+from tests.support.clock import Clock
+
+# fixtures: a session PostgreSQL and `database_url` on both databases
+pytest_plugins = ["tests.integration.store_fixtures"]
+pytestmark = pytest.mark.timeout(60)
+
+T0 = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+
+
+def policy(**thresholds: Any) -> Policy:
+    return parse_policy(
+        {
+            "targets": [{"name": "home", "provider": "local", "private": True}],
+            "rules": [{"name": "home", "targets": ["home"]}],
+            "thresholds": thresholds,
+        }
+    )
+
+
+@dataclass
+class World:
+    store: Store
+    clock: Clock
+    local: NoopProvider
+    scheduler: Scheduler
+
+    def submit(
+        self, name: str, *, deadline: int | None = None, priority: Priority = Priority.NORMAL, private: bool = False
+    ) -> str:
+        task, _ = self.store.create_task(
+            spec=TaskSpec(
+                tenant="acme",
+                kind=TaskKind.IMAGE,
+                source_uri="s3://in/face.png",
+                target_uri=f"s3://in/{name}.png",
+                output_uri=f"s3://out/{name}.png",
+                priority=priority,
+                deadline_seconds=deadline,
+                data_sensitivity=DataSensitivity.PRIVATE if private else DataSensitivity.PUBLIC,
+            ),
+            request_hash=name,
+        )
+        return task.id
+
+    def finish(self, task_id: str) -> None:
+        """The task's live attempt succeeds, and follow applies it: its slot frees."""
+        (live,) = [a for a in self.store.attempts_for(task_id) if not a.state.is_final]
+        self.local.set_status(live.id, BackendStatus(state=BackendState.SUCCEEDED, exit_code=0))
+        assert self.scheduler.follow() == 1
+
+    def count(self, table: Any, task_id: str, **where: Any) -> int:
+        stmt = select(func.count()).select_from(table).where(table.c.task_id == task_id)
+        for column, value in where.items():
+            stmt = stmt.where(table.c[column] == value)
+        with self.store.engine.connect() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
+
+def make_world(url: str, *, slots: int, the_policy: Policy) -> World:
+    engine = make_engine(url)
+    upgrade(engine=engine)
+    clock = Clock(T0)
+    store = Store(engine, clock=clock)
+    local = NoopProvider(name="local", slots=slots)
+    scheduler = Scheduler(
+        store=store,
+        policy=lambda: the_policy,
+        providers={"local": local},
+        callback_base="http://127.0.0.1:9",
+        checkpoint_root=None,
+        scheduler_id="sched",
+        clock=clock,
+    )
+    return World(store, clock, local, scheduler)
+
+
+@pytest.fixture
+def world(database_url: str) -> Iterator[World]:
+    made = make_world(database_url, slots=2, the_policy=policy(max_queue_seconds=120))
+    yield made
+    made.store.engine.dispose()
+
+
+def test_a_burst_waits_for_capacity_with_its_reason_instead_of_failing(world: World) -> None:
+    ids = [world.submit(f"t{n}") for n in range(5)]
+    assert world.scheduler.place_batch() == 5
+
+    tasks = [world.store.get_task(task_id) for task_id in ids]
+    # the batch counts its own launches against the 2 free slots: the others wait, none is refused at launch
+    assert [t.state for t in tasks] == [TaskState.LAUNCHING] * 2 + [TaskState.QUEUED] * 3
+    assert all(len(world.store.attempts_for(t.id)) == 1 for t in tasks[:2])
+    for waiting in tasks[2:]:
+        assert waiting.queue_reason == "home: no_capacity"
+        assert waiting.queued_since == T0
+        assert waiting.reason is None
+        assert world.store.attempts_for(waiting.id) == []
+        (receipt,) = world.store.get_decisions(waiting.id)
+        assert receipt.candidates == ()
+        assert [(r.target, r.code) for r in receipt.rejections] == [("home", "no_capacity")]
+        (event,) = [e for e in world.store.list_events(waiting.id) if e.kind == "task.waiting"]
+        assert (event.from_state, event.to_state) == ("planned", "queued")
+        assert event.detail["reason"] == "home: no_capacity"
+        assert event.detail["not_before"] == (T0 + timedelta(seconds=1)).isoformat()
+    summary = waiting_summary(world.store)
+    assert (summary.count, summary.oldest_since) == (3, T0)
+
+    # backing off: not planned again before its not_before
+    assert world.scheduler.place_batch() == 0
+    # re-planned after the backoff, still full: no new receipt, no new event, nothing else written
+    world.clock.advance(1)
+    before = [(world.count(decisions, t), world.count(events, t)) for t in ids[2:]]
+    assert world.scheduler.place_batch() == 3
+    assert [(world.count(decisions, t), world.count(events, t)) for t in ids[2:]] == before
+    assert [world.store.get_task(t).state for t in ids[2:]] == [TaskState.QUEUED] * 3
+
+    # a slot frees: the oldest waiting task is placed at once, without sitting out its backoff
+    world.clock.advance(0.5)
+    world.finish(ids[0])
+    assert world.scheduler.place_batch() == 1
+    placed = world.store.get_task(ids[2])
+    assert (placed.state, placed.queue_reason, placed.queued_since) == (TaskState.LAUNCHING, None, None)
+    assert [d.candidates[0].target for d in world.store.get_decisions(ids[2])[1:]] == ["home"]
+    assert [world.store.get_task(t).state for t in ids[3:]] == [TaskState.QUEUED] * 2
+
+    # every task ends succeeded as slots free
+    for task_id in ids[1:]:
+        world.clock.advance(0.5)
+        world.finish(task_id)
+        world.scheduler.place_batch()
+    assert [world.store.get_task(t).state for t in ids] == [TaskState.SUCCEEDED] * 5
+    assert waiting_summary(world.store).count == 0
+
+
+def test_an_old_waiting_task_is_placed_before_a_newer_one(world: World) -> None:
+    busy = [world.submit("busy-1"), world.submit("busy-2")]
+    old = world.submit("old")
+    assert world.scheduler.place_batch() == 3
+    world.clock.advance(30)  # its backoff has grown to the cap
+    assert world.scheduler.place_batch() == 1
+    assert world.store.get_task(old).state == TaskState.QUEUED
+    newer = world.submit("newer")
+    assert world.scheduler.place_batch() == 1  # the newer one is planned at once, and waits too
+    world.finish(busy[0])
+    world.scheduler.place_batch()
+    assert world.store.get_task(old).state == TaskState.LAUNCHING
+    assert world.store.get_task(newer).state == TaskState.QUEUED
+
+
+def test_a_waiting_task_fails_at_the_max_queue_time_naming_it(world: World) -> None:
+    for name in ("busy-1", "busy-2"):
+        world.submit(name)
+    task_id = world.submit("waits")
+    world.scheduler.place_batch()
+    for _ in range(40):  # planned again and again while the slots stay busy, never longer than the limit
+        world.clock.advance(5)
+        world.scheduler.place_batch()
+        if world.store.get_task(task_id).state != TaskState.QUEUED:
+            break
+    task = world.store.get_task(task_id)
+    assert task.state == TaskState.FAILED
+    assert task.reason == "waited 120 s (thresholds.max_queue_seconds 120 s) without a placement: home: no_capacity"
+    assert world.clock() == T0 + timedelta(seconds=120)  # failed at the limit, not a backoff later
+    assert (task.queue_reason, task.queued_since) == (None, None)
+    assert world.count(decisions, task_id) == 2  # the wait, and the plan that ended it
+
+
+def test_a_waiting_task_fails_at_its_own_deadline_when_that_comes_first(world: World) -> None:
+    busy = [world.submit(name) for name in ("busy-1", "busy-2")]
+    task_id = world.submit("hurry", deadline=20)
+    world.scheduler.place_batch()
+    world.clock.advance(19)
+    world.scheduler.place_batch()
+    assert world.store.get_task(task_id).state == TaskState.QUEUED
+    world.clock.advance(1)
+    world.finish(busy[0])  # a slot frees just as the deadline passes: too late to start the work
+    world.scheduler.place_batch()
+    task = world.store.get_task(task_id)
+    assert world.store.attempts_for(task_id) == []
+    assert task.state == TaskState.FAILED
+    assert task.reason == ("waited 20 s (the task's deadline_seconds 20 s) without a placement: home: no_capacity")
+
+
+def test_a_plan_nothing_could_ever_satisfy_fails_at_once(tmp_path: Path) -> None:
+    public_only = parse_policy(
+        {
+            "targets": [{"name": "spot", "provider": "local", "private": False}],
+            "rules": [{"name": "spot", "targets": ["spot"]}],
+        }
+    )
+    world = make_world(f"sqlite:///{tmp_path / 'state.db'}", slots=2, the_policy=public_only)
+    task_id = world.submit("secret", private=True)
+    assert world.scheduler.place_batch() == 1
+    task = world.store.get_task(task_id)
+    assert (task.state, task.reason, task.queue_reason) == (TaskState.FAILED, "no placement: spot: private_data", None)
+    world.store.engine.dispose()
+
+
+def test_a_waiting_task_can_be_cancelled(world: World) -> None:
+    for name in ("busy-1", "busy-2"):
+        world.submit(name)
+    task_id = world.submit("waits")
+    world.scheduler.place_batch()
+    world.store.transition_task(task_id, wanted=TaskState.CANCELLED, actor="ops", reason="not needed")
+    task = world.store.get_task(task_id)
+    assert (task.state, task.queue_reason) == (TaskState.CANCELLED, None)
+    world.clock.advance(5)
+    world.scheduler.place_batch()
+    assert world.store.get_task(task_id).state == TaskState.CANCELLED
+    assert all(a.state != AttemptState.LAUNCHING for a in world.store.attempts_for(task_id))
+
+
+def test_max_queue_seconds_is_validated_with_its_json_path() -> None:
+    from controlplane.policy import PolicyError
+
+    with pytest.raises(PolicyError) as caught:
+        policy(max_queue_seconds=0)
+    assert caught.value.path == "thresholds.max_queue_seconds"
+    assert policy().thresholds.max_queue_seconds == 3600
+
+
+def test_a_new_reason_writes_a_new_receipt_and_event(world: World) -> None:
+    for name in ("busy-1", "busy-2"):
+        world.submit(name)
+    task_id = world.submit("waits")
+    world.scheduler.place_batch()
+    wider = parse_policy(
+        {
+            "targets": [
+                {"name": "home", "provider": "local", "private": True},
+                {"name": "annex", "provider": "local", "private": True},
+            ],
+            "rules": [{"name": "both", "targets": ["home", "annex"]}],
+            "thresholds": {"max_queue_seconds": 120},
+        }
+    )
+    world.scheduler.policy = lambda: wider
+    world.clock.advance(1)
+    world.scheduler.place_batch()
+    task = world.store.get_task(task_id)
+    assert (task.state, task.queue_reason) == (TaskState.QUEUED, "home: no_capacity; annex: no_capacity")
+    assert task.queued_since == T0  # the same wait goes on
+    assert len(world.store.get_decisions(task_id)) == 2
+    changes = [e.detail for e in world.store.list_events(task_id) if e.kind == "task.waiting"]
+    assert [(c["previous"], c["reason"]) for c in changes] == [
+        (None, "home: no_capacity"),
+        ("home: no_capacity", "home: no_capacity; annex: no_capacity"),
+    ]

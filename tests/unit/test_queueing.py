@@ -1,0 +1,93 @@
+"""Which plans with no candidate wait and which fail at once, and the waiting task's pacing (pure)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from controlplane.domain import Candidate, PlacementPlan, Rejection, Task, TaskKind, TaskSpec, TaskState
+from controlplane.scheduler.queueing import max_queue_seconds, no_launch, overdue, wait_backoff_seconds
+
+NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+
+
+def task(*, deadline: int | None = None, since: datetime | None = None, reason: str | None = None) -> Task:
+    spec = TaskSpec(
+        tenant="acme",
+        kind=TaskKind.IMAGE,
+        source_uri="s3://in/a.png",
+        target_uri="s3://in/b.png",
+        output_uri="s3://out/c.png",
+        deadline_seconds=deadline,
+    )
+    return Task(
+        id="tsk_1",
+        spec=spec,
+        state=TaskState.PLANNED,
+        created_at=NOW - timedelta(seconds=5),
+        updated_at=NOW,
+        queue_reason=reason,
+        queued_since=since,
+    )
+
+
+def plan(*codes: str, candidates: tuple[Candidate, ...] = ()) -> PlacementPlan:
+    rejections = tuple(Rejection(target=f"t{n}", code=code, detail="d") for n, code in enumerate(codes))
+    return PlacementPlan(
+        task_id="tsk_1", policy_version="v", decided_at=NOW, candidates=candidates, rejections=rejections
+    )
+
+
+@pytest.mark.parametrize(
+    "code", ["no_capacity", "stale_price", "breaker_open", "price_above_max", "budget_exhausted", "budget_unknown"]
+)
+def test_reasons_time_can_fix_wait(code: str) -> None:
+    outcome = no_launch(task=task(), decision=plan(code), history=[], now=NOW, max_queue_s=3600)
+    assert (outcome.wait, outcome.failure) == (f"t0: {code}", None)
+    assert outcome.not_before == NOW + timedelta(seconds=1)
+
+
+@pytest.mark.parametrize("codes", [("private_data",), ("excluded_by_rule", "private_data"), ("a_future_code",), ()])
+def test_reasons_no_wait_can_fix_fail_at_once(codes: tuple[str, ...]) -> None:
+    outcome = no_launch(task=task(), decision=plan(*codes), history=[], now=NOW, max_queue_s=3600)
+    assert outcome.wait is None
+    assert outcome.failure == "no placement: " + ("; ".join(f"t{n}: {c}" for n, c in enumerate(codes)) or "no targets")
+
+
+def test_one_waitable_rejection_is_enough_to_wait() -> None:
+    outcome = no_launch(
+        task=task(), decision=plan("private_data", "no_capacity"), history=[], now=NOW, max_queue_s=3600
+    )
+    assert outcome.wait == "t0: private_data; t1: no_capacity"
+
+
+def test_candidates_this_scheduler_refused_fail_at_once() -> None:
+    candidate = Candidate(target="k8s", provider="kubernetes", private=True)
+    outcome = no_launch(
+        task=task(),
+        decision=plan(candidates=(candidate,)),
+        history=["k8s: provider kubernetes is not configured"],
+        now=NOW,
+        max_queue_s=3600,
+    )
+    assert outcome.failure == "every candidate failed to launch: k8s: provider kubernetes is not configured"
+
+
+def test_the_backoff_grows_with_the_wait_and_never_passes_the_limit() -> None:
+    assert [wait_backoff_seconds(s) for s in (0, 2, 8, 30, 1000)] == [1.0, 1.0, 4.0, 10.0, 10.0]
+    waited = task(since=NOW - timedelta(seconds=115), reason="t0: no_capacity")
+    outcome = no_launch(task=waited, decision=plan("no_capacity"), history=[], now=NOW, max_queue_s=120)
+    assert outcome.not_before == NOW + timedelta(seconds=5)  # the limit, not a 10 s backoff past it
+
+
+def test_a_bad_or_missing_threshold_falls_back_to_the_default() -> None:
+    assert max_queue_seconds(object()) == 3600.0
+    assert max_queue_seconds(type("P", (), {"thresholds": type("T", (), {"max_queue_seconds": -1})()})()) == 3600.0
+
+
+def test_only_a_waiting_task_past_its_deadline_is_overdue() -> None:
+    assert overdue(task=task(deadline=5), now=NOW) is None  # not waiting: not this module's to stop
+    assert overdue(task=task(deadline=6, since=NOW, reason="t0: no_capacity"), now=NOW) is None
+    late = overdue(task=task(deadline=5, since=NOW - timedelta(seconds=3), reason="t0: no_capacity"), now=NOW)
+    assert late == "waited 3 s (the task's deadline_seconds 5 s) without a placement: t0: no_capacity"
