@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from providers.local_env import PASS_ENV_VARIABLE, parse_pass_env
+
 __all__ = ["Settings", "is_loopback"]
 
 
@@ -65,6 +67,8 @@ class Settings:
     local_slots: int = 2
     #: argv prefix of the local provider's worker (shell words); empty: this interpreter's ``worker run``
     local_worker_command: tuple[str, ...] = ()
+    #: variables passed to local workers as they are, beyond their minimal environment (providers/local_env.py)
+    local_worker_env: tuple[str, ...] = ()
     #: how long a scheduler's leadership lasts without renewal (several ``serve`` replicas on one database)
     leader_lease_seconds: float = 15.0
     #: how often the scheduler reconciles what each provider owns with the store
@@ -87,6 +91,7 @@ class Settings:
             "public_url": env.get("FUSIONPLANE_PUBLIC_URL", ""),
             "local_slots": int(env.get("FUSIONPLANE_LOCAL_SLOTS", "2")),
             "local_worker_command": tuple(shlex.split(env.get("FUSIONPLANE_LOCAL_WORKER_COMMAND", ""))),
+            "local_worker_env": parse_pass_env(env.get(PASS_ENV_VARIABLE, "")),
             "leader_lease_seconds": _seconds(env, "FUSIONPLANE_LEADER_LEASE_S", 15.0),
             "reconcile_seconds": _seconds(env, "FUSIONPLANE_RECONCILE_S", 60.0),
         }
