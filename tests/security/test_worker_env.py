@@ -56,7 +56,9 @@ def serve_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     for name, value in SECRETS_OF_THE_CONTROL_PLANE.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "false")  # the operator's, not passed on unless named
+    # the operator's own spelling (still "disabled" to boto3: tests never let an SDK reach a metadata
+    # address), to tell it from the worker's default: passed on only when named
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "TRUE")
     monkeypatch.delenv("FUSIONPLANE_LOCAL_WORKER_ENV", raising=False)
     home = tmp_path / "operator-home"
     (home / ".aws").mkdir(parents=True)
@@ -135,10 +137,10 @@ def test_storage_credentials_reach_the_worker_only_when_the_operator_names_them(
     for name in ("AWS_SESSION_TOKEN", "AZURE_CLIENT_SECRET", "FUSIONPLANE_DATABASE_URL", "CONSUL_HTTP_TOKEN"):
         assert name not in env
     assert env["AWS_EC2_METADATA_DISABLED"] == "true"
-    # the operator may choose the instance metadata service explicitly, by naming the switch
+    # the operator may set the metadata switch himself (an instance role), by naming it
     monkeypatch.setenv("FUSIONPLANE_LOCAL_WORKER_ENV", "AWS_EC2_METADATA_DISABLED")
     env, _ = run_worker(tmp_path, "att-imds")
-    assert env["AWS_EC2_METADATA_DISABLED"] == "false"
+    assert env["AWS_EC2_METADATA_DISABLED"] == "TRUE"
 
 
 @pytest.mark.parametrize(
