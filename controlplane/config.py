@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from faceswap.netguard import AllowedHosts
+from providers.local_env import PASS_ENV_VARIABLE, parse_pass_env
 
 __all__ = [
     "DEFAULT_STORAGE_PATH",
@@ -105,6 +106,8 @@ class Settings:
     local_slots: int = 2
     #: argv prefix of the local provider's worker (shell words); empty: this interpreter's ``worker run``
     local_worker_command: tuple[str, ...] = ()
+    #: variables passed to local workers as they are, beyond their minimal environment (providers/local_env.py)
+    local_worker_env: tuple[str, ...] = ()
     #: how long a scheduler's leadership lasts without renewal (several ``serve`` replicas on one database)
     leader_lease_seconds: float = 15.0
     #: how often the scheduler reconciles what each provider owns with the store
@@ -137,6 +140,7 @@ class Settings:
             "public_url": env.get("FUSIONPLANE_PUBLIC_URL", ""),
             "local_slots": int(env.get("FUSIONPLANE_LOCAL_SLOTS", "2")),
             "local_worker_command": tuple(shlex.split(env.get("FUSIONPLANE_LOCAL_WORKER_COMMAND", ""))),
+            "local_worker_env": parse_pass_env(env.get(PASS_ENV_VARIABLE, "")),
             "leader_lease_seconds": _seconds(env, "FUSIONPLANE_LEADER_LEASE_S", 15.0),
             "reconcile_seconds": _seconds(env, "FUSIONPLANE_RECONCILE_S", 60.0),
             "upload_quota_bytes": _byte_count(env, "FUSIONPLANE_UPLOAD_QUOTA_BYTES", DEFAULT_UPLOAD_QUOTA_BYTES),

@@ -611,7 +611,9 @@ class AwsSpotProvider:
     def _base_params(self, request: LaunchRequest, target: Target, region: str) -> dict[str, Any]:
         where, settings = target.name, target.settings
         image = worker_image(self.image, _regional(settings.get(WORKER_IMAGE_KEY), region), target=where)
-        user_data = cloud_init(request.worker_spec, image, attempt_id=request.attempt_id)
+        user_data = cloud_init(
+            request.worker_spec, image, attempt_id=request.attempt_id, deadline_seconds=request.deadline_seconds
+        )
         if len(user_data.encode()) > _USER_DATA_MAX:
             raise InvalidSpec(f"user data of {len(user_data.encode())} bytes is over EC2's 16 KiB", target=where)
 

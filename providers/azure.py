@@ -570,7 +570,12 @@ class AzureSpotProvider:
 
     def _vm_body(self, request: LaunchRequest, settings: AzureSettings, name: str) -> dict[str, Any]:
         candidate = request.candidate
-        user_data = cloud_init(request.worker_spec, settings.worker_image, attempt_id=request.attempt_id).encode()
+        user_data = cloud_init(
+            request.worker_spec,
+            settings.worker_image,
+            attempt_id=request.attempt_id,
+            deadline_seconds=request.deadline_seconds,
+        ).encode()
         if len(user_data) > CUSTOM_DATA_MAX_BYTES:
             raise InvalidSpec(
                 f"the worker's cloud-init is {len(user_data)} bytes; Azure custom data holds at most "

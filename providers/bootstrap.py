@@ -50,6 +50,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import math
 import re
 import shlex
 import threading
@@ -83,6 +84,7 @@ __all__ = [
     "cloud_init",
     "resource_name",
     "resource_tags",
+    "shutdown_timer_minutes",
     "spec_json",
     "worker_image",
 ]
@@ -263,8 +265,23 @@ def spec_json(worker_spec: Mapping[str, Any]) -> str:
     return json.dumps(dict(worker_spec), sort_keys=True, separators=(",", ":"))
 
 
-def cloud_init(worker_spec: Mapping[str, Any], image: WorkerImage, *, attempt_id: str) -> str:
+def shutdown_timer_minutes(deadline_seconds: int | None) -> int | None:
+    """Minutes after boot at which a VM powers itself off whatever runs: the task's deadline, rounded up."""
+    if deadline_seconds is None:
+        return None
+    return max(1, math.ceil(deadline_seconds / 60))
+
+
+def cloud_init(
+    worker_spec: Mapping[str, Any], image: WorkerImage, *, attempt_id: str, deadline_seconds: int | None = None
+) -> str:
     """``#cloud-config`` user data for EC2 and Azure VMs: write the spec (0600), run the worker once.
+
+    With the task's ``deadline_seconds``, the bootstrap first schedules a
+    power-off (``shutdown -P +N``, N the deadline in minutes rounded up):
+    the backstop for a VM whose control plane is away when the deadline
+    passes (the scheduler itself fails the task and cancels the VM at the
+    deadline). Counted from boot, so it is never earlier than the deadline.
 
     The VM powers itself off (``shutdown -h now``) when the container exits;
     the outcome is the worker's callback, and the exit code is kept in
@@ -302,6 +319,7 @@ def cloud_init(worker_spec: Mapping[str, Any], image: WorkerImage, *, attempt_id
             "# FusionPlane worker bootstrap: one attempt, then power off",
             f"mkdir -p {shlex.quote(image.models_dir)} {shlex.quote(image.trt_cache_dir)}",
             f"chown 1000:1000 {shlex.quote(image.trt_cache_dir)}",
+            *([f"shutdown -P +{minutes}"] if (minutes := shutdown_timer_minutes(deadline_seconds)) else []),
             f"{run}; echo $? > {SPEC_DIR}/exit_code",
             "shutdown -h now",
             "",

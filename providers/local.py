@@ -45,7 +45,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,7 @@ from providers.base import (
     OwnedResource,
     Quote,
 )
+from providers.local_env import NEVER_PASSED, worker_environment
 
 __all__ = ["EXIT_MEANINGS", "LocalProvider"]
 
@@ -169,6 +170,12 @@ class LocalProvider:
     ``controlplane.cli worker run``); the provider appends ``--spec PATH`` and
     also sets ``FUSIONPLANE_WORKER_SPEC``. ``cancel`` sends SIGTERM to the
     attempt's process group, waits up to ``term_grace_seconds``, then SIGKILL.
+
+    The worker never inherits the control plane's environment: it gets the
+    minimal one of :func:`providers.local_env.worker_environment`, picked
+    from ``env`` (default ``os.environ``), plus the variables named in
+    ``pass_env`` (``FUSIONPLANE_LOCAL_WORKER_ENV``), with ``HOME`` set to
+    the attempt's own folder.
     """
 
     name = "local"
@@ -181,6 +188,7 @@ class LocalProvider:
         *,
         term_grace_seconds: float = 30.0,
         env: Mapping[str, str] | None = None,
+        pass_env: Sequence[str] = (),
     ) -> None:
         if slots < 0:
             raise ValueError("slots must be >= 0")
@@ -196,6 +204,10 @@ class LocalProvider:
         )
         self.term_grace_seconds = term_grace_seconds
         self._env = dict(env) if env is not None else None
+        bad = [name for name in pass_env if name in NEVER_PASSED]
+        if bad:
+            raise ValueError(f"pass_env: {', '.join(bad)} is the control plane's own secret, never a worker's")
+        self.pass_env = tuple(pass_env)
         self._lock = threading.RLock()
         self._boot = _boot_id()
         #: attempts whose exit code was read once: final for good, never read again when counting slots
@@ -343,8 +355,12 @@ class LocalProvider:
 
     def _start(self, directory: Path, spec_path: Path) -> _Process:
         argv = [*self.worker_command, "--spec", str(spec_path)]
-        env = dict(os.environ if self._env is None else self._env)
-        env["FUSIONPLANE_WORKER_SPEC"] = str(spec_path)
+        env = worker_environment(
+            os.environ if self._env is None else self._env,
+            attempt_dir=directory,
+            spec_path=spec_path,
+            pass_env=self.pass_env,
+        )
         log_path = directory / "worker.log"
         log_path.touch(mode=0o600, exist_ok=True)
         try:

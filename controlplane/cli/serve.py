@@ -159,6 +159,7 @@ def serve(
         state_dir=settings.var_dir / "local-provider",
         slots=settings.local_slots,
         worker_command=list(settings.local_worker_command) or None,
+        pass_env=settings.local_worker_env,
     )
 
     def attempt_logs(attempt_id: str) -> Path | None:

@@ -14,6 +14,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from types import MappingProxyType
 from typing import Any
 
 from controlplane.domain import CLOUD_PROVIDERS, PROVIDERS, DataSensitivity, Priority, Target, TaskKind
@@ -26,6 +27,7 @@ __all__ = [
     "PROVIDERS",
     "Actions",
     "Conditions",
+    "FIRST_HEARTBEAT_DEFAULTS",
     "Match",
     "Policy",
     "PolicyError",
@@ -163,6 +165,13 @@ class Rule:
         return self.actions.exclude
 
 
+#: the documented first-heartbeat limits (docs/reliability.md): a local process starts in seconds; a pod may
+#: pull its image; a VM boots, installs its bootstrap and pulls a multi-GB GPU image before the worker runs
+FIRST_HEARTBEAT_DEFAULTS: Mapping[str, float] = MappingProxyType(
+    {"local": 120.0, "kubernetes": 600.0, "aws": 900.0, "azure": 900.0}
+)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Thresholds:
     """Documented defaults for peak load, signal freshness, the daily budgets and the spot circuit breaker."""
@@ -211,6 +220,14 @@ class Thresholds:
     #: a task with no placement waits in the queue (no free capacity, stale signals, an open breaker, a
     #: spent budget) at most this long before it fails, naming why (docs/reliability.md, "Queueing")
     max_queue_seconds: float = 3600.0
+    #: per provider: an attempt whose worker has not called in once this long after its launch is lost
+    #: (cancelled, then failed over); a VM boots and pulls the image first, a local process only starts
+    first_heartbeat_timeout_seconds: Mapping[str, float] = field(default_factory=lambda: dict(FIRST_HEARTBEAT_DEFAULTS))
+
+    def first_heartbeat_timeout(self, provider: str) -> float:
+        """The provider's first-heartbeat limit; a provider the policy language does not know gets the longest."""
+        limits = self.first_heartbeat_timeout_seconds
+        return limits.get(provider, max(limits.values(), default=max(FIRST_HEARTBEAT_DEFAULTS.values())))
 
     def tenant_budget(self, tenant: str) -> float | None:
         """The tenant's own daily cloud budget: its entry, else the ``"*"`` entry, else None."""

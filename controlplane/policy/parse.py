@@ -17,6 +17,7 @@ from controlplane.domain import TENANT_RULE, DataSensitivity, Priority, Target, 
 from controlplane.domain.fields import json_path, json_type_name
 from controlplane.policy.model import (
     CLOUD_PROVIDERS,
+    FIRST_HEARTBEAT_DEFAULTS,
     PROVIDERS,
     Actions,
     Conditions,
@@ -99,6 +100,7 @@ _THRESHOLD_KEYS = frozenset(
         "heartbeat_timeout_seconds",
         "unschedulable_timeout_seconds",
         "max_queue_seconds",
+        "first_heartbeat_timeout_seconds",
     }
 )
 MAX_HEDGE = 4
@@ -350,6 +352,29 @@ def _tenant_budgets(value: Any, path: str) -> dict[str, float]:
     return out
 
 
+def _first_heartbeat(value: Any, path: str) -> dict[str, float]:
+    """One number for every provider, or provider -> seconds (a provider not named keeps its default)."""
+    limits = dict(FIRST_HEARTBEAT_DEFAULTS)
+    if not isinstance(value, dict):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise PolicyError(path, f"must be a number or an object of provider -> number, not {json_type_name(value)}")
+        seconds = _number(value, path, low=0)
+        if seconds <= 0:
+            raise PolicyError(path, "must be above 0")
+        return dict.fromkeys(limits, seconds)
+    if not value:
+        raise PolicyError(path, "must name at least one provider (leave the field out for the defaults)")
+    for provider in sorted(value):
+        where = json_path(path, provider)
+        if provider not in PROVIDERS:
+            raise PolicyError(where, f"is not a provider ({', '.join(PROVIDERS)})")
+        seconds = _number(value[provider], where, low=0)
+        if seconds <= 0:
+            raise PolicyError(where, "must be above 0")
+        limits[provider] = seconds
+    return limits
+
+
 def _parse_thresholds(value: Any) -> Thresholds:
     raw = _object(value, "thresholds", _THRESHOLD_KEYS)
     defaults = Thresholds()
@@ -405,6 +430,11 @@ def _parse_thresholds(value: Any) -> Thresholds:
         heartbeat_timeout_seconds=timeouts["heartbeat_timeout_seconds"],
         unschedulable_timeout_seconds=timeouts["unschedulable_timeout_seconds"],
         max_queue_seconds=timeouts["max_queue_seconds"],
+        first_heartbeat_timeout_seconds=(
+            _first_heartbeat(raw["first_heartbeat_timeout_seconds"], "thresholds.first_heartbeat_timeout_seconds")
+            if "first_heartbeat_timeout_seconds" in raw
+            else dict(FIRST_HEARTBEAT_DEFAULTS)
+        ),
         peak_gpu_utilization=get("peak_gpu_utilization", high=1),
         peak_free_gpus_below=get("peak_free_gpus_below"),
         peak_queue_depth=get("peak_queue_depth"),

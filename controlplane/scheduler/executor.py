@@ -53,7 +53,8 @@ from controlplane.domain import (
 from controlplane.domain.tenant_storage import TenantStorage
 from controlplane.metrics import Metrics
 from controlplane.policy import CAPACITY_SOURCE, Policy, PolicySet, plan
-from controlplane.scheduler.outcomes import FailoverRules, advance, is_retryable
+from controlplane.scheduler.deadlines import expire_deadlines
+from controlplane.scheduler.outcomes import FailoverRules, advance, is_retryable, never_called_in
 from controlplane.scheduler.queueing import NoLaunch, max_queue_seconds, no_launch, overdue
 from controlplane.scheduler.workerspec import render_worker_spec
 from controlplane.signals.snapshot_json import snapshot_to_json
@@ -606,18 +607,21 @@ class Scheduler:
     def follow(self) -> int:
         """Apply what providers say about live attempts, failing over what ended after launch; returns how many.
 
-        For each live attempt: a cancelled task has its backend work
+        First, tasks past their deadline fail and their attempts are
+        stopped (:meth:`expire_deadlines`). For each live attempt: a cancelled task has its backend work
         stopped; a final backend status is applied, a retryable one
         (preempted, lost, a crash exit code) by failing over; a worker that
-        called in and then went silent past the heartbeat timeout, or a pod
-        unschedulable past its limit, is cancelled and only then failed
-        over, so no second attempt starts while the first may still run; a
+        called in and then went silent past the heartbeat timeout, a pod
+        unschedulable past its limit, or a worker that never called in
+        within its provider's first-heartbeat limit, is cancelled and only
+        then failed over, so no second attempt starts while the first may still run; a
         running backend moves a launching attempt to running (of a hedged
         launch, the first sibling only: the others are cancelled). Last, the
         attempts that a worker's callback ended retryably (the API ends the
         attempt only) get their failover: last, so that one ended after the
         live attempts were read is still caught in this round.
         """
+        expired = self.expire_deadlines()  # first: an expired task's attempts are not followed, nor failed over
         policies = self.policy()
         live = self.store.live_attempts()
         heartbeats = self.store.last_heartbeats([a.id for a in live]) if live else {}
@@ -635,7 +639,21 @@ class Scheduler:
             # one thread per backend: a cloud API that times out holds up only its own attempts
             with ThreadPoolExecutor(max_workers=len(by_provider), thread_name_prefix="follow") as pool:
                 applied = sum(pool.map(one, list(by_provider)))
-        return applied + self._fail_over_ended(policies)
+        return expired + applied + self._fail_over_ended(policies)
+
+    def expire_deadlines(self) -> int:
+        """Fail queued, launching and running tasks past their deadline, stopping their attempts (deadlines.py)."""
+
+        def retry_release(attempt: Attempt) -> None:
+            self._release_retries[attempt.id] = attempt.provider
+
+        return expire_deadlines(
+            store=self.store,
+            providers=self.providers,
+            now=self.clock(),
+            actor=self.scheduler_id,
+            retry_release=retry_release,
+        )
 
     def _follow_provider(
         self,
@@ -695,6 +713,16 @@ class Scheduler:
                     ended=AttemptState.FAILED,
                     trigger="unschedulable",
                     reason=f"unschedulable for {pending} s (limit {rules.unschedulable_timeout_seconds:g} s)",
+                )
+            elif (never := self._never_called_in(attempt, heartbeats.get(attempt.id), rules)) is not None:
+                limit = rules.first_heartbeat_limit(attempt.provider)
+                applied += self._cancel_then_fail_over(
+                    provider,
+                    attempt,
+                    rules,
+                    ended=AttemptState.LOST,
+                    trigger="first_heartbeat",
+                    reason=f"no heartbeat {never:.0f} s after launch (limit {limit:g} s on {attempt.provider})",
                 )
             elif (
                 status is not None and status.state == BackendState.RUNNING and attempt.state == AttemptState.LAUNCHING
@@ -787,12 +815,18 @@ class Scheduler:
             self.metrics.attempts.labels(provider=attempt.provider, outcome=attempt_state.value).inc()
         return int(done)
 
+    def _never_called_in(self, attempt: Attempt, last_heartbeat: datetime | None, rules: FailoverRules) -> float | None:
+        """:func:`never_called_in`, except for a launch that may still be on its way (nothing to cancel yet)."""
+        if self.may_still_be_sending(attempt):
+            return None
+        return never_called_in(attempt, last_heartbeat=last_heartbeat, rules=rules, now=self.clock())
+
     def _silent_seconds(self, attempt: Attempt, last_heartbeat: datetime | None, rules: FailoverRules) -> float | None:
         """How long a running attempt's worker has been silent, once past the timeout; else None.
 
-        Only a worker that has called in at least once is held to it: one that
-        never did may run without a callback (the spec makes it optional), and
-        its backend's own status says whether it lives.
+        Only a worker that has called in at least once is held to it; one
+        that never did is held to the first-heartbeat limit instead
+        (:func:`never_called_in`).
         """
         if attempt.state != AttemptState.RUNNING or last_heartbeat is None:
             return None

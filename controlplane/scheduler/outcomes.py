@@ -14,14 +14,16 @@ the whole table.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from controlplane.domain import Attempt, AttemptState, InvalidTransition, TaskState
 from controlplane.policy import Thresholds
 from controlplane.store import StateMismatch, Store
 
-__all__ = ["TERMINAL_EXIT_CODES", "FailoverRules", "advance", "is_retryable"]
+__all__ = ["TERMINAL_EXIT_CODES", "FailoverRules", "advance", "is_retryable", "never_called_in"]
 
 #: worker exit codes that say the same input fails the same way anywhere (docs/worker.md): 2 usage,
 #: 65 EX_DATAERR, 69 EX_UNAVAILABLE (a broken model cache or driver is an operator's alert, and the
@@ -73,6 +75,10 @@ class FailoverRules:
     heartbeat_timeout_seconds: float = _DEFAULTS.heartbeat_timeout_seconds
     #: a pod reported unschedulable for longer than this is given up (cancel, fail over)
     unschedulable_timeout_seconds: float = _DEFAULTS.unschedulable_timeout_seconds
+    #: per provider: an attempt whose worker never called in, this long after its launch, is lost
+    first_heartbeat_timeout_seconds: Mapping[str, float] = field(
+        default_factory=lambda: dict(_DEFAULTS.first_heartbeat_timeout_seconds)
+    )
 
     @classmethod
     def of(cls, policy: Any) -> FailoverRules:
@@ -86,7 +92,14 @@ class FailoverRules:
             # a missing or nonsensical value falls back: a bad threshold must never mean "retry forever"
             return float(value) if isinstance(value, int | float) and value > 0 else fallback
 
+        given = getattr(thresholds, "first_heartbeat_timeout_seconds", None)
+        first_heartbeat = dict(defaults.first_heartbeat_timeout_seconds)
+        if isinstance(given, Mapping):
+            for provider, value in given.items():
+                if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+                    first_heartbeat[str(provider)] = float(value)
         return cls(
+            first_heartbeat_timeout_seconds=first_heartbeat,
             max_attempts=max(1, int(number("max_attempts"))),
             retry_backoff_seconds=number("retry_backoff_seconds"),
             retry_backoff_max_seconds=number("retry_backoff_max_seconds"),
@@ -94,9 +107,33 @@ class FailoverRules:
             unschedulable_timeout_seconds=number("unschedulable_timeout_seconds"),
         )
 
+    def first_heartbeat_limit(self, provider: str) -> float:
+        """How long after its launch an attempt on ``provider`` may go without calling in once."""
+        limits = self.first_heartbeat_timeout_seconds
+        return limits.get(provider, max(limits.values(), default=_DEFAULTS.first_heartbeat_timeout(provider)))
+
     def backoff_seconds(self, attempts: int) -> float:
         """The wait after the ``attempts``-th attempt ended: 2 s, 4 s, 8 s, ... up to the maximum."""
         return min(self.retry_backoff_max_seconds, self.retry_backoff_seconds * 2.0 ** max(attempts - 1, 0))
+
+
+def never_called_in(
+    attempt: Attempt, *, last_heartbeat: datetime | None, rules: FailoverRules, now: datetime
+) -> float | None:
+    """Seconds since a live attempt was launched, when its worker never called in and that is past the limit.
+
+    The scheduler always gives the worker a callback, and the worker
+    heartbeats first thing (a hedged one while it waits for its go), so
+    silence from the start means the worker never ran or cannot reach the
+    control plane: a VM whose bootstrap failed, an image that never
+    started, a network that drops the callbacks. Its backend may still say
+    "running", and would forever. ``None`` while the worker has called in
+    or the limit has not passed.
+    """
+    if attempt.state.is_final or last_heartbeat is not None:
+        return None
+    age = (now - attempt.created_at).total_seconds()
+    return age if age > rules.first_heartbeat_limit(attempt.provider) else None
 
 
 def advance(

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import http.client
 import json
 import re
@@ -415,7 +416,7 @@ def test_run_instances_request_is_a_one_time_spot_launch_with_ids_only_in_tags(
 ) -> None:
     target = aws_target(network)
     provider = make_provider(proxy.url, target)
-    launch = request("att_req1", target, task_id="tsk_req1")
+    launch = dataclasses.replace(request("att_req1", target, task_id="tsk_req1"), deadline_seconds=570)
 
     result = provider.launch(launch)
 
@@ -453,7 +454,10 @@ def test_run_instances_request_is_a_one_time_spot_launch_with_ids_only_in_tags(
         assert sent_tags == expected_tags
     # boto3 base64-encodes the user data; it is the shared cloud-init, byte for byte
     spec = dict(launch.worker_spec)
-    assert base64.b64decode(p["UserData"]).decode() == cloud_init(spec, IMAGE, attempt_id="att_req1")
+    sent_user_data = base64.b64decode(p["UserData"]).decode()
+    assert sent_user_data == cloud_init(spec, IMAGE, attempt_id="att_req1", deadline_seconds=570)
+    # the backstop for the task's deadline: the VM powers off (and so terminates) 10 minutes after boot
+    assert "\nshutdown -P +10\n" in _script_of(sent_user_data)
     # the token is inside the (doubly) encoded spec only: not in clear anywhere in the request
     assert SECRET.encode() not in sent.raw
 

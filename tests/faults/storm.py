@@ -497,6 +497,15 @@ class _Storm:
             "FUSIONPLANE_STUB_WORK_S": f"{config.work_s[0]},{config.work_s[1]}",
             "FUSIONPLANE_STUB_SEED": config.seed,
             "FUSIONPLANE_STUB_LEDGER": str(self.ledger_path),
+            # local workers get a minimal environment: the stub's settings must be named to reach it
+            "FUSIONPLANE_LOCAL_WORKER_ENV": ",".join(
+                (
+                    "FUSIONPLANE_STUB_PREEMPT_RATE",
+                    "FUSIONPLANE_STUB_WORK_S",
+                    "FUSIONPLANE_STUB_SEED",
+                    "FUSIONPLANE_STUB_LEDGER",
+                )
+            ),
             "FUSIONPLANE_WORKER_IMAGE": "registry.example/fusionplane-worker:storm",
             "FUSIONPLANE_WORKER_GPUS": "0",
             "FUSIONPLANE_OWNER": self.owner,

@@ -357,17 +357,83 @@ def test_a_silent_worker_is_cancelled_then_failed_over(world: World) -> None:
     assert_at_most_one_live_attempt(world.store, world.providers)
 
 
-def test_a_worker_that_never_called_in_is_left_to_its_backend(world: World) -> None:
-    """The callback is optional in the worker spec: silence from the start is not a lost heartbeat."""
+def test_a_worker_that_never_calls_in_is_cancelled_then_failed_over(world: World) -> None:
+    """A VM or pod whose worker never started is "running" to its backend forever: the first-heartbeat limit ends it."""
     task_id = submit(world.store)
     world.scheduler.place_batch()
     attempt_id = world.live_attempt(task_id)
+    backend = world.providers["kubernetes"]
     world.scheduler.follow()  # the backend says RUNNING
     assert world.store.get_attempt(attempt_id).state == AttemptState.RUNNING
-    world.clock.advance(3600)
+
+    world.clock.advance(600)  # the Kubernetes default limit, not past it
+    assert world.scheduler.follow() == 0
+    assert ("cancel", attempt_id) not in backend.calls
+
+    # the cancel must go through first: while it fails, nothing else happens
+    backend.fail_next(Unavailable("api server down", target="vault"), operation="cancel")
+    world.clock.advance(1)
     assert world.scheduler.follow() == 0
     assert world.store.get_attempt(attempt_id).state == AttemptState.RUNNING
-    assert ("cancel", attempt_id) not in world.providers["kubernetes"].calls
+
+    assert world.scheduler.follow() == 1
+    attempt = world.store.get_attempt(attempt_id)
+    assert attempt.state == AttemptState.LOST
+    assert attempt.reason == "no heartbeat 601 s after launch (limit 600 s on kubernetes)"
+    assert backend.status(attempt_id).state.is_final  # the resource was stopped before the failover
+    (event,) = failovers(world.store, task_id)
+    assert (event.detail["trigger"], event.detail["outcome"]) == ("first_heartbeat", "requeued")
+    assert world.store.get_task(task_id).state == TaskState.QUEUED
+
+    world.clock.advance(2)
+    world.scheduler.place_batch()
+    second = world.store.attempts_for(task_id)[-1]
+    assert (second.number, second.state) == (2, AttemptState.LAUNCHING)
+    assert_at_most_one_live_attempt(world.store, world.providers)
+
+
+def test_the_first_heartbeat_limit_is_per_provider_and_a_worker_that_called_in_is_not_held_to_it(
+    tmp_path: Path,
+) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'state.db'}")
+    upgrade(engine=engine)
+    clock = Clock(T0)
+    store = Store(engine, clock=clock)
+    backends = providers()
+    policy = parse_policy(
+        {
+            "targets": [
+                {"name": "home", "provider": "local", "private": True},
+                {"name": "spot", "provider": "aws", "private": False, "regions": ["us-east-1"]},
+            ],
+            "thresholds": {"first_heartbeat_timeout_seconds": {"local": 30}},
+            "rules": [
+                {"name": "public", "match": {"data_sensitivity": "public"}, "targets": ["spot"]},
+                {"name": "rest", "targets": ["home"]},
+            ],
+        }
+    )
+    scheduler = new_scheduler(store, clock, backends, policy=policy)
+    silent_home = submit(store, name="silent-home")
+    talking_home = submit(store, name="talking-home")
+    silent_cloud = submit(store, private=False, name="silent-cloud")
+    assert scheduler.place_batch() == 3
+    store.record_heartbeat(live_attempt(store, talking_home))
+    clock.advance(31)
+    assert scheduler.follow() == 1
+    (lost,) = [a for a in store.attempts_for(silent_home) if a.state == AttemptState.LOST]
+    assert lost.reason == "no heartbeat 31 s after launch (limit 30 s on local)"
+    assert ("cancel", lost.id) in backends["local"].calls
+    for task_id in (talking_home, silent_cloud):  # called in once; or on AWS, whose default is 900 s
+        assert store.get_task(task_id).state in (TaskState.LAUNCHING, TaskState.RUNNING)
+    clock.advance(900 - 31)
+    scheduler.follow()
+    assert store.get_task(silent_cloud).state in (TaskState.LAUNCHING, TaskState.RUNNING)
+    clock.advance(1)
+    scheduler.follow()
+    (lost_cloud,) = [a for a in store.attempts_for(silent_cloud) if a.state == AttemptState.LOST]
+    assert lost_cloud.reason == "no heartbeat 901 s after launch (limit 900 s on aws)"
+    engine.dispose()
 
 
 def test_a_pod_unschedulable_past_the_limit_is_cancelled_then_failed_over(world: World) -> None:

@@ -41,6 +41,8 @@ POLICY = parse_policy(
         ],
         # private tasks never get "spot": the engine's own private-data rule
         "rules": [{"name": "default", "targets": ["spot", "home"]}],
+        # the no-op backends' "workers" never call in; these tests are about crashes, not silent workers
+        "thresholds": {"first_heartbeat_timeout_seconds": 86_400},
     }
 )
 

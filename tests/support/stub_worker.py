@@ -12,7 +12,7 @@ provider's ``cancel``) it exits 75 at once.
 Only the standard library is imported (json, urllib): a Python start with
 the control plane's imports would cost more than the work it simulates.
 
-Settings (environment, inherited from ``fusionctl serve``):
+Settings (environment: ``fusionctl serve`` passes them only when ``FUSIONPLANE_LOCAL_WORKER_ENV`` names them):
 
 - ``FUSIONPLANE_STUB_PREEMPT_RATE``: share of attempts that end preempted (default 0.1)
 - ``FUSIONPLANE_STUB_WORK_S``: ``MIN,MAX`` seconds of "work", picked from the attempt id (default ``0.5,2``)

@@ -83,6 +83,17 @@ def test_cloud_init_writes_the_spec_0600_and_runs_the_image_once() -> None:
     assert "--gpus" not in base64.b64decode(yaml.safe_load(cpu)["write_files"][1]["content"]).decode()
 
 
+def test_a_task_deadline_schedules_a_power_off_before_the_worker_starts() -> None:
+    image = WorkerImage(image="w:1")
+    script_of = lambda text: base64.b64decode(yaml.safe_load(text)["write_files"][1]["content"]).decode()  # noqa: E731
+    lines = script_of(cloud_init(SPEC, image, attempt_id="att_01HXYZ", deadline_seconds=120)).splitlines()
+    timer = lines.index("shutdown -P +2")
+    assert timer < next(i for i, line in enumerate(lines) if line.startswith("docker run"))
+    assert "shutdown -P +1\n" in script_of(cloud_init(SPEC, image, attempt_id="att_01HXYZ", deadline_seconds=1))
+    assert "shutdown -P +3\n" in script_of(cloud_init(SPEC, image, attempt_id="att_01HXYZ", deadline_seconds=121))
+    assert "shutdown -P" not in script_of(cloud_init(SPEC, image, attempt_id="att_01HXYZ"))
+
+
 def test_azure_tag_keys_replace_what_azure_refuses_and_only_for_azure() -> None:
     assert azure_tag_key(LABEL_TASK) == AZURE_TAG_TASK == "fusionplane.io_task-id"
     assert azure_tag_key(LABEL_ATTEMPT) == AZURE_TAG_ATTEMPT == "fusionplane.io_attempt-id"

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
 
-from controlplane.domain import AttemptState
+from controlplane.domain import Attempt, AttemptState
 from controlplane.policy import parse_policy
 from controlplane.scheduler.executor import unschedulable_seconds
-from controlplane.scheduler.outcomes import FailoverRules, is_retryable
+from controlplane.scheduler.outcomes import FailoverRules, is_retryable, never_called_in
 from providers.base import BackendState, BackendStatus
+
+T0 = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 
 # the table of docs/reliability.md: (attempt state, exit code) -> retried?
 RETRY_TABLE = [
@@ -43,6 +46,8 @@ def test_the_documented_defaults() -> None:
     assert (rules.max_attempts, rules.retry_backoff_seconds, rules.retry_backoff_max_seconds) == (5, 2.0, 60.0)
     assert (rules.heartbeat_timeout_seconds, rules.unschedulable_timeout_seconds) == (60.0, 120.0)
     assert [rules.backoff_seconds(n) for n in range(1, 8)] == [2, 4, 8, 16, 32, 60, 60]
+    assert [rules.first_heartbeat_limit(p) for p in ("local", "kubernetes", "aws", "azure")] == [120, 600, 900, 900]
+    assert rules.first_heartbeat_limit("elsewhere") == 900  # an unknown backend gets the longest wait
 
 
 def test_a_policy_without_the_fields_gets_the_defaults() -> None:
@@ -98,3 +103,41 @@ def test_the_local_parser_agrees_with_the_kubernetes_provider() -> None:
     kubernetes = pytest.importorskip("providers.kubernetes")
     status = BackendStatus(state=BackendState.PENDING, reason="unschedulable: x [unschedulable_for_s=7]")
     assert unschedulable_seconds(status) == kubernetes.unschedulable_for_s(status) == 7
+
+
+def test_the_first_heartbeat_limits_come_per_provider_and_bad_ones_fall_back() -> None:
+    given = {"local": 30, "aws": 0, "azure": "soon", "kubernetes": True}
+    rules = FailoverRules.of(SimpleNamespace(thresholds=SimpleNamespace(first_heartbeat_timeout_seconds=given)))
+    assert dict(rules.first_heartbeat_timeout_seconds) == {"local": 30, "kubernetes": 600, "aws": 900, "azure": 900}
+    policy = parse_policy(
+        {
+            "targets": [{"name": "local", "provider": "local", "private": True}],
+            "thresholds": {"first_heartbeat_timeout_seconds": {"kubernetes": 1800}},
+        }
+    )
+    assert FailoverRules.of(policy).first_heartbeat_limit("kubernetes") == 1800
+
+
+@pytest.mark.parametrize(
+    ("state", "heartbeat", "age", "expected"),
+    [
+        (AttemptState.RUNNING, None, 121, 121.0),  # never called in, past the local limit
+        (AttemptState.LAUNCHING, None, 121, 121.0),  # a VM that never even reported running
+        (AttemptState.RUNNING, None, 120, None),  # at the limit: still waiting
+        (AttemptState.RUNNING, T0, 3600, None),  # called in once: the silent-heartbeat rule's case
+        (AttemptState.LOST, None, 3600, None),  # ended already
+    ],
+)
+def test_never_called_in(state: AttemptState, heartbeat: datetime | None, age: float, expected: float | None) -> None:
+    attempt = Attempt(
+        id="att_1",
+        task_id="tsk_1",
+        number=1,
+        target="home",
+        provider="local",
+        state=state,
+        created_at=T0,
+        updated_at=T0,
+    )
+    now = T0 + timedelta(seconds=age)
+    assert never_called_in(attempt, last_heartbeat=heartbeat, rules=FailoverRules(), now=now) == expected

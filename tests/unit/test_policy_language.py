@@ -238,6 +238,13 @@ def test_require_and_budget_conditions() -> None:
         ({"retry_backoff_seconds": 10, "retry_backoff_max_seconds": 5}, "thresholds.retry_backoff_max_seconds"),
         ({"heartbeat_timeout_seconds": 0}, "thresholds.heartbeat_timeout_seconds"),
         ({"unschedulable_timeout_seconds": -1}, "thresholds.unschedulable_timeout_seconds"),
+        ({"first_heartbeat_timeout_seconds": 0}, "thresholds.first_heartbeat_timeout_seconds"),
+        ({"first_heartbeat_timeout_seconds": True}, "thresholds.first_heartbeat_timeout_seconds"),
+        ({"first_heartbeat_timeout_seconds": "600"}, "thresholds.first_heartbeat_timeout_seconds"),
+        ({"first_heartbeat_timeout_seconds": {}}, "thresholds.first_heartbeat_timeout_seconds"),
+        ({"first_heartbeat_timeout_seconds": {"gcp": 60}}, "thresholds.first_heartbeat_timeout_seconds.gcp"),
+        ({"first_heartbeat_timeout_seconds": {"aws": -5}}, "thresholds.first_heartbeat_timeout_seconds.aws"),
+        ({"first_heartbeat_timeout_seconds": {"azure": None}}, "thresholds.first_heartbeat_timeout_seconds.azure"),
     ],
 )
 def test_failover_thresholds_are_checked(thresholds: dict[str, object], path: str) -> None:
@@ -259,3 +266,14 @@ def test_failover_thresholds_reach_the_policy() -> None:
         30,
     )
     assert (thresholds.retry_backoff_max_seconds, thresholds.unschedulable_timeout_seconds) == (60, 120)
+
+
+def test_the_first_heartbeat_limit_is_one_number_or_per_provider_over_the_defaults() -> None:
+    def limits(value: object | None) -> dict[str, float]:
+        thresholds: dict[str, object] = {} if value is None else {"first_heartbeat_timeout_seconds": value}
+        document = {"targets": [{"name": "local", "provider": "local", "private": True}], "thresholds": thresholds}
+        return dict(parse_policy(document).thresholds.first_heartbeat_timeout_seconds)
+
+    assert limits(None) == {"local": 120, "kubernetes": 600, "aws": 900, "azure": 900}
+    assert limits(300) == {"local": 300, "kubernetes": 300, "aws": 300, "azure": 300}
+    assert limits({"aws": 1200, "local": 45}) == {"local": 45, "kubernetes": 600, "aws": 1200, "azure": 900}
