@@ -90,6 +90,8 @@ def test_a_burst_of_500_on_two_local_slots_waits_and_every_task_succeeds(store: 
             # -S: the stub imports only the standard library, and a bare interpreter starts faster
             worker_command=[sys.executable, "-S", str(REPO / "tests" / "support" / "stub_worker.py")],
             env={"PATH": "/usr/bin:/bin", "FUSIONPLANE_STUB_WORK_S": "0,0", "FUSIONPLANE_STUB_PREEMPT_RATE": "0"},
+            # workers get a minimal environment: the stub's own settings are named to pass
+            pass_env=("FUSIONPLANE_STUB_WORK_S", "FUSIONPLANE_STUB_PREEMPT_RATE"),
         )
         scheduler = Scheduler(
             store=store,

@@ -563,7 +563,8 @@ def test_a_waiting_task_shows_why_in_list_show_and_explain(plane: Plane) -> None
     assert "local no_capacity no free GPU: free_gpus/local = 0" in flat  # the waiting plan is the receipt
     as_json = json.loads(plane.run(["tasks", "show", claimed.id, "-o", "json"]).stdout)
     assert (as_json["queue_reason"], as_json["queued_since"]) == ("local: no_capacity", since_text)
-    metrics = httpx.get(f"{plane.url}/metrics", timeout=10).text.splitlines()
+    scrape = {"Authorization": f"Bearer {plane.tokens['ops']}"}  # /metrics needs a token
+    metrics = httpx.get(f"{plane.url}/metrics", headers=scrape, timeout=10).text.splitlines()
     waiting = next(line for line in metrics if line.startswith("fusionplane_tasks_waiting "))
     oldest = next(line for line in metrics if line.startswith("fusionplane_tasks_oldest_wait_seconds "))
     assert float(waiting.split()[1]) >= 1
