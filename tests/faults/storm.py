@@ -100,6 +100,7 @@ from tests.support.fleet import (
 )
 from tests.support.kmock_cluster import write_kubeconfig
 from tests.support.loopback import free_port
+from tests.support.no_metadata import NO_METADATA_ENV
 from tests.support.postgres import running_postgres
 
 __all__ = ["StormConfig", "main", "run_storm"]
@@ -509,7 +510,6 @@ class _Storm:
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": REGION,
-            "AWS_EC2_METADATA_DISABLED": "true",
             "AWS_CONFIG_FILE": str(self.workdir / "no-aws-config"),
             "AWS_SHARED_CREDENTIALS_FILE": str(self.workdir / "no-aws-credentials"),
             # Azure: the fake ARM over TLS (its CA trusted by requests), a managed identity for the token
@@ -523,7 +523,7 @@ class _Storm:
         }
         if public_url:
             env["FUSIONPLANE_PUBLIC_URL"] = public_url
-        return env
+        return {**env, **NO_METADATA_ENV}  # no SDK asks a metadata address
 
     def _control_planes(self) -> None:
         config = self.config
