@@ -82,7 +82,12 @@ def serve(
     from controlplane.scheduler.policy_runtime import start_policy_runtime
     from controlplane.scheduler.providers_runtime import cloud_providers
     from controlplane.scheduler.reconcile import Reconciler
-    from controlplane.scheduler.signals_runtime import build_signal_hub, pollers_json, prune_history
+    from controlplane.scheduler.signals_runtime import (
+        build_signal_hub,
+        check_signal_schedules,
+        pollers_json,
+        prune_history,
+    )
     from controlplane.store import Store, make_engine, upgrade
     from providers.local import LocalProvider
 
@@ -96,6 +101,7 @@ def serve(
     try:
         settings = Settings.from_env(**overrides)
         settings.check()
+        check_signal_schedules()  # FUSIONPLANE_SIGNALS_*: before anything is migrated or started
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     setup_json_logging()

@@ -25,9 +25,11 @@ from controlplane.domain.signals import (
     PROVIDERS,
     QUEUE_SOURCE,
     SPOT_PRICE_SOURCE,
+    SPOT_PRICE_TTL_SECONDS,
     SignalSample,
     SignalSnapshot,
     spot_price_key,
+    spot_price_ttl,
 )
 from controlplane.domain.states import (
     AttemptState,
@@ -48,6 +50,7 @@ __all__ = [
     "PROVIDERS",
     "QUEUE_SOURCE",
     "SPOT_PRICE_SOURCE",
+    "SPOT_PRICE_TTL_SECONDS",
     "Attempt",
     "AttemptState",
     "Candidate",
@@ -71,6 +74,7 @@ __all__ = [
     "json_path",
     "json_type_name",
     "spot_price_key",
+    "spot_price_ttl",
     "TaskKind",
     "TaskSpec",
     "TaskState",

@@ -406,7 +406,7 @@ def _parse_thresholds(value: Any) -> Thresholds:
         peak_gpu_utilization=get("peak_gpu_utilization", high=1),
         peak_free_gpus_below=get("peak_free_gpus_below"),
         peak_queue_depth=get("peak_queue_depth"),
-        price_ttl_seconds=get("price_ttl_seconds"),
+        price_ttl_seconds=get("price_ttl_seconds") if "price_ttl_seconds" in raw else None,
         load_ttl_seconds=get("load_ttl_seconds"),
         daily_budget_usd=None if budget is None else _number(budget, "thresholds.daily_budget_usd", low=0),
         tenant_daily_budget_usd=(
