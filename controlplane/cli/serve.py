@@ -82,6 +82,7 @@ def serve(
     from controlplane.scheduler.policy_runtime import start_policy_runtime
     from controlplane.scheduler.providers_runtime import cloud_providers
     from controlplane.scheduler.reconcile import Reconciler
+    from controlplane.scheduler.seed_clouds import seed_clouds_from_env
     from controlplane.scheduler.signals_runtime import (
         build_signal_hub,
         check_signal_schedules,
@@ -102,6 +103,7 @@ def serve(
         settings = Settings.from_env(**overrides)
         settings.check()
         check_signal_schedules()  # FUSIONPLANE_SIGNALS_*: before anything is migrated or started
+        seed_clouds = seed_clouds_from_env()  # FUSIONPLANE_AWS_* / FUSIONPLANE_AZURE_*: the seed form's clouds
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     setup_json_logging()
@@ -115,7 +117,11 @@ def serve(
     scheduler_id = f"{socket.gethostname()}-{os.getpid()}"
     try:
         policies = start_policy_runtime(
-            store=store, policy_file=settings.policy_file, applied_by=scheduler_id, metrics=metrics
+            store=store,
+            policy_file=settings.policy_file,
+            applied_by=scheduler_id,
+            metrics=metrics,
+            seed_clouds=seed_clouds,
         )
     except (PolicyError, OSError) as exc:
         raise click.ClickException(f"policy: {exc}") from exc

@@ -16,6 +16,7 @@ from controlplane.domain.errors import (
     Unavailable,
 )
 from controlplane.domain.fields import FieldError, json_path, json_type_name
+from controlplane.domain.launch import LAUNCH_REQUIREMENTS, missing_launch_settings
 from controlplane.domain.placement import Candidate, PlacementPlan, Rejection, Target
 from controlplane.domain.signals import (
     BUDGET_SOURCE,
@@ -43,6 +44,7 @@ from controlplane.domain.states import (
 from controlplane.domain.task import Attempt, Task, TaskSpec
 
 __all__ = [
+    "LAUNCH_REQUIREMENTS",
     "BUDGET_SOURCE",
     "CAPACITY_SOURCE",
     "CLOUD_PROVIDERS",
@@ -73,6 +75,7 @@ __all__ = [
     "Task",
     "json_path",
     "json_type_name",
+    "missing_launch_settings",
     "spot_price_key",
     "spot_price_ttl",
     "TaskKind",

@@ -29,6 +29,10 @@ class Target:
     gpu_utilization_query: str | None = None
     #: provider-specific settings (namespace, image, subnet, resource group, slots, ...)
     settings: dict[str, Any] = field(default_factory=dict)
+    #: why nothing can be launched here (a seed form's built-in cloud with no launch settings configured),
+    #: or None. plan() rejects such a target ``not_configured``; a full policy's target never has one (it
+    #: is refused when the policy is loaded instead)
+    not_configured: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

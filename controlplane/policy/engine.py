@@ -14,6 +14,9 @@ Evaluation order (docs/policies.md repeats it with examples):
 3. **The rule's actions** shape the list: ``targets`` give the order (targets
    not listed are rejected), then ``exclude``, ``require``, ``use_cloud`` and
    ``cloud_provider`` reject what they rule out (``excluded_by_rule``).
+   A target the rule would offer but that has nothing to launch with (the
+   seed form's built-in cloud with no launch settings configured) is
+   rejected ``not_configured``.
 4. **Per target, in that order:** a cloud target is rejected when a daily
    budget is spent (``budget_exhausted``: the overall ``daily_budget_usd``
    or the task's tenant's ``tenant_daily_budget_usd``), or when a budget is
@@ -456,6 +459,12 @@ class _Outcome:
             index = position.get(name)
             if index is None:
                 all_names.index(name)  # a rule naming an unknown target: the same ValueError as ever
+                continue
+            unusable = policy.targets[index].not_configured
+            if unusable is not None:
+                # a seed built-in cloud with nothing to launch with: out of the plan, so the task falls back
+                for rejected in self.rejected:
+                    rejected.setdefault(name, Rejection(target=name, code="not_configured", detail=unusable))
                 continue
             reason = (
                 f"rule {rule_name} ranks it {rank} of {len(order)}"

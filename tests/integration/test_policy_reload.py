@@ -34,7 +34,14 @@ pytestmark = pytest.mark.timeout(60)
 KEY = "fusionplane/policy"
 TARGETS = [
     {"name": "local", "provider": "local", "private": True},
-    {"name": "aws", "provider": "aws", "private": False, "regions": ["us-east-1"], "instance_types": ["g5.xlarge"]},
+    {
+        "name": "aws",
+        "provider": "aws",
+        "private": False,
+        "regions": ["us-east-1"],
+        "instance_types": ["g5.xlarge"],
+        "settings": {"image_id": "ami-0123456789abcdef0"},  # a cloud target must be able to launch
+    },
 ]
 
 

@@ -20,6 +20,7 @@ from controlplane.domain import (
     TaskState,
 )
 from controlplane.policy import PolicyError, load_policy_file, parse_policy, plan
+from controlplane.policy.seed import BuiltinCloud, SeedClouds
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 EXAMPLES = Path(__file__).resolve().parents[2] / "policies" / "examples"
@@ -141,14 +142,21 @@ def test_the_seed_form_is_valid_and_means_what_the_seed_table_says() -> None:
     policy = load_policy_file(EXAMPLES / "seed-form.json")
     assert policy.from_seed
     assert [t.name for t in policy.targets] == ["local", "aws", "azure"]
+    # nothing configured (no FUSIONPLANE_AWS_* / FUSIONPLANE_AZURE_*): the clouds sit out, local takes the work
     high = plan(_task(priority=Priority.HIGH), SignalSnapshot(taken_at=NOW), policy, NOW)
-    (aws,) = high.candidates
-    assert (aws.target, aws.provider, aws.instance_type) == ("aws", "aws", "g4dn.2xlarge")
+    assert _names(high) == ["local"]
+    assert _codes(high)["aws"] == "not_configured"
+    configured = load_policy_file(
+        EXAMPLES / "seed-form.json",
+        seed_clouds=SeedClouds(aws=BuiltinCloud(settings={"launch_template": "fusionplane-worker"})),
+    )
+    (aws, local) = plan(_task(priority=Priority.HIGH), SignalSnapshot(taken_at=NOW), configured, NOW).candidates
+    assert (aws.target, aws.provider, aws.instance_type, local.target) == ("aws", "aws", "g4dn.2xlarge", "local")
     assert aws.expected_usd_h is None  # no max price: the provider's on-demand cap applies
     private = plan(_task(sensitivity=DataSensitivity.PRIVATE), SignalSnapshot(taken_at=NOW), policy, NOW)
     assert _names(private) == ["local"]
-    other = plan(_task(priority=Priority.LOW), SignalSnapshot(taken_at=NOW), policy, NOW)
-    assert _names(other) == ["local", "aws", "azure"]
+    other = plan(_task(priority=Priority.LOW), SignalSnapshot(taken_at=NOW), configured, NOW)
+    assert _names(other) == ["local"]  # the seed's route: local, then Azure (not configured here); never AWS
 
 
 @pytest.mark.parametrize(
