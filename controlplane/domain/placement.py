@@ -59,7 +59,7 @@ class Rejection:
     """A target the plan will not use, and why (``code`` is stable, ``detail`` is for people)."""
 
     target: str
-    code: str  # private_data, excluded_by_rule, price_above_max, stale_price, no_capacity, ...
+    code: str  # private_data, excluded_by_rule, not_configured, price_above_max, stale_price, no_capacity, ...
     detail: str
 
 

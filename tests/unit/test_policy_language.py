@@ -96,12 +96,14 @@ def test_a_campaign_at_peak_goes_to_aws_spot_when_the_price_is_under_budget() ->
         0.21,
     )
     assert any(
-        line.startswith("rule campaign-peak: matched; conditions hold (peak: onprem GPU") for line in result.trace
+        line.startswith("rule peak-aws-spot: matched; conditions hold (peak: onprem GPU") for line in result.trace
     )
+    # the seed's row is "urgent or peak", not campaigns only: any work at peak goes there
+    assert _names(plan(_task(), _snapshot(peak), TABLE, NOW)) == ["aws-spot"]
     # price over the budget threshold: the rule does not fire, the campaign stays on the cluster rules
     expensive = plan(_task(labels={"campaign": "x"}), _snapshot({**peak, PRICES_AWS: 0.45}), TABLE, NOW)
     assert _names(expensive) == ["onprem", "azure-spot"]
-    assert any("campaign-peak: task matches, conditions do not (no cloud target" in t for t in expensive.trace)
+    assert any("peak-aws-spot: task matches, conditions do not (no cloud target" in t for t in expensive.trace)
     # a stale price is never the reason to go to the cloud
     stale = plan(_task(labels={"campaign": "x"}), _snapshot({**peak, PRICES_AWS: (0.1, 3600)}), TABLE, NOW)
     assert _names(stale) == ["onprem", "azure-spot"]
@@ -128,11 +130,24 @@ def test_urgent_short_deadline_work_is_hedged_across_clouds_azure_low_latency_fi
     assert "rule urgent-sla: no match (deadline_seconds 3600 not <= 300)" in relaxed.trace
 
 
+def test_urgent_work_goes_to_aws_spot_when_the_price_is_under_budget() -> None:
+    result = plan(_task(priority=Priority.URGENT), _snapshot(PRICES), TABLE, NOW)
+    assert [(c.target, c.instance_type, c.expected_usd_h) for c in result.candidates] == [
+        ("aws-spot", "g4dn.xlarge", 0.21)
+    ]
+    assert "rule urgent-aws-spot: matched; conditions hold (spot price aws/us-east-1/g4dn.xlarge" in result.trace[2]
+    over = plan(_task(priority=Priority.URGENT), _snapshot({**PRICES, PRICES_AWS: 0.45}), TABLE, NOW)
+    assert _names(over) == ["onprem", "azure-spot"]
+
+
 def test_a_full_local_cluster_falls_back_to_azure_spot() -> None:
-    result = plan(_task(), _snapshot({**PRICES, "free_gpus/onprem": 0}), TABLE, NOW)
+    # a full cluster is at peak: AWS when under the budget threshold (the row above), Azure Spot otherwise
+    full = {**PRICES, "free_gpus/onprem": 0}
+    result = plan(_task(), _snapshot({**full, PRICES_AWS: 0.45}), TABLE, NOW)
     assert _names(result) == ["azure-spot"]
     assert _codes(result)["onprem"] == "no_capacity"
     assert result.candidates[0].expected_usd_h == 0.18
+    assert _names(plan(_task(), _snapshot(full), TABLE, NOW)) == ["aws-spot"]
 
 
 # -- the seed form ----------------------------------------------------------------------------------
