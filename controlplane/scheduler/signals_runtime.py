@@ -159,8 +159,8 @@ def build_signal_hub(
         return wanted_from_targets(policy().targets)
 
     hub = SignalHub(
-        # a source without a TTL attribute (a test double) has no schedule to check against
-        [(source, schedule_for(source.name, ttl_s=getattr(source, "ttl_seconds", None))) for source in chosen],
+        # schedules against TTLs are checked once, at serve's start-up (check_signal_schedules)
+        [(source, schedule_for(source.name)) for source in chosen],
         wanted=wanted,
         on_samples=store.record_signal_samples,
         metrics=metrics,

@@ -83,9 +83,11 @@ def test_the_default_signal_schedules_fit_their_ttls(monkeypatch: pytest.MonkeyP
         assert schedule.interval_s + schedule.jitter_s + schedule.timeout_s < SOURCE_TTLS[name], name
     # the table is what the sources are built with
     from controlplane.signals import aws_spot, azure_spot, prometheus
+    from controlplane.signals.kubernetes_capacity import KubernetesCapacitySource
     from controlplane.signals.queue import QueueDepthSource
 
     assert SOURCE_TTLS["aws_spot"] == aws_spot.DEFAULT_TTL_SECONDS == 600
     assert SOURCE_TTLS["azure_spot"] == azure_spot.DEFAULT_TTL_SECONDS == 3600
     assert SOURCE_TTLS["prometheus"] == prometheus.DEFAULT_TTL_SECONDS
     assert SOURCE_TTLS["queue"] == QueueDepthSource(lambda: 0).ttl_seconds
+    assert SOURCE_TTLS["kubernetes"] == KubernetesCapacitySource().ttl_seconds
