@@ -3,7 +3,7 @@
 policies/examples/snapshot.json is written for policies/examples/seed-table.json:
 onprem is at peak and full, isolated has 3 free GPUs, AWS g4dn.xlarge costs
 0.26 $/h and Azure eastus 0.21 $/h (fresh), and the Azure westeurope price is
-30 minutes old (stale at the policy's 600 s price TTL).
+90 minutes old (stale at the Azure spot price's one-hour TTL).
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def test_a_stale_price_rejects_its_cloud(tmp_path: Path) -> None:
     assert rejected(view)["onprem"] == "no_capacity"
     assert view["signals_used"]["spot_price/azure/westeurope/Standard_NC4as_T4_v3"]["stale"] is True
     assert (
-        "signal spot_price/azure/westeurope/Standard_NC4as_T4_v3: stale (1800.0s old, ttl 600s), not used"
+        "signal spot_price/azure/westeurope/Standard_NC4as_T4_v3: stale (5400.0s old, ttl 3600s), not used"
         in (view["trace"])
     )
 
