@@ -11,6 +11,11 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.support.no_metadata import NO_METADATA_ENV
+
+# session-wide, before any test imports boto3 or azure-identity: no SDK may ask a metadata address
+os.environ.update(NO_METADATA_ENV)
+
 REPO = Path(__file__).resolve().parent.parent
 
 

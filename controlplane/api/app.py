@@ -503,7 +503,13 @@ def create_app(
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     add_policy_routes(app, store=store, active=active_policy)
-    add_signal_routes(app, store=store, snapshot=live_signals, pollers=signal_pollers)
+    add_signal_routes(
+        app,
+        store=store,
+        snapshot=live_signals,
+        pollers=signal_pollers,
+        thresholds=(lambda: active_policy.current().base.thresholds) if active_policy is not None else None,
+    )
 
     if policy_for is None and active_policy is not None:
         running = active_policy

@@ -26,6 +26,7 @@ from controlplane.api.task_file import DEFAULT_TENANT, TENANT_PATTERN, TaskFileE
 from controlplane.config import Settings
 from controlplane.domain import SignalSnapshot
 from controlplane.policy import Policy, PolicyError, load_policy_file, parse_policy, plan
+from controlplane.scheduler.seed_clouds import seed_clouds_from_env
 from controlplane.signals.snapshot_json import SnapshotError, parse_time, snapshot_from_json
 
 __all__ = ["LiveSignals", "PlanRequest", "PolicyFor", "add_plan_routes"]
@@ -86,8 +87,11 @@ def add_plan_routes(
     every signal missing, which the engine treats conservatively).
     """
 
+    # a seed form's built-in clouds as serve configures them (checked at serve's start-up)
+    seed_clouds = seed_clouds_from_env()
+
     def policy_in_force(tenant: str) -> Policy:
-        return load_policy_file(settings.policy_file)
+        return load_policy_file(settings.policy_file, seed_clouds=seed_clouds)
 
     def no_signals() -> SignalSnapshot:
         return SignalSnapshot(taken_at=datetime.now(UTC))
@@ -101,7 +105,7 @@ def add_plan_routes(
         tenant = body.tenant or DEFAULT_TENANT
         if body.policy is not None:
             try:
-                policy = parse_policy(body.policy)
+                policy = parse_policy(body.policy, seed_clouds=seed_clouds)
             except PolicyError as exc:
                 raise _invalid("policy", exc) from exc
         else:

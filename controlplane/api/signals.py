@@ -12,6 +12,8 @@ from controlplane.api.auth import Principal
 from controlplane.api.deps import authenticate, require_operator
 from controlplane.api.errors import ApiError
 from controlplane.domain import SignalSnapshot
+from controlplane.policy import Thresholds
+from controlplane.policy.freshness import applied_ttl
 from controlplane.store import Store
 
 __all__ = ["add_signal_routes", "signal_rows"]
@@ -19,13 +21,19 @@ __all__ = ["add_signal_routes", "signal_rows"]
 Caller = Annotated[Principal, Depends(authenticate)]
 
 
-def signal_rows(snapshot: SignalSnapshot) -> list[dict[str, Any]]:
-    """One row per signal: source, key, value, observed_at, age, TTL and fresh/stale, sorted by name."""
+def signal_rows(snapshot: SignalSnapshot, thresholds: Thresholds | None = None) -> list[dict[str, Any]]:
+    """One row per signal: source, key, value, observed_at, age, TTL and fresh/stale, sorted by name.
+
+    The TTL is the one plan() applies under ``thresholds`` (the base policy's; the documented
+    defaults when None): the lower of the sample's own and the policy's (policy/freshness.py).
+    """
     now = snapshot.taken_at
+    thresholds = Thresholds() if thresholds is None else thresholds
     rows = []
     for name in sorted(snapshot.samples):
         sample = snapshot.samples[name]
         age = sample.age_seconds(now)
+        ttl = applied_ttl(sample, thresholds)
         rows.append(
             {
                 "name": name,
@@ -34,8 +42,8 @@ def signal_rows(snapshot: SignalSnapshot) -> list[dict[str, Any]]:
                 "value": sample.value,
                 "observed_at": sample.observed_at.isoformat(),
                 "age_seconds": round(age, 3),
-                "ttl_seconds": None if sample.ttl_seconds == float("inf") else sample.ttl_seconds,
-                "status": "stale" if age > sample.ttl_seconds else "fresh",
+                "ttl_seconds": None if ttl == float("inf") else ttl,
+                "status": "stale" if age > ttl else "fresh",
             }
         )
     return rows
@@ -47,7 +55,10 @@ def add_signal_routes(
     store: Store,
     snapshot: Callable[[], SignalSnapshot] | None,
     pollers: Callable[[], list[dict[str, Any]]] | None,
+    thresholds: Callable[[], Thresholds] | None = None,
 ) -> None:
+    """``thresholds`` gives the base policy's in force, so a row's TTL is the one plan() applies."""
+
     @app.get("/v1/signals", tags=["signals"])
     def signals(principal: Caller, source: Annotated[str | None, Query(max_length=64)] = None) -> dict[str, Any]:
         """Every signal's newest value with its age and status, and each poller's state."""
@@ -55,7 +66,8 @@ def add_signal_routes(
         if snapshot is None:
             raise ApiError(404, "not_found", "this API is not attached to a running scheduler", field="signals")
         taken = snapshot()
-        rows = [row for row in signal_rows(taken) if source is None or row["source"] == source]
+        applied = thresholds() if thresholds is not None else None
+        rows = [row for row in signal_rows(taken, applied) if source is None or row["source"] == source]
         return {"taken_at": taken.taken_at.isoformat(), "signals": rows, "pollers": pollers() if pollers else []}
 
     @app.get("/v1/signals/history", tags=["signals"])

@@ -25,6 +25,7 @@ from controlplane.api.plan_view import plan_view
 from controlplane.api.task_file import DEFAULT_TENANT, TaskFileError, check_tenant, load_task_file
 from controlplane.cli.common import print_json
 from controlplane.policy import PolicyError, load_policy_file, plan
+from controlplane.scheduler.seed_clouds import seed_clouds_from_env
 from controlplane.signals.snapshot_json import SnapshotError, load_snapshot_file, parse_time
 from faceswap import EXIT_BAD_INPUT
 
@@ -198,7 +199,11 @@ def plan_command(
     naming the file and JSON path when an input is bad.
     """
     try:
-        policy = load_policy_file(policy_file)
+        seed_clouds = seed_clouds_from_env()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    try:
+        policy = load_policy_file(policy_file, seed_clouds=seed_clouds)
     except PolicyError as exc:
         _bad_input(policy_file, exc)
     try:

@@ -37,9 +37,11 @@ from controlplane.policy import PolicyError, parse_policy, policy_version
 from controlplane.policy.checks import Finding, validate_document
 from controlplane.policy.consul_source import ConsulPolicySource, consul_client, consul_configured, policy_key
 from controlplane.policy.overlay import apply_overlay
+from controlplane.policy.seed import SeedClouds
 from controlplane.policy.simulate import DEFAULT_ASSUMED_RUNTIME_S, Placement, ReplayItem, with_capacity
 from controlplane.policy.simulate import simulate as run_simulation
 from controlplane.policy.sources import MAX_POLICY_BYTES, FilePolicySource
+from controlplane.scheduler.seed_clouds import seed_clouds_from_env
 
 __all__ = ["policy"]
 
@@ -53,6 +55,14 @@ _CONSUL_TIMEOUT_S = 10.0
 def _die(message: str, code: int) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
+
+
+def _seed_clouds() -> SeedClouds:
+    """The seed form's built-in clouds as ``serve`` configures them (FUSIONPLANE_AWS_*, FUSIONPLANE_AZURE_*)."""
+    try:
+        return seed_clouds_from_env()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
 
 
 # -- reading files ------------------------------------------------------------------------------
@@ -186,10 +196,10 @@ def _show_token(seen: int | str | None) -> str:
 
 def _findings(document: Any, tenant: str | None, source: _Source | None) -> list[Finding]:
     if tenant is None:
-        return validate_document(document)
+        return validate_document(document, seed_clouds=_seed_clouds())
     assert source is not None
     try:
-        _merged, effective = apply_overlay(source.base_document(), document, tenant)
+        _merged, effective = apply_overlay(source.base_document(), document, tenant, seed_clouds=_seed_clouds())
     except PolicyError as exc:
         return [Finding(path=exc.path, message=exc.message, severity="error")]
     from controlplane.policy.checks import check_policy
@@ -219,7 +229,7 @@ def policy() -> None:
 def validate(file: Path, output_format: str) -> None:
     """Check FILE: schema and meaning (unknown targets, unreachable rules, duplicates). Exit 65 on any error."""
     _raw, document = _read_document(file)
-    findings = validate_document(document)
+    findings = validate_document(document, seed_clouds=_seed_clouds())
     ok = not any(f.severity == "error" for f in findings)
     if output_format == "json":
         print_json(
@@ -379,7 +389,7 @@ def rollback(version: str, url: str, token: str | None) -> None:
     if str(found.get("source", "")).endswith("(overlay)"):
         _die(f"{version} is a tenant's merged policy, not a base policy; roll back the overlay instead", EXIT_INVALID)
     document = found["document"]
-    findings = validate_document(document)
+    findings = validate_document(document, seed_clouds=_seed_clouds())
     if any(f.severity == "error" for f in findings):
         _die(f"stored version {found['version'][:12]} no longer validates: {findings[0]}", EXIT_INVALID)
     source = _Source(None)
@@ -438,7 +448,7 @@ def simulate(
         _die("--since and --last are alternatives: give one", EXIT_INVALID)
     _raw, document = _read_document(file)
     try:
-        candidate = parse_policy(document)
+        candidate = parse_policy(document, seed_clouds=_seed_clouds())
     except PolicyError as exc:
         _die(f"{file}: {exc}", EXIT_INVALID)
     window = _since(since_text)

@@ -108,7 +108,13 @@ def serve(
     from controlplane.scheduler.policy_runtime import start_policy_runtime
     from controlplane.scheduler.providers_runtime import cloud_providers
     from controlplane.scheduler.reconcile import Reconciler
-    from controlplane.scheduler.signals_runtime import build_signal_hub, pollers_json, prune_history
+    from controlplane.scheduler.seed_clouds import seed_clouds_from_env
+    from controlplane.scheduler.signals_runtime import (
+        build_signal_hub,
+        check_signal_schedules,
+        pollers_json,
+        prune_history,
+    )
     from controlplane.scheduler.workerspec import tenant_grants
     from controlplane.store import Store, make_engine, upgrade
     from controlplane.store.uploads import inputs_in_use
@@ -124,6 +130,8 @@ def serve(
     try:
         settings = Settings.from_env(**overrides)
         settings.check()
+        check_signal_schedules()  # FUSIONPLANE_SIGNALS_*: before anything is migrated or started
+        seed_clouds = seed_clouds_from_env()  # FUSIONPLANE_AWS_* / FUSIONPLANE_AZURE_*: the seed form's clouds
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     # before anything is created (settings only read): the database, var/, uploads and the
@@ -142,7 +150,11 @@ def serve(
     scheduler_id = f"{socket.gethostname()}-{os.getpid()}"
     try:
         policies = start_policy_runtime(
-            store=store, policy_file=settings.policy_file, applied_by=scheduler_id, metrics=metrics
+            store=store,
+            policy_file=settings.policy_file,
+            applied_by=scheduler_id,
+            metrics=metrics,
+            seed_clouds=seed_clouds,
         )
     except (PolicyError, OSError) as exc:
         raise click.ClickException(f"policy: {exc}") from exc

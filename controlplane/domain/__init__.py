@@ -16,6 +16,7 @@ from controlplane.domain.errors import (
     Unavailable,
 )
 from controlplane.domain.fields import FieldError, json_path, json_type_name
+from controlplane.domain.launch import LAUNCH_REQUIREMENTS, missing_launch_settings
 from controlplane.domain.placement import Candidate, PlacementPlan, Rejection, Target
 from controlplane.domain.signals import (
     BUDGET_SOURCE,
@@ -25,9 +26,11 @@ from controlplane.domain.signals import (
     PROVIDERS,
     QUEUE_SOURCE,
     SPOT_PRICE_SOURCE,
+    SPOT_PRICE_TTL_SECONDS,
     SignalSample,
     SignalSnapshot,
     spot_price_key,
+    spot_price_ttl,
 )
 from controlplane.domain.states import (
     AttemptState,
@@ -42,6 +45,7 @@ from controlplane.domain.task import Attempt, Task, TaskSpec
 from controlplane.domain.tenant import TENANT_PATTERN, TENANT_RULE, is_tenant_name
 
 __all__ = [
+    "LAUNCH_REQUIREMENTS",
     "BUDGET_SOURCE",
     "CAPACITY_SOURCE",
     "CLOUD_PROVIDERS",
@@ -49,6 +53,7 @@ __all__ = [
     "PROVIDERS",
     "QUEUE_SOURCE",
     "SPOT_PRICE_SOURCE",
+    "SPOT_PRICE_TTL_SECONDS",
     "TENANT_PATTERN",
     "TENANT_RULE",
     "Attempt",
@@ -73,7 +78,9 @@ __all__ = [
     "Task",
     "json_path",
     "json_type_name",
+    "missing_launch_settings",
     "spot_price_key",
+    "spot_price_ttl",
     "TaskKind",
     "TaskSpec",
     "TaskState",

@@ -29,6 +29,10 @@ class Target:
     gpu_utilization_query: str | None = None
     #: provider-specific settings (namespace, image, subnet, resource group, slots, ...)
     settings: dict[str, Any] = field(default_factory=dict)
+    #: why nothing can be launched here (a seed form's built-in cloud with no launch settings configured),
+    #: or None. plan() rejects such a target ``not_configured``; a full policy's target never has one (it
+    #: is refused when the policy is loaded instead)
+    not_configured: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,7 +59,7 @@ class Rejection:
     """A target the plan will not use, and why (``code`` is stable, ``detail`` is for people)."""
 
     target: str
-    code: str  # private_data, excluded_by_rule, price_above_max, stale_price, no_capacity, ...
+    code: str  # private_data, excluded_by_rule, not_configured, price_above_max, stale_price, no_capacity, ...
     detail: str
 
 

@@ -14,9 +14,11 @@ __all__ = [
     "PROVIDERS",
     "QUEUE_SOURCE",
     "SPOT_PRICE_SOURCE",
+    "SPOT_PRICE_TTL_SECONDS",
     "SignalSample",
     "SignalSnapshot",
     "spot_price_key",
+    "spot_price_ttl",
 ]
 
 # The snapshot's vocabulary, shared by the pollers that write it and the planner that reads it.
@@ -34,6 +36,22 @@ BUDGET_SOURCE = "budget"
 PROVIDERS: tuple[str, ...] = ("local", "kubernetes", "aws", "azure")
 #: providers whose capacity is bought by the hour (spot prices apply, private data never goes there)
 CLOUD_PROVIDERS: tuple[str, ...] = ("aws", "azure")
+
+
+#: How long one provider's spot price stays fresh: the one TTL of that signal. The price pollers stamp
+#: their samples with it, ``plan()`` applies it (capped by a policy's ``price_ttl_seconds`` when one is
+#: set), and ``fusionctl signals`` and ``explain`` show the TTL plan() applied. Each is longer than its
+#: poller's interval + jitter + timeout (``serve`` refuses a schedule that is not), so a poller that
+#: works never lets its price go stale. EC2 Spot prices move in small steps a few times a day; Azure
+#: revises its retail Spot prices rather than auctioning them, and is polled every 30 minutes.
+SPOT_PRICE_TTL_SECONDS: Mapping[str, float] = {"aws": 600.0, "azure": 3600.0}
+#: a spot price of a provider not in the table (none today)
+_OTHER_SPOT_PRICE_TTL_SECONDS = 600.0
+
+
+def spot_price_ttl(provider: str) -> float:
+    """The TTL of ``provider``'s spot prices (:data:`SPOT_PRICE_TTL_SECONDS`)."""
+    return SPOT_PRICE_TTL_SECONDS.get(provider, _OTHER_SPOT_PRICE_TTL_SECONDS)
 
 
 def spot_price_key(provider: str, region: str | None, instance_type: str | None) -> str:

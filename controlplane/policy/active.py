@@ -16,9 +16,11 @@ from datetime import datetime
 from typing import Any
 
 from controlplane.domain import Target
+from controlplane.policy.checks import require_launchable
 from controlplane.policy.model import Policy, PolicyError, policy_version
 from controlplane.policy.overlay import apply_overlay
 from controlplane.policy.parse import parse_policy
+from controlplane.policy.seed import NO_SEED_CLOUDS, SeedClouds
 
 __all__ = ["ActivePolicy", "PolicyDocuments", "PolicySet", "build_policy_set"]
 
@@ -62,14 +64,18 @@ class PolicySet:
         return self.tenants.get(tenant, self.base)
 
 
-def build_policy_set(documents: PolicyDocuments) -> PolicySet:
+def build_policy_set(documents: PolicyDocuments, *, seed_clouds: SeedClouds = NO_SEED_CLOUDS) -> PolicySet:
     """Validate everything a source read; one bad overlay refuses the whole change.
 
     All or nothing on purpose: applying the base without a tenant's overlay
     would silently move that tenant's work to where its operator said not to.
+    A cloud target that cannot launch refuses the change too (overlays cannot
+    add targets, so the base's are checked). ``seed_clouds`` configures a
+    seed form's built-in clouds.
     """
     try:
-        base = parse_policy(documents.base)
+        base = parse_policy(documents.base, seed_clouds=seed_clouds)
+        require_launchable(base)
     except PolicyError as exc:
         raise PolicyError(exc.path, f"{exc.message} (in {documents.source})") from exc
     assert isinstance(documents.base, dict)  # parse_policy accepted it
@@ -79,7 +85,7 @@ def build_policy_set(documents: PolicyDocuments) -> PolicySet:
     for tenant in sorted(documents.overlays):
         overlay = documents.overlays[tenant]
         try:
-            merged, effective = apply_overlay(documents.base, overlay, tenant)
+            merged, effective = apply_overlay(documents.base, overlay, tenant, seed_clouds=seed_clouds)
         except PolicyError as exc:
             raise PolicyError(exc.path, f"{exc.message} (in the overlay for tenant {tenant})") from exc
         tenants[tenant] = effective

@@ -33,12 +33,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
-from controlplane.domain import DataSensitivity, Priority, Target, TaskKind
+from controlplane.domain import DataSensitivity, Priority, Target, TaskKind, missing_launch_settings
 from controlplane.policy.model import CLOUD_PROVIDERS, Actions, Match, Policy, PolicyError, Range, Rule
 from controlplane.policy.parse import parse_policy
-from controlplane.policy.seed import SEED_KEY
+from controlplane.policy.seed import NO_SEED_CLOUDS, SEED_KEY, SEED_RULE_PREFIX, SeedClouds
 
-__all__ = ["Finding", "Severity", "check_policy", "validate_document"]
+__all__ = ["Finding", "Severity", "check_policy", "require_launchable", "validate_document"]
 
 Severity = Literal["error", "warning"]
 
@@ -60,18 +60,42 @@ class Finding:
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
-def validate_document(document: object) -> list[Finding]:
-    """``parse_policy`` then :func:`check_policy`: every finding for a decoded JSON document.
+def validate_document(document: object, *, seed_clouds: SeedClouds = NO_SEED_CLOUDS) -> list[Finding]:
+    """``parse_policy``, :func:`require_launchable`, then :func:`check_policy`: every finding for a document.
 
-    A document that does not parse gives exactly one error finding (the
-    parser stops at the first structural error); the semantic checks need a
-    parsed policy, so they run only when it parses.
+    A document that does not parse, or names a target that cannot launch,
+    gives exactly one error finding (the parser stops at the first
+    structural error); the semantic checks need a parsed policy, so they run
+    only when it parses.
     """
     try:
-        policy = parse_policy(document)
+        policy = parse_policy(document, seed_clouds=seed_clouds)
+        require_launchable(policy)
     except PolicyError as exc:
         return [Finding(exc.path, exc.message, "error")]
     return check_policy(policy)
+
+
+def require_launchable(policy: Policy) -> None:
+    """Refuse a cloud target whose settings lack what its provider needs to launch anything.
+
+    Raises :class:`PolicyError` at ``targets[i].settings`` naming what is
+    missing. Called wherever a policy is about to be put in force (start-up,
+    every Consul or file reload) and by ``fusionctl policy validate``, so a
+    policy that cannot launch is refused there rather than failing every
+    attempt at launch. The seed form's built-in clouds are not refused: they
+    are marked ``not_configured`` and left out of plans instead.
+    """
+    if policy.from_seed:
+        return
+    for index, target in enumerate(policy.targets):
+        missing = missing_launch_settings(target.provider, target.settings)
+        if missing:
+            raise PolicyError(
+                f"targets[{index}].settings",
+                f"{target.provider} target {target.name!r} cannot launch: needs {', '.join(missing)} "
+                "(docs/providers.md)",
+            )
 
 
 def check_policy(policy: Policy) -> list[Finding]:
@@ -233,6 +257,8 @@ class _Checker:
     # paths: a seed-form document has task_rules[i] where the parsed policy has rules[i]
     def rule_path(self, index: int, sub: str = "") -> str:
         if self.policy.from_seed:
+            if self.policy.rules[index].name.startswith(SEED_RULE_PREFIX):
+                return SEED_KEY  # one of the seed's own routes after the entries
             # the seed entry's fields do not map one to one onto the rule's; name the entry
             return f"{SEED_KEY}[{index}]"
         return f"rules[{index}]{sub}"
@@ -258,6 +284,12 @@ class _Checker:
         policy = self.policy
         live: list[tuple[Rule, bool]] = []  # rules that can be chosen, with "gets only private tasks"
         for index, rule in enumerate(policy.rules):
+            if policy.from_seed and rule.name.startswith(SEED_RULE_PREFIX):
+                # the seed's own routes after the entries: nothing for the operator to fix (entries may
+                # shadow them on purpose), but those a task can reach still offer their targets
+                if not self.reach(index, rule.match).unreachable:
+                    live.append((rule, False))
+                continue
             reach = self.reach(index, rule.match)
             dead = self.check_reachable(index, reach)
             dead = self.check_conditions(index, rule) or dead
@@ -271,7 +303,15 @@ class _Checker:
             if not dead:
                 live.append((rule, private_only))
         self.check_targets_used(live)
+        self.check_not_configured()
         return self.findings
+
+    def check_not_configured(self) -> None:
+        """A seed form's built-in cloud with no launch settings: valid, but it takes no task."""
+        for target in self.policy.targets:
+            if target.not_configured is not None:
+                message = f"{target.not_configured}; tasks that would go there run on local"
+                self.add(SEED_KEY, message, "warning")
 
     def check_reachable(self, index: int, reach: _Reach) -> bool:
         if not reach.unreachable:

@@ -14,6 +14,9 @@ Evaluation order (docs/policies.md repeats it with examples):
 3. **The rule's actions** shape the list: ``targets`` give the order (targets
    not listed are rejected), then ``exclude``, ``require``, ``use_cloud`` and
    ``cloud_provider`` reject what they rule out (``excluded_by_rule``).
+   A target the rule would offer but that has nothing to launch with (the
+   seed form's built-in cloud with no launch settings configured) is
+   rejected ``not_configured``.
 4. **Per target, in that order:** a cloud target is rejected when a daily
    budget is spent (``budget_exhausted``: the overall ``daily_budget_usd``
    or the task's tenant's ``tenant_daily_budget_usd``), or when a budget is
@@ -59,6 +62,7 @@ from controlplane.domain import (
     spot_price_key,
 )
 from controlplane.domain.reliability import BREAKER_OPEN, BREAKER_SOURCE, SPENT_TODAY_KEY, tenant_spend_key
+from controlplane.policy.freshness import price_ttl
 from controlplane.policy.model import CLOUD_PROVIDERS, Actions, Conditions, Match, Policy, Rule, Thresholds
 
 __all__ = [
@@ -132,7 +136,8 @@ class _Signals:
         return self.read(f"{source}/{key}", self.thresholds.load_ttl_seconds)
 
     def price(self, key: str) -> float | None:
-        return self.read(f"{SPOT_PRICE_SOURCE}/{key}", self.thresholds.price_ttl_seconds)
+        # the key starts with the provider, whose prices have their own TTL (policy/freshness.py)
+        return self.read(f"{SPOT_PRICE_SOURCE}/{key}", price_ttl(self.thresholds, key.partition("/")[0]))
 
     def breaker(self, name: str) -> float | None:
         """A fresh breaker sample, by full name; None when stale or missing (both mean closed).
@@ -381,6 +386,7 @@ class _Lane:
         "name",
         "offers",
         "over_suffix",
+        "price_ttl",
         "private",
         "provider",
         "rank_reason",
@@ -389,8 +395,9 @@ class _Lane:
         "within_suffix",
     )
 
-    def __init__(self, target: Target, actions: Actions, rank_reason: str) -> None:
+    def __init__(self, target: Target, actions: Actions, rank_reason: str, thresholds: Thresholds) -> None:
         self.name, self.provider, self.private = target.name, target.provider, target.private
+        self.price_ttl = price_ttl(thresholds, target.provider)
         self.capacity_signal = f"{CAPACITY_SOURCE}/{target.name}"
         self.rank_reason = rank_reason
         self.ceiling = ceiling = _ceiling(target, actions)
@@ -453,12 +460,18 @@ class _Outcome:
             if index is None:
                 all_names.index(name)  # a rule naming an unknown target: the same ValueError as ever
                 continue
+            unusable = policy.targets[index].not_configured
+            if unusable is not None:
+                # a seed built-in cloud with nothing to launch with: out of the plan, so the task falls back
+                for rejected in self.rejected:
+                    rejected.setdefault(name, Rejection(target=name, code="not_configured", detail=unusable))
+                continue
             reason = (
                 f"rule {rule_name} ranks it {rank} of {len(order)}"
                 if ranked
                 else f"rule {rule_name}: document order, position {index + 1}"
             )
-            lane = _Lane(policy.targets[index], actions, reason)
+            lane = _Lane(policy.targets[index], actions, reason, policy.thresholds)
             for private, rejected in enumerate(self.rejected):
                 if name not in rejected:
                     lanes[private].append(lane)
@@ -615,7 +628,7 @@ def plan(task: Task, snapshot: SignalSnapshot, policy: Policy, now: datetime) ->
     # what is left here is what the signals say: capacity, then price, in preference order
     rejected: dict[str, Rejection] = {}
     picks: list[tuple[_Lane, str | None, str | None, float | None, list[str], str | None]] = []
-    load_ttl, price_ttl = policy.thresholds.load_ttl_seconds, policy.thresholds.price_ttl_seconds
+    load_ttl = policy.thresholds.load_ttl_seconds
     read, breaker = signals.read, signals.breaker
     # the daily budgets are read once, and only when a cloud target is still in the running
     budget_pending = policy.thresholds.has_budget
@@ -648,7 +661,7 @@ def plan(task: Task, snapshot: SignalSnapshot, policy: Policy, now: datetime) ->
         over: list[str] = []
         tripped: list[str] = []
         for region, instance_type, key, sample_name, breaker_name in lane.offers:
-            price = read(sample_name, price_ttl)
+            price = read(sample_name, lane.price_ttl)
             if price is None:
                 continue
             if ceiling is None or price <= ceiling:

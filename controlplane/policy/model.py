@@ -182,8 +182,10 @@ class Thresholds:
     peak_free_gpus_below: float = 1.0
     #: ... or the queue holds more than this many tasks
     peak_queue_depth: float = 100.0
-    #: spot prices older than this are stale: never a reason to choose a cloud
-    price_ttl_seconds: float = 600.0
+    #: spot prices older than this are stale (never a reason to choose a cloud). None: each price's own
+    #: TTL, its provider's (domain SPOT_PRICE_TTL_SECONDS: aws 600 s, azure 3600 s); a value only cuts
+    #: that shorter (policy/freshness.py), so a default can never make a working poller's price stale
+    price_ttl_seconds: float | None = None
     #: utilisation, free GPUs and queue depth older than this are stale
     load_ttl_seconds: float = 120.0
     #: the day's cloud budget (UTC day, every tenant together); None: no overall budget, and no

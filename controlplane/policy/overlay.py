@@ -15,13 +15,14 @@ so its sha256 is the version receipts name and ``policy_versions`` stores.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any
 
 from controlplane.domain import TENANT_RULE, is_tenant_name
 from controlplane.domain.tenant import TENANT_NAME as DOMAIN_TENANT_NAME
 from controlplane.policy.model import Policy, PolicyError
 from controlplane.policy.parse import parse_policy
-from controlplane.policy.seed import SEED_KEY, seed_document
+from controlplane.policy.seed import NO_SEED_CLOUDS, SEED_KEY, SeedClouds, mark_unconfigured, seed_document
 
 __all__ = ["OVERLAY_KEYS", "TENANT_NAME", "apply_overlay", "full_document"]
 
@@ -31,15 +32,17 @@ TENANT_NAME = DOMAIN_TENANT_NAME
 _RULE_PATH = re.compile(r"^rules\[(\d+)\](.*)$")
 
 
-def full_document(document: dict[str, Any]) -> dict[str, Any]:
+def full_document(document: dict[str, Any], seed_clouds: SeedClouds = NO_SEED_CLOUDS) -> dict[str, Any]:
     """The document in full form (the seed ``task_rules`` form expanded), for merging."""
     if SEED_KEY in document:
-        expanded = seed_document(document)
+        expanded = seed_document(document, seed_clouds)
         return {key: value for key, value in expanded.items() if key != "$schema"}
     return dict(document)
 
 
-def apply_overlay(base: dict[str, Any], overlay: Any, tenant: str) -> tuple[dict[str, Any], Policy]:
+def apply_overlay(
+    base: dict[str, Any], overlay: Any, tenant: str, *, seed_clouds: SeedClouds = NO_SEED_CLOUDS
+) -> tuple[dict[str, Any], Policy]:
     """The effective document and policy for ``tenant``; errors name the overlay's JSON paths."""
     if not is_tenant_name(tenant):
         raise PolicyError("", f"tenant name {tenant!r} is not valid ({TENANT_RULE})")
@@ -66,14 +69,18 @@ def apply_overlay(base: dict[str, Any], overlay: Any, tenant: str) -> tuple[dict
         if named is not None and named not in (tenant, [tenant]):
             raise PolicyError(f"rules[{index}].match.tenant", f"an overlay for {tenant!r} matches only that tenant")
         own.append({**rule, "match": {**match, "tenant": tenant}})
-    merged = full_document(base)
+    merged = full_document(base, seed_clouds)
     merged["rules"] = own + list(merged.get("rules", []))
     merged["thresholds"] = {**merged.get("thresholds", {}), **thresholds}
     merged["description"] = f"{merged.get('description', 'policy')} + overlay for tenant {tenant}"
     try:
-        return merged, parse_policy(merged)
+        effective = parse_policy(merged)
     except PolicyError as exc:
         raise _overlay_error(exc, len(own)) from exc
+    if SEED_KEY in base:
+        # the merged document is in full form, but its clouds are still the seed's built-ins
+        effective = replace(effective, targets=tuple(mark_unconfigured(t) for t in effective.targets))
+    return merged, effective
 
 
 def _overlay_error(exc: PolicyError, own_rules: int) -> PolicyError:

@@ -29,7 +29,7 @@ from controlplane.policy.model import (
     Thresholds,
     policy_version,
 )
-from controlplane.policy.seed import SEED_KEY, seed_document
+from controlplane.policy.seed import NO_SEED_CLOUDS, SEED_KEY, SeedClouds, mark_unconfigured, seed_document
 
 __all__ = ["parse_policy"]
 
@@ -438,7 +438,7 @@ def _parse_thresholds(value: Any) -> Thresholds:
         peak_gpu_utilization=get("peak_gpu_utilization", high=1),
         peak_free_gpus_below=get("peak_free_gpus_below"),
         peak_queue_depth=get("peak_queue_depth"),
-        price_ttl_seconds=get("price_ttl_seconds"),
+        price_ttl_seconds=get("price_ttl_seconds") if "price_ttl_seconds" in raw else None,
         load_ttl_seconds=get("load_ttl_seconds"),
         daily_budget_usd=None if budget is None else _number(budget, "thresholds.daily_budget_usd", low=0),
         tenant_daily_budget_usd=(
@@ -453,13 +453,16 @@ def _parse_thresholds(value: Any) -> Thresholds:
     )
 
 
-def parse_policy(document: Any) -> Policy:
+def parse_policy(document: Any, *, seed_clouds: SeedClouds = NO_SEED_CLOUDS) -> Policy:
     """Validate a decoded JSON document and build the :class:`Policy`.
 
     Raises :class:`PolicyError` naming the JSON path of the first bad field,
     e.g. ``targets[1].provider: must be one of local, kubernetes, aws, azure``.
     A document holding the seed's ``task_rules`` (alone, or next to
-    ``thresholds``) is read as the seed table describes it.
+    ``thresholds``) is read as the seed table describes it, its built-in
+    clouds configured by ``seed_clouds`` (those that cannot launch are marked
+    ``not_configured``). Whether a full policy's cloud targets can launch is
+    :func:`controlplane.policy.checks.require_launchable`'s question.
     """
     raw = _object(document, "", _TOP_KEYS)
     try:
@@ -470,7 +473,7 @@ def parse_policy(document: Any) -> Policy:
     if from_seed:
         if "targets" in raw or "rules" in raw:
             raise PolicyError(SEED_KEY, "the seed form stands alone: write targets and rules, or task_rules")
-        raw = seed_document(raw)
+        raw = seed_document(raw, seed_clouds)
     if "targets" not in raw:
         raise PolicyError("targets", "is required")
     if not isinstance(raw["targets"], list):
@@ -494,6 +497,8 @@ def parse_policy(document: Any) -> Policy:
             raise PolicyError(f"rules[{index}].name", f"duplicate rule name {rule.name!r}")
         rules.append(rule)
     thresholds = _parse_thresholds(raw.get("thresholds", {}))
+    if from_seed:
+        targets = [mark_unconfigured(target) for target in targets]
     return Policy(
         version=version, targets=tuple(targets), rules=tuple(rules), thresholds=thresholds, from_seed=from_seed
     )

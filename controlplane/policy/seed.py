@@ -1,4 +1,4 @@
-"""The seed's policy form: a bare ``task_rules`` list, read as the seed table means it.
+"""The seed's policy form: a bare ``task_rules`` list, read as the seed's ``route_task`` means it.
 
 A document such as::
 
@@ -7,25 +7,81 @@ A document such as::
          "use_cloud": true, "cloud_provider": "aws", "instance_type": "g4dn.2xlarge"},
         {"priority": "normal", "data_sensitivity": "private", "use_cloud": false}]}
 
-becomes three default targets (``local``: this machine's private target;
+becomes three built-in targets (``local``: this machine's private target;
 ``aws``: EC2 Spot; ``azure``: Azure Spot) and one rule per entry, in order.
 ``use_cloud: false`` keeps the task on ``local``; ``use_cloud: true`` sends
 it to ``cloud_provider`` (both clouds, AWS first, when absent) with the
-given ``instance_type``. A task no entry matches may use every target,
-local first. The default spot targets carry no max price: AWS and Azure then
-cap a spot price at the on-demand price.
+given ``instance_type``, and to ``local`` when no cloud can take it.
+
+After the entries come the seed's own routes for a task no entry matches
+(rules named ``seed-*``):
+
+1. urgent work, and any work while ``local`` is at peak, goes to AWS Spot
+   when its spot price is under the budget threshold (the aws target's max
+   price); then ``local``, then Azure. Without a max price for AWS there is
+   no threshold to be under, and these two rules are left out;
+2. anything else runs on ``local``, and on Azure Spot (preemptible) when
+   ``local`` is full; AWS is not used.
+
+The built-in clouds take their launch settings, region and max price from
+:class:`SeedClouds` (the operator's configuration, read where policies are
+loaded, never here). A built-in cloud whose settings cannot launch is kept
+but marked ``not_configured``: ``plan()`` rejects it with that code and the
+task falls back to ``local`` rather than the whole seed policy being
+refused.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from controlplane.domain import DataSensitivity, Priority
+from controlplane.domain import DataSensitivity, Priority, Target, missing_launch_settings
 from controlplane.policy.model import CLOUD_PROVIDERS, PolicyError
 
-__all__ = ["SEED_KEY", "SEED_TARGETS", "seed_document"]
+__all__ = [
+    "NO_SEED_CLOUDS",
+    "SEED_KEY",
+    "SEED_RULE_PREFIX",
+    "SEED_TARGETS",
+    "BuiltinCloud",
+    "SeedClouds",
+    "mark_unconfigured",
+    "seed_document",
+]
 
 SEED_KEY = "task_rules"
+#: the seed's own routes after the entries are named ``seed-...`` (entries are ``task-rule-N``)
+SEED_RULE_PREFIX = "seed-"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuiltinCloud:
+    """The operator's configuration of one built-in cloud target of the seed form."""
+
+    #: provider settings, as a full policy's target would carry them (launch_template, subnets, ...)
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    #: the budget threshold: spot prices above it are refused, and AWS is chosen for urgent or peak
+    #: work only under it. None: no threshold (the provider caps spot at on-demand)
+    max_price_usd_h: float | None = None
+    #: replaces the built-in region when given
+    region: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeedClouds:
+    """Both built-in clouds' configuration (``controlplane.cloud_defaults`` reads it from the environment)."""
+
+    aws: BuiltinCloud = field(default_factory=BuiltinCloud)
+    azure: BuiltinCloud = field(default_factory=BuiltinCloud)
+
+    def get(self, provider: str) -> BuiltinCloud:
+        return self.aws if provider == "aws" else self.azure
+
+
+#: nothing configured: both built-in clouds are ``not_configured``
+NO_SEED_CLOUDS = SeedClouds()
 _ENTRY_KEYS = ("priority", "data_sensitivity", "use_cloud", "cloud_provider", "instance_type")
 
 SEED_TARGETS: tuple[dict[str, Any], ...] = (
@@ -74,26 +130,90 @@ def _entry(value: Any, index: int) -> dict[str, Any]:
     instance_type = value.get("instance_type")
     if instance_type is not None and (not isinstance(instance_type, str) or not instance_type):
         raise PolicyError(f"{path}.instance_type", "must be a non-empty string")
-    rule["use_cloud"] = use_cloud
     if use_cloud:
+        # the cloud(s) first; local when none can take the task (not configured, price, budget, a failed
+        # launch), as the seed falls back to the cluster rather than failing the task
         rule["targets"] = [provider] if provider else list(CLOUD_PROVIDERS)
+        rule["targets"].append("local")
         if instance_type:
             rule["instance_type"] = instance_type
     else:
         if instance_type is not None:
             raise PolicyError(f"{path}.instance_type", "only applies with use_cloud: true")
+        rule["use_cloud"] = False
         rule["targets"] = ["local"]
     return rule
 
 
-def seed_document(raw: dict[str, Any]) -> dict[str, Any]:
-    """The full-form document equivalent to a seed document (``task_rules`` + optional ``thresholds``)."""
+def _seed_routes(clouds: SeedClouds) -> list[dict[str, Any]]:
+    """``route_task`` for a task no entry matched (see the module docstring)."""
+    routes: list[dict[str, Any]] = []
+    if clouds.aws.max_price_usd_h is not None:
+        spot_first = ["aws", "local", "azure"]
+        routes += [
+            {
+                "name": f"{SEED_RULE_PREFIX}urgent-aws-spot",
+                "description": "Urgent work: AWS Spot when its price is under the budget threshold.",
+                "match": {"priority": "urgent"},
+                "when": {"spot_price_under_budget": True},
+                "targets": spot_first,
+            },
+            {
+                "name": f"{SEED_RULE_PREFIX}peak-aws-spot",
+                "description": "The local cluster at peak: AWS Spot when its price is under the budget threshold.",
+                "when": {"peak": "local", "spot_price_under_budget": True},
+                "targets": spot_first,
+            },
+        ]
+    routes.append(
+        {
+            "name": f"{SEED_RULE_PREFIX}unmatched",
+            "description": "The local cluster; Azure Spot (preemptible) when it is full.",
+            "targets": ["local", "azure"],
+        }
+    )
+    return routes
+
+
+def _builtin_target(template: Mapping[str, Any], clouds: SeedClouds) -> dict[str, Any]:
+    target = dict(template)
+    if target["provider"] in CLOUD_PROVIDERS:
+        cloud = clouds.get(target["provider"])
+        if cloud.settings:
+            target["settings"] = dict(cloud.settings)
+        if cloud.max_price_usd_h is not None:
+            target["max_price_usd_h"] = cloud.max_price_usd_h
+        if cloud.region:
+            target["regions"] = [cloud.region]
+    return target
+
+
+def mark_unconfigured(target: Target) -> Target:
+    """A built-in target as plan() should see it: ``not_configured`` says what its settings lack."""
+    missing = missing_launch_settings(target.provider, target.settings)
+    if not missing:
+        return target
+    variables = "FUSIONPLANE_AWS_*" if target.provider == "aws" else "FUSIONPLANE_AZURE_*"
+    return replace(
+        target,
+        not_configured=(
+            f"the seed's built-in {target.provider} target has no launch settings: needs "
+            f"{', '.join(missing)} (set {variables}, docs/policies.md#the-seed-form)"
+        ),
+    )
+
+
+def seed_document(raw: dict[str, Any], clouds: SeedClouds = NO_SEED_CLOUDS) -> dict[str, Any]:
+    """The full-form document equivalent to a seed document (``task_rules`` + optional ``thresholds``).
+
+    ``clouds`` configures the built-in cloud targets (settings, max price, region).
+    """
     entries = raw[SEED_KEY]
     if not isinstance(entries, list):
         raise PolicyError(SEED_KEY, "must be an array of rules")
     document: dict[str, Any] = {
-        "targets": [dict(t) for t in SEED_TARGETS],
-        "rules": [_entry(value, index) for index, value in enumerate(entries)],
+        "targets": [_builtin_target(t, clouds) for t in SEED_TARGETS],
+        "rules": [_entry(value, index) for index, value in enumerate(entries)] + _seed_routes(clouds),
     }
     if "thresholds" in raw:
         document["thresholds"] = raw["thresholds"]

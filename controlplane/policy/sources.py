@@ -17,6 +17,7 @@ from typing import Any
 from controlplane.policy.active import PolicyDocuments
 from controlplane.policy.model import Policy, PolicyError
 from controlplane.policy.parse import parse_policy
+from controlplane.policy.seed import NO_SEED_CLOUDS, SeedClouds
 
 __all__ = ["DEFAULT_POLICY_PATH", "MAX_POLICY_BYTES", "FilePolicySource", "load_policy_file", "loads_policy"]
 
@@ -26,7 +27,7 @@ DEFAULT_POLICY_PATH = Path(__file__).resolve().parents[2] / "policies" / "defaul
 MAX_POLICY_BYTES = 1 << 20
 
 
-def loads_policy(text: str | bytes) -> Policy:
+def loads_policy(text: str | bytes, *, seed_clouds: SeedClouds = NO_SEED_CLOUDS) -> Policy:
     """Parse a policy from JSON text; :class:`PolicyError` names the bad field's JSON path."""
     if len(text) > MAX_POLICY_BYTES:
         raise PolicyError("", f"is larger than {MAX_POLICY_BYTES} bytes")
@@ -38,10 +39,10 @@ def loads_policy(text: str | bytes) -> Policy:
         document = json.loads(text, parse_constant=_no_constants)
     except ValueError as exc:
         raise PolicyError("", f"is not valid JSON: {exc}") from exc
-    return parse_policy(document)
+    return parse_policy(document, seed_clouds=seed_clouds)
 
 
-def load_policy_file(path: Path | str) -> Policy:
+def load_policy_file(path: Path | str, *, seed_clouds: SeedClouds = NO_SEED_CLOUDS) -> Policy:
     """Read and validate a policy file.
 
     Errors are :class:`PolicyError` whose message starts with the JSON path of
@@ -54,7 +55,7 @@ def load_policy_file(path: Path | str) -> Policy:
     except OSError as exc:
         raise PolicyError("", f"cannot read {path}: {exc.strerror}") from exc
     try:
-        return loads_policy(raw)
+        return loads_policy(raw, seed_clouds=seed_clouds)
     except PolicyError as exc:
         if exc.path:
             raise

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from controlplane.policy.active import ActivePolicy, PolicyDocuments, PolicySet, build_policy_set
 from controlplane.policy.consul_source import ConsulPolicySource
 from controlplane.policy.model import PolicyError
+from controlplane.policy.seed import NO_SEED_CLOUDS, SeedClouds
 from controlplane.policy.sources import FilePolicySource
 
 if TYPE_CHECKING:
@@ -54,8 +55,10 @@ class PolicyWatcher:
         clock: Callable[[], datetime] = _utcnow,
         consul_wait_s: float = CONSUL_WAIT_S,
         file_poll_s: float = FILE_POLL_S,
+        seed_clouds: SeedClouds = NO_SEED_CLOUDS,
     ) -> None:
         self.active, self.source, self.on_applied = active, source, on_applied
+        self.seed_clouds = seed_clouds
         self.metrics, self.clock = metrics, clock
         self.consul_wait_s, self.file_poll_s = consul_wait_s, file_poll_s
         self._stop = threading.Event()
@@ -147,7 +150,7 @@ class PolicyWatcher:
     def _consider(self, documents: PolicyDocuments) -> bool:
         """Validate, record and swap; False only when recording failed (worth retrying)."""
         try:
-            policies = build_policy_set(documents)
+            policies = build_policy_set(documents, seed_clouds=self.seed_clouds)
         except PolicyError as exc:
             self._refuse("invalid", str(exc), reachable=True)
             return True

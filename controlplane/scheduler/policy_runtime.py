@@ -22,6 +22,7 @@ from pathlib import Path
 from controlplane.metrics import Metrics
 from controlplane.policy import ActivePolicy, PolicyError, PolicySet, build_policy_set, parse_policy
 from controlplane.policy.consul_source import ConsulPolicySource, consul_client, consul_configured, policy_key
+from controlplane.policy.seed import NO_SEED_CLOUDS, SeedClouds
 from controlplane.policy.sources import FilePolicySource
 from controlplane.policy.watch import CONSUL_WAIT_S, PolicyWatcher
 from controlplane.store import NotFound, Store, utcnow
@@ -49,16 +50,16 @@ def record_policy_set(store: Store, policies: PolicySet, *, applied_by: str) -> 
     )
 
 
-def last_applied(store: Store) -> PolicySet | None:
+def last_applied(store: Store, *, seed_clouds: SeedClouds = NO_SEED_CLOUDS) -> PolicySet | None:
     """The policy set this database last applied, rebuilt from stored documents (None when there is none)."""
     rows = store.list_policy_applications(limit=1)
     if not rows:
         return None
     row = rows[0]
     try:
-        base = parse_policy(store.get_policy_version(row.version).document)
+        base = parse_policy(store.get_policy_version(row.version).document, seed_clouds=seed_clouds)
         tenants = {
-            tenant: parse_policy(store.get_policy_version(str(detail["version"])).document)
+            tenant: parse_policy(store.get_policy_version(str(detail["version"])).document, seed_clouds=seed_clouds)
             for tenant, detail in row.overlays.items()
         }
     except (NotFound, PolicyError, KeyError) as exc:
@@ -94,10 +95,13 @@ def start_policy_runtime(
     metrics: Metrics | None = None,
     now: datetime | None = None,
     consul_wait_s: float = CONSUL_WAIT_S,
+    seed_clouds: SeedClouds = NO_SEED_CLOUDS,
 ) -> PolicyRuntime:
     """Load the start-up policy, record it, and start watching its source.
 
-    Raises :class:`PolicyError` when no usable policy exists at all.
+    ``seed_clouds`` configures a seed form's built-in clouds (``serve`` reads
+    it from the environment). Raises :class:`PolicyError` when no usable
+    policy exists at all.
     """
     now = now or utcnow()
     files = FilePolicySource(policy_file)
@@ -109,16 +113,18 @@ def start_policy_runtime(
         # py-consul adds a blocking query's wait (and 1/16) to this itself: a silent Consul costs the
         # start-up read CONSUL_ANSWER_S and a watch round consul_wait_s * 17/16 + CONSUL_ANSWER_S
         source = ConsulPolicySource(consul_client(timeout_s=CONSUL_ANSWER_S), policy_key())
-        initial, problem, index = _from_consul(source)
+        initial, problem, index = _from_consul(source, seed_clouds)
         if initial is None:
-            initial = last_applied(store) or build_policy_set(files.read())
+            initial = last_applied(store, seed_clouds=seed_clouds) or build_policy_set(
+                files.read(), seed_clouds=seed_clouds
+            )
             log.warning(
                 "",
                 extra={"event": "policy.consul_unavailable_at_start", "reason": problem, "using": initial.source},
             )
         watched: ConsulPolicySource | FilePolicySource = source
     else:
-        initial, problem, index = build_policy_set(files.read()), None, None
+        initial, problem, index = build_policy_set(files.read(), seed_clouds=seed_clouds), None, None
         watched = files
     if initial.documents:
         record(initial)
@@ -129,7 +135,12 @@ def start_policy_runtime(
         metrics.policy_source_up.set(0 if problem and "unreachable" in problem else 1)
         metrics.policy_applied_timestamp.set(now.timestamp())
     watcher = PolicyWatcher(
-        active=active, source=watched, on_applied=record, metrics=metrics, consul_wait_s=consul_wait_s
+        active=active,
+        source=watched,
+        on_applied=record,
+        metrics=metrics,
+        consul_wait_s=consul_wait_s,
+        seed_clouds=seed_clouds,
     )
     if index is not None:
         watcher.prime(index)  # the first blocking query waits for the next change, not for what we just read
@@ -147,7 +158,9 @@ def start_policy_runtime(
     return PolicyRuntime(active=active, watcher=watcher)
 
 
-def _from_consul(source: ConsulPolicySource) -> tuple[PolicySet | None, str | None, int | None]:
+def _from_consul(
+    source: ConsulPolicySource, seed_clouds: SeedClouds
+) -> tuple[PolicySet | None, str | None, int | None]:
     """(policy set, why not, X-Consul-Index of the read)."""
     try:
         read = source.read()
@@ -158,6 +171,6 @@ def _from_consul(source: ConsulPolicySource) -> tuple[PolicySet | None, str | No
     if read.documents is None:
         return None, f"{source.key} does not exist in Consul", read.index
     try:
-        return build_policy_set(read.documents), None, read.index
+        return build_policy_set(read.documents, seed_clouds=seed_clouds), None, read.index
     except PolicyError as exc:
         return None, str(exc), read.index

@@ -13,6 +13,13 @@ Sources and their defaults (every number overridable with
 | ``aws_spot`` | the policy has aws targets with regions and instance types | 300 s | 10 s | 30 s | 600 s |
 | ``azure_spot`` | the policy has azure targets with regions and VM sizes | 1800 s | 20 s | 60 s | 3600 s |
 
+The TTL is the one TTL of each source's values: plan(), ``fusionctl
+explain`` and ``fusionctl signals`` all apply it (a policy's
+``load_ttl_seconds`` / ``price_ttl_seconds`` can only cut it shorter). A
+schedule that could let a working source's values go stale between two
+polls (interval + jitter + timeout not below the TTL) is refused at
+start-up, naming the variable (:func:`check_signal_schedules`).
+
 A source whose policy part is empty polls nothing and costs nothing; they
 are all built, so a policy change that adds a cloud target starts pricing
 it on the next poll. ``breaker`` and ``budget`` read the store (attempts and
@@ -29,7 +36,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from controlplane.domain import TaskState
+from controlplane.domain import SPOT_PRICE_TTL_SECONDS, TaskState
 from controlplane.metrics import Metrics
 from controlplane.policy import Policy, PolicySet
 from controlplane.policy.breaker import BreakerParams, BreakerRules
@@ -42,7 +49,7 @@ from controlplane.store import DailySpend, OfferOutcomes, Store, cloud_spend_tod
 from controlplane.store.offer_stats import OfferKey
 from controlplane.store.spend import PriceCache
 
-__all__ = ["DEFAULT_SCHEDULES", "build_signal_hub", "schedule_for"]
+__all__ = ["DEFAULT_SCHEDULES", "SOURCE_TTLS", "build_signal_hub", "check_signal_schedules", "schedule_for"]
 
 log = logging.getLogger("fusionplane.signals")
 
@@ -56,6 +63,16 @@ DEFAULT_SCHEDULES: Mapping[str, PollSchedule] = {
     "azure_spot": PollSchedule(interval_s=1800, timeout_s=20, jitter_s=60),
 }
 DEFAULT_RETENTION_HOURS = 48.0
+#: each source's TTL as the sources are built here (their constructors' defaults), for the start-up check
+SOURCE_TTLS: Mapping[str, float] = {
+    "queue": 30.0,
+    "breaker": 60.0,
+    "budget": 60.0,
+    "prometheus": 60.0,
+    "kubernetes": 30.0,
+    "aws_spot": SPOT_PRICE_TTL_SECONDS["aws"],
+    "azure_spot": SPOT_PRICE_TTL_SECONDS["azure"],
+}
 
 
 def _env_float(name: str, default: float) -> float:
@@ -71,19 +88,41 @@ def _env_float(name: str, default: float) -> float:
     return value
 
 
-def schedule_for(name: str) -> PollSchedule:
+def schedule_for(name: str, *, ttl_s: float | None = None) -> PollSchedule:
+    """The source's schedule from its defaults and ``FUSIONPLANE_SIGNALS_<NAME>_*``.
+
+    With ``ttl_s`` (the TTL of the source's values) a schedule whose next
+    value may arrive after the last one went stale is refused: a working
+    poller must never leave the planner without a fresh value.
+    """
     base = DEFAULT_SCHEDULES[name]
     prefix = f"FUSIONPLANE_SIGNALS_{name.upper()}_"
     interval = _env_float(prefix + "INTERVAL_S", base.interval_s)
     timeout = _env_float(prefix + "TIMEOUT_S", base.timeout_s)
     if interval <= 0 or timeout <= 0:
         raise ValueError(f"{prefix}INTERVAL_S and {prefix}TIMEOUT_S must be above 0")
+    jitter = _env_float(prefix + "JITTER_S", base.jitter_s)
+    if ttl_s is not None and interval + jitter + timeout >= ttl_s:
+        raise ValueError(
+            f"{prefix}INTERVAL_S: a poll every {interval:g} s (+ up to {jitter:g} s jitter, {prefix}JITTER_S, "
+            f"+ up to {timeout:g} s to answer, {prefix}TIMEOUT_S) is not within the {ttl_s:g} s TTL of "
+            f"{name}'s values: they would go stale between polls; poll more often"
+        )
     return PollSchedule(
         interval_s=interval,
         timeout_s=timeout,
-        jitter_s=_env_float(prefix + "JITTER_S", base.jitter_s),
+        jitter_s=jitter,
         max_backoff_s=max(base.max_backoff_s, interval),
     )
+
+
+def check_signal_schedules() -> None:
+    """Refuse (ValueError naming the variable) any source's schedule that does not fit its values' TTL.
+
+    ``fusionctl serve`` calls it with its other settings, before it starts anything.
+    """
+    for name, ttl in SOURCE_TTLS.items():
+        schedule_for(name, ttl_s=ttl)
 
 
 def build_sources(env: Mapping[str, str] | None = None) -> list[SignalSource]:
@@ -120,6 +159,7 @@ def build_signal_hub(
         return wanted_from_targets(policy().targets)
 
     hub = SignalHub(
+        # schedules against TTLs are checked once, at serve's start-up (check_signal_schedules)
         [(source, schedule_for(source.name)) for source in chosen],
         wanted=wanted,
         on_samples=store.record_signal_samples,

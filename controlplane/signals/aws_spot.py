@@ -87,7 +87,7 @@ import botocore.config
 import botocore.exceptions
 from botocore.parsers import ResponseParserError
 
-from controlplane.domain import SPOT_PRICE_SOURCE, SignalSample, spot_price_key
+from controlplane.domain import SPOT_PRICE_SOURCE, SPOT_PRICE_TTL_SECONDS, SignalSample, spot_price_key
 from controlplane.signals.base import PollResult, SourceUnavailable, Wanted
 
 __all__ = [
@@ -110,10 +110,11 @@ __all__ = [
 
 log = logging.getLogger("fusionplane.signals")
 
-#: Ten minutes, the policy's default ``price_ttl_seconds``: EC2 Spot prices move in small steps a
-#: few times a day, so a price a few polls old is still a fair basis; a poller failing for longer
-#: than this must not keep a price alive (the planner takes the smaller of this and the policy's).
-DEFAULT_TTL_SECONDS = 600.0
+#: Ten minutes: the one TTL of an EC2 spot price (the domain's ``SPOT_PRICE_TTL_SECONDS``), which
+#: plan(), ``explain`` and ``fusionctl signals`` all apply. EC2 Spot prices move in small steps a few
+#: times a day, so a price a few polls old is still a fair basis; a poller failing for longer than
+#: this must not keep a price alive. A policy's ``price_ttl_seconds`` can only cut it shorter.
+DEFAULT_TTL_SECONDS = SPOT_PRICE_TTL_SECONDS["aws"]
 #: DescribeSpotPriceHistory's largest page (MaxResults 1..1000)
 DEFAULT_PAGE_SIZE = 1000
 #: with StartTime = now an answer is about (types x zones) entries, well under one page; twenty

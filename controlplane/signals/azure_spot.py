@@ -53,7 +53,7 @@ from urllib.parse import quote
 
 import httpx
 
-from controlplane.domain import SPOT_PRICE_SOURCE, SignalSample, spot_price_key
+from controlplane.domain import SPOT_PRICE_SOURCE, SPOT_PRICE_TTL_SECONDS, SignalSample, spot_price_key
 from controlplane.signals.base import PollResult, SourceUnavailable, Wanted
 
 __all__ = [
@@ -72,12 +72,12 @@ log = logging.getLogger("fusionplane.signals")
 DEFAULT_BASE_URL = "https://prices.azure.com/api/retail/prices"
 #: the newest version the API's overview documents; filter values are case-sensitive from this one on
 API_VERSION = "2023-01-01-preview"
-#: An hour. Retail Spot prices move slowly (Azure revises them, it does not auction them
-#: per minute), so an hour-old price is still a fair basis. The planner also caps every price
-#: at the policy's ``price_ttl_seconds`` (600 s by default) and uses the smaller of the two, so
-#: keeping this one above that leaves the operator's threshold in charge; it only stops a
-#: policy from trusting a price from a poller that has been failing for more than an hour.
-DEFAULT_TTL_SECONDS = 3600.0
+#: An hour: the one TTL of an Azure spot price (the domain's ``SPOT_PRICE_TTL_SECONDS``), which
+#: plan(), ``explain`` and ``fusionctl signals`` all apply. Retail Spot prices move slowly (Azure
+#: revises them, it does not auction them per minute), so an hour-old price is still a fair basis,
+#: and the default poll (every 1800 s) refreshes it well before then. A policy's
+#: ``price_ttl_seconds`` can only cut it shorter.
+DEFAULT_TTL_SECONDS = SPOT_PRICE_TTL_SECONDS["azure"]
 #: the docs promise up to 1,000 items a page; a few sizes of one region fit on one. Ten pages
 #: is far beyond any honest answer, and stops a NextPageLink that loops.
 DEFAULT_MAX_PAGES = 10

@@ -20,6 +20,7 @@ from providers.base import BackendState, BackendStatus, Provider
 from providers.local import LocalProvider
 from tests.conftest import REPO
 from tests.contract.provider_contract import TARGET, ProviderContract, launch_request
+from tests.support.no_metadata import subprocess_env
 
 # a worker that runs until it is stopped (extra args, "--spec PATH", land in $0 and $1)
 SLEEPER = ["sh", "-c", "exec sleep 60"]
@@ -206,7 +207,7 @@ def test_bad_attempt_ids_and_specs_are_refused(make_local) -> None:
 def test_a_real_worker_run_succeeds_end_to_end(
     tmp_path: Path, astronaut_path: Path, source_face_path: Path, astronaut: np.ndarray
 ) -> None:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = subprocess_env(PYTHONPATH=str(REPO))
     provider = LocalProvider(tmp_path / "state", 1, term_grace_seconds=5.0, env=env)
     assert provider.worker_command[:3] == [sys.executable, "-m", "controlplane.cli"]
     output = tmp_path / "out" / "swapped.png"

@@ -100,6 +100,7 @@ from tests.support.fleet import (
 )
 from tests.support.kmock_cluster import write_kubeconfig
 from tests.support.loopback import free_port
+from tests.support.no_metadata import NO_METADATA_ENV
 from tests.support.postgres import running_postgres
 
 __all__ = ["StormConfig", "main", "run_storm"]
@@ -518,7 +519,6 @@ class _Storm:
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": REGION,
-            "AWS_EC2_METADATA_DISABLED": "true",
             "AWS_CONFIG_FILE": str(self.workdir / "no-aws-config"),
             "AWS_SHARED_CREDENTIALS_FILE": str(self.workdir / "no-aws-credentials"),
             # Azure: the fake ARM over TLS (its CA trusted by requests), a managed identity for the token
@@ -537,7 +537,7 @@ class _Storm:
         grant = {"s3_read": ["s3://storm-in/"], "s3_write": ["s3://storm-out/"], "web_hosts": ["*"]}
         storage.write_text(json.dumps({"version": 1, "tenants": {"dev": grant}}))
         env["FUSIONPLANE_STORAGE_FILE"] = str(storage)
-        return env
+        return {**env, **NO_METADATA_ENV}  # no SDK asks a metadata address
 
     def _control_planes(self) -> None:
         config = self.config

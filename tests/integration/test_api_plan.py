@@ -144,13 +144,14 @@ def test_the_policy_and_signals_in_force(api: Server) -> None:
     assert set(view) == {"policy_version", "decided_at", "candidates", "rejected", "trace", "signals_used"}
     assert view["policy_version"] == load_policy_file(SEED_TABLE).version
     assert view["decided_at"] == "2026-11-24T12:00:00Z"  # the live snapshot's taken_at
+    # onprem at peak and AWS under its budget threshold: the seed's "peak -> AWS Spot" row
     assert [(c["target"], c["region"], c["expected_usd_h"], c["hedge"]) for c in view["candidates"]] == [
-        ("azure-spot", "eastus", 0.21, None)
+        ("aws-spot", "us-east-1", 0.26, None)
     ]
     assert view["rejected"][0] == {
         "target": "onprem",
-        "code": "no_capacity",
-        "reasons": ["no free GPU: free_gpus/onprem = 0"],
+        "code": "excluded_by_rule",
+        "reasons": ["rule peak-aws-spot does not list it"],
     }
     assert api.asked[-1] == "default"  # no tenant given: the "default" tenant's policy
     assert stored_rows(api.store) == before  # a dry run stores nothing
@@ -185,6 +186,8 @@ def test_a_private_task_never_gets_a_cloud_candidate(api: Server) -> None:
 def test_signals_policy_tenant_and_time_from_the_body(api: Server) -> None:
     signals = copy.deepcopy(SNAPSHOT_DOC)
     signals["free_gpus"]["onprem"] = 4
+    signals["gpu_utilization"]["onprem"] = 0.4  # not at peak (load and queue): the cluster first
+    signals["queue_depth"] = 10
     view = api.plan({"task": PUBLIC, "signals": signals}).json()
     assert [c["target"] for c in view["candidates"]] == ["onprem", "azure-spot"]
     assert view["signals_used"]["free_gpus/onprem"]["value"] == 4

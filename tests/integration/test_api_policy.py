@@ -27,7 +27,8 @@ pytestmark = pytest.mark.timeout(60)
 
 TARGETS = [
     {"name": "local", "provider": "local", "private": True},
-    {"name": "aws", "provider": "aws", "private": False},
+    # a cloud target must be able to launch to be put in force (an AMI is enough for EC2)
+    {"name": "aws", "provider": "aws", "private": False, "settings": {"image_id": "ami-0123456789abcdef0"}},
 ]
 
 

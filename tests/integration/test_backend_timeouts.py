@@ -86,6 +86,7 @@ from tests.support.aws import isolate_aws_environment
 from tests.support.ec2_proxy import Ec2Proxy
 from tests.support.kmock_cluster import JOBS, SECRETS, KmockCluster, api_client
 from tests.support.loopback import SilentServer, free_port, serving
+from tests.support.no_metadata import subprocess_env
 from tests.support.prometheus import missing_binaries, running_prometheus, serving_exporter
 from tests.support.storage import write_storage
 from tests.support.tcp_fault_relay import TcpFaultRelay
@@ -820,7 +821,7 @@ def test_serve_with_consul_and_prometheus_silent_keeps_the_last_good_policy_and_
     with FakeConsul() as consul, TcpFaultRelay("127.0.0.1", consul.port) as consul_link, SilentServer() as prometheus:
         consul.seed(CONSUL_KEY, json_bytes(first))
         env = {
-            **os.environ,
+            **subprocess_env(),
             "CONSUL_HTTP_ADDR": consul_link.address,
             "FUSIONPLANE_POLICY_FILE": str(REPO / "policies" / "default.json"),  # never used: Consul answered
             "FUSIONPLANE_PROMETHEUS_URL": prometheus.url,  # accepts connections, never answers

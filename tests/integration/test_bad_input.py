@@ -10,7 +10,6 @@ which must not be replaced.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 from collections.abc import Callable
@@ -22,6 +21,7 @@ import numpy as np
 import pytest
 
 from faceswap.media import probe
+from tests.support.no_metadata import subprocess_env
 from tests.support.standin_models import write_model_dir
 
 pytestmark = pytest.mark.slow
@@ -141,7 +141,7 @@ def swap(fusionctl: list[str], tmp_path: Path) -> Callable[..., Job]:
             output.mkdir()
         scratch = tmp_path / "scratch"
         scratch.mkdir()
-        env = {**os.environ, "TMPDIR": str(scratch)}
+        env = subprocess_env(TMPDIR=str(scratch))
         done = subprocess.run(
             [*fusionctl, "swap", "--source", str(source), "--target", str(target), "--output", str(output), *extra],
             capture_output=True,

@@ -3,7 +3,7 @@
 policies/examples/snapshot.json is written for policies/examples/seed-table.json:
 onprem is at peak and full, isolated has 3 free GPUs, AWS g4dn.xlarge costs
 0.26 $/h and Azure eastus 0.21 $/h (fresh), and the Azure westeurope price is
-30 minutes old (stale at the policy's 600 s price TTL).
+90 minutes old (stale at the Azure spot price's one-hour TTL).
 """
 
 from __future__ import annotations
@@ -39,9 +39,11 @@ def write(tmp_path: Path, name: str, document: Any) -> Path:
     return path
 
 
-def plan_json(tmp_path: Path, task: dict[str, Any], *extra: str, policy: Path = POLICY) -> dict[str, Any]:
+def plan_json(
+    tmp_path: Path, task: dict[str, Any], *extra: str, policy: Path = POLICY, snapshot: Path = SNAPSHOT
+) -> dict[str, Any]:
     task_file = write(tmp_path, "task.json", task)
-    result = fusionctl("plan", "--policy", policy, "--signals", SNAPSHOT, "--task", task_file, "-o", "json", *extra)
+    result = fusionctl("plan", "--policy", policy, "--signals", snapshot, "--task", task_file, "-o", "json", *extra)
     assert result.exit_code == 0, result.output
     assert result.stderr == ""
     view: dict[str, Any] = json.loads(result.stdout)
@@ -52,8 +54,20 @@ def rejected(view: dict[str, Any]) -> dict[str, str]:
     return {r["target"]: r["code"] for r in view["rejected"]}
 
 
+def _aws_over_budget(tmp_path: Path) -> Path:
+    """The example snapshot with AWS g4dn.xlarge at 0.34 $/h, over aws-spot's 0.30 threshold."""
+    document = json.loads(SNAPSHOT.read_text(encoding="utf-8"))
+    for price in document["spot_prices"]:
+        if (price["provider"], price["instance_type"]) == ("aws", "g4dn.xlarge"):
+            price["usd_per_hour"] = 0.34
+    return write(tmp_path, "dear-aws.json", document)
+
+
 def test_ordinary_public_work_goes_to_azure_spot_when_onprem_is_full(tmp_path: Path) -> None:
-    view = plan_json(tmp_path, PUBLIC)
+    # a full cluster is at peak: AWS Spot when it is under the budget threshold (it is, in the example) ...
+    assert [c["target"] for c in plan_json(tmp_path, PUBLIC)["candidates"]] == ["aws-spot"]
+    # ... and Azure Spot when it is not
+    view = plan_json(tmp_path, PUBLIC, snapshot=_aws_over_budget(tmp_path))
     assert set(view) == {"policy_version", "decided_at", "candidates", "rejected", "trace", "signals_used"}
     assert view["decided_at"] == "2026-11-24T12:00:00Z"  # the snapshot's taken_at: deterministic
     assert len(view["policy_version"]) == 64
@@ -127,7 +141,7 @@ def test_a_stale_price_rejects_its_cloud(tmp_path: Path) -> None:
     assert rejected(view)["onprem"] == "no_capacity"
     assert view["signals_used"]["spot_price/azure/westeurope/Standard_NC4as_T4_v3"]["stale"] is True
     assert (
-        "signal spot_price/azure/westeurope/Standard_NC4as_T4_v3: stale (1800.0s old, ttl 600s), not used"
+        "signal spot_price/azure/westeurope/Standard_NC4as_T4_v3: stale (5400.0s old, ttl 3600s), not used"
         in (view["trace"])
     )
 
@@ -137,7 +151,7 @@ def test_a_campaign_at_peak_goes_to_aws_spot_under_budget(tmp_path: Path) -> Non
     assert [(c["target"], c["region"], c["instance_type"], c["expected_usd_h"]) for c in view["candidates"]] == [
         ("aws-spot", "us-east-1", "g4dn.xlarge", 0.26)
     ]
-    assert view["trace"][2].startswith("rule campaign-peak: matched; conditions hold (peak: onprem GPU utilisation")
+    assert view["trace"][3].startswith("rule peak-aws-spot: matched; conditions hold (peak: onprem GPU utilisation")
 
 
 def test_at_moves_the_decision_time_and_stale_load_never_rejects(tmp_path: Path) -> None:

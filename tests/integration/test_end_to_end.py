@@ -4,7 +4,6 @@ and the receipt says the local target was chosen and why."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.support.asgi_server import free_port
+from tests.support.no_metadata import subprocess_env
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 def control_plane(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
     """(base URL, dev token, working directory) of a real ``fusionctl serve``."""
     port = free_port()
-    env = {**os.environ, "FUSIONPLANE_POLICY_FILE": str(REPO / "policies" / "default.json")}
+    env = subprocess_env(FUSIONPLANE_POLICY_FILE=str(REPO / "policies" / "default.json"))
     env.pop("FUSIONPLANE_DATABASE_URL", None)
     log = (tmp_path / "serve.log").open("wb")
     proc = subprocess.Popen(

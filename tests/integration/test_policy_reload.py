@@ -34,7 +34,14 @@ pytestmark = pytest.mark.timeout(60)
 KEY = "fusionplane/policy"
 TARGETS = [
     {"name": "local", "provider": "local", "private": True},
-    {"name": "aws", "provider": "aws", "private": False, "regions": ["us-east-1"], "instance_types": ["g5.xlarge"]},
+    {
+        "name": "aws",
+        "provider": "aws",
+        "private": False,
+        "regions": ["us-east-1"],
+        "instance_types": ["g5.xlarge"],
+        "settings": {"image_id": "ami-0123456789abcdef0"},  # a cloud target must be able to launch
+    },
 ]
 
 
@@ -300,3 +307,25 @@ def test_file_source_reloads_on_change_and_keeps_the_last_good(
     wait_for(lambda: "acme" in runtime.current().tenants, timeout_s=2.0)
     assert runtime.current().for_tenant("acme").thresholds.peak_queue_depth == 5
     assert runtime.current().base.thresholds.peak_queue_depth == 100
+
+
+def test_a_cloud_target_that_cannot_launch_is_refused_at_push_and_at_watch_time(
+    consul_env: FakeConsul, store: Store, runtimes: list[PolicyRuntime], tmp_path: Path
+) -> None:
+    good = policy_doc("local")
+    consul_env.seed(KEY, encode(good))
+    runtime = start(store, runtimes)
+    unlaunchable = policy_doc("aws")
+    unlaunchable["targets"] = [TARGETS[0], {k: v for k, v in TARGETS[1].items() if k != "settings"}]
+    why = "targets[1].settings: aws target 'aws' cannot launch: needs launch_template or image_id"
+    # through the CLI: refused before anything is written
+    before = consul_env.entry(KEY)
+    result = cli("push", str(write(tmp_path / "no-ami.json", unlaunchable)))
+    assert result.exit_code == 65
+    assert why in result.output
+    assert consul_env.entry(KEY) == before
+    # written past the CLI: the watcher refuses it and the last good policy stays in force
+    consul_env.seed(KEY, encode(unlaunchable))
+    wait_for(lambda: runtime.active.status()["last_error"] is not None, timeout_s=2.0)
+    assert why in runtime.active.status()["last_error"]
+    assert runtime.current().version == policy_version(good)

@@ -16,6 +16,7 @@ import pytest
 from faceswap import SwapOptions, run_swap
 from tests.conftest import REPO
 from tests.support.media import frame_md5s, make_clip
+from tests.support.no_metadata import subprocess_env
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +40,7 @@ def test_sigterm_during_uninterruptible_work_exits_75_within_the_grace_period(
     tmp_path: Path, source_face_path: Path, astronaut_path: Path
 ) -> None:
     output = tmp_path / "out.png"
-    env = {**os.environ, "FUSIONPLANE_STOP_GRACE_S": "1.5"}
+    env = subprocess_env(FUSIONPLANE_STOP_GRACE_S="1.5")
     proc = subprocess.Popen(
         [
             sys.executable,

@@ -7,7 +7,6 @@ replica waited out the whole lease (15 s) before scheduling.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -20,12 +19,13 @@ from sqlalchemy import create_engine, select
 
 from controlplane.store.tables import leader_lease
 from tests.support.loopback import free_port
+from tests.support.no_metadata import subprocess_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 def start(tmp_path: Path, database: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "FUSIONPLANE_VAR_DIR": str(tmp_path / f"var{port}"), "FUSIONPLANE_LEADER_LEASE_S": "15"}
+    env = subprocess_env(FUSIONPLANE_VAR_DIR=str(tmp_path / f"var{port}"), FUSIONPLANE_LEADER_LEASE_S="15")
     return subprocess.Popen(
         [
             sys.executable,

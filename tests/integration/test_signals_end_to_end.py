@@ -17,9 +17,9 @@ from sqlalchemy import create_engine
 from controlplane.api.app import create_app
 from controlplane.cli.signals import signals as signals_cli
 from controlplane.config import Settings
-from controlplane.domain import DataSensitivity, TaskKind, TaskSpec
+from controlplane.domain import SPOT_PRICE_TTL_SECONDS, DataSensitivity, TaskKind, TaskSpec
 from controlplane.metrics import Metrics
-from controlplane.policy import parse_policy
+from controlplane.policy import ActivePolicy, PolicySet, parse_policy
 from controlplane.scheduler import Scheduler
 from controlplane.scheduler.signals_runtime import build_signal_hub, pollers_json
 from controlplane.signals.azure_spot import AzureSpotPriceSource
@@ -31,22 +31,21 @@ from tests.support.asgi_server import serving
 
 pytestmark = pytest.mark.timeout(60)
 
-POLICY = parse_policy(
-    {
-        "targets": [
-            {"name": "onprem", "provider": "local", "private": True},
-            {
-                "name": "azure",
-                "provider": "azure",
-                "private": False,
-                "regions": ["eastus"],
-                "instance_types": [T4_4],
-                "max_price_usd_h": 0.5,
-            },
-        ],
-        "rules": [{"name": "cloud-first", "match": {"data_sensitivity": "public"}, "targets": ["azure", "onprem"]}],
-    }
-)
+POLICY_DOCUMENT = {
+    "targets": [
+        {"name": "onprem", "provider": "local", "private": True},
+        {
+            "name": "azure",
+            "provider": "azure",
+            "private": False,
+            "regions": ["eastus"],
+            "instance_types": [T4_4],
+            "max_price_usd_h": 0.5,
+        },
+    ],
+    "rules": [{"name": "cloud-first", "match": {"data_sensitivity": "public"}, "targets": ["azure", "onprem"]}],
+}
+POLICY = parse_policy(POLICY_DOCUMENT)
 EASTUS_T4 = 0.1578  # the fake's Spot Linux price for that size
 
 
@@ -170,10 +169,67 @@ def test_a_price_older_than_the_policy_ttl_never_chooses_the_cloud(store: Store,
         checkpoint_root=None,
         scheduler_id="test",
         signals=hub.samples,
-        clock=lambda: now[0] + timedelta(seconds=POLICY.thresholds.price_ttl_seconds + 1),
+        clock=lambda: now[0] + timedelta(seconds=SPOT_PRICE_TTL_SECONDS["azure"] + 1),
     )
     scheduler.place_batch()
     hub.close()
     receipt = store.get_decisions(task_id)[-1]
     assert [c.target for c in receipt.candidates] == ["onprem"]
     assert [(r.target, r.code) for r in receipt.rejections] == [("azure", "stale_price")]
+
+
+@pytest.mark.parametrize(
+    ("thresholds", "fresh", "ttl"),
+    [
+        # the defaults: the price's own TTL (an hour) outlives the poll interval (30 minutes)
+        ({}, True, SPOT_PRICE_TTL_SECONDS["azure"]),
+        # an operator's cap cuts it shorter, and the signals view says so too
+        ({"price_ttl_seconds": 600}, False, 600),
+    ],
+)
+def test_an_azure_price_polled_20_minutes_ago_is_judged_alike_by_plan_and_signals(
+    store: Store, prices: FakeAzurePrices, tmp_path: Path, thresholds: dict[str, float], fresh: bool, ttl: float
+) -> None:
+    policy = parse_policy({**POLICY_DOCUMENT, "thresholds": thresholds})
+    polled = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    later = polled + timedelta(minutes=20)
+    hub = build_signal_hub(store=store, policy=lambda: policy, sources=[AzureSpotPriceSource(base_url=prices.url)])
+    hub._clock = lambda: polled
+    hub.poll_all(force=True)
+    task_id = submit(store, DataSensitivity.PUBLIC)
+    scheduler = Scheduler(
+        store=store,
+        policy=lambda: policy,
+        providers={"local": NoopProvider(name="local"), "azure": NoopProvider(name="azure")},
+        callback_base="http://127.0.0.1:1",
+        checkpoint_root=None,
+        scheduler_id="test",
+        signals=hub.samples,
+        clock=lambda: later,
+    )
+    scheduler.place_batch()
+    hub.close()
+    receipt = store.get_decisions(task_id)[-1]
+    name = f"spot_price/azure/eastus/{T4_4}"
+    # plan() (and so `fusionctl explain`, which shows the receipt)
+    assert (receipt.signals_used[name]["stale"], receipt.signals_used[name]["ttl_seconds"]) == (not fresh, ttl)
+    assert receipt.candidates[0].target == ("azure" if fresh else "onprem")
+    # `fusionctl signals`, through the real API with the same policy in force
+    settings = Settings(var_dir=tmp_path / "var", input_roots=(tmp_path,), output_root=tmp_path / "out")
+    asgi, _app = create_app(
+        settings=settings,
+        store=store,
+        tokens=registry(),
+        metrics=Metrics.create(),
+        live_signals=lambda: scheduler.snapshot(policy),
+        active_policy=ActivePolicy(PolicySet(base=policy), applied_at=later),
+    )
+    with serving(asgi) as url:
+        shown = CliRunner().invoke(signals_cli, ["--url", url, "--token", OPERATOR, "-o", "json"])
+    assert shown.exit_code == 0, shown.output
+    row = {r["name"]: r for r in json.loads(shown.output)["signals"]}[name]
+    assert (row["status"], row["ttl_seconds"], round(row["age_seconds"])) == (
+        "fresh" if fresh else "stale",
+        ttl,
+        1200,
+    )

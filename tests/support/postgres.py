@@ -26,6 +26,7 @@ from typing import Any
 import psycopg
 
 from tests.support.loopback import free_port
+from tests.support.no_metadata import NO_METADATA_ENV
 
 __all__ = ["PG_BIN", "PostgresServer", "missing_binaries", "running_postgres"]
 
@@ -132,7 +133,13 @@ def running_postgres(settings: Mapping[str, str] | None = None) -> Iterator[Post
         if user:
             os.chown(base, user["user"], user["group"])
         data = base / "data"
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C", "HOME": str(base)}
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LC_ALL": "C",
+            "LANG": "C",
+            "HOME": str(base),
+            **NO_METADATA_ENV,
+        }
         initdb = [str(PG_BIN / "initdb"), "-D", str(data), "-U", OS_USER, "-A", "trust", "-E", "UTF8", "--no-sync"]
         done = subprocess.run(initdb, capture_output=True, env=env, cwd=base, timeout=60, check=False, **user)
         if done.returncode != 0:

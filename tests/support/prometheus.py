@@ -28,6 +28,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, start_http_server
 
 from tests.support.loopback import free_port
+from tests.support.no_metadata import NO_METADATA_ENV
 
 __all__ = [
     "PROMETHEUS_BIN",
@@ -162,7 +163,7 @@ def _start(base: Path, config: Path, port: int, data_dir: Path) -> PrometheusSer
         "--web.max-connections=32",
         "--log.level=warn",
     ]
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(base), "GOMAXPROCS": "2"}
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(base), "GOMAXPROCS": "2", **NO_METADATA_ENV}
     with open(log_path, "ab") as log:
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=base)
     return PrometheusServer(port=port, data_dir=data_dir, process=process, log_path=log_path)

@@ -25,14 +25,36 @@ from controlplane.domain import (
 )
 from controlplane.policy import Match, Policy, Rule, parse_policy, plan, spot_price_key
 from controlplane.policy.checks import Finding, check_policy, validate_document
+from controlplane.policy.seed import BuiltinCloud, SeedClouds
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 5, 4, 9, 30, tzinfo=UTC)
 
 LOCAL = {"name": "local", "provider": "local", "private": True}
 K8S = {"name": "k8s", "provider": "kubernetes", "private": True}
-AWS = {"name": "aws", "provider": "aws", "private": False, "regions": ["us-east-1"], "max_price_usd_h": 0.5}
-AZURE = {"name": "azure", "provider": "azure", "private": False}
+AWS_SETTINGS = {"image_id": "ami-0123456789abcdef0"}
+AZURE_SETTINGS = {
+    "subscription_id": "00000000-0000-0000-0000-000000000000",
+    "resource_group": "fusionplane",
+    "subnet_id": "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/net/providers/"
+    "Microsoft.Network/virtualNetworks/vnet/subnets/workers",
+    "image": "Canonical:ubuntu-24_04-lts:server:latest",
+    "ssh_public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample fusionplane",
+}
+AWS = {
+    "name": "aws",
+    "provider": "aws",
+    "private": False,
+    "regions": ["us-east-1"],
+    "max_price_usd_h": 0.5,
+    "settings": AWS_SETTINGS,
+}
+AZURE = {"name": "azure", "provider": "azure", "private": False, "settings": AZURE_SETTINGS}
+#: the seed form's built-in clouds as an operator configures them (FUSIONPLANE_AWS_*, FUSIONPLANE_AZURE_*)
+CONFIGURED = SeedClouds(
+    aws=BuiltinCloud(settings={"launch_template": "fusionplane-worker"}, max_price_usd_h=0.5),
+    azure=BuiltinCloud(settings=AZURE_SETTINGS),
+)
 TARGETS = [LOCAL, K8S, AWS, AZURE]
 
 
@@ -68,7 +90,7 @@ def _shipped_policies() -> list[Path]:
 @pytest.mark.parametrize("path", _shipped_policies(), ids=lambda p: p.name)
 def test_shipped_policies_have_no_findings(path: Path) -> None:
     document = json.loads(path.read_text(encoding="utf-8"))
-    assert [str(f) for f in validate_document(document)] == []
+    assert [str(f) for f in validate_document(document, seed_clouds=CONFIGURED)] == []
 
 
 def test_the_shipped_policies_include_both_example_forms() -> None:
@@ -104,17 +126,18 @@ def test_seed_form_findings_name_the_task_rules_entry() -> None:
             {"data_sensitivity": "private", "use_cloud": True, "cloud_provider": "azure"},
         ]
     }
-    findings = validate_document(document)
-    assert [(f.path, f.severity) for f in findings] == [("task_rules[1]", "error"), ("task_rules[2]", "error")]
+    findings = validate_document(document, seed_clouds=CONFIGURED)
+    assert [(f.path, f.severity) for f in findings] == [("task_rules[1]", "error"), ("task_rules[2]", "warning")]
     assert findings[0].message == (
         'unreachable: rule "task-rule-1" (task_rules[0]) matches every task this rule matches and has no conditions'
     )
-    assert findings[1].message.startswith("every target it allows is non-private")
+    # a cloud entry falls back to local, which takes the private tasks; the cloud never does
+    assert findings[1].message.startswith('"azure" is not private and every task this rule gets is private')
 
 
 def test_seed_form_targets_never_used_name_the_built_in_target() -> None:
     # an entry with no priority and no sensitivity takes every task: the default rule never applies
-    findings = validate_document({"task_rules": [{"use_cloud": False}]})
+    findings = validate_document({"task_rules": [{"use_cloud": False}]}, seed_clouds=CONFIGURED)
     assert [(f.path, f.severity) for f in findings] == [("task_rules", "warning"), ("task_rules", "warning")]
     assert [f.message.split(" a candidate")[0] for f in findings] == [
         'never used: no rule that can be chosen makes the seed\'s built-in target "aws"',

@@ -20,6 +20,7 @@ from controlplane.domain import (
     TaskState,
 )
 from controlplane.policy import PolicyError, load_policy_file, parse_policy, plan
+from controlplane.policy.seed import BuiltinCloud, SeedClouds
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 EXAMPLES = Path(__file__).resolve().parents[2] / "policies" / "examples"
@@ -95,12 +96,14 @@ def test_a_campaign_at_peak_goes_to_aws_spot_when_the_price_is_under_budget() ->
         0.21,
     )
     assert any(
-        line.startswith("rule campaign-peak: matched; conditions hold (peak: onprem GPU") for line in result.trace
+        line.startswith("rule peak-aws-spot: matched; conditions hold (peak: onprem GPU") for line in result.trace
     )
+    # the seed's row is "urgent or peak", not campaigns only: any work at peak goes there
+    assert _names(plan(_task(), _snapshot(peak), TABLE, NOW)) == ["aws-spot"]
     # price over the budget threshold: the rule does not fire, the campaign stays on the cluster rules
     expensive = plan(_task(labels={"campaign": "x"}), _snapshot({**peak, PRICES_AWS: 0.45}), TABLE, NOW)
     assert _names(expensive) == ["onprem", "azure-spot"]
-    assert any("campaign-peak: task matches, conditions do not (no cloud target" in t for t in expensive.trace)
+    assert any("peak-aws-spot: task matches, conditions do not (no cloud target" in t for t in expensive.trace)
     # a stale price is never the reason to go to the cloud
     stale = plan(_task(labels={"campaign": "x"}), _snapshot({**peak, PRICES_AWS: (0.1, 3600)}), TABLE, NOW)
     assert _names(stale) == ["onprem", "azure-spot"]
@@ -127,11 +130,24 @@ def test_urgent_short_deadline_work_is_hedged_across_clouds_azure_low_latency_fi
     assert "rule urgent-sla: no match (deadline_seconds 3600 not <= 300)" in relaxed.trace
 
 
+def test_urgent_work_goes_to_aws_spot_when_the_price_is_under_budget() -> None:
+    result = plan(_task(priority=Priority.URGENT), _snapshot(PRICES), TABLE, NOW)
+    assert [(c.target, c.instance_type, c.expected_usd_h) for c in result.candidates] == [
+        ("aws-spot", "g4dn.xlarge", 0.21)
+    ]
+    assert "rule urgent-aws-spot: matched; conditions hold (spot price aws/us-east-1/g4dn.xlarge" in result.trace[2]
+    over = plan(_task(priority=Priority.URGENT), _snapshot({**PRICES, PRICES_AWS: 0.45}), TABLE, NOW)
+    assert _names(over) == ["onprem", "azure-spot"]
+
+
 def test_a_full_local_cluster_falls_back_to_azure_spot() -> None:
-    result = plan(_task(), _snapshot({**PRICES, "free_gpus/onprem": 0}), TABLE, NOW)
+    # a full cluster is at peak: AWS when under the budget threshold (the row above), Azure Spot otherwise
+    full = {**PRICES, "free_gpus/onprem": 0}
+    result = plan(_task(), _snapshot({**full, PRICES_AWS: 0.45}), TABLE, NOW)
     assert _names(result) == ["azure-spot"]
     assert _codes(result)["onprem"] == "no_capacity"
     assert result.candidates[0].expected_usd_h == 0.18
+    assert _names(plan(_task(), _snapshot(full), TABLE, NOW)) == ["aws-spot"]
 
 
 # -- the seed form ----------------------------------------------------------------------------------
@@ -141,14 +157,21 @@ def test_the_seed_form_is_valid_and_means_what_the_seed_table_says() -> None:
     policy = load_policy_file(EXAMPLES / "seed-form.json")
     assert policy.from_seed
     assert [t.name for t in policy.targets] == ["local", "aws", "azure"]
+    # nothing configured (no FUSIONPLANE_AWS_* / FUSIONPLANE_AZURE_*): the clouds sit out, local takes the work
     high = plan(_task(priority=Priority.HIGH), SignalSnapshot(taken_at=NOW), policy, NOW)
-    (aws,) = high.candidates
-    assert (aws.target, aws.provider, aws.instance_type) == ("aws", "aws", "g4dn.2xlarge")
+    assert _names(high) == ["local"]
+    assert _codes(high)["aws"] == "not_configured"
+    configured = load_policy_file(
+        EXAMPLES / "seed-form.json",
+        seed_clouds=SeedClouds(aws=BuiltinCloud(settings={"launch_template": "fusionplane-worker"})),
+    )
+    (aws, local) = plan(_task(priority=Priority.HIGH), SignalSnapshot(taken_at=NOW), configured, NOW).candidates
+    assert (aws.target, aws.provider, aws.instance_type, local.target) == ("aws", "aws", "g4dn.2xlarge", "local")
     assert aws.expected_usd_h is None  # no max price: the provider's on-demand cap applies
     private = plan(_task(sensitivity=DataSensitivity.PRIVATE), SignalSnapshot(taken_at=NOW), policy, NOW)
     assert _names(private) == ["local"]
-    other = plan(_task(priority=Priority.LOW), SignalSnapshot(taken_at=NOW), policy, NOW)
-    assert _names(other) == ["local", "aws", "azure"]
+    other = plan(_task(priority=Priority.LOW), SignalSnapshot(taken_at=NOW), configured, NOW)
+    assert _names(other) == ["local"]  # the seed's route: local, then Azure (not configured here); never AWS
 
 
 @pytest.mark.parametrize(

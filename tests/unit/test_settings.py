@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,42 @@ def test_bad_fetch_settings_are_refused_naming_the_variable(
     monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match=name):
         Settings.from_env().check()
+
+
+def test_serve_refuses_a_poll_interval_that_outlasts_its_values_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Azure prices live an hour: polled every hour, they would be stale part of every hour."""
+    from click.testing import CliRunner
+
+    from controlplane.cli.serve import serve
+
+    for name in [n for n in os.environ if n.startswith("FUSIONPLANE_SIGNALS_")]:
+        monkeypatch.delenv(name)
+    result = CliRunner().invoke(serve, [], env={"FUSIONPLANE_SIGNALS_AZURE_SPOT_INTERVAL_S": "3600"})
+    assert result.exit_code == 2
+    assert "FUSIONPLANE_SIGNALS_AZURE_SPOT_INTERVAL_S: a poll every 3600 s" in result.output
+    assert "3600 s TTL of azure_spot's values" in result.output
+    # the jitter and the answer time count too: 1800 + 1790 + 20 s can outlast the hour
+    result = CliRunner().invoke(serve, [], env={"FUSIONPLANE_SIGNALS_AZURE_SPOT_JITTER_S": "1790"})
+    assert result.exit_code == 2
+    assert "FUSIONPLANE_SIGNALS_AZURE_SPOT_JITTER_S" in result.output
+
+
+def test_the_default_signal_schedules_fit_their_ttls(monkeypatch: pytest.MonkeyPatch) -> None:
+    from controlplane.scheduler.signals_runtime import DEFAULT_SCHEDULES, SOURCE_TTLS, check_signal_schedules
+
+    for name in [n for n in os.environ if n.startswith("FUSIONPLANE_SIGNALS_")]:
+        monkeypatch.delenv(name)
+    check_signal_schedules()
+    assert set(SOURCE_TTLS) == set(DEFAULT_SCHEDULES)
+    for name, schedule in DEFAULT_SCHEDULES.items():
+        assert schedule.interval_s + schedule.jitter_s + schedule.timeout_s < SOURCE_TTLS[name], name
+    # the table is what the sources are built with
+    from controlplane.signals import aws_spot, azure_spot, prometheus
+    from controlplane.signals.kubernetes_capacity import KubernetesCapacitySource
+    from controlplane.signals.queue import QueueDepthSource
+
+    assert SOURCE_TTLS["aws_spot"] == aws_spot.DEFAULT_TTL_SECONDS == 600
+    assert SOURCE_TTLS["azure_spot"] == azure_spot.DEFAULT_TTL_SECONDS == 3600
+    assert SOURCE_TTLS["prometheus"] == prometheus.DEFAULT_TTL_SECONDS
+    assert SOURCE_TTLS["queue"] == QueueDepthSource(lambda: 0).ttl_seconds
+    assert SOURCE_TTLS["kubernetes"] == KubernetesCapacitySource().ttl_seconds

@@ -101,10 +101,11 @@ def test_the_example_file_drives_the_seed_table_policy() -> None:
     snapshot = load_snapshot_file(EXAMPLE)
     policy = load_policy_file(SEED_TABLE)
     result = plan(_task(), snapshot, policy, snapshot.taken_at)
-    # onprem is full (free_gpus 0), so ordinary public work goes to Azure Spot at the observed price
-    assert [(c.target, c.expected_usd_h) for c in result.candidates] == [("azure-spot", 0.21)]
-    assert {r.target: r.code for r in result.rejections}["onprem"] == "no_capacity"
-    assert result.signals_used["free_gpus/onprem"]["value"] == 0
+    # onprem is full (free_gpus 0), so at peak: ordinary work goes to AWS Spot, under its budget threshold
+    assert [(c.target, c.expected_usd_h) for c in result.candidates] == [("aws-spot", 0.26)]
+    assert {r.target: r.code for r in result.rejections}["onprem"] == "excluded_by_rule"
+    assert any(line.startswith("rule peak-aws-spot: matched; conditions hold (peak: onprem") for line in result.trace)
+    assert result.signals_used["gpu_utilization/onprem"]["value"] == 0.93
 
 
 def test_to_json_writes_the_object_form_ttl_only_when_finite() -> None:
