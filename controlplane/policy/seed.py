@@ -16,9 +16,11 @@ given ``instance_type``, and to ``local`` when no cloud can take it.
 After the entries come the seed's own routes for a task no entry matches
 (rules named ``seed-*``):
 
-1. urgent work, and any work while ``local`` is at peak, goes to AWS Spot
+1. urgent work, and any work at peak (a backlog: more than
+   ``PEAK_QUEUE_DEPTH`` tasks queued, a campaign's batch), goes to AWS Spot
    when its spot price is under the budget threshold (the aws target's max
-   price); then ``local``, then Azure. Without a max price for AWS there is
+   price); then ``local``, then Azure. A cluster that is only full is not
+   peak: its work falls back to Azure, rule 2. Without a max price for AWS there is
    no threshold to be under, and these two rules are left out;
 2. anything else runs on ``local``, and on Azure Spot (preemptible) when
    ``local`` is full; AWS is not used.
@@ -54,6 +56,8 @@ __all__ = [
 SEED_KEY = "task_rules"
 #: the seed's own routes after the entries are named ``seed-...`` (entries are ``task-rule-N``)
 SEED_RULE_PREFIX = "seed-"
+#: the seed's peak: more tasks queued than this (the policy language's default ``peak_queue_depth``)
+PEAK_QUEUE_DEPTH = 100
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -159,9 +163,12 @@ def _seed_routes(clouds: SeedClouds) -> list[dict[str, Any]]:
                 "targets": spot_first,
             },
             {
+                # peak is a backlog (a campaign's batch), not a full cluster: a cluster that is merely
+                # full falls back to Azure (the last route), as the seed's table says
                 "name": f"{SEED_RULE_PREFIX}peak-aws-spot",
-                "description": "The local cluster at peak: AWS Spot when its price is under the budget threshold.",
-                "when": {"peak": "local", "spot_price_under_budget": True},
+                "description": "Peak (a queue deeper than the peak queue depth): AWS Spot when its price is "
+                "under the budget threshold.",
+                "when": {"queue_depth_above": PEAK_QUEUE_DEPTH, "spot_price_under_budget": True},
                 "targets": spot_first,
             },
         ]

@@ -93,13 +93,24 @@ def test_urgent_work_goes_to_aws_spot_when_its_price_is_under_the_budget_thresho
     assert _names(_plan(POLICY, DEAR, priority=Priority.URGENT)) == ["local", "azure"]
 
 
+def test_a_full_cluster_is_not_peak_azure_even_when_aws_is_cheap() -> None:
+    """The issue's case: an unmatched public task, the cluster full, a short queue: Azure, not AWS."""
+    result = _plan(POLICY, {**FULL, **CHEAP, "queue/depth": 3.0}, priority=Priority.NORMAL)
+    assert _names(result) == ["azure"]
+    assert _codes(result) == {"local": "no_capacity", "aws": "excluded_by_rule"}
+
+
 def test_peak_work_goes_to_aws_spot_when_its_price_is_under_the_budget_threshold() -> None:
-    result = _plan(POLICY, {**FULL, **CHEAP}, priority=Priority.LOW)
+    peak = {**FULL, **CHEAP, "queue/depth": 250.0}  # a campaign's backlog
+    result = _plan(POLICY, peak, priority=Priority.LOW)
     assert _names(result) == ["aws", "azure"]
     assert _codes(result) == {"local": "no_capacity"}
     assert any(
-        line.startswith("rule seed-peak-aws-spot: matched; conditions hold (peak: local") for line in result.trace
+        line.startswith("rule seed-peak-aws-spot: matched; conditions hold (queue depth 250 > 100")
+        for line in result.trace
     )
+    # at peak but AWS over the threshold: the cluster, then Azure
+    assert _names(_plan(POLICY, {**peak, **DEAR}, priority=Priority.LOW)) == ["azure"]
 
 
 def test_without_a_budget_threshold_aws_is_never_chosen_for_unmatched_work() -> None:
