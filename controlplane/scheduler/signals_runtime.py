@@ -20,6 +20,11 @@ schedule that could let a working source's values go stale between two
 polls (interval + jitter + timeout not below the TTL) is refused at
 start-up, naming the variable (:func:`check_signal_schedules`).
 
+``FUSIONPLANE_SIGNALS_OFF`` (comma-separated source names) turns pollers
+off: their signals are then missing, which ``plan()`` reads as unknown,
+never as a reason. That, not a schedule slower than the TTL, is how a
+source is switched off.
+
 A source whose policy part is empty polls nothing and costs nothing; they
 are all built, so a policy change that adds a cloud target starts pricing
 it on the next poll. ``breaker`` and ``budget`` read the store (attempts and
@@ -49,7 +54,15 @@ from controlplane.store import DailySpend, OfferOutcomes, Store, cloud_spend_tod
 from controlplane.store.offer_stats import OfferKey
 from controlplane.store.spend import PriceCache
 
-__all__ = ["DEFAULT_SCHEDULES", "SOURCE_TTLS", "build_signal_hub", "check_signal_schedules", "schedule_for"]
+__all__ = [
+    "DEFAULT_SCHEDULES",
+    "OFF_VARIABLE",
+    "SOURCE_TTLS",
+    "build_signal_hub",
+    "check_signal_schedules",
+    "schedule_for",
+    "sources_off",
+]
 
 log = logging.getLogger("fusionplane.signals")
 
@@ -116,13 +129,30 @@ def schedule_for(name: str, *, ttl_s: float | None = None) -> PollSchedule:
     )
 
 
+#: the setting that turns pollers off (comma-separated source names)
+OFF_VARIABLE = "FUSIONPLANE_SIGNALS_OFF"
+
+
+def sources_off(env: Mapping[str, str] | None = None) -> frozenset[str]:
+    """The sources ``FUSIONPLANE_SIGNALS_OFF`` turns off; an unknown name is refused naming the variable."""
+    raw = (os.environ if env is None else env).get(OFF_VARIABLE, "")
+    names = frozenset(part.strip() for part in raw.split(",") if part.strip())
+    unknown = sorted(names - set(DEFAULT_SCHEDULES))
+    if unknown:
+        raise ValueError(f"{OFF_VARIABLE}: unknown source {', '.join(unknown)} (known: {', '.join(DEFAULT_SCHEDULES)})")
+    return names
+
+
 def check_signal_schedules() -> None:
     """Refuse (ValueError naming the variable) any source's schedule that does not fit its values' TTL.
 
-    ``fusionctl serve`` calls it with its other settings, before it starts anything.
+    ``fusionctl serve`` calls it with its other settings, before it starts anything. A source
+    turned off is not checked.
     """
+    off = sources_off()
     for name, ttl in SOURCE_TTLS.items():
-        schedule_for(name, ttl_s=ttl)
+        if name not in off:
+            schedule_for(name, ttl_s=ttl)
 
 
 def build_sources(env: Mapping[str, str] | None = None) -> list[SignalSource]:
@@ -154,6 +184,8 @@ def build_signal_hub(
     """The hub with the store's sources (queue, breaker, budget), the configured ones, history and the age gauge."""
     queue = QueueDepthSource(lambda: store.count_tasks_by_state()[TaskState.QUEUED])
     chosen = [queue, *store_sources(store, policy), *(build_sources() if sources is None else sources)]
+    off = sources_off()
+    chosen = [source for source in chosen if source.name not in off]
 
     def wanted() -> Wanted:
         return wanted_from_targets(policy().targets)

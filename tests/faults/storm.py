@@ -526,9 +526,9 @@ class _Storm:
             "REQUESTS_CA_BUNDLE": str(self.arm.ca_path),
             **self.identity.env(),
             "FUSIONPLANE_AZURE_PRICES_URL": f"http://127.0.0.1:{free_port()}",  # refuses: no retail prices here
-            # Kubernetes: kmock through a kubeconfig; its capacity poll has no nodes to count
+            # Kubernetes: kmock through a kubeconfig; its capacity poll has no nodes to count, so it is off
             "KUBECONFIG": str(self.kubeconfig),
-            "FUSIONPLANE_SIGNALS_KUBERNETES_INTERVAL_S": "3600",
+            "FUSIONPLANE_SIGNALS_OFF": "kubernetes",
         }
         if public_url:
             env["FUSIONPLANE_PUBLIC_URL"] = public_url

@@ -571,7 +571,9 @@ def test_real_workers_on_the_local_provider_write_one_output(
         assert "hedge_lost" in logged(loser)
         assert not {"source_ready", "attempt_succeeded", "attempt_failed"} & set(logged(loser))
         assert {"hedge_won", "source_ready", "attempt_succeeded"} <= set(logged(winner))
-        assert (tmp_path / "local" / loser.id / "exit_code").read_text().strip() == "75"
+        # it stops itself with 75; release_finished may SIGTERM it (143) in the moment between its
+        # hedge_lost line and its exit, a race on a loaded machine: either way it did no work
+        assert (tmp_path / "local" / loser.id / "exit_code").read_text().strip() in ("75", "143")
     finally:
         for owned in local.list_owned():
             local.cancel(owned.attempt_id)

@@ -21,7 +21,7 @@ from faceswap.uris import parse_uri, write_atomically
 from providers.base import BackendState
 from providers.local import LocalProvider
 from tests.contract.provider_contract import launch_request
-from tests.security.serve_process import serve_process
+from tests.support.serve_process import served as served_plane
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -33,8 +33,9 @@ def mode(path: Path) -> int:
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """(URL, working directory) of a real ``fusionctl serve --insecure-dev`` started with umask 022."""
-    with serve_process(tmp_path) as url:
-        yield url, tmp_path
+    # the usual shell umask: files would be 0644 unless serve tightens them itself
+    with served_plane(tmp_path, insecure_dev=True, umask=0o022) as plane:
+        yield plane.url, tmp_path
 
 
 def test_serve_keeps_the_database_var_and_uploads_private(served: tuple[str, Path]) -> None:

@@ -28,8 +28,8 @@ from controlplane.scheduler.workerspec import render_worker_spec
 from controlplane.store import Store, make_engine, upgrade
 from controlplane.store.ids import new_id
 from controlplane.store.uploads import inputs_in_use
-from tests.security.serve_process import serve_process
 from tests.support.api_fixtures import OPERATOR, TENANT_A, TENANT_B, ApiServer, stored_rows
+from tests.support.serve_process import served
 
 FACE = b"\x89PNG tenant a's face"
 
@@ -328,7 +328,8 @@ def test_retention_deletes_old_uploads_no_unfinished_task_reads(api: ApiServer) 
 
 @pytest.mark.timeout(120)
 def test_serve_runs_the_retention_job_and_logs_counts_only(tmp_path: Path) -> None:
-    with serve_process(tmp_path, FUSIONPLANE_UPLOAD_RETENTION_S="1") as url:
+    with served(tmp_path, insecure_dev=True, FUSIONPLANE_UPLOAD_RETENTION_S="1") as plane:
+        url = plane.url
         response = httpx.put(f"{url}/v1/uploads/face.png", content=FACE, timeout=10)
         assert response.status_code == 201, response.text
         folder = Path(response.json()["uri"]).parent

@@ -3,7 +3,11 @@
 ``with served(workdir) as plane:`` starts serve in ``workdir`` (its ``var/``
 there: tokens file, dev token, SQLite), waits until ``/healthz`` answers,
 and on leaving stops it (SIGINT, then SIGKILL by its PID). ``plane.output()``
-is all it wrote to stdout and stderr so far.
+is all it wrote to stdout and stderr so far (``workdir/serve.log``).
+``insecure_dev`` serves without tokens; ``umask`` starts it under that
+umask (serve must tighten what it creates itself); keyword ``env`` entries
+override the environment (``FUSIONPLANE_LOCAL_WORKER_COMMAND`` defaults to a
+worker that exits at once).
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ class ServedPlane:
         return httpx.get(self.url + path, headers=headers, timeout=5)
 
 
-def _environment() -> dict[str, str]:
+def _environment(overrides: dict[str, str]) -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
@@ -63,23 +67,33 @@ def _environment() -> dict[str, str]:
             "AWS_EC2_METADATA_DISABLED": "true",
         }
     )
+    env.update(overrides)
     return env
 
 
 @contextlib.contextmanager
-def served(workdir: Path, *, ready_within_s: float = 60.0) -> Iterator[ServedPlane]:
+def served(
+    workdir: Path,
+    *,
+    ready_within_s: float = 60.0,
+    insecure_dev: bool = False,
+    umask: int | None = None,
+    **env: str,
+) -> Iterator[ServedPlane]:
     """Run ``fusionctl serve`` in ``workdir`` until the block ends; the output log is appended across starts."""
     port = free_port()
     log_path = workdir / "serve.log"
+    argv = [sys.executable, "-m", "controlplane.cli", "serve", "--port", str(port)]
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "controlplane.cli", "serve", "--port", str(port)],
+            [*argv, "--insecure-dev"] if insecure_dev else argv,
             cwd=workdir,
-            env=_environment(),
+            env=_environment(env),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            umask=-1 if umask is None else umask,
         )
     plane = ServedPlane(url=f"http://127.0.0.1:{port}", workdir=workdir, log_path=log_path, process=process)
     try:

@@ -124,3 +124,36 @@ def test_the_default_signal_schedules_fit_their_ttls(monkeypatch: pytest.MonkeyP
     assert SOURCE_TTLS["prometheus"] == prometheus.DEFAULT_TTL_SECONDS
     assert SOURCE_TTLS["queue"] == QueueDepthSource(lambda: 0).ttl_seconds
     assert SOURCE_TTLS["kubernetes"] == KubernetesCapacitySource().ttl_seconds
+
+
+def test_a_source_turned_off_is_neither_checked_nor_built(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from controlplane.policy import DEFAULT_POLICY_PATH, load_policy_file
+    from controlplane.scheduler.signals_runtime import (
+        build_signal_hub,
+        check_signal_schedules,
+        pollers_json,
+        sources_off,
+    )
+    from controlplane.store import Store, make_engine, upgrade
+
+    for name in [n for n in os.environ if n.startswith("FUSIONPLANE_SIGNALS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("FUSIONPLANE_SIGNALS_KUBERNETES_INTERVAL_S", "3600")
+    with pytest.raises(ValueError, match="FUSIONPLANE_SIGNALS_KUBERNETES_INTERVAL_S"):
+        check_signal_schedules()
+    monkeypatch.setenv("FUSIONPLANE_SIGNALS_OFF", "kubernetes, azure_spot")
+    assert sources_off() == {"kubernetes", "azure_spot"}
+    check_signal_schedules()  # the slow schedule belongs to a source that is off
+    engine = make_engine(f"sqlite:///{tmp_path / 'state.db'}")
+    upgrade(engine=engine)
+    policy = load_policy_file(DEFAULT_POLICY_PATH)
+    hub = build_signal_hub(store=Store(engine), policy=lambda: policy)
+    try:
+        names = {poller["source"] for poller in pollers_json(hub)}
+    finally:
+        hub.close()
+    assert not {"kubernetes", "azure_spot"} & names
+    assert {"queue", "aws_spot"} <= names
+    monkeypatch.setenv("FUSIONPLANE_SIGNALS_OFF", "kubernetes,gpus")
+    with pytest.raises(ValueError, match="FUSIONPLANE_SIGNALS_OFF: unknown source gpus"):
+        sources_off()
