@@ -53,6 +53,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from controlplane.domain import Candidate, InsufficientCapacity, InvalidSpec, Target, Unavailable
+from controlplane.domain.exit_codes import EXIT_CODES, EXIT_PREEMPTED, exit_meaning
 from controlplane.domain.worker_spec import WorkerSpec
 from providers.base import (
     BackendState,
@@ -69,15 +70,8 @@ __all__ = ["EXIT_MEANINGS", "LocalProvider"]
 
 _ATTEMPT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
-#: the worker's exit codes (docs/worker.md, sysexits)
-EXIT_MEANINGS: dict[int, str] = {
-    0: "succeeded",
-    2: "usage error: the worker command line was wrong (an image or provider bug)",
-    65: "EX_DATAERR: the spec or the job's input is unusable",
-    69: "EX_UNAVAILABLE: a model or the execution provider is missing on this target",
-    70: "EX_SOFTWARE: an unexpected internal error in the worker",
-    75: "EX_TEMPFAIL: preempted (SIGTERM) or a temporary storage failure; retry with the same checkpoint",
-}
+#: the worker's exit codes and what they mean (one table: controlplane.domain.exit_codes)
+EXIT_MEANINGS: dict[int, str] = {entry.code: exit_meaning(entry.code) or entry.meaning for entry in EXIT_CODES}
 
 # $1 exit file, $2 log file, then the worker argv. The outer shell starts the wrapper in the
 # background and prints its pid; the wrapper traps TERM/INT so that it survives the group-wide
@@ -406,7 +400,7 @@ class LocalProvider:
                 return BackendStatus(
                     state=BackendState.FAILED, reason=f"cancelled; {_exit_reason(code)}", exit_code=code
                 )
-            if code == 75:
+            if code == EXIT_PREEMPTED:
                 return BackendStatus(state=BackendState.PREEMPTED, reason=_exit_reason(code), exit_code=code)
             if code > 128:
                 return BackendStatus(state=BackendState.LOST, reason=_exit_reason(code), exit_code=code)

@@ -20,18 +20,16 @@ from datetime import datetime
 from typing import Any
 
 from controlplane.domain import Attempt, AttemptState, InvalidTransition, TaskState
+from controlplane.domain.exit_codes import TERMINAL_EXIT_CODES, RetryClass, retry_class
 from controlplane.policy import Thresholds
 from controlplane.store import StateMismatch, Store
 
 __all__ = ["TERMINAL_EXIT_CODES", "FailoverRules", "advance", "is_retryable", "never_called_in"]
 
-#: worker exit codes that say the same input fails the same way anywhere (docs/worker.md): 2 usage,
-#: 65 EX_DATAERR, 69 EX_UNAVAILABLE (a broken model cache or driver is an operator's alert, and the
-#: re-plan could pick the same target again). Never retried.
-TERMINAL_EXIT_CODES = frozenset({2, 65, 69})
 #: exit 75 and 128+N are reported by the providers as PREEMPTED and LOST; a FAILED status that still
-#: carries one was classified so on purpose (the task's deadline, our own cancel), so it is not retried
-_PROVIDER_CLASSIFIED = 75
+#: carries one was classified so on purpose (the task's deadline, our own cancel), so it is not retried.
+#: The terminal codes (2 usage, 65 EX_DATAERR, 69 EX_UNAVAILABLE: a broken model cache or driver is an
+#: operator's alert, and the re-plan could pick the same target again) are never retried.
 
 
 def is_retryable(state: AttemptState, exit_code: int | None) -> bool:
@@ -48,7 +46,7 @@ def is_retryable(state: AttemptState, exit_code: int | None) -> bool:
         return True
     if state is not AttemptState.FAILED or exit_code is None:
         return False
-    return 0 < exit_code < 128 and exit_code != _PROVIDER_CLASSIFIED and exit_code not in TERMINAL_EXIT_CODES
+    return retry_class(exit_code) is RetryClass.CRASH
 
 
 #: the documented defaults live in one place, the policy model
