@@ -31,7 +31,7 @@ from controlplane.api.remote_uris import HostResolver, RemoteRules, refuse_inter
 from controlplane.api.schemas import FieldError, TaskCreate, check_input_uri, check_output_uri
 from controlplane.api.signals import add_signal_routes
 from controlplane.api.submissions import SubmitQueue
-from controlplane.api.task_file import TaskFileError, infer_kind, output_suffix
+from controlplane.api.task_file import TaskFileError, infer_kind, output_suffix, task_spec_from_request
 from controlplane.api.uploads import UploadLedger, receive_upload
 from controlplane.api.views import attempt_json, event_json, receipt_json, task_json
 from controlplane.config import Settings
@@ -43,7 +43,6 @@ from controlplane.domain import (
     Priority,
     Task,
     TaskKind,
-    TaskSpec,
     TaskState,
 )
 from controlplane.domain import FieldError as DomainFieldError
@@ -207,19 +206,7 @@ def create_app(
             metrics.submissions.labels(outcome="replayed").inc()
             response.headers["Location"] = f"/v1/tasks/{earlier[0].id}"
             return task_json(earlier[0])
-        spec = TaskSpec(
-            tenant=principal.tenant,
-            kind=kind,
-            source_uri=source,
-            target_uri=target,
-            output_uri=output,
-            priority=Priority(body.priority),
-            data_sensitivity=DataSensitivity(body.data_sensitivity),
-            deadline_seconds=body.deadline_seconds,
-            budget_usd=body.budget_usd,
-            options=body.options.model_dump(mode="json"),
-            labels=dict(body.labels),
-        )
+        spec = task_spec_from_request(body, tenant=tenant, kind=kind, source=source, target=target, output=output)
         try:
             task, created = await submit_queue.submit(
                 NewTask(spec=spec, request_hash=request_hash, idempotency_key=idempotency_key)

@@ -45,6 +45,7 @@ __all__ = [
     "output_suffix",
     "task_from_create",
     "task_from_json",
+    "task_spec_from_request",
 ]
 
 DRY_RUN_TASK_ID = "dry-run"
@@ -101,6 +102,29 @@ def _location(loc: tuple[int | str, ...]) -> str:
     return path
 
 
+def task_spec_from_request(
+    body: TaskCreate, *, tenant: str, kind: TaskKind, source: str, target: str, output: str
+) -> TaskSpec:
+    """The one conversion of a ``POST /v1/tasks`` body into a :class:`TaskSpec`.
+
+    The URIs come in checked (the API's submit) or as given (a dry run); the
+    rest is the body's, as the submitter sent it.
+    """
+    return TaskSpec(
+        tenant=tenant,
+        kind=kind,
+        source_uri=source,
+        target_uri=target,
+        output_uri=output,
+        priority=Priority(body.priority),
+        data_sensitivity=DataSensitivity(body.data_sensitivity),
+        deadline_seconds=body.deadline_seconds,
+        budget_usd=body.budget_usd,
+        options=body.options.model_dump(mode="json"),
+        labels=dict(body.labels),
+    )
+
+
 def task_from_create(body: TaskCreate, *, tenant: str, now: datetime, output_root: Path | None = None) -> Task:
     """The task ``POST /v1/tasks`` would store for ``body``, less the URI checks.
 
@@ -113,19 +137,7 @@ def task_from_create(body: TaskCreate, *, tenant: str, now: datetime, output_roo
     output = body.output or f"{tenant}/{DRY_RUN_TASK_ID}/swapped{output_suffix(body, kind)}"
     if output_root is not None and "://" not in output and not Path(output).is_absolute():
         output = str(output_root / output)
-    spec = TaskSpec(
-        tenant=tenant,
-        kind=kind,
-        source_uri=body.source,
-        target_uri=body.target,
-        output_uri=output,
-        priority=Priority(body.priority),
-        data_sensitivity=DataSensitivity(body.data_sensitivity),
-        deadline_seconds=body.deadline_seconds,
-        budget_usd=body.budget_usd,
-        options=body.options.model_dump(mode="json"),
-        labels=dict(body.labels),
-    )
+    spec = task_spec_from_request(body, tenant=tenant, kind=kind, source=body.source, target=body.target, output=output)
     return Task(id=DRY_RUN_TASK_ID, spec=spec, state=TaskState.QUEUED, created_at=now, updated_at=now)
 
 
