@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import Request
+from typing import Annotated
+
+from fastapi import Depends, Request
 
 from controlplane.api.auth import Principal, TokenRegistry
 from controlplane.api.errors import ApiError
 
-__all__ = ["DEV_PRINCIPAL", "authenticate", "observer", "require_observer", "require_operator"]
+__all__ = ["DEV_PRINCIPAL", "Caller", "authenticate", "observer", "require_observer", "require_operator"]
 
 #: who you are in ``--insecure-dev`` mode (loopback only)
 DEV_PRINCIPAL = Principal(name="insecure-dev", tenant="dev", role="admin")
@@ -70,3 +72,7 @@ def require_observer(principal: Principal | None) -> Principal:
 def require_operator(principal: Principal) -> None:
     if not principal.sees_all_tenants:
         raise ApiError(403, "forbidden", "operators only", field="authorization")
+
+
+#: a route parameter that authenticates the caller (401 without a valid token)
+Caller = Annotated[Principal, Depends(authenticate)]

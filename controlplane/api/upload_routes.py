@@ -1,0 +1,42 @@
+"""``PUT /v1/uploads/{filename}``: a local file for a task, stored in the caller's tenant folder."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi import FastAPI, Request
+
+from controlplane.api.deps import Caller
+from controlplane.api.errors import ApiError
+from controlplane.api.uploads import UploadLedger, receive_upload
+from controlplane.config import Settings
+
+__all__ = ["add_upload_routes"]
+
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+
+def add_upload_routes(app: FastAPI, *, settings: Settings) -> None:
+    """``PUT /v1/uploads/{filename}`` on ``app``: into the caller's tenant folder, within its quota."""
+    ledger = (
+        UploadLedger(root=settings.input_roots[0], quota_bytes=settings.upload_quota_bytes)
+        if settings.input_roots
+        else None
+    )
+
+    @app.put("/v1/uploads/{filename}", status_code=201, tags=["tasks"])
+    async def upload(filename: str, request: Request, principal: Caller) -> dict[str, Any]:
+        """Store a local file for a task (``fusionctl submit`` with local paths); returns the URI to use."""
+        if not _SAFE_NAME.match(filename) or filename.startswith("."):
+            raise ApiError(422, "invalid", "letters, digits, '.', '_' and '-' only", field="filename")
+        if ledger is None:
+            raise ApiError(409, "uploads_disabled", "no input root is configured", field="filename")
+        return await receive_upload(
+            chunks=request.stream(),
+            filename=filename,
+            tenant=principal.tenant,
+            ledger=ledger,
+            max_bytes=settings.max_upload_bytes,
+        )
