@@ -3,6 +3,23 @@
 ``Store(make_engine())`` is the way in: one short transaction per call,
 domain dataclasses out. ``upgrade()`` applies the Alembic migrations and
 ``is_current()`` says whether the database is at the newest revision.
+
+What lives where: ``core`` is the transaction core every other module goes
+through (``StoreCore``: ``now()``, ``write()``, ``read()``, ``locked()``; the
+row mappers; ``event_row``; and ``transition_task``, the one place a task
+changes state with its ``task.transition`` event, always checked against
+the state machine). One module per aggregate sits on it: ``tasks``
+(submission, reads, claims), ``launches`` (a batch of receipts and the
+attempts they start), ``attempts`` (attempt state, the hedge race,
+heartbeats), ``failover``, ``decisions`` (receipts and their replay),
+``events``, ``policy_versions`` (and applications), ``signal_samples``,
+``spend``, ``offer_stats``, ``waiting``, ``deadlines``, ``stranded`` (work a
+dead scheduler left), ``uploads`` and ``lease`` (the leader lease; its
+fencing token is in ``fence``). ``repository.Store`` is a thin facade whose
+methods name those functions; ``tables``, ``columns``, ``codec``, ``ids``,
+``records``, ``errors``, ``engine`` and ``migrate`` hold the schema, the
+column types, JSON codecs, ids, small records, errors, engine set-up and
+migrations. No module reaches into another's private names.
 """
 
 from controlplane.store.columns import utcnow

@@ -15,31 +15,31 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, func, select, update
+from sqlalchemy import ColumnElement, bindparam, func, select
 
 from controlplane.domain import Attempt, AttemptState, Task, TaskState, check_attempt_transition
+from controlplane.store.attempts import LIVE_ATTEMPTS, write_attempt_transition
 from controlplane.store.columns import UTCDateTime
-from controlplane.store.repository import Store, _attempt, _task
+from controlplane.store.core import StoreCore, attempt_from_row, task_from_row, transition_task
 from controlplane.store.tables import attempts, tasks
 
 __all__ = ["EXPIRABLE", "expire_task", "tasks_past_deadline"]
 
 #: the task states a passed deadline ends
 EXPIRABLE = (TaskState.QUEUED, TaskState.LAUNCHING, TaskState.RUNNING)
-_LIVE_ATTEMPTS = (AttemptState.LAUNCHING.value, AttemptState.RUNNING.value)
 _SECONDS_PER_DAY = 86_400.0
 
 
-def _passed(store: Store, now: datetime) -> ColumnElement[bool]:
+def _passed(store: StoreCore, now: datetime) -> ColumnElement[bool]:
     """``created_at + deadline_seconds < now``, in each database's own date arithmetic."""
     at = bindparam("deadline_now", now, type_=UTCDateTime())
-    if store._postgres:
+    if store.postgres:
         return tasks.c.created_at + func.make_interval(0, 0, 0, 0, 0, 0, tasks.c.deadline_seconds) < at
     # SQLite keeps naive UTC text; julianday reads it (and the bound value) as days
     return func.julianday(tasks.c.created_at) + tasks.c.deadline_seconds / _SECONDS_PER_DAY < func.julianday(at)
 
 
-def tasks_past_deadline(store: Store, *, now: datetime, limit: int = 200) -> list[Task]:
+def tasks_past_deadline(store: StoreCore, *, now: datetime, limit: int = 200) -> list[Task]:
     """Queued, launching and running tasks whose deadline passed at ``now``, oldest first."""
     stmt = (
         select(tasks)
@@ -51,25 +51,25 @@ def tasks_past_deadline(store: Store, *, now: datetime, limit: int = 200) -> lis
         .order_by(tasks.c.created_at)
         .limit(limit)
     )
-    with store._read() as conn:
-        return [_task(row) for row in conn.execute(stmt)]
+    with store.read() as conn:
+        return [task_from_row(row) for row in conn.execute(stmt)]
 
 
-def expire_task(store: Store, task_id: str, *, reason: str, actor: str) -> list[Attempt] | None:
+def expire_task(store: StoreCore, task_id: str, *, reason: str, actor: str) -> list[Attempt] | None:
     """Fail the task with ``reason`` and cancel its live attempts, in one transaction.
 
     Returns the attempts that were live (their backend resources are the
     caller's to stop), or None when the task had left the expirable states
     meanwhile (it finished, was cancelled, or is claimed by a batch).
     """
-    now = store._now()
-    with store._write() as conn:
-        row = conn.execute(store._locked(select(tasks.c.state).where(tasks.c.id == task_id))).one_or_none()
+    now = store.now()
+    with store.write() as conn:
+        row = conn.execute(store.locked(select(tasks.c.state).where(tasks.c.id == task_id))).one_or_none()
         if row is None or TaskState(row.state) not in EXPIRABLE:
             return None
         live = conn.execute(
-            store._locked(
-                select(attempts).where(attempts.c.task_id == task_id, attempts.c.state.in_(_LIVE_ATTEMPTS))
+            store.locked(
+                select(attempts).where(attempts.c.task_id == task_id, attempts.c.state.in_(LIVE_ATTEMPTS))
             ).order_by(attempts.c.number)
         ).all()
         detail: dict[str, Any] = {"reason": reason, "trigger": "deadline"}
@@ -77,30 +77,17 @@ def expire_task(store: Store, task_id: str, *, reason: str, actor: str) -> list[
             current = AttemptState(attempt.state)
             check_attempt_transition(current, AttemptState.CANCELLED)
             values = {"state": AttemptState.CANCELLED.value, "reason": reason, "updated_at": now}
-            store._write_attempt_transition(
+            write_attempt_transition(
                 conn, attempt, current, AttemptState.CANCELLED, values=values, detail=detail, at=now, actor=actor
             )
-        conn.execute(
-            update(tasks)
-            .where(tasks.c.id == task_id)
-            .values(
-                state=TaskState.FAILED.value,
-                reason=reason,
-                finished_at=now,
-                updated_at=now,
-                claimed_by=None,
-                claimed_at=None,
-                not_before=None,
-            )
-        )
-        store._event(
+        transition_task(
             conn,
-            task_id=task_id,
+            task_id,
+            current=TaskState(row.state),
+            wanted=TaskState.FAILED,
             at=now,
             actor=actor,
-            kind="task.transition",
-            from_state=row.state,
-            to_state=TaskState.FAILED.value,
+            values={"reason": reason, "finished_at": now, "claimed_by": None, "claimed_at": None, "not_before": None},
             detail=detail,
         )
-    return [_attempt(attempt) for attempt in live]
+    return [attempt_from_row(attempt) for attempt in live]

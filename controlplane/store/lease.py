@@ -24,55 +24,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from controlplane.store.errors import StoreError
+from controlplane.store.core import StoreCore
+from controlplane.store.fence import Fence, Fenced
 from controlplane.store.tables import leader_lease
-
-if TYPE_CHECKING:
-    from controlplane.store.repository import Store
 
 __all__ = ["SCHEDULER_LEASE", "Fence", "Fenced", "LeaseState", "LeaderLease"]
 
 #: the one lease FusionPlane uses: who runs the scheduler
 SCHEDULER_LEASE = "scheduler"
 
-
-class Fenced(StoreError):
-    """A write of a replica that no longer holds the lease (its token is not the current one)."""
-
-    def __init__(self, fence: Fence, *, holder: str | None, token: int | None) -> None:
-        now_held = f"held by {holder} with token {token}" if holder is not None else "not held"
-        super().__init__(
-            f"lease {fence.name!r} was taken over: this replica ({fence.holder}, token {fence.token}) "
-            f"may no longer schedule; it is {now_held}"
-        )
-        self.fence, self.holder, self.token = fence, holder, token
-
-
-@dataclass(frozen=True)
-class Fence:
-    """What a fenced store checks before each write: this lease still has this holder and token."""
-
-    name: str
-    holder: str
-    token: int
-
-    def check(self, conn: Connection, *, postgres: bool) -> None:
-        """Raise :class:`Fenced` unless the lease row still names this holder and token."""
-        stmt = select(leader_lease.c.holder, leader_lease.c.token).where(leader_lease.c.name == self.name)
-        if postgres:
-            # a shared row lock: a takeover's UPDATE waits until this write commits or rolls back
-            stmt = stmt.with_for_update(read=True)
-        row = conn.execute(stmt).one_or_none()
-        if row is None or row.holder != self.holder or int(row.token) != self.token:
-            raise Fenced(
-                self, holder=None if row is None else row.holder, token=None if row is None else int(row.token)
-            )
+#: the store a lease is kept on (a :class:`~controlplane.store.Store`; its fenced copies keep the type)
+StoreT = TypeVar("StoreT", bound=StoreCore)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,10 +67,10 @@ class LeaseState:
         }
 
 
-class LeaderLease:
+class LeaderLease(Generic[StoreT]):
     """Acquire, renew and give back one lease row on ``store`` (an unfenced store)."""
 
-    def __init__(self, store: Store, *, holder: str, seconds: float, name: str = SCHEDULER_LEASE) -> None:
+    def __init__(self, store: StoreT, *, holder: str, seconds: float, name: str = SCHEDULER_LEASE) -> None:
         if not holder or len(holder) > 256:
             raise ValueError("the lease holder must be 1 to 256 characters")
         if not 0 < seconds <= 86_400:
@@ -126,12 +93,10 @@ class LeaderLease:
 
     def _acquire_once(self) -> LeaseState:
         store = self.store
-        now = store._now()
+        now = store.now()
         until = now + timedelta(seconds=self.seconds)
-        with store._write() as conn:
-            row = conn.execute(
-                store._locked(select(leader_lease).where(leader_lease.c.name == self.name))
-            ).one_or_none()
+        with store.write() as conn:
+            row = conn.execute(store.locked(select(leader_lease).where(leader_lease.c.name == self.name))).one_or_none()
             if row is None:
                 conn.execute(
                     insert(leader_lease).values(
@@ -162,8 +127,8 @@ class LeaderLease:
     def resign(self) -> bool:
         """Let the lease expire now if it is ours (a clean shutdown): another replica takes over at once."""
         store = self.store
-        now = store._now()
-        with store._write() as conn:
+        now = store.now()
+        with store.write() as conn:
             done = conn.execute(
                 update(leader_lease)
                 .where(leader_lease.c.name == self.name, leader_lease.c.holder == self.holder)
@@ -173,7 +138,7 @@ class LeaderLease:
 
     def read(self) -> LeaseState | None:
         """The lease row now, or None when nobody ever held it."""
-        with self.store._read() as conn:
+        with self.store.read() as conn:
             row = conn.execute(select(leader_lease).where(leader_lease.c.name == self.name)).one_or_none()
         return None if row is None else self._state(row)
 

@@ -26,13 +26,13 @@ from sqlalchemy import insert, or_, select, update
 from sqlalchemy.orm import aliased
 
 from controlplane.domain import Attempt, AttemptState, Task, TaskState
-from controlplane.store.repository import Store, _attempt, _event_row, _task
+from controlplane.store.attempts import LIVE_ATTEMPTS
+from controlplane.store.core import StoreCore, attempt_from_row, task_from_row, transition_event, transition_task
 from controlplane.store.tables import attempts, events, tasks
 
 __all__ = ["StrandedTask", "requeue_claimed", "requeue_stranded", "stranded_tasks"]
 
 _LIVE_TASKS = (TaskState.LAUNCHING.value, TaskState.RUNNING.value)
-_LIVE_ATTEMPTS = (AttemptState.LAUNCHING.value, AttemptState.RUNNING.value)
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class StrandedTask:
 
 
 def requeue_claimed(
-    store: Store,
+    store: StoreCore,
     *,
     actor: str,
     claimed_before: datetime | None = None,
@@ -56,52 +56,50 @@ def requeue_claimed(
     fence stops that replica from going on with them) and periodically for
     claims older than any batch takes.
     """
-    now = store._now()
+    now = store.now()
     pick = select(tasks.c.id, tasks.c.claimed_by).where(tasks.c.state == TaskState.PLANNED.value)
     if claimed_before is not None:
         pick = pick.where(tasks.c.claimed_at <= claimed_before)
     if not_claimed_by is not None:
         pick = pick.where(or_(tasks.c.claimed_by.is_(None), tasks.c.claimed_by != not_claimed_by))
-    with store._write() as conn:
-        rows = conn.execute(store._locked(pick.order_by(tasks.c.id).limit(limit))).all()
+    with store.write() as conn:
+        rows = conn.execute(store.locked(pick.order_by(tasks.c.id).limit(limit))).all()
         if not rows:
             return []
         ids = [r.id for r in rows]
+        # one UPDATE for the batch; each task's move is checked and recorded as transition_task would
+        moved = [
+            transition_event(
+                task_id=r.id,
+                current=TaskState.PLANNED,
+                wanted=TaskState.QUEUED,
+                at=now,
+                actor=actor,
+                detail={"reason": f"reconciliation: claimed by {r.claimed_by} but never launched"},
+            )
+            for r in rows
+        ]
         conn.execute(
             update(tasks)
             .where(tasks.c.id.in_(ids), tasks.c.state == TaskState.PLANNED.value)
             .values(state=TaskState.QUEUED.value, claimed_by=None, claimed_at=None, updated_at=now)
         )
-        conn.execute(
-            insert(events),
-            [
-                _event_row(
-                    task_id=r.id,
-                    at=now,
-                    actor=actor,
-                    kind="task.transition",
-                    from_state=TaskState.PLANNED.value,
-                    to_state=TaskState.QUEUED.value,
-                    detail={"reason": f"reconciliation: claimed by {r.claimed_by} but never launched"},
-                )
-                for r in rows
-            ],
-        )
+        conn.execute(insert(events), moved)
     return ids
 
 
-def stranded_tasks(store: Store, *, quiet_since: datetime, limit: int = 500) -> list[StrandedTask]:
+def stranded_tasks(store: StoreCore, *, quiet_since: datetime, limit: int = 500) -> list[StrandedTask]:
     """Launching or running tasks with no live attempt, untouched since ``quiet_since``, with their newest attempt."""
     live = aliased(attempts)
-    has_live = select(live.c.id).where(live.c.task_id == tasks.c.id, live.c.state.in_(_LIVE_ATTEMPTS)).exists()
+    has_live = select(live.c.id).where(live.c.task_id == tasks.c.id, live.c.state.in_(LIVE_ATTEMPTS)).exists()
     stmt = (
         select(tasks)
         .where(tasks.c.state.in_(_LIVE_TASKS), tasks.c.updated_at <= quiet_since, ~has_live)
         .order_by(tasks.c.updated_at)
         .limit(limit)
     )
-    with store._read() as conn:
-        found = [_task(r) for r in conn.execute(stmt)]
+    with store.read() as conn:
+        found = [task_from_row(r) for r in conn.execute(stmt)]
         if not found:
             return []
         rows = conn.execute(
@@ -109,7 +107,7 @@ def stranded_tasks(store: Store, *, quiet_since: datetime, limit: int = 500) -> 
         )
         by_task: dict[str, list[Attempt]] = {}
         for row in rows:
-            by_task.setdefault(row.task_id, []).append(_attempt(row))
+            by_task.setdefault(row.task_id, []).append(attempt_from_row(row))
     return [StrandedTask(task=t, newest=_newest(by_task.get(t.id, []))) for t in found]
 
 
@@ -127,34 +125,26 @@ def _newest(tried: list[Attempt]) -> Attempt | None:
     return (standing or siblings)[-1]
 
 
-def requeue_stranded(store: Store, task_id: str, *, reason: str, actor: str) -> bool:
+def requeue_stranded(store: StoreCore, task_id: str, *, reason: str, actor: str) -> bool:
     """Send a launching/running task with no live attempt back to ``queued``; False if that no longer holds."""
-    now = store._now()
-    with store._write() as conn:
-        row = conn.execute(store._locked(select(tasks.c.state).where(tasks.c.id == task_id))).one_or_none()
+    now = store.now()
+    with store.write() as conn:
+        row = conn.execute(store.locked(select(tasks.c.state).where(tasks.c.id == task_id))).one_or_none()
         if row is None or row.state not in _LIVE_TASKS:
             return False
         alive = conn.execute(
-            select(attempts.c.id).where(attempts.c.task_id == task_id, attempts.c.state.in_(_LIVE_ATTEMPTS))
+            select(attempts.c.id).where(attempts.c.task_id == task_id, attempts.c.state.in_(LIVE_ATTEMPTS))
         ).first()
         if alive is not None:
             return False
-        conn.execute(
-            update(tasks)
-            .where(tasks.c.id == task_id)
-            .values(state=TaskState.QUEUED.value, target=None, claimed_by=None, claimed_at=None, updated_at=now)
-        )
-        conn.execute(
-            insert(events).values(
-                **_event_row(
-                    task_id=task_id,
-                    at=now,
-                    actor=actor,
-                    kind="task.transition",
-                    from_state=row.state,
-                    to_state=TaskState.QUEUED.value,
-                    detail={"reason": f"reconciliation: {reason}"},
-                )
-            )
+        transition_task(
+            conn,
+            task_id,
+            current=TaskState(row.state),
+            wanted=TaskState.QUEUED,
+            at=now,
+            actor=actor,
+            values={"target": None, "claimed_by": None, "claimed_at": None},
+            detail={"reason": f"reconciliation: {reason}"},
         )
     return True

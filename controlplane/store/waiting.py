@@ -15,7 +15,7 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, and_, func, select, update
 
 from controlplane.domain import TaskState
-from controlplane.store.repository import Store
+from controlplane.store.core import StoreCore
 from controlplane.store.tables import tasks
 
 __all__ = ["WaitingSummary", "backing_off", "wake_waiting", "waiting_summary"]
@@ -34,31 +34,31 @@ def _waiting() -> ColumnElement[bool]:
     return and_(tasks.c.state == TaskState.QUEUED.value, tasks.c.queue_reason.is_not(None))
 
 
-def waiting_summary(store: Store) -> WaitingSummary:
+def waiting_summary(store: StoreCore) -> WaitingSummary:
     """The number of waiting tasks and the start of the oldest wait (for /metrics).
 
     A waiting task being re-planned right now (claimed: ``planned``, its
     queue reason kept) still counts, so the gauge does not dip every round.
     """
-    now = store._now()
+    now = store.now()
     still = and_(
         tasks.c.state.in_((TaskState.QUEUED.value, TaskState.PLANNED.value)), tasks.c.queue_reason.is_not(None)
     )
-    with store._read() as conn:
+    with store.read() as conn:
         count, oldest = conn.execute(select(func.count(), func.min(tasks.c.queued_since)).where(still)).one()
     waited = max((now - oldest).total_seconds(), 0.0) if oldest is not None else 0.0
     return WaitingSummary(count=int(count), oldest_since=oldest, oldest_wait_seconds=waited)
 
 
-def backing_off(store: Store) -> bool:
+def backing_off(store: StoreCore) -> bool:
     """Whether any waiting task is backing off now (its ``not_before`` lies ahead): one cheap read."""
-    now = store._now()
+    now = store.now()
     stmt = select(tasks.c.id).where(_waiting(), tasks.c.not_before > now).limit(1)
-    with store._read() as conn:
+    with store.read() as conn:
         return conn.execute(stmt).first() is not None
 
 
-def wake_waiting(store: Store, *, limit: int) -> int:
+def wake_waiting(store: StoreCore, *, limit: int) -> int:
     """Make up to ``limit`` backing-off waiting tasks claimable now, most urgent then oldest; returns how many.
 
     Called when free capacity shows up, so a freed slot is used within a
@@ -66,16 +66,16 @@ def wake_waiting(store: Store, *, limit: int) -> int:
     """
     if limit < 1:
         return 0
-    now = store._now()
+    now = store.now()
     pick = (
         select(tasks.c.id)
         .where(_waiting(), tasks.c.not_before > now)
         .order_by(tasks.c.priority_rank, tasks.c.id)
         .limit(limit)
     )
-    with store._write() as conn:
+    with store.write() as conn:
         # another scheduler's claim may hold some of them: skip those rather than wait
-        locked = pick.with_for_update(skip_locked=True) if store._postgres else pick
+        locked = pick.with_for_update(skip_locked=True) if store.postgres else pick
         ids = list(conn.execute(locked).scalars())
         if not ids:
             return 0

@@ -1,0 +1,439 @@
+"""Attempts: creation, state changes, the first-to-run race of a hedged launch, heartbeats and reads."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy.engine import Connection
+
+from controlplane.domain import Attempt, AttemptState, TaskState, check_attempt_transition
+from controlplane.store.core import (
+    SHA256_HEX,
+    StoreCore,
+    attempt_from_row,
+    event_row,
+    insert_event,
+    ms,
+    transition_task,
+)
+from controlplane.store.errors import NotFound, StateMismatch
+from controlplane.store.ids import new_id
+from controlplane.store.records import AttemptProgress
+from controlplane.store.tables import attempts, events, tasks
+
+__all__ = [
+    "LIVE_ATTEMPTS",
+    "FinishedAttempt",
+    "RunningStart",
+    "attempt_rows",
+    "attempt_token_sha256",
+    "attempts_for",
+    "create_attempt",
+    "finished_attempts_after",
+    "get_attempt",
+    "get_progress",
+    "last_heartbeats",
+    "launch_number",
+    "live_attempts",
+    "record_heartbeat",
+    "set_backend_ref",
+    "start_running",
+    "transition_attempt",
+    "write_attempt_transition",
+]
+
+#: the attempt states of an attempt that may still run
+LIVE_ATTEMPTS = (AttemptState.LAUNCHING.value, AttemptState.RUNNING.value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunningStart:
+    """What :meth:`Store.start_running` decided for an attempt whose worker (or backend) says it runs.
+
+    ``outcome``: "won" (it moved to running now: alone, or the first of its
+    hedged launch), "running" (it already was: a repeated report), "lost"
+    (a sibling of its hedged launch runs or succeeded, or the task ended:
+    it was cancelled now) or "ended" (it had ended before).
+    """
+
+    outcome: str
+    #: the attempt as it is after the decision
+    attempt: Attempt
+    #: the still-launching siblings that this win cancelled: their backend resources are to be stopped
+    cancelled: tuple[Attempt, ...] = ()
+
+    @property
+    def running(self) -> bool:
+        """Whether the attempt runs now, i.e. its worker may work."""
+        return self.outcome in ("won", "running")
+
+
+class FinishedAttempt(NamedTuple):
+    """An attempt that became final, as :meth:`Store.finished_attempts_after` lists it."""
+
+    event_id: int
+    attempt_id: str
+    provider: str
+    #: the final state it reached (``cancelled`` for a hedge's losers: their resources are released everywhere)
+    state: AttemptState
+
+
+def launch_number(table: Any) -> Any:
+    """Which launch an attempt belongs to: its hedge group (the first sibling's number), else its own number."""
+    return func.coalesce(table.c.hedge_group, table.c.number)
+
+
+def attempt_rows(
+    *,
+    attempt_id: str,
+    task_id: str,
+    number: int,
+    target: str,
+    provider: str,
+    region: str | None,
+    instance_type: str | None,
+    token_sha256: str,
+    at: datetime,
+    actor: str,
+    hedge_group: int | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A new launching attempt's row and its ``attempt.created`` event (naming its hedge group, if any)."""
+    attempt = {
+        "id": attempt_id,
+        "task_id": task_id,
+        "number": number,
+        "target": target,
+        "provider": provider,
+        "region": region,
+        "instance_type": instance_type,
+        "state": AttemptState.LAUNCHING.value,
+        "token_sha256": token_sha256,
+        "created_at": at,
+        "updated_at": at,
+        "progress": {},
+        "hedge_group": hedge_group,
+    }
+    detail: dict[str, Any] = {"number": number, "target": target, "provider": provider}
+    if hedge_group is not None:
+        detail["hedge_group"] = hedge_group
+    created = event_row(
+        task_id=task_id,
+        attempt_id=attempt_id,
+        at=at,
+        actor=actor,
+        kind="attempt.created",
+        to_state=AttemptState.LAUNCHING.value,
+        detail=detail,
+    )
+    return attempt, created
+
+
+def create_attempt(
+    core: StoreCore,
+    *,
+    task_id: str,
+    target: str,
+    provider: str,
+    token_sha256: str,
+    region: str | None = None,
+    instance_type: str | None = None,
+    actor: str = "scheduler",
+) -> Attempt:
+    """A new launching attempt numbered after the task's previous one (see :meth:`Store.create_attempt`)."""
+    if not SHA256_HEX.match(token_sha256):
+        raise ValueError("token_sha256 must be 64 lowercase hex characters (the token's sha256)")
+    now = core.now()
+    attempt_id = new_id("att", now_ms=ms(now))
+    with core.write() as conn:
+        # lock the task so concurrent creations number one after the other
+        if conn.execute(core.locked(select(tasks.c.id).where(tasks.c.id == task_id))).one_or_none() is None:
+            raise NotFound("task", task_id)
+        previous = conn.execute(select(func.max(attempts.c.number)).where(attempts.c.task_id == task_id)).scalar_one()
+        attempt, created = attempt_rows(
+            attempt_id=attempt_id,
+            task_id=task_id,
+            number=(previous or 0) + 1,
+            target=target,
+            provider=provider,
+            region=region,
+            instance_type=instance_type,
+            token_sha256=token_sha256,
+            at=now,
+            actor=actor,
+        )
+        conn.execute(insert(attempts).values(**attempt))
+        conn.execute(insert(events).values(**created))
+        row = conn.execute(select(attempts).where(attempts.c.id == attempt_id)).one()
+    return attempt_from_row(row)
+
+
+def transition_attempt(
+    core: StoreCore,
+    attempt_id: str,
+    *,
+    wanted: AttemptState,
+    actor: str,
+    reason: str | None = None,
+    exit_code: int | None = None,
+    backend_ref: str | None = None,
+    expected: AttemptState | None = None,
+) -> Attempt:
+    """Move an attempt to ``wanted`` and record the event, in one transaction (see :meth:`Store.transition_attempt`)."""
+    now = core.now()
+    with core.write() as conn:
+        row = conn.execute(core.locked(select(attempts).where(attempts.c.id == attempt_id))).one_or_none()
+        if row is None:
+            raise NotFound("attempt", attempt_id)
+        current = AttemptState(row.state)
+        if expected is not None and current != expected:
+            raise StateMismatch("attempt", attempt_id, expected=expected.value, actual=current.value)
+        check_attempt_transition(current, wanted)
+        values: dict[str, Any] = {"state": wanted.value, "updated_at": now}
+        detail: dict[str, Any] = {}
+        for name, value in (("reason", reason), ("exit_code", exit_code), ("backend_ref", backend_ref)):
+            if value is not None:
+                values[name] = detail[name] = value
+        write_attempt_transition(conn, row, current, wanted, values=values, detail=detail, at=now, actor=actor)
+        updated = conn.execute(select(attempts).where(attempts.c.id == attempt_id)).one()
+    return attempt_from_row(updated)
+
+
+def write_attempt_transition(
+    conn: Connection,
+    row: Row[Any],
+    current: AttemptState,
+    wanted: AttemptState,
+    *,
+    values: Mapping[str, Any],
+    detail: Mapping[str, Any],
+    at: datetime,
+    actor: str,
+) -> None:
+    """The attempt's new row values and its ``attempt.transition`` event (the caller checked the move)."""
+    conn.execute(update(attempts).where(attempts.c.id == row.id).values(**values))
+    insert_event(
+        conn,
+        task_id=row.task_id,
+        attempt_id=row.id,
+        at=at,
+        actor=actor,
+        kind="attempt.transition",
+        from_state=current.value,
+        to_state=wanted.value,
+        detail=detail,
+    )
+
+
+def _cancel_launching(
+    conn: Connection, row: Row[Any], *, reason: str, winner: str | None, at: datetime, actor: str
+) -> None:
+    """A launching attempt that will never run (a hedge it lost): cancelled, with the reason and the winner."""
+    detail: dict[str, Any] = {"reason": reason}
+    if winner is not None:
+        detail["hedge_winner"] = winner
+    write_attempt_transition(
+        conn,
+        row,
+        AttemptState.LAUNCHING,
+        AttemptState.CANCELLED,
+        values={"state": AttemptState.CANCELLED.value, "updated_at": at, "reason": reason},
+        detail=detail,
+        at=at,
+        actor=actor,
+    )
+
+
+def _task_running(
+    conn: Connection, task_id: str, *, started: datetime | None, target: str | None, at: datetime, actor: str
+) -> None:
+    """A launching task to running (its first start time kept), on ``target`` when given (a hedge's winner)."""
+    values: dict[str, Any] = {}
+    if started is None:
+        values["started_at"] = at
+    detail: dict[str, Any] = {}
+    if target is not None:
+        values["target"] = detail["target"] = target
+    transition_task(
+        conn,
+        task_id,
+        current=TaskState.LAUNCHING,
+        wanted=TaskState.RUNNING,
+        at=at,
+        actor=actor,
+        values=values,
+        detail=detail,
+    )
+
+
+def start_running(core: StoreCore, attempt_id: str, *, actor: str) -> RunningStart:
+    """Move a launching attempt and its task to running, unless a sibling of its hedged launch won first.
+
+    See :meth:`Store.start_running`. The task is locked first, then its
+    attempts (the order ``fail_over`` keeps too, so the two never wait on
+    each other).
+    """
+    now = core.now()
+    live_or_won = (AttemptState.RUNNING.value, AttemptState.SUCCEEDED.value)
+    with core.write() as conn:
+        task_id = conn.execute(select(attempts.c.task_id).where(attempts.c.id == attempt_id)).scalar_one_or_none()
+        if task_id is None:
+            raise NotFound("attempt", attempt_id)
+        task = conn.execute(
+            core.locked_no_key(select(tasks.c.state, tasks.c.started_at).where(tasks.c.id == task_id))
+        ).one()
+        rows = conn.execute(
+            core.locked_no_key(select(attempts).where(attempts.c.task_id == task_id).order_by(attempts.c.number))
+        ).all()
+        row = next(r for r in rows if r.id == attempt_id)
+        state = AttemptState(row.state)
+        if state is not AttemptState.LAUNCHING:
+            return RunningStart(outcome="ended" if state.is_final else "running", attempt=attempt_from_row(row))
+        rival = next((r for r in rows if r.id != attempt_id and r.state in live_or_won), None)
+        task_state = TaskState(task.state)
+        hedged = row.hedge_group is not None
+        if rival is not None or (hedged and task_state.is_final):
+            # a hedged worker waits for this answer before any work, so it never writes a second output
+            if rival is None:
+                reason = f"the task {task_state.value} first"
+            else:  # never for an attempt launched alone: one live attempt per task
+                reason = f"hedge lost to {rival.id}" if hedged else f"attempt {rival.id} of the task runs already"
+            _cancel_launching(conn, row, reason=reason, winner=rival.id if rival else None, at=now, actor=actor)
+            lost = conn.execute(select(attempts).where(attempts.c.id == attempt_id)).one()
+            return RunningStart(outcome="lost", attempt=attempt_from_row(lost))
+        write_attempt_transition(
+            conn,
+            row,
+            AttemptState.LAUNCHING,
+            AttemptState.RUNNING,
+            values={"state": AttemptState.RUNNING.value, "updated_at": now},
+            detail={"hedge_group": row.hedge_group} if hedged else {},
+            at=now,
+            actor=actor,
+        )
+        losers = [
+            r
+            for r in rows
+            if hedged
+            and r.id != attempt_id
+            and r.hedge_group == row.hedge_group
+            and r.state == AttemptState.LAUNCHING.value
+        ]
+        for loser in losers:
+            _cancel_launching(conn, loser, reason=f"hedge lost to {attempt_id}", winner=attempt_id, at=now, actor=actor)
+        if task_state is TaskState.LAUNCHING:
+            _task_running(
+                conn, task_id, started=task.started_at, target=row.target if hedged else None, at=now, actor=actor
+            )
+        changed = [attempt_id, *(r.id for r in losers)]
+        after = {r.id: attempt_from_row(r) for r in conn.execute(select(attempts).where(attempts.c.id.in_(changed)))}
+    return RunningStart(outcome="won", attempt=after[attempt_id], cancelled=tuple(after[r.id] for r in losers))
+
+
+def set_backend_ref(core: StoreCore, attempt_id: str, *, backend_ref: str) -> Attempt:
+    """Record the provider's handle for a launched attempt without changing its state."""
+    now = core.now()
+    with core.write() as conn:
+        result = conn.execute(
+            update(attempts).where(attempts.c.id == attempt_id).values(backend_ref=backend_ref, updated_at=now)
+        )
+        if result.rowcount == 0:
+            raise NotFound("attempt", attempt_id)
+        row = conn.execute(select(attempts).where(attempts.c.id == attempt_id)).one()
+    return attempt_from_row(row)
+
+
+def get_attempt(core: StoreCore, attempt_id: str) -> Attempt:
+    """The attempt, or :class:`NotFound`."""
+    with core.read() as conn:
+        row = conn.execute(select(attempts).where(attempts.c.id == attempt_id)).one_or_none()
+    if row is None:
+        raise NotFound("attempt", attempt_id)
+    return attempt_from_row(row)
+
+
+def attempts_for(core: StoreCore, task_id: str) -> list[Attempt]:
+    """The task's attempts, first to last."""
+    with core.read() as conn:
+        rows = conn.execute(select(attempts).where(attempts.c.task_id == task_id).order_by(attempts.c.number)).all()
+    return [attempt_from_row(r) for r in rows]
+
+
+def finished_attempts_after(core: StoreCore, event_id: int, *, limit: int = 500) -> list[FinishedAttempt]:
+    """Attempts that became final after ``event_id`` (event id, attempt id, provider, state), oldest first."""
+    final = [state.value for state in AttemptState if state.is_final]
+    stmt = (
+        select(events.c.id, events.c.attempt_id, attempts.c.provider, events.c.to_state)
+        .join(attempts, attempts.c.id == events.c.attempt_id)
+        .where(events.c.id > event_id, events.c.kind == "attempt.transition", events.c.to_state.in_(final))
+        .order_by(events.c.id)
+        .limit(limit)
+    )
+    with core.read() as conn:
+        return [
+            FinishedAttempt(int(r.id), str(r.attempt_id), str(r.provider), AttemptState(r.to_state))
+            for r in conn.execute(stmt)
+        ]
+
+
+def live_attempts(core: StoreCore, *, limit: int = 1000) -> list[Attempt]:
+    """Attempts still launching or running, oldest first: what the scheduler follows."""
+    with core.read() as conn:
+        rows = conn.execute(
+            select(attempts).where(attempts.c.state.in_(LIVE_ATTEMPTS)).order_by(attempts.c.created_at).limit(limit)
+        ).all()
+    return [attempt_from_row(r) for r in rows]
+
+
+def last_heartbeats(core: StoreCore, attempt_ids: Sequence[str]) -> dict[str, datetime | None]:
+    """When each attempt's worker last called in (None: never); unknown ids are left out."""
+    found: dict[str, datetime | None] = {}
+    ids = list(dict.fromkeys(attempt_ids))
+    with core.read() as conn:
+        # in chunks: one IN list per 500 ids stays far below every database's parameter limit
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            rows = conn.execute(select(attempts.c.id, attempts.c.last_heartbeat_at).where(attempts.c.id.in_(chunk)))
+            found.update({r.id: r.last_heartbeat_at for r in rows})
+    return found
+
+
+def attempt_token_sha256(core: StoreCore, attempt_id: str) -> str:
+    """The stored hash of the attempt's callback token (compare with ``hmac.compare_digest``)."""
+    with core.read() as conn:
+        value = conn.execute(select(attempts.c.token_sha256).where(attempts.c.id == attempt_id)).scalar_one_or_none()
+    if value is None:
+        raise NotFound("attempt", attempt_id)
+    return str(value)
+
+
+def record_heartbeat(core: StoreCore, attempt_id: str, *, progress: Mapping[str, Any] | None = None) -> Attempt:
+    """Note that the attempt's worker called in, replacing its progress when given (nothing once it ended)."""
+    now = core.now()
+    values: dict[str, Any] = {"last_heartbeat_at": now}
+    if progress is not None:
+        values["progress"] = dict(progress)
+    with core.write() as conn:
+        conn.execute(
+            update(attempts).where(attempts.c.id == attempt_id, attempts.c.state.in_(LIVE_ATTEMPTS)).values(**values)
+        )
+        row = conn.execute(select(attempts).where(attempts.c.id == attempt_id)).one_or_none()
+    if row is None:
+        raise NotFound("attempt", attempt_id)
+    return attempt_from_row(row)
+
+
+def get_progress(core: StoreCore, attempt_id: str) -> AttemptProgress:
+    """When the attempt's worker last called in, and the progress it reported."""
+    with core.read() as conn:
+        row = conn.execute(
+            select(attempts.c.last_heartbeat_at, attempts.c.progress).where(attempts.c.id == attempt_id)
+        ).one_or_none()
+    if row is None:
+        raise NotFound("attempt", attempt_id)
+    return AttemptProgress(
+        attempt_id=attempt_id, last_heartbeat_at=row.last_heartbeat_at, progress=dict(row.progress or {})
+    )

@@ -1,0 +1,203 @@
+"""Failover: an attempt that ended after launch, and its task sent back to be planned again (or failed)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row, and_, func, or_, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import aliased
+
+from controlplane.domain import Attempt, AttemptState, TaskState, check_attempt_transition
+from controlplane.store.attempts import LIVE_ATTEMPTS, launch_number, write_attempt_transition
+from controlplane.store.core import StoreCore, attempt_from_row, insert_event, transition_task
+from controlplane.store.errors import NotFound
+from controlplane.store.tables import attempts, events, tasks
+
+__all__ = ["FailoverResult", "attempts_awaiting_failover", "fail_over"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class FailoverResult:
+    """What :meth:`Store.fail_over` did with a task whose attempt ended after launch."""
+
+    task_id: str
+    #: "requeued" (planned again once ``not_before`` has passed), "failed" (attempts used up), or
+    #: None: nothing, because another caller already decided (or the task was cancelled or finished)
+    outcome: str | None
+    #: attempts of the task that ended by failover, this one included (0 when ``outcome`` is None)
+    attempts: int = 0
+    not_before: datetime | None = None
+    #: this call ended the attempt (``outcome`` may still be None: a hedged sibling of it still runs)
+    ended: bool = False
+
+
+def attempts_awaiting_failover(core: StoreCore, *, limit: int = 500) -> list[Attempt]:
+    """Ended attempts whose task still waits on them: the worker's callback ended them, nobody failed over.
+
+    See :meth:`Store.attempts_awaiting_failover`.
+    """
+    later = aliased(attempts)
+    # by launch, not by attempt: the ended siblings of a hedged launch all wait here once none is live,
+    # and the first one failed over re-queues the task (the others then find it moved on)
+    superseded = (
+        select(later.c.id)
+        .where(
+            later.c.task_id == attempts.c.task_id,
+            or_(launch_number(later) > launch_number(attempts), later.c.state.in_(LIVE_ATTEMPTS)),
+        )
+        .exists()
+    )
+    stmt = (
+        select(attempts)
+        .join(tasks, tasks.c.id == attempts.c.task_id)
+        .where(
+            tasks.c.state.in_((TaskState.LAUNCHING.value, TaskState.RUNNING.value)),
+            or_(
+                attempts.c.state.in_((AttemptState.PREEMPTED.value, AttemptState.LOST.value)),
+                and_(attempts.c.state == AttemptState.FAILED.value, attempts.c.exit_code.is_not(None)),
+            ),
+            ~superseded,
+        )
+        .order_by(attempts.c.updated_at)
+        .limit(limit)
+    )
+    with core.read() as conn:
+        return [attempt_from_row(r) for r in conn.execute(stmt)]
+
+
+def _end_live(
+    conn: Connection,
+    row: Row[Any],
+    state: AttemptState,
+    *,
+    ended: AttemptState | None,
+    reason: str,
+    trigger: str,
+    exit_code: int | None,
+    at: datetime,
+    actor: str,
+) -> AttemptState:
+    """A live attempt to its final state ``ended``, with the reason, trigger and exit code; returns ``ended``."""
+    if ended is None or not ended.is_final:
+        raise ValueError("a live attempt can only be failed over into a final state")
+    check_attempt_transition(state, ended)
+    values: dict[str, Any] = {"state": ended.value, "updated_at": at, "reason": reason}
+    detail: dict[str, Any] = {"reason": reason, "trigger": trigger}
+    if exit_code is not None:
+        values["exit_code"] = detail["exit_code"] = exit_code
+    write_attempt_transition(conn, row, state, ended, values=values, detail=detail, at=at, actor=actor)
+    return ended
+
+
+def _launch_superseded(conn: Connection, row: Row[Any]) -> bool:
+    """Whether a newer launch of the task exists, or a sibling of this one still lives."""
+    # siblings of a hedged launch share its group: they are not newer, and the last of them to end
+    # (no live one beside it) fails the task over, once for the whole launch
+    own_group = row.hedge_group if row.hedge_group is not None else row.number
+    others = conn.execute(
+        select(func.count())
+        .select_from(attempts)
+        .where(
+            attempts.c.task_id == row.task_id,
+            or_(launch_number(attempts) > own_group, attempts.c.state.in_(LIVE_ATTEMPTS)),
+        )
+    ).scalar_one()
+    return bool(others)
+
+
+def fail_over(
+    core: StoreCore,
+    attempt_id: str,
+    *,
+    actor: str,
+    trigger: str,
+    reason: str,
+    retryable: Callable[[AttemptState, int | None], bool],
+    max_attempts: int,
+    backoff_seconds: Callable[[int], float],
+    ended: AttemptState | None = None,
+    exit_code: int | None = None,
+) -> FailoverResult:
+    """End an attempt after launch and send its task back to be planned again, in one transaction.
+
+    See :meth:`Store.fail_over`.
+    """
+    if max_attempts < 1:
+        raise ValueError(f"max_attempts must be at least 1, not {max_attempts}")
+    now = core.now()
+    with core.write() as conn:
+        task_id = conn.execute(select(attempts.c.task_id).where(attempts.c.id == attempt_id)).scalar_one_or_none()
+        if task_id is None:
+            raise NotFound("attempt", attempt_id)
+        # the task first, then the attempt: start_running locks in this order too (no deadlock between them)
+        task = conn.execute(core.locked_no_key(select(tasks.c.state).where(tasks.c.id == task_id))).one()
+        row = conn.execute(core.locked(select(attempts).where(attempts.c.id == attempt_id))).one()
+        nothing = FailoverResult(task_id=row.task_id, outcome=None)
+        state, code = AttemptState(row.state), row.exit_code
+        if not state.is_final:
+            state = _end_live(
+                conn, row, state, ended=ended, reason=reason, trigger=trigger, exit_code=exit_code, at=now, actor=actor
+            )
+            code = exit_code if exit_code is not None else code
+            nothing = FailoverResult(task_id=row.task_id, outcome=None, ended=True)
+        elif not retryable(state, code):
+            return nothing
+        task_state = TaskState(task.state)
+        if task_state not in (TaskState.LAUNCHING, TaskState.RUNNING):
+            return nothing  # cancelled, finished, or already sent back by someone else
+        if _launch_superseded(conn, row):
+            return nothing  # a newer launch exists (this ending was acted on), or a sibling still runs
+        used = (
+            1
+            + conn.execute(
+                select(func.count())
+                .select_from(events)
+                .where(events.c.task_id == row.task_id, events.c.kind == "attempt.failover")
+            ).scalar_one()
+        )
+        why = f"{trigger}: {reason}"
+        not_before: datetime | None = None
+        if used >= max_attempts:
+            outcome, wanted = "failed", TaskState.FAILED
+            task_reason = f"max attempts reached ({used} of {max_attempts}); last: {why}"
+            values: dict[str, Any] = {"reason": task_reason, "finished_at": now}
+            task_detail: dict[str, Any] = {"reason": task_reason, "trigger": trigger}
+        else:
+            outcome, wanted = "requeued", TaskState.QUEUED
+            not_before = now + timedelta(seconds=backoff_seconds(used))
+            # a queued task runs nowhere: the next plan chooses the target again
+            values = {"target": None, "not_before": not_before, "claimed_by": None, "claimed_at": None}
+            task_detail = {"reason": why, "trigger": trigger, "not_before": not_before.isoformat()}
+        insert_event(
+            conn,
+            task_id=row.task_id,
+            attempt_id=attempt_id,
+            at=now,
+            actor=actor,
+            kind="attempt.failover",
+            detail={
+                "trigger": trigger,
+                "reason": reason,
+                "attempt_state": state.value,
+                "exit_code": code,
+                "attempts": used,
+                "max_attempts": max_attempts,
+                "outcome": outcome,
+                "not_before": not_before.isoformat() if not_before is not None else None,
+            },
+        )
+        transition_task(
+            conn,
+            row.task_id,
+            current=task_state,
+            wanted=wanted,
+            at=now,
+            actor=actor,
+            values=values,
+            detail=task_detail,
+        )
+    return FailoverResult(task_id=row.task_id, outcome=outcome, attempts=used, not_before=not_before)
