@@ -39,7 +39,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -63,21 +62,11 @@ from providers.base import (
     OwnedResource,
     Quote,
 )
+from providers.common import ATTEMPT_ID, EXIT_MEANINGS
 from providers.local_env import NEVER_PASSED, worker_environment
 
 __all__ = ["EXIT_MEANINGS", "LocalProvider"]
 
-_ATTEMPT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-#: the worker's exit codes (docs/worker.md, sysexits)
-EXIT_MEANINGS: dict[int, str] = {
-    0: "succeeded",
-    2: "usage error: the worker command line was wrong (an image or provider bug)",
-    65: "EX_DATAERR: the spec or the job's input is unusable",
-    69: "EX_UNAVAILABLE: a model or the execution provider is missing on this target",
-    70: "EX_SOFTWARE: an unexpected internal error in the worker",
-    75: "EX_TEMPFAIL: preempted (SIGTERM) or a temporary storage failure; retry with the same checkpoint",
-}
 
 # $1 exit file, $2 log file, then the worker argv. The outer shell starts the wrapper in the
 # background and prints its pid; the wrapper traps TERM/INT so that it survives the group-wide
@@ -216,7 +205,7 @@ class LocalProvider:
     # -- paths and records ---------------------------------------------------------------------
 
     def _dir(self, attempt_id: str) -> Path | None:
-        if not _ATTEMPT_ID.match(attempt_id):
+        if not ATTEMPT_ID.match(attempt_id):
             return None
         return self.state_dir / attempt_id
 
@@ -479,7 +468,7 @@ class LocalProvider:
         """Every attempt directory under ``state_dir``, with its current state."""
         owned = []
         for entry in sorted(os.scandir(self.state_dir), key=lambda e: e.name):
-            if not entry.is_dir() or not _ATTEMPT_ID.match(entry.name):
+            if not entry.is_dir() or not ATTEMPT_ID.match(entry.name):
                 continue
             directory = Path(entry.path)
             meta = _read_json(directory / "meta.json")
