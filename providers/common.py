@@ -164,7 +164,7 @@ def _path(location: Sequence[int | str]) -> str:
 
 def _message(error: Mapping[str, Any], provider: str) -> str:
     if error["type"] == "extra_forbidden":
-        return f"is not a {provider} setting (docs/providers.md lists them)"
+        return f"is not a setting of {provider} targets (docs/providers.md lists them)"
     if error["type"] == "value_error":
         return str(error["ctx"]["error"])
     return f"{str(error['msg'])[:1].lower()}{str(error['msg'])[1:]}"
@@ -174,8 +174,10 @@ def settings_problems(
     model: type[TargetSettings], settings: Mapping[str, Any], *, provider: str
 ) -> list[SettingsProblem]:
     """Every problem ``model`` finds in ``settings``, as (path inside settings, message), in key order."""
+    # a key given as null is the same as one left out (the providers read settings with .get)
+    present = {key: value for key, value in settings.items() if value is not None}
     try:
-        model.model_validate(dict(settings))
+        model.model_validate(present)
     except ValidationError as exc:
         return [(_path(error["loc"]), _message(error, provider)) for error in exc.errors()]
     return []
