@@ -107,18 +107,22 @@ class BoundedMemory(Generic[_C]):
     def __init__(self, size: int) -> None:
         self.size = size
         self._items: OrderedDict[str, _C] = OrderedDict()
+        self._lock = threading.Lock()  # status, launch and cancel may run on several threads
 
     def put(self, key: str, value: _C) -> None:
-        self._items[key] = value
-        self._items.move_to_end(key)
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
 
     def get(self, key: str) -> _C | None:
-        return self._items.get(key)
+        with self._lock:
+            return self._items.get(key)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._items
+        with self._lock:
+            return key in self._items
 
 
 # -- target settings ------------------------------------------------------------------------------

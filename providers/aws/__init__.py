@@ -104,7 +104,7 @@ next candidate (see :func:`client_config`).
 from providers.aws.errors import ACCESS_CHECK, CAPACITY_CODES, PRICE_CODES, client_config, translate_error
 from providers.aws.launch import client_token
 from providers.aws.provider import AwsSpotProvider
-from providers.aws.settings import AwsSettings, validate_settings
+from providers.aws.settings import AwsTargetSettings, validate_settings
 from providers.aws.status import TAG_CANCELLED, backend_ref
 
 __all__ = [
@@ -112,7 +112,7 @@ __all__ = [
     "CAPACITY_CODES",
     "PRICE_CODES",
     "TAG_CANCELLED",
-    "AwsSettings",
+    "AwsTargetSettings",
     "AwsSpotProvider",
     "backend_ref",
     "client_config",

@@ -1,7 +1,7 @@
 """An aws target's ``settings``: the model a policy is checked against, and the per-region reading
 a launch does.
 
-:class:`AwsSettings` is the form of every key (docs/providers.md, "AWS",
+:class:`AwsTargetSettings` is the form of every key (docs/providers.md, "AWS",
 lists them); most may be given once or as ``{region: value}``.
 :func:`validate_settings` is what ``fusionctl policy validate``, every policy
 load and every launch run. Which keys a launch cannot do without
@@ -19,7 +19,7 @@ from pydantic import AfterValidator
 from controlplane.domain import InvalidSpec
 from providers.common import SettingsProblem, TargetSettings, settings_problems
 
-__all__ = ["AwsSettings", "regional", "strings_setting", "validate_settings"]
+__all__ = ["AwsTargetSettings", "regional", "strings_setting", "validate_settings"]
 
 _REGIONAL = " (or a map of region -> that)"
 
@@ -68,7 +68,7 @@ _Ids = Annotated[Any, AfterValidator(_per_region(_ids))]
 _Image = Annotated[Any, AfterValidator(_per_region(_image))]
 
 
-class AwsSettings(TargetSettings):
+class AwsTargetSettings(TargetSettings):
     """The ``settings`` of an ``aws`` target (docs/providers.md, "AWS")."""
 
     launch_template: _Name = None
@@ -84,7 +84,7 @@ class AwsSettings(TargetSettings):
 
 def validate_settings(settings: Mapping[str, Any]) -> list[SettingsProblem]:
     """What is wrong with an aws target's ``settings``, as (path inside settings, message)."""
-    return settings_problems(AwsSettings, settings, provider="aws")
+    return settings_problems(AwsTargetSettings, settings, provider="aws")
 
 
 def regional(value: Any, region: str) -> Any:

@@ -67,7 +67,7 @@ from providers.kubernetes.manifests import (
     TRT_CACHE_DIR,
 )
 from providers.kubernetes.provider import ApiClientFactory, KubernetesProvider
-from providers.kubernetes.settings import DEFAULT_NAMESPACE, KubernetesSettings, validate_settings
+from providers.kubernetes.settings import DEFAULT_NAMESPACE, KubernetesTargetSettings, validate_settings
 from providers.kubernetes.status import unschedulable_for_s
 
 __all__ = [
@@ -83,7 +83,7 @@ __all__ = [
     "TRT_CACHE_DIR",
     "ApiClientFactory",
     "KubernetesProvider",
-    "KubernetesSettings",
+    "KubernetesTargetSettings",
     "unschedulable_for_s",
     "validate_settings",
 ]

@@ -1,6 +1,6 @@
 """A kubernetes target's ``settings``: the model a policy is checked against, and what a launch uses.
 
-:class:`KubernetesSettings` is the form of every key (docs/providers.md,
+:class:`KubernetesTargetSettings` is the form of every key (docs/providers.md,
 "Kubernetes", lists them); :func:`validate_settings` is what ``fusionctl
 policy validate`` and every policy load run. :class:`JobSettings` is what a
 launch resolves the settings to (defaults applied, the worker image
@@ -53,7 +53,7 @@ _ObjectName = Annotated[str, AfterValidator(_object_name)]
 _Count = Annotated[int, Field(ge=0)]
 
 
-class KubernetesSettings(TargetSettings):
+class KubernetesTargetSettings(TargetSettings):
     """The ``settings`` of a ``kubernetes`` target (docs/providers.md, "Kubernetes"); all optional."""
 
     namespace: _DnsLabel | None = None
@@ -79,7 +79,7 @@ class KubernetesSettings(TargetSettings):
 
 def validate_settings(settings: Mapping[str, Any]) -> list[SettingsProblem]:
     """What is wrong with a kubernetes target's ``settings``, as (path inside settings, message)."""
-    problems = settings_problems(KubernetesSettings, settings, provider="kubernetes")
+    problems = settings_problems(KubernetesTargetSettings, settings, provider="kubernetes")
     image, override = settings.get("image"), settings.get(WORKER_IMAGE_KEY)
     if image is not None and override is not None and image != override:
         problems.append(("image", f"and settings.{WORKER_IMAGE_KEY} differ: give only {WORKER_IMAGE_KEY}"))
@@ -115,7 +115,7 @@ class JobSettings:
         if problems:
             key, why = problems[0]
             raise InvalidSpec(f"target {target.name}: settings.{key} {why}", target=target.name)
-        s = KubernetesSettings.model_validate(dict(target.settings))
+        s = KubernetesTargetSettings.model_validate(dict(target.settings))
         # settings.worker_image is the key every provider reads; settings.image is this provider's older
         # name for it (on Azure "image" is the VM image, hence the common name)
         override = s.worker_image if s.worker_image is not None else s.image
