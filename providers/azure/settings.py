@@ -70,20 +70,12 @@ class AzureSettings:
                 raise fail(f"{where}.{key} is required (a non-empty string)")
             return value.strip()
 
+        # the forms were checked above (validate_settings); what is left is presence and defaults
         subnet = text("subnet_id")
-        if "/subnets/" not in subnet.lower():
-            raise fail(f"{where}.subnet_id must be a subnet resource id (.../virtualNetworks/VNET/subnets/NAME)")
         size = raw.get("os_disk_size_gb")
-        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
-            raise fail(f"{where}.os_disk_size_gb must be a positive integer")
         nsg = raw.get("network_security_group_id")
-        if nsg is not None and not isinstance(nsg, str):
-            raise fail(f"{where}.network_security_group_id must be a resource id")
-        for key in ("worker_gpus", "accelerated_networking"):
-            if key in raw and not isinstance(raw[key], bool):
-                raise fail(f"{where}.{key} must be true or false")
         image = worker_image(default_image, raw.get(WORKER_IMAGE_KEY), target=target.name)
-        if "worker_gpus" in raw:
+        if raw.get("worker_gpus") is not None:
             image = replace(image, gpus=raw["worker_gpus"])
         try:
             reference = image_reference(raw.get("image"), f"{where}.image")
@@ -100,7 +92,7 @@ class AzureSettings:
             os_disk_type=text("os_disk_type", "StandardSSD_LRS"),
             os_disk_size_gb=size,
             network_security_group_id=nsg,
-            accelerated_networking=raw.get("accelerated_networking", False),
+            accelerated_networking=bool(raw.get("accelerated_networking") or False),
         )
 
 

@@ -3,8 +3,9 @@
 The package: ``settings`` (the target's settings: the typed model a policy is
 checked against when it is loaded, and what a launch resolves them to),
 ``manifests`` (the Secret and Job bodies, pure), ``status`` (what a Job and
-its pod say, as a ``BackendStatus``, pure), ``errors`` (API errors into the
-domain's taxonomy) and ``provider`` (clients, places and the contract).
+its pod say, as a ``BackendStatus``, pure), ``api`` (bounded calls and the
+pager), ``errors`` (API errors into the domain's taxonomy) and ``provider``
+(clients, places and the contract).
 
 Names come from the attempt id (``resource_name("fp", attempt_id)``), so a
 second ``launch`` of the same attempt, or a restarted control plane, finds

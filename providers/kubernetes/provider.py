@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -40,6 +39,7 @@ from providers.bootstrap import (
 )
 from providers.common import BoundedMemory, ClientCache, own_targets
 from providers.kubeconfig import cluster_client
+from providers.kubernetes import api
 from providers.kubernetes.errors import conflict, not_found, translate
 from providers.kubernetes.manifests import (
     LABEL_INSTANCE,
@@ -69,8 +69,6 @@ log = logging.getLogger("fusionplane.providers.kubernetes")
 
 #: kubectl's and client-go's page size
 PAGE_SIZE = 500
-#: bounds the pager even against a server that keeps handing out new continue tokens
-_MAX_PAGES = 10_000
 #: how many attempt ids the provider remembers (where each Job lives, which it cancelled)
 _MEMORY = 10_000
 _MERGE_PATCH = "application/merge-patch+json"
@@ -199,55 +197,14 @@ class KubernetesProvider:
 
     # -- calls -----------------------------------------------------------------------------------
 
-    def _timeout(self) -> tuple[float, float]:
-        return (self.request_timeout_s, self.request_timeout_s)
-
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """One API call, bounded by the request timeout, its answer as a JSON object."""
-        response = fn(*args, _request_timeout=self._timeout(), _preload_content=False, **kwargs)
-        try:
-            data = response.data
-        finally:
-            response.release_conn()
-        body = json.loads(data) if data else {}
-        if not isinstance(body, dict):
-            raise ValueError("the answer is not a JSON object")
-        return body
+        return api.call(fn, *args, timeout_s=self.request_timeout_s, **kwargs)
 
     def _read(self, fn: Callable[..., Any], name: str, namespace: str) -> dict[str, Any] | None:
-        """The object, or None when the API server says 404."""
-        try:
-            return self._call(fn, name, namespace)
-        except ApiException as exc:
-            if not_found(exc):
-                return None
-            raise
+        return api.read(fn, name, namespace, timeout_s=self.request_timeout_s)
 
     def _list(self, fn: Callable[..., Any], namespace: str, **kwargs: Any) -> list[Mapping[str, Any]]:
-        """Every item of a namespaced list, page by page (``limit``/``continue``).
-
-        Like client-go's pager, an expired continue token (410) falls back to
-        one full list rather than failing.
-        """
-        items: list[Mapping[str, Any]] = []
-        token: str | None = None
-        seen: set[str] = set()
-        for _ in range(_MAX_PAGES):
-            try:
-                body = self._call(fn, namespace, limit=self.page_size, _continue=token, **kwargs)
-            except ApiException as exc:
-                if exc.status != 410 or token is None:
-                    raise
-                return items_of(self._call(fn, namespace, **kwargs).get("items"))
-            items.extend(items_of(body.get("items")))
-            next_token = get_path(body, "metadata", "continue") or None
-            if next_token is None:
-                return items
-            if not isinstance(next_token, str) or next_token in seen:
-                raise ValueError("the list's continue token repeats")
-            seen.add(next_token)
-            token = next_token
-        raise ValueError(f"the list has more than {_MAX_PAGES} pages")
+        return api.list_all(fn, namespace, timeout_s=self.request_timeout_s, page_size=self.page_size, **kwargs)
 
     # -- the objects -----------------------------------------------------------------------------
 
