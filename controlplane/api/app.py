@@ -57,8 +57,9 @@ from controlplane.domain.callbacks import (
 )
 from controlplane.domain.tenant_storage import resolved_inside, tenant_folder
 from controlplane.metrics import Metrics
-from controlplane.policy import ActivePolicy, Policy
+from controlplane.policy import Policy
 from controlplane.policy.storage import StorageFile
+from controlplane.policy_sources import ActivePolicy
 from controlplane.scheduler import advance
 from controlplane.store import (
     IdempotencyConflict,

@@ -35,12 +35,12 @@ from controlplane.cli.common import output_option, parse_duration, print_json
 from controlplane.domain import TENANT_RULE, SignalSnapshot, is_tenant_name
 from controlplane.policy import PolicyError, parse_policy, policy_version
 from controlplane.policy.checks import Finding, validate_document
-from controlplane.policy.consul_source import ConsulPolicySource, consul_client, consul_configured, policy_key
 from controlplane.policy.overlay import apply_overlay
 from controlplane.policy.seed import SeedClouds
 from controlplane.policy.simulate import DEFAULT_ASSUMED_RUNTIME_S, Placement, ReplayItem, with_capacity
 from controlplane.policy.simulate import simulate as run_simulation
-from controlplane.policy.sources import MAX_POLICY_BYTES, FilePolicySource
+from controlplane.policy_sources.consul_source import ConsulPolicySource, consul_client, consul_configured, policy_key
+from controlplane.policy_sources.sources import MAX_POLICY_BYTES, FilePolicySource
 from controlplane.scheduler.seed_clouds import seed_clouds_from_env
 from providers.target_settings import check_target_settings
 

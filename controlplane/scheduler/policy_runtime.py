@@ -20,11 +20,12 @@ from datetime import datetime
 from pathlib import Path
 
 from controlplane.metrics import Metrics
-from controlplane.policy import ActivePolicy, PolicyError, PolicySet, build_policy_set, parse_policy
-from controlplane.policy.consul_source import ConsulPolicySource, consul_client, consul_configured, policy_key
+from controlplane.policy import PolicyError, parse_policy
 from controlplane.policy.seed import NO_SEED_CLOUDS, SeedClouds
-from controlplane.policy.sources import FilePolicySource
-from controlplane.policy.watch import CONSUL_WAIT_S, PolicyWatcher
+from controlplane.policy_sources import ActivePolicy, PolicySet, build_policy_set
+from controlplane.policy_sources.consul_source import ConsulPolicySource, consul_client, consul_configured, policy_key
+from controlplane.policy_sources.sources import FilePolicySource
+from controlplane.policy_sources.watch import CONSUL_WAIT_S, PolicyWatcher
 from controlplane.store import NotFound, Store, utcnow
 from providers.target_settings import check_target_settings
 

@@ -19,11 +19,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from controlplane.domain import SettingsCheck
-from controlplane.policy.active import ActivePolicy, PolicyDocuments, PolicySet, build_policy_set
-from controlplane.policy.consul_source import ConsulPolicySource
 from controlplane.policy.model import PolicyError
 from controlplane.policy.seed import NO_SEED_CLOUDS, SeedClouds
-from controlplane.policy.sources import FilePolicySource
+from controlplane.policy_sources.active import ActivePolicy, PolicyDocuments, PolicySet, build_policy_set
+from controlplane.policy_sources.consul_source import ConsulPolicySource
+from controlplane.policy_sources.sources import FilePolicySource
 
 if TYPE_CHECKING:
     from controlplane.metrics import Metrics
