@@ -30,7 +30,8 @@ from bench.policy import tasks as bench_tasks
 from bench.report import write_section
 from controlplane.cli.policy import policy as policy_cli
 from controlplane.domain import SignalSample, SignalSnapshot
-from controlplane.policy import Policy, PolicySet
+from controlplane.policy import Policy
+from controlplane.policy_sources import PolicySet
 from controlplane.scheduler import Scheduler
 from controlplane.store import NewTask, Store, make_engine, upgrade
 from providers.noop import NoopProvider

@@ -39,7 +39,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -53,7 +52,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from controlplane.domain import Candidate, InsufficientCapacity, InvalidSpec, Target, Unavailable
-from controlplane.domain.exit_codes import EXIT_CODES, EXIT_PREEMPTED, exit_meaning
+from controlplane.domain.exit_codes import EXIT_PREEMPTED
 from controlplane.domain.worker_spec import WorkerSpec
 from providers.base import (
     BackendState,
@@ -64,14 +63,11 @@ from providers.base import (
     OwnedResource,
     Quote,
 )
+from providers.common import ATTEMPT_ID, EXIT_MEANINGS
 from providers.local_env import NEVER_PASSED, worker_environment
 
 __all__ = ["EXIT_MEANINGS", "LocalProvider"]
 
-_ATTEMPT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-#: the worker's exit codes and what they mean (one table: controlplane.domain.exit_codes)
-EXIT_MEANINGS: dict[int, str] = {entry.code: exit_meaning(entry.code) or entry.meaning for entry in EXIT_CODES}
 
 # $1 exit file, $2 log file, then the worker argv. The outer shell starts the wrapper in the
 # background and prints its pid; the wrapper traps TERM/INT so that it survives the group-wide
@@ -210,7 +206,7 @@ class LocalProvider:
     # -- paths and records ---------------------------------------------------------------------
 
     def _dir(self, attempt_id: str) -> Path | None:
-        if not _ATTEMPT_ID.match(attempt_id):
+        if not ATTEMPT_ID.match(attempt_id):
             return None
         return self.state_dir / attempt_id
 
@@ -473,7 +469,7 @@ class LocalProvider:
         """Every attempt directory under ``state_dir``, with its current state."""
         owned = []
         for entry in sorted(os.scandir(self.state_dir), key=lambda e: e.name):
-            if not entry.is_dir() or not _ATTEMPT_ID.match(entry.name):
+            if not entry.is_dir() or not ATTEMPT_ID.match(entry.name):
                 continue
             directory = Path(entry.path)
             meta = _read_json(directory / "meta.json")

@@ -29,8 +29,9 @@ from controlplane.api.tasks import add_task_routes
 from controlplane.api.upload_routes import add_upload_routes
 from controlplane.config import Settings
 from controlplane.metrics import Metrics
-from controlplane.policy import ActivePolicy, Policy
+from controlplane.policy import Policy
 from controlplane.policy.storage import StorageFile
+from controlplane.policy_sources import ActivePolicy
 from controlplane.store import Store
 
 __all__ = ["create_app"]

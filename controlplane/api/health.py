@@ -18,7 +18,7 @@ from controlplane.api.auth import Principal
 from controlplane.api.deps import observer, require_observer
 from controlplane.api.errors import ApiError
 from controlplane.metrics import Metrics
-from controlplane.policy import ActivePolicy
+from controlplane.policy_sources import ActivePolicy
 from controlplane.store import Store, is_current, waiting_summary
 
 __all__ = ["add_health_routes"]

@@ -25,7 +25,8 @@ from controlplane.api.schemas import TaskCreate
 from controlplane.api.task_file import DEFAULT_TENANT, TENANT_PATTERN, TaskFileError, task_from_create
 from controlplane.config import Settings
 from controlplane.domain import SignalSnapshot
-from controlplane.policy import Policy, PolicyError, load_policy_file, parse_policy, plan
+from controlplane.policy import Policy, PolicyError, parse_policy, plan
+from controlplane.policy_sources import load_policy_file
 from controlplane.scheduler.seed_clouds import seed_clouds_from_env
 from controlplane.signals.snapshot_json import SnapshotError, parse_time, snapshot_from_json
 

@@ -16,7 +16,7 @@ from fastapi import Depends, FastAPI, Query
 from controlplane.api.auth import Principal
 from controlplane.api.deps import authenticate, require_operator
 from controlplane.api.errors import ApiError
-from controlplane.policy import ActivePolicy
+from controlplane.policy_sources import ActivePolicy
 from controlplane.store import NotFound, PolicyApplication, Store
 
 __all__ = ["add_policy_routes", "application_json"]

@@ -35,13 +35,14 @@ from controlplane.cli.common import output_option, parse_duration, print_json
 from controlplane.domain import TENANT_RULE, SignalSnapshot, is_tenant_name
 from controlplane.policy import PolicyError, parse_policy, policy_version
 from controlplane.policy.checks import Finding, validate_document
-from controlplane.policy.consul_source import ConsulPolicySource, consul_client, consul_configured, policy_key
 from controlplane.policy.overlay import apply_overlay
 from controlplane.policy.seed import SeedClouds
 from controlplane.policy.simulate import DEFAULT_ASSUMED_RUNTIME_S, Placement, ReplayItem, with_capacity
 from controlplane.policy.simulate import simulate as run_simulation
-from controlplane.policy.sources import MAX_POLICY_BYTES, FilePolicySource
+from controlplane.policy_sources.consul_source import ConsulPolicySource, consul_client, consul_configured, policy_key
+from controlplane.policy_sources.sources import MAX_POLICY_BYTES, FilePolicySource
 from controlplane.scheduler.seed_clouds import seed_clouds_from_env
+from providers.target_settings import check_target_settings
 
 __all__ = ["policy"]
 
@@ -196,7 +197,7 @@ def _show_token(seen: int | str | None) -> str:
 
 def _findings(document: Any, tenant: str | None, source: _Source | None) -> list[Finding]:
     if tenant is None:
-        return validate_document(document, seed_clouds=_seed_clouds())
+        return validate_document(document, seed_clouds=_seed_clouds(), check_settings=check_target_settings)
     assert source is not None
     try:
         _merged, effective = apply_overlay(source.base_document(), document, tenant, seed_clouds=_seed_clouds())
@@ -229,7 +230,7 @@ def policy() -> None:
 def validate(file: Path, output_format: str) -> None:
     """Check FILE: schema and meaning (unknown targets, unreachable rules, duplicates). Exit 65 on any error."""
     _raw, document = _read_document(file)
-    findings = validate_document(document, seed_clouds=_seed_clouds())
+    findings = validate_document(document, seed_clouds=_seed_clouds(), check_settings=check_target_settings)
     ok = not any(f.severity == "error" for f in findings)
     if output_format == "json":
         print_json(
@@ -389,7 +390,7 @@ def rollback(version: str, url: str, token: str | None) -> None:
     if str(found.get("source", "")).endswith("(overlay)"):
         _die(f"{version} is a tenant's merged policy, not a base policy; roll back the overlay instead", EXIT_INVALID)
     document = found["document"]
-    findings = validate_document(document, seed_clouds=_seed_clouds())
+    findings = validate_document(document, seed_clouds=_seed_clouds(), check_settings=check_target_settings)
     if any(f.severity == "error" for f in findings):
         _die(f"stored version {found['version'][:12]} no longer validates: {findings[0]}", EXIT_INVALID)
     source = _Source(None)

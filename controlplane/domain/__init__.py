@@ -16,7 +16,7 @@ from controlplane.domain.errors import (
     Unavailable,
 )
 from controlplane.domain.fields import FieldError, json_path, json_type_name
-from controlplane.domain.launch import LAUNCH_REQUIREMENTS, missing_launch_settings
+from controlplane.domain.launch import LAUNCH_REQUIREMENTS, SettingsCheck, missing_launch_settings
 from controlplane.domain.placement import Candidate, PlacementPlan, Rejection, Target
 from controlplane.domain.signals import (
     BUDGET_SOURCE,
@@ -78,6 +78,7 @@ __all__ = [
     "Task",
     "json_path",
     "json_type_name",
+    "SettingsCheck",
     "missing_launch_settings",
     "spot_price_key",
     "spot_price_ttl",

@@ -1,19 +1,18 @@
-"""Placement policies: the JSON model, validation, sources, and the pure ``plan()`` function.
+"""Placement policies: the JSON model, its validation, and the pure ``plan()`` function.
 
 Public surface::
 
-    load_policy_file(path) -> Policy        # one file, validated
-    build_policy_set(documents) -> PolicySet  # base + per-tenant overlays (overlay.py)
-    ActivePolicy / PolicyWatcher            # the policy in force, hot-reloaded (watch.py)
-    loads_policy(text) -> Policy
     parse_policy(document) -> Policy        # a decoded JSON document (full or seed form)
     plan(task, snapshot, policy, now) -> PlacementPlan   # pure
+
+Pure: no file, network or clock. Where policies come from (files, Consul),
+the policy in force and its hot reload live in
+:mod:`controlplane.policy_sources`.
 
 Every validation error is a :class:`PolicyError` naming the JSON path of the
 bad field. docs/policies.md is the reference for the document.
 """
 
-from controlplane.policy.active import ActivePolicy, PolicyDocuments, PolicySet, build_policy_set
 from controlplane.policy.engine import (
     BUDGET_SOURCE,
     CAPACITY_SOURCE,
@@ -40,35 +39,26 @@ from controlplane.policy.model import (
 )
 from controlplane.policy.parse import parse_policy
 from controlplane.policy.seed import SEED_TARGETS
-from controlplane.policy.sources import DEFAULT_POLICY_PATH, MAX_POLICY_BYTES, load_policy_file, loads_policy
 
 __all__ = [
     "BUDGET_SOURCE",
     "CAPACITY_SOURCE",
     "CLOUD_PROVIDERS",
-    "DEFAULT_POLICY_PATH",
     "DEFAULT_RULE",
     "GPU_UTILIZATION_SOURCE",
-    "MAX_POLICY_BYTES",
     "PROVIDERS",
     "QUEUE_SOURCE",
     "SEED_TARGETS",
     "SPOT_PRICE_SOURCE",
-    "ActivePolicy",
     "Actions",
     "Conditions",
     "Match",
     "Policy",
-    "PolicyDocuments",
     "PolicyError",
-    "PolicySet",
     "Range",
     "Rule",
     "Thresholds",
-    "build_policy_set",
     "canonical_json",
-    "load_policy_file",
-    "loads_policy",
     "parse_policy",
     "plan",
     "policy_version",

@@ -33,12 +33,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
-from controlplane.domain import DataSensitivity, Priority, Target, TaskKind, missing_launch_settings
+from controlplane.domain import DataSensitivity, Priority, SettingsCheck, Target, TaskKind, missing_launch_settings
 from controlplane.policy.model import CLOUD_PROVIDERS, Actions, Match, Policy, PolicyError, Range, Rule
 from controlplane.policy.parse import parse_policy
 from controlplane.policy.seed import NO_SEED_CLOUDS, SEED_KEY, SEED_RULE_PREFIX, SeedClouds
 
-__all__ = ["Finding", "Severity", "check_policy", "require_launchable", "validate_document"]
+__all__ = ["Finding", "Severity", "check_policy", "launch_problems", "require_launchable", "validate_document"]
 
 Severity = Literal["error", "warning"]
 
@@ -60,42 +60,68 @@ class Finding:
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
-def validate_document(document: object, *, seed_clouds: SeedClouds = NO_SEED_CLOUDS) -> list[Finding]:
-    """``parse_policy``, :func:`require_launchable`, then :func:`check_policy`: every finding for a document.
+def validate_document(
+    document: object, *, seed_clouds: SeedClouds = NO_SEED_CLOUDS, check_settings: SettingsCheck | None = None
+) -> list[Finding]:
+    """``parse_policy``, :func:`launch_problems`, then :func:`check_policy`: every finding for a document.
 
-    A document that does not parse, or names a target that cannot launch,
-    gives exactly one error finding (the parser stops at the first
-    structural error); the semantic checks need a parsed policy, so they run
-    only when it parses.
+    A document that does not parse gives exactly one error finding (the
+    parser stops at the first structural error); targets that cannot launch
+    give one error each (every bad setting of every target, with
+    ``check_settings``). The semantic checks need a policy that parses and
+    can launch, so they run only then.
     """
     try:
         policy = parse_policy(document, seed_clouds=seed_clouds)
-        require_launchable(policy)
     except PolicyError as exc:
         return [Finding(exc.path, exc.message, "error")]
+    problems = launch_problems(policy, check_settings=check_settings)
+    if problems:
+        return [Finding(p.path, p.message, "error") for p in problems]
     return check_policy(policy)
 
 
-def require_launchable(policy: Policy) -> None:
-    """Refuse a cloud target whose settings lack what its provider needs to launch anything.
+def require_launchable(policy: Policy, *, check_settings: SettingsCheck | None = None) -> None:
+    """Refuse a policy with a cloud target that cannot launch: raises the first of :func:`launch_problems`.
 
-    Raises :class:`PolicyError` at ``targets[i].settings`` naming what is
-    missing. Called wherever a policy is about to be put in force (start-up,
-    every Consul or file reload) and by ``fusionctl policy validate``, so a
-    policy that cannot launch is refused there rather than failing every
-    attempt at launch. The seed form's built-in clouds are not refused: they
-    are marked ``not_configured`` and left out of plans instead.
+    Called wherever a policy is about to be put in force (start-up, every
+    Consul or file reload), so a policy that cannot launch is refused there,
+    and the last good one stays, rather than failing every attempt at launch.
+    """
+    problems = launch_problems(policy, check_settings=check_settings)
+    if problems:
+        raise problems[0]
+
+
+def launch_problems(policy: Policy, *, check_settings: SettingsCheck | None = None) -> list[PolicyError]:
+    """Why targets of ``policy`` cannot launch, in document order, each at its JSON path.
+
+    A cloud target without the settings its provider needs
+    (:data:`~controlplane.domain.LAUNCH_REQUIREMENTS`) is refused at
+    ``targets[i].settings``; with ``check_settings`` (the providers' settings
+    models: ``providers.target_settings.check_target_settings``, passed in
+    because this package may not import providers) every setting of the
+    wrong form, and every unknown key, at ``targets[i].settings.KEY``. The
+    seed form's built-in clouds are not refused: they are marked
+    ``not_configured`` and left out of plans instead.
     """
     if policy.from_seed:
-        return
+        return []
+    problems: list[PolicyError] = []
     for index, target in enumerate(policy.targets):
+        what = f"{target.provider} target {target.name!r}"
         missing = missing_launch_settings(target.provider, target.settings)
         if missing:
-            raise PolicyError(
-                f"targets[{index}].settings",
-                f"{target.provider} target {target.name!r} cannot launch: needs {', '.join(missing)} "
-                "(docs/providers.md)",
+            problems.append(
+                PolicyError(
+                    f"targets[{index}].settings",
+                    f"{what} cannot launch: needs {', '.join(missing)} (docs/providers.md)",
+                )
             )
+        if check_settings is not None:
+            for path, message in check_settings(target.provider, target.settings):
+                problems.append(PolicyError(f"targets[{index}].settings.{path}", f"{what}: {message}"))
+    return problems
 
 
 def check_policy(policy: Policy) -> list[Finding]:

@@ -52,7 +52,8 @@ from controlplane.domain import (
 )
 from controlplane.domain.tenant_storage import TenantStorage
 from controlplane.metrics import Metrics
-from controlplane.policy import CAPACITY_SOURCE, Policy, PolicySet, plan
+from controlplane.policy import CAPACITY_SOURCE, Policy, plan
+from controlplane.policy_sources import PolicySet
 from controlplane.scheduler.deadlines import expire_deadlines
 from controlplane.scheduler.outcomes import FailoverRules, advance, is_retryable, never_called_in
 from controlplane.scheduler.queueing import NoLaunch, max_queue_seconds, no_launch, overdue

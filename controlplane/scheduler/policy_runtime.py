@@ -20,12 +20,14 @@ from datetime import datetime
 from pathlib import Path
 
 from controlplane.metrics import Metrics
-from controlplane.policy import ActivePolicy, PolicyError, PolicySet, build_policy_set, parse_policy
-from controlplane.policy.consul_source import ConsulPolicySource, consul_client, consul_configured, policy_key
+from controlplane.policy import PolicyError, parse_policy
 from controlplane.policy.seed import NO_SEED_CLOUDS, SeedClouds
-from controlplane.policy.sources import FilePolicySource
-from controlplane.policy.watch import CONSUL_WAIT_S, PolicyWatcher
+from controlplane.policy_sources import ActivePolicy, PolicySet, build_policy_set
+from controlplane.policy_sources.consul_source import ConsulPolicySource, consul_client, consul_configured, policy_key
+from controlplane.policy_sources.sources import FilePolicySource
+from controlplane.policy_sources.watch import CONSUL_WAIT_S, PolicyWatcher
 from controlplane.store import NotFound, Store, utcnow
+from providers.target_settings import check_target_settings
 
 __all__ = ["PolicyRuntime", "record_policy_set", "start_policy_runtime"]
 
@@ -116,7 +118,7 @@ def start_policy_runtime(
         initial, problem, index = _from_consul(source, seed_clouds)
         if initial is None:
             initial = last_applied(store, seed_clouds=seed_clouds) or build_policy_set(
-                files.read(), seed_clouds=seed_clouds
+                files.read(), seed_clouds=seed_clouds, check_settings=check_target_settings
             )
             log.warning(
                 "",
@@ -124,7 +126,8 @@ def start_policy_runtime(
             )
         watched: ConsulPolicySource | FilePolicySource = source
     else:
-        initial, problem, index = build_policy_set(files.read(), seed_clouds=seed_clouds), None, None
+        initial = build_policy_set(files.read(), seed_clouds=seed_clouds, check_settings=check_target_settings)
+        problem, index = None, None
         watched = files
     if initial.documents:
         record(initial)
@@ -141,6 +144,7 @@ def start_policy_runtime(
         metrics=metrics,
         consul_wait_s=consul_wait_s,
         seed_clouds=seed_clouds,
+        check_settings=check_target_settings,
     )
     if index is not None:
         watcher.prime(index)  # the first blocking query waits for the next change, not for what we just read
@@ -171,6 +175,10 @@ def _from_consul(
     if read.documents is None:
         return None, f"{source.key} does not exist in Consul", read.index
     try:
-        return build_policy_set(read.documents, seed_clouds=seed_clouds), None, read.index
+        return (
+            build_policy_set(read.documents, seed_clouds=seed_clouds, check_settings=check_target_settings),
+            None,
+            read.index,
+        )
     except PolicyError as exc:
         return None, str(exc), read.index

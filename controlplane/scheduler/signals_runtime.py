@@ -43,8 +43,9 @@ from typing import Any
 
 from controlplane.domain import SPOT_PRICE_TTL_SECONDS, TaskState
 from controlplane.metrics import Metrics
-from controlplane.policy import Policy, PolicySet
+from controlplane.policy import Policy
 from controlplane.policy.breaker import BreakerParams, BreakerRules
+from controlplane.policy_sources import PolicySet
 from controlplane.signals.base import SignalSource, Wanted, wanted_from_targets
 from controlplane.signals.breaker import BreakerSource
 from controlplane.signals.budget import BudgetSource

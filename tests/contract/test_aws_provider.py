@@ -509,6 +509,10 @@ def test_the_default_image_and_a_per_target_override_over_a_reloaded_policy(
     current = [broken]
     with pytest.raises(InvalidSpec, match=r"settings\.worker_image must be an image reference"):
         provider.launch(request("att_broken", broken))
+    typo = aws_target(name="aws-typo", settings={"subnet": "subnet-1"})
+    current = [typo]
+    with pytest.raises(InvalidSpec, match=r"settings\.subnet is not a setting of aws targets"):
+        provider.launch(request("att_typo", typo))
     # no default image: a target must name one, and one that does runs it
     bare = make_provider(proxy.url, plain, pinned, image=None)
     with pytest.raises(InvalidSpec, match=r"settings\.worker_image is required"):

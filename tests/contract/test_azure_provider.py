@@ -725,6 +725,8 @@ def test_quote_uses_the_injected_price(make: Callable[..., AzureSpotProvider]) -
         ({"image": "ubuntu"}, "publisher:offer:sku:version"),
         ({"ssh_public_key": ""}, "ssh_public_key is required"),
         ({"os_disk_size_gb": 0}, "os_disk_size_gb"),
+        ({"resource_group": "rg/with/slashes"}, "settings.resource_group must be a resource group name"),
+        ({"subnet": SUBNET}, "settings.subnet is not a setting of azure targets"),
     ],
 )
 def test_bad_settings_fail_at_construction(arm: FakeAzureArm, settings: dict[str, Any], message: str) -> None:

@@ -490,6 +490,8 @@ def test_two_attempt_ids_with_one_name_are_refused(provider: KubernetesProvider)
         ({"worker_image": ""}, "settings.worker_image must be an image reference"),
         ({"image": "registry.internal/other:1"}, "settings.image and settings.worker_image differ"),
         ({"resources": {"limits": ["cpu"]}}, "settings.resources"),
+        # a typo is refused, not ignored in favour of the default namespace
+        ({"namespce": "gpu"}, "settings.namespce is not a setting of kubernetes targets"),
     ],
 )
 def test_bad_settings_are_invalid_spec_before_any_call(

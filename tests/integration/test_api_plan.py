@@ -28,7 +28,8 @@ from controlplane.api.app import create_app
 from controlplane.cli.main import cli
 from controlplane.config import Settings
 from controlplane.domain import SignalSnapshot
-from controlplane.policy import Policy, load_policy_file
+from controlplane.policy import Policy
+from controlplane.policy_sources import load_policy_file
 from controlplane.signals.snapshot_json import load_snapshot_file
 from controlplane.store import Store, make_engine, upgrade
 from tests.support.api_fixtures import ACME, OPERATOR, registry, stored_rows

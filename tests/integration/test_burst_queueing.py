@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 
 from controlplane.cli.tasks import COMMANDS
 from controlplane.domain import TaskState
-from controlplane.policy import DEFAULT_POLICY_PATH, load_policy_file
+from controlplane.policy_sources import DEFAULT_POLICY_PATH, load_policy_file
 from controlplane.scheduler import Scheduler
 from controlplane.store import Store, make_engine, upgrade
 from controlplane.store.tables import attempts

@@ -23,7 +23,7 @@ from sqlalchemy import create_engine
 from controlplane.cli.policy import policy as policy_cli
 from controlplane.domain import SignalSnapshot
 from controlplane.metrics import Metrics
-from controlplane.policy import parse_policy, plan, policy_version
+from controlplane.policy import PolicyError, parse_policy, plan, policy_version
 from controlplane.scheduler.policy_runtime import PolicyRuntime, start_policy_runtime
 from controlplane.store import Store, upgrade
 from tests.fakes.consul import FakeConsul
@@ -329,3 +329,42 @@ def test_a_cloud_target_that_cannot_launch_is_refused_at_push_and_at_watch_time(
     wait_for(lambda: runtime.active.status()["last_error"] is not None, timeout_s=2.0)
     assert why in runtime.active.status()["last_error"]
     assert runtime.current().version == policy_version(good)
+
+
+def test_a_target_setting_of_the_wrong_form_is_refused_at_validate_push_and_watch_time(
+    consul_env: FakeConsul, store: Store, runtimes: list[PolicyRuntime], tmp_path: Path
+) -> None:
+    good = policy_doc("local")
+    consul_env.seed(KEY, encode(good))
+    runtime = start(store, runtimes)
+    bad = policy_doc("aws")
+    bad["targets"] = [TARGETS[0], {**TARGETS[1], "settings": {"image_id": "ami-0123456789abcdef0", "subnets": [""]}}]
+    why = "targets[1].settings.subnets: aws target 'aws': must be a string or a list of strings"
+    path = write(tmp_path / "bad-subnets.json", bad)
+    # `fusionctl policy validate`: an error with its JSON path, exit 65
+    checked = cli("validate", "--output", "json", str(path))
+    assert checked.exit_code == 65
+    report = json.loads(checked.stdout)
+    assert report["valid"] is False
+    assert [(f["path"], f["severity"]) for f in report["findings"]] == [("targets[1].settings.subnets", "error")]
+    # push: refused before anything is written
+    before = consul_env.entry(KEY)
+    pushed = cli("push", str(path))
+    assert pushed.exit_code == 65
+    assert why in pushed.output
+    assert consul_env.entry(KEY) == before
+    # written past the CLI: the watcher refuses it and the last good policy stays in force
+    consul_env.seed(KEY, encode(bad))
+    wait_for(lambda: runtime.active.status()["last_error"] is not None, timeout_s=2.0)
+    assert why in runtime.active.status()["last_error"]
+    assert runtime.current().version == policy_version(good)
+
+
+def test_a_policy_file_with_an_unknown_setting_is_refused_at_start_up(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CONSUL_HTTP_ADDR", raising=False)
+    typo = policy_doc("aws")
+    typo["targets"] = [TARGETS[0], {**TARGETS[1], "settings": {"image_id": "ami-0123456789abcdef0", "subnet": "s-1"}}]
+    with pytest.raises(PolicyError, match=r"targets\[1\]\.settings\.subnet: aws target 'aws': is not a setting"):
+        start_policy_runtime(store=store, policy_file=write(tmp_path / "typo.json", typo), applied_by="test")

@@ -13,7 +13,8 @@ from click.testing import CliRunner
 
 from controlplane.cli.policy import policy as policy_cli
 from controlplane.domain import DataSensitivity, SignalSample, SignalSnapshot, TaskKind, TaskSpec
-from controlplane.policy import Policy, PolicySet, parse_policy
+from controlplane.policy import Policy, parse_policy
+from controlplane.policy_sources import PolicySet
 from controlplane.scheduler import Scheduler
 from controlplane.store import Store, make_engine, upgrade
 from providers.noop import NoopProvider

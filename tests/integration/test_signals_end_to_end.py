@@ -19,7 +19,8 @@ from controlplane.cli.signals import signals as signals_cli
 from controlplane.config import Settings
 from controlplane.domain import SPOT_PRICE_TTL_SECONDS, DataSensitivity, TaskKind, TaskSpec
 from controlplane.metrics import Metrics
-from controlplane.policy import ActivePolicy, PolicySet, parse_policy
+from controlplane.policy import parse_policy
+from controlplane.policy_sources import ActivePolicy, PolicySet
 from controlplane.scheduler import Scheduler
 from controlplane.scheduler.signals_runtime import build_signal_hub, pollers_json
 from controlplane.signals.azure_spot import AzureSpotPriceSource

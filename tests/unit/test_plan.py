@@ -18,8 +18,9 @@ from controlplane.domain import (
     TaskSpec,
     TaskState,
 )
-from controlplane.policy import Policy, load_policy_file, parse_policy, plan
-from controlplane.policy.sources import DEFAULT_POLICY_PATH
+from controlplane.policy import Policy, parse_policy, plan
+from controlplane.policy_sources import load_policy_file
+from controlplane.policy_sources.sources import DEFAULT_POLICY_PATH
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -9,14 +9,8 @@ from typing import Any
 import pytest
 
 from controlplane.domain import DataSensitivity, Priority
-from controlplane.policy import (
-    DEFAULT_POLICY_PATH,
-    PolicyError,
-    load_policy_file,
-    loads_policy,
-    parse_policy,
-    policy_version,
-)
+from controlplane.policy import PolicyError, parse_policy, policy_version
+from controlplane.policy_sources import DEFAULT_POLICY_PATH, load_policy_file, loads_policy
 from tests.conftest import REPO
 
 SCHEMA = REPO / "policies" / "schema.json"

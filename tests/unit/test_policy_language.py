@@ -19,8 +19,9 @@ from controlplane.domain import (
     TaskSpec,
     TaskState,
 )
-from controlplane.policy import PolicyError, load_policy_file, parse_policy, plan
+from controlplane.policy import PolicyError, parse_policy, plan
 from controlplane.policy.seed import BuiltinCloud, SeedClouds
+from controlplane.policy_sources import load_policy_file
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 EXAMPLES = Path(__file__).resolve().parents[2] / "policies" / "examples"

@@ -127,7 +127,7 @@ def test_the_default_signal_schedules_fit_their_ttls(monkeypatch: pytest.MonkeyP
 
 
 def test_a_source_turned_off_is_neither_checked_nor_built(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from controlplane.policy import DEFAULT_POLICY_PATH, load_policy_file
+    from controlplane.policy_sources import DEFAULT_POLICY_PATH, load_policy_file
     from controlplane.scheduler.signals_runtime import (
         build_signal_hub,
         check_signal_schedules,

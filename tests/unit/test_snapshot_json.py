@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controlplane.domain import DataSensitivity, SignalSample, SignalSnapshot, Task, TaskKind, TaskSpec, TaskState
-from controlplane.policy import load_policy_file, plan
+from controlplane.policy import plan
+from controlplane.policy_sources import load_policy_file
 from controlplane.signals.snapshot_json import (
     SnapshotError,
     load_snapshot_file,

@@ -19,9 +19,9 @@ from typing import Any
 
 import consul
 
-from controlplane.policy.active import PolicyDocuments
 from controlplane.policy.model import PolicyError
-from controlplane.policy.sources import MAX_POLICY_BYTES
+from controlplane.policy_sources.active import PolicyDocuments
+from controlplane.policy_sources.sources import MAX_POLICY_BYTES
 
 __all__ = [
     "DEFAULT_POLICY_KEY",

@@ -18,11 +18,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from controlplane.policy.active import ActivePolicy, PolicyDocuments, PolicySet, build_policy_set
-from controlplane.policy.consul_source import ConsulPolicySource
+from controlplane.domain import SettingsCheck
 from controlplane.policy.model import PolicyError
 from controlplane.policy.seed import NO_SEED_CLOUDS, SeedClouds
-from controlplane.policy.sources import FilePolicySource
+from controlplane.policy_sources.active import ActivePolicy, PolicyDocuments, PolicySet, build_policy_set
+from controlplane.policy_sources.consul_source import ConsulPolicySource
+from controlplane.policy_sources.sources import FilePolicySource
 
 if TYPE_CHECKING:
     from controlplane.metrics import Metrics
@@ -56,9 +57,12 @@ class PolicyWatcher:
         consul_wait_s: float = CONSUL_WAIT_S,
         file_poll_s: float = FILE_POLL_S,
         seed_clouds: SeedClouds = NO_SEED_CLOUDS,
+        check_settings: SettingsCheck | None = None,
     ) -> None:
         self.active, self.source, self.on_applied = active, source, on_applied
         self.seed_clouds = seed_clouds
+        #: the providers' settings models (this package may not import them): a bad setting refuses a reload
+        self.check_settings = check_settings
         self.metrics, self.clock = metrics, clock
         self.consul_wait_s, self.file_poll_s = consul_wait_s, file_poll_s
         self._stop = threading.Event()
@@ -150,7 +154,7 @@ class PolicyWatcher:
     def _consider(self, documents: PolicyDocuments) -> bool:
         """Validate, record and swap; False only when recording failed (worth retrying)."""
         try:
-            policies = build_policy_set(documents, seed_clouds=self.seed_clouds)
+            policies = build_policy_set(documents, seed_clouds=self.seed_clouds, check_settings=self.check_settings)
         except PolicyError as exc:
             self._refuse("invalid", str(exc), reachable=True)
             return True

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from controlplane.domain import Target
+from controlplane.domain import SettingsCheck, Target
 from controlplane.policy.checks import require_launchable
 from controlplane.policy.model import Policy, PolicyError, policy_version
 from controlplane.policy.overlay import apply_overlay
@@ -64,18 +64,22 @@ class PolicySet:
         return self.tenants.get(tenant, self.base)
 
 
-def build_policy_set(documents: PolicyDocuments, *, seed_clouds: SeedClouds = NO_SEED_CLOUDS) -> PolicySet:
+def build_policy_set(
+    documents: PolicyDocuments, *, seed_clouds: SeedClouds = NO_SEED_CLOUDS, check_settings: SettingsCheck | None = None
+) -> PolicySet:
     """Validate everything a source read; one bad overlay refuses the whole change.
 
     All or nothing on purpose: applying the base without a tenant's overlay
     would silently move that tenant's work to where its operator said not to.
     A cloud target that cannot launch refuses the change too (overlays cannot
-    add targets, so the base's are checked). ``seed_clouds`` configures a
-    seed form's built-in clouds.
+    add targets, so the base's are checked), and so does a setting of the
+    wrong form when ``check_settings`` is given (the providers' settings
+    models; the loaders pass them in). ``seed_clouds`` configures a seed
+    form's built-in clouds.
     """
     try:
         base = parse_policy(documents.base, seed_clouds=seed_clouds)
-        require_launchable(base)
+        require_launchable(base, check_settings=check_settings)
     except PolicyError as exc:
         raise PolicyError(exc.path, f"{exc.message} (in {documents.source})") from exc
     assert isinstance(documents.base, dict)  # parse_policy accepted it

@@ -14,10 +14,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from controlplane.policy.active import PolicyDocuments
 from controlplane.policy.model import Policy, PolicyError
 from controlplane.policy.parse import parse_policy
 from controlplane.policy.seed import NO_SEED_CLOUDS, SeedClouds
+from controlplane.policy_sources.active import PolicyDocuments
 
 __all__ = ["DEFAULT_POLICY_PATH", "MAX_POLICY_BYTES", "FilePolicySource", "load_policy_file", "loads_policy"]
 

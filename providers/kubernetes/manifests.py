@@ -1,0 +1,216 @@
+"""The Secret and the Job of one attempt, as the JSON the API server takes (no API call)."""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from controlplane.domain import (
+    InvalidSpec,
+    Target,
+)
+from providers.base import (
+    LaunchRequest,
+)
+from providers.bootstrap import (
+    SPEC_DIR,
+    SPEC_PATH,
+    resource_tags,
+)
+from providers.kubernetes.settings import LABEL_VALUE, JobSettings
+
+#: the Job and Secret are resource_name(NAME_PREFIX, attempt_id)
+NAME_PREFIX = "fp"
+CONTAINER = "worker"
+INIT_CONTAINER = "models-verify"
+MODELS_DIR = "/models"
+TRT_CACHE_DIR = "/cache/trt"
+#: a pod-private emptyDir, not the node's /tmp
+SCRATCH_DIR = "/tmp"
+SECRET_KEY = "spec.json"
+WORKER_UID = 1000
+WORKER_COMMAND = ("fusionctl", "worker", "run", "--spec", SPEC_PATH)
+VERIFY_COMMAND = ("fusionctl", "models", "verify", "--model-dir", MODELS_DIR)
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+WORKER_APP = "fusionplane-worker"
+MANAGER = "fusionplane"
+#: not a secret: which policy target launched the Job, for people running kubectl
+ANNOTATION_TARGET = "fusionplane.io/target"
+
+
+def job_labels(request: LaunchRequest, name: str, *, owner: str) -> dict[str, str]:
+    """The labels of the attempt's Job, pod and Secret: ids only, never the token."""
+    labels = {
+        LABEL_NAME: WORKER_APP,
+        LABEL_MANAGED_BY: MANAGER,
+        LABEL_INSTANCE: name,
+        **resource_tags(task_id=request.task_id, attempt_id=request.attempt_id, owner=owner),
+    }
+    for key, value in labels.items():
+        # ids longer than 63 characters cannot be label values; say so instead of a bare 422
+        if len(value) > 63 or not LABEL_VALUE.match(value):
+            raise InvalidSpec(
+                f"label {key}={value!r} is not a valid Kubernetes label value (at most 63 of [A-Za-z0-9._-])",
+                target=request.candidate.target,
+            )
+    return labels
+
+
+def secret_body(name: str, settings: JobSettings, labels: Mapping[str, str], spec: str) -> dict[str, Any]:
+    """The immutable Secret holding the worker spec (the only place the callback token goes)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": settings.namespace, "labels": dict(labels)},
+        "type": "Opaque",
+        # immutable: the kubelet stops watching it, and nobody can swap a running attempt's token
+        "immutable": True,
+        "data": {SECRET_KEY: base64.b64encode(spec.encode()).decode()},
+    }
+
+
+def job_body(
+    request: LaunchRequest, target: Target, settings: JobSettings, name: str, labels: Mapping[str, str]
+) -> dict[str, Any]:
+    """The Job for ``request`` (no API call)."""
+    image = settings.worker
+    env = dict(image.env)
+    # paths only, never the spec itself; HOME on the scratch volume because the root filesystem is read-only
+    env.update(
+        {
+            "FUSIONPLANE_WORKER_SPEC": SPEC_PATH,
+            "FUSIONPLANE_MODEL_DIR": MODELS_DIR,
+            "FUSIONPLANE_TRT_CACHE": TRT_CACHE_DIR,
+            "HOME": SCRATCH_DIR,
+        }
+    )
+    container_security = {
+        "runAsNonRoot": True,
+        "runAsUser": WORKER_UID,
+        "runAsGroup": WORKER_UID,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    resources: dict[str, dict[str, str]] = {part: dict(values) for part, values in settings.resources.items()}
+    if settings.gpus:
+        # an extended resource is requested through its limit (the API server copies it to requests)
+        resources.setdefault("limits", {})[settings.gpu_resource] = str(settings.gpus)
+    mounts = [
+        {"name": "spec", "mountPath": SPEC_DIR, "readOnly": True},
+        {"name": "trt-cache", "mountPath": TRT_CACHE_DIR},
+        {"name": "scratch", "mountPath": SCRATCH_DIR},
+    ]
+    scratch: dict[str, Any] = {}
+    if settings.scratch_size_limit:
+        scratch["sizeLimit"] = settings.scratch_size_limit
+    volumes: list[dict[str, Any]] = [
+        {
+            "name": "spec",
+            "secret": {
+                "secretName": name,
+                # 0440 and group 1000 (fsGroup): the worker can read it, nobody can write it
+                "defaultMode": 0o440,
+                "items": [{"key": SECRET_KEY, "path": os.path.basename(SPEC_PATH)}],
+            },
+        },
+        {"name": "trt-cache"}
+        | (
+            {"persistentVolumeClaim": {"claimName": settings.trt_cache_pvc}}
+            if settings.trt_cache_pvc
+            else {"emptyDir": {}}
+        ),
+        {"name": "scratch", "emptyDir": scratch},
+    ]
+    init_containers: list[dict[str, Any]] = []
+    if settings.models_pvc:
+        mounts.insert(1, {"name": "models", "mountPath": MODELS_DIR, "readOnly": True})
+        volumes.insert(
+            1, {"name": "models", "persistentVolumeClaim": {"claimName": settings.models_pvc, "readOnly": True}}
+        )
+        # reads every model file once (sha256 and signature): a broken cache fails the pod with 69
+        # before it holds a GPU for minutes, and the worker starts from a warm page cache
+        init_containers.append(
+            {
+                "name": INIT_CONTAINER,
+                "image": image.image,
+                "command": list(VERIFY_COMMAND),
+                "env": [
+                    {"name": "FUSIONPLANE_MODEL_DIR", "value": MODELS_DIR},
+                    {"name": "HOME", "value": SCRATCH_DIR},
+                ],
+                "securityContext": container_security,
+                "volumeMounts": [
+                    {"name": "models", "mountPath": MODELS_DIR, "readOnly": True},
+                    {"name": "scratch", "mountPath": SCRATCH_DIR},
+                ],
+            }
+        )
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        # the worker checkpoints on SIGTERM and exits 75; its final callback needs the time
+        "terminationGracePeriodSeconds": image.stop_timeout_s,
+        # the worker never talks to the Kubernetes API: no token of the pod's service account in it
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": WORKER_UID,
+            "runAsGroup": WORKER_UID,
+            "fsGroup": WORKER_UID,
+            # a large model or TensorRT cache is not chowned file by file at every pod start
+            "fsGroupChangePolicy": "OnRootMismatch",
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [
+            {
+                "name": CONTAINER,
+                "image": image.image,
+                "command": list(WORKER_COMMAND),
+                "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
+                "resources": resources,
+                "securityContext": container_security,
+                "volumeMounts": mounts,
+            }
+        ],
+        "volumes": volumes,
+    }
+    if init_containers:
+        pod_spec["initContainers"] = init_containers
+    if settings.node_selector:
+        pod_spec["nodeSelector"] = dict(settings.node_selector)
+    if settings.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in settings.tolerations]
+    if settings.priority_class:
+        pod_spec["priorityClassName"] = settings.priority_class
+    if settings.service_account:
+        # for the S3 role (IRSA, workload identity); the webhook mounts its own token
+        pod_spec["serviceAccountName"] = settings.service_account
+    if settings.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": n} for n in settings.image_pull_secrets]
+    job_spec: dict[str, Any] = {
+        # a retry is a new attempt, decided by the control plane from the exit code
+        "backoffLimit": 0,
+        "ttlSecondsAfterFinished": settings.ttl_after_finished_s,
+        "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
+    }
+    if request.deadline_seconds is not None:
+        if request.deadline_seconds <= 0:
+            raise InvalidSpec("deadline_seconds must be > 0", target=target.name)
+        job_spec["activeDeadlineSeconds"] = int(request.deadline_seconds)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": settings.namespace,
+            "labels": dict(labels),
+            "annotations": {ANNOTATION_TARGET: target.name},
+        },
+        "spec": job_spec,
+    }
