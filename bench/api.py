@@ -94,7 +94,7 @@ def api_server(database_url: str, workdir: Path) -> Iterator[tuple[int, str]]:
         cwd=REPO,
     )
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # a loaded 2-core machine imports slowly
         while True:
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
