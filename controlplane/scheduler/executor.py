@@ -51,16 +51,17 @@ from controlplane.domain import (
 )
 from controlplane.domain.backend import unschedulable_seconds
 from controlplane.domain.tenant_storage import TenantStorage
+from controlplane.domain.verdict import Next, Verdict, verdict
 from controlplane.metrics import Metrics
 from controlplane.policy import CAPACITY_SOURCE, Policy, plan
 from controlplane.policy_sources import PolicySet
 from controlplane.scheduler.deadlines import expire_deadlines
-from controlplane.scheduler.outcomes import FailoverRules, advance, is_retryable, never_called_in
+from controlplane.scheduler.outcomes import FailoverRules, advance, is_retryable
 from controlplane.scheduler.queueing import NoLaunch, max_queue_seconds, no_launch, overdue
 from controlplane.scheduler.workerspec import render_worker_spec
 from controlplane.signals.snapshot_json import snapshot_to_json
 from controlplane.store import PlannedLaunch, StateMismatch, Store, backing_off, utcnow, wake_waiting
-from providers.base import BackendState, BackendStatus, LaunchRequest, Provider
+from providers.base import BackendStatus, LaunchRequest, Provider
 
 __all__ = ["Planner", "Scheduler", "unschedulable_seconds"]
 
@@ -71,13 +72,6 @@ log = logging.getLogger("fusionplane.scheduler")
 CAPACITY_TTL_S = 30.0
 #: a probe chosen less than this long ago counts as in flight even before its attempt row is read back
 PROBE_LAUNCH_S = 10.0
-_OUTCOMES = {
-    BackendState.SUCCEEDED: (AttemptState.SUCCEEDED, TaskState.SUCCEEDED),
-    BackendState.FAILED: (AttemptState.FAILED, TaskState.FAILED),
-    # retryable endings are failed over instead of failing the task (follow -> _fail_over)
-    BackendState.PREEMPTED: (AttemptState.PREEMPTED, TaskState.FAILED),
-    BackendState.LOST: (AttemptState.LOST, TaskState.FAILED),
-}
 #: an attempt reported LOST before its launch was recorded may simply not be launched yet (place_batch
 #: records the batch's backend refs after its last launch, while follow runs in another thread); without
 #: leadership (several schedulers sharing the work), only after this long is it a launch that never happened
@@ -656,69 +650,59 @@ class Scheduler:
         applied = 0
         for attempt in live:
             task = self.store.get_task(attempt.task_id)
-            if task.state == TaskState.CANCELLED:
+            cancelled = task.state == TaskState.CANCELLED
+            status: BackendStatus | None = None
+            if not cancelled:
                 try:
-                    provider.cancel(attempt.id)
+                    status = provider.status(attempt.id)
+                except Unavailable:
+                    # the backend API is down or timing out: asking about its other attempts this round would
+                    # cost one timeout each, and a cancel (for a silent worker) would not go through either
+                    log.warning("", extra={"event": "follow.backend_unavailable", "provider": attempt.provider})
+                    break
                 except ProviderError:
-                    continue  # try again next round
-                applied += advance(
+                    status = None  # the backend cannot say now; a silent worker is still given up below
+            rules = FailoverRules.of(policies.for_tenant(task.spec.tenant))
+            decided = verdict(
+                attempt=attempt,
+                status=status,
+                last_heartbeat=heartbeats.get(attempt.id),
+                rules=rules,
+                now=self.clock(),
+                task_cancelled=cancelled,
+                sending=self.may_still_be_sending(attempt),
+            )
+            applied += self._act(provider, attempt, decided, rules)
+        return applied
+
+    def _act(self, provider: Provider, attempt: Attempt, decided: Verdict, rules: FailoverRules) -> int:
+        """Do what the verdict on a live attempt says; 1 when it changed something."""
+        if decided.next is Next.CANCEL:
+            try:
+                provider.cancel(attempt.id)
+            except ProviderError:
+                return 0  # try again next round
+            return int(
+                advance(
                     self.store,
                     attempt.id,
                     AttemptState.CANCELLED,
                     TaskState.CANCELLED,
                     actor=self.scheduler_id,
-                    reason="task cancelled",
+                    reason=decided.reason,
                 )
-                continue
-            rules = FailoverRules.of(policies.for_tenant(task.spec.tenant))
-            status: BackendStatus | None
-            try:
-                status = provider.status(attempt.id)
-            except Unavailable:
-                # the backend API is down or timing out: asking about its other attempts this round would
-                # cost one timeout each, and a cancel (for a silent worker) would not go through either
-                log.warning("", extra={"event": "follow.backend_unavailable", "provider": attempt.provider})
-                break
-            except ProviderError:
-                status = None  # the backend cannot say now; a silent worker is still given up below
-            if status is not None and status.state.is_final:
-                applied += self._apply(attempt, status, rules)
-                continue
-            silent = self._silent_seconds(attempt, heartbeats.get(attempt.id), rules)
-            pending = unschedulable_seconds(status) if status is not None else None
-            if silent is not None:
-                applied += self._cancel_then_fail_over(
-                    provider,
-                    attempt,
-                    rules,
-                    ended=AttemptState.LOST,
-                    trigger="heartbeat",
-                    reason=f"no heartbeat for {silent:.0f} s (limit {rules.heartbeat_timeout_seconds:g} s)",
-                )
-            elif pending is not None and pending > rules.unschedulable_timeout_seconds:
-                applied += self._cancel_then_fail_over(
-                    provider,
-                    attempt,
-                    rules,
-                    ended=AttemptState.FAILED,
-                    trigger="unschedulable",
-                    reason=f"unschedulable for {pending} s (limit {rules.unschedulable_timeout_seconds:g} s)",
-                )
-            elif (never := self._never_called_in(attempt, heartbeats.get(attempt.id), rules)) is not None:
-                limit = rules.first_heartbeat_limit(attempt.provider)
-                applied += self._cancel_then_fail_over(
-                    provider,
-                    attempt,
-                    rules,
-                    ended=AttemptState.LOST,
-                    trigger="first_heartbeat",
-                    reason=f"no heartbeat {never:.0f} s after launch (limit {limit:g} s on {attempt.provider})",
-                )
-            elif (
-                status is not None and status.state == BackendState.RUNNING and attempt.state == AttemptState.LAUNCHING
-            ):
-                self._start_running(attempt)
-        return applied
+            )
+        if decided.next is Next.RUN:
+            self._start_running(attempt)
+            return 0
+        if decided.next is Next.FAIL_OVER and decided.cancel_first:
+            assert decided.ended is not None
+            assert decided.trigger is not None
+            assert decided.reason is not None
+            return self._cancel_then_fail_over(
+                provider, attempt, rules, ended=decided.ended, trigger=decided.trigger, reason=decided.reason
+            )
+        return self._settle(attempt, decided, rules)
 
     def _start_running(self, attempt: Attempt) -> None:
         """The backend says a launching attempt runs: the store decides whether it may (a hedge's first only).
@@ -776,52 +760,43 @@ class Scheduler:
 
     def apply_final_status(self, attempt: Attempt, status: BackendStatus, rules: FailoverRules) -> int:
         """Apply a final backend status found outside ``follow`` (reconciliation); 1 if it changed something."""
-        return self._apply(attempt, status, rules)
+        decided = verdict(
+            attempt=attempt,
+            status=status,
+            last_heartbeat=None,
+            rules=None,  # only the status speaks here: no timeout is judged outside follow
+            now=self.clock(),
+            sending=self.may_still_be_sending(attempt),
+        )
+        return self._settle(attempt, decided, rules)
 
-    def _apply(self, attempt: Attempt, status: BackendStatus, rules: FailoverRules) -> int:
-        """A final backend status: fail over a retryable ending, else end the attempt and its task."""
-        attempt_state, task_state = _OUTCOMES[status.state]
-        if status.state == BackendState.LOST and self.may_still_be_sending(attempt):
-            return 0  # "unknown attempt" may only mean its launch has not gone out yet
-        if task_state == TaskState.FAILED and is_retryable(attempt_state, status.exit_code):
+    def _settle(self, attempt: Attempt, decided: Verdict, rules: FailoverRules) -> int:
+        """A verdict from a final status: fail over a retryable ending, else end the attempt and its task."""
+        if decided.next is Next.FAIL_OVER:
+            assert decided.trigger is not None
+            assert decided.reason is not None
             return self._fail_over(
                 attempt,
                 rules,
-                ended=attempt_state,
-                trigger=_trigger(attempt_state),
-                reason=status.reason or f"the backend reported {status.state.value}",
-                exit_code=status.exit_code,
+                ended=decided.ended,
+                trigger=decided.trigger,
+                reason=decided.reason,
+                exit_code=decided.exit_code,
             )
+        if decided.next not in (Next.SUCCEED, Next.FAIL) or decided.ended is None:
+            return 0
         done = advance(
             self.store,
             attempt.id,
-            attempt_state,
-            task_state,
+            decided.ended,
+            TaskState.SUCCEEDED if decided.next is Next.SUCCEED else TaskState.FAILED,
             actor=self.scheduler_id,
-            reason=status.reason,
-            exit_code=status.exit_code,
+            reason=decided.reason,
+            exit_code=decided.exit_code,
         )
         if done and self.metrics:
-            self.metrics.attempts.labels(provider=attempt.provider, outcome=attempt_state.value).inc()
+            self.metrics.attempts.labels(provider=attempt.provider, outcome=decided.ended.value).inc()
         return int(done)
-
-    def _never_called_in(self, attempt: Attempt, last_heartbeat: datetime | None, rules: FailoverRules) -> float | None:
-        """:func:`never_called_in`, except for a launch that may still be on its way (nothing to cancel yet)."""
-        if self.may_still_be_sending(attempt):
-            return None
-        return never_called_in(attempt, last_heartbeat=last_heartbeat, rules=rules, now=self.clock())
-
-    def _silent_seconds(self, attempt: Attempt, last_heartbeat: datetime | None, rules: FailoverRules) -> float | None:
-        """How long a running attempt's worker has been silent, once past the timeout; else None.
-
-        Only a worker that has called in at least once is held to it; one
-        that never did is held to the first-heartbeat limit instead
-        (:func:`never_called_in`).
-        """
-        if attempt.state != AttemptState.RUNNING or last_heartbeat is None:
-            return None
-        silent = (self.clock() - last_heartbeat).total_seconds()
-        return silent if silent > rules.heartbeat_timeout_seconds else None
 
     def _cancel_then_fail_over(
         self,
@@ -855,15 +830,16 @@ class Scheduler:
         """Fail over the attempts that a worker's callback ended retryably (the API ends only the attempt)."""
         applied = 0
         for attempt in self.store.attempts_awaiting_failover():
-            if not is_retryable(attempt.state, attempt.exit_code):
+            decided = verdict(attempt=attempt, status=None, last_heartbeat=None, rules=None, now=self.clock())
+            if decided.next is not Next.FAIL_OVER or decided.trigger is None or decided.reason is None:
                 continue
             task = self.store.get_task(attempt.task_id)
             applied += self._fail_over(
                 attempt,
                 FailoverRules.of(policies.for_tenant(task.spec.tenant)),
                 ended=None,
-                trigger=_trigger(attempt.state),
-                reason=attempt.reason or attempt.state.value,
+                trigger=decided.trigger,
+                reason=decided.reason,
             )
         return applied
 
@@ -944,8 +920,3 @@ def _launched_together(usable: list[Candidate]) -> list[Candidate]:
     group = usable[0].hedge_group
     together = list(itertools.takewhile(lambda c: group is not None and c.hedge_group == group, usable))
     return together if len(together) >= 2 else usable[:1]
-
-
-def _trigger(state: AttemptState) -> str:
-    """The failover trigger named after how the attempt ended: preempted, lost, or a crash's exit code."""
-    return {AttemptState.PREEMPTED: "preempted", AttemptState.LOST: "lost"}.get(state, "exit_code")
