@@ -19,7 +19,7 @@ from controlplane.domain import (
     TaskState,
 )
 from controlplane.domain.worker_spec import WorkerSpec
-from controlplane.scheduler.executor import _launched_together
+from controlplane.scheduler.placing import _launched_together
 from controlplane.scheduler.workerspec import render_worker_spec
 from controlplane.store import PlannedLaunch, Store, make_engine, upgrade
 
