@@ -68,6 +68,7 @@ from controlplane.domain import (
     TaskKind,
     TaskSpec,
 )
+from controlplane.domain.worker_spec import parse_worker_spec
 from controlplane.jsonlog import JsonFormatter
 from controlplane.policy import Policy, parse_policy
 from controlplane.scheduler import Scheduler
@@ -304,7 +305,9 @@ def launch_request(target: Target, attempt_id: str, task_id: str) -> LaunchReque
         instance_type=target.instance_types[0] if target.instance_types else None,
         max_price_usd_h=target.max_price_usd_h,
     )
-    return LaunchRequest(attempt_id=attempt_id, task_id=task_id, candidate=candidate, worker_spec=spec)
+    return LaunchRequest(
+        attempt_id=attempt_id, task_id=task_id, candidate=candidate, worker_spec=parse_worker_spec(spec)
+    )
 
 
 @dataclass

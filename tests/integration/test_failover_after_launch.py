@@ -244,8 +244,8 @@ def test_a_preempted_attempt_is_replanned_on_fresh_signals_and_resumes_from_its_
 
     # resume: the second worker spec names the first one's checkpoint
     specs = [world.providers[a.provider].requests[a.id].worker_spec for a in (first, second)]
-    assert specs[0]["attempt_id"] != specs[1]["attempt_id"]
-    assert specs[0]["checkpoint"] == specs[1]["checkpoint"] == f"{CHECKPOINTS}/acme/{task_id}"
+    assert specs[0].attempt_id != specs[1].attempt_id
+    assert specs[0].checkpoint == specs[1].checkpoint == f"{CHECKPOINTS}/acme/{task_id}"
 
 
 @pytest.mark.parametrize(
@@ -288,7 +288,7 @@ def test_lost_and_crashed_attempts_fail_over_like_a_preemption(
     assert second.state == AttemptState.LAUNCHING
     assert second.target == "vault"  # nothing changed in the signals: the same target is fine
     assert len(world.store.get_decisions(task_id)) == 2
-    specs = [world.provider_of(a).requests[a].worker_spec["checkpoint"] for a in (first, second.id)]
+    specs = [world.provider_of(a).requests[a].worker_spec.checkpoint for a in (first, second.id)]
     assert specs == [f"{CHECKPOINTS}/acme/{task_id}"] * 2
     assert_at_most_one_live_attempt(world.store, world.providers)
 

@@ -101,7 +101,7 @@ class World:
     scheduler: Scheduler
 
     def spec(self, attempt: Attempt) -> dict[str, Any]:
-        return dict(self.providers[attempt.provider].requests[attempt.id].worker_spec)
+        return self.providers[attempt.provider].requests[attempt.id].worker_spec.wire_document()
 
     def token(self, attempt: Attempt) -> str:
         return str(self.spec(attempt)["callback"]["token"])

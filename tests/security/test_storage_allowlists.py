@@ -192,7 +192,7 @@ def test_the_spec_carries_only_this_tenants_entries_and_its_own_checkpoint(tmp_p
         "s3://fp-checkpoints/ckpt/globex/task_1/",
     ]
     assert parsed.access.s3_write == ["s3://tenant-b/out/", "s3://fp-checkpoints/ckpt/globex/task_1/"]
-    assert "tenant-a-private" not in json.dumps(spec)
+    assert "tenant-a-private" not in json.dumps(spec.wire_document())
     assert parsed.fetch.max_bytes == 1 << 20
     assert grant["access"]["s3_read"] == ["s3://tenant-b/", "s3://shared-media/globex/"]  # not changed in place
 
@@ -205,7 +205,7 @@ class SpecRecorder(NoopProvider):
         self.specs: list[dict[str, Any]] = []
 
     def launch(self, request: LaunchRequest) -> LaunchResult:
-        self.specs.append(dict(request.worker_spec))
+        self.specs.append(request.worker_spec.wire_document())
         return super().launch(request)
 
 

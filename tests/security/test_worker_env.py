@@ -16,7 +16,6 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -25,6 +24,7 @@ from click.testing import CliRunner
 from controlplane.cli.main import cli
 from controlplane.config import Settings
 from controlplane.domain import Target, Task, TaskKind, TaskSpec, TaskState
+from controlplane.domain.worker_spec import WorkerSpec
 from controlplane.scheduler.providers_runtime import cloud_providers
 from controlplane.scheduler.workerspec import render_worker_spec
 from providers.base import BackendState, LaunchRequest
@@ -205,7 +205,7 @@ def _task() -> Task:
     return Task(id="tsk_cloud", spec=spec, state=TaskState.LAUNCHING, created_at=now, updated_at=now)
 
 
-def _request(target: Target, spec: dict[str, Any]) -> LaunchRequest:
+def _request(target: Target, spec: WorkerSpec) -> LaunchRequest:
     return LaunchRequest(
         attempt_id="att_cloud",
         task_id="tsk_cloud",
@@ -223,8 +223,8 @@ def test_cloud_workers_get_their_attempt_token_and_no_control_plane_secret(
     spec = render_worker_spec(
         task=_task(), attempt_id="att_cloud", token=token, callback_base="https://cp.example", checkpoint_root=None
     )
-    assert json.dumps(spec).count(token) == 1
-    assert set(spec["callback"]) <= {"url", "token", "heartbeat_seconds", "wait_for_go"}
+    assert json.dumps(spec.wire_document()).count(token) == 1
+    assert set(spec.wire_document()["callback"]) <= {"url", "token", "heartbeat_seconds", "wait_for_go"}
     with KmockCluster() as cluster:
         kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", {"kmock": cluster.url})
         targets = [
