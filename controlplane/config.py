@@ -14,7 +14,8 @@ other module receives a :class:`Settings` (or one of its parts) from
 - :class:`SignalSettings`: the signal pollers' schedules and endpoints;
 - :class:`ConsulSettings`: Consul as the policy source;
 - :class:`SeedClouds` (``seed_clouds_from_env``): the seed form's built-in clouds;
-- :class:`ClientSettings`: where ``fusionctl`` finds the API, and how long it waits on a stop.
+- :class:`ClientSettings`: where ``fusionctl`` finds the API and keeps its own state;
+- :class:`LocalRunSettings`: a swap ``fusionctl`` runs on this machine (``swap``, ``worker run``).
 """
 
 from __future__ import annotations
@@ -41,8 +42,10 @@ __all__ = [
     "DEFAULT_UPLOAD_QUOTA_BYTES",
     "DEFAULT_UPLOAD_RETENTION_S",
     "DEFAULT_WORKER_IMAGE",
+    "ClientSettings",
     "CloudSettings",
     "ConsulSettings",
+    "LocalRunSettings",
     "Settings",
     "SignalSettings",
     "is_loopback",
@@ -293,6 +296,53 @@ class ConsulSettings:
             address=env.get("CONSUL_HTTP_ADDR", ""),
             token=env.get("CONSUL_HTTP_TOKEN") or None,
             policy_key=env.get("FUSIONPLANE_POLICY_KEY", DEFAULT_POLICY_KEY).strip("/") or DEFAULT_POLICY_KEY,
+        )
+
+
+# -- fusionctl's own settings -----------------------------------------------------------------------
+
+DEFAULT_API_URL = "http://127.0.0.1:8080"
+#: seconds between SIGTERM and a forced exit 75, for work that cannot stop mid-way
+#: (a TensorRT engine build, a download). Azure gives 30 s notice, AWS 120 s.
+DEFAULT_STOP_GRACE_S = 20.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClientSettings:
+    """What ``fusionctl`` reads for itself as a client of the API (``--url`` / ``--token`` win)."""
+
+    #: ``FUSIONPLANE_URL``: the API's base URL
+    url: str = DEFAULT_API_URL
+    #: ``FUSIONPLANE_TOKEN``: the bearer token ("": none)
+    token: str = ""
+    #: ``XDG_STATE_HOME`` (default ``~/.local/state``): where ``fusionctl policy`` remembers what you last saw
+    state_home: Path = field(default_factory=lambda: Path.home() / ".local" / "state")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ClientSettings:
+        env = _env(env)
+        return cls(
+            url=env.get("FUSIONPLANE_URL") or DEFAULT_API_URL,
+            token=env.get("FUSIONPLANE_TOKEN") or "",
+            state_home=Path(env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocalRunSettings:
+    """A swap ``fusionctl`` runs on this machine (``swap``, ``worker run``)."""
+
+    #: ``FUSIONPLANE_STOP_GRACE_S``: seconds from SIGTERM to a forced exit 75
+    stop_grace_s: float = DEFAULT_STOP_GRACE_S
+    #: ``FUSIONPLANE_FETCH_ALLOW_HOSTS``: internal hosts ``swap`` may fetch from despite the address rules
+    fetch_allow_hosts: tuple[str, ...] = ()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> LocalRunSettings:
+        env = _env(env)
+        return cls(
+            stop_grace_s=float(env.get("FUSIONPLANE_STOP_GRACE_S", DEFAULT_STOP_GRACE_S)),
+            fetch_allow_hosts=tuple(env.get("FUSIONPLANE_FETCH_ALLOW_HOSTS", "").replace(",", " ").split()),
         )
 
 

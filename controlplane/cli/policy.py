@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -32,7 +31,7 @@ import click
 
 from controlplane.cli.client import ApiClient, client_options
 from controlplane.cli.common import output_option, parse_duration, print_json
-from controlplane.config import ConsulSettings, seed_clouds_from_env
+from controlplane.config import ClientSettings, ConsulSettings, seed_clouds_from_env
 from controlplane.domain import TENANT_RULE, SignalSnapshot, is_tenant_name
 from controlplane.policy import PolicyError, parse_policy, policy_version
 from controlplane.policy.checks import Finding, validate_document
@@ -167,8 +166,7 @@ class _Source:
 
 
 def _seen_file() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "fusionplane" / "policy-seen.json"
+    return ClientSettings.from_env().state_home / "fusionplane" / "policy-seen.json"
 
 
 def _load_seen() -> dict[str, Any]:
