@@ -71,7 +71,7 @@ from controlplane.domain import (
 from controlplane.domain.worker_spec import parse_worker_spec
 from controlplane.jsonlog import JsonFormatter
 from controlplane.policy import Policy, parse_policy
-from controlplane.scheduler import Scheduler
+from controlplane.runtime import standalone_scheduler
 from controlplane.store import Store, make_engine, new_id, upgrade
 from providers.base import Capacity, LaunchRequest, LaunchResult, Provider, Quote
 
@@ -449,12 +449,11 @@ def fresh_prices() -> dict[str, SignalSample]:
 def measure_failovers(backends: Backends, store: Store, scenario: Scenario, tasks: int) -> Failovers:
     calls: list[Call] = []
     policy = scenario_policy(backends.policy, scenario.order)
-    scheduler = Scheduler(
+    scheduler = standalone_scheduler(
         store=store,
         policy=lambda: policy,
         providers={name: Clocked(backends.providers[key], calls) for name, key in scenario.providers.items()},
         callback_base="http://127.0.0.1:9",
-        checkpoint_root=None,
         scheduler_id="bench",
         batch_size=1,
         signals=fresh_prices,

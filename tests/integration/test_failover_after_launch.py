@@ -49,6 +49,7 @@ from controlplane.domain import (
 )
 from controlplane.policy import Policy, parse_policy, plan
 from controlplane.policy.model import Thresholds
+from controlplane.runtime import standalone_scheduler
 from controlplane.scheduler import Scheduler, advance
 from controlplane.store import Event, PlannedLaunch, Store, make_engine, upgrade
 from controlplane.store.tables import attempts
@@ -133,11 +134,10 @@ def new_scheduler(
     planner: Callable[[Task, SignalSnapshot, Policy, datetime], PlacementPlan] = plan,
     name: str = "sched-a",
 ) -> Scheduler:
-    return Scheduler(
+    return standalone_scheduler(
         store=store,
         policy=lambda: policy,
         providers=backends,
-        callback_base="http://127.0.0.1:1",
         checkpoint_root=CHECKPOINTS,
         scheduler_id=name,
         clock=clock,
@@ -808,11 +808,10 @@ def test_the_local_provider_worker_exiting_75_resumes_in_a_second_attempt(tmp_pa
             "rules": [{"name": "home", "targets": ["home"]}],
         }
     )
-    scheduler = Scheduler(
+    scheduler = standalone_scheduler(
         store=store,
         policy=lambda: policy,
         providers={"local": local},
-        callback_base="http://127.0.0.1:1",
         checkpoint_root=tmp_path / "checkpoints",
         scheduler_id="sched-a",
         clock=clock,

@@ -22,6 +22,7 @@ from sqlalchemy import Engine
 from controlplane.domain import AttemptState, Candidate, DataSensitivity, TaskKind, TaskSpec, TaskState, Unavailable
 from controlplane.domain.worker_spec import parse_worker_spec
 from controlplane.policy import parse_policy
+from controlplane.runtime import standalone_scheduler
 from controlplane.scheduler import Scheduler
 from controlplane.scheduler.executor import LAUNCH_GRACE_S, SEND_GRACE_S
 from controlplane.scheduler.reconcile import QUIET_S, Reconciler
@@ -104,12 +105,10 @@ def submit(store: Store, name: str, *, private: bool) -> str:
 
 
 def new_scheduler(store: Store, clock: Clock, backends: Mapping[str, NoopProvider], name: str) -> Scheduler:
-    return Scheduler(
+    return standalone_scheduler(
         store=store,
         policy=lambda: POLICY,
         providers=dict(backends),
-        callback_base="http://127.0.0.1:1",
-        checkpoint_root=None,
         scheduler_id=name,
         clock=clock,
     )

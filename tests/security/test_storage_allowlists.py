@@ -26,7 +26,7 @@ from controlplane.domain import DataSensitivity, Task, TaskKind, TaskSpec, TaskS
 from controlplane.domain.worker_spec import WorkerSpec
 from controlplane.policy import parse_policy
 from controlplane.policy.storage import StorageError, StorageFile, parse_storage
-from controlplane.scheduler import Scheduler
+from controlplane.runtime import standalone_scheduler
 from controlplane.scheduler.workerspec import render_worker_spec, tenant_grants
 from controlplane.store import Store, make_engine, upgrade
 from faceswap import BadInput, run_swap
@@ -218,12 +218,10 @@ def test_the_scheduler_hands_each_attempt_its_own_tenants_grant_read_at_launch(t
     settings = Settings(fetch_allow_hosts=("minio.corp.internal:9000",), fetch_max_bytes=1 << 20)
     provider = SpecRecorder()
     policy = parse_policy({"targets": [{"name": "local", "provider": "local", "private": True}], "rules": []})
-    scheduler = Scheduler(
+    scheduler = standalone_scheduler(
         store=store,
         policy=lambda: policy,
         providers={"local": provider},
-        callback_base="http://127.0.0.1:1",
-        checkpoint_root=None,
         scheduler_id="test",
         grants=tenant_grants(storage, settings),
     )

@@ -22,10 +22,10 @@ import yaml
 from click.testing import CliRunner
 
 from controlplane.cli.main import cli
-from controlplane.config import Settings
+from controlplane.config import CloudSettings, Settings
 from controlplane.domain import Target, Task, TaskKind, TaskSpec, TaskState
 from controlplane.domain.worker_spec import WorkerSpec
-from controlplane.scheduler.providers_runtime import cloud_providers
+from controlplane.runtime.providers import cloud_providers
 from controlplane.scheduler.workerspec import render_worker_spec
 from providers.base import BackendState, LaunchRequest
 from providers.bootstrap import cloud_init
@@ -237,7 +237,7 @@ def test_cloud_workers_get_their_attempt_token_and_no_control_plane_secret(
             Target(name="spot", provider="aws", private=False, regions=("us-east-1",), instance_types=("g5.xlarge",)),
             Target(name="az", provider="azure", private=False, regions=("eastus",), instance_types=("NC4as_T4_v3",)),
         ]
-        providers = cloud_providers(lambda: targets)  # as serve builds them, from this environment
+        providers = cloud_providers(lambda: targets, clouds=CloudSettings.from_env())  # as serve, from this environment
         providers["kubernetes"].launch(_request(targets[0], spec))
         objects = [*cluster.objects(JOBS), *cluster.objects(SECRETS)]
     assert len(objects) == 2
