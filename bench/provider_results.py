@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from bench.provider_backends import Call
-from bench.signals import machine
+from bench.report import machine
 
 COMMAND = "make bench-providers"
 #: the issue's bound on one failover, in seconds of control-plane time
