@@ -7,9 +7,10 @@ base so callers (the CLI's exit 65, the API's 422 ``field``) treat them alike.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-__all__ = ["FieldError", "json_path", "json_type_name"]
+__all__ = ["FieldError", "json_path", "json_type_name", "loads_document"]
 
 
 class FieldError(ValueError):
@@ -41,3 +42,21 @@ def json_type_name(value: Any) -> str:
 def json_path(path: str, key: str) -> str:
     """``path.key``, or ``key`` at the top."""
     return f"{path}.{key}" if path else key
+
+
+def loads_document(text: str | bytes, *, max_bytes: int, error: type[FieldError]) -> Any:
+    """Decode a JSON document of at most ``max_bytes``; NaN and Infinity are refused (they are not JSON).
+
+    A document too large or not JSON raises ``error`` at the root path (``""``),
+    so each boundary reports it as its own kind of bad input.
+    """
+    if len(text) > max_bytes:
+        raise error("", f"is larger than {max_bytes} bytes")
+    try:
+        return json.loads(text, parse_constant=_no_constants)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
+        raise error("", f"is not valid JSON: {exc}") from exc
+
+
+def _no_constants(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
