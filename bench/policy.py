@@ -73,23 +73,27 @@ def small_policy() -> Policy:
     return parse_policy({"targets": [{"name": "local", "provider": "local", "private": True}]})
 
 
-def snapshot() -> SignalSnapshot:
+def snapshot(*, now: datetime = NOW, free_gpus_at_least: int = 0) -> SignalSnapshot:
+    """Load and price signals for every target of the big policy, observed 5 s before ``now``.
+
+    Free GPUs cycle 0, 1, 2 over the targets, plus ``free_gpus_at_least``.
+    """
     samples: dict[str, SignalSample] = {}
 
     def add(source: str, key: str, value: float) -> None:
         samples[f"{source}/{key}"] = SignalSample(
-            source=source, key=key, value=value, observed_at=NOW - timedelta(seconds=5), ttl_seconds=300
+            source=source, key=key, value=value, observed_at=now - timedelta(seconds=5), ttl_seconds=300
         )
 
     for i in range(8):
         add("gpu_utilization", f"t{i}", 0.5 + 0.06 * i)
-        add("free_gpus", f"t{i}", float(i % 3))
+        add("free_gpus", f"t{i}", float(free_gpus_at_least + i % 3))
     for region in ("us-east-1", "us-west-2"):
         for instance_type in ("g4dn.xlarge", "g5.xlarge"):
             add("spot_price", f"aws/{region}/{instance_type}", 0.31)
     add("spot_price", "azure/eastus/Standard_NC4as_T4_v3", 0.42)
     add("queue", "depth", 40)
-    return SignalSnapshot(taken_at=NOW, samples=samples)
+    return SignalSnapshot(taken_at=now, samples=samples)
 
 
 def tasks(count: int) -> list[Task]:
