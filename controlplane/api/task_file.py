@@ -29,7 +29,7 @@ from controlplane.domain import (
     TaskState,
     is_tenant_name,
 )
-from controlplane.domain.fields import FieldError, loads_document
+from controlplane.domain.fields import FieldError, loads_document, read_document
 
 __all__ = [
     "DEFAULT_TENANT",
@@ -161,14 +161,4 @@ def loads_task(text: str | bytes, *, tenant: str, now: datetime) -> Task:
 
 def load_task_file(path: Path | str, *, tenant: str, now: datetime) -> Task:
     """Read a task file (the ``POST /v1/tasks`` body); an unreadable or malformed file names the file."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise TaskFileError("", f"cannot read {path}: {exc.strerror}") from exc
-    try:
-        return loads_task(raw, tenant=tenant, now=now)
-    except TaskFileError as exc:
-        if exc.path:
-            raise
-        raise TaskFileError("", f"{path} {exc.message}") from exc
+    return read_document(path, lambda raw: loads_task(raw, tenant=tenant, now=now), error=TaskFileError)

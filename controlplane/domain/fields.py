@@ -8,9 +8,13 @@ base so callers (the CLI's exit 65, the API's 422 ``field``) treat them alike.
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
-__all__ = ["FieldError", "json_path", "json_type_name", "loads_document"]
+__all__ = ["FieldError", "json_path", "json_type_name", "loads_document", "read_document"]
+
+_T = TypeVar("_T")
 
 
 class FieldError(ValueError):
@@ -60,3 +64,21 @@ def loads_document(text: str | bytes, *, max_bytes: int, error: type[FieldError]
 
 def _no_constants(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def read_document(path: Path | str, parse: Callable[[bytes], _T], *, error: type[FieldError]) -> _T:
+    """``parse`` a file's bytes; an unreadable file, or an error of the whole document, names the file.
+
+    An error at a field inside the document keeps its JSON path as it is.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise error("", f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        return parse(raw)
+    except error as exc:
+        if exc.path:
+            raise
+        raise error("", f"{path} {exc.message}") from exc

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from controlplane.domain.fields import loads_document
+from controlplane.domain.fields import loads_document, read_document
 from controlplane.policy.model import Policy, PolicyError
 from controlplane.policy.parse import parse_policy
 from controlplane.policy.seed import NO_SEED_CLOUDS, SeedClouds
@@ -41,17 +41,7 @@ def load_policy_file(path: Path | str, *, seed_clouds: SeedClouds = NO_SEED_CLOU
     the bad field (``targets[1].provider: must be one of ...``); an unreadable
     or malformed file names the file instead.
     """
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise PolicyError("", f"cannot read {path}: {exc.strerror}") from exc
-    try:
-        return loads_policy(raw, seed_clouds=seed_clouds)
-    except PolicyError as exc:
-        if exc.path:
-            raise
-        raise PolicyError("", f"{path} {exc.message}") from exc
+    return read_document(path, lambda raw: loads_policy(raw, seed_clouds=seed_clouds), error=PolicyError)
 
 
 def _read_json(path: Path) -> Any:

@@ -38,7 +38,7 @@ from controlplane.domain import (
     SignalSnapshot,
     spot_price_key,
 )
-from controlplane.domain.fields import FieldError, json_path, json_type_name, loads_document
+from controlplane.domain.fields import FieldError, json_path, json_type_name, loads_document, read_document
 
 __all__ = [
     "MAX_SNAPSHOT_BYTES",
@@ -285,17 +285,7 @@ def loads_snapshot(text: str | bytes) -> SignalSnapshot:
 
 def load_snapshot_file(path: Path | str) -> SignalSnapshot:
     """Read and validate a snapshot file; an unreadable or malformed file names the file."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise SnapshotError("", f"cannot read {path}: {exc.strerror}") from exc
-    try:
-        return loads_snapshot(raw)
-    except SnapshotError as exc:
-        if exc.path:
-            raise
-        raise SnapshotError("", f"{path} {exc.message}") from exc
+    return read_document(path, loads_snapshot, error=SnapshotError)
 
 
 # -- writing ----------------------------------------------------------------------------------------
