@@ -14,6 +14,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -73,10 +74,10 @@ def small_policy() -> Policy:
     return parse_policy({"targets": [{"name": "local", "provider": "local", "private": True}]})
 
 
-def snapshot(*, now: datetime = NOW, free_gpus_at_least: int = 0) -> SignalSnapshot:
+def snapshot(*, now: datetime = NOW, free_gpus: Callable[[int], float] = lambda i: float(i % 3)) -> SignalSnapshot:
     """Load and price signals for every target of the big policy, observed 5 s before ``now``.
 
-    Free GPUs cycle 0, 1, 2 over the targets, plus ``free_gpus_at_least``.
+    ``free_gpus(i)`` is target ``t<i>``'s free GPUs (by default 0, 1, 2 in turn).
     """
     samples: dict[str, SignalSample] = {}
 
@@ -87,7 +88,7 @@ def snapshot(*, now: datetime = NOW, free_gpus_at_least: int = 0) -> SignalSnaps
 
     for i in range(8):
         add("gpu_utilization", f"t{i}", 0.5 + 0.06 * i)
-        add("free_gpus", f"t{i}", float(free_gpus_at_least + i % 3))
+        add("free_gpus", f"t{i}", free_gpus(i))
     for region in ("us-east-1", "us-west-2"):
         for instance_type in ("g4dn.xlarge", "g5.xlarge"):
             add("spot_price", f"aws/{region}/{instance_type}", 0.31)
