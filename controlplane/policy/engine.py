@@ -112,28 +112,7 @@ def plan(task: Task, snapshot: SignalSnapshot, policy: Policy, now: datetime) ->
     signals = SignalReader(snapshot, policy.thresholds, now)
     outcome, trace = choose_rule(compiled, task, signals)
     private_task = task.spec.data_sensitivity is DataSensitivity.PRIVATE
-    # the private-data rule and the rule's own exclusions depend on the policy alone, so the outcome holds them;
-    # what is left here is what the signals say: budget, capacity, then price, in preference order
-    rejected: dict[str, Rejection] = {}
-    picks: list[_Pick] = []
-    # the daily budgets are read once, and only when a cloud target is still in the running
-    budget_pending = policy.thresholds.has_budget
-    blocked: tuple[str, str] | None = None
-    for lane in outcome.lanes[private_task]:
-        name = lane.name
-        if rejected and name in rejected:
-            continue
-        if lane.cloud:
-            if budget_pending:
-                blocked, budget_pending = _budget_block(signals, task.spec.tenant), False
-            if blocked is not None:
-                rejected[name] = Rejection(target=name, code=blocked[0], detail=blocked[1])
-                continue
-        placed = _place(lane, signals, private_task)
-        if isinstance(placed, Rejection):
-            rejected[name] = placed
-        else:
-            picks.append(placed)
+    picks, rejected = _apply_signals(outcome.lanes[private_task], signals, private_task, task.spec.tenant)
     candidates = _candidates(picks, outcome, trace)
     trace += signals.notes
     if not candidates:
@@ -153,6 +132,38 @@ def plan(task: Task, snapshot: SignalSnapshot, policy: Policy, now: datetime) ->
         trace=tuple(trace),
         signals_used=signals.used,
     )
+
+
+def _apply_signals(
+    lanes: tuple[Lane, ...], signals: SignalReader, private_task: bool, tenant: str
+) -> tuple[list[_Pick], dict[str, Rejection]]:
+    """(the lanes that stay candidates, in preference order; why the others are rejected).
+
+    The private-data rule and the rule's own exclusions depend on the policy
+    alone, so the outcome already holds them; what is left is what the
+    signals say: budget, capacity, then price.
+    """
+    rejected: dict[str, Rejection] = {}
+    picks: list[_Pick] = []
+    # the daily budgets are read once, and only when a cloud target is still in the running
+    budget_pending = signals.thresholds.has_budget
+    blocked: tuple[str, str] | None = None
+    for lane in lanes:
+        name = lane.name
+        if rejected and name in rejected:
+            continue
+        if lane.cloud:
+            if budget_pending:
+                blocked, budget_pending = _budget_block(signals, tenant), False
+            if blocked is not None:
+                rejected[name] = Rejection(target=name, code=blocked[0], detail=blocked[1])
+                continue
+        placed = _place(lane, signals, private_task)
+        if isinstance(placed, Rejection):
+            rejected[name] = placed
+        else:
+            picks.append(placed)
+    return picks, rejected
 
 
 def _place(lane: Lane, signals: SignalReader, private_task: bool) -> _Pick | Rejection:
