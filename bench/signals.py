@@ -76,7 +76,16 @@ REPO = Path(__file__).resolve().parent.parent
 BACKENDS_START_TIMEOUT_S = 120.0
 BACKENDS_STOP_TIMEOUT_S = 20.0
 #: what each source's one poll reads, for the table (filled in from the backends' answer)
-EXPECTED_SAMPLES = {"queue": 1, "prometheus": 16, "kubernetes": 8, "aws_spot": 25, "azure_spot": 25}
+#: breaker: no launch, so no evidence and no breaker; budget: the bench store has no priced spend, so nothing
+EXPECTED_SAMPLES = {
+    "breaker": 0,
+    "budget": 2,
+    "queue": 1,
+    "prometheus": 16,
+    "kubernetes": 8,
+    "aws_spot": 25,
+    "azure_spot": 25,
+}
 
 
 # ---- the policy --------------------------------------------------------------------------------
@@ -272,7 +281,7 @@ def check_sources(hub: SignalHub) -> list[str]:
     counts: dict[str, int] = {}
     for key in hub.samples():
         source = {"gpu_utilization": "prometheus", "gpu_memory_used": "prometheus", "free_gpus": "kubernetes",
-                  "queue": "queue"}.get(key.split("/", 1)[0])  # fmt: skip
+                  "queue": "queue", "breaker": "breaker", "budget": "budget"}.get(key.split("/", 1)[0])  # fmt: skip
         if source is None:  # spot_price/<cloud>/...
             source = "aws_spot" if key.startswith("spot_price/aws/") else "azure_spot"
         counts[source] = counts.get(source, 0) + 1
@@ -281,8 +290,11 @@ def check_sources(hub: SignalHub) -> list[str]:
         if status.last_error:
             notes.append(f"{status.name}: failed: {status.last_error}")
         notes += [f"{status.name}: {problem}" for problem in status.problems]
-        if counts.get(status.name, 0) != EXPECTED_SAMPLES[status.name]:
-            notes.append(f"{status.name}: {counts.get(status.name, 0)} samples, {EXPECTED_SAMPLES[status.name]} wanted")
+        wanted = EXPECTED_SAMPLES.get(status.name)
+        if wanted is None:
+            notes.append(f"{status.name}: a source the bench does not know; add it to EXPECTED_SAMPLES")
+        elif counts.get(status.name, 0) != wanted:
+            notes.append(f"{status.name}: {counts.get(status.name, 0)} samples, {wanted} wanted")
     return notes
 
 
