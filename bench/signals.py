@@ -79,7 +79,7 @@ BACKENDS_STOP_TIMEOUT_S = 20.0
 #: breaker: no launch, so no evidence and no breaker; budget: the bench store has no priced spend, so nothing
 EXPECTED_SAMPLES = {
     "breaker": 0,
-    "budget": 2,
+    "budget": 0,
     "queue": 1,
     "prometheus": 16,
     "kubernetes": 8,
