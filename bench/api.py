@@ -199,6 +199,10 @@ def bench_submit(database_url: str, *, requests: int, concurrency: int, rate: fl
         baseline = load(port, health, concurrency)
         submit = load(port, submit_requests(token, requests), concurrency)
         paced = load(port, submit_requests(token, requests), concurrency, rate=rate)
+    for name, run in (("submit", submit), ("paced", paced)):
+        refused = {code: n for code, n in run["statuses"].items() if code != 202}
+        if refused:
+            raise RuntimeError(f"{name}: submits were not accepted ({refused}); the bench would time errors")
     return {"submit": submit, "paced": paced, "healthz": baseline}
 
 

@@ -23,10 +23,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 from controlplane.domain import Candidate, Target
+from controlplane.domain.backend import BackendState, BackendStatus
 
 __all__ = [
     "BackendState",
@@ -38,20 +38,6 @@ __all__ = [
     "Provider",
     "Quote",
 ]
-
-
-class BackendState(StrEnum):
-    PENDING = "pending"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    PREEMPTED = "preempted"
-    #: the resource is gone and nobody reported an outcome (node died, VM deleted)
-    LOST = "lost"
-
-    @property
-    def is_final(self) -> bool:
-        return self not in (BackendState.PENDING, BackendState.RUNNING)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,13 +58,6 @@ class LaunchResult:
     backend_ref: str
     #: True when a resource for this attempt already existed and was taken over
     adopted: bool = False
-
-
-@dataclass(frozen=True, kw_only=True)
-class BackendStatus:
-    state: BackendState
-    reason: str | None = None
-    exit_code: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

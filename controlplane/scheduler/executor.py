@@ -26,7 +26,6 @@ import dataclasses
 import hashlib
 import itertools
 import logging
-import re
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -50,6 +49,7 @@ from controlplane.domain import (
     Unavailable,
     spot_price_key,
 )
+from controlplane.domain.backend import unschedulable_seconds
 from controlplane.domain.tenant_storage import TenantStorage
 from controlplane.metrics import Metrics
 from controlplane.policy import CAPACITY_SOURCE, Policy, plan
@@ -62,7 +62,7 @@ from controlplane.signals.snapshot_json import snapshot_to_json
 from controlplane.store import PlannedLaunch, StateMismatch, Store, backing_off, utcnow, wake_waiting
 from providers.base import BackendState, BackendStatus, LaunchRequest, Provider
 
-__all__ = ["Planner", "Scheduler"]
+__all__ = ["Planner", "Scheduler", "unschedulable_seconds"]
 
 Planner = Callable[[Task, SignalSnapshot, Policy, datetime], PlacementPlan]
 
@@ -87,17 +87,6 @@ LAUNCH_GRACE_S = 300.0
 SEND_GRACE_S = 60.0
 #: how old a passed fence check may be before the next launch checks again
 FENCE_CHECK_S = 1.0
-#: what providers.kubernetes writes into a PENDING status' reason; parsed here rather than imported,
-#: so the executor does not load the Kubernetes client for one regular expression
-_UNSCHEDULABLE_FOR = re.compile(r"\[unschedulable_for_s=(\d+)\]")
-
-
-def unschedulable_seconds(status: BackendStatus) -> int | None:
-    """How long a PENDING attempt has been unschedulable, from ``[unschedulable_for_s=N]``; None otherwise."""
-    if status.state is not BackendState.PENDING or not status.reason:
-        return None
-    found = _UNSCHEDULABLE_FOR.search(status.reason)
-    return int(found.group(1)) if found else None
 
 
 def _attempt_token() -> tuple[str, str]:

@@ -40,9 +40,9 @@ Status (``status``): the Job's conditions first, then its pod:
   otherwise (SIGKILL, OOM) -> LOST, as docs/worker.md says to treat a
   killed worker.
 - A live pod: ``Running`` -> RUNNING; ``Pending`` and unschedulable ->
-  PENDING, reason ``unschedulable: <scheduler message>
-  [unschedulable_for_s=N]`` (:func:`unschedulable_for_s` reads N back, for
-  the executor's failover limit); an image that cannot be pulled -> FAILED
+  PENDING with ``unschedulable_for_s`` set (the executor's failover limit
+  reads it), reason ``unschedulable: <scheduler message>
+  [unschedulable_for_s=N]`` for people; an image that cannot be pulled -> FAILED
   ``image pull: ...`` (terminal on this target).
 - No Job: LOST, "unknown attempt" when this provider never saw the attempt,
   "job deleted" when it did; FAILED "cancelled" after its own ``cancel``.
@@ -69,7 +69,6 @@ from providers.kubernetes.manifests import (
 )
 from providers.kubernetes.provider import ApiClientFactory, KubernetesProvider
 from providers.kubernetes.settings import DEFAULT_NAMESPACE, KubernetesTargetSettings, validate_settings
-from providers.kubernetes.status import unschedulable_for_s
 
 __all__ = [
     "ACCESS_CHECK",
@@ -85,6 +84,5 @@ __all__ = [
     "ApiClientFactory",
     "KubernetesProvider",
     "KubernetesTargetSettings",
-    "unschedulable_for_s",
     "validate_settings",
 ]

@@ -5,7 +5,6 @@ See the package docstring for the mapping; nothing here calls the API.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -22,19 +21,6 @@ from providers.kubernetes.manifests import CONTAINER
 IMAGE_PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
 #: pod status reasons set when a pod was pushed off its node rather than failing on its own
 DISRUPTION_REASONS = frozenset({"Evicted", "Preempting", "Terminated", "Shutdown", "NodeShutdown", "NodeLost"})
-UNSCHEDULABLE_FOR = re.compile(r"\[unschedulable_for_s=(\d+)\]")
-
-
-def unschedulable_for_s(status: BackendStatus) -> int | None:
-    """Seconds the attempt's pod has been unschedulable, from a PENDING status' reason; None otherwise.
-
-    ``BackendStatus`` has no field for it (yet), so ``status`` writes it into
-    the reason as ``[unschedulable_for_s=N]`` and this reads it back.
-    """
-    if status.state is not BackendState.PENDING or not status.reason:
-        return None
-    found = UNSCHEDULABLE_FOR.search(status.reason)
-    return int(found.group(1)) if found else None
 
 
 def get_path(obj: Any, *path: str) -> Any:
@@ -161,8 +147,11 @@ def pending_pod_status(pod: Mapping[str, Any], now: datetime) -> BackendStatus:
             )
             seconds = max(int((now - since).total_seconds()), 0) if since is not None else 0
             message = condition.get("message") or "no node fits"
+            # the number stays in the reason for people; the executor reads the field
             return BackendStatus(
-                state=BackendState.PENDING, reason=f"unschedulable: {message} [unschedulable_for_s={seconds}]"
+                state=BackendState.PENDING,
+                reason=f"unschedulable: {message} [unschedulable_for_s={seconds}]",
+                unschedulable_for_s=seconds,
             )
     for status in items_of(get_path(pod, "status", "initContainerStatuses")):
         if isinstance(get_path(status, "state", "running"), Mapping):

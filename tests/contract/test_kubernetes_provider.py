@@ -27,7 +27,7 @@ import pytest
 from controlplane.domain import InvalidSpec, ProviderError, QuotaExceeded, Target, Throttled, Unavailable
 from providers.base import BackendState, LaunchRequest, Provider
 from providers.bootstrap import LABEL_ATTEMPT, LABEL_OWNER, LABEL_TASK, WorkerImage, resource_name, spec_json
-from providers.kubernetes import KubernetesProvider, unschedulable_for_s
+from providers.kubernetes import KubernetesProvider
 from tests.contract.provider_contract import ProviderContract, candidate_for, worker_spec
 from tests.support.kmock_cluster import (
     EVENTS,
@@ -755,12 +755,12 @@ def test_unschedulable_time_is_readable_and_grows(client: kubernetes.client.ApiC
     clock[0] = NOW + timedelta(seconds=60)
     later = provider.status("att-wait")
 
-    assert (unschedulable_for_s(first), unschedulable_for_s(later)) == (95, 155)
+    assert (first.unschedulable_for_s, later.unschedulable_for_s) == (95, 155)
     core = kubernetes.client.CoreV1Api(client)
     _drain(core.patch_namespaced_pod_status(pod, NAMESPACE, {"status": running()}, _preload_content=False))
     scheduled = provider.status("att-wait")
     assert scheduled.state is BackendState.RUNNING
-    assert unschedulable_for_s(scheduled) is None
+    assert scheduled.unschedulable_for_s is None
 
 
 def test_a_pod_of_an_older_job_with_the_same_name_is_ignored(

@@ -22,8 +22,8 @@ from click.testing import CliRunner, Result
 
 from controlplane.api.app import create_app
 from controlplane.api.auth import TokenRegistry, create_token, hash_token
-from controlplane.cli import tasks as tasks_module
 from controlplane.cli.tasks import COMMANDS
+from controlplane.cli.tasks import follow as follow_module
 from controlplane.config import Settings
 from controlplane.domain import AttemptState, Candidate, PlacementPlan, Rejection, TaskState
 from controlplane.store import PlannedLaunch, Store, make_engine, upgrade
@@ -356,7 +356,7 @@ def test_watch_prints_plain_lines_and_exits_by_outcome(plane: Plane) -> None:
 
 
 def test_watch_draws_a_progress_bar_on_a_terminal(plane: Plane, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tasks_module, "_stdout_is_terminal", lambda: True)
+    monkeypatch.setattr(follow_module, "_stdout_is_terminal", lambda: True)
     task = plane.submit_json()
     attempt_id = _start(plane.store, task["id"])
     plane.store.record_heartbeat(attempt_id, progress={"frames": 5, "total": 10, "fps": 10.0, "eta_s": 0.5})

@@ -445,7 +445,9 @@ def test_a_pod_unschedulable_past_the_limit_is_cancelled_then_failed_over(world:
     def pending(seconds: int) -> BackendStatus:
         message = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
         return BackendStatus(
-            state=BackendState.PENDING, reason=f"unschedulable: {message} [unschedulable_for_s={seconds}]"
+            state=BackendState.PENDING,
+            reason=f"unschedulable: {message} [unschedulable_for_s={seconds}]",
+            unschedulable_for_s=seconds,
         )
 
     backend.set_status(attempt_id, pending(120))
@@ -690,7 +692,9 @@ def test_private_data_never_lands_on_a_public_target_across_failovers(
                 else:
                     backend.set_status(
                         attempt.id,
-                        BackendStatus(state=BackendState.PENDING, reason="unschedulable [unschedulable_for_s=999]"),
+                        BackendStatus(
+                            state=BackendState.PENDING, reason="unschedulable for 999 s", unschedulable_for_s=999
+                        ),
                     )
             clock.advance(61)
             scheduler.follow()

@@ -87,10 +87,10 @@ def test_a_missing_or_nonsensical_threshold_falls_back_to_the_default(bad: objec
 @pytest.mark.parametrize(
     ("status", "seconds"),
     [
-        (BackendStatus(state=BackendState.PENDING, reason="unschedulable: 0/3 nodes [unschedulable_for_s=42]"), 42),
+        (BackendStatus(state=BackendState.PENDING, reason="unschedulable: 0/3 nodes", unschedulable_for_s=42), 42),
         (BackendStatus(state=BackendState.PENDING, reason="pulling image"), None),
         (BackendStatus(state=BackendState.PENDING), None),
-        (BackendStatus(state=BackendState.RUNNING, reason="[unschedulable_for_s=42]"), None),
+        (BackendStatus(state=BackendState.RUNNING, unschedulable_for_s=42), None),
     ],
 )
 def test_unschedulable_seconds_reads_what_the_kubernetes_provider_writes(
@@ -99,10 +99,25 @@ def test_unschedulable_seconds_reads_what_the_kubernetes_provider_writes(
     assert unschedulable_seconds(status) == seconds
 
 
-def test_the_local_parser_agrees_with_the_kubernetes_provider() -> None:
-    kubernetes = pytest.importorskip("providers.kubernetes")
-    status = BackendStatus(state=BackendState.PENDING, reason="unschedulable: x [unschedulable_for_s=7]")
-    assert unschedulable_seconds(status) == kubernetes.unschedulable_for_s(status) == 7
+def test_the_executor_reads_the_field_the_kubernetes_provider_sets() -> None:
+    status_module = pytest.importorskip("providers.kubernetes.status")
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    pod = {
+        "status": {
+            "phase": "Pending",
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": "0/3 nodes",
+                    "lastTransitionTime": (now - timedelta(seconds=7)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                }
+            ],
+        }
+    }
+    status = status_module.pending_pod_status(pod, now)
+    assert status.unschedulable_for_s == unschedulable_seconds(status) == 7
 
 
 def test_the_first_heartbeat_limits_come_per_provider_and_bad_ones_fall_back() -> None:
