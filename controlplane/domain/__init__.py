@@ -4,7 +4,8 @@
 transitions), ``placement`` (targets, candidates, rejections and the
 ``PlacementPlan`` that ``plan()`` returns), ``signals`` and ``reliability``
 (the signal snapshot, signal names and TTLs, breaker and budget keys),
-``launch`` (what a cloud target's settings must hold), ``worker_spec`` (the
+``backend`` (what a backend says about an attempt's resource), ``launch``
+(what a cloud target's settings must hold), ``worker_spec`` (the
 one JSON document a provider hands the container; its published schema is
 generated from it), ``callbacks`` (the worker's callback bodies),
 ``exit_codes`` (the one table of exit codes, their meaning and retry class),

@@ -24,7 +24,6 @@ PENDING_PATHS: frozenset[str] = frozenset(
         "controlplane/scheduler/releasing.py",
         "controlplane/runtime/",
         "faceswap/config.py",
-        "controlplane/cli/tasks/",
     }
 )
 
