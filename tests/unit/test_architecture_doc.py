@@ -22,6 +22,9 @@ PENDING_PATHS: frozenset[str] = frozenset(
         "controlplane/scheduler/placing.py",
         "controlplane/scheduler/following.py",
         "controlplane/scheduler/releasing.py",
+        "controlplane/scheduler/base.py",
+        "tests/unit/test_verdict.py",
+        "tests/unit/test_scheduler_layout.py",
         "controlplane/runtime/",
         "faceswap/config.py",
     }
