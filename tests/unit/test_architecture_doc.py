@@ -26,6 +26,12 @@ PENDING_PATHS: frozenset[str] = frozenset(
         "tests/unit/test_verdict.py",
         "tests/unit/test_scheduler_layout.py",
         "controlplane/runtime/",
+        "controlplane/runtime/builder.py",
+        "controlplane/runtime/policies.py",
+        "controlplane/runtime/signals.py",
+        "controlplane/runtime/providers.py",
+        "controlplane/runtime/jobs.py",
+        "controlplane/runtime/standalone.py",
         "faceswap/config.py",
     }
 )
