@@ -33,6 +33,15 @@ PENDING_PATHS: frozenset[str] = frozenset(
         "controlplane/runtime/jobs.py",
         "controlplane/runtime/standalone.py",
         "faceswap/config.py",
+        "bench/provider_backends.py",
+        "bench/provider_results.py",
+        "bench/signal_cluster.py",
+        "bench/signal_measure.py",
+        "bench/signal_report.py",
+        "faceswap/segments.py",
+        "providers/kubernetes/places.py",
+        "providers/kubernetes/secrets.py",
+        "providers/kubernetes/observe.py",
     }
 )
 
