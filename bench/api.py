@@ -37,7 +37,7 @@ from bench.report import write_section
 from controlplane.api.auth import create_token
 from controlplane.domain import DataSensitivity, Priority, TaskKind, TaskSpec
 from controlplane.policy import parse_policy
-from controlplane.scheduler import Scheduler
+from controlplane.runtime import standalone_scheduler
 from controlplane.store import NewTask, Store, make_engine, upgrade
 from providers.noop import NoopProvider
 
@@ -94,7 +94,7 @@ def api_server(database_url: str, workdir: Path) -> Iterator[tuple[int, str]]:
         cwd=REPO,
     )
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # a loaded 2-core machine imports slowly
         while True:
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
@@ -237,12 +237,11 @@ def bench_placement(database_url: str, *, queued: int, batch: int) -> dict[str, 
     fill_s = time.perf_counter() - started
     policy = parse_policy(json.loads((REPO / "policies" / "default.json").read_text(encoding="utf-8")))
     provider = NoopProvider(name="local", record_calls=False)
-    scheduler = Scheduler(
+    scheduler = standalone_scheduler(
         store=store,
         policy=lambda: policy,
         providers={"local": provider},
         callback_base="http://127.0.0.1:8080",
-        checkpoint_root=None,
         scheduler_id="bench",
         batch_size=batch,
     )

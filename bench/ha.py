@@ -25,7 +25,7 @@ from typing import Any
 from bench.api import DURABLE_POSTGRES, REPO, fill_queue
 from bench.report import write_section
 from controlplane.policy import parse_policy
-from controlplane.scheduler import Scheduler
+from controlplane.runtime import standalone_scheduler
 from controlplane.store import Fence, LeaderLease, Store, make_engine, upgrade
 from providers.noop import NoopProvider
 
@@ -40,12 +40,11 @@ def drain(url: str, *, queued: int, batch: int, fenced: bool) -> float:
         lease = LeaderLease(store, holder="bench", seconds=600).acquire()
         store = store.fenced(Fence(lease.name, lease.holder, lease.token))
     policy = parse_policy(json.loads((REPO / "policies" / "default.json").read_text(encoding="utf-8")))
-    scheduler = Scheduler(
+    scheduler = standalone_scheduler(
         store=store,
         policy=lambda: policy,
         providers={"local": NoopProvider(name="local", record_calls=False)},
         callback_base="http://127.0.0.1:8080",
-        checkpoint_root=None,
         scheduler_id="bench",
         batch_size=batch,
     )

@@ -68,9 +68,10 @@ from controlplane.domain import (
     TaskKind,
     TaskSpec,
 )
+from controlplane.domain.worker_spec import parse_worker_spec
 from controlplane.jsonlog import JsonFormatter
 from controlplane.policy import Policy, parse_policy
-from controlplane.scheduler import Scheduler
+from controlplane.runtime import standalone_scheduler
 from controlplane.store import Store, make_engine, new_id, upgrade
 from providers.base import Capacity, LaunchRequest, LaunchResult, Provider, Quote
 
@@ -304,7 +305,9 @@ def launch_request(target: Target, attempt_id: str, task_id: str) -> LaunchReque
         instance_type=target.instance_types[0] if target.instance_types else None,
         max_price_usd_h=target.max_price_usd_h,
     )
-    return LaunchRequest(attempt_id=attempt_id, task_id=task_id, candidate=candidate, worker_spec=spec)
+    return LaunchRequest(
+        attempt_id=attempt_id, task_id=task_id, candidate=candidate, worker_spec=parse_worker_spec(spec)
+    )
 
 
 @dataclass
@@ -446,12 +449,11 @@ def fresh_prices() -> dict[str, SignalSample]:
 def measure_failovers(backends: Backends, store: Store, scenario: Scenario, tasks: int) -> Failovers:
     calls: list[Call] = []
     policy = scenario_policy(backends.policy, scenario.order)
-    scheduler = Scheduler(
+    scheduler = standalone_scheduler(
         store=store,
         policy=lambda: policy,
         providers={name: Clocked(backends.providers[key], calls) for name, key in scenario.providers.items()},
         callback_base="http://127.0.0.1:9",
-        checkpoint_root=None,
         scheduler_id="bench",
         batch_size=1,
         signals=fresh_prices,

@@ -69,8 +69,8 @@ from bench.signal_backends import (
 from controlplane.domain import SignalSnapshot, Task
 from controlplane.metrics import Metrics
 from controlplane.policy import Policy, parse_policy, plan
-from controlplane.scheduler import Scheduler
-from controlplane.scheduler.signals_runtime import DEFAULT_SCHEDULES, build_signal_hub
+from controlplane.runtime import standalone_scheduler
+from controlplane.runtime.signals import DEFAULT_SCHEDULES, build_signal_hub
 from controlplane.signals.aws_spot import AwsSpotPriceSource
 from controlplane.signals.azure_spot import AzureSpotPriceSource
 from controlplane.signals.base import SignalSource, wanted_from_targets
@@ -548,12 +548,10 @@ def main(argv: list[str] | None = None) -> int:
             problems = check_sources(signal_hub)
 
             providers = {name: NoopProvider(name=name, record_calls=False) for name in ("kubernetes", "aws", "azure")}
-            scheduler = Scheduler(
+            scheduler = standalone_scheduler(
                 store=store,
                 policy=lambda: policy,
                 providers=providers,
-                callback_base="http://127.0.0.1:1",
-                checkpoint_root=None,
                 scheduler_id="bench",
                 signals=signal_hub.samples,
             )

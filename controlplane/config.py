@@ -3,26 +3,53 @@
 With nothing configured the control plane runs on SQLite under ``./var``,
 policies from ``policies/``, the local provider as the private target, and
 clouds disabled.
+
+This is the one module of the control plane and its CLI that reads the
+environment (``tests/unit/test_env_in_one_place.py`` holds it to that): every
+other module receives a :class:`Settings` (or one of its parts) from
+``controlplane.runtime`` or the command that runs it. Its parts:
+
+- :class:`Settings`: the API, the store, local paths and the local provider;
+- :class:`CloudSettings`: what every cloud provider launches and tags;
+- :class:`SignalSettings`: the signal pollers' schedules and endpoints;
+- :class:`ConsulSettings`: Consul as the policy source;
+- :class:`SeedClouds` (``seed_clouds_from_env``): the seed form's built-in clouds;
+- :class:`ClientSettings`: where ``fusionctl`` finds the API and keeps its own state;
+- :class:`LocalRunSettings`: a swap ``fusionctl`` runs on this machine (``swap``, ``worker run``).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from controlplane import __version__
+from controlplane.policy.seed import BuiltinCloud, SeedClouds
+from controlplane.policy_sources.consul_source import DEFAULT_POLICY_KEY
 from faceswap.netguard import AllowedHosts
 from providers.local_env import PASS_ENV_VARIABLE, parse_pass_env
 
 __all__ = [
+    "DEFAULT_OWNER",
+    "DEFAULT_POLICY_KEY",
     "DEFAULT_STORAGE_PATH",
     "DEFAULT_UPLOAD_QUOTA_BYTES",
     "DEFAULT_UPLOAD_RETENTION_S",
+    "DEFAULT_WORKER_IMAGE",
+    "ClientSettings",
+    "CloudSettings",
+    "ConsulSettings",
+    "LocalRunSettings",
     "Settings",
+    "SignalSettings",
     "is_loopback",
+    "seed_clouds_from_env",
 ]
 
 DEFAULT_UPLOAD_QUOTA_BYTES = 10 << 30
@@ -82,6 +109,246 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _env(env: Mapping[str, str] | None) -> Mapping[str, str]:
+    return os.environ if env is None else env
+
+
+# -- the seed form's built-in clouds ----------------------------------------------------------------
+#
+# A seed document (``task_rules`` only) names no cloud settings; these variables give its built-in
+# ``aws`` and ``azure`` targets what a launch needs (docs/policies.md, "The seed form"). Unset, a
+# built-in cloud is ``not_configured``: plans leave it out and its tasks run on ``local``.
+#
+# | variable | becomes |
+# |---|---|
+# | ``FUSIONPLANE_AWS_LAUNCH_TEMPLATE`` | ``settings.launch_template`` (a name or an ``lt-`` id) |
+# | ``FUSIONPLANE_AWS_IMAGE_ID`` | ``settings.image_id`` (an ``ami-`` id; one of the two is needed) |
+# | ``FUSIONPLANE_AWS_SUBNETS`` | ``settings.subnets`` (comma-separated) |
+# | ``FUSIONPLANE_AWS_SECURITY_GROUPS`` | ``settings.security_group_ids`` (comma-separated) |
+# | ``FUSIONPLANE_AWS_INSTANCE_PROFILE`` | ``settings.iam_instance_profile`` |
+# | ``FUSIONPLANE_AWS_REGION`` | the region (default us-east-1) |
+# | ``FUSIONPLANE_AWS_MAX_PRICE_USD_H`` | ``max_price_usd_h``: the budget threshold for urgent or peak work |
+# | ``FUSIONPLANE_AZURE_<KEY>`` for ``SUBSCRIPTION_ID``, ``RESOURCE_GROUP``, ``SUBNET_ID``, ``IMAGE``, |
+# | ``SSH_PUBLIC_KEY`` | the ``settings`` keys of the same names, lower case (all needed) |
+# | ``FUSIONPLANE_AZURE_REGION`` | the region (default eastus) |
+# | ``FUSIONPLANE_AZURE_MAX_PRICE_USD_H`` | ``max_price_usd_h`` |
+
+_AWS_TEXT = {
+    "FUSIONPLANE_AWS_LAUNCH_TEMPLATE": "launch_template",
+    "FUSIONPLANE_AWS_IMAGE_ID": "image_id",
+    "FUSIONPLANE_AWS_INSTANCE_PROFILE": "iam_instance_profile",
+}
+_AWS_LISTS = {"FUSIONPLANE_AWS_SUBNETS": "subnets", "FUSIONPLANE_AWS_SECURITY_GROUPS": "security_group_ids"}
+_AZURE_TEXT = {
+    f"FUSIONPLANE_AZURE_{key.upper()}": key
+    for key in ("subscription_id", "resource_group", "subnet_id", "image", "ssh_public_key")
+}
+
+
+def _price(env: Mapping[str, str], name: str) -> float | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}: not a price in USD per hour: {raw!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name}: must be a positive number of USD per hour, not {raw}")
+    return value
+
+
+def _cloud(env: Mapping[str, str], prefix: str, text: Mapping[str, str], lists: Mapping[str, str]) -> BuiltinCloud:
+    settings: dict[str, Any] = {key: env[name].strip() for name, key in text.items() if env.get(name, "").strip()}
+    for name, key in lists.items():
+        items = [item.strip() for item in env.get(name, "").split(",") if item.strip()]
+        if items:
+            settings[key] = items
+    return BuiltinCloud(
+        settings=settings,
+        max_price_usd_h=_price(env, f"{prefix}MAX_PRICE_USD_H"),
+        region=env.get(f"{prefix}REGION", "").strip() or None,
+    )
+
+
+def seed_clouds_from_env(env: Mapping[str, str] | None = None) -> SeedClouds:
+    """Both built-in clouds from ``env`` (default: this process's); a bad price raises ValueError naming it."""
+    env = _env(env)
+    return SeedClouds(
+        aws=_cloud(env, "FUSIONPLANE_AWS_", _AWS_TEXT, _AWS_LISTS),
+        azure=_cloud(env, "FUSIONPLANE_AZURE_", _AZURE_TEXT, {}),
+    )
+
+
+# -- the cloud providers -----------------------------------------------------------------------------
+
+DEFAULT_WORKER_IMAGE = f"fusionplane-worker:{__version__}-gpu"
+DEFAULT_OWNER = "fusionplane"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CloudSettings:
+    """What Kubernetes, EC2 Spot and Azure Spot launch and how they tag it.
+
+    Credentials never pass through here: boto3's chain, azure-identity's
+    ``DefaultAzureCredential`` and kubeconfig (``KUBECONFIG``, read by
+    ``providers/kubeconfig.py`` as the kubernetes client would) or in-cluster
+    configuration find them. EC2 takes ``AWS_ENDPOINT_URL`` /
+    ``AWS_ENDPOINT_URL_EC2``, which boto3 reads itself.
+    """
+
+    #: ``FUSIONPLANE_WORKER_IMAGE``: the worker container on every backend (a target's ``settings.worker_image`` wins)
+    worker_image: str = DEFAULT_WORKER_IMAGE
+    #: ``FUSIONPLANE_WORKER_GPUS``: False (``0``) for the CPU image, no ``--gpus all`` on VMs
+    worker_gpus: bool = True
+    #: ``FUSIONPLANE_OWNER``: the owner tag/label on every resource, what ``list_owned`` and reconciliation
+    #: look for; keep it stable across restarts and distinct per control-plane installation
+    owner: str = DEFAULT_OWNER
+    #: ``FUSIONPLANE_AZURE_ARM_URL``: the ARM endpoint (None: the public cloud's; tests point it at the fake)
+    azure_arm_url: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> CloudSettings:
+        env = _env(env)
+        return cls(
+            worker_image=env.get("FUSIONPLANE_WORKER_IMAGE") or DEFAULT_WORKER_IMAGE,
+            worker_gpus=env.get("FUSIONPLANE_WORKER_GPUS", "1") != "0",
+            owner=env.get("FUSIONPLANE_OWNER") or DEFAULT_OWNER,
+            azure_arm_url=env.get("FUSIONPLANE_AZURE_ARM_URL") or None,
+        )
+
+
+# -- the signal pollers ------------------------------------------------------------------------------
+
+#: the prefix of every poller schedule variable: ``FUSIONPLANE_SIGNALS_<SOURCE>_<INTERVAL|TIMEOUT|JITTER>_S``
+SIGNALS_PREFIX = "FUSIONPLANE_SIGNALS_"
+#: the setting that turns pollers off (comma-separated source names)
+SIGNALS_OFF_VARIABLE = "FUSIONPLANE_SIGNALS_OFF"
+SIGNAL_RETENTION_VARIABLE = "FUSIONPLANE_SIGNAL_RETENTION_HOURS"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SignalSettings:
+    """The signal pollers' settings as the operator wrote them.
+
+    Schedules, the sources turned off and the retention stay text here:
+    ``controlplane.runtime.signals`` knows each source's defaults and TTL, and
+    checks them there, naming the variable.
+    """
+
+    #: every ``FUSIONPLANE_SIGNALS_<SOURCE>_<INTERVAL|TIMEOUT|JITTER>_S`` that is set, by name
+    schedules: Mapping[str, str] = field(default_factory=dict)
+    #: ``FUSIONPLANE_SIGNALS_OFF``: source names, comma-separated
+    off: str = ""
+    #: ``FUSIONPLANE_PROMETHEUS_URL``: the Prometheus source is on when set
+    prometheus_url: str = ""
+    #: ``FUSIONPLANE_AWS_ENDPOINT_URL``: the EC2 endpoint spot prices are read from ("" : AWS's)
+    aws_endpoint_url: str = ""
+    #: ``FUSIONPLANE_AZURE_PRICES_URL``: the Azure retail prices API ("": the public one)
+    azure_prices_url: str = ""
+    #: ``FUSIONPLANE_SIGNAL_RETENTION_HOURS``: how long signal history is kept ("": the default)
+    retention_hours: str = ""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> SignalSettings:
+        env = _env(env)
+        return cls(
+            schedules={
+                name: value
+                for name, value in env.items()
+                if name.startswith(SIGNALS_PREFIX) and name != SIGNALS_OFF_VARIABLE
+            },
+            off=env.get(SIGNALS_OFF_VARIABLE, ""),
+            prometheus_url=env.get("FUSIONPLANE_PROMETHEUS_URL", ""),
+            aws_endpoint_url=env.get("FUSIONPLANE_AWS_ENDPOINT_URL", ""),
+            azure_prices_url=env.get("FUSIONPLANE_AZURE_PRICES_URL", ""),
+            retention_hours=env.get(SIGNAL_RETENTION_VARIABLE, ""),
+        )
+
+
+# -- Consul ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConsulSettings:
+    """Consul as the policy source, configured as for the consul CLI.
+
+    py-consul reads ``CONSUL_HTTP_ADDR`` (and ``CONSUL_HTTP_SSL``) itself when
+    a client is made; ``address`` is read here to decide whether Consul is the
+    source at all and to name it in messages.
+    """
+
+    #: ``CONSUL_HTTP_ADDR``: Consul is the policy source when set
+    address: str = ""
+    #: ``CONSUL_HTTP_TOKEN``
+    token: str | None = None
+    #: ``FUSIONPLANE_POLICY_KEY``: the base policy's key (overlays under ``<key>/tenants/``)
+    policy_key: str = DEFAULT_POLICY_KEY
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.address)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ConsulSettings:
+        env = _env(env)
+        return cls(
+            address=env.get("CONSUL_HTTP_ADDR", ""),
+            token=env.get("CONSUL_HTTP_TOKEN") or None,
+            policy_key=env.get("FUSIONPLANE_POLICY_KEY", DEFAULT_POLICY_KEY).strip("/") or DEFAULT_POLICY_KEY,
+        )
+
+
+# -- fusionctl's own settings -----------------------------------------------------------------------
+
+DEFAULT_API_URL = "http://127.0.0.1:8080"
+#: seconds between SIGTERM and a forced exit 75, for work that cannot stop mid-way
+#: (a TensorRT engine build, a download). Azure gives 30 s notice, AWS 120 s.
+DEFAULT_STOP_GRACE_S = 20.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClientSettings:
+    """What ``fusionctl`` reads for itself as a client of the API (``--url`` / ``--token`` win)."""
+
+    #: ``FUSIONPLANE_URL``: the API's base URL
+    url: str = DEFAULT_API_URL
+    #: ``FUSIONPLANE_TOKEN``: the bearer token ("": none)
+    token: str = ""
+    #: ``XDG_STATE_HOME`` (default ``~/.local/state``): where ``fusionctl policy`` remembers what you last saw
+    state_home: Path = field(default_factory=lambda: Path.home() / ".local" / "state")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ClientSettings:
+        env = _env(env)
+        return cls(
+            url=env.get("FUSIONPLANE_URL") or DEFAULT_API_URL,
+            token=env.get("FUSIONPLANE_TOKEN") or "",
+            state_home=Path(env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocalRunSettings:
+    """A swap ``fusionctl`` runs on this machine (``swap``, ``worker run``)."""
+
+    #: ``FUSIONPLANE_STOP_GRACE_S``: seconds from SIGTERM to a forced exit 75
+    stop_grace_s: float = DEFAULT_STOP_GRACE_S
+    #: ``FUSIONPLANE_FETCH_ALLOW_HOSTS``: internal hosts ``swap`` may fetch from despite the address rules
+    fetch_allow_hosts: tuple[str, ...] = ()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> LocalRunSettings:
+        env = _env(env)
+        return cls(
+            stop_grace_s=float(env.get("FUSIONPLANE_STOP_GRACE_S", DEFAULT_STOP_GRACE_S)),
+            fetch_allow_hosts=tuple(env.get("FUSIONPLANE_FETCH_ALLOW_HOSTS", "").replace(",", " ").split()),
+        )
+
+
+# -- the control plane -------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     var_dir: Path = Path("var")
@@ -122,10 +389,22 @@ class Settings:
     fetch_read_timeout_s: float = 60.0
     #: how long a submission waits to resolve an input's host name (no answer: accepted, the worker re-checks)
     submit_resolve_timeout_s: float = 2.0
+    #: the cloud providers' image, owner tag and endpoints
+    clouds: CloudSettings = field(default_factory=CloudSettings)
+    #: the signal pollers' schedules and endpoints
+    signals: SignalSettings = field(default_factory=SignalSettings)
+    #: Consul as the policy source (unset: the policy file)
+    consul: ConsulSettings = field(default_factory=ConsulSettings)
+    #: the seed form's built-in clouds (``FUSIONPLANE_AWS_*`` / ``FUSIONPLANE_AZURE_*``)
+    seed_clouds: SeedClouds = field(default_factory=SeedClouds)
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
+        """Every setting from this process's environment; ``overrides`` (the command line's) win.
+
+        A bad value raises ValueError naming its variable.
+        """
         env = os.environ
         var_dir = Path(env.get("FUSIONPLANE_VAR_DIR", "var"))
         values: dict[str, object] = {
@@ -152,6 +431,10 @@ class Settings:
             "fetch_max_bytes": _byte_count(env, "FUSIONPLANE_FETCH_MAX_BYTES", 2 << 30),
             "fetch_connect_timeout_s": _seconds(env, "FUSIONPLANE_FETCH_CONNECT_TIMEOUT_S", 10.0),
             "fetch_read_timeout_s": _seconds(env, "FUSIONPLANE_FETCH_READ_TIMEOUT_S", 60.0),
+            "clouds": CloudSettings.from_env(env),
+            "signals": SignalSettings.from_env(env),
+            "consul": ConsulSettings.from_env(env),
+            "seed_clouds": seed_clouds_from_env(env),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

@@ -8,7 +8,6 @@ worker images install it the same way); ``FUSIONPLANE_FFMPEG`` and
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from faceswap.config import WorkerSettings
 from faceswap.containers import (
     SEGMENT_DEMUXER,
     VIDEO_DEMUXERS,
@@ -58,7 +58,7 @@ PROBE_TIMEOUT_S = 30
 
 def ffmpeg_binary(name: str = "ffmpeg") -> str:
     """Path of ffmpeg or ffprobe; a clear error when neither is installed."""
-    configured = os.environ.get(f"FUSIONPLANE_{name.upper()}")
+    configured = WorkerSettings.from_env().ffmpeg_binary(name)
     found = configured or shutil.which(name)
     if not found:
         raise UnsupportedMedia(

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from typing import Any
 
 import onnx
 
+from faceswap.config import WorkerSettings
 from faceswap.errors import ModelError
 
 __all__ = [
@@ -62,7 +62,7 @@ _HASH_LOCK = threading.Lock()
 
 def default_model_dir() -> Path:
     """``FUSIONPLANE_MODEL_DIR``, or ``~/.cache/fusionplane/models``."""
-    return Path(os.environ.get("FUSIONPLANE_MODEL_DIR", "~/.cache/fusionplane/models")).expanduser()
+    return WorkerSettings.from_env().model_dir
 
 
 def sha256_file(path: Path) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 import re
 import shutil
 import subprocess
@@ -21,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 import onnxruntime as ort
 
+from faceswap.config import WorkerSettings
 from faceswap.errors import ExecutionProviderUnavailable, ModelError
 
 __all__ = [
@@ -54,9 +54,7 @@ class ExecutionConfig:
     #: warn instead of failing when the session fell back to a slower provider
     allow_fallback: bool = False
     #: persistent directory for TensorRT engines and timing caches
-    trt_cache_root: Path = field(
-        default_factory=lambda: Path(os.environ.get("FUSIONPLANE_TRT_CACHE", "~/.cache/fusionplane/trt")).expanduser()
-    )
+    trt_cache_root: Path = field(default_factory=lambda: WorkerSettings.from_env().trt_cache)
     trt_fp16: bool = True
     trt_workspace_bytes: int = 2 << 30
 

@@ -23,10 +23,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-from controlplane.domain import Candidate, Target
+from controlplane.domain import Candidate, InvalidSpec, Target
 from controlplane.domain.backend import BackendState, BackendStatus
+from controlplane.domain.worker_spec import WorkerSpec
 
 __all__ = [
     "BackendState",
@@ -42,15 +43,27 @@ __all__ = [
 
 @dataclass(frozen=True, kw_only=True)
 class LaunchRequest:
-    """Everything a provider needs to start one attempt."""
+    """Everything a provider needs to start one attempt.
+
+    The worker spec arrives checked (:func:`controlplane.domain.worker_spec.parse_worker_spec`,
+    or rendered by the scheduler), so a provider never validates it again;
+    it sends ``worker_spec.wire_document()``. A spec of another attempt is
+    refused here, once, with ``InvalidSpec``.
+    """
 
     attempt_id: str
     task_id: str
     candidate: Candidate
-    #: the worker spec document (docs/worker-spec.schema.json); holds the callback token
-    worker_spec: Mapping[str, Any]
+    #: the worker spec (docs/worker-spec.schema.json); holds the callback token
+    worker_spec: WorkerSpec
     deadline_seconds: int | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.worker_spec.attempt_id != self.attempt_id:
+            raise InvalidSpec(
+                "worker_spec.attempt_id: differs from the launch's attempt id", target=self.candidate.target
+            )
 
 
 @dataclass(frozen=True, kw_only=True)

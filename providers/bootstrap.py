@@ -61,6 +61,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controlplane.domain import InvalidSpec
+from controlplane.domain.worker_spec import WorkerSpec
 from providers.base import BackendState, BackendStatus
 
 __all__ = [
@@ -260,9 +261,9 @@ class SelfShutdownGrace:
         return BackendStatus(state=BackendState.LOST, reason=f"{where}: {SELF_SHUTDOWN_REASON}")
 
 
-def spec_json(worker_spec: Mapping[str, Any]) -> str:
+def spec_json(worker_spec: WorkerSpec) -> str:
     """The spec file's content (stable key order, so re-rendering the same attempt gives the same bytes)."""
-    return json.dumps(dict(worker_spec), sort_keys=True, separators=(",", ":"))
+    return json.dumps(worker_spec.wire_document(), sort_keys=True, separators=(",", ":"))
 
 
 def shutdown_timer_minutes(deadline_seconds: int | None) -> int | None:
@@ -273,7 +274,7 @@ def shutdown_timer_minutes(deadline_seconds: int | None) -> int | None:
 
 
 def cloud_init(
-    worker_spec: Mapping[str, Any], image: WorkerImage, *, attempt_id: str, deadline_seconds: int | None = None
+    worker_spec: WorkerSpec, image: WorkerImage, *, attempt_id: str, deadline_seconds: int | None = None
 ) -> str:
     """``#cloud-config`` user data for EC2 and Azure VMs: write the spec (0600), run the worker once.
 

@@ -49,11 +49,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from controlplane.domain import Candidate, InsufficientCapacity, InvalidSpec, Target, Unavailable
 from controlplane.domain.exit_codes import EXIT_PREEMPTED
-from controlplane.domain.worker_spec import WorkerSpec
 from providers.base import (
     BackendState,
     BackendStatus,
@@ -298,14 +295,6 @@ class LocalProvider:
         directory = self._dir(request.attempt_id)
         if directory is None:
             raise InvalidSpec(f"attempt id {request.attempt_id!r} is not a valid name", target=self.name)
-        try:
-            spec = WorkerSpec.model_validate(dict(request.worker_spec))
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(part) for part in first["loc"]) or "worker_spec"
-            raise InvalidSpec(f"worker_spec.{field}: {first['msg']}", target=self.name) from exc
-        if spec.attempt_id != request.attempt_id:
-            raise InvalidSpec("worker_spec.attempt_id: differs from the launch's attempt id", target=self.name)
 
         with self._lock:
             if directory.is_dir():
@@ -321,7 +310,7 @@ class LocalProvider:
             meta = {"attempt_id": request.attempt_id, "task_id": request.task_id}
             _write_atomic(directory / "meta.json", json.dumps(meta).encode())
             spec_path = directory / "spec.json"
-            _write_atomic(spec_path, json.dumps(dict(request.worker_spec)).encode(), mode=0o600)
+            _write_atomic(spec_path, json.dumps(request.worker_spec.wire_document()).encode(), mode=0o600)
             os.chmod(spec_path, 0o600)
             proc = self._start(directory, spec_path)
             self._record(directory, proc)

@@ -16,10 +16,12 @@ from fastapi import FastAPI, Request
 from controlplane.api.errors import ApiError
 from controlplane.domain import Attempt, AttemptState, TaskState
 from controlplane.domain import FieldError as DomainFieldError
+from controlplane.domain.backend import BackendStatus
 from controlplane.domain.callbacks import MAX_CALLBACK_BYTES, Completion, Failure, Heartbeat, Progress, parse_callback
+from controlplane.domain.verdict import Next, verdict, worker_report
 from controlplane.metrics import Metrics
 from controlplane.scheduler import advance
-from controlplane.store import NotFound, Store
+from controlplane.store import NotFound, Store, utcnow
 
 __all__ = ["add_callback_routes"]
 
@@ -89,12 +91,29 @@ def add_callback_routes(app: FastAPI, *, store: Store, metrics: Metrics) -> None
             raise attempt_ended(attempt)
         return {"ok": True, "state": attempt.state.value}
 
+    def settle(attempt: Attempt, report: BackendStatus) -> None:
+        """The worker's report, judged by verdict(); the attempt ends as it says (a retryable ending: only
+        the attempt, its failover is the scheduler's, which knows the tenant's max attempts)."""
+        decided = verdict(attempt=attempt, status=report, last_heartbeat=None, rules=None, now=utcnow())
+        if decided.ended is None:
+            return
+        task_state = TaskState.SUCCEEDED if decided.next is Next.SUCCEED else TaskState.FAILED
+        advance(
+            store,
+            attempt.id,
+            decided.ended,
+            task_state,
+            actor="worker",
+            reason=decided.reason,
+            exit_code=decided.exit_code,
+        )
+
     @app.post("/v1/attempts/{attempt_id}/complete", tags=["worker"])
     async def complete(attempt_id: str, request: Request) -> dict[str, Any]:
         attempt = attempt_for_callback(attempt_id, request)
         body = await callback_body(request, Completion)
         store.record_heartbeat(attempt.id, progress=body.stored())
-        advance(store, attempt.id, AttemptState.SUCCEEDED, TaskState.SUCCEEDED, actor="worker", exit_code=0)
+        settle(attempt, worker_report(kind=None))
         return {"ok": True, "state": store.get_attempt(attempt.id).state.value}
 
     @app.post("/v1/attempts/{attempt_id}/fail", tags=["worker"])
@@ -102,6 +121,5 @@ def add_callback_routes(app: FastAPI, *, store: Store, metrics: Metrics) -> None
         attempt = attempt_for_callback(attempt_id, request)
         body = await callback_body(request, Failure)
         reason = f"{body.kind}: {body.field + ': ' if body.field else ''}{body.message[:1000]}".strip()
-        wanted = AttemptState.PREEMPTED if body.kind in ("preempted", "temporary") else AttemptState.FAILED
-        advance(store, attempt.id, wanted, TaskState.FAILED, actor="worker", reason=reason, exit_code=body.exit_code)
+        settle(attempt, worker_report(kind=body.kind, reason=reason, exit_code=body.exit_code))
         return {"ok": True, "state": store.get_attempt(attempt.id).state.value}

@@ -27,7 +27,6 @@ from controlplane.config import Settings
 from controlplane.domain import SignalSnapshot
 from controlplane.policy import Policy, PolicyError, parse_policy, plan
 from controlplane.policy_sources import load_policy_file
-from controlplane.scheduler.seed_clouds import seed_clouds_from_env
 from controlplane.signals.snapshot_json import SnapshotError, parse_time, snapshot_from_json
 
 __all__ = ["LiveSignals", "PlanRequest", "PolicyFor", "add_plan_routes"]
@@ -89,7 +88,7 @@ def add_plan_routes(
     """
 
     # a seed form's built-in clouds as serve configures them (checked at serve's start-up)
-    seed_clouds = seed_clouds_from_env()
+    seed_clouds = settings.seed_clouds
 
     def policy_in_force(tenant: str) -> Policy:
         return load_policy_file(settings.policy_file, seed_clouds=seed_clouds)

@@ -6,24 +6,26 @@ and exit status 1; an unreachable API exits 3.
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any, NoReturn
 
 import click
 import httpx
 
+from controlplane.config import DEFAULT_API_URL, ClientSettings
+
 __all__ = ["ApiClient", "client_options"]
 
-DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_URL = DEFAULT_API_URL
 EXIT_API_ERROR = 1
 EXIT_UNREACHABLE = 3
 
 
 class ApiClient:
     def __init__(self, url: str | None = None, token: str | None = None, *, timeout_s: float = 30.0) -> None:
-        self.url = (url or os.environ.get("FUSIONPLANE_URL") or DEFAULT_URL).rstrip("/")
-        token = token or os.environ.get("FUSIONPLANE_TOKEN") or ""
+        given = ClientSettings.from_env()
+        self.url = (url or given.url).rstrip("/")
+        token = token or given.token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s)
 

@@ -12,6 +12,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from controlplane.config import LocalRunSettings
 from faceswap import EXIT_PREEMPTED, FaceSwapError
 
 __all__ = ["fail", "install_stop_signals", "output_option", "parse_duration", "print_json", "reports_errors"]
@@ -39,11 +40,6 @@ def reports_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-#: seconds between SIGTERM and a forced exit 75, for work that cannot stop mid-way
-#: (a TensorRT engine build, a download). Azure gives 30 s notice, AWS 120 s.
-DEFAULT_STOP_GRACE_S = 20.0
-
-
 def install_stop_signals(*, interrupt: bool) -> threading.Event:
     """An event set on SIGTERM (the spot interruption notice) and, if asked, Ctrl-C.
 
@@ -53,7 +49,7 @@ def install_stop_signals(*, interrupt: bool) -> threading.Event:
     single PUT, so a hard exit leaves nothing half-written.
     """
     stop = threading.Event()
-    grace_s = float(os.environ.get("FUSIONPLANE_STOP_GRACE_S", DEFAULT_STOP_GRACE_S))
+    grace_s = LocalRunSettings.from_env().stop_grace_s
 
     def handler(_signum: int, _frame: object) -> None:
         if stop.is_set():

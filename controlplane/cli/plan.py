@@ -24,9 +24,9 @@ import click
 from controlplane.api.plan_view import plan_view
 from controlplane.api.task_file import DEFAULT_TENANT, TaskFileError, check_tenant, load_task_file
 from controlplane.cli.common import print_json
+from controlplane.config import seed_clouds_from_env
 from controlplane.policy import PolicyError, plan
 from controlplane.policy_sources import load_policy_file
-from controlplane.scheduler.seed_clouds import seed_clouds_from_env
 from controlplane.signals.snapshot_json import SnapshotError, load_snapshot_file, parse_time
 from faceswap import EXIT_BAD_INPUT
 

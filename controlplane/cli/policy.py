@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ import click
 
 from controlplane.cli.client import ApiClient, client_options
 from controlplane.cli.common import output_option, parse_duration, print_json
+from controlplane.config import ClientSettings, ConsulSettings, seed_clouds_from_env
 from controlplane.domain import TENANT_RULE, SignalSnapshot, is_tenant_name
 from controlplane.policy import PolicyError, parse_policy, policy_version
 from controlplane.policy.checks import Finding, validate_document
@@ -39,9 +39,8 @@ from controlplane.policy.overlay import apply_overlay
 from controlplane.policy.seed import SeedClouds
 from controlplane.policy.simulate import DEFAULT_ASSUMED_RUNTIME_S, Placement, ReplayItem, with_capacity
 from controlplane.policy.simulate import simulate as run_simulation
-from controlplane.policy_sources.consul_source import ConsulPolicySource, consul_client, consul_configured, policy_key
+from controlplane.policy_sources.consul_source import ConsulPolicySource, consul_client
 from controlplane.policy_sources.sources import MAX_POLICY_BYTES, FilePolicySource
-from controlplane.scheduler.seed_clouds import seed_clouds_from_env
 from providers.target_settings import check_target_settings
 
 __all__ = ["policy"]
@@ -103,12 +102,15 @@ class _Source:
         if tenant is not None and not is_tenant_name(tenant):
             _die(f"--tenant: {tenant!r} is not a tenant name ({TENANT_RULE})", EXIT_INVALID)
         self.tenant = tenant
-        if consul_configured():
+        consul = ConsulSettings.from_env()
+        #: named in "cannot reach Consul at ..."
+        self.consul_address = consul.address
+        if consul.configured:
             self.consul: ConsulPolicySource | None = ConsulPolicySource(
-                consul_client(timeout_s=_CONSUL_TIMEOUT_S), policy_key()
+                consul_client(token=consul.token, timeout_s=_CONSUL_TIMEOUT_S), consul.policy_key
             )
             self.files: FilePolicySource | None = None
-            where = f"consul://{os.environ['CONSUL_HTTP_ADDR']}/{self.consul.key}"
+            where = f"consul://{consul.address}/{self.consul.key}"
         else:
             from controlplane.config import Settings
 
@@ -121,7 +123,7 @@ class _Source:
             try:
                 read = self.consul.read()
             except Exception as exc:  # requests / consul errors
-                _die(f"cannot reach Consul at {os.environ.get('CONSUL_HTTP_ADDR')}: {exc}", EXIT_UNREACHABLE)
+                _die(f"cannot reach Consul at {self.consul_address}: {exc}", EXIT_UNREACHABLE)
             if self.tenant is None:
                 return _Current(self.where, read.raw, read.modify_index or 0)
             key = f"{self.consul.key}/tenants/{self.tenant}"
@@ -164,8 +166,7 @@ class _Source:
 
 
 def _seen_file() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "fusionplane" / "policy-seen.json"
+    return ClientSettings.from_env().state_home / "fusionplane" / "policy-seen.json"
 
 
 def _load_seen() -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from controlplane.cli.common import install_stop_signals, reports_errors
+from controlplane.config import LocalRunSettings
 from faceswap import SwapOptions, SwapResult, run_swap
 from faceswap.blend import BLEND_MODES, BlendConfig
 from faceswap.fetcher import FetchRules
@@ -30,7 +30,7 @@ __all__ = ["swap"]
 def _fetch_rules() -> FetchRules:
     """The operator's own run: the same address rules as a worker, with FUSIONPLANE_FETCH_ALLOW_HOSTS."""
     try:
-        allowed = AllowedHosts.parse(os.environ.get("FUSIONPLANE_FETCH_ALLOW_HOSTS", "").replace(",", " ").split())
+        allowed = AllowedHosts.parse(LocalRunSettings.from_env().fetch_allow_hosts)
     except ValueError as exc:
         raise click.UsageError(f"FUSIONPLANE_FETCH_ALLOW_HOSTS: {exc}") from exc
     return FetchRules(allowed_internal=allowed)

@@ -9,11 +9,23 @@ model; a test keeps the two equal).
 from __future__ import annotations
 
 import json
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool, StrictInt, ValidationError
 
-__all__ = ["MAX_SPEC_BYTES", "AccessSpec", "CallbackSpec", "FetchSpec", "SpecOptions", "WorkerSpec", "spec_json_schema"]
+from controlplane.domain.errors import InvalidSpec
+
+__all__ = [
+    "MAX_SPEC_BYTES",
+    "AccessSpec",
+    "CallbackSpec",
+    "FetchSpec",
+    "SpecOptions",
+    "WorkerSpec",
+    "parse_worker_spec",
+    "spec_json_schema",
+]
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 MAX_SPEC_BYTES = 1 << 20
@@ -111,6 +123,36 @@ class WorkerSpec(_Strict):
     )
     fetch: FetchSpec = Field(default_factory=FetchSpec)
     callback: CallbackSpec | None = None
+
+    def wire_document(self) -> dict[str, Any]:
+        """The JSON document the worker receives: the fields that were given, the token in clear.
+
+        Defaults that were not given stay out, so the document is the one
+        that was rendered (the worker applies the same defaults when it
+        parses it back).
+        """
+        document = self.model_dump(mode="json", exclude_unset=True)
+        if self.callback is not None:
+            document["callback"]["token"] = self.callback.token.get_secret_value()
+        return document
+
+    def callback_token(self) -> str | None:
+        """The attempt's bearer token, for scrubbing it out of error messages; None without a callback."""
+        return self.callback.token.get_secret_value() if self.callback is not None else None
+
+
+def parse_worker_spec(document: Mapping[str, Any], *, prefix: str = "worker_spec.") -> WorkerSpec:
+    """``document`` as a :class:`WorkerSpec`; ``InvalidSpec`` naming the first bad field (``prefix`` + its path).
+
+    The one place a rendered spec is checked: what comes out travels typed,
+    and nothing downstream (the providers) checks it again.
+    """
+    try:
+        return WorkerSpec.model_validate(dict(document))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        path = ".".join(str(part) for part in first["loc"]) or "worker_spec"
+        raise InvalidSpec(f"{prefix}{path}: {first['msg']}") from exc
 
 
 def spec_json_schema() -> str:

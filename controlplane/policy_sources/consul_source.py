@@ -13,7 +13,6 @@ check-and-set on the ModifyIndex the operator last saw.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,31 +27,19 @@ __all__ = [
     "ConsulPolicySource",
     "ConsulRead",
     "consul_client",
-    "consul_configured",
-    "policy_key",
 ]
 
 DEFAULT_POLICY_KEY = "fusionplane/policy"
 TENANTS = "/tenants/"
 
 
-def consul_configured() -> bool:
-    """Consul is the policy source when ``CONSUL_HTTP_ADDR`` is set, as for the consul CLI."""
-    return bool(os.environ.get("CONSUL_HTTP_ADDR"))
-
-
-def policy_key() -> str:
-    return os.environ.get("FUSIONPLANE_POLICY_KEY", DEFAULT_POLICY_KEY).strip("/") or DEFAULT_POLICY_KEY
-
-
-def consul_client(*, timeout_s: float) -> consul.Consul:
-    """A client from ``CONSUL_HTTP_ADDR`` / ``CONSUL_HTTP_TOKEN`` (py-consul reads both).
+def consul_client(*, token: str | None, timeout_s: float) -> consul.Consul:
+    """A client for ``CONSUL_HTTP_ADDR`` (py-consul reads it) with ``token`` (``ConsulSettings.token``).
 
     ``timeout_s`` is how long a call may wait for Consul's answer. py-consul
     adds a blocking query's own ``wait`` (plus Consul's 1/16 jitter) to it, so
     the watcher passes the same short value as the CLI, not ``wait`` + margin.
     """
-    token = os.environ.get("CONSUL_HTTP_TOKEN") or None
     return consul.Consul(token=token, connections_timeout=timeout_s)
 
 

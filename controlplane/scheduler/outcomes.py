@@ -1,5 +1,10 @@
 """Moving an attempt and its task to an outcome, whoever reports it first.
 
+What the outcome is, is decided by :func:`controlplane.domain.verdict.verdict`
+(``is_retryable`` and ``never_called_in`` live there too and are re-exported
+here); this module applies it to the store, and holds the tenant's
+:class:`FailoverRules`.
+
 The worker's callback and the scheduler's own status poll can both report
 the same outcome; whichever comes second finds the attempt final and does
 nothing, so an outcome is applied exactly once.
@@ -16,11 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from controlplane.domain import Attempt, AttemptState, InvalidTransition, TaskState
-from controlplane.domain.exit_codes import TERMINAL_EXIT_CODES, RetryClass, retry_class
+from controlplane.domain.exit_codes import TERMINAL_EXIT_CODES
+from controlplane.domain.verdict import is_retryable, never_called_in
 from controlplane.policy import Thresholds
 from controlplane.store import StateMismatch, Store
 
@@ -30,23 +35,6 @@ __all__ = ["TERMINAL_EXIT_CODES", "FailoverRules", "advance", "is_retryable", "n
 #: carries one was classified so on purpose (the task's deadline, our own cancel), so it is not retried.
 #: The terminal codes (2 usage, 65 EX_DATAERR, 69 EX_UNAVAILABLE: a broken model cache or driver is an
 #: operator's alert, and the re-plan could pick the same target again) are never retried.
-
-
-def is_retryable(state: AttemptState, exit_code: int | None) -> bool:
-    """Whether an attempt that ended so may be followed by another attempt of its task.
-
-    PREEMPTED (spot interruption, eviction, exit 75) and LOST (the resource
-    vanished, the worker was killed: 128+N, silent heartbeats) are. FAILED is
-    only for an exit code of a crash: 70 (EX_SOFTWARE) or a code the worker
-    never sends on purpose (an unhandled exception), below 128. FAILED without
-    an exit code (a launch refusal, an image that cannot be pulled, a
-    cancel) and the terminal codes are not.
-    """
-    if state in (AttemptState.PREEMPTED, AttemptState.LOST):
-        return True
-    if state is not AttemptState.FAILED or exit_code is None:
-        return False
-    return retry_class(exit_code) is RetryClass.CRASH
 
 
 #: the documented defaults live in one place, the policy model
@@ -113,25 +101,6 @@ class FailoverRules:
     def backoff_seconds(self, attempts: int) -> float:
         """The wait after the ``attempts``-th attempt ended: 2 s, 4 s, 8 s, ... up to the maximum."""
         return min(self.retry_backoff_max_seconds, self.retry_backoff_seconds * 2.0 ** max(attempts - 1, 0))
-
-
-def never_called_in(
-    attempt: Attempt, *, last_heartbeat: datetime | None, rules: FailoverRules, now: datetime
-) -> float | None:
-    """Seconds since a live attempt was launched, when its worker never called in and that is past the limit.
-
-    The scheduler always gives the worker a callback, and the worker
-    heartbeats first thing (a hedged one while it waits for its go), so
-    silence from the start means the worker never ran or cannot reach the
-    control plane: a VM whose bootstrap failed, an image that never
-    started, a network that drops the callbacks. Its backend may still say
-    "running", and would forever. ``None`` while the worker has called in
-    or the limit has not passed.
-    """
-    if attempt.state.is_final or last_heartbeat is not None:
-        return None
-    age = (now - attempt.created_at).total_seconds()
-    return age if age > rules.first_heartbeat_limit(attempt.provider) else None
 
 
 def advance(

@@ -40,8 +40,9 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from controlplane.domain import AttemptState, InvalidTransition, ProviderError, TaskState, Unavailable
+from controlplane.domain.verdict import Next, Verdict, verdict
 from controlplane.scheduler.executor import Scheduler
-from controlplane.scheduler.outcomes import FailoverRules, is_retryable
+from controlplane.scheduler.outcomes import FailoverRules
 from controlplane.store import NotFound, StateMismatch
 from controlplane.store.stranded import requeue_claimed, requeue_stranded, stranded_tasks
 from providers.base import BackendState, OwnedResource, Provider
@@ -208,26 +209,11 @@ class Reconciler:
                     if requeue_stranded(store, task.id, reason="no attempt", actor=scheduler.scheduler_id)
                     else None
                 )
-            elif newest.state == AttemptState.SUCCEEDED:
-                action = self._finish(task.id, TaskState.SUCCEEDED, None)
-            elif is_retryable(newest.state, newest.exit_code):
-                continue  # follow's failover of ended attempts takes these
-            elif newest.state == AttemptState.CANCELLED or (
-                newest.state == AttemptState.FAILED and newest.exit_code is None
-            ):
-                # a launch refusal (or a cancelled launch) and the scheduler stopped before the next step
-                action = (
-                    "requeued"
-                    if requeue_stranded(
-                        store,
-                        task.id,
-                        reason=f"attempt {newest.number} ended {newest.state.value} and the scheduler stopped",
-                        actor=scheduler.scheduler_id,
-                    )
-                    else None
-                )
             else:
-                action = self._finish(task.id, TaskState.FAILED, newest.reason or f"attempt {newest.state.value}")
+                decided = verdict(attempt=newest, status=None, last_heartbeat=None, rules=None, now=scheduler.clock())
+                if decided.next is Next.FAIL_OVER:
+                    continue  # follow's failover of ended attempts takes these
+                action = self._settle_stranded(task.id, decided)
             if action is not None:
                 report.stranded[action] = report.stranded.get(action, 0) + 1
                 log.warning(
@@ -239,6 +225,22 @@ class Reconciler:
                         "attempt_id": newest.id if newest else None,
                     },
                 )
+
+    def _settle_stranded(self, task_id: str, decided: Verdict) -> str | None:
+        """Act on the verdict on a stranded task's newest (ended) attempt: the action's name; None when the
+        task moved meanwhile."""
+        scheduler = self.scheduler
+        if decided.next is Next.SUCCEED:
+            return self._finish(task_id, TaskState.SUCCEEDED, None)
+        if decided.next is Next.FAIL:
+            return self._finish(task_id, TaskState.FAILED, decided.reason)
+        if decided.next is Next.REQUEUE:
+            # a launch refusal (or a cancelled launch) and the scheduler stopped before the next step
+            requeued = requeue_stranded(
+                scheduler.store, task_id, reason=decided.reason or "requeued", actor=scheduler.scheduler_id
+            )
+            return "requeued" if requeued else None
+        return None
 
     def _finish(self, task_id: str, wanted: TaskState, reason: str | None) -> str | None:
         try:

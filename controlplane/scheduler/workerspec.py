@@ -6,12 +6,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from controlplane.config import Settings
 from controlplane.domain import InvalidSpec, Task, TaskKind
 from controlplane.domain.tenant_storage import TenantStorage
-from controlplane.domain.worker_spec import WorkerSpec
+from controlplane.domain.worker_spec import WorkerSpec, parse_worker_spec
 from controlplane.policy.storage import StorageFile
 
 __all__ = ["render_worker_spec", "tenant_grants"]
@@ -29,8 +27,8 @@ def render_worker_spec(
     hedged: bool = False,
     storage: TenantStorage | None = None,
     grant: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The spec document for one attempt, validated against the published schema.
+) -> WorkerSpec:
+    """The spec for one attempt, checked here once against the published schema (``InvalidSpec`` if not).
 
     The checkpoint location is per task, not per attempt, so the next attempt
     of a preempted video resumes where the last one stopped. A ``hedged``
@@ -81,12 +79,7 @@ def render_worker_spec(
         **blocks,
         "callback": callback,
     }
-    try:
-        WorkerSpec.model_validate(document)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise InvalidSpec(f"worker spec {'.'.join(map(str, first['loc']))}: {first['msg']}") from exc
-    return document
+    return parse_worker_spec(document, prefix="worker spec ")
 
 
 def tenant_grants(storage: StorageFile, settings: Settings) -> Callable[[str], dict[str, Any]]:

@@ -36,8 +36,12 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 
 
 def database_url(url: str | None = None) -> str:
-    """``url``, else ``$FUSIONPLANE_DATABASE_URL``, else SQLite at ``./var/fusionplane.db``."""
-    chosen = url or os.environ.get(DATABASE_URL_ENV, "").strip()
+    """``url``, else SQLite at ``./var/fusionplane.db``.
+
+    ``$FUSIONPLANE_DATABASE_URL`` is read by the commands (``Settings.database_url``,
+    the ``--database-url`` options), which pass it here.
+    """
+    chosen = (url or "").strip()
     return chosen or f"sqlite:///{DEFAULT_SQLITE_PATH}"
 
 

@@ -9,9 +9,10 @@ A scheduler can die between any two of its writes. Two places can strand a task:
 - **launching or running with no live attempt**: the attempt ended (a
   launch refusal while walking the plan, a worker's outcome) and the
   process died before the task's own write. The newest attempt says what
-  to do: succeeded -> the task succeeded; a launch refusal or a cancel ->
-  back to ``queued`` for a new plan; any other ending -> failover or failure,
-  as the scheduler decides for any ended attempt.
+  to do, through :func:`controlplane.domain.verdict.verdict` (reconciliation
+  asks it and acts): succeeded -> the task succeeded; a launch refusal or a
+  cancel -> back to ``queued`` for a new plan (:func:`requeue_stranded`); any
+  other ending -> failover or failure, as for any ended attempt.
 
 Both are only touched after they have been quiet for a while, so a
 scheduler in the middle of its own two writes is never overtaken.

@@ -12,7 +12,6 @@ from typing import Any
 import boto3
 import botocore.config
 import botocore.exceptions
-from pydantic import ValidationError
 
 from controlplane.domain import (
     Candidate,
@@ -23,7 +22,6 @@ from controlplane.domain import (
     Target,
     Unavailable,
 )
-from controlplane.domain.worker_spec import WorkerSpec
 from providers.aws.errors import (
     CAPACITY_CODES,
     MISMATCH,
@@ -276,14 +274,6 @@ class AwsSpotProvider:
         where = request.candidate.target
         if not ATTEMPT_ID.match(request.attempt_id):
             raise InvalidSpec(f"attempt id {request.attempt_id!r} is not a valid name", target=where)
-        try:
-            spec = WorkerSpec.model_validate(dict(request.worker_spec))
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(part) for part in first["loc"]) or "worker_spec"
-            raise InvalidSpec(f"worker_spec.{field}: {first['msg']}", target=where) from exc
-        if spec.attempt_id != request.attempt_id:
-            raise InvalidSpec("worker_spec.attempt_id: differs from the launch's attempt id", target=where)
         target = next((t for t in self._aws_targets() if t.name == where), None)
         if target is None:
             raise InvalidSpec(f"no aws target named {where!r} is configured", target=where)

@@ -20,7 +20,6 @@ from azure.core.exceptions import (
 from azure.core.rest import HttpRequest
 from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.compute.models import VirtualMachine
-from pydantic import ValidationError
 
 from controlplane.domain import (
     Candidate,
@@ -28,7 +27,6 @@ from controlplane.domain import (
     Target,
     Unavailable,
 )
-from controlplane.domain.worker_spec import WorkerSpec
 from providers.azure.body import vm_body, vm_name
 from providers.azure.errors import fate_unknown, translate
 from providers.azure.settings import AzureSettings
@@ -225,14 +223,6 @@ class AzureSpotProvider:
             name = vm_name(request.attempt_id)
         except ValueError as exc:
             raise InvalidSpec(str(exc), target=candidate.target) from exc
-        try:
-            spec = WorkerSpec.model_validate(dict(request.worker_spec))
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(part) for part in first["loc"]) or "worker_spec"
-            raise InvalidSpec(f"worker_spec.{field}: {first['msg']}", target=candidate.target) from exc
-        if spec.attempt_id != request.attempt_id:
-            raise InvalidSpec("worker_spec.attempt_id: differs from the launch's attempt id", target=candidate.target)
         body = vm_body(request, settings, name, owner=self.owner)
         where = (settings.subscription_id, settings.resource_group)
         client = self._client(settings.subscription_id)

@@ -238,8 +238,8 @@ class KubernetesProvider:
         labels = job_labels(request, name, owner=self.owner)
         job = job_body(request, target, settings, name, labels)
         place = _Place(cluster_key(target), settings.namespace, target)
-        token = get_path(request.worker_spec, "callback", "token")
-        scrub = (str(token),) if token else ()
+        token = request.worker_spec.callback_token()
+        scrub = (token,) if token else ()
         try:
             client = self._client(place)
             return self._launch(

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from controlplane.domain import Candidate, Target
+from controlplane.domain.worker_spec import parse_worker_spec
 from providers.base import BackendState, LaunchRequest, Provider
 
 TARGET = Target(name="contract", provider="local", private=True, settings={"slots": 2})
@@ -53,7 +54,7 @@ def launch_request(
         attempt_id=attempt_id,
         task_id=task_id,
         candidate=candidate_for(on),
-        worker_spec=worker_spec(attempt_id, task_id, **spec_overrides),
+        worker_spec=parse_worker_spec(worker_spec(attempt_id, task_id, **spec_overrides)),
     )
 
 

@@ -64,6 +64,7 @@ from controlplane.domain import (
     Throttled,
     Unavailable,
 )
+from controlplane.domain.worker_spec import parse_worker_spec
 from providers.aws import TAG_CANCELLED, AwsSpotProvider, client_token
 from providers.base import BackendState, LaunchRequest, Provider, Quote
 from providers.bootstrap import (
@@ -353,7 +354,7 @@ def request(
         attempt_id=attempt_id,
         task_id=task_id,
         candidate=candidate,
-        worker_spec=worker_spec(attempt_id, task_id, **spec_overrides),
+        worker_spec=parse_worker_spec(worker_spec(attempt_id, task_id, **spec_overrides)),
     )
 
 
@@ -453,7 +454,7 @@ def test_run_instances_request_is_a_one_time_spot_launch_with_ids_only_in_tags(
         }
         assert sent_tags == expected_tags
     # boto3 base64-encodes the user data; it is the shared cloud-init, byte for byte
-    spec = dict(launch.worker_spec)
+    spec = launch.worker_spec
     sent_user_data = base64.b64decode(p["UserData"]).decode()
     assert sent_user_data == cloud_init(spec, IMAGE, attempt_id="att_req1", deadline_seconds=570)
     # the backstop for the task's deadline: the VM powers off (and so terminates) 10 minutes after boot
@@ -782,16 +783,20 @@ def test_a_bad_request_is_invalid_spec_and_sends_nothing(
     # the provider knows the target it is asked about, except in the "not configured" case
     provider = make_provider(proxy.url, configured if "name" in target_change else asked)
     launch = request("att_bad", asked)
-    launch = LaunchRequest(
+    # a spec of another attempt is refused as the request is made, before the provider sends anything
+    with pytest.raises(InvalidSpec, match=detail) as raised:
+        provider.launch(_with_spec(launch, spec_change))
+    assert not raised.value.retryable
+    assert proxy.calls("RunInstances") == []
+
+
+def _with_spec(launch: LaunchRequest, spec_change: dict[str, Any]) -> LaunchRequest:
+    return LaunchRequest(
         attempt_id=launch.attempt_id,
         task_id=launch.task_id,
         candidate=launch.candidate,
-        worker_spec={**launch.worker_spec, **spec_change},
+        worker_spec=launch.worker_spec.model_copy(update=spec_change),
     )
-    with pytest.raises(InvalidSpec, match=detail) as raised:
-        provider.launch(launch)
-    assert not raised.value.retryable
-    assert proxy.calls("RunInstances") == []
 
 
 # --------------------------------------------------------------------------- status

@@ -32,6 +32,7 @@ from controlplane.domain import (
     Throttled,
     Unavailable,
 )
+from controlplane.domain.worker_spec import parse_worker_spec
 from providers.azure import TAG_ATTEMPT, TAG_OWNER, TAG_TASK, AzureSpotProvider, vm_name
 from providers.base import BackendState, BackendStatus, LaunchRequest, Provider
 from providers.bootstrap import (
@@ -228,7 +229,10 @@ class TestAzureSpotProvider(ProviderContract):
 def test_the_put_is_a_spot_vm_that_deletes_its_nic_and_disk(arm: FakeAzureArm, azure: AzureSpotProvider) -> None:
     attempt = "att_01HBODY"
     request = LaunchRequest(
-        attempt_id=attempt, task_id="task-azure", candidate=candidate_for(AZURE), worker_spec=spec_with_token(attempt)
+        attempt_id=attempt,
+        task_id="task-azure",
+        candidate=candidate_for(AZURE),
+        worker_spec=parse_worker_spec(spec_with_token(attempt)),
     )
     result = azure.launch(request)
 

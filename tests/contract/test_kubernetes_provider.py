@@ -25,6 +25,7 @@ import kubernetes
 import pytest
 
 from controlplane.domain import InvalidSpec, ProviderError, QuotaExceeded, Target, Throttled, Unavailable
+from controlplane.domain.worker_spec import parse_worker_spec
 from providers.base import BackendState, LaunchRequest, Provider
 from providers.bootstrap import LABEL_ATTEMPT, LABEL_OWNER, LABEL_TASK, WorkerImage, resource_name, spec_json
 from providers.kubernetes import KubernetesProvider
@@ -105,7 +106,7 @@ def request_for(attempt_id: str, on: Target = CONTRACT_TARGET, *, deadline: int 
         attempt_id=attempt_id,
         task_id="task-k8s",
         candidate=candidate_for(on),
-        worker_spec=worker_spec(attempt_id, "task-k8s", **spec),
+        worker_spec=parse_worker_spec(worker_spec(attempt_id, "task-k8s", **spec)),
         deadline_seconds=deadline,
     )
 

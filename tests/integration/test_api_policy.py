@@ -18,7 +18,7 @@ from controlplane.api.app import create_app
 from controlplane.cli.policy import policy as policy_cli
 from controlplane.config import Settings
 from controlplane.policy import policy_version
-from controlplane.scheduler.policy_runtime import PolicyRuntime, start_policy_runtime
+from controlplane.runtime.policies import PolicyRuntime, start_policy_runtime
 from controlplane.store import Store, upgrade
 from tests.support.api_fixtures import ACME, OPERATOR, registry
 from tests.support.asgi_server import serving

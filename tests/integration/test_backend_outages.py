@@ -32,6 +32,7 @@ from controlplane.domain import (
     Unavailable,
 )
 from controlplane.policy import parse_policy
+from controlplane.runtime import standalone_scheduler
 from controlplane.scheduler import Scheduler
 from controlplane.store import Store, make_engine, upgrade
 from providers.base import BackendState
@@ -72,12 +73,10 @@ def store(tmp_path: Path, clock: Clock) -> Store:
 
 @pytest.fixture
 def scheduler(store: Store, clock: Clock, backends: dict[str, NoopProvider]) -> Scheduler:
-    return Scheduler(
+    return standalone_scheduler(
         store=store,
         policy=lambda: POLICY,
         providers=dict(backends),
-        callback_base="http://127.0.0.1:1",
-        checkpoint_root=None,
         scheduler_id="sched",
         clock=clock,
     )

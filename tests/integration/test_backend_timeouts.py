@@ -66,10 +66,11 @@ from sqlalchemy import create_engine
 
 from controlplane.domain import AttemptState, DataSensitivity, Task, TaskKind, TaskSpec, TaskState
 from controlplane.policy import Policy, parse_policy, policy_version
+from controlplane.runtime import standalone_scheduler
+from controlplane.runtime.policies import start_policy_runtime
+from controlplane.runtime.signals import build_signal_hub
 from controlplane.scheduler import Scheduler
 from controlplane.scheduler.outcomes import advance
-from controlplane.scheduler.policy_runtime import start_policy_runtime
-from controlplane.scheduler.signals_runtime import build_signal_hub
 from controlplane.signals.prometheus import PrometheusSource
 from controlplane.store import Store, upgrade
 from providers.aws import TAG_CANCELLED, AwsSpotProvider
@@ -146,12 +147,11 @@ def policy_with(backend: dict[str, Any]) -> Policy:
 
 
 def scheduler_for(store: Store, policy: Policy, **providers: Any) -> Scheduler:
-    scheduler = Scheduler(
+    scheduler = standalone_scheduler(
         store=store,
         policy=lambda: policy,
         providers=providers,
         callback_base="http://127.0.0.1:9",
-        checkpoint_root=None,
         scheduler_id="timeout-test",
     )
     assert scheduler.release_finished() == 0  # sets the cursor, as serve does at start
@@ -677,12 +677,11 @@ def test_prometheus_silent_the_poll_times_out_the_load_turns_stale_and_planning_
             hub = build_signal_hub(
                 store=store, policy=lambda: PEAK_POLICY, sources=[PrometheusSource(proxy.url, ttl_seconds=2.0)]
             )
-            scheduler = Scheduler(
+            scheduler = standalone_scheduler(
                 store=store,
                 policy=lambda: PEAK_POLICY,
                 providers={"local": NoopProvider(name="local"), "aws": NoopProvider(name="aws")},
                 callback_base="http://127.0.0.1:9",
-                checkpoint_root=None,
                 scheduler_id="timeout-test",
                 signals=hub.samples,
             )

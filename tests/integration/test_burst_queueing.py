@@ -26,6 +26,7 @@ from sqlalchemy import func, select
 from controlplane.cli.tasks import COMMANDS
 from controlplane.domain import TaskState
 from controlplane.policy_sources import DEFAULT_POLICY_PATH, load_policy_file
+from controlplane.runtime import standalone_scheduler
 from controlplane.scheduler import Scheduler
 from controlplane.store import Store, make_engine, upgrade
 from controlplane.store.tables import attempts
@@ -93,7 +94,7 @@ def test_a_burst_of_500_on_two_local_slots_waits_and_every_task_succeeds(store: 
             # workers get a minimal environment: the stub's own settings are named to pass
             pass_env=("FUSIONPLANE_STUB_WORK_S", "FUSIONPLANE_STUB_PREEMPT_RATE"),
         )
-        scheduler = Scheduler(
+        scheduler = standalone_scheduler(
             store=store,
             policy=lambda: embedded,
             providers={"local": local},

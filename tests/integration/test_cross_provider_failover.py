@@ -20,7 +20,7 @@ from sqlalchemy import create_engine
 
 from controlplane.domain import AttemptState, DataSensitivity, SignalSample, TaskKind, TaskSpec, TaskState
 from controlplane.policy import parse_policy
-from controlplane.scheduler import Scheduler
+from controlplane.runtime import standalone_scheduler
 from controlplane.store import Store, upgrade
 from providers.bootstrap import WorkerImage
 from providers.kubernetes import KubernetesProvider
@@ -82,12 +82,11 @@ def test_allocation_failure_on_azure_moves_the_task_to_kubernetes_in_seconds(sto
                 request_hash="h",
             )
             arm.refuse_next_create("AllocationFailed", "Allocation failed. We do not have sufficient capacity.")
-            scheduler = Scheduler(
+            scheduler = standalone_scheduler(
                 store=store,
                 policy=lambda: POLICY,
                 providers={"azure": azure, "kubernetes": kubernetes},
                 callback_base="https://cp.example",
-                checkpoint_root=None,
                 scheduler_id="test",
                 # a fresh spot price within the max, so the plan puts Azure first
                 signals=lambda: {

@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 
 from controlplane.domain import AttemptState, Priority, TaskKind, TaskSpec, TaskState, Unavailable
 from controlplane.policy import Policy, parse_policy
+from controlplane.runtime import standalone_scheduler
 from controlplane.scheduler import Scheduler
 from controlplane.store import Store
 from providers.base import BackendState, Provider
@@ -47,12 +48,10 @@ POLICY = parse_policy(
 
 
 def scheduler_for(store: Store, clock: Clock, providers: dict[str, Provider], policy: Policy = POLICY) -> Scheduler:
-    return Scheduler(
+    return standalone_scheduler(
         store=store,
         policy=lambda: policy,
         providers=providers,
-        callback_base="http://127.0.0.1:1",
-        checkpoint_root=None,
         scheduler_id="sched-a",
         clock=clock,
     )

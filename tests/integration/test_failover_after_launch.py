@@ -49,6 +49,7 @@ from controlplane.domain import (
 )
 from controlplane.policy import Policy, parse_policy, plan
 from controlplane.policy.model import Thresholds
+from controlplane.runtime import standalone_scheduler
 from controlplane.scheduler import Scheduler, advance
 from controlplane.store import Event, PlannedLaunch, Store, make_engine, upgrade
 from controlplane.store.tables import attempts
@@ -133,11 +134,10 @@ def new_scheduler(
     planner: Callable[[Task, SignalSnapshot, Policy, datetime], PlacementPlan] = plan,
     name: str = "sched-a",
 ) -> Scheduler:
-    return Scheduler(
+    return standalone_scheduler(
         store=store,
         policy=lambda: policy,
         providers=backends,
-        callback_base="http://127.0.0.1:1",
         checkpoint_root=CHECKPOINTS,
         scheduler_id=name,
         clock=clock,
@@ -244,8 +244,8 @@ def test_a_preempted_attempt_is_replanned_on_fresh_signals_and_resumes_from_its_
 
     # resume: the second worker spec names the first one's checkpoint
     specs = [world.providers[a.provider].requests[a.id].worker_spec for a in (first, second)]
-    assert specs[0]["attempt_id"] != specs[1]["attempt_id"]
-    assert specs[0]["checkpoint"] == specs[1]["checkpoint"] == f"{CHECKPOINTS}/acme/{task_id}"
+    assert specs[0].attempt_id != specs[1].attempt_id
+    assert specs[0].checkpoint == specs[1].checkpoint == f"{CHECKPOINTS}/acme/{task_id}"
 
 
 @pytest.mark.parametrize(
@@ -288,7 +288,7 @@ def test_lost_and_crashed_attempts_fail_over_like_a_preemption(
     assert second.state == AttemptState.LAUNCHING
     assert second.target == "vault"  # nothing changed in the signals: the same target is fine
     assert len(world.store.get_decisions(task_id)) == 2
-    specs = [world.provider_of(a).requests[a].worker_spec["checkpoint"] for a in (first, second.id)]
+    specs = [world.provider_of(a).requests[a].worker_spec.checkpoint for a in (first, second.id)]
     assert specs == [f"{CHECKPOINTS}/acme/{task_id}"] * 2
     assert_at_most_one_live_attempt(world.store, world.providers)
 
@@ -808,11 +808,10 @@ def test_the_local_provider_worker_exiting_75_resumes_in_a_second_attempt(tmp_pa
             "rules": [{"name": "home", "targets": ["home"]}],
         }
     )
-    scheduler = Scheduler(
+    scheduler = standalone_scheduler(
         store=store,
         policy=lambda: policy,
         providers={"local": local},
-        callback_base="http://127.0.0.1:1",
         checkpoint_root=tmp_path / "checkpoints",
         scheduler_id="sched-a",
         clock=clock,

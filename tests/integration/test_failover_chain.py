@@ -54,6 +54,7 @@ from controlplane.domain import (
     TaskState,
 )
 from controlplane.policy import Policy, parse_policy
+from controlplane.runtime import standalone_scheduler
 from controlplane.scheduler import Scheduler
 from controlplane.store import Event, Store, upgrade
 from providers.aws import AwsSpotProvider
@@ -215,12 +216,11 @@ def scheduler_for(store: Store, b: Backends) -> Scheduler:
             for key, value in ((f"aws/{REGION}/{AWS_TYPE}", 0.21), (f"azure/eastus/{SIZE}", 0.16))
         }
 
-    return Scheduler(
+    return standalone_scheduler(
         store=store,
         policy=lambda: b.policy,
         providers={"aws": b.aws, "azure": b.azure, "local": b.local},
         callback_base="http://127.0.0.1:9",
-        checkpoint_root=None,
         scheduler_id="chain-test",
         signals=prices,
     )

@@ -48,6 +48,7 @@ from controlplane.domain import (
 )
 from controlplane.domain.worker_spec import WorkerSpec
 from controlplane.policy import Policy, parse_policy
+from controlplane.runtime import standalone_scheduler
 from controlplane.scheduler import Scheduler, advance
 from controlplane.store import Event, Store, make_engine, upgrade
 from controlplane.worker import run_worker
@@ -101,7 +102,7 @@ class World:
     scheduler: Scheduler
 
     def spec(self, attempt: Attempt) -> dict[str, Any]:
-        return dict(self.providers[attempt.provider].requests[attempt.id].worker_spec)
+        return self.providers[attempt.provider].requests[attempt.id].worker_spec.wire_document()
 
     def token(self, attempt: Attempt) -> str:
         return str(self.spec(attempt)["callback"]["token"])
@@ -123,12 +124,11 @@ def new_scheduler(
     name: str = "sched-a",
     policy: Policy = POLICY,
 ) -> Scheduler:
-    return Scheduler(
+    return standalone_scheduler(
         store=store,
         policy=lambda: policy,
         providers=backends,
         callback_base=callback_base,
-        checkpoint_root=None,
         scheduler_id=name,
         clock=clock,
     )
@@ -415,12 +415,10 @@ def test_a_loser_on_the_local_provider_is_stopped_by_release_finished(tmp_path: 
             "rules": [{"name": "both", "hedge": 2, "targets": ["rack-a", "rack-b"]}],
         }
     )
-    scheduler = Scheduler(
+    scheduler = standalone_scheduler(
         store=store,
         policy=lambda: policy,
         providers={"local": local},
-        callback_base="http://127.0.0.1:1",
-        checkpoint_root=None,
         scheduler_id="sched-a",
     )
     task_id = submit(store)
@@ -535,12 +533,11 @@ def test_real_workers_on_the_local_provider_write_one_output(
     )
     try:
         with ApiServer.start(store, tmp_path) as api:
-            scheduler = Scheduler(
+            scheduler = standalone_scheduler(
                 store=store,
                 policy=lambda: policy,
                 providers={"local": local},
                 callback_base=api.url,
-                checkpoint_root=None,
                 scheduler_id="sched-a",
             )
             scheduler.release_finished()

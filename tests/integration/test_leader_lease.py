@@ -15,6 +15,7 @@ from sqlalchemy import Engine, func, select
 
 from controlplane.domain import DataSensitivity, TaskKind, TaskSpec, TaskState
 from controlplane.policy import parse_policy
+from controlplane.runtime import standalone_scheduler
 from controlplane.scheduler import Scheduler
 from controlplane.scheduler.leader import Leadership
 from controlplane.store import Fence, Fenced, LeaderLease, Store, make_engine
@@ -50,12 +51,10 @@ def submit(store: Store, name: str) -> str:
 
 
 def scheduler(store: Store, clock: Clock, provider: NoopProvider, name: str) -> Scheduler:
-    return Scheduler(
+    return standalone_scheduler(
         store=store,
         policy=lambda: POLICY,
         providers={"local": provider},
-        callback_base="http://127.0.0.1:1",
-        checkpoint_root=None,
         scheduler_id=name,
         clock=clock,
     )

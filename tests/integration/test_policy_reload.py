@@ -24,7 +24,7 @@ from controlplane.cli.policy import policy as policy_cli
 from controlplane.domain import SignalSnapshot
 from controlplane.metrics import Metrics
 from controlplane.policy import PolicyError, parse_policy, plan, policy_version
-from controlplane.scheduler.policy_runtime import PolicyRuntime, start_policy_runtime
+from controlplane.runtime.policies import PolicyRuntime, start_policy_runtime
 from controlplane.store import Store, upgrade
 from tests.fakes.consul import FakeConsul
 from tests.unit.test_plan import _task as make_task

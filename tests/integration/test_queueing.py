@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 
 from controlplane.domain import AttemptState, DataSensitivity, Priority, TaskKind, TaskSpec, TaskState
 from controlplane.policy import Policy, parse_policy
+from controlplane.runtime import standalone_scheduler
 from controlplane.scheduler import Scheduler
 from controlplane.store import Store, make_engine, upgrade, waiting_summary
 from controlplane.store.tables import decisions, events
@@ -90,12 +91,11 @@ def make_world(url: str, *, slots: int, the_policy: Policy) -> World:
     clock = Clock(T0)
     store = Store(engine, clock=clock)
     local = NoopProvider(name="local", slots=slots)
-    scheduler = Scheduler(
+    scheduler = standalone_scheduler(
         store=store,
         policy=lambda: the_policy,
         providers={"local": local},
         callback_base="http://127.0.0.1:9",
-        checkpoint_root=None,
         scheduler_id="sched",
         clock=clock,
     )

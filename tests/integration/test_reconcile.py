@@ -20,13 +20,16 @@ import pytest
 from sqlalchemy import Engine
 
 from controlplane.domain import AttemptState, Candidate, DataSensitivity, TaskKind, TaskSpec, TaskState, Unavailable
+from controlplane.domain.worker_spec import parse_worker_spec
 from controlplane.policy import parse_policy
+from controlplane.runtime import standalone_scheduler
 from controlplane.scheduler import Scheduler
 from controlplane.scheduler.executor import LAUNCH_GRACE_S, SEND_GRACE_S
 from controlplane.scheduler.reconcile import QUIET_S, Reconciler
 from controlplane.store import Store
 from providers.base import BackendState, LaunchRequest, LaunchResult
 from providers.noop import NoopProvider
+from tests.contract.provider_contract import worker_spec
 from tests.support.clock import Clock
 
 pytest_plugins = ["tests.integration.store_fixtures"]
@@ -102,12 +105,10 @@ def submit(store: Store, name: str, *, private: bool) -> str:
 
 
 def new_scheduler(store: Store, clock: Clock, backends: Mapping[str, NoopProvider], name: str) -> Scheduler:
-    return Scheduler(
+    return standalone_scheduler(
         store=store,
         policy=lambda: POLICY,
         providers=dict(backends),
-        callback_base="http://127.0.0.1:1",
-        checkpoint_root=None,
         scheduler_id=name,
         clock=clock,
     )
@@ -297,7 +298,7 @@ def _launch(provider: NoopProvider, attempt_id: str, task_id: str) -> str:
             attempt_id=attempt_id,
             task_id=task_id,
             candidate=Candidate(target="spot", provider=provider.name, private=False),
-            worker_spec={},
+            worker_spec=parse_worker_spec(worker_spec(attempt_id, task_id)),
         )
     )
     return attempt_id

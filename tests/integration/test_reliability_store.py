@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 
 from controlplane.domain import AttemptState, Candidate, PlacementPlan, TaskKind, TaskSpec, TaskState
 from controlplane.policy import parse_policy, plan
-from controlplane.scheduler.signals_runtime import build_signal_hub
+from controlplane.runtime.signals import build_signal_hub
 from controlplane.store import Store, cloud_spend_today, offer_outcomes
 from controlplane.store.spend import day_start
 

@@ -16,7 +16,7 @@ from sqlalchemy import create_engine
 from controlplane.domain import DataSensitivity, Priority, TaskKind, TaskSpec, TaskState
 from controlplane.policy import parse_policy
 from controlplane.policy.seed import BuiltinCloud, SeedClouds
-from controlplane.scheduler import Scheduler
+from controlplane.runtime import standalone_scheduler
 from controlplane.store import Store, upgrade
 from providers.noop import NoopProvider
 
@@ -59,12 +59,10 @@ def _submit(store: Store) -> str:
 def test_a_high_public_task_on_the_seed_form_launches(store: Store, clouds: SeedClouds, target: str) -> None:
     policy = parse_policy(SEED, seed_clouds=clouds)
     providers = {name: NoopProvider(name=name) for name in ("local", "aws", "azure")}
-    scheduler = Scheduler(
+    scheduler = standalone_scheduler(
         store=store,
         policy=lambda: policy,
         providers=dict(providers),
-        callback_base="http://127.0.0.1:1",
-        checkpoint_root=None,
         scheduler_id="test",
     )
     task_id = _submit(store)

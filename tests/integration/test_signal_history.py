@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from controlplane.domain import SignalSample
-from controlplane.scheduler.signals_runtime import DEFAULT_SCHEDULES, build_sources, schedule_for
+from controlplane.runtime.signals import DEFAULT_SCHEDULES, build_sources, schedule_for
 from controlplane.store import Store
 
 # fixtures: a session PostgreSQL and `store` on both databases

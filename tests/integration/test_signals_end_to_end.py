@@ -21,8 +21,8 @@ from controlplane.domain import SPOT_PRICE_TTL_SECONDS, DataSensitivity, TaskKin
 from controlplane.metrics import Metrics
 from controlplane.policy import parse_policy
 from controlplane.policy_sources import ActivePolicy, PolicySet
-from controlplane.scheduler import Scheduler
-from controlplane.scheduler.signals_runtime import build_signal_hub, pollers_json
+from controlplane.runtime import standalone_scheduler
+from controlplane.runtime.signals import build_signal_hub, pollers_json
 from controlplane.signals.azure_spot import AzureSpotPriceSource
 from controlplane.store import Store, upgrade
 from providers.noop import NoopProvider
@@ -94,12 +94,10 @@ def test_poll_plan_receipt_and_the_signals_view(store: Store, prices: FakeAzureP
     assert snapshot.get("spot_price", f"azure/eastus/{T4_4}").value == EASTUS_T4  # type: ignore[union-attr]
     assert snapshot.get("queue", "depth").value == 2  # type: ignore[union-attr]
 
-    scheduler = Scheduler(
+    scheduler = standalone_scheduler(
         store=store,
         policy=lambda: POLICY,
         providers={"local": NoopProvider(name="local"), "azure": NoopProvider(name="azure")},
-        callback_base="http://127.0.0.1:1",
-        checkpoint_root=None,
         scheduler_id="test",
         signals=hub.samples,
     )
@@ -162,12 +160,10 @@ def test_a_price_older_than_the_policy_ttl_never_chooses_the_cloud(store: Store,
     hub._clock = lambda: now[0]
     hub.poll_all(force=True)
     task_id = submit(store, DataSensitivity.PUBLIC)
-    scheduler = Scheduler(
+    scheduler = standalone_scheduler(
         store=store,
         policy=lambda: POLICY,
         providers={"local": NoopProvider(name="local"), "azure": NoopProvider(name="azure")},
-        callback_base="http://127.0.0.1:1",
-        checkpoint_root=None,
         scheduler_id="test",
         signals=hub.samples,
         clock=lambda: now[0] + timedelta(seconds=SPOT_PRICE_TTL_SECONDS["azure"] + 1),
@@ -198,12 +194,10 @@ def test_an_azure_price_polled_20_minutes_ago_is_judged_alike_by_plan_and_signal
     hub._clock = lambda: polled
     hub.poll_all(force=True)
     task_id = submit(store, DataSensitivity.PUBLIC)
-    scheduler = Scheduler(
+    scheduler = standalone_scheduler(
         store=store,
         policy=lambda: policy,
         providers={"local": NoopProvider(name="local"), "azure": NoopProvider(name="azure")},
-        callback_base="http://127.0.0.1:1",
-        checkpoint_root=None,
         scheduler_id="test",
         signals=hub.samples,
         clock=lambda: later,

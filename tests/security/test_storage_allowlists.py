@@ -26,7 +26,7 @@ from controlplane.domain import DataSensitivity, Task, TaskKind, TaskSpec, TaskS
 from controlplane.domain.worker_spec import WorkerSpec
 from controlplane.policy import parse_policy
 from controlplane.policy.storage import StorageError, StorageFile, parse_storage
-from controlplane.scheduler import Scheduler
+from controlplane.runtime import standalone_scheduler
 from controlplane.scheduler.workerspec import render_worker_spec, tenant_grants
 from controlplane.store import Store, make_engine, upgrade
 from faceswap import BadInput, run_swap
@@ -192,7 +192,7 @@ def test_the_spec_carries_only_this_tenants_entries_and_its_own_checkpoint(tmp_p
         "s3://fp-checkpoints/ckpt/globex/task_1/",
     ]
     assert parsed.access.s3_write == ["s3://tenant-b/out/", "s3://fp-checkpoints/ckpt/globex/task_1/"]
-    assert "tenant-a-private" not in json.dumps(spec)
+    assert "tenant-a-private" not in json.dumps(spec.wire_document())
     assert parsed.fetch.max_bytes == 1 << 20
     assert grant["access"]["s3_read"] == ["s3://tenant-b/", "s3://shared-media/globex/"]  # not changed in place
 
@@ -205,7 +205,7 @@ class SpecRecorder(NoopProvider):
         self.specs: list[dict[str, Any]] = []
 
     def launch(self, request: LaunchRequest) -> LaunchResult:
-        self.specs.append(dict(request.worker_spec))
+        self.specs.append(request.worker_spec.wire_document())
         return super().launch(request)
 
 
@@ -218,12 +218,10 @@ def test_the_scheduler_hands_each_attempt_its_own_tenants_grant_read_at_launch(t
     settings = Settings(fetch_allow_hosts=("minio.corp.internal:9000",), fetch_max_bytes=1 << 20)
     provider = SpecRecorder()
     policy = parse_policy({"targets": [{"name": "local", "provider": "local", "private": True}], "rules": []})
-    scheduler = Scheduler(
+    scheduler = standalone_scheduler(
         store=store,
         policy=lambda: policy,
         providers={"local": provider},
-        callback_base="http://127.0.0.1:1",
-        checkpoint_root=None,
         scheduler_id="test",
         grants=tenant_grants(storage, settings),
     )

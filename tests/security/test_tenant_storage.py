@@ -220,7 +220,7 @@ def test_the_executor_refuses_a_task_whose_paths_are_another_tenant_s(tmp_path: 
             storage=storage,
         )
 
-    document = spec_for()
+    document = spec_for().wire_document()
     assert document["checkpoint"] == f"{tmp_path / 'ckpt'}/tenant-b/{document['task_id']}"
     for field, uri in (
         ("source", str(tmp_path / "in" / "tenant-a" / "face.png")),

@@ -16,16 +16,16 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from click.testing import CliRunner
 
 from controlplane.cli.main import cli
-from controlplane.config import Settings
+from controlplane.config import CloudSettings, Settings
 from controlplane.domain import Target, Task, TaskKind, TaskSpec, TaskState
-from controlplane.scheduler.providers_runtime import cloud_providers
+from controlplane.domain.worker_spec import WorkerSpec
+from controlplane.runtime.providers import cloud_providers
 from controlplane.scheduler.workerspec import render_worker_spec
 from providers.base import BackendState, LaunchRequest
 from providers.bootstrap import cloud_init
@@ -205,7 +205,7 @@ def _task() -> Task:
     return Task(id="tsk_cloud", spec=spec, state=TaskState.LAUNCHING, created_at=now, updated_at=now)
 
 
-def _request(target: Target, spec: dict[str, Any]) -> LaunchRequest:
+def _request(target: Target, spec: WorkerSpec) -> LaunchRequest:
     return LaunchRequest(
         attempt_id="att_cloud",
         task_id="tsk_cloud",
@@ -223,8 +223,8 @@ def test_cloud_workers_get_their_attempt_token_and_no_control_plane_secret(
     spec = render_worker_spec(
         task=_task(), attempt_id="att_cloud", token=token, callback_base="https://cp.example", checkpoint_root=None
     )
-    assert json.dumps(spec).count(token) == 1
-    assert set(spec["callback"]) <= {"url", "token", "heartbeat_seconds", "wait_for_go"}
+    assert json.dumps(spec.wire_document()).count(token) == 1
+    assert set(spec.wire_document()["callback"]) <= {"url", "token", "heartbeat_seconds", "wait_for_go"}
     with KmockCluster() as cluster:
         kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", {"kmock": cluster.url})
         targets = [
@@ -237,7 +237,7 @@ def test_cloud_workers_get_their_attempt_token_and_no_control_plane_secret(
             Target(name="spot", provider="aws", private=False, regions=("us-east-1",), instance_types=("g5.xlarge",)),
             Target(name="az", provider="azure", private=False, regions=("eastus",), instance_types=("NC4as_T4_v3",)),
         ]
-        providers = cloud_providers(lambda: targets)  # as serve builds them, from this environment
+        providers = cloud_providers(lambda: targets, clouds=CloudSettings.from_env())  # as serve, from this environment
         providers["kubernetes"].launch(_request(targets[0], spec))
         objects = [*cluster.objects(JOBS), *cluster.objects(SECRETS)]
     assert len(objects) == 2

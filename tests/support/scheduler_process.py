@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from controlplane.policy import parse_policy
-from controlplane.scheduler import Scheduler
+from controlplane.runtime import standalone_scheduler
 from controlplane.store import Store, make_engine
 from providers.noop import NoopProvider
 
@@ -52,12 +52,10 @@ def main() -> None:
     store = Store(engine)
     policy = parse_policy(POLICY)
     provider = NoopProvider(name="local")
-    scheduler = Scheduler(
+    scheduler = standalone_scheduler(
         store=store,
         policy=lambda: policy,
         providers={"local": provider},
-        callback_base="http://127.0.0.1:1",
-        checkpoint_root=None,
         scheduler_id=args.name,
         batch_size=args.batch,
     )

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from controlplane.domain import InvalidSpec
+from controlplane.domain.worker_spec import parse_worker_spec
 from providers.base import BackendState
 from providers.bootstrap import (
     AZURE_TAG_ATTEMPT,
@@ -33,7 +34,7 @@ from providers.bootstrap import (
     worker_image,
 )
 
-SPEC = {
+DOCUMENT = {
     "version": 1,
     "task_id": "tsk_1",
     "attempt_id": "att_01HXYZ",
@@ -42,6 +43,7 @@ SPEC = {
     "output": "s3://out/c.mp4",
     "callback": {"url": "https://cp/v1/attempts/att_01HXYZ", "token": "att_SECRET-token", "heartbeat_seconds": 5},
 }
+SPEC = parse_worker_spec(DOCUMENT)
 
 
 def test_names_are_deterministic_and_dns_safe() -> None:
@@ -71,7 +73,7 @@ def test_cloud_init_writes_the_spec_0600_and_runs_the_image_once() -> None:
     spec_file, script_file = document["write_files"]
     assert spec_file["path"] == SPEC_PATH
     assert spec_file["permissions"] == "0600"
-    assert json.loads(base64.b64decode(spec_file["content"])) == SPEC
+    assert json.loads(base64.b64decode(spec_file["content"])) == DOCUMENT
     assert base64.b64decode(spec_file["content"]).decode() == spec_json(SPEC)
     script = base64.b64decode(script_file["content"]).decode()
     assert "docker run --rm --name fusionplane-att_01HXYZ --gpus all" in script

@@ -19,7 +19,7 @@ from controlplane.domain import (
     TaskState,
 )
 from controlplane.domain.worker_spec import WorkerSpec
-from controlplane.scheduler.executor import _launched_together
+from controlplane.scheduler.placing import _launched_together
 from controlplane.scheduler.workerspec import render_worker_spec
 from controlplane.store import PlannedLaunch, Store, make_engine, upgrade
 
@@ -70,7 +70,7 @@ def test_only_a_hedged_attempts_spec_waits_for_the_go() -> None:
     def render(**hedged: bool) -> dict[str, Any]:
         return render_worker_spec(
             task=task(), attempt_id="att_1", token="t", callback_base="http://cp", checkpoint_root=None, **hedged
-        )
+        ).wire_document()
 
     hedged, alone = render(hedged=True), render()
     assert hedged["callback"]["wait_for_go"] is True

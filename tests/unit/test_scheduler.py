@@ -23,6 +23,7 @@ from controlplane.domain import (
     Unavailable,
 )
 from controlplane.policy import Policy, parse_policy
+from controlplane.runtime import standalone_scheduler
 from controlplane.scheduler import Scheduler
 from controlplane.store import Store, make_engine, upgrade
 from providers.noop import NoopProvider
@@ -65,12 +66,10 @@ def _scheduler(store: Store, *candidates: Candidate, **providers: NoopProvider) 
             task_id=task.id, policy_version="v", decided_at=now, rejections=(), candidates=tuple(candidates)
         )
 
-    return Scheduler(
+    return standalone_scheduler(
         store=store,
         policy=lambda: POLICY,
         providers=providers,
-        callback_base="http://127.0.0.1:1",
-        checkpoint_root=None,
         scheduler_id="test",
         **({"planner": fixed_plan} if candidates else {}),
     )

@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
+from controlplane.config import seed_clouds_from_env
 from controlplane.domain import DataSensitivity, PlacementPlan, Priority, SignalSample, SignalSnapshot, Target
 from controlplane.policy import Policy, PolicyError, parse_policy, plan
 from controlplane.policy.checks import validate_document
 from controlplane.policy.seed import BuiltinCloud, SeedClouds
 from controlplane.policy_sources import build_policy_set
 from controlplane.policy_sources.active import PolicyDocuments
-from controlplane.scheduler.seed_clouds import seed_clouds_from_env
 from tests.unit.test_policy_checks import AZURE_SETTINGS
 from tests.unit.test_policy_language import _task
 

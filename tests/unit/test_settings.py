@@ -106,7 +106,7 @@ def test_serve_refuses_a_poll_interval_that_outlasts_its_values_ttl(monkeypatch:
 
 
 def test_the_default_signal_schedules_fit_their_ttls(monkeypatch: pytest.MonkeyPatch) -> None:
-    from controlplane.scheduler.signals_runtime import DEFAULT_SCHEDULES, SOURCE_TTLS, check_signal_schedules
+    from controlplane.runtime.signals import DEFAULT_SCHEDULES, SOURCE_TTLS, check_signal_schedules
 
     for name in [n for n in os.environ if n.startswith("FUSIONPLANE_SIGNALS_")]:
         monkeypatch.delenv(name)
@@ -128,7 +128,7 @@ def test_the_default_signal_schedules_fit_their_ttls(monkeypatch: pytest.MonkeyP
 
 def test_a_source_turned_off_is_neither_checked_nor_built(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from controlplane.policy_sources import DEFAULT_POLICY_PATH, load_policy_file
-    from controlplane.scheduler.signals_runtime import (
+    from controlplane.runtime.signals import (
         build_signal_hub,
         check_signal_schedules,
         pollers_json,

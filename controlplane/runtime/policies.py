@@ -2,7 +2,7 @@
 
 Start-up order, most authoritative first:
 
-1. ``CONSUL_HTTP_ADDR`` set: the key in Consul (default ``fusionplane/policy``).
+1. ``CONSUL_HTTP_ADDR`` set (``ConsulSettings``): the key in Consul (default ``fusionplane/policy``).
    Unreachable, missing or invalid there, the policy this database last
    applied (the last good one, as the store remembers it); with none, the
    policy file. The watcher keeps trying Consul and switches when it can.
@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from controlplane.config import ConsulSettings
 from controlplane.metrics import Metrics
 from controlplane.policy import PolicyError, parse_policy
 from controlplane.policy.seed import NO_SEED_CLOUDS, SeedClouds
 from controlplane.policy_sources import ActivePolicy, PolicySet, build_policy_set
-from controlplane.policy_sources.consul_source import ConsulPolicySource, consul_client, consul_configured, policy_key
+from controlplane.policy_sources.consul_source import ConsulPolicySource, consul_client
 from controlplane.policy_sources.sources import FilePolicySource
 from controlplane.policy_sources.watch import CONSUL_WAIT_S, PolicyWatcher
 from controlplane.store import NotFound, Store, utcnow
@@ -98,23 +99,26 @@ def start_policy_runtime(
     now: datetime | None = None,
     consul_wait_s: float = CONSUL_WAIT_S,
     seed_clouds: SeedClouds = NO_SEED_CLOUDS,
+    consul: ConsulSettings | None = None,
 ) -> PolicyRuntime:
     """Load the start-up policy, record it, and start watching its source.
 
-    ``seed_clouds`` configures a seed form's built-in clouds (``serve`` reads
-    it from the environment). Raises :class:`PolicyError` when no usable
-    policy exists at all.
+    ``seed_clouds`` configures a seed form's built-in clouds and ``consul``
+    the Consul source (both from :class:`controlplane.config.Settings`;
+    ``consul`` None: this process's environment). Raises
+    :class:`PolicyError` when no usable policy exists at all.
     """
     now = now or utcnow()
+    consul = ConsulSettings.from_env() if consul is None else consul
     files = FilePolicySource(policy_file)
 
     def record(policies: PolicySet) -> None:
         record_policy_set(store, policies, applied_by=applied_by)
 
-    if consul_configured():
+    if consul.configured:
         # py-consul adds a blocking query's wait (and 1/16) to this itself: a silent Consul costs the
         # start-up read CONSUL_ANSWER_S and a watch round consul_wait_s * 17/16 + CONSUL_ANSWER_S
-        source = ConsulPolicySource(consul_client(timeout_s=CONSUL_ANSWER_S), policy_key())
+        source = ConsulPolicySource(consul_client(token=consul.token, timeout_s=CONSUL_ANSWER_S), consul.policy_key)
         initial, problem, index = _from_consul(source, seed_clouds)
         if initial is None:
             initial = last_applied(store, seed_clouds=seed_clouds) or build_policy_set(

@@ -31,16 +31,19 @@ it on the next poll. ``breaker`` and ``budget`` read the store (attempts and
 receipts): the spot circuit breakers and today's cloud spend, which
 ``plan()`` reads as ``breaker/...`` and ``budget/...`` samples. History is
 kept for ``FUSIONPLANE_SIGNAL_RETENTION_HOURS`` (default 48), pruned hourly.
+
+Every variable is read by :class:`controlplane.config.SignalSettings`; the
+functions here take one (None: this process's environment, as tests set it).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from controlplane.config import SIGNAL_RETENTION_VARIABLE, SIGNALS_OFF_VARIABLE, SIGNALS_PREFIX, SignalSettings
 from controlplane.domain import SPOT_PRICE_TTL_SECONDS, TaskState
 from controlplane.metrics import Metrics
 from controlplane.policy import Policy
@@ -89,8 +92,11 @@ SOURCE_TTLS: Mapping[str, float] = {
 }
 
 
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
+def _signals(settings: SignalSettings | None) -> SignalSettings:
+    return SignalSettings.from_env() if settings is None else settings
+
+
+def _number(name: str, raw: str | None, default: float) -> float:
     if raw is None or raw == "":
         return default
     try:
@@ -102,7 +108,7 @@ def _env_float(name: str, default: float) -> float:
     return value
 
 
-def schedule_for(name: str, *, ttl_s: float | None = None) -> PollSchedule:
+def schedule_for(name: str, *, ttl_s: float | None = None, settings: SignalSettings | None = None) -> PollSchedule:
     """The source's schedule from its defaults and ``FUSIONPLANE_SIGNALS_<NAME>_*``.
 
     With ``ttl_s`` (the TTL of the source's values) a schedule whose next
@@ -110,12 +116,17 @@ def schedule_for(name: str, *, ttl_s: float | None = None) -> PollSchedule:
     poller must never leave the planner without a fresh value.
     """
     base = DEFAULT_SCHEDULES[name]
-    prefix = f"FUSIONPLANE_SIGNALS_{name.upper()}_"
-    interval = _env_float(prefix + "INTERVAL_S", base.interval_s)
-    timeout = _env_float(prefix + "TIMEOUT_S", base.timeout_s)
+    prefix = f"{SIGNALS_PREFIX}{name.upper()}_"
+    given = _signals(settings).schedules
+
+    def number(variable: str, default: float) -> float:
+        return _number(variable, given.get(variable), default)
+
+    interval = number(prefix + "INTERVAL_S", base.interval_s)
+    timeout = number(prefix + "TIMEOUT_S", base.timeout_s)
     if interval <= 0 or timeout <= 0:
         raise ValueError(f"{prefix}INTERVAL_S and {prefix}TIMEOUT_S must be above 0")
-    jitter = _env_float(prefix + "JITTER_S", base.jitter_s)
+    jitter = number(prefix + "JITTER_S", base.jitter_s)
     if ttl_s is not None and interval + jitter + timeout >= ttl_s:
         raise ValueError(
             f"{prefix}INTERVAL_S: a poll every {interval:g} s (+ up to {jitter:g} s jitter, {prefix}JITTER_S, "
@@ -131,12 +142,12 @@ def schedule_for(name: str, *, ttl_s: float | None = None) -> PollSchedule:
 
 
 #: the setting that turns pollers off (comma-separated source names)
-OFF_VARIABLE = "FUSIONPLANE_SIGNALS_OFF"
+OFF_VARIABLE = SIGNALS_OFF_VARIABLE
 
 
-def sources_off(env: Mapping[str, str] | None = None) -> frozenset[str]:
+def sources_off(settings: SignalSettings | None = None) -> frozenset[str]:
     """The sources ``FUSIONPLANE_SIGNALS_OFF`` turns off; an unknown name is refused naming the variable."""
-    raw = (os.environ if env is None else env).get(OFF_VARIABLE, "")
+    raw = _signals(settings).off
     names = frozenset(part.strip() for part in raw.split(",") if part.strip())
     unknown = sorted(names - set(DEFAULT_SCHEDULES))
     if unknown:
@@ -144,23 +155,25 @@ def sources_off(env: Mapping[str, str] | None = None) -> frozenset[str]:
     return names
 
 
-def check_signal_schedules() -> None:
+def check_signal_schedules(settings: SignalSettings | None = None) -> None:
     """Refuse (ValueError naming the variable) any source's schedule that does not fit its values' TTL.
 
     ``fusionctl serve`` calls it with its other settings, before it starts anything. A source
     turned off is not checked.
     """
-    off = sources_off()
+    settings = _signals(settings)
+    off = sources_off(settings)
     for name, ttl in SOURCE_TTLS.items():
         if name not in off:
-            schedule_for(name, ttl_s=ttl)
+            schedule_for(name, ttl_s=ttl, settings=settings)
 
 
-def build_sources(env: Mapping[str, str] | None = None) -> list[SignalSource]:
-    """Every source this control plane runs (see the module's table)."""
-    env = os.environ if env is None else env
+def build_sources(settings: SignalSettings | Mapping[str, str] | None = None) -> list[SignalSource]:
+    """Every source this control plane runs (see the module's table); a mapping is read as an environment."""
+    if not isinstance(settings, SignalSettings):
+        settings = SignalSettings.from_env(settings)
     sources: list[SignalSource] = []
-    url = env.get("FUSIONPLANE_PROMETHEUS_URL")
+    url = settings.prometheus_url
     if url:
         from controlplane.signals.prometheus import PrometheusSource
 
@@ -170,8 +183,8 @@ def build_sources(env: Mapping[str, str] | None = None) -> list[SignalSource]:
     from controlplane.signals.kubernetes_capacity import KubernetesCapacitySource
 
     sources.append(KubernetesCapacitySource())
-    sources.append(AwsSpotPriceSource(endpoint_url=env.get("FUSIONPLANE_AWS_ENDPOINT_URL") or None))
-    sources.append(AzureSpotPriceSource(base_url=env.get("FUSIONPLANE_AZURE_PRICES_URL") or DEFAULT_BASE_URL))
+    sources.append(AwsSpotPriceSource(endpoint_url=settings.aws_endpoint_url or None))
+    sources.append(AzureSpotPriceSource(base_url=settings.azure_prices_url or DEFAULT_BASE_URL))
     return sources
 
 
@@ -181,11 +194,13 @@ def build_signal_hub(
     policy: Callable[[], Policy | PolicySet],
     metrics: Metrics | None = None,
     sources: list[SignalSource] | None = None,
+    settings: SignalSettings | None = None,
 ) -> SignalHub:
     """The hub with the store's sources (queue, breaker, budget), the configured ones, history and the age gauge."""
+    settings = _signals(settings)
     queue = QueueDepthSource(lambda: store.count_tasks_by_state()[TaskState.QUEUED])
-    chosen = [queue, *store_sources(store, policy), *(build_sources() if sources is None else sources)]
-    off = sources_off()
+    chosen = [queue, *store_sources(store, policy), *(build_sources(settings) if sources is None else sources)]
+    off = sources_off(settings)
     chosen = [source for source in chosen if source.name not in off]
 
     def wanted() -> Wanted:
@@ -193,7 +208,7 @@ def build_signal_hub(
 
     hub = SignalHub(
         # schedules against TTLs are checked once, at serve's start-up (check_signal_schedules)
-        [(source, schedule_for(source.name)) for source in chosen],
+        [(source, schedule_for(source.name, settings=settings)) for source in chosen],
         wanted=wanted,
         on_samples=store.record_signal_samples,
         metrics=metrics,
@@ -234,8 +249,9 @@ def store_sources(store: Store, policy: Callable[[], Policy | PolicySet]) -> lis
     return [BreakerSource(outcomes, BreakerRules(params)), BudgetSource(spend)]
 
 
-def prune_history(store: Store) -> int:
-    hours = _env_float("FUSIONPLANE_SIGNAL_RETENTION_HOURS", DEFAULT_RETENTION_HOURS)
+def prune_history(store: Store, settings: SignalSettings | None = None) -> int:
+    """Delete signal history older than ``FUSIONPLANE_SIGNAL_RETENTION_HOURS``; how many samples went."""
+    hours = _number(SIGNAL_RETENTION_VARIABLE, _signals(settings).retention_hours, DEFAULT_RETENTION_HOURS)
     deleted = store.prune_signal_samples(older_than=utcnow() - timedelta(hours=hours))
     if deleted:
         log.info("", extra={"event": "signals.history_pruned", "deleted": deleted, "retention_hours": hours})

@@ -1,0 +1,198 @@
+"""One control plane from one :class:`Settings`: the store, the policy in force, the pollers, the providers,
+the scheduler with its jobs, and the API over them.
+
+``fusionctl serve`` is :func:`build_runtime`, :meth:`Runtime.start`, the API
+until interrupted, and :meth:`Runtime.stop`. Everything is built in the
+order a failure should be reported in: settings, database, policy, storage
+allow-lists, tokens, pollers.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import Engine
+
+from controlplane.api.app import create_app
+from controlplane.api.auth import TokenError, TokenRegistry
+from controlplane.api.limits import BodyLimit
+from controlplane.config import Settings
+from controlplane.domain.tenant_storage import TenantStorage
+from controlplane.metrics import Metrics
+from controlplane.policy import PolicyError
+from controlplane.policy.storage import StorageError, StorageFile
+from controlplane.runtime.dev_token import DevToken, ensure_dev_token
+from controlplane.runtime.jobs import leadership_and_jobs
+from controlplane.runtime.policies import PolicyRuntime, start_policy_runtime
+from controlplane.runtime.providers import cloud_providers, local_provider
+from controlplane.runtime.signals import build_signal_hub, check_signal_schedules, pollers_json
+from controlplane.scheduler import Scheduler
+from controlplane.scheduler.leader import Leadership
+from controlplane.scheduler.workerspec import tenant_grants
+from controlplane.signals.hub import SignalHub
+from controlplane.store import Store, make_engine, upgrade
+from providers.base import Provider
+from providers.local import LocalProvider
+
+__all__ = ["Runtime", "StartupError", "build_runtime", "check_settings", "prepare_folders"]
+
+
+class StartupError(Exception):
+    """The control plane cannot start with these settings or files; the message says which and why.
+
+    ``usage`` marks the operator's own setting (``serve`` exits 2, as for a
+    bad flag) rather than a file or a service that failed (exit 1).
+    """
+
+    def __init__(self, message: str, *, usage: bool = False) -> None:
+        super().__init__(message)
+        self.usage = usage
+
+
+@dataclass(kw_only=True)
+class Runtime:
+    """A built control plane, not yet running: :meth:`start` it, serve :attr:`asgi`, then :meth:`stop` it."""
+
+    settings: Settings
+    engine: Engine
+    store: Store
+    metrics: Metrics
+    policies: PolicyRuntime
+    hub: SignalHub
+    local: LocalProvider
+    providers: Mapping[str, Provider]
+    scheduler: Scheduler
+    leadership: Leadership
+    jobs: BackgroundScheduler
+    tokens: TokenRegistry
+    #: the development admin token's file (None in insecure mode)
+    dev_token: DevToken | None
+    #: the ASGI app to serve: the API wrapped in the request-body limit
+    asgi: BodyLimit
+
+    def start(self) -> None:
+        """Start the jobs and try for the leader lease (a lone replica leads at once)."""
+        self.jobs.start()
+        self.leadership.renew()  # otherwise it waits for the holder's lease
+
+    def stop(self) -> None:
+        """Stop the jobs (waiting for a running one), give the lease up, stop watching the policy and polling."""
+        self.jobs.shutdown(wait=True)
+        self.leadership.resign()
+        self.policies.stop()
+        self.hub.close()
+
+
+def check_settings(settings: Settings) -> None:
+    """Refuse (ValueError naming the setting) what ``serve`` must not start with, before anything is created."""
+    settings.check()
+    check_signal_schedules(settings.signals)  # FUSIONPLANE_SIGNALS_*: before anything is migrated or started
+
+
+def prepare_folders(settings: Settings) -> None:
+    """Create ``var/``, the outputs and the input roots; ``var/`` (database, tokens) readable by this user only."""
+    for folder in (settings.var_dir, settings.output_root, *settings.input_roots):
+        folder.mkdir(parents=True, exist_ok=True)
+    # a var/ made by an older version (or by hand) may be 0755: it holds the database and tokens
+    settings.var_dir.chmod(settings.var_dir.stat().st_mode & 0o700)
+
+
+def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
+    """Everything ``serve`` runs, from ``settings`` (see :func:`check_settings` and :func:`prepare_folders`).
+
+    Raises :class:`StartupError` for a policy, allow-list, tokens file or
+    poller setting it cannot start with.
+    """
+    engine = make_engine(settings.database_url or None)
+    if migrate:
+        upgrade(engine=engine)
+    store = Store(engine)
+    metrics = Metrics.create()
+    scheduler_id = f"{socket.gethostname()}-{os.getpid()}"
+    try:
+        policies = start_policy_runtime(
+            store=store,
+            policy_file=settings.policy_file,
+            applied_by=scheduler_id,
+            metrics=metrics,
+            seed_clouds=settings.seed_clouds,
+            consul=settings.consul,
+        )
+    except (PolicyError, OSError) as exc:
+        raise StartupError(f"policy: {exc}") from exc
+    try:
+        storage = StorageFile(settings.storage_file)
+    except (StorageError, OSError) as exc:
+        raise StartupError(f"storage allow-lists: {exc}") from exc
+    dev_token = None if settings.insecure_dev else ensure_dev_token(settings)
+    try:
+        tokens = TokenRegistry.load(settings.tokens_file, metrics=metrics)
+    except TokenError as exc:
+        raise StartupError(f"tokens file {settings.tokens_file}: {exc}") from exc
+    local = local_provider(settings)
+    try:
+        hub = build_signal_hub(store=store, policy=policies.current, metrics=metrics, settings=settings.signals)
+    except ValueError as exc:  # a bad FUSIONPLANE_SIGNALS_* setting
+        raise StartupError(str(exc), usage=True) from exc
+    providers: dict[str, Provider] = {
+        "local": local,
+        **cloud_providers(lambda: policies.current().targets, clouds=settings.clouds),
+    }
+    checkpoint_root = (settings.var_dir / "checkpoints").resolve()
+    scheduler = Scheduler(
+        store=store,
+        signals=hub.samples,
+        policy=policies.current,
+        providers=providers,
+        callback_base=settings.callback_base,
+        checkpoint_root=checkpoint_root,
+        scheduler_id=scheduler_id,
+        metrics=metrics,
+        storage=TenantStorage(
+            input_roots=settings.input_roots, output_root=settings.output_root, checkpoint_root=checkpoint_root
+        ),
+        grants=tenant_grants(storage, settings),
+    )
+    leadership, jobs = leadership_and_jobs(
+        settings=settings, store=store, scheduler=scheduler, hub=hub, metrics=metrics
+    )
+
+    def attempt_logs(attempt_id: str) -> Path | None:
+        try:
+            return local.logs(attempt_id)
+        except FileNotFoundError:
+            return None
+
+    asgi, _app = create_app(
+        settings=settings,
+        store=store,
+        tokens=tokens,
+        metrics=metrics,
+        attempt_logs=attempt_logs,
+        active_policy=policies.active,
+        live_signals=lambda: scheduler.snapshot(policies.current()),
+        signal_pollers=lambda: pollers_json(hub),
+        leader_status=leadership.status,
+        storage=storage,
+    )
+    return Runtime(
+        settings=settings,
+        engine=engine,
+        store=store,
+        metrics=metrics,
+        policies=policies,
+        hub=hub,
+        local=local,
+        providers=providers,
+        scheduler=scheduler,
+        leadership=leadership,
+        jobs=jobs,
+        tokens=tokens,
+        dev_token=dev_token,
+        asgi=asgi,
+    )

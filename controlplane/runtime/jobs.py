@@ -1,0 +1,92 @@
+"""The control plane's periodic work: placing, following, releasing, reconciling, the lease, the pollers.
+
+Every scheduler job runs only while this replica holds the leader lease
+(:meth:`Leadership.guard`); the lease renewal, the signal pollers and the
+retention jobs run on every replica.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from datetime import UTC, datetime
+
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from controlplane.api.uploads import prune_uploads
+from controlplane.config import Settings
+from controlplane.metrics import Metrics
+from controlplane.runtime.signals import prune_history
+from controlplane.scheduler import Scheduler
+from controlplane.scheduler.leader import Leadership
+from controlplane.scheduler.reconcile import Reconciler
+from controlplane.signals.hub import SignalHub
+from controlplane.store import Store
+from controlplane.store.uploads import inputs_in_use
+
+__all__ = ["leadership_and_jobs"]
+
+
+def leadership_and_jobs(
+    *,
+    settings: Settings,
+    store: Store,
+    scheduler: Scheduler,
+    hub: SignalHub,
+    metrics: Metrics,
+) -> tuple[Leadership, BackgroundScheduler]:
+    """The leader lease of ``scheduler`` and every job, scheduled but not started."""
+    jobs = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 5})
+    reconciler = Reconciler(scheduler)
+    elected = threading.Event()
+
+    def on_elected(fenced: Store) -> None:
+        # from now on every scheduler write checks this replica's token; reconcile at once
+        scheduler.store = fenced
+        scheduler.start_leading()  # what ended while nobody led is reconciliation's
+        elected.set()
+        with contextlib.suppress(JobLookupError):
+            jobs.modify_job("reconcile", next_run_time=datetime.now(UTC))
+
+    def reconcile() -> None:
+        just_elected = elected.is_set()
+        elected.clear()
+        reconciler.run(elected=just_elected)
+
+    leadership = Leadership(
+        store=store,
+        holder=scheduler.scheduler_id,
+        lease_seconds=settings.leader_lease_seconds,
+        on_elected=on_elected,
+        metrics=metrics,
+    )
+    guard = leadership.guard
+    jobs.add_job(
+        guard(scheduler.place_until_idle, default=0),
+        "interval",
+        seconds=0.5,
+        kwargs={"max_seconds": 0.4},
+        id="place",
+    )
+    jobs.add_job(guard(scheduler.follow, default=0), "interval", seconds=1.0, id="follow")
+    jobs.add_job(guard(scheduler.release_finished, default=0), "interval", seconds=5.0, id="release")
+    jobs.add_job(guard(reconcile, default=None), "interval", seconds=settings.reconcile_seconds, id="reconcile")
+    jobs.add_job(leadership.renew, "interval", seconds=leadership.renew_every_seconds, id="leader-lease")
+    hub.schedule(jobs)
+    jobs.add_job(prune_history, "interval", hours=1, args=(store, settings.signals), id="signals-retention")
+    if settings.input_roots:
+        jobs.add_job(
+            prune_uploads,
+            "interval",
+            seconds=min(3600.0, settings.upload_retention_seconds),
+            kwargs={
+                "root": settings.input_roots[0],
+                "retention_seconds": settings.upload_retention_seconds,
+                "in_use": lambda: inputs_in_use(store),
+            },
+            id="uploads-retention",
+        )
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    return leadership, jobs

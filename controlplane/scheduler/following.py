@@ -1,0 +1,276 @@
+"""Following: apply what providers say about live attempts, and fail over what ended after launch.
+
+``follow`` asks each provider about the attempts still launching or running
+and acts on :func:`~controlplane.domain.verdict.verdict`; it also stops the
+backend work of cancelled tasks. An attempt that ends after launch in a way
+another attempt may fix (preempted, lost, silent heartbeats, unschedulable
+too long, a crash) is failed over: the attempt keeps its ending, the task
+goes back to ``queued`` and the next ``place_batch`` plans it again on fresh
+signals and the current policy, with a new receipt, after a backoff and
+within the tenant's max attempts (docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+
+from controlplane.domain import Attempt, AttemptState, ProviderError, TaskState, Unavailable
+from controlplane.domain.verdict import Next, Verdict, verdict
+from controlplane.policy import Policy
+from controlplane.policy_sources import PolicySet
+from controlplane.scheduler.base import LAUNCH_GRACE_S, SEND_GRACE_S, SchedulerBase, log
+from controlplane.scheduler.deadlines import expire_deadlines
+from controlplane.scheduler.outcomes import FailoverRules, advance
+from providers.base import BackendStatus, Provider
+
+__all__ = ["Following"]
+
+
+class Following(SchedulerBase):
+    def follow(self) -> int:
+        """Apply what providers say about live attempts, failing over what ended after launch; returns how many.
+
+        First, tasks past their deadline fail and their attempts are
+        stopped (:meth:`expire_deadlines`). For each live attempt: a cancelled task has its backend work
+        stopped; a final backend status is applied, a retryable one
+        (preempted, lost, a crash exit code) by failing over; a worker that
+        called in and then went silent past the heartbeat timeout, a pod
+        unschedulable past its limit, or a worker that never called in
+        within its provider's first-heartbeat limit, is cancelled and only
+        then failed over, so no second attempt starts while the first may still run; a
+        running backend moves a launching attempt to running (of a hedged
+        launch, the first sibling only: the others are cancelled). Last, the
+        attempts that a worker's callback ended retryably (the API ends the
+        attempt only) get their failover: last, so that one ended after the
+        live attempts were read is still caught in this round.
+        """
+        expired = self.expire_deadlines()  # first: an expired task's attempts are not followed, nor failed over
+        policies = self.policy()
+        live = self.store.live_attempts()
+        heartbeats = self.store.last_heartbeats([a.id for a in live]) if live else {}
+        by_provider: dict[str, list[Attempt]] = {}
+        for attempt in live:
+            if attempt.provider in self.providers:
+                by_provider.setdefault(attempt.provider, []).append(attempt)
+
+        def one(name: str) -> int:
+            return self._follow_provider(self.providers[name], by_provider[name], heartbeats, policies)
+
+        if len(by_provider) <= 1:
+            applied = sum(one(name) for name in by_provider)
+        else:
+            # one thread per backend: a cloud API that times out holds up only its own attempts
+            with ThreadPoolExecutor(max_workers=len(by_provider), thread_name_prefix="follow") as pool:
+                applied = sum(pool.map(one, list(by_provider)))
+        return expired + applied + self._fail_over_ended(policies)
+
+    def expire_deadlines(self) -> int:
+        """Fail queued, launching and running tasks past their deadline, stopping their attempts (deadlines.py)."""
+
+        def retry_release(attempt: Attempt) -> None:
+            self._release_retries[attempt.id] = attempt.provider
+
+        return expire_deadlines(
+            store=self.store,
+            providers=self.providers,
+            now=self.clock(),
+            actor=self.scheduler_id,
+            retry_release=retry_release,
+        )
+
+    def _follow_provider(
+        self,
+        provider: Provider,
+        live: list[Attempt],
+        heartbeats: Mapping[str, datetime | None],
+        policies: Policy | PolicySet,
+    ) -> int:
+        """``follow`` for one backend's live attempts, in order; stops at the first status it cannot get."""
+        applied = 0
+        for attempt in live:
+            task = self.store.get_task(attempt.task_id)
+            cancelled = task.state == TaskState.CANCELLED
+            status: BackendStatus | None = None
+            if not cancelled:
+                try:
+                    status = provider.status(attempt.id)
+                except Unavailable:
+                    # the backend API is down or timing out: asking about its other attempts this round would
+                    # cost one timeout each, and a cancel (for a silent worker) would not go through either
+                    log.warning("", extra={"event": "follow.backend_unavailable", "provider": attempt.provider})
+                    break
+                except ProviderError:
+                    status = None  # the backend cannot say now; a silent worker is still given up below
+            rules = FailoverRules.of(policies.for_tenant(task.spec.tenant))
+            decided = verdict(
+                attempt=attempt,
+                status=status,
+                last_heartbeat=heartbeats.get(attempt.id),
+                rules=rules,
+                now=self.clock(),
+                task_cancelled=cancelled,
+                sending=self.may_still_be_sending(attempt),
+            )
+            applied += self._act(provider, attempt, decided, rules)
+        return applied
+
+    def _act(self, provider: Provider, attempt: Attempt, decided: Verdict, rules: FailoverRules) -> int:
+        """Do what the verdict on a live attempt says; 1 when it changed something."""
+        if decided.next is Next.CANCEL:
+            try:
+                provider.cancel(attempt.id)
+            except ProviderError:
+                return 0  # try again next round
+            return int(
+                advance(
+                    self.store,
+                    attempt.id,
+                    AttemptState.CANCELLED,
+                    TaskState.CANCELLED,
+                    actor=self.scheduler_id,
+                    reason=decided.reason,
+                )
+            )
+        if decided.next is Next.RUN:
+            self._start_running(attempt)
+            return 0
+        if decided.next is Next.FAIL_OVER and decided.cancel_first:
+            assert decided.ended is not None
+            assert decided.trigger is not None
+            assert decided.reason is not None
+            return self._cancel_then_fail_over(
+                provider, attempt, rules, ended=decided.ended, trigger=decided.trigger, reason=decided.reason
+            )
+        return self._settle(attempt, decided, rules)
+
+    def _start_running(self, attempt: Attempt) -> None:
+        """The backend says a launching attempt runs: the store decides whether it may (a hedge's first only).
+
+        The resources of the siblings it beat, or its own when it lost, are
+        stopped now; ``release_finished`` repeats that if a cancel fails.
+        """
+        started = self.store.start_running(attempt.id, actor=self.scheduler_id)
+        losers = [*started.cancelled, *([started.attempt] if started.outcome == "lost" else [])]
+        for loser in losers:
+            self._stop_resource(loser.id, loser.provider)
+        if losers:
+            log.info(
+                "",
+                extra={
+                    "event": "attempt.hedge_decided",
+                    "task_id": attempt.task_id,
+                    "attempt_id": attempt.id,
+                    "outcome": started.outcome,
+                    "cancelled": [loser.id for loser in losers],
+                },
+            )
+
+    def may_still_be_sending(self, attempt: Attempt) -> bool:
+        """Whether a launching attempt with no backend ref may have a launch call still on its way.
+
+        Its backend answering "unknown attempt" then means "not sent yet",
+        not "gone". True while this scheduler is sending it; for an attempt
+        created before this scheduler was elected, for ``SEND_GRACE_S``
+        after the election (the previous leader checks the fence before
+        every launch, so only a call already under way can still arrive,
+        bounded by the providers' client timeouts); one created and sent
+        under this leadership has had its answer. Without leadership
+        (schedulers sharing the work, in tests) it goes by the attempt's age.
+        """
+        if attempt.state != AttemptState.LAUNCHING or attempt.backend_ref is not None:
+            return False
+        if attempt.id in self._sending:
+            return True
+        now = self.clock()
+        if self.leading_since is None:
+            return (now - attempt.created_at).total_seconds() < LAUNCH_GRACE_S
+        if attempt.created_at <= self.leading_since:
+            return (now - self.leading_since).total_seconds() < SEND_GRACE_S
+        return False
+
+    def apply_final_status(self, attempt: Attempt, status: BackendStatus, rules: FailoverRules) -> int:
+        """Apply a final backend status found outside ``follow`` (reconciliation); 1 if it changed something."""
+        decided = verdict(
+            attempt=attempt,
+            status=status,
+            last_heartbeat=None,
+            rules=None,  # only the status speaks here: no timeout is judged outside follow
+            now=self.clock(),
+            sending=self.may_still_be_sending(attempt),
+        )
+        return self._settle(attempt, decided, rules)
+
+    def _settle(self, attempt: Attempt, decided: Verdict, rules: FailoverRules) -> int:
+        """A verdict from a final status: fail over a retryable ending, else end the attempt and its task."""
+        if decided.next is Next.FAIL_OVER:
+            assert decided.trigger is not None
+            assert decided.reason is not None
+            return self._fail_over(
+                attempt,
+                rules,
+                ended=decided.ended,
+                trigger=decided.trigger,
+                reason=decided.reason,
+                exit_code=decided.exit_code,
+            )
+        if decided.next not in (Next.SUCCEED, Next.FAIL) or decided.ended is None:
+            return 0
+        done = advance(
+            self.store,
+            attempt.id,
+            decided.ended,
+            TaskState.SUCCEEDED if decided.next is Next.SUCCEED else TaskState.FAILED,
+            actor=self.scheduler_id,
+            reason=decided.reason,
+            exit_code=decided.exit_code,
+        )
+        if done and self.metrics:
+            self.metrics.attempts.labels(provider=attempt.provider, outcome=decided.ended.value).inc()
+        return int(done)
+
+    def _cancel_then_fail_over(
+        self,
+        provider: Provider,
+        attempt: Attempt,
+        rules: FailoverRules,
+        *,
+        ended: AttemptState,
+        trigger: str,
+        reason: str,
+    ) -> int:
+        """Stop the attempt's backend resource, then fail over; nothing if the cancel did not go through."""
+        try:
+            provider.cancel(attempt.id)
+        except (ProviderError, Unavailable) as exc:
+            # a second attempt while this one may still run would be a duplicate launch: try next round
+            log.warning(
+                "",
+                extra={
+                    "event": "attempt.cancel_failed",
+                    "task_id": attempt.task_id,
+                    "attempt_id": attempt.id,
+                    "trigger": trigger,
+                    "error": str(exc),
+                },
+            )
+            return 0
+        return self._fail_over(attempt, rules, ended=ended, trigger=trigger, reason=reason)
+
+    def _fail_over_ended(self, policies: Policy | PolicySet) -> int:
+        """Fail over the attempts that a worker's callback ended retryably (the API ends only the attempt)."""
+        applied = 0
+        for attempt in self.store.attempts_awaiting_failover():
+            decided = verdict(attempt=attempt, status=None, last_heartbeat=None, rules=None, now=self.clock())
+            if decided.next is not Next.FAIL_OVER or decided.trigger is None or decided.reason is None:
+                continue
+            task = self.store.get_task(attempt.task_id)
+            applied += self._fail_over(
+                attempt,
+                FailoverRules.of(policies.for_tenant(task.spec.tenant)),
+                ended=None,
+                trigger=decided.trigger,
+                reason=decided.reason,
+            )
+        return applied
