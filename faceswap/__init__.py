@@ -11,7 +11,8 @@ fallback). Inputs and outputs go through ``uris`` (paths, ``file://``,
 ``fetcher`` (no fetch reaches an internal address), ``access`` (the tenant's
 storage grant), ``containers`` and ``media`` (what ffmpeg may read, within
 8K). ``errors`` maps every failure to a documented exit code; ``types`` and
-``samples`` hold the values between stages and synthetic sample media. It
+``samples`` hold the values between stages and synthetic sample media;
+``config`` is the one module that reads the worker's environment. It
 imports nothing from the control plane; the worker drives it through
 :func:`run_swap`.
 """

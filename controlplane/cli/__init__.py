@@ -1,7 +1,7 @@
 """``fusionctl``: the command line of FusionPlane, and the entry point of everything it runs.
 
 ``main`` is the click group; each family of commands has its own module:
-``serve`` (the control plane: API, scheduler, providers), ``tasks``
+``serve`` (runs the control plane ``controlplane.runtime`` builds), ``tasks``
 (``submit``, ``tasks list/show/cancel/logs/watch``, ``explain``), ``plan``
 (offline dry runs), ``policy``, ``signals``, ``tokens``, ``db``, ``models``,
 ``swap`` and ``demo`` (the face swap here, no server) and ``worker`` (``worker

@@ -9,6 +9,7 @@ transitions), ``placement`` (targets, candidates, rejections and the
 one JSON document a provider hands the container; its published schema is
 generated from it), ``callbacks`` (the worker's callback bodies),
 ``exit_codes`` (the one table of exit codes, their meaning and retry class),
+``verdict`` (the pure outcome function: what happens next to an attempt),
 ``tenant`` and ``tenant_storage`` (tenant names and where a tenant's local
 files live), ``fields`` (errors that name their field) and ``errors`` (the
 domain's errors and the provider failure taxonomy). It imports nothing else

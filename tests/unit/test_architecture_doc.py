@@ -18,21 +18,6 @@ import pytest
 #: paths a pending paragraph names before its change is merged (empty this after merging)
 PENDING_PATHS: frozenset[str] = frozenset(
     {
-        "controlplane/domain/verdict.py",
-        "controlplane/scheduler/placing.py",
-        "controlplane/scheduler/following.py",
-        "controlplane/scheduler/releasing.py",
-        "controlplane/scheduler/base.py",
-        "tests/unit/test_verdict.py",
-        "tests/unit/test_scheduler_layout.py",
-        "controlplane/runtime/",
-        "controlplane/runtime/builder.py",
-        "controlplane/runtime/policies.py",
-        "controlplane/runtime/signals.py",
-        "controlplane/runtime/providers.py",
-        "controlplane/runtime/jobs.py",
-        "controlplane/runtime/standalone.py",
-        "faceswap/config.py",
         "bench/provider_backends.py",
         "bench/provider_results.py",
         "bench/signal_cluster.py",
