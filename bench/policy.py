@@ -14,6 +14,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -73,23 +74,27 @@ def small_policy() -> Policy:
     return parse_policy({"targets": [{"name": "local", "provider": "local", "private": True}]})
 
 
-def snapshot() -> SignalSnapshot:
+def snapshot(*, now: datetime = NOW, free_gpus: Callable[[int], float] = lambda i: float(i % 3)) -> SignalSnapshot:
+    """Load and price signals for every target of the big policy, observed 5 s before ``now``.
+
+    ``free_gpus(i)`` is target ``t<i>``'s free GPUs (by default 0, 1, 2 in turn).
+    """
     samples: dict[str, SignalSample] = {}
 
     def add(source: str, key: str, value: float) -> None:
         samples[f"{source}/{key}"] = SignalSample(
-            source=source, key=key, value=value, observed_at=NOW - timedelta(seconds=5), ttl_seconds=300
+            source=source, key=key, value=value, observed_at=now - timedelta(seconds=5), ttl_seconds=300
         )
 
     for i in range(8):
         add("gpu_utilization", f"t{i}", 0.5 + 0.06 * i)
-        add("free_gpus", f"t{i}", float(i % 3))
+        add("free_gpus", f"t{i}", free_gpus(i))
     for region in ("us-east-1", "us-west-2"):
         for instance_type in ("g4dn.xlarge", "g5.xlarge"):
             add("spot_price", f"aws/{region}/{instance_type}", 0.31)
     add("spot_price", "azure/eastus/Standard_NC4as_T4_v3", 0.42)
     add("queue", "depth", 40)
-    return SignalSnapshot(taken_at=NOW, samples=samples)
+    return SignalSnapshot(taken_at=now, samples=samples)
 
 
 def tasks(count: int) -> list[Task]:

@@ -33,27 +33,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import json
-import math
 import os
-import platform
 import selectors
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import date
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.policy import NOW, big_policy
-from bench.policy import snapshot as bench_snapshot
 from bench.policy import tasks as bench_tasks
 from bench.report import write_section
 from bench.signal_backends import (
@@ -66,9 +57,10 @@ from bench.signal_backends import (
     POOLS,
     pool_target,
 )
-from controlplane.domain import SignalSnapshot, Task
+from bench.signal_measure import QUEUED_TASKS, WARM_UP_CYCLES, measure_planning, measure_polls, median_us, timed
+from bench.signal_report import SignalsRun, report
 from controlplane.metrics import Metrics
-from controlplane.policy import Policy, parse_policy, plan
+from controlplane.policy import parse_policy
 from controlplane.runtime import standalone_scheduler
 from controlplane.runtime.signals import DEFAULT_SCHEDULES, build_signal_hub
 from controlplane.signals.aws_spot import AwsSpotPriceSource
@@ -81,12 +73,8 @@ from controlplane.store import NewTask, Store, make_engine, upgrade
 from providers.noop import NoopProvider
 
 REPO = Path(__file__).resolve().parent.parent
-COMMAND = "make bench-signals"
-QUEUED_TASKS = 2_000
 BACKENDS_START_TIMEOUT_S = 120.0
 BACKENDS_STOP_TIMEOUT_S = 20.0
-POLLER_JOIN_TIMEOUT_S = 30.0
-WARM_UP_CYCLES = 2
 #: what each source's one poll reads, for the table (filled in from the backends' answer)
 EXPECTED_SAMPLES = {"queue": 1, "prometheus": 16, "kubernetes": 8, "aws_spot": 25, "azure_spot": 25}
 
@@ -230,177 +218,6 @@ def _is_prometheus(pid: int) -> bool:
         return False
 
 
-# ---- measuring ---------------------------------------------------------------------------------
-
-
-@dataclass
-class PollCost:
-    """CPU and wall seconds of each measured poll, per source, and of each whole cycle."""
-
-    cpu: dict[str, list[float]] = field(default_factory=dict)
-    wall: dict[str, list[float]] = field(default_factory=dict)
-
-    def add(self, name: str, cpu: float, wall: float) -> None:
-        self.cpu.setdefault(name, []).append(cpu)
-        self.wall.setdefault(name, []).append(wall)
-
-    def cpu_ms(self, name: str) -> float:
-        return statistics.median(self.cpu[name]) * 1e3
-
-    def wall_ms(self, name: str) -> float:
-        return statistics.median(self.wall[name]) * 1e3
-
-
-def timed(fn: Callable[[], object]) -> tuple[float, float]:
-    cpu, wall = time.process_time(), time.perf_counter()
-    fn()
-    return time.process_time() - cpu, time.perf_counter() - wall
-
-
-def measure_polls(hub: SignalHub, cycles: int) -> PollCost:
-    cost = PollCost()
-    for _ in range(cycles):
-        cost.add("all", *timed(lambda: hub.poll_all(force=True)))
-    for _ in range(cycles):
-        for name in hub.names:
-            cost.add(name, *timed(functools.partial(hub.poll, name, force=True)))
-    return cost
-
-
-def median_us(fn: Callable[[], object], count: int) -> float:
-    times = []
-    for _ in range(count):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1e6
-
-
-@dataclass(frozen=True)
-class Round:
-    """One planning round: plans done, and the wall, planning-thread and whole-process CPU seconds it took."""
-
-    plans: int
-    wall: float
-    thread_cpu: float
-    process_cpu: float
-
-    @property
-    def rate(self) -> float:
-        return self.plans / self.wall
-
-
-def plan_rate(policy: Policy, work: list[Task], snap: SignalSnapshot, seconds: float) -> Round:
-    """plan() for ``seconds`` (the clock read once every 256 plans).
-
-    ``process_cpu - thread_cpu`` is what every other thread of the process
-    (the pollers and their workers) took meanwhile.
-    """
-    done = 0
-    thread_cpu, process_cpu = time.thread_time(), time.process_time()
-    started = time.perf_counter()
-    deadline = started + seconds
-    while True:  # bounded by the deadline
-        for index in range(done, done + 256):
-            plan(work[index % len(work)], snap, policy, NOW)
-        done += 256
-        now = time.perf_counter()
-        if now >= deadline:
-            return Round(
-                plans=done,
-                wall=now - started,
-                thread_cpu=time.thread_time() - thread_cpu,
-                process_cpu=time.process_time() - process_cpu,
-            )
-
-
-class Pollers:
-    """Every source of the hub polled on its own thread, every ``interval_s`` (start to start, staggered).
-
-    It runs what the control plane's APScheduler job runs, ``hub.poll(name)``
-    (backoff included), only on a fixed cadence so that rounds compare.
-    """
-
-    def __init__(self, hub: SignalHub, interval_s: float, max_s: float) -> None:
-        self.hub, self.interval_s, self.max_s = hub, interval_s, max_s
-        self.polls = dict.fromkeys(hub.names, 0)
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-
-    def __enter__(self) -> Pollers:
-        for index, name in enumerate(self.hub.names):
-            # first polls spread over one interval, as the hub's jitter spreads them, rather than all at once
-            offset = index * self.interval_s / len(self.hub.names)
-            thread = threading.Thread(target=self._run, args=(name, offset), name=f"poll-{name}", daemon=True)
-            self._threads.append(thread)
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        deadline = time.monotonic() + POLLER_JOIN_TIMEOUT_S
-        for thread in self._threads:
-            thread.join(max(deadline - time.monotonic(), 0.0))
-        stuck = [thread.name for thread in self._threads if thread.is_alive()]
-        if stuck:
-            print(f"pollers still running after {POLLER_JOIN_TIMEOUT_S:.0f} s: {stuck}", file=sys.stderr)
-
-    def _run(self, name: str, offset_s: float) -> None:
-        started = time.monotonic()
-        due = started + offset_s
-        if self._stop.wait(offset_s):
-            return
-        # bounded twice: the stop event, and max_s should a round never end
-        while not self._stop.is_set() and time.monotonic() - started < self.max_s:
-            self.hub.poll(name)
-            self.polls[name] += 1
-            due = max(due + self.interval_s, time.monotonic())
-            self._stop.wait(due - time.monotonic())
-
-
-@dataclass
-class PlanningRounds:
-    baseline: list[Round] = field(default_factory=list)
-    polling: list[Round] = field(default_factory=list)
-    #: polls started per source during the "with pollers" rounds
-    polls: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def polling_seconds(self) -> float:
-        return sum(r.wall for r in self.polling)
-
-    def others_share(self, rounds: list[Round]) -> float:
-        """The share of the wall time the process's other threads ran (CPU seconds per second)."""
-        return sum(r.process_cpu - r.thread_cpu for r in rounds) / sum(r.wall for r in rounds)
-
-    def plans_per_cpu_s(self, rounds: list[Round]) -> float:
-        """Plans per CPU second of the planning thread."""
-        return sum(r.plans for r in rounds) / sum(r.thread_cpu for r in rounds)
-
-    def planner_share(self, rounds: list[Round]) -> float:
-        """The share of the wall time the planning thread ran (the rest: other threads, other processes)."""
-        return sum(r.thread_cpu for r in rounds) / sum(r.wall for r in rounds)
-
-
-def measure_planning(hub: SignalHub, pairs: int, round_s: float, interval_s: float) -> PlanningRounds:
-    """``pairs`` rounds without and with pollers, in ABBA order so that a steady drift of the machine's speed
-    weighs on both alike; short rounds, so that a change of the shared machine's load hits few pairs."""
-    policy, work, snap = big_policy(), bench_tasks(20_000), bench_snapshot()
-    plan_rate(policy, work, snap, 1.0)  # warm-up
-    out = PlanningRounds(polls=dict.fromkeys(hub.names, 0))
-    for pair in range(pairs):
-        for polling in (False, True) if pair % 2 == 0 else (True, False):
-            if not polling:
-                out.baseline.append(plan_rate(policy, work, snap, round_s))
-                continue
-            with Pollers(hub, interval_s, max_s=round_s + 30) as pollers:
-                out.polling.append(plan_rate(policy, work, snap, round_s))
-                done = dict(pollers.polls)  # read before stopping: polls after the round do not count
-            for name, count in done.items():
-                out.polls[name] += count
-    return out
-
-
 # ---- the run -----------------------------------------------------------------------------------
 
 
@@ -427,16 +244,6 @@ def pin_to_first_core() -> str:
     return f"core {core}"
 
 
-def machine() -> str:
-    model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{os.cpu_count()}-core {platform.machine()} ({model}), shared"
-
-
 @contextlib.contextmanager
 def queued_store(folder: Path) -> Iterator[Store]:
     engine = make_engine(f"sqlite:///{folder / 'state.db'}")
@@ -458,27 +265,6 @@ def build_sources(backends: dict[str, Any]) -> list[SignalSource]:
     sources.append(AwsSpotPriceSource(endpoint_url=backends["aws"]))
     sources.append(AzureSpotPriceSource(base_url=backends["azure"]))
     return sources
-
-
-def describe(name: str, backends: dict[str, Any], policy: Policy) -> str:
-    wanted = wanted_from_targets(policy.targets)
-    if name == "queue":
-        return f"1 count by state, SQLite, {QUEUED_TASKS:,} queued tasks"
-    if name == "prometheus":
-        return f"{2 * len(wanted.kubernetes)} instant queries over {backends.get('dcgm_series', 0):,} DCGM series"
-    if name == "kubernetes":
-        return (
-            f"1 node list ({backends['kubernetes_nodes']} nodes, {backends['kubernetes_node_list_bytes'] / 1e3:,.0f}"
-            f" kB) + 1 pod list ({backends['kubernetes_pods']} pods, {backends['kubernetes_pod_list_bytes'] / 1e6:.1f}"
-            f" MB), counted for {len(wanted.kubernetes)} targets"
-        )
-    if name == "aws_spot":
-        regions = {region for region, _ in wanted.aws_offers}
-        return (
-            f"{len(regions)} DescribeSpotPriceHistory calls (one per region, threads), {len(wanted.aws_offers)} offers"
-        )
-    regions = {region for region, _ in wanted.azure_offers}
-    return f"{len(regions)} Retail Prices requests (one per region), {len(wanted.azure_offers)} offers"
 
 
 def check_sources(hub: SignalHub) -> list[str]:
@@ -561,7 +347,22 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"planning rounds ({args.rounds} x 2 x {args.round_s:g} s)...", file=sys.stderr)
             rounds = measure_planning(signal_hub, args.rounds, args.round_s, args.interval_s)
-            table = report(args, pinned, backends, policy, cost, cold, samples, hub_us, scheduler_us, rounds, problems)
+            intervals = {name: schedule.interval_s for name, schedule in DEFAULT_SCHEDULES.items()}
+            run = SignalsRun(
+                args=args,
+                pinned=pinned,
+                backends=backends,
+                policy=policy,
+                cost=cost,
+                cold=cold,
+                samples=samples,
+                hub_us=hub_us,
+                scheduler_us=scheduler_us,
+                rounds=rounds,
+                problems=problems,
+                intervals=intervals,
+            )
+            table = report(run)
     finally:
         if hub is not None:
             hub.close()
@@ -576,146 +377,6 @@ def main(argv: list[str] | None = None) -> int:
             "measured; the scheduler's planning rate must not drop by more than 5% while the pollers run.\n\n",
         )
     return 0
-
-
-def report(
-    args: argparse.Namespace,
-    pinned: str,
-    backends: dict[str, Any],
-    policy: Policy,
-    cost: PollCost,
-    cold: tuple[float, float],
-    samples: int,
-    hub_us: float,
-    scheduler_us: float,
-    rounds: PlanningRounds,
-    problems: list[str],
-) -> str:
-    names = [name for name in cost.cpu if name != "all"]
-    at_default = {name: cost.cpu_ms(name) / 1e3 / DEFAULT_SCHEDULES[name].interval_s for name in names}
-    # the share of the core the pollers actually took in the measured rounds (polls done x CPU per poll)
-    at_measured = sum(
-        cost.cpu_ms(name) / 1e3 * rounds.polls[name] / rounds.polling_seconds
-        for name in names
-        if rounds.polling_seconds
-    )
-    baseline = statistics.median(r.rate for r in rounds.baseline)
-    polling = statistics.median(r.rate for r in rounds.polling)
-    # paired: each pair's two rounds ran next to each other, so the machine's drift mostly cancels in their ratio
-    pair_drops = sorted(1 - w.rate / b.rate for b, w in zip(rounds.baseline, rounds.polling, strict=True))
-    drop = statistics.median(pair_drops)
-    expected_default = sum(at_default.values())
-    polls_per_s = {name: rounds.polls[name] / rounds.polling_seconds for name in names}
-    others = rounds.others_share(rounds.polling)
-    # the pollers' CPU per cycle while the planner ran (every source on the same cadence: polls / sources = cycles)
-    cycles = sum(rounds.polls.values()) / len(rounds.polls)
-    contended_ms = sum(r.process_cpu - r.thread_cpu for r in rounds.polling) / cycles * 1e3 if cycles else math.nan
-    contended_default = expected_default * contended_ms / cost.cpu_ms("all")
-    # the measured drop holds every cost of contention; scaled linearly by load to the default intervals
-    scaled = drop * expected_default / at_measured if at_measured else math.nan
-    worst = max(expected_default, contended_default, scaled)
-    efficiency_loss = 1 - rounds.plans_per_cpu_s(rounds.polling) / rounds.plans_per_cpu_s(rounds.baseline)
-    prom = (
-        f"a real Prometheus (scrape every {backends['scrape_interval_s']:g} s) of one DCGM-style exporter with "
-        f"{backends['dcgm_gpus']} GPUs ({backends['dcgm_series']:,} series)"
-        if backends.get("prometheus")
-        else f"no Prometheus ({backends.get('prometheus_skipped')}): its row is missing"
-    )
-    lines = [
-        f"Measured {date.today().isoformat()} on a {machine()}, Python {sys.version.split()[0]}; the bench pinned to "
-        f"{pinned}, the backends in their own process {backends['pinned']}. Command: `{COMMAND}` "
-        f"(`python -m bench.signals`).",
-        "",
-        f"Policy: {len(policy.targets)} targets (8 kubernetes, 6 aws, 6 azure) and 50 (region, instance type) pairs "
-        "(25 EC2, 25 Azure). Backends on 127.0.0.1: kmock (one cluster, "
-        f"{backends['kubernetes_nodes']} GPU nodes in 8 pools, {backends['kubernetes_pods']} pods), moto's EC2 "
-        f"(ThreadedMotoServer), the Azure Retail Prices fake (tests/fakes), {prom}. Sources as "
-        "`build_signal_hub` wires them: every poll also writes its samples to the history table (SQLite) and "
-        "updates the metrics.",
-        "",
-        "How the backends differ from the real ones, and what that does to the numbers: plain HTTP on loopback "
-        "(no TLS, no network latency: wall times are lower than in production; CPU too, a little, though every "
-        "client keeps its connections alive so TLS would mostly add per-byte encryption); moto answers every "
-        "spot price as 0.00001, in one page, one entry per (type, zone), which is also what EC2 sends for "
-        "`StartTime` = now; the Azure fake lists 9 meters per (region, size); kmock ignores `fieldSelector` and "
-        "`limit`, but every pod here is Running or Pending and 300 fit in one 500-item page, so its answers are "
-        "what an API server would send; one exporter stands in for 50 dcgm-exporters (a server-side "
-        "difference only).",
-        "",
-        f"**Poll cost** (median of {args.cycles} cycles after {WARM_UP_CYCLES} warm-up; CPU = `time.process_time()`, "
-        "every thread of the process):",
-        "",
-        "| source | one poll reads | CPU ms/poll | wall ms/poll | default interval | CPU share of one core at the "
-        "default interval |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name in names:
-        interval = DEFAULT_SCHEDULES[name].interval_s
-        lines.append(
-            f"| {name} | {describe(name, backends, policy)} | {cost.cpu_ms(name):.1f} | {cost.wall_ms(name):.1f} | "
-            f"{interval:g} s | {at_default[name]:.3%} |"
-        )
-    lines += [
-        f"| **whole cycle** (`hub.poll_all(force=True)`) | {samples} samples | **{cost.cpu_ms('all'):.1f}** | "
-        f"{cost.wall_ms('all'):.1f} | | **{expected_default:.3%}** |",
-        f"| first cycle, cold (clients built, service models loaded) | | {cold[0] * 1e3:.1f} | "
-        f"{cold[1] * 1e3:.1f} | | |",
-        "",
-        f"**Snapshots** ({samples} samples; median of {args.snapshots:,} calls):",
-        "",
-        "| snapshot | µs (median) |",
-        "|---|---|",
-        f"| `hub.snapshot()` | {hub_us:.1f} |",
-        f"| `Scheduler.snapshot(policy)`, once per planning batch (`signals=hub.samples`, no-op providers asked for "
-        f"capacity) | {scheduler_us:.1f} |",
-        "",
-        f"**Planning rate** (`plan()` on bench.policy's 8-target, 50-rule policy and snapshot, same process and "
-        f"core; {args.rounds} pairs of {args.round_s:g} s rounds without and with pollers, in ABBA order; while "
-        f"measured, every source is polled every {args.interval_s:g} s on its own thread, start to start, first "
-        "polls staggered over one interval: far more often than the defaults):",
-        "",
-        "| run | plans/s (median; min-max) | ratio | drop | planning thread's share of the core | other threads' CPU |",
-        "|---|---|---|---|---|---|",
-        f"| no pollers (baseline) | {baseline:,.0f} ({_span(rounds.baseline)}) | 1.00 | | "
-        f"{rounds.planner_share(rounds.baseline):.1%} | {rounds.others_share(rounds.baseline):.1%} |",
-        f"| every source every {args.interval_s:g} s (polls/s: "
-        + ", ".join(f"{name} {rate:.2f}" for name, rate in polls_per_s.items())
-        + f") | {polling:,.0f} ({_span(rounds.polling)}) | {1 - drop:.3f} | **{drop:.1%}** (median of the pairs; "
-        f"{pair_drops[0]:.1%} to {pair_drops[-1]:.1%}) | {rounds.planner_share(rounds.polling):.1%} | {others:.1%} |",
-        f"| expected for those polls from the isolated CPU per poll | | {1 - at_measured:.3f} | {at_measured:.1%} "
-        "| | |",
-        "",
-        "Expected drop at the default intervals (target: at most 5%):",
-        "",
-        "| estimate | drop |",
-        "|---|---|",
-        f"| isolated CPU per poll / default interval, summed | {expected_default:.2%} |",
-        f"| the same, with the CPU per cycle the pollers took while the planner ran ({contended_ms:.0f} ms instead "
-        f"of {cost.cpu_ms('all'):.0f} ms) | {contended_default:.2%} |",
-        f"| the measured drop at every {args.interval_s:g} s, scaled by load (default / measured) | {scaled:.2%} |",
-        "",
-        f"Target {'met' if worst <= 0.05 else 'NOT met'} at the default intervals: at most **{worst:.2%}**. While "
-        f"the planner ran, the pollers' threads took {others:.1%} of the core (process CPU minus the planning "
-        f"thread's), {contended_ms / cost.cpu_ms('all'):.1f}x the CPU of the same polls made one after another "
-        "with nothing else running (threads contending for the GIL and the core). The planning thread got "
-        f"{rounds.planner_share(rounds.polling):.1%} of the core instead of "
-        f"{rounds.planner_share(rounds.baseline):.1%}, and its plans per CPU second changed by "
-        f"{-efficiency_loss:+.1%}; rounds differ by up to {_spread(rounds.baseline):.0%} without any poller "
-        "(a shared machine), which the paired median and the alternation are there to absorb.",
-    ]
-    if problems:
-        lines += ["", "Problems reported by the last polls: " + "; ".join(problems[:10])]
-    return "\n".join(lines)
-
-
-def _span(rounds: list[Round]) -> str:
-    rates = [r.rate for r in rounds]
-    return f"{min(rates):,.0f}-{max(rates):,.0f}"
-
-
-def _spread(rounds: list[Round]) -> float:
-    rates = [r.rate for r in rounds]
-    return max(rates) / min(rates) - 1
 
 
 if __name__ == "__main__":

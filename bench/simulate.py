@@ -20,16 +20,17 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from bench.policy import big_policy, big_policy_document
+from bench.policy import snapshot as bench_snapshot
 from bench.policy import tasks as bench_tasks
 from bench.report import write_section
 from controlplane.cli.policy import policy as policy_cli
-from controlplane.domain import SignalSample, SignalSnapshot
+from controlplane.domain import SignalSnapshot
 from controlplane.policy import Policy
 from controlplane.policy_sources import PolicySet
 from controlplane.scheduler import Scheduler
@@ -41,27 +42,11 @@ class _Snapshotting(Scheduler):
     """The real scheduler; its snapshot is the bench's signals, observed as it plans."""
 
     def snapshot(self, policy: Policy | PolicySet) -> SignalSnapshot:
-        now = self.clock()
-        samples: dict[str, SignalSample] = {}
-
-        def add(source: str, key: str, value: float) -> None:
-            samples[f"{source}/{key}"] = SignalSample(
-                source=source, key=key, value=value, observed_at=now - timedelta(seconds=5), ttl_seconds=300
-            )
-
-        for i in range(8):
-            add("gpu_utilization", f"t{i}", 0.5 + 0.06 * i)
-            # room for every task: since queueing (issue 13) a batch never over-books free slots and a
-            # task with no room waits; with a frozen snapshot the waiting tasks would be woken and
-            # re-planned every batch, so a few free GPUs turned the set-up quadratic (hours, not
-            # seconds) while recording nothing more
-            add("free_gpus", f"t{i}", float(1_000_000 * (1 + i % 3)))
-        for region in ("us-east-1", "us-west-2"):
-            for instance_type in ("g4dn.xlarge", "g5.xlarge"):
-                add("spot_price", f"aws/{region}/{instance_type}", 0.31)
-        add("spot_price", "azure/eastus/Standard_NC4as_T4_v3", 0.42)
-        add("queue", "depth", 40)
-        return SignalSnapshot(taken_at=now, samples=samples)
+        # room for every task: since queueing (issue 13) a batch never over-books free slots and a
+        # task with no room waits; with a frozen snapshot the waiting tasks would be woken and
+        # re-planned every batch, so a few free GPUs turned the set-up quadratic (hours, not
+        # seconds) while recording nothing more
+        return bench_snapshot(now=self.clock(), free_gpus=lambda i: float(1_000_000 * (1 + i % 3)))
 
 
 def record(store: Store, count: int) -> float:

@@ -11,12 +11,10 @@ encoding overlap on a small machine, and are cut into segments of
 from __future__ import annotations
 
 import json
-import queue
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,13 +37,13 @@ from faceswap.media import (
 )
 from faceswap.models import ModelStore, sha256_file
 from faceswap.runtime import ExecutionConfig, create_session
+from faceswap.segments import Encoding, EventSink, SegmentWriter, read_ahead, segment_name
 from faceswap.swappers import SWAPPERS, Swapper, build_swapper
 from faceswap.types import BGRImage, Face
 from faceswap.uris import Location, fetch, parse_uri, write_atomically
 from faceswap.video import (
     ENCODERS,
     Decoder,
-    SegmentEncoder,
     available_encoders,
     concat_segments,
     to_coded,
@@ -55,14 +53,7 @@ from faceswap.video import (
 __all__ = ["STAGES", "EventSink", "FaceSwapper", "SwapOptions", "SwapResult", "run_swap"]
 
 STAGES = ("decode", "detect", "align", "swap", "paste", "encode")
-#: raw frames buffered between stages, in bytes; at 8K (100 MB a frame) that is two frames each
-QUEUE_BYTES = 256 << 20
 DETECTOR_MODEL = "yunet_2023mar"
-EventSink = Callable[[str, dict[str, Any]], None]
-
-
-def _queue_depth(frame_bytes: int, most: int) -> int:
-    return max(2, min(most, QUEUE_BYTES // max(frame_bytes, 1)))
 
 
 def _check_stop(stop: threading.Event) -> None:
@@ -213,121 +204,12 @@ class FaceSwapper:
         return len(faces)
 
 
-class _SegmentWriter(threading.Thread):
-    """Encodes frames into segment files and commits each finished segment."""
-
-    def __init__(
-        self,
-        *,
-        store: CheckpointStore,
-        manifest: Manifest,
-        workdir: Path,
-        info: MediaInfo,
-        options: SwapOptions,
-        emit: EventSink,
-        stage_s: dict[str, float],
-    ) -> None:
-        super().__init__(name="segment-writer", daemon=True)
-        self.store, self.manifest, self.workdir, self.info = store, manifest, workdir, info
-        self.options, self.emit, self.stage_s = options, emit, stage_s
-        depth = _queue_depth(info.width * info.height * 3, 8)
-        self.inbox: queue.Queue[tuple[str, int, BGRImage | None]] = queue.Queue(maxsize=depth)
-        self.error: BaseException | None = None
-        self.committed = 0
-        self._encoder: SegmentEncoder | None = None
-        self._segment = -1
-
-    def submit(self, segment: int, frame: BGRImage) -> None:
-        self._put(("frame", segment, frame))
-
-    def _put(self, item: tuple[str, int, BGRImage | None]) -> None:
-        while True:
-            if self.error is not None:
-                raise self.error
-            try:
-                self.inbox.put(item, timeout=0.2)
-                return
-            except queue.Full:
-                continue
-
-    def finish(self, *, abort: bool) -> None:
-        """Commit the last segment (or, on ``abort``, drop the unfinished one) and stop."""
-        if self.is_alive():
-            try:
-                self._put(("abort" if abort else "end", -1, None))
-            except BaseException:
-                if not abort:
-                    raise
-            self.join()
-        if self.error is not None and not abort:
-            raise self.error
-
-    def run(self) -> None:
-        try:
-            while True:
-                kind, segment, frame = self.inbox.get()
-                if kind == "abort":
-                    if self._encoder is not None:
-                        self._encoder.abort()
-                    return
-                if kind == "end":
-                    self._commit()
-                    return
-                assert frame is not None
-                if segment != self._segment:
-                    self._commit()
-                    self._start(segment)
-                assert self._encoder is not None
-                start = time.perf_counter()
-                self._encoder.write(frame)
-                self.stage_s["encode"] += time.perf_counter() - start
-        except BaseException as exc:  # surfaced to the swapping thread by submit()/finish()
-            self.error = exc
-            if self._encoder is not None:
-                self._encoder.abort()
-
-    def _start(self, segment: int) -> None:
-        width, height = self.info.width, self.info.height
-        self._segment = segment
-        self._encoder = SegmentEncoder(
-            self.workdir / _segment_name(segment),
-            width=width,
-            height=height,
-            fps=self.info.fps,
-            encoder=self.options.encoder,
-            quality=self.options.quality,
-            preset=self.options.preset,
-        )
-
-    def _commit(self) -> None:
-        if self._encoder is None:
-            return
-        encoder, self._encoder = self._encoder, None
-        start = time.perf_counter()
-        encoder.finish()
-        self.stage_s["encode"] += time.perf_counter() - start
-        name = _segment_name(self._segment)
-        self.store.put_segment(name, encoder.path)
-        self.manifest.segments[self._segment] = {
-            "file": name,
-            "frames": encoder.frames,
-            "sha256": sha256_file(encoder.path),
-        }
-        self.store.write_manifest(self.manifest)
-        self.committed += 1
-        self.emit("segment_committed", {"segment": self._segment, "frames": encoder.frames})
-
-
-def _segment_name(index: int) -> str:
-    return f"segment-{index:06d}.ts"
-
-
 def _verify_segments(store: CheckpointStore, manifest: Manifest, workdir: Path, emit: EventSink) -> None:
     """Fetch committed segments and drop any that are missing or fail their sha256: they are redone."""
     bad = []
     for segment, entry in sorted(manifest.segments.items()):
-        local = workdir / _segment_name(segment)
-        if entry.get("file") != _segment_name(segment):  # a manifest names our own files only, never a path
+        local = workdir / segment_name(segment)
+        if entry.get("file") != segment_name(segment):  # a manifest names our own files only, never a path
             bad.append(segment)
             continue
         try:
@@ -343,38 +225,6 @@ def _verify_segments(store: CheckpointStore, manifest: Manifest, workdir: Path, 
         emit("segment_invalid", {"segment": segment, "reason": "missing or checksum mismatch; redoing it"})
     if bad:
         store.write_manifest(manifest)
-
-
-def _frames(decoder: Decoder, stage_s: dict[str, float], stop: threading.Event) -> Iterator[BGRImage]:
-    """Frames read ahead on a thread, so decoding overlaps swapping."""
-    ready: queue.Queue[BGRImage | BaseException | None] = queue.Queue(maxsize=_queue_depth(decoder.frame_bytes, 4))
-
-    def pump() -> None:
-        try:
-            for frame in decoder:
-                while not stop.is_set():
-                    try:
-                        ready.put(frame, timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            ready.put(None)
-        except BaseException as exc:
-            ready.put(exc)
-
-    reader = threading.Thread(target=pump, name="decoder", daemon=True)
-    reader.start()
-    while True:
-        start = time.perf_counter()
-        item = ready.get()
-        stage_s["decode"] += time.perf_counter() - start
-        if item is None:
-            return
-        if isinstance(item, BaseException):
-            raise item
-        yield item
 
 
 def run_swap(
@@ -476,11 +326,50 @@ def _swap_video(
     stop: threading.Event,
     emit: EventSink,
 ) -> SwapResult:
+    """Swap every frame not already checkpointed, segment by segment, then join the segments into ``output``."""
     info = probe(target, field="target")
     if not info.is_video:
         raise BadInput(f"{target.name} is not a video", field="target")
     store = open_checkpoint(checkpoint) if checkpoint else open_checkpoint(str(workdir / "checkpoint"))
-    fingerprint = {
+    fingerprint = _video_fingerprint(engine, target, info, options, source_digest)
+    manifest = _resume_manifest(store, fingerprint, options, emit)
+    _verify_segments(store, manifest, workdir, emit)
+    done = set(manifest.segments)
+    result = SwapResult(kind="video", output=output.raw, segments_skipped=len(done))
+    for segment in sorted(done):
+        emit("segment_skipped", {"segment": segment, "frames": manifest.segments[segment]["frames"]})
+    encoding = Encoding(encoder=options.encoder, quality=options.quality, preset=options.preset)
+    writer = SegmentWriter(
+        store=store, manifest=manifest, workdir=workdir, info=info, encoding=encoding, emit=emit, stage_s=result.stage_s
+    )
+    writer.start()
+    decoder = Decoder(target, info)
+    try:
+        result.frames = _swap_frames(engine, prepared, decoder, writer, info, options, done, result, stop, emit)
+    except BaseException:
+        stop.set()
+        decoder.close()
+        writer.finish(abort=True)
+        raise
+    writer.finish(abort=False)
+    decoder.close()
+    result.segments_done = writer.committed
+    if result.frames == 0:
+        raise BadInput("the video has no frames", field="target")
+    files = _segment_files(store, manifest, result.frames, options.segment_frames, workdir)
+    start = time.perf_counter()
+    with write_atomically(output) as tmp:
+        concat_segments(files, source=target, info=info, output=tmp, container=output.suffix, workdir=workdir)
+    result.stage_s["encode"] += time.perf_counter() - start
+    emit("output_written", {"output": output.raw, "frames": result.frames})
+    return result
+
+
+def _video_fingerprint(
+    engine: FaceSwapper, target: Path, info: MediaInfo, options: SwapOptions, source_digest: str
+) -> dict[str, Any]:
+    """What a checkpoint must have been made from to be resumed: the inputs, the options and the swapper."""
+    return {
         "source_sha256": source_digest,
         "target": {
             "bytes": target.stat().st_size,
@@ -492,6 +381,12 @@ def _swap_video(
         "options": options.fingerprint(),
         "swapper": engine.swapper.identity,
     }
+
+
+def _resume_manifest(
+    store: CheckpointStore, fingerprint: dict[str, Any], options: SwapOptions, emit: EventSink
+) -> Manifest:
+    """The checkpoint's manifest when it is this job's; otherwise a fresh one (the old segments are ignored)."""
     manifest = store.read_manifest()
     if (
         manifest is None
@@ -502,66 +397,59 @@ def _swap_video(
             emit("checkpoint_reset", {"reason": "the checkpoint belongs to another job or options"})
         manifest = Manifest(fingerprint=fingerprint, segment_frames=options.segment_frames)
         store.write_manifest(manifest)
-    _verify_segments(store, manifest, workdir, emit)
-    done = set(manifest.segments)
-    result = SwapResult(kind="video", output=output.raw, segments_skipped=len(done))
-    for segment in sorted(done):
-        emit("segment_skipped", {"segment": segment, "frames": manifest.segments[segment]["frames"]})
+    return manifest
+
+
+def _swap_frames(
+    engine: FaceSwapper,
+    prepared: Any,
+    decoder: Decoder,
+    writer: SegmentWriter,
+    info: MediaInfo,
+    options: SwapOptions,
+    done: set[int],
+    result: SwapResult,
+    stop: threading.Event,
+    emit: EventSink,
+) -> int:
+    """Decode, swap and hand each frame of an unfinished segment to the writer; returns the frames decoded."""
     size = options.segment_frames
-    stage_s = result.stage_s
-    writer = _SegmentWriter(
-        store=store, manifest=manifest, workdir=workdir, info=info, options=options, emit=emit, stage_s=stage_s
-    )
-    writer.start()
-    decoder = Decoder(target, info)
     total = info.frames
     loop_start = time.perf_counter()
     index = -1
-    try:
-        for index, frame in enumerate(_frames(decoder, stage_s, stop)):
-            if stop.is_set():
-                raise Preempted("stopped by SIGTERM; finished segments are checkpointed", field="worker")
-            segment = index // size
-            if segment in done:
-                continue
-            upright = to_display(frame, info.rotation)
-            swapped = engine.swap_frame(upright, prepared)  # each decoded frame has its own buffer
-            result.faces_swapped += swapped
-            result.frames_swapped += 1
-            writer.submit(segment, to_coded(upright, info.rotation) if info.rotation else upright)
-            elapsed = time.perf_counter() - loop_start
-            fps = result.frames_swapped / elapsed if elapsed > 0 else 0.0
-            remaining = max(total - index - 1, 0)
-            emit(
-                "progress",
-                {"frames": index + 1, "total": total, "fps": fps, "eta_s": remaining / fps if fps > 0 else None},
-            )
+    for index, frame in enumerate(read_ahead(decoder, result.stage_s, stop)):
         if stop.is_set():
             raise Preempted("stopped by SIGTERM; finished segments are checkpointed", field="worker")
-    except BaseException:
-        stop.set()
-        decoder.close()
-        writer.finish(abort=True)
-        raise
-    writer.finish(abort=False)
-    decoder.close()
-    result.frames = index + 1
-    result.segments_done = writer.committed
-    if result.frames == 0:
-        raise BadInput("the video has no frames", field="target")
+        segment = index // size
+        if segment in done:
+            continue
+        upright = to_display(frame, info.rotation)
+        swapped = engine.swap_frame(upright, prepared)  # each decoded frame has its own buffer
+        result.faces_swapped += swapped
+        result.frames_swapped += 1
+        writer.submit(segment, to_coded(upright, info.rotation) if info.rotation else upright)
+        elapsed = time.perf_counter() - loop_start
+        fps = result.frames_swapped / elapsed if elapsed > 0 else 0.0
+        remaining = max(total - index - 1, 0)
+        emit(
+            "progress",
+            {"frames": index + 1, "total": total, "fps": fps, "eta_s": remaining / fps if fps > 0 else None},
+        )
+    if stop.is_set():
+        raise Preempted("stopped by SIGTERM; finished segments are checkpointed", field="worker")
+    return index + 1
+
+
+def _segment_files(store: CheckpointStore, manifest: Manifest, frames: int, size: int, workdir: Path) -> list[Path]:
+    """Every segment of the video, in order, fetched from the checkpoint when not on disk."""
     segments = sorted(manifest.segments)
-    expected = list(range((result.frames + size - 1) // size))
+    expected = list(range((frames + size - 1) // size))
     if segments != expected:
         raise BadInput(f"checkpoint is missing segments {sorted(set(expected) - set(segments))}", field="checkpoint")
     files = []
     for segment in segments:
-        local = workdir / _segment_name(segment)
+        local = workdir / segment_name(segment)
         if not local.exists():
             store.get_segment(manifest.segments[segment]["file"], local)
         files.append(local)
-    start = time.perf_counter()
-    with write_atomically(output) as tmp:
-        concat_segments(files, source=target, info=info, output=tmp, container=output.suffix, workdir=workdir)
-    stage_s["encode"] += time.perf_counter() - start
-    emit("output_written", {"output": output.raw, "frames": result.frames})
-    return result
+    return files

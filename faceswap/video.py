@@ -40,7 +40,7 @@ ENCODERS: dict[str, list[str]] = {
 }
 #: audio codecs an mp4/mov container can carry as they are
 _MP4_AUDIO = {"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"}
-#: the names the pipeline gives its checkpoint segments (pipeline._segment_name)
+#: the names the pipeline gives its checkpoint segments (segments.segment_name)
 _SEGMENT_FILE = re.compile(r"^segment-[0-9]{6}\.ts$")
 _ROTATE_UPRIGHT = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
 _ROTATE_BACK = {90: cv2.ROTATE_90_COUNTERCLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_CLOCKWISE}

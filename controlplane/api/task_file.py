@@ -11,7 +11,6 @@ them) and nothing gets an id from the store. The task is ``dry-run``,
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from controlplane.domain import (
     TaskState,
     is_tenant_name,
 )
-from controlplane.domain.fields import FieldError
+from controlplane.domain.fields import FieldError, loads_document, read_document
 
 __all__ = [
     "DEFAULT_TENANT",
@@ -156,29 +155,10 @@ def task_from_json(document: Any, *, tenant: str, now: datetime, output_root: Pa
 
 
 def loads_task(text: str | bytes, *, tenant: str, now: datetime) -> Task:
-    if len(text) > MAX_TASK_BYTES:
-        raise TaskFileError("", f"is larger than {MAX_TASK_BYTES} bytes")
-
-    def _no_constants(name: str) -> None:
-        raise ValueError(f"{name} is not valid JSON")
-
-    try:
-        document = json.loads(text, parse_constant=_no_constants)
-    except ValueError as exc:
-        raise TaskFileError("", f"is not valid JSON: {exc}") from exc
+    document = loads_document(text, max_bytes=MAX_TASK_BYTES, error=TaskFileError)
     return task_from_json(document, tenant=tenant, now=now)
 
 
 def load_task_file(path: Path | str, *, tenant: str, now: datetime) -> Task:
     """Read a task file (the ``POST /v1/tasks`` body); an unreadable or malformed file names the file."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise TaskFileError("", f"cannot read {path}: {exc.strerror}") from exc
-    try:
-        return loads_task(raw, tenant=tenant, now=now)
-    except TaskFileError as exc:
-        if exc.path:
-            raise
-        raise TaskFileError("", f"{path} {exc.message}") from exc
+    return read_document(path, lambda raw: loads_task(raw, tenant=tenant, now=now), error=TaskFileError)

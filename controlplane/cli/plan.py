@@ -14,7 +14,6 @@ the JSON path), 2 a usage error.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -23,6 +22,7 @@ import click
 
 from controlplane.api.plan_view import plan_view
 from controlplane.api.task_file import DEFAULT_TENANT, TaskFileError, check_tenant, load_task_file
+from controlplane.cli.columns import table
 from controlplane.cli.common import print_json
 from controlplane.config import seed_clouds_from_env
 from controlplane.policy import PolicyError, plan
@@ -55,24 +55,6 @@ def _tenant(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
         raise click.BadParameter(exc.message) from exc
 
 
-def _cell(value: Any) -> str:
-    if value is None or value == "":
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, indent: str = "  ") -> None:
-    """Plain aligned columns, no colours: readable, greppable, and stable in a pipe."""
-    cells = [[_cell(v) for v in row] for row in rows]
-    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-    for row in [list(headers), *cells]:
-        click.echo(indent + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-
-
 def _signal_state(used: dict[str, Any]) -> str:
     return "MISSING" if used.get("missing") else "STALE" if used.get("stale") else "fresh"
 
@@ -84,7 +66,7 @@ def _print_text(view: dict[str, Any], *, policy_file: Path) -> None:
     click.echo("")
     if candidates:
         click.echo("candidates (in launch order)")
-        _table(
+        table(
             ["#", "TARGET", "PROVIDER", "PRIVATE", "REGION", "INSTANCE TYPE", "MAX $/H", "EXPECTED $/H", "HEDGE"],
             [
                 [
@@ -100,6 +82,7 @@ def _print_text(view: dict[str, Any], *, policy_file: Path) -> None:
                 ]
                 for rank, c in enumerate(candidates, 1)
             ],
+            indent="  ",
         )
         click.echo("  why")
         for rank, c in enumerate(candidates, 1):
@@ -109,7 +92,8 @@ def _print_text(view: dict[str, Any], *, policy_file: Path) -> None:
     click.echo("")
     if view["rejected"]:
         click.echo("rejected")
-        _table(["TARGET", "CODE", "WHY"], [[r["target"], r["code"], "; ".join(r["reasons"])] for r in view["rejected"]])
+        rows = [[r["target"], r["code"], "; ".join(r["reasons"])] for r in view["rejected"]]
+        table(["TARGET", "CODE", "WHY"], rows, indent="  ")
     else:
         click.echo("rejected: none")
     click.echo("")
@@ -120,7 +104,7 @@ def _print_text(view: dict[str, Any], *, policy_file: Path) -> None:
     click.echo("")
     if signals:
         click.echo("signals used")
-        _table(
+        table(
             ["SIGNAL", "VALUE", "AGE", "TTL", ""],
             [
                 [
@@ -132,6 +116,7 @@ def _print_text(view: dict[str, Any], *, policy_file: Path) -> None:
                 ]
                 for name, used in sorted(signals.items())
             ],
+            indent="  ",
         )
     else:
         click.echo("signals used: none")

@@ -50,7 +50,6 @@ the signals to each target (step 4) and hedges (step 5).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import NamedTuple
 
 from controlplane.domain import (
     BUDGET_SOURCE,
@@ -89,15 +88,9 @@ _NO_PRICE_NO_CAP = "no fresh spot price; no max price, so the provider caps it a
 _NO_CANDIDATE = "no candidate: every target was rejected"
 
 
-class _Pick(NamedTuple):
-    """A lane that became a candidate: where it launches, at what price, and why."""
-
-    lane: Lane
-    region: str | None
-    instance_type: str | None
-    expected_usd_h: float | None
-    reasons: list[str]
-    probe: str | None
+#: a lane that became a candidate: (lane, region, instance type, expected $/h, reasons, breaker probe);
+#: a plain tuple, since plan() makes one per candidate on the scheduler's hot path
+_Pick = tuple[Lane, str | None, str | None, float | None, list[str], str | None]
 
 
 def plan(task: Task, snapshot: SignalSnapshot, policy: Policy, now: datetime) -> PlacementPlan:
@@ -112,28 +105,7 @@ def plan(task: Task, snapshot: SignalSnapshot, policy: Policy, now: datetime) ->
     signals = SignalReader(snapshot, policy.thresholds, now)
     outcome, trace = choose_rule(compiled, task, signals)
     private_task = task.spec.data_sensitivity is DataSensitivity.PRIVATE
-    # the private-data rule and the rule's own exclusions depend on the policy alone, so the outcome holds them;
-    # what is left here is what the signals say: budget, capacity, then price, in preference order
-    rejected: dict[str, Rejection] = {}
-    picks: list[_Pick] = []
-    # the daily budgets are read once, and only when a cloud target is still in the running
-    budget_pending = policy.thresholds.has_budget
-    blocked: tuple[str, str] | None = None
-    for lane in outcome.lanes[private_task]:
-        name = lane.name
-        if rejected and name in rejected:
-            continue
-        if lane.cloud:
-            if budget_pending:
-                blocked, budget_pending = _budget_block(signals, task.spec.tenant), False
-            if blocked is not None:
-                rejected[name] = Rejection(target=name, code=blocked[0], detail=blocked[1])
-                continue
-        placed = _place(lane, signals, private_task)
-        if isinstance(placed, Rejection):
-            rejected[name] = placed
-        else:
-            picks.append(placed)
+    picks, rejected = _apply_signals(outcome.lanes[private_task], signals, private_task, task.spec.tenant)
     candidates = _candidates(picks, outcome, trace)
     trace += signals.notes
     if not candidates:
@@ -155,20 +127,50 @@ def plan(task: Task, snapshot: SignalSnapshot, policy: Policy, now: datetime) ->
     )
 
 
-def _place(lane: Lane, signals: SignalReader, private_task: bool) -> _Pick | Rejection:
-    """The lane as a candidate, or why capacity or price rule it out."""
-    name = lane.name
-    free = signals.read(lane.capacity_signal, signals.thresholds.load_ttl_seconds)
-    if free is not None and free <= 0:
-        return Rejection(target=name, code="no_capacity", detail=f"no free GPU: {lane.capacity_signal} = {free:g}")
-    reasons = [lane.rank_reason]
-    if private_task:
-        reasons.append(_PRIVATE_REASON)
-    if free is not None:
-        reasons.append(f"{free:g} free GPU(s)")
-    if not lane.cloud:
-        return _Pick(lane, lane.region, lane.instance_type, None, reasons, None)
-    return _priced(lane, signals, reasons)
+def _apply_signals(
+    lanes: tuple[Lane, ...], signals: SignalReader, private_task: bool, tenant: str
+) -> tuple[list[_Pick], dict[str, Rejection]]:
+    """(the lanes that stay candidates, in preference order; why the others are rejected).
+
+    The private-data rule and the rule's own exclusions depend on the policy
+    alone, so the outcome already holds them; what is left is what the
+    signals say: budget, capacity, then price (:func:`_priced`).
+    """
+    rejected: dict[str, Rejection] = {}
+    picks: list[_Pick] = []
+    read, load_ttl = signals.read, signals.thresholds.load_ttl_seconds
+    # the daily budgets are read once, and only when a cloud target is still in the running
+    budget_pending = signals.thresholds.has_budget
+    blocked: tuple[str, str] | None = None
+    for lane in lanes:
+        name = lane.name
+        if rejected and name in rejected:
+            continue
+        if lane.cloud:
+            if budget_pending:
+                blocked, budget_pending = _budget_block(signals, tenant), False
+            if blocked is not None:
+                rejected[name] = Rejection(target=name, code=blocked[0], detail=blocked[1])
+                continue
+        free = read(lane.capacity_signal, load_ttl)
+        if free is not None and free <= 0:
+            detail = f"no free GPU: {lane.capacity_signal} = {free:g}"
+            rejected[name] = Rejection(target=name, code="no_capacity", detail=detail)
+            continue
+        reasons = [lane.rank_reason]
+        if private_task:
+            reasons.append(_PRIVATE_REASON)
+        if free is not None:
+            reasons.append(f"{free:g} free GPU(s)")
+        if not lane.cloud:
+            picks.append((lane, lane.region, lane.instance_type, None, reasons, None))
+            continue
+        priced = _priced(lane, signals, reasons)
+        if isinstance(priced, Rejection):
+            rejected[name] = priced
+        else:
+            picks.append(priced)
+    return picks, rejected
 
 
 def _priced(lane: Lane, signals: SignalReader, reasons: list[str]) -> _Pick | Rejection:
@@ -176,8 +178,9 @@ def _priced(lane: Lane, signals: SignalReader, reasons: list[str]) -> _Pick | Re
     ceiling = lane.ceiling
     over: list[str] = []
     tripped: list[str] = []
+    read = signals.read
     for region, instance_type, key, sample_name, breaker_name in lane.offers:
-        price = signals.read(sample_name, lane.price_ttl)
+        price = read(sample_name, lane.price_ttl)
         if price is None:
             continue
         if ceiling is None or price <= ceiling:
@@ -186,7 +189,7 @@ def _priced(lane: Lane, signals: SignalReader, reasons: list[str]) -> _Pick | Re
                 tripped.append(key)  # skipped like a price above the max
                 continue
             reasons.append(f"spot price {key} {price:.4f}{lane.within_suffix}")
-            return _Pick(lane, region, instance_type, price, reasons, _probe(key, state, reasons))
+            return (lane, region, instance_type, price, reasons, _probe(key, state, reasons) if state else None)
         over.append(f"{key} {price:.4f}{lane.over_suffix}")
     if lane.stale_price is None:
         return _uncapped(lane, signals, reasons, tripped, over)
@@ -209,7 +212,7 @@ def _uncapped(
                 tripped.append(key)
             continue
         reasons.append(_NO_PRICE_NO_CAP)
-        return _Pick(lane, region, instance_type, None, reasons, _probe(key, state, reasons))
+        return (lane, region, instance_type, None, reasons, _probe(key, state, reasons) if state else None)
     return _breaker_rejection(lane.name, tripped, over)
 
 
@@ -234,7 +237,7 @@ def _candidates(picks: list[_Pick], outcome: Outcome, trace: list[str]) -> tuple
     if hedged:  # the candidates are built once, hedge group included
         hedge_reason, hedge_line = outcome.hedge_lines[hedged]
         for pick in picks[:hedged]:
-            pick.reasons.append(hedge_reason)
+            pick[4].append(hedge_reason)
         trace.append(hedge_line)
     return tuple(
         Candidate(

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from controlplane.domain.fields import loads_document, read_document
 from controlplane.policy.model import Policy, PolicyError
 from controlplane.policy.parse import parse_policy
 from controlplane.policy.seed import NO_SEED_CLOUDS, SeedClouds
@@ -29,16 +30,7 @@ MAX_POLICY_BYTES = 1 << 20
 
 def loads_policy(text: str | bytes, *, seed_clouds: SeedClouds = NO_SEED_CLOUDS) -> Policy:
     """Parse a policy from JSON text; :class:`PolicyError` names the bad field's JSON path."""
-    if len(text) > MAX_POLICY_BYTES:
-        raise PolicyError("", f"is larger than {MAX_POLICY_BYTES} bytes")
-
-    def _no_constants(name: str) -> None:
-        raise ValueError(f"{name} is not valid JSON")
-
-    try:
-        document = json.loads(text, parse_constant=_no_constants)
-    except ValueError as exc:
-        raise PolicyError("", f"is not valid JSON: {exc}") from exc
+    document = loads_document(text, max_bytes=MAX_POLICY_BYTES, error=PolicyError)
     return parse_policy(document, seed_clouds=seed_clouds)
 
 
@@ -49,17 +41,7 @@ def load_policy_file(path: Path | str, *, seed_clouds: SeedClouds = NO_SEED_CLOU
     the bad field (``targets[1].provider: must be one of ...``); an unreadable
     or malformed file names the file instead.
     """
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise PolicyError("", f"cannot read {path}: {exc.strerror}") from exc
-    try:
-        return loads_policy(raw, seed_clouds=seed_clouds)
-    except PolicyError as exc:
-        if exc.path:
-            raise
-        raise PolicyError("", f"{path} {exc.message}") from exc
+    return read_document(path, lambda raw: loads_policy(raw, seed_clouds=seed_clouds), error=PolicyError)
 
 
 def _read_json(path: Path) -> Any:

@@ -20,7 +20,6 @@ the engine consults, so it is what the JSON keeps. Every error is a
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Callable
@@ -39,7 +38,7 @@ from controlplane.domain import (
     SignalSnapshot,
     spot_price_key,
 )
-from controlplane.domain.fields import FieldError, json_path, json_type_name
+from controlplane.domain.fields import FieldError, json_path, json_type_name, loads_document, read_document
 
 __all__ = [
     "MAX_SNAPSHOT_BYTES",
@@ -280,32 +279,13 @@ def snapshot_from_json(document: Any) -> SignalSnapshot:
 
 def loads_snapshot(text: str | bytes) -> SignalSnapshot:
     """Parse a snapshot from JSON text (NaN and Infinity refused: they are not JSON)."""
-    if len(text) > MAX_SNAPSHOT_BYTES:
-        raise SnapshotError("", f"is larger than {MAX_SNAPSHOT_BYTES} bytes")
-
-    def _no_constants(name: str) -> None:
-        raise ValueError(f"{name} is not valid JSON")
-
-    try:
-        document = json.loads(text, parse_constant=_no_constants)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
-        raise SnapshotError("", f"is not valid JSON: {exc}") from exc
+    document = loads_document(text, max_bytes=MAX_SNAPSHOT_BYTES, error=SnapshotError)
     return snapshot_from_json(document)
 
 
 def load_snapshot_file(path: Path | str) -> SignalSnapshot:
     """Read and validate a snapshot file; an unreadable or malformed file names the file."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise SnapshotError("", f"cannot read {path}: {exc.strerror}") from exc
-    try:
-        return loads_snapshot(raw)
-    except SnapshotError as exc:
-        if exc.path:
-            raise
-        raise SnapshotError("", f"{path} {exc.message}") from exc
+    return read_document(path, loads_snapshot, error=SnapshotError)
 
 
 # -- writing ----------------------------------------------------------------------------------------

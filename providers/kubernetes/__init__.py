@@ -4,8 +4,10 @@ The package: ``settings`` (the target's settings: the typed model a policy is
 checked against when it is loaded, and what a launch resolves them to),
 ``manifests`` (the Secret and Job bodies, pure), ``status`` (what a Job and
 its pod say, as a ``BackendStatus``, pure), ``api`` (bounded calls and the
-pager), ``errors`` (API errors into the domain's taxonomy) and ``provider``
-(clients, places and the contract).
+pager), ``errors`` (API errors into the domain's taxonomy), ``places`` (the
+(cluster, namespace) places and their clients), ``secrets`` (the Secret's
+lifecycle beside its Job), ``observe`` (reading a Job and its pods into a
+status) and ``provider`` (the contract).
 
 Names come from the attempt id (``resource_name("fp", attempt_id)``), so a
 second ``launch`` of the same attempt, or a restarted control plane, finds

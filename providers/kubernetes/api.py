@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -16,7 +17,7 @@ from kubernetes.client.exceptions import ApiException
 from providers.kubernetes.errors import not_found
 from providers.kubernetes.status import get_path, items_of
 
-__all__ = ["call", "list_all", "read"]
+__all__ = ["Calls", "call", "list_all", "read"]
 
 #: bounds the pager even against a server that keeps handing out new continue tokens
 _MAX_PAGES = 10_000
@@ -72,3 +73,23 @@ def list_all(
         seen.add(next_token)
         token = next_token
     raise ValueError(f"the list has more than {_MAX_PAGES} pages")
+
+
+@dataclass(frozen=True)
+class Calls:
+    """:func:`call`, :func:`read` and :func:`list_all` with one provider's request timeout and page size."""
+
+    timeout_s: float
+    page_size: int
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """One bounded call (see :func:`call`)."""
+        return call(fn, *args, timeout_s=self.timeout_s, **kwargs)
+
+    def read(self, fn: Callable[..., Any], name: str, namespace: str) -> dict[str, Any] | None:
+        """The object, or None on 404 (see :func:`read`)."""
+        return read(fn, name, namespace, timeout_s=self.timeout_s)
+
+    def list_all(self, fn: Callable[..., Any], namespace: str, **kwargs: Any) -> list[Mapping[str, Any]]:
+        """Every item, page by page (see :func:`list_all`)."""
+        return list_all(fn, namespace, timeout_s=self.timeout_s, page_size=self.page_size, **kwargs)

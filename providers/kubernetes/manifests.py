@@ -77,8 +77,77 @@ def job_body(
     request: LaunchRequest, target: Target, settings: JobSettings, name: str, labels: Mapping[str, str]
 ) -> dict[str, Any]:
     """The Job for ``request`` (no API call)."""
+    job_spec: dict[str, Any] = {
+        # a retry is a new attempt, decided by the control plane from the exit code
+        "backoffLimit": 0,
+        "ttlSecondsAfterFinished": settings.ttl_after_finished_s,
+        "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec(settings, name)},
+    }
+    if request.deadline_seconds is not None:
+        if request.deadline_seconds <= 0:
+            raise InvalidSpec("deadline_seconds must be > 0", target=target.name)
+        job_spec["activeDeadlineSeconds"] = int(request.deadline_seconds)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": settings.namespace,
+            "labels": dict(labels),
+            "annotations": {ANNOTATION_TARGET: target.name},
+        },
+        "spec": job_spec,
+    }
+
+
+def pod_spec(settings: JobSettings, name: str) -> dict[str, Any]:
+    """The Job's one pod: the worker (after ``models-verify`` with a models PVC) and its volumes."""
     image = settings.worker
-    env = dict(image.env)
+    mounts, volumes = _spec_and_scratch(settings, name)
+    init_containers: list[dict[str, Any]] = []
+    if settings.models_pvc:
+        mounts.insert(1, {"name": "models", "mountPath": MODELS_DIR, "readOnly": True})
+        volumes.insert(
+            1, {"name": "models", "persistentVolumeClaim": {"claimName": settings.models_pvc, "readOnly": True}}
+        )
+        init_containers.append(_models_verify(image.image))
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        # the worker checkpoints on SIGTERM and exits 75; its final callback needs the time
+        "terminationGracePeriodSeconds": image.stop_timeout_s,
+        # the worker never talks to the Kubernetes API: no token of the pod's service account in it
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": WORKER_UID,
+            "runAsGroup": WORKER_UID,
+            "fsGroup": WORKER_UID,
+            # a large model or TensorRT cache is not chowned file by file at every pod start
+            "fsGroupChangePolicy": "OnRootMismatch",
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [
+            {
+                "name": CONTAINER,
+                "image": image.image,
+                "command": list(WORKER_COMMAND),
+                "env": [{"name": k, "value": v} for k, v in sorted(_worker_env(settings).items())],
+                "resources": _resources(settings),
+                "securityContext": _container_security(),
+                "volumeMounts": mounts,
+            }
+        ],
+        "volumes": volumes,
+    }
+    if init_containers:
+        spec["initContainers"] = init_containers
+    spec.update(_placement(settings))
+    return spec
+
+
+def _worker_env(settings: JobSettings) -> dict[str, str]:
+    env = dict(settings.worker.env)
     # paths only, never the spec itself; HOME on the scratch volume because the root filesystem is read-only
     env.update(
         {
@@ -88,7 +157,12 @@ def job_body(
             "HOME": SCRATCH_DIR,
         }
     )
-    container_security = {
+    return env
+
+
+def _container_security() -> dict[str, Any]:
+    """Every container's security context: the worker's uid, nothing writable but its volumes."""
+    return {
         "runAsNonRoot": True,
         "runAsUser": WORKER_UID,
         "runAsGroup": WORKER_UID,
@@ -97,11 +171,19 @@ def job_body(
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+
+
+def _resources(settings: JobSettings) -> dict[str, dict[str, str]]:
     resources: dict[str, dict[str, str]] = {part: dict(values) for part, values in settings.resources.items()}
     if settings.gpus:
         # an extended resource is requested through its limit (the API server copies it to requests)
         resources.setdefault("limits", {})[settings.gpu_resource] = str(settings.gpus)
-    mounts = [
+    return resources
+
+
+def _spec_and_scratch(settings: JobSettings, name: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(the worker's volume mounts, the pod's volumes) for the spec Secret, the TensorRT cache and scratch."""
+    mounts: list[dict[str, Any]] = [
         {"name": "spec", "mountPath": SPEC_DIR, "readOnly": True},
         {"name": "trt-cache", "mountPath": TRT_CACHE_DIR},
         {"name": "scratch", "mountPath": SCRATCH_DIR},
@@ -127,90 +209,44 @@ def job_body(
         ),
         {"name": "scratch", "emptyDir": scratch},
     ]
-    init_containers: list[dict[str, Any]] = []
-    if settings.models_pvc:
-        mounts.insert(1, {"name": "models", "mountPath": MODELS_DIR, "readOnly": True})
-        volumes.insert(
-            1, {"name": "models", "persistentVolumeClaim": {"claimName": settings.models_pvc, "readOnly": True}}
-        )
-        # reads every model file once (sha256 and signature): a broken cache fails the pod with 69
-        # before it holds a GPU for minutes, and the worker starts from a warm page cache
-        init_containers.append(
-            {
-                "name": INIT_CONTAINER,
-                "image": image.image,
-                "command": list(VERIFY_COMMAND),
-                "env": [
-                    {"name": "FUSIONPLANE_MODEL_DIR", "value": MODELS_DIR},
-                    {"name": "HOME", "value": SCRATCH_DIR},
-                ],
-                "securityContext": container_security,
-                "volumeMounts": [
-                    {"name": "models", "mountPath": MODELS_DIR, "readOnly": True},
-                    {"name": "scratch", "mountPath": SCRATCH_DIR},
-                ],
-            }
-        )
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        # the worker checkpoints on SIGTERM and exits 75; its final callback needs the time
-        "terminationGracePeriodSeconds": image.stop_timeout_s,
-        # the worker never talks to the Kubernetes API: no token of the pod's service account in it
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": WORKER_UID,
-            "runAsGroup": WORKER_UID,
-            "fsGroup": WORKER_UID,
-            # a large model or TensorRT cache is not chowned file by file at every pod start
-            "fsGroupChangePolicy": "OnRootMismatch",
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "containers": [
-            {
-                "name": CONTAINER,
-                "image": image.image,
-                "command": list(WORKER_COMMAND),
-                "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
-                "resources": resources,
-                "securityContext": container_security,
-                "volumeMounts": mounts,
-            }
+    return mounts, volumes
+
+
+def _models_verify(image: str) -> dict[str, Any]:
+    """The init container that checks the models PVC.
+
+    It reads every model file once (sha256 and signature): a broken cache fails
+    the pod with 69 before it holds a GPU for minutes, and the worker starts
+    from a warm page cache.
+    """
+    return {
+        "name": INIT_CONTAINER,
+        "image": image,
+        "command": list(VERIFY_COMMAND),
+        "env": [
+            {"name": "FUSIONPLANE_MODEL_DIR", "value": MODELS_DIR},
+            {"name": "HOME", "value": SCRATCH_DIR},
         ],
-        "volumes": volumes,
+        "securityContext": _container_security(),
+        "volumeMounts": [
+            {"name": "models", "mountPath": MODELS_DIR, "readOnly": True},
+            {"name": "scratch", "mountPath": SCRATCH_DIR},
+        ],
     }
-    if init_containers:
-        pod_spec["initContainers"] = init_containers
+
+
+def _placement(settings: JobSettings) -> dict[str, Any]:
+    """The pod fields a target's settings add when set: nodes, tolerations, priority, identity, pull secrets."""
+    fields: dict[str, Any] = {}
     if settings.node_selector:
-        pod_spec["nodeSelector"] = dict(settings.node_selector)
+        fields["nodeSelector"] = dict(settings.node_selector)
     if settings.tolerations:
-        pod_spec["tolerations"] = [dict(t) for t in settings.tolerations]
+        fields["tolerations"] = [dict(t) for t in settings.tolerations]
     if settings.priority_class:
-        pod_spec["priorityClassName"] = settings.priority_class
+        fields["priorityClassName"] = settings.priority_class
     if settings.service_account:
         # for the S3 role (IRSA, workload identity); the webhook mounts its own token
-        pod_spec["serviceAccountName"] = settings.service_account
+        fields["serviceAccountName"] = settings.service_account
     if settings.image_pull_secrets:
-        pod_spec["imagePullSecrets"] = [{"name": n} for n in settings.image_pull_secrets]
-    job_spec: dict[str, Any] = {
-        # a retry is a new attempt, decided by the control plane from the exit code
-        "backoffLimit": 0,
-        "ttlSecondsAfterFinished": settings.ttl_after_finished_s,
-        "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
-    }
-    if request.deadline_seconds is not None:
-        if request.deadline_seconds <= 0:
-            raise InvalidSpec("deadline_seconds must be > 0", target=target.name)
-        job_spec["activeDeadlineSeconds"] = int(request.deadline_seconds)
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": name,
-            "namespace": settings.namespace,
-            "labels": dict(labels),
-            "annotations": {ANNOTATION_TARGET: target.name},
-        },
-        "spec": job_spec,
-    }
+        fields["imagePullSecrets"] = [{"name": n} for n in settings.image_pull_secrets]
+    return fields

@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from controlplane.cli.columns import cell, table
+
 __all__ = [
     "ATTEMPT_COLUMNS",
     "attempt_rows",
@@ -18,22 +20,6 @@ __all__ = [
     "table",
     "waiting_field",
 ]
-
-
-def cell(value: Any) -> str:
-    if value is None or value == "":
-        return "-"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, indent: str = "") -> None:
-    """Plain aligned columns (no colours, no wrapping): readable and easy to grep."""
-    cells = [[cell(v) for v in row] for row in rows]
-    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-    for row in [list(headers), *cells]:
-        click.echo(indent + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 def fields(pairs: Sequence[tuple[str, Any]], *, indent: str = "") -> None:

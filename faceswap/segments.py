@@ -1,0 +1,185 @@
+"""Video work beside the swapping thread: frames decoded ahead, swapped frames encoded into segments.
+
+Each segment is a file of ``segment_frames`` frames; :class:`SegmentWriter`
+commits it to the checkpoint store (file, then manifest) as soon as it is
+complete, so a preempted worker resumes after the last committed segment.
+Both queues are bounded in bytes (:data:`QUEUE_BYTES`), whatever the resolution.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from faceswap.checkpoint import CheckpointStore, Manifest
+from faceswap.media import MediaInfo
+from faceswap.models import sha256_file
+from faceswap.types import BGRImage
+from faceswap.video import Decoder, SegmentEncoder
+
+__all__ = ["QUEUE_BYTES", "Encoding", "EventSink", "SegmentWriter", "read_ahead", "segment_name"]
+
+#: raw frames buffered between stages, in bytes; at 8K (100 MB a frame) that is two frames each
+QUEUE_BYTES = 256 << 20
+#: where the pipeline reports what it did: (event name, fields)
+EventSink = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How segments are encoded: the job's encoder, quality and preset."""
+
+    encoder: str
+    quality: int
+    preset: str
+
+
+def segment_name(index: int) -> str:
+    """The file name of segment ``index`` (video.py accepts only these names from a manifest)."""
+    return f"segment-{index:06d}.ts"
+
+
+def _queue_depth(frame_bytes: int, most: int) -> int:
+    return max(2, min(most, QUEUE_BYTES // max(frame_bytes, 1)))
+
+
+def read_ahead(decoder: Decoder, stage_s: dict[str, float], stop: threading.Event) -> Iterator[BGRImage]:
+    """Frames read ahead on a thread, so decoding overlaps swapping."""
+    ready: queue.Queue[BGRImage | BaseException | None] = queue.Queue(maxsize=_queue_depth(decoder.frame_bytes, 4))
+
+    def pump() -> None:
+        try:
+            for frame in decoder:
+                while not stop.is_set():
+                    try:
+                        ready.put(frame, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ready.put(None)
+        except BaseException as exc:
+            ready.put(exc)
+
+    reader = threading.Thread(target=pump, name="decoder", daemon=True)
+    reader.start()
+    while True:
+        start = time.perf_counter()
+        item = ready.get()
+        stage_s["decode"] += time.perf_counter() - start
+        if item is None:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+class SegmentWriter(threading.Thread):
+    """Encodes frames into segment files and commits each finished segment."""
+
+    def __init__(
+        self,
+        *,
+        store: CheckpointStore,
+        manifest: Manifest,
+        workdir: Path,
+        info: MediaInfo,
+        encoding: Encoding,
+        emit: EventSink,
+        stage_s: dict[str, float],
+    ) -> None:
+        super().__init__(name="segment-writer", daemon=True)
+        self.store, self.manifest, self.workdir, self.info = store, manifest, workdir, info
+        self.encoding, self.emit, self.stage_s = encoding, emit, stage_s
+        depth = _queue_depth(info.width * info.height * 3, 8)
+        self.inbox: queue.Queue[tuple[str, int, BGRImage | None]] = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.committed = 0
+        self._encoder: SegmentEncoder | None = None
+        self._segment = -1
+
+    def submit(self, segment: int, frame: BGRImage) -> None:
+        self._put(("frame", segment, frame))
+
+    def _put(self, item: tuple[str, int, BGRImage | None]) -> None:
+        while True:
+            if self.error is not None:
+                raise self.error
+            try:
+                self.inbox.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def finish(self, *, abort: bool) -> None:
+        """Commit the last segment (or, on ``abort``, drop the unfinished one) and stop."""
+        if self.is_alive():
+            try:
+                self._put(("abort" if abort else "end", -1, None))
+            except BaseException:
+                if not abort:
+                    raise
+            self.join()
+        if self.error is not None and not abort:
+            raise self.error
+
+    def run(self) -> None:
+        try:
+            while True:
+                kind, segment, frame = self.inbox.get()
+                if kind == "abort":
+                    if self._encoder is not None:
+                        self._encoder.abort()
+                    return
+                if kind == "end":
+                    self._commit()
+                    return
+                assert frame is not None
+                if segment != self._segment:
+                    self._commit()
+                    self._start(segment)
+                assert self._encoder is not None
+                start = time.perf_counter()
+                self._encoder.write(frame)
+                self.stage_s["encode"] += time.perf_counter() - start
+        except BaseException as exc:  # surfaced to the swapping thread by submit()/finish()
+            self.error = exc
+            if self._encoder is not None:
+                self._encoder.abort()
+
+    def _start(self, segment: int) -> None:
+        width, height = self.info.width, self.info.height
+        self._segment = segment
+        self._encoder = SegmentEncoder(
+            self.workdir / segment_name(segment),
+            width=width,
+            height=height,
+            fps=self.info.fps,
+            encoder=self.encoding.encoder,
+            quality=self.encoding.quality,
+            preset=self.encoding.preset,
+        )
+
+    def _commit(self) -> None:
+        if self._encoder is None:
+            return
+        encoder, self._encoder = self._encoder, None
+        start = time.perf_counter()
+        encoder.finish()
+        self.stage_s["encode"] += time.perf_counter() - start
+        name = segment_name(self._segment)
+        self.store.put_segment(name, encoder.path)
+        self.manifest.segments[self._segment] = {
+            "file": name,
+            "frames": encoder.frames,
+            "sha256": sha256_file(encoder.path),
+        }
+        self.store.write_manifest(self.manifest)
+        self.committed += 1
+        self.emit("segment_committed", {"segment": self._segment, "frames": encoder.frames})
