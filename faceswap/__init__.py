@@ -3,8 +3,9 @@
 ``pipeline`` runs one job (``run_swap``: source face + target image or video
 -> output) over ``detector`` (YuNet), ``align`` (five-point alignment and its
 inverse), ``swappers`` (chosen by name), ``blend`` (paste-back) and ``video``
-(frames through ffmpeg pipes, with ``checkpoint`` committing finished
-segments so a preempted job resumes); ``models`` is the verified model cache
+(frames through ffmpeg pipes; ``segments`` decodes ahead and encodes swapped
+frames into segments, which ``checkpoint`` commits so a preempted job
+resumes); ``models`` is the verified model cache
 and ``runtime`` the ONNX Runtime sessions (TensorRT, CUDA or CPU, no silent
 fallback). Inputs and outputs go through ``uris`` (paths, ``file://``,
 ``s3://``, ``https://``; atomic outputs), guarded by ``netguard`` and

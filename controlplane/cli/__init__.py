@@ -6,6 +6,6 @@
 (offline dry runs), ``policy``, ``signals``, ``tokens``, ``db``, ``models``,
 ``swap`` and ``demo`` (the face swap here, no server) and ``worker`` (``worker
 run``, the container's entry point). ``client`` is the HTTP client of the
-commands that talk to a running control plane, ``common`` what the commands
-share. docs/cli.md is the reference.
+commands that talk to a running control plane, ``common`` and ``columns``
+what the commands share (error reporting, output format, aligned tables). docs/cli.md is the reference.
 """
