@@ -1,6 +1,20 @@
 """FusionPlane's face-swap core: detection, alignment, swapping, blending, video.
 
-It imports nothing from the control plane; the worker drives it through
+``pipeline`` runs one job (``run_swap``: source face + target image or video
+-> output) over ``detector`` (YuNet), ``align`` (five-point alignment and its
+inverse), ``swappers`` (chosen by name), ``blend`` (paste-back) and ``video``
+(frames through ffmpeg pipes; ``segments`` decodes ahead and encodes swapped
+frames into segments, which ``checkpoint`` commits so a preempted job
+resumes); ``models`` is the verified model cache
+and ``runtime`` the ONNX Runtime sessions (TensorRT, CUDA or CPU, no silent
+fallback). Inputs and outputs go through ``uris`` (paths, ``file://``,
+``s3://``, ``https://``; atomic outputs), guarded by ``netguard`` and
+``fetcher`` (no fetch reaches an internal address), ``access`` (the tenant's
+storage grant), ``containers`` and ``media`` (what ffmpeg may read, within
+8K). ``errors`` maps every failure to a documented exit code; ``types`` and
+``samples`` hold the values between stages and synthetic sample media;
+``config`` is the one module that reads the worker's environment. It
+imports nothing from the control plane; the worker drives it through
 :func:`run_swap`.
 """
 

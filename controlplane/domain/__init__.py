@@ -1,6 +1,19 @@
-"""The control plane's vocabulary: frozen values and the error taxonomy.
+"""The control plane's vocabulary: frozen values and the error taxonomy, shared by every layer.
 
-It imports nothing else from the project, so every layer can depend on it.
+``task`` (tasks and attempts) and ``states`` (their states and the allowed
+transitions), ``placement`` (targets, candidates, rejections and the
+``PlacementPlan`` that ``plan()`` returns), ``signals`` and ``reliability``
+(the signal snapshot, signal names and TTLs, breaker and budget keys),
+``backend`` (what a backend says about an attempt's resource), ``launch``
+(what a cloud target's settings must hold), ``worker_spec`` (the
+one JSON document a provider hands the container; its published schema is
+generated from it), ``callbacks`` (the worker's callback bodies),
+``exit_codes`` (the one table of exit codes, their meaning and retry class),
+``verdict`` (the pure outcome function: what happens next to an attempt),
+``tenant`` and ``tenant_storage`` (tenant names and where a tenant's local
+files live), ``fields`` (errors that name their field) and ``errors`` (the
+domain's errors and the provider failure taxonomy). It imports nothing else
+from the project, so every layer can depend on it.
 """
 
 from controlplane.domain.errors import (

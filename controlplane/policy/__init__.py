@@ -5,9 +5,17 @@ Public surface::
     parse_policy(document) -> Policy        # a decoded JSON document (full or seed form)
     plan(task, snapshot, policy, now) -> PlacementPlan   # pure
 
-Pure: no file, network or clock. Where policies come from (files, Consul),
-the policy in force and its hot reload live in
-:mod:`controlplane.policy_sources`.
+What lives here: ``model`` (the parsed policy as frozen values), ``parse``
+and ``seed`` (JSON in the full and the seed form), ``checks`` (semantic
+checks), ``overlay`` (per-tenant overlays), ``engine`` (``plan()`` and the
+per-target signal checks) over ``compiled`` (what a policy derives once),
+``rules`` (which rule a task gets) and ``reading`` (what ``plan()`` reads from
+the snapshot), ``freshness`` (one TTL per signal), ``breaker`` (the spot
+breaker's state machine), ``simulate`` (what-if replay) and ``storage`` (the
+per-tenant storage allow-lists). Pure: no network or clock, and no file but
+the storage allow-lists file that ``storage`` reads and follows. Where
+policies come from (files, Consul), the policy in force and its hot reload
+live in :mod:`controlplane.policy_sources`.
 
 Every validation error is a :class:`PolicyError` naming the JSON path of the
 bad field. docs/policies.md is the reference for the document.

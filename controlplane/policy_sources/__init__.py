@@ -5,8 +5,8 @@ The I/O half of placement policies, kept out of the pure
 (``load_policy_file``, ``FilePolicySource``), ``consul_source`` reads
 Consul KV, ``active`` builds the :class:`PolicySet` of a base document and
 its tenant overlays and holds the one in force (:class:`ActivePolicy`), and
-``watch`` is the thread that reloads it (``PolicyWatcher``). The scheduler's
-policy runtime wires them together.
+``watch`` is the thread that reloads it (``PolicyWatcher``). The control
+plane's start-up wires them together.
 
 Public surface::
 

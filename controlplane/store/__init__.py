@@ -1,4 +1,4 @@
-"""The state store: SQLAlchemy tables and the repository functions (the only SQL).
+"""The state store, the only SQL: one module per aggregate over a transaction core, behind the ``Store`` facade.
 
 ``Store(make_engine())`` is the way in: one short transaction per call,
 domain dataclasses out. ``upgrade()`` applies the Alembic migrations and

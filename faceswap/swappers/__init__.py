@@ -1,4 +1,11 @@
-"""Swappers chosen by name: ``classic`` (no model) and ``inswapper_128``."""
+"""Swappers chosen by name: ``classic`` (no model) and ``inswapper_128``.
+
+``base`` is what every swapper offers the pipeline; ``classic`` pastes the
+source face aligned onto the target's landmarks and recoloured to its skin
+tone; ``inswapper`` is the FaceFusion-compatible inswapper_128 fed by an
+ArcFace recognizer. ``build_swapper`` returns one ready to use, its model
+files verified first.
+"""
 
 from __future__ import annotations
 
