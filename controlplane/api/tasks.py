@@ -8,46 +8,31 @@ and the tenant's storage grant (``api/remote_uris.py``).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, Query, Request, Response
+from fastapi import APIRouter, FastAPI, Query
 from fastapi.responses import FileResponse
 
 from controlplane.api.auth import Principal
 from controlplane.api.deps import Caller, require_operator
 from controlplane.api.errors import ApiError
-from controlplane.api.remote_uris import HostResolver, RemoteRules, refuse_internal_names
-from controlplane.api.schemas import FieldError, TaskCreate, check_input_uri, check_output_uri
-from controlplane.api.submissions import SubmitQueue
-from controlplane.api.task_file import TaskFileError, infer_kind, output_suffix, task_spec_from_request
+from controlplane.api.remote_uris import HostResolver
+from controlplane.api.task_submit import SUBMIT_WRITERS_POSTGRES, submit_router
 from controlplane.api.views import attempt_json, event_json, receipt_json, task_json
 from controlplane.config import Settings
-from controlplane.domain import DataSensitivity, InvalidTransition, Priority, Task, TaskKind, TaskState
+from controlplane.domain import DataSensitivity, InvalidTransition, Priority, Task, TaskState
 from controlplane.domain.tenant_storage import resolved_inside, tenant_folder
 from controlplane.metrics import Metrics
 from controlplane.policy.storage import StorageFile
-from controlplane.store import IdempotencyConflict, NewTask, NotFound, StateMismatch, Store, new_id
-from faceswap.netguard import AllowedHosts
+from controlplane.store import NotFound, StateMismatch, Store
 
-__all__ = ["MAX_EVENT_ID", "SUBMIT_WRITERS_POSTGRES", "add_task_routes"]
+__all__ = ["MAX_EVENT_ID", "SUBMIT_WRITERS_POSTGRES", "add_task_routes", "task_file_router", "task_view_router"]
 
-_IDEMPOTENCY_KEY = r"^[A-Za-z0-9._:-]{1,128}$"
-#: concurrent group-commit writers on PostgreSQL (each holds one pooled connection)
-SUBMIT_WRITERS_POSTGRES = 3
 #: event ids are 64-bit signed in the database; a larger ``after`` is a 422, not an overflow
 MAX_EVENT_ID = 2**63 - 1
-
-
-def _kind(body: TaskCreate) -> TaskKind:
-    try:
-        return infer_kind(body)
-    except TaskFileError as exc:
-        raise ApiError(422, "invalid", exc.message, field=exc.path) from exc
 
 
 def _visible(task: Task, principal: Principal) -> Task:
@@ -79,93 +64,15 @@ def _moment(value: str | None, field: str) -> datetime | None:
     return parsed
 
 
-def add_task_routes(
-    app: FastAPI,
-    *,
-    settings: Settings,
-    store: Store,
-    metrics: Metrics,
-    storage: StorageFile,
-    resolve_host: HostResolver,
-    attempt_logs: Callable[[str], Path | None] | None = None,
-) -> None:
-    """The ``/v1/tasks`` routes on ``app``."""
-    allowed_internal = AllowedHosts.parse(settings.fetch_allow_hosts)
+#: a task by id, as the caller may see it (404 when absent, 403 when another tenant's)
+TaskLoader = Callable[[str, Principal], Task]
 
-    def load(task_id: str, principal: Principal) -> Task:
-        try:
-            return _visible(store.get_task(task_id), principal)
-        except NotFound as exc:
-            raise ApiError(404, "not_found", f"no task {task_id}", field="task_id") from exc
 
-    submit_queue = SubmitQueue(
-        store,
-        writers=SUBMIT_WRITERS_POSTGRES if store.engine.dialect.name == "postgresql" else 1,
-        observe_batch=metrics.submit_batch_size.observe,
-    )
+def task_view_router(*, store: Store, load: TaskLoader) -> APIRouter:
+    """List, show and cancel tasks; a task's receipt and events."""
+    router = APIRouter(tags=["tasks"])
 
-    @app.post("/v1/tasks", status_code=202, tags=["tasks"])
-    async def submit(
-        body: TaskCreate,
-        request: Request,
-        response: Response,
-        principal: Caller,
-        idempotency_key: Annotated[str | None, Header(pattern=_IDEMPOTENCY_KEY)] = None,
-    ) -> dict[str, Any]:
-        """Queue a face-swap task; 202 with its id and a Location header."""
-        # Runs on the event loop: the checks below are pure or a realpath under
-        # local roots (host names are resolved in the loop's thread pool; one key
-        # lookup only for a retry whose output exists), and the write goes through
-        # the group-commit queue.
-        kind = _kind(body)
-        # every local path is the caller's own tenant's (operators and admins included: their principal's)
-        tenant = principal.tenant
-        remote = RemoteRules(access=storage.current().for_tenant(tenant).access(), allowed_internal=allowed_internal)
-        roots = list(settings.input_roots)
-        source = check_input_uri(body.source, field="source", input_roots=roots, tenant=tenant, remote=remote)
-        target = check_input_uri(body.target, field="target", input_roots=roots, tenant=tenant, remote=remote)
-        refused = await refuse_internal_names(
-            {"source": source, "target": target},
-            rules=remote,
-            resolver=resolve_host,
-            timeout_s=settings.submit_resolve_timeout_s,
-        )
-        for field, reason in refused.items():
-            raise ApiError(422, "invalid", reason, field=field)
-        # the hash covers what the caller sent, so a retry with the same body matches
-        request_hash = hashlib.sha256(json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
-        wanted_output = body.output or f"{tenant}/{new_id('out')}/swapped{output_suffix(body, kind)}"
-        try:
-            output = check_output_uri(
-                wanted_output, field="output", output_root=settings.output_root, tenant=tenant, remote=remote
-            )
-        except FieldError:
-            # a retry of a task that has written its output since gets the stored answer, not "already exists"
-            earlier = store.task_for_key(tenant=tenant, idempotency_key=idempotency_key) if idempotency_key else None
-            if earlier is None or earlier[1] != request_hash:
-                raise
-            metrics.submissions.labels(outcome="replayed").inc()
-            response.headers["Location"] = f"/v1/tasks/{earlier[0].id}"
-            return task_json(earlier[0])
-        spec = task_spec_from_request(body, tenant=tenant, kind=kind, source=source, target=target, output=output)
-        try:
-            task, created = await submit_queue.submit(
-                NewTask(spec=spec, request_hash=request_hash, idempotency_key=idempotency_key)
-            )
-        except IdempotencyConflict as exc:
-            metrics.submissions.labels(outcome="conflict").inc()
-            raise ApiError(
-                409,
-                "idempotency_conflict",
-                "this Idempotency-Key was used with another body",
-                field="Idempotency-Key",
-                task_id=exc.task_id,
-            ) from exc
-        metrics.submissions.labels(outcome="created" if created else "replayed").inc()
-        response.headers["Location"] = f"/v1/tasks/{task.id}"
-        return task_json(task)
-
-    @app.get("/v1/tasks", tags=["tasks"])
+    @router.get("/v1/tasks")
     def list_tasks(
         principal: Caller,
         state: TaskState | None = None,
@@ -199,14 +106,14 @@ def add_task_routes(
             raise ApiError(422, "invalid", str(exc), field="cursor") from exc
         return {"tasks": [task_json(t) for t in tasks], "next_cursor": next_cursor}
 
-    @app.get("/v1/tasks/{task_id}", tags=["tasks"])
+    @router.get("/v1/tasks/{task_id}")
     def get_task(task_id: str, principal: Caller) -> dict[str, Any]:
         task = load(task_id, principal)
         body = task_json(task)
         body["attempts"] = [attempt_json(a, store.get_progress(a.id)) for a in store.attempts_for(task.id)]
         return body
 
-    @app.post("/v1/tasks/{task_id}/cancel", tags=["tasks"])
+    @router.post("/v1/tasks/{task_id}/cancel")
     def cancel(task_id: str, principal: Caller) -> dict[str, Any]:
         """Cancel a task that has not finished; the scheduler stops its backend resource."""
         task = load(task_id, principal)
@@ -224,7 +131,7 @@ def add_task_routes(
             raise ApiError(409, "invalid_state", f"the task changed state meanwhile: {exc}", field="state") from exc
         return task_json(task)
 
-    @app.get("/v1/tasks/{task_id}/decision", tags=["tasks"])
+    @router.get("/v1/tasks/{task_id}/decision")
     def decision(task_id: str, principal: Caller) -> dict[str, Any]:
         """The placement receipt: every plan (policy version, signals and ages, candidates, rejections)."""
         require_operator(principal)
@@ -232,14 +139,23 @@ def add_task_routes(
         attempts = [attempt_json(a, store.get_progress(a.id)) for a in store.attempts_for(task.id)]
         return receipt_json(task, store.get_decisions(task.id), attempts)
 
-    @app.get("/v1/tasks/{task_id}/events", tags=["tasks"])
+    @router.get("/v1/tasks/{task_id}/events")
     def events(
         task_id: str, principal: Caller, after: Annotated[int | None, Query(ge=0, le=MAX_EVENT_ID)] = None
     ) -> dict[str, Any]:
         task = load(task_id, principal)
         return {"events": [event_json(e) for e in store.list_events(task.id, after_id=after)]}
 
-    @app.get("/v1/tasks/{task_id}/output", tags=["tasks"], response_model=None)
+    return router
+
+
+def task_file_router(
+    *, settings: Settings, store: Store, load: TaskLoader, attempt_logs: Callable[[str], Path | None] | None
+) -> APIRouter:
+    """A finished task's output file and its latest attempt's worker log."""
+    router = APIRouter(tags=["tasks"])
+
+    @router.get("/v1/tasks/{task_id}/output", response_model=None)
     def output(task_id: str, principal: Caller) -> Any:
         """The result file once the task succeeded (local outputs); s3 outputs are named in the task."""
         task = load(task_id, principal)
@@ -253,7 +169,7 @@ def add_task_routes(
             raise ApiError(410, "gone", "the output file is no longer there", field="output")
         return FileResponse(path, filename=path.name)
 
-    @app.get("/v1/tasks/{task_id}/logs", tags=["tasks"], response_model=None)
+    @router.get("/v1/tasks/{task_id}/logs", response_model=None)
     def logs(task_id: str, principal: Caller) -> Any:
         """The worker log of the task's latest attempt (providers that keep one)."""
         task = load(task_id, principal)
@@ -264,3 +180,30 @@ def add_task_routes(
         if path is None or not path.is_file():
             raise ApiError(404, "not_found", "no log is kept for this attempt's provider", field="attempt_id")
         return FileResponse(path, media_type="text/plain")
+
+    return router
+
+
+def add_task_routes(
+    app: FastAPI,
+    *,
+    settings: Settings,
+    store: Store,
+    metrics: Metrics,
+    storage: StorageFile,
+    resolve_host: HostResolver,
+    attempt_logs: Callable[[str], Path | None] | None = None,
+) -> None:
+    """The ``/v1/tasks`` routes on ``app``: submission, views and files, in that order."""
+
+    def load(task_id: str, principal: Principal) -> Task:
+        try:
+            return _visible(store.get_task(task_id), principal)
+        except NotFound as exc:
+            raise ApiError(404, "not_found", f"no task {task_id}", field="task_id") from exc
+
+    app.include_router(
+        submit_router(settings=settings, store=store, metrics=metrics, storage=storage, resolve_host=resolve_host)
+    )
+    app.include_router(task_view_router(store=store, load=load))
+    app.include_router(task_file_router(settings=settings, store=store, load=load, attempt_logs=attempt_logs))

@@ -143,20 +143,15 @@ def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         "local": local,
         **cloud_providers(lambda: policies.current().targets, clouds=settings.clouds),
     }
-    checkpoint_root = (settings.var_dir / "checkpoints").resolve()
-    scheduler = Scheduler(
+    scheduler = _scheduler(
+        settings,
         store=store,
-        signals=hub.samples,
-        policy=policies.current,
-        providers=providers,
-        callback_base=settings.callback_base,
-        checkpoint_root=checkpoint_root,
-        scheduler_id=scheduler_id,
         metrics=metrics,
-        storage=TenantStorage(
-            input_roots=settings.input_roots, output_root=settings.output_root, checkpoint_root=checkpoint_root
-        ),
-        grants=tenant_grants(storage, settings),
+        hub=hub,
+        policies=policies,
+        providers=providers,
+        storage=storage,
+        scheduler_id=scheduler_id,
     )
     leadership, jobs = leadership_and_jobs(
         settings=settings, store=store, scheduler=scheduler, hub=hub, metrics=metrics
@@ -195,4 +190,33 @@ def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         tokens=tokens,
         dev_token=dev_token,
         asgi=asgi,
+    )
+
+
+def _scheduler(
+    settings: Settings,
+    *,
+    store: Store,
+    metrics: Metrics,
+    hub: SignalHub,
+    policies: PolicyRuntime,
+    providers: Mapping[str, Provider],
+    storage: StorageFile,
+    scheduler_id: str,
+) -> Scheduler:
+    """The scheduler over the policy in force and the pollers' latest values; tasks confined to their folders."""
+    checkpoint_root = (settings.var_dir / "checkpoints").resolve()
+    return Scheduler(
+        store=store,
+        signals=hub.samples,
+        policy=policies.current,
+        providers=providers,
+        callback_base=settings.callback_base,
+        checkpoint_root=checkpoint_root,
+        scheduler_id=scheduler_id,
+        metrics=metrics,
+        storage=TenantStorage(
+            input_roots=settings.input_roots, output_root=settings.output_root, checkpoint_root=checkpoint_root
+        ),
+        grants=tenant_grants(storage, settings),
     )
