@@ -1,6 +1,6 @@
 """The FastAPI application: the routes of ``controlplane/api/*`` on one app, behind the body limit.
 
-``create_app`` takes everything it needs (store, token registry, settings);
+``create_app`` includes one APIRouter per group of routes and takes everything it needs (store, token registry, settings);
 it starts nothing by itself, so tests and ``fusionctl serve`` wire it the
 same way. The routes live with what they serve: ``tasks.py``,
 ``upload_routes.py``, ``callbacks.py`` (worker callbacks), ``health.py``,
@@ -17,16 +17,16 @@ from fastapi import FastAPI
 
 from controlplane import __version__
 from controlplane.api.auth import TokenRegistry
-from controlplane.api.callbacks import add_callback_routes
+from controlplane.api.callbacks import callback_router
 from controlplane.api.errors import install_error_handlers
-from controlplane.api.health import add_health_routes
+from controlplane.api.health import health_router
 from controlplane.api.limits import BodyLimit
-from controlplane.api.planning import LiveSignals, PolicyFor, add_plan_routes
-from controlplane.api.policies import add_policy_routes
+from controlplane.api.planning import LiveSignals, PolicyFor, plan_router
+from controlplane.api.policies import policy_router
 from controlplane.api.remote_uris import HostResolver, system_host_resolver
-from controlplane.api.signals import add_signal_routes
-from controlplane.api.tasks import add_task_routes
-from controlplane.api.upload_routes import add_upload_routes
+from controlplane.api.signals import signal_router
+from controlplane.api.tasks import task_router
+from controlplane.api.upload_routes import upload_router
 from controlplane.config import Settings
 from controlplane.metrics import Metrics
 from controlplane.policy import Policy
@@ -72,33 +72,34 @@ def create_app(
     app.state.store = store
     app.state.metrics = metrics
     install_error_handlers(app)
-    add_task_routes(
-        app,
-        settings=settings,
-        store=store,
-        metrics=metrics,
-        storage=storage or StorageFile(settings.storage_file),
-        resolve_host=resolve_host,
-        attempt_logs=attempt_logs,
-    )
-    add_upload_routes(app, settings=settings)
-    add_callback_routes(app, store=store, metrics=metrics)
-    add_health_routes(app, store=store, metrics=metrics, active_policy=active_policy, leader_status=leader_status)
-    add_policy_routes(app, store=store, active=active_policy)
-    add_signal_routes(
-        app,
-        store=store,
-        snapshot=live_signals,
-        pollers=signal_pollers,
-        thresholds=(lambda: active_policy.current().base.thresholds) if active_policy is not None else None,
-    )
-
+    routers = [
+        task_router(
+            settings=settings,
+            store=store,
+            metrics=metrics,
+            storage=storage or StorageFile(settings.storage_file),
+            resolve_host=resolve_host,
+            attempt_logs=attempt_logs,
+        ),
+        upload_router(settings=settings),
+        callback_router(store=store, metrics=metrics),
+        health_router(store=store, metrics=metrics, active_policy=active_policy, leader_status=leader_status),
+        policy_router(store=store, active=active_policy),
+        signal_router(
+            store=store,
+            snapshot=live_signals,
+            pollers=signal_pollers,
+            thresholds=(lambda: active_policy.current().base.thresholds) if active_policy is not None else None,
+        ),
+    ]
     if policy_for is None and active_policy is not None:
         running = active_policy
 
         def policy_for(tenant: str) -> Policy:
             return running.current().for_tenant(tenant)
 
-    add_plan_routes(app, settings=settings, policy_for=policy_for, live_signals=live_signals)
+    routers.append(plan_router(settings=settings, policy_for=policy_for, live_signals=live_signals))
+    for router in routers:  # in this order: a path matched by two routes goes to the first
+        app.include_router(router)
 
     return BodyLimit(app, max_bytes=settings.max_body_bytes, unlimited_prefixes=("/v1/uploads/",)), app

@@ -11,7 +11,7 @@ import hashlib
 import hmac
 from typing import Any, TypeVar
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Request
 
 from controlplane.api.errors import ApiError
 from controlplane.domain import Attempt, AttemptState, TaskState
@@ -23,13 +23,14 @@ from controlplane.metrics import Metrics
 from controlplane.scheduler import advance
 from controlplane.store import NotFound, Store, utcnow
 
-__all__ = ["add_callback_routes"]
+__all__ = ["callback_router"]
 
 CallbackBody = TypeVar("CallbackBody", Heartbeat, Progress, Completion, Failure)
 
 
-def add_callback_routes(app: FastAPI, *, store: Store, metrics: Metrics) -> None:
-    """The ``/v1/attempts/{id}/...`` routes on ``app``."""
+def callback_router(*, store: Store, metrics: Metrics) -> APIRouter:
+    """The ``/v1/attempts/{id}/...`` routes."""
+    router = APIRouter()
 
     def attempt_for_callback(attempt_id: str, request: Request) -> Any:
         header = request.headers.get("authorization", "")
@@ -68,14 +69,14 @@ def add_callback_routes(app: FastAPI, *, store: Store, metrics: Metrics) -> None
             state=attempt.state.value,
         )
 
-    @app.post("/v1/attempts/{attempt_id}/heartbeat", tags=["worker"])
+    @router.post("/v1/attempts/{attempt_id}/heartbeat", tags=["worker"])
     async def heartbeat(attempt_id: str, request: Request) -> dict[str, Any]:
         """Note the worker's heartbeat (``{"progress": {...}}``); ``state`` says whether it may work (``running``)."""
         attempt = attempt_for_callback(attempt_id, request)
         body = await callback_body(request, Heartbeat)
         return note_heartbeat(attempt, body.progress)
 
-    @app.post("/v1/attempts/{attempt_id}/progress", tags=["worker"])
+    @router.post("/v1/attempts/{attempt_id}/progress", tags=["worker"])
     async def progress(attempt_id: str, request: Request) -> dict[str, Any]:
         """A heartbeat that carries the progress as its body."""
         attempt = attempt_for_callback(attempt_id, request)
@@ -108,7 +109,7 @@ def add_callback_routes(app: FastAPI, *, store: Store, metrics: Metrics) -> None
             exit_code=decided.exit_code,
         )
 
-    @app.post("/v1/attempts/{attempt_id}/complete", tags=["worker"])
+    @router.post("/v1/attempts/{attempt_id}/complete", tags=["worker"])
     async def complete(attempt_id: str, request: Request) -> dict[str, Any]:
         attempt = attempt_for_callback(attempt_id, request)
         body = await callback_body(request, Completion)
@@ -116,10 +117,12 @@ def add_callback_routes(app: FastAPI, *, store: Store, metrics: Metrics) -> None
         settle(attempt, worker_report(kind=None))
         return {"ok": True, "state": store.get_attempt(attempt.id).state.value}
 
-    @app.post("/v1/attempts/{attempt_id}/fail", tags=["worker"])
+    @router.post("/v1/attempts/{attempt_id}/fail", tags=["worker"])
     async def fail(attempt_id: str, request: Request) -> dict[str, Any]:
         attempt = attempt_for_callback(attempt_id, request)
         body = await callback_body(request, Failure)
         reason = f"{body.kind}: {body.field + ': ' if body.field else ''}{body.message[:1000]}".strip()
         settle(attempt, worker_report(kind=body.kind, reason=reason, exit_code=body.exit_code))
         return {"ok": True, "state": store.get_attempt(attempt.id).state.value}
+
+    return router

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Response
+from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
@@ -21,24 +21,25 @@ from controlplane.metrics import Metrics
 from controlplane.policy_sources import ActivePolicy
 from controlplane.store import Store, is_current, waiting_summary
 
-__all__ = ["add_health_routes"]
+__all__ = ["health_router"]
 
 
-def add_health_routes(
-    app: FastAPI,
+def health_router(
     *,
     store: Store,
     metrics: Metrics,
     active_policy: ActivePolicy | None = None,
     leader_status: Callable[[], dict[str, Any]] | None = None,
-) -> None:
-    """``/healthz``, ``/readyz`` and ``/metrics`` on ``app``."""
+) -> APIRouter:
+    """``/healthz``, ``/readyz`` and ``/metrics``."""
 
-    @app.get("/healthz", tags=["health"])
+    router = APIRouter()
+
+    @router.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"], response_model=None)
+    @router.get("/readyz", tags=["health"], response_model=None)
     def readyz(principal: Annotated[Principal | None, Depends(observer)]) -> Any:
         """``{"status": "ready"}`` for anyone (kubelet probes carry no token); the detail for observers."""
         detailed = principal is not None and principal.observes
@@ -82,7 +83,7 @@ def add_health_routes(
             detail["scheduler"] = leader_status()
         return detail
 
-    @app.get("/metrics", tags=["health"], response_model=None)
+    @router.get("/metrics", tags=["health"], response_model=None)
     def prometheus(principal: Annotated[Principal | None, Depends(observer)]) -> Response:
         """Prometheus text format; a ``metrics``, operator or admin bearer token."""
         require_observer(principal)
@@ -92,3 +93,5 @@ def add_health_routes(
         metrics.tasks_waiting.set(waiting.count)
         metrics.oldest_wait_seconds.set(waiting.oldest_wait_seconds)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return router

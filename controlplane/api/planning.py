@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from controlplane.api.auth import Principal
@@ -29,7 +29,7 @@ from controlplane.policy import Policy, PolicyError, parse_policy, plan
 from controlplane.policy_sources import load_policy_file
 from controlplane.signals.snapshot_json import SnapshotError, parse_time, snapshot_from_json
 
-__all__ = ["LiveSignals", "PlanRequest", "PolicyFor", "add_plan_routes"]
+__all__ = ["LiveSignals", "PlanRequest", "PolicyFor", "plan_router"]
 
 #: the policy in force for a tenant
 PolicyFor = Callable[[str], Policy]
@@ -72,13 +72,12 @@ def _invalid(prefix: str, exc: PolicyError | SnapshotError | TaskFileError) -> A
     return ApiError(422, "invalid", exc.message, field=field)
 
 
-def add_plan_routes(
-    app: FastAPI,
+def plan_router(
     *,
     settings: Settings,
     policy_for: PolicyFor | None = None,
     live_signals: LiveSignals | None = None,
-) -> None:
+) -> APIRouter:
     """Add ``POST /v1/plan``.
 
     ``policy_for(tenant)`` is the policy in force (default: ``settings.policy_file``,
@@ -87,6 +86,7 @@ def add_plan_routes(
     every signal missing, which the engine treats conservatively).
     """
 
+    router = APIRouter()
     # a seed form's built-in clouds as serve configures them (checked at serve's start-up)
     seed_clouds = settings.seed_clouds
 
@@ -99,7 +99,7 @@ def add_plan_routes(
     current_policy = policy_for or policy_in_force
     current_signals = live_signals or no_signals
 
-    @app.post("/v1/plan", tags=["policies"])
+    @router.post("/v1/plan", tags=["policies"])
     def dry_run(body: PlanRequest, principal: Operator) -> dict[str, Any]:
         """Plan a task without submitting it: candidates, rejections, trace and signals used."""
         tenant = body.tenant or DEFAULT_TENANT
@@ -133,3 +133,5 @@ def add_plan_routes(
         except TaskFileError as exc:
             raise _invalid("task", exc) from exc
         return plan_view(plan(task, snapshot, policy, now))
+
+    return router

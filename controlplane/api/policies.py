@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query
+from fastapi import APIRouter, Depends, Query
 
 from controlplane.api.auth import Principal
 from controlplane.api.deps import authenticate, require_operator
@@ -19,7 +19,7 @@ from controlplane.api.errors import ApiError
 from controlplane.policy_sources import ActivePolicy
 from controlplane.store import NotFound, PolicyApplication, Store
 
-__all__ = ["add_policy_routes", "application_json"]
+__all__ = ["policy_router", "application_json"]
 
 Caller = Annotated[Principal, Depends(authenticate)]
 
@@ -36,8 +36,11 @@ def application_json(row: PolicyApplication) -> dict[str, Any]:
     }
 
 
-def add_policy_routes(app: FastAPI, *, store: Store, active: ActivePolicy | None) -> None:
-    @app.get("/v1/policy", tags=["policy"])
+def policy_router(*, store: Store, active: ActivePolicy | None) -> APIRouter:
+    """``GET /v1/policy`` (the policy in force) and the policy history."""
+    router = APIRouter()
+
+    @router.get("/v1/policy", tags=["policy"])
     def policy_in_force(principal: Caller) -> dict[str, Any]:
         """The policy in force: version, source, Consul ModifyIndex, overlays, and whether it is up to date."""
         require_operator(principal)
@@ -47,13 +50,13 @@ def add_policy_routes(app: FastAPI, *, store: Store, active: ActivePolicy | None
         status["document"] = dict(store.get_policy_version(status["version"]).document)
         return status
 
-    @app.get("/v1/policy/history", tags=["policy"])
+    @router.get("/v1/policy/history", tags=["policy"])
     def policy_history(principal: Caller, limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict[str, Any]:
         """Every policy that took effect, newest first."""
         require_operator(principal)
         return {"items": [application_json(row) for row in store.list_policy_applications(limit=limit)]}
 
-    @app.get("/v1/policy/versions/{version}", tags=["policy"])
+    @router.get("/v1/policy/versions/{version}", tags=["policy"])
     def policy_version_document(version: str, principal: Caller) -> dict[str, Any]:
         """A stored policy document by its sha256 (a receipt's ``policy_version``); a unique prefix of 8+ works."""
         require_operator(principal)
@@ -68,6 +71,8 @@ def add_policy_routes(app: FastAPI, *, store: Store, active: ActivePolicy | None
             "source": found.source,
             "document": dict(found.document),
         }
+
+    return router
 
 
 def _resolve(store: Store, version: str) -> str:

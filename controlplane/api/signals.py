@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query
+from fastapi import APIRouter, Depends, Query
 
 from controlplane.api.auth import Principal
 from controlplane.api.deps import authenticate, require_operator
@@ -16,7 +16,7 @@ from controlplane.policy import Thresholds
 from controlplane.policy.freshness import applied_ttl
 from controlplane.store import Store
 
-__all__ = ["add_signal_routes", "signal_rows"]
+__all__ = ["signal_router", "signal_rows"]
 
 Caller = Annotated[Principal, Depends(authenticate)]
 
@@ -49,17 +49,18 @@ def signal_rows(snapshot: SignalSnapshot, thresholds: Thresholds | None = None) 
     return rows
 
 
-def add_signal_routes(
-    app: FastAPI,
+def signal_router(
     *,
     store: Store,
     snapshot: Callable[[], SignalSnapshot] | None,
     pollers: Callable[[], list[dict[str, Any]]] | None,
     thresholds: Callable[[], Thresholds] | None = None,
-) -> None:
+) -> APIRouter:
     """``thresholds`` gives the base policy's in force, so a row's TTL is the one plan() applies."""
 
-    @app.get("/v1/signals", tags=["signals"])
+    router = APIRouter()
+
+    @router.get("/v1/signals", tags=["signals"])
     def signals(principal: Caller, source: Annotated[str | None, Query(max_length=64)] = None) -> dict[str, Any]:
         """Every signal's newest value with its age and status, and each poller's state."""
         require_operator(principal)
@@ -70,7 +71,7 @@ def add_signal_routes(
         rows = [row for row in signal_rows(taken, applied) if source is None or row["source"] == source]
         return {"taken_at": taken.taken_at.isoformat(), "signals": rows, "pollers": pollers() if pollers else []}
 
-    @app.get("/v1/signals/history", tags=["signals"])
+    @router.get("/v1/signals/history", tags=["signals"])
     def history(
         principal: Caller,
         source: Annotated[str | None, Query(max_length=64)] = None,
@@ -83,3 +84,5 @@ def add_signal_routes(
         since = datetime.now(UTC) - timedelta(seconds=since_seconds) if since_seconds else None
         items = store.signal_history(source=source, key=key, since=since, limit=limit)
         return {"items": [{"source": s, "key": k, "value": v, "observed_at": at.isoformat()} for s, k, v, at in items]}
+
+    return router

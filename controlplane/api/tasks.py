@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 
 from controlplane.api.auth import Principal
@@ -29,7 +29,7 @@ from controlplane.metrics import Metrics
 from controlplane.policy.storage import StorageFile
 from controlplane.store import NotFound, StateMismatch, Store
 
-__all__ = ["MAX_EVENT_ID", "SUBMIT_WRITERS_POSTGRES", "add_task_routes", "task_file_router", "task_view_router"]
+__all__ = ["MAX_EVENT_ID", "SUBMIT_WRITERS_POSTGRES", "task_router", "task_file_router", "task_view_router"]
 
 #: event ids are 64-bit signed in the database; a larger ``after`` is a 422, not an overflow
 MAX_EVENT_ID = 2**63 - 1
@@ -184,8 +184,7 @@ def task_file_router(
     return router
 
 
-def add_task_routes(
-    app: FastAPI,
+def task_router(
     *,
     settings: Settings,
     store: Store,
@@ -193,8 +192,10 @@ def add_task_routes(
     storage: StorageFile,
     resolve_host: HostResolver,
     attempt_logs: Callable[[str], Path | None] | None = None,
-) -> None:
-    """The ``/v1/tasks`` routes on ``app``: submission, views and files, in that order."""
+) -> APIRouter:
+    """The ``/v1/tasks`` routes: submission, views and files, in that order."""
+
+    router = APIRouter()
 
     def load(task_id: str, principal: Principal) -> Task:
         try:
@@ -202,8 +203,10 @@ def add_task_routes(
         except NotFound as exc:
             raise ApiError(404, "not_found", f"no task {task_id}", field="task_id") from exc
 
-    app.include_router(
+    router.include_router(
         submit_router(settings=settings, store=store, metrics=metrics, storage=storage, resolve_host=resolve_host)
     )
-    app.include_router(task_view_router(store=store, load=load))
-    app.include_router(task_file_router(settings=settings, store=store, load=load, attempt_logs=attempt_logs))
+    router.include_router(task_view_router(store=store, load=load))
+    router.include_router(task_file_router(settings=settings, store=store, load=load, attempt_logs=attempt_logs))
+
+    return router

@@ -5,28 +5,29 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Request
 
 from controlplane.api.deps import Caller
 from controlplane.api.errors import ApiError
 from controlplane.api.uploads import UploadLedger, receive_upload
 from controlplane.config import Settings
 
-__all__ = ["add_upload_routes"]
+__all__ = ["upload_router"]
 
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
-def add_upload_routes(app: FastAPI, *, settings: Settings) -> None:
-    """``PUT /v1/uploads/{filename}`` on ``app``: into the caller's tenant folder, within its quota."""
+def upload_router(*, settings: Settings) -> APIRouter:
+    """``PUT /v1/uploads/{filename}``: into the caller's tenant folder, within its quota."""
+    router = APIRouter()
     ledger = (
         UploadLedger(root=settings.input_roots[0], quota_bytes=settings.upload_quota_bytes)
         if settings.input_roots
         else None
     )
 
-    @app.put("/v1/uploads/{filename}", status_code=201, tags=["tasks"])
+    @router.put("/v1/uploads/{filename}", status_code=201, tags=["tasks"])
     async def upload(filename: str, request: Request, principal: Caller) -> dict[str, Any]:
         """Store a local file for a task (``fusionctl submit`` with local paths); returns the URI to use."""
         if not _SAFE_NAME.match(filename) or filename.startswith("."):
@@ -40,3 +41,5 @@ def add_upload_routes(app: FastAPI, *, settings: Settings) -> None:
             ledger=ledger,
             max_bytes=settings.max_upload_bytes,
         )
+
+    return router
