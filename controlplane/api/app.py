@@ -1,8 +1,8 @@
 """The FastAPI application: the routes of ``controlplane/api/*`` on one app, behind the body limit.
 
-``create_app`` includes one APIRouter per group of routes and takes everything it needs (store, token registry, settings);
-it starts nothing by itself, so tests and ``fusionctl serve`` wire it the
-same way. The routes live with what they serve: ``tasks.py``,
+``create_app`` includes one APIRouter per group of routes and takes
+everything it needs (store, token registry, settings); it starts nothing by
+itself, so tests and ``fusionctl serve`` wire it the same way. The routes live with what they serve: ``tasks.py``,
 ``upload_routes.py``, ``callbacks.py`` (worker callbacks), ``health.py``,
 ``policies.py``, ``signals.py`` and ``planning.py``.
 """
