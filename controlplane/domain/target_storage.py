@@ -1,0 +1,118 @@
+"""Where a target's workers read and write, and which task URIs a target can reach.
+
+Each target names one store (the policy's ``targets[].storage``); a worker on
+that target reads its inputs from it and writes its output and checkpoints to
+it, under ``<store root>/<tenant>/<task id>/``. The kinds:
+
+- ``local``: the control plane's own disk (the local provider; implied when a
+  local target names no store). Root: an absolute path.
+- ``s3``: an S3 bucket and prefix, ``s3://bucket/prefix/``; ``endpoint_url``
+  names an S3-compatible store instead of AWS (an in-cluster MinIO or Ceph).
+- ``azure_blob``: a Blob container and prefix,
+  ``az://<account>/<container>/<prefix>/``; ``endpoint_url`` overrides
+  ``https://<account>.blob.core.windows.net`` (Azurite, sovereign clouds).
+- ``pvc``: a PersistentVolumeClaim the Kubernetes provider mounts into the
+  worker's pod at ``mount_path``; root ``pvc://<claim>/<prefix>/``.
+
+URI schemes a task may carry: a local path (or ``file://``), ``s3://``,
+``az://`` and ``https://`` (``http://`` where the operator allows it).
+
+What a target can reach (:func:`reach`) is decided here, without I/O, so the
+planner can reject a target that could never read a task's inputs
+(``unreachable_input``) and the stager can copy what needs copying:
+
+- a web URL: every target (the worker fetches it through the fetch guard);
+- a local path on the control plane's disk: a local target reads it in
+  place; a target with a store gets it *staged* (copied into the store before
+  launch); a target without one cannot reach it;
+- an ``s3://`` URI (AWS S3, or the one endpoint the control plane and its
+  workers are configured for): a local target reads it with the control
+  plane's own credentials, a target whose store is S3 without an endpoint of
+  its own reads it in place; any other target cannot reach it;
+- an ``az://<account>/...`` URI: a local target, or a target whose store is
+  Blob storage of the same account, reads it in place; any other cannot.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+__all__ = ["Reach", "StorageKind", "TargetStorage", "reach", "uri_scheme"]
+
+
+class StorageKind(enum.StrEnum):
+    LOCAL = "local"
+    S3 = "s3"
+    AZURE_BLOB = "azure_blob"
+    PVC = "pvc"
+
+
+#: the URI scheme each kind of store uses for its objects
+SCHEME_OF_KIND = {
+    StorageKind.LOCAL: "file",
+    StorageKind.S3: "s3",
+    StorageKind.AZURE_BLOB: "az",
+    StorageKind.PVC: "pvc",
+}
+
+
+class Reach(enum.StrEnum):
+    """How a worker on a target gets at one URI of a task."""
+
+    IN_PLACE = "in_place"  # reads (or writes) it where it is
+    STAGED = "staged"  # the control plane copies it into the target's store first
+    UNREACHABLE = "unreachable"
+
+
+def uri_scheme(uri: str) -> str:
+    """``file`` for plain paths and ``file://``; else the lower-cased scheme (``s3``, ``az``, ``https``, ...)."""
+    head, sep, _rest = uri.partition("://")
+    if not sep or len(head) <= 1 or "/" in head:
+        return "file"
+    return head.lower()
+
+
+@dataclass(frozen=True, kw_only=True)
+class TargetStorage:
+    """One target's store: its kind, its root URI (ending in ``/``) and, for S3-compatible or Blob
+    emulators and sovereign clouds, the service endpoint."""
+
+    kind: StorageKind
+    root: str
+    endpoint_url: str | None = None
+    #: where the Kubernetes provider mounts a ``pvc`` store in the worker's pod
+    mount_path: str | None = None
+
+    def task_prefix(self, tenant: str, task_id: str) -> str:
+        """``<root><tenant>/<task id>/``: where a task's staged inputs, output and checkpoints live."""
+        return f"{self.root}{tenant}/{task_id}/"
+
+    def same_service(self, other: TargetStorage) -> bool:
+        """True when a worker with credentials for ``self`` can read ``other``'s objects in place."""
+        if self.kind != other.kind or self.endpoint_url != other.endpoint_url or self.kind == StorageKind.PVC:
+            return False
+        return self.kind != StorageKind.AZURE_BLOB or _account(self.root) == _account(other.root)
+
+
+def _account(uri: str) -> str:
+    """The storage account an ``az://<account>/<container>/...`` URI names."""
+    return uri.partition("://")[2].partition("/")[0]
+
+
+def reach(*, provider: str, storage: TargetStorage | None, uri: str) -> Reach:
+    """How a worker of a target (its provider and store) gets at ``uri``; see the module's rules."""
+    scheme = uri_scheme(uri)
+    if scheme in ("https", "http"):
+        return Reach.IN_PLACE
+    if provider == "local":
+        return Reach.IN_PLACE if scheme in ("file", "s3", "az") else Reach.UNREACHABLE
+    if scheme == "file":
+        return Reach.STAGED if storage is not None else Reach.UNREACHABLE
+    if storage is None:
+        return Reach.UNREACHABLE
+    if scheme == "s3" and storage.kind == StorageKind.S3 and storage.endpoint_url is None:
+        return Reach.IN_PLACE
+    if scheme == "az" and storage.kind == StorageKind.AZURE_BLOB and _account(uri) == _account(storage.root):
+        return Reach.IN_PLACE
+    return Reach.UNREACHABLE
