@@ -8,8 +8,8 @@ Which kind fits which provider (the store is where that provider's workers
 read and write, so a store they cannot reach is a policy error, not a
 failed task later):
 
-- ``s3://bucket/prefix/``: ``aws``; ``kubernetes`` with ``endpoint_url`` (an
-  S3-compatible store in the cluster); ``local`` (the worker runs here with
+- ``s3://bucket/prefix/``: ``aws``; ``kubernetes`` (AWS S3, or with
+  ``endpoint_url`` an S3-compatible store in the cluster); ``local`` (the worker runs here with
   the control plane's own credentials, so a video can resume between this
   machine and a cloud on the same bucket);
 - ``az://account/container/prefix/``: ``azure``, and ``local`` likewise;
@@ -82,10 +82,6 @@ def parse_target_storage(value: Any, path: str, *, provider: str) -> TargetStora
         if kind not in (StorageKind.S3, StorageKind.AZURE_BLOB):
             raise PolicyError(f"{path}.endpoint_url", f"only applies to s3 and az stores, not {kind}")
         endpoint = _endpoint(endpoint, f"{path}.endpoint_url")
-    elif kind == StorageKind.S3 and provider == "kubernetes":
-        raise PolicyError(
-            f"{path}.endpoint_url", "is required for an s3 store on kubernetes (the S3-compatible store in the cluster)"
-        )
     mount = value.get("mount_path")
     if mount is not None and kind != StorageKind.PVC:
         raise PolicyError(f"{path}.mount_path", f"only applies to pvc stores, not {kind}")

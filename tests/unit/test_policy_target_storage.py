@@ -53,6 +53,7 @@ def _storage(provider: str, storage: Any) -> TargetStorage | None:
         ),
         ("local", {"uri": "/srv/fp/out"}, TargetStorage(kind=StorageKind.LOCAL, root="/srv/fp/out/")),
         ("local", {"uri": "file:///srv/fp/out/"}, TargetStorage(kind=StorageKind.LOCAL, root="/srv/fp/out/")),
+        ("kubernetes", {"uri": "s3://fp-work/k8s"}, TargetStorage(kind=StorageKind.S3, root="s3://fp-work/k8s/")),
         ("local", {"uri": "s3://fp-work/local/"}, TargetStorage(kind=StorageKind.S3, root="s3://fp-work/local/")),
     ],
 )
@@ -76,7 +77,6 @@ def test_a_target_without_storage_has_none() -> None:
         ("local", {"uri": "pvc://claim/x/", "mount_path": "/mnt"}, "uri", "does not fit provider local"),
         ("aws", {"uri": "/srv/out/"}, "uri", "does not fit provider aws"),
         ("kubernetes", {"uri": "/srv/out/"}, "uri", "does not fit provider kubernetes"),
-        ("kubernetes", {"uri": "s3://fp-work/"}, "endpoint_url", "is required"),
         ("kubernetes", {"uri": "pvc://claim/x/"}, "mount_path", "is required"),
         ("kubernetes", {"uri": "pvc://claim/x/", "mount_path": "mnt/work"}, "mount_path", "absolute"),
         ("kubernetes", {"uri": "pvc://claim/x/", "mount_path": "/"}, "mount_path", "must not be /"),
