@@ -164,10 +164,16 @@ def _cloud(env: Mapping[str, str], prefix: str, text: Mapping[str, str], lists: 
         items = [item.strip() for item in env.get(name, "").split(",") if item.strip()]
         if items:
             settings[key] = items
+    storage = {
+        key: env[name].strip()
+        for name, key in ((f"{prefix}STORAGE_URI", "uri"), (f"{prefix}STORAGE_ENDPOINT_URL", "endpoint_url"))
+        if env.get(name, "").strip()
+    }
     return BuiltinCloud(
         settings=settings,
         max_price_usd_h=_price(env, f"{prefix}MAX_PRICE_USD_H"),
         region=env.get(f"{prefix}REGION", "").strip() or None,
+        storage=storage,
     )
 
 
@@ -366,8 +372,11 @@ class Settings:
     upload_retention_seconds: float = DEFAULT_UPLOAD_RETENTION_S
     host: str = "127.0.0.1"
     port: int = 8080
-    #: URL workers use to reach the API (callbacks); default http://HOST:PORT
+    #: ``FUSIONPLANE_PUBLIC_URL``: the URL workers call back to (heartbeats, progress, the ending); default
+    #: http://HOST:PORT. Workers of aws, azure and kubernetes targets must reach it (serve checks its host)
     public_url: str = ""
+    #: serve with remote targets although the callback URL is loopback (a tunnel, tests): a warning, not a refusal
+    allow_loopback_callbacks: bool = False
     #: no auth at all; refused unless bound to loopback
     insecure_dev: bool = False
     local_slots: int = 2

@@ -45,6 +45,12 @@ log = logging.getLogger("fusionplane.serve")
 @click.option("--insecure-dev", is_flag=True, help="No authentication at all; only on a loopback address.")
 @click.option("--no-migrate", is_flag=True, help="Do not apply database migrations at start.")
 @click.option("--local-slots", type=click.IntRange(1, 64), default=None, help="Concurrent local workers.")
+@click.option(
+    "--allow-loopback-callbacks",
+    is_flag=True,
+    help="Start although the policy has aws, azure or kubernetes targets and the callback URL "
+    "(FUSIONPLANE_PUBLIC_URL, default http://HOST:PORT) is loopback; a loud warning instead of a refusal.",
+)
 def serve(
     host: str,
     port: int,
@@ -54,12 +60,16 @@ def serve(
     insecure_dev: bool,
     no_migrate: bool,
     local_slots: int | None,
+    allow_loopback_callbacks: bool,
 ) -> None:
     """Run the REST API and the scheduler; tasks run on this machine through the local provider."""
     from controlplane.api.serving import run_api
     from controlplane.runtime import StartupError, build_runtime, check_settings, prepare_folders
+    from controlplane.runtime.callbacks import callback_refusal
 
     given: dict[str, object] = {"policy_file": policy_file, "tokens_file": tokens_file, "local_slots": local_slots}
+    if allow_loopback_callbacks:
+        given["allow_loopback_callbacks"] = True
     overrides = {name: value for name, value in given.items() if value is not None}
     if database_url:
         overrides["database_url"] = database_url
@@ -78,6 +88,14 @@ def serve(
     except StartupError as exc:
         raise (click.UsageError if exc.usage else click.ClickException)(str(exc)) from exc
     _announce(runtime.settings, runtime)
+    if settings.allow_loopback_callbacks and callback_refusal(
+        settings.callback_base, runtime.policies.current().targets
+    ):
+        click.echo(
+            f"WARNING: remote workers call back to {settings.callback_base}, a loopback address "
+            "(--allow-loopback-callbacks); they must reach it some other way",
+            err=True,
+        )
     runtime.start()
     try:
         run_api(runtime.asgi, host=host, port=port)

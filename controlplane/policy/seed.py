@@ -71,6 +71,9 @@ class BuiltinCloud:
     max_price_usd_h: float | None = None
     #: replaces the built-in region when given
     region: str | None = None
+    #: the target's ``storage`` in its JSON form (``{"uri": "s3://bucket/prefix/"}``), checked like a full
+    #: policy's; empty: no store, so the cloud takes only tasks whose URIs it reaches without one
+    storage: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -192,6 +195,8 @@ def _builtin_target(template: Mapping[str, Any], clouds: SeedClouds) -> dict[str
             target["max_price_usd_h"] = cloud.max_price_usd_h
         if cloud.region:
             target["regions"] = [cloud.region]
+        if cloud.storage:
+            target["storage"] = dict(cloud.storage)
     return target
 
 

@@ -9,6 +9,7 @@ allow-lists, tokens, pollers.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections.abc import Mapping
@@ -26,6 +27,7 @@ from controlplane.domain.tenant_storage import TenantStorage
 from controlplane.metrics import Metrics
 from controlplane.policy import PolicyError
 from controlplane.policy.storage import StorageError, StorageFile
+from controlplane.runtime.callbacks import callback_refusal
 from controlplane.runtime.dev_token import DevToken, ensure_dev_token
 from controlplane.runtime.jobs import leadership_and_jobs
 from controlplane.runtime.policies import PolicyRuntime, start_policy_runtime
@@ -38,6 +40,8 @@ from controlplane.signals.hub import SignalHub
 from controlplane.store import Store, make_engine, upgrade
 from providers.base import Provider
 from providers.local import LocalProvider
+
+log = logging.getLogger("fusionplane.runtime")
 
 __all__ = ["Runtime", "StartupError", "build_runtime", "check_settings", "prepare_folders"]
 
@@ -125,6 +129,7 @@ def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         )
     except (PolicyError, OSError) as exc:
         raise StartupError(f"policy: {exc}") from exc
+    _check_callbacks(settings, policies)
     try:
         storage = StorageFile(settings.storage_file)
     except (StorageError, OSError) as exc:
@@ -190,6 +195,24 @@ def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         tokens=tokens,
         dev_token=dev_token,
         asgi=asgi,
+    )
+
+
+def _check_callbacks(settings: Settings, policies: PolicyRuntime) -> None:
+    """Refuse (or, allowed, warn loudly) when remote workers could not call back: see runtime/callbacks.py."""
+    refusal = callback_refusal(settings.callback_base, policies.current().targets)
+    if refusal is None:
+        return
+    if not settings.allow_loopback_callbacks:
+        policies.stop()
+        raise StartupError(refusal, usage=True)
+    log.warning(
+        "",
+        extra={
+            "event": "serve.loopback_callbacks",
+            "callback_base": settings.callback_base,
+            "detail": "allowed by --allow-loopback-callbacks: remote workers must reach this address some other way",
+        },
     )
 
 

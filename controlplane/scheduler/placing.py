@@ -326,6 +326,8 @@ class Placing(SchedulerBase):
         # already under way SEND_GRACE_S)
         self.store.check_fence(max_age_s=FENCE_CHECK_S)
         started = time.perf_counter()
+        # the target as the policy in force defines it: its store decides where a video's checkpoint goes
+        target = self.policy().for_tenant(task.spec.tenant).target(candidate.target)
         try:
             spec = render_worker_spec(
                 task=task,
@@ -336,6 +338,8 @@ class Placing(SchedulerBase):
                 hedged=hedged,
                 storage=self.storage,
                 grant=self.grants(task.spec.tenant) if self.grants is not None else None,
+                provider=candidate.provider,
+                target_storage=target.storage if target is not None else None,
             )
             result = provider.launch(
                 LaunchRequest(

@@ -8,6 +8,7 @@ from typing import Any
 
 from controlplane.config import Settings
 from controlplane.domain import InvalidSpec, Task, TaskKind
+from controlplane.domain.target_storage import StorageKind, TargetStorage, checkpoint_uri
 from controlplane.domain.tenant_storage import TenantStorage
 from controlplane.domain.worker_spec import WorkerSpec, parse_worker_spec
 from controlplane.policy.storage import StorageFile
@@ -27,6 +28,8 @@ def render_worker_spec(
     hedged: bool = False,
     storage: TenantStorage | None = None,
     grant: Mapping[str, Any] | None = None,
+    provider: str = "local",
+    target_storage: TargetStorage | None = None,
 ) -> WorkerSpec:
     """The spec for one attempt, checked here once against the published schema (``InvalidSpec`` if not).
 
@@ -41,10 +44,16 @@ def render_worker_spec(
     spec's ``access`` (the task's tenant's allow-lists, and nothing of other
     tenants') and ``fetch`` blocks; an s3 checkpoint folder, which the
     operator chose, is added to the attempt's access.
+
+    Where a video's checkpoint goes depends on the chosen target
+    (``provider``, ``target_storage``): see :func:`_checkpoint`. A worker
+    never gets a folder of the control plane's disk unless it runs here.
     """
-    checkpoint = None
-    if task.spec.kind == TaskKind.VIDEO and checkpoint_root is not None:
-        checkpoint = f"{str(checkpoint_root).rstrip('/')}/{task.spec.tenant}/{task.id}"
+    checkpoint = (
+        _checkpoint(task, provider=provider, store=target_storage, checkpoint_root=checkpoint_root)
+        if task.spec.kind == TaskKind.VIDEO
+        else None
+    )
     if storage is not None:
         refusal = storage.refusal(
             tenant=task.spec.tenant,
@@ -59,7 +68,7 @@ def render_worker_spec(
     if checkpoint is not None and checkpoint.startswith("s3://"):
         access = blocks.setdefault("access", {})
         for key in ("s3_read", "s3_write"):
-            access[key] = [*access.get(key, []), f"{checkpoint}/"]
+            access[key] = [*access.get(key, []), f"{checkpoint.rstrip('/')}/"]
     callback: dict[str, Any] = {
         "url": f"{callback_base.rstrip('/')}/v1/attempts/{attempt_id}",
         "token": token,
@@ -80,6 +89,32 @@ def render_worker_spec(
         "callback": callback,
     }
     return parse_worker_spec(document, prefix="worker spec ")
+
+
+def _checkpoint(
+    task: Task, *, provider: str, store: TargetStorage | None, checkpoint_root: Path | str | None
+) -> str | None:
+    """A video's checkpoint folder on the chosen target, the same for every attempt there (so one resumes).
+
+    - a target whose store is S3 or Blob: ``<store root><tenant>/<task id>/checkpoint/``, so an attempt on
+      any target of that store resumes from the segments already there;
+    - else an ``s3://`` checkpoint root the operator chose: ``<root>/<tenant>/<task id>``, as before;
+    - else, on the local provider: ``<checkpoint root>/<tenant>/<task id>`` on this machine;
+    - else none: a pod or VM cannot write the control plane's disk (a Kubernetes worker would hit its
+      read-only root and exit 65), so it runs without resume rather than fail.
+
+    A ``pvc`` store is mounted by the Kubernetes provider at its ``mount_path`` (not yet: TODO, issue 15),
+    so it gets no checkpoint for now.
+    """
+    tenant = task.spec.tenant
+    if store is not None and store.kind in (StorageKind.S3, StorageKind.AZURE_BLOB):
+        return checkpoint_uri(store, tenant=tenant, task_id=task.id)
+    if checkpoint_root is None:
+        return None
+    root = str(checkpoint_root).rstrip("/")
+    if root.startswith("s3://") or provider == "local":
+        return f"{root}/{tenant}/{task.id}"
+    return None
 
 
 def tenant_grants(storage: StorageFile, settings: Settings) -> Callable[[str], dict[str, Any]]:

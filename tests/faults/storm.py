@@ -557,6 +557,8 @@ class _Storm:
             "--host",
             "127.0.0.1",
             "--insecure-dev",
+            # the emulated clouds run on this machine, so their workers do reach a loopback callback URL
+            "--allow-loopback-callbacks",
             "--database-url",
             self.database_url,
             "--policy-file",

@@ -38,9 +38,10 @@ def _task(
     spec = TaskSpec(
         tenant="acme",
         kind=TaskKind.VIDEO,
-        source_uri="s3://faces/a.png",
-        target_uri="s3://media/b.mp4",
-        output_uri="s3://out/b.mp4",
+        # uploads on the control plane's disk: every target of the table has a store to stage them into
+        source_uri="/in/acme/a.png",
+        target_uri="/in/acme/b.mp4",
+        output_uri="/out/acme/b.mp4",
         priority=priority,
         data_sensitivity=sensitivity,
         labels=labels or {},
@@ -164,7 +165,9 @@ def test_the_seed_form_is_valid_and_means_what_the_seed_table_says() -> None:
     assert _codes(high)["aws"] == "not_configured"
     configured = load_policy_file(
         EXAMPLES / "seed-form.json",
-        seed_clouds=SeedClouds(aws=BuiltinCloud(settings={"launch_template": "fusionplane-worker"})),
+        seed_clouds=SeedClouds(
+            aws=BuiltinCloud(settings={"launch_template": "fusionplane-worker"}, storage={"uri": "s3://fp-work/"})
+        ),
     )
     (aws, local) = plan(_task(priority=Priority.HIGH), SignalSnapshot(taken_at=NOW), configured, NOW).candidates
     assert (aws.target, aws.provider, aws.instance_type, local.target) == ("aws", "aws", "g4dn.2xlarge", "local")
@@ -198,7 +201,7 @@ def test_bad_seed_documents_name_the_field(document: dict[str, Any], path: str) 
 BASE: dict[str, Any] = {
     "targets": [
         {"name": "local", "provider": "local", "private": True},
-        {"name": "aws", "provider": "aws", "private": False},
+        {"name": "aws", "provider": "aws", "private": False, "storage": {"uri": "s3://fp-work/aws/"}},
     ]
 }
 

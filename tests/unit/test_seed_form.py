@@ -33,12 +33,15 @@ SEED = {
 }
 AWS_PRICE = "spot_price/aws/us-east-1/g4dn.xlarge"
 AZURE_PRICE = "spot_price/azure/eastus/Standard_NC4as_T4_v3"
-#: both clouds configured; 0.30 $/h is the budget threshold for AWS
+#: both clouds configured, each with a store to stage the tasks' local files into; 0.30 $/h is the budget
+#: threshold for AWS
 CLOUDS = SeedClouds(
     aws=BuiltinCloud(
-        settings={"launch_template": "fusionplane-worker", "subnets": ["subnet-0abc"]}, max_price_usd_h=0.3
+        settings={"launch_template": "fusionplane-worker", "subnets": ["subnet-0abc"]},
+        max_price_usd_h=0.3,
+        storage={"uri": "s3://fp-work/aws/"},
     ),
-    azure=BuiltinCloud(settings=AZURE_SETTINGS),
+    azure=BuiltinCloud(settings=AZURE_SETTINGS, storage={"uri": "az://fpwork/work/"}),
 )
 POLICY = parse_policy(SEED, seed_clouds=CLOUDS)
 FULL = {"free_gpus/local": 0.0}
@@ -229,3 +232,25 @@ def test_the_built_in_clouds_are_read_from_the_environment() -> None:
 def test_a_bad_max_price_names_the_variable(value: str) -> None:
     with pytest.raises(ValueError, match="FUSIONPLANE_AZURE_MAX_PRICE_USD_H"):
         seed_clouds_from_env({"FUSIONPLANE_AZURE_MAX_PRICE_USD_H": value})
+
+
+def test_the_built_in_clouds_take_their_store_from_the_environment() -> None:
+    clouds = seed_clouds_from_env(
+        {
+            "FUSIONPLANE_AWS_LAUNCH_TEMPLATE": "fusionplane-worker",
+            "FUSIONPLANE_AWS_STORAGE_URI": "s3://fp-work/aws",
+            "FUSIONPLANE_AZURE_STORAGE_URI": "az://fpwork/work/",
+            "FUSIONPLANE_AZURE_STORAGE_ENDPOINT_URL": "http://127.0.0.1:10000/devstoreaccount1",
+        }
+    )
+    policy = parse_policy(SEED, seed_clouds=clouds)
+    aws, azure = policy.target("aws"), policy.target("azure")
+    assert aws is not None
+    assert aws.storage is not None
+    assert aws.storage.root == "s3://fp-work/aws/"
+    assert azure is not None
+    assert azure.storage is not None
+    assert azure.storage.endpoint_url == "http://127.0.0.1:10000/devstoreaccount1"
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(SEED, seed_clouds=seed_clouds_from_env({"FUSIONPLANE_AWS_STORAGE_URI": "az://fpwork/work/"}))
+    assert caught.value.path == "targets[1].storage.uri"
