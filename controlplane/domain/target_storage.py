@@ -36,9 +36,12 @@ planner can reject a target that could never read a task's inputs
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 
-__all__ = ["Reach", "StorageKind", "TargetStorage", "reach", "uri_scheme"]
+from controlplane.domain.tenant import is_tenant_name
+
+__all__ = ["STAGED_FIELDS", "Reach", "StorageKind", "TargetStorage", "reach", "staged_name", "staged_uri", "uri_scheme"]
 
 
 class StorageKind(enum.StrEnum):
@@ -116,3 +119,43 @@ def reach(*, provider: str, storage: TargetStorage | None, uri: str) -> Reach:
     if scheme == "az" and storage.kind == StorageKind.AZURE_BLOB and _account(uri) == _account(storage.root):
         return Reach.IN_PLACE
     return Reach.UNREACHABLE
+
+
+#: the task fields whose local inputs are staged
+STAGED_FIELDS = ("source", "target")
+#: a task id as the store makes them (``tsk_`` + 26 Crockford base32 characters), with room for other prefixes
+_TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+#: the longest file name part of a staged key: S3 keys may hold 1,024 bytes, and the prefix needs room
+_NAME_MAX = 100
+
+
+def staged_name(name: str) -> str:
+    """A file name made safe as one key segment: its last path part, only ``[A-Za-z0-9._-]``, no leading dots,
+    at most 100 characters (the suffix kept), never empty."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    safe = _UNSAFE.sub("_", base).lstrip(".") or "input"
+    if len(safe) > _NAME_MAX:
+        stem, dot, suffix = safe.rpartition(".")
+        suffix = suffix[:16] if dot and stem else ""
+        safe = safe[: _NAME_MAX - len(suffix) - 1] + "." + suffix if suffix else safe[:_NAME_MAX]
+    return safe
+
+
+def staged_uri(storage: TargetStorage, tenant: str, task_id: str, field: str, name: str) -> str:
+    """Where the stager copies a task's local input in a target's store:
+    ``<root><tenant>/<task id>/inputs/<field>-<safe file name>``.
+
+    Pure: the stager writes there and the worker spec names the same URI.
+    ``ValueError`` for a tenant, task id or field that could not name one key
+    segment; the file name is made safe (:func:`staged_name`), so whatever it
+    holds (``..``, ``/``, NUL, a thousand characters) the key stays under the
+    task's prefix.
+    """
+    if not is_tenant_name(tenant):
+        raise ValueError(f"tenant {tenant!r} cannot name a store prefix")
+    if not _TASK_ID.fullmatch(task_id):
+        raise ValueError(f"task id {task_id!r} cannot name a store prefix")
+    if field not in STAGED_FIELDS:
+        raise ValueError(f"only {', '.join(STAGED_FIELDS)} inputs are staged, not {field!r}")
+    return f"{storage.task_prefix(tenant, task_id)}inputs/{field}-{staged_name(name)}"
