@@ -164,7 +164,7 @@ class Stager:
         if self.tenant_storage is not None and not self.tenant_storage.readable(uri, tenant=tenant):
             raise StagingError(f"{field}: is outside tenant {tenant}'s input folders")
         try:
-            key = staged_uri(storage, tenant, task.id, field, path.name)
+            key = staged_uri(storage, tenant=tenant, task_id=task.id, field=field, name=uri)
         except ValueError as exc:
             raise StagingError(f"{field}: {exc}") from exc
         store = self.stores(storage)

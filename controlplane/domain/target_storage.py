@@ -41,7 +41,19 @@ from dataclasses import dataclass
 
 from controlplane.domain.tenant import is_tenant_name
 
-__all__ = ["STAGED_FIELDS", "Reach", "StorageKind", "TargetStorage", "reach", "staged_name", "staged_uri", "uri_scheme"]
+__all__ = [
+    "STAGED_FIELDS",
+    "Reach",
+    "StorageKind",
+    "TargetStorage",
+    "checkpoint_uri",
+    "output_uri",
+    "reach",
+    "staged_uri",
+    "uri_file_name",
+    "uri_scheme",
+    "worker_view",
+]
 
 
 class StorageKind(enum.StrEnum):
@@ -121,41 +133,84 @@ def reach(*, provider: str, storage: TargetStorage | None, uri: str) -> Reach:
     return Reach.UNREACHABLE
 
 
-#: the task fields whose local inputs are staged
+# -- the task layout in a store: <root><tenant>/<task id>/{inputs/<field>-<name>, output<suffix>, checkpoint/} --
+
+#: the task fields whose inputs the stager copies into a store
 STAGED_FIELDS = ("source", "target")
-#: a task id as the store makes them (``tsk_`` + 26 Crockford base32 characters), with room for other prefixes
-_TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-#: the longest file name part of a staged key: S3 keys may hold 1,024 bytes, and the prefix needs room
-_NAME_MAX = 100
+_TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+#: characters a staged object's name keeps; any other becomes ``_`` (no ``/``, ``?``, ``#``, ``%`` or controls)
+_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,15}$")
+_MAX_NAME = 128
 
 
-def staged_name(name: str) -> str:
-    """A file name made safe as one key segment: its last path part, only ``[A-Za-z0-9._-]``, no leading dots,
-    at most 100 characters (the suffix kept), never empty."""
-    base = name.replace("\\", "/").rsplit("/", 1)[-1]
-    safe = _UNSAFE.sub("_", base).lstrip(".") or "input"
-    if len(safe) > _NAME_MAX:
-        stem, dot, suffix = safe.rpartition(".")
-        suffix = suffix[:16] if dot and stem else ""
-        safe = safe[: _NAME_MAX - len(suffix) - 1] + "." + suffix if suffix else safe[:_NAME_MAX]
-    return safe
-
-
-def staged_uri(storage: TargetStorage, tenant: str, task_id: str, field: str, name: str) -> str:
-    """Where the stager copies a task's local input in a target's store:
-    ``<root><tenant>/<task id>/inputs/<field>-<safe file name>``.
-
-    Pure: the stager writes there and the worker spec names the same URI.
-    ``ValueError`` for a tenant, task id or field that could not name one key
-    segment; the file name is made safe (:func:`staged_name`), so whatever it
-    holds (``..``, ``/``, NUL, a thousand characters) the key stays under the
-    task's prefix.
-    """
+def _task_prefix(storage: TargetStorage, tenant: str, task_id: str) -> str:
+    # both become key segments of a shared store: a name that could climb out of its prefix never gets there
     if not is_tenant_name(tenant):
         raise ValueError(f"tenant {tenant!r} cannot name a store prefix")
-    if not _TASK_ID.fullmatch(task_id):
+    if not _TASK_ID.fullmatch(task_id) or ".." in task_id:
         raise ValueError(f"task id {task_id!r} cannot name a store prefix")
+    return storage.task_prefix(tenant, task_id)
+
+
+def uri_file_name(uri: str) -> str:
+    """The last segment of a task URI's path, made safe as one object name (``input`` when nothing is left).
+
+    Query and fragment are dropped, characters other than ``[A-Za-z0-9._-]``
+    become ``_``, leading dots go (no ``..``, no hidden names) and the name is
+    cut to 128 characters, keeping its extension.
+    """
+    path = uri.split("?", 1)[0].split("#", 1)[0] if uri_scheme(uri) != "file" else uri
+    name = _NAME_UNSAFE.sub("_", path.rstrip("/").rpartition("/")[2]).lstrip(".")
+    if len(name) > _MAX_NAME:
+        stem, dot, ext = name.rpartition(".")
+        keep = f".{ext}" if dot and stem and len(ext) < 16 else ""
+        name = name[: _MAX_NAME - len(keep)] + keep
+    return name or "input"
+
+
+def staged_uri(storage: TargetStorage, *, tenant: str, task_id: str, field: str, name: str) -> str:
+    """Where the stager writes a task's input in ``storage``: ``<root><tenant>/<task id>/inputs/<field>-<name>``.
+
+    ``name`` may be a bare file name or the task's whole URI: only its last
+    segment counts (:func:`uri_file_name`), so the stager and the worker spec
+    derive the same object from the same task. ``ValueError`` for a field
+    that is not staged or a tenant or task id that cannot be a key segment.
+    """
     if field not in STAGED_FIELDS:
-        raise ValueError(f"only {', '.join(STAGED_FIELDS)} inputs are staged, not {field!r}")
-    return f"{storage.task_prefix(tenant, task_id)}inputs/{field}-{staged_name(name)}"
+        raise ValueError(f"field {field!r} is not an input ({', '.join(STAGED_FIELDS)})")
+    return f"{_task_prefix(storage, tenant, task_id)}inputs/{field}-{uri_file_name(name)}"
+
+
+def output_uri(storage: TargetStorage, *, tenant: str, task_id: str, like: tuple[str, ...] = ()) -> str:
+    """Where a task's output goes in ``storage``: ``<root><tenant>/<task id>/output<suffix>``.
+
+    The suffix is the extension of the first URI of ``like`` that has one
+    (the task's requested output, then its target), so the worker picks the
+    same encoder as for the path the tenant asked for.
+    """
+    suffix = ""
+    for uri in like:
+        name = uri_file_name(uri)
+        ext = f".{name.rpartition('.')[2]}" if "." in name else ""
+        if _SUFFIX.fullmatch(ext):
+            suffix = ext.lower()
+            break
+    return f"{_task_prefix(storage, tenant, task_id)}output{suffix}"
+
+
+def checkpoint_uri(storage: TargetStorage, *, tenant: str, task_id: str) -> str:
+    """A video's segments in ``storage``: ``<root><tenant>/<task id>/checkpoint/``, the same for every attempt."""
+    return f"{_task_prefix(storage, tenant, task_id)}checkpoint/"
+
+
+def worker_view(storage: TargetStorage, uri: str) -> str:
+    """``uri`` as the worker opens it: a ``pvc://<claim>/<path>`` object of a ``pvc`` store is the local
+    path ``<mount_path>/<path>`` in the pod that mounts the claim; every other URI is unchanged."""
+    if storage.kind != StorageKind.PVC or storage.mount_path is None or not uri.startswith("pvc://"):
+        return uri
+    claim_and_path = uri[len("pvc://") :]
+    claim, _sep, path = claim_and_path.partition("/")
+    if claim != _account(storage.root):
+        raise ValueError(f"{uri!r} is not on claim {_account(storage.root)!r}")
+    return f"{storage.mount_path.rstrip('/')}/{path}"
