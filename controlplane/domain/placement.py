@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from controlplane.domain.target_storage import TargetStorage
+
 __all__ = ["Candidate", "PlacementPlan", "Rejection", "Target"]
 
 
@@ -33,6 +35,9 @@ class Target:
     #: or None. plan() rejects such a target ``not_configured``; a full policy's target never has one (it
     #: is refused when the policy is loaded instead)
     not_configured: str | None = None
+    #: where the target's workers read and write (the policy's ``storage``); None: no store of its own (a
+    #: local target then uses the control plane's output root, any other reaches only remote URIs)
+    storage: TargetStorage | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

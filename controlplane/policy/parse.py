@@ -30,6 +30,7 @@ from controlplane.policy.model import (
     policy_version,
 )
 from controlplane.policy.seed import NO_SEED_CLOUDS, SEED_KEY, SeedClouds, mark_unconfigured, seed_document
+from controlplane.policy.stores import parse_target_storage
 
 __all__ = ["parse_policy"]
 
@@ -49,6 +50,7 @@ _TARGET_KEYS = frozenset(
         "max_price_usd_h",
         "gpu_utilization_query",
         "settings",
+        "storage",
         "description",
     }
 )
@@ -213,6 +215,9 @@ def _parse_target(value: Any, path: str) -> Target:
         max_price_usd_h=_positive_price(raw.get("max_price_usd_h"), f"{path}.max_price_usd_h"),
         gpu_utilization_query=query,
         settings=dict(settings),
+        storage=parse_target_storage(raw["storage"], f"{path}.storage", provider=provider)
+        if "storage" in raw
+        else None,
     )
 
 
