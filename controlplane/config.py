@@ -36,8 +36,10 @@ from faceswap.netguard import AllowedHosts
 from providers.local_env import PASS_ENV_VARIABLE, parse_pass_env
 
 __all__ = [
+    "DEFAULT_OUTPUT_LINK_S",
     "DEFAULT_OWNER",
     "DEFAULT_POLICY_KEY",
+    "DEFAULT_STAGED_RETENTION_S",
     "DEFAULT_STORAGE_PATH",
     "DEFAULT_UPLOAD_QUOTA_BYTES",
     "DEFAULT_UPLOAD_RETENTION_S",
@@ -55,6 +57,8 @@ __all__ = [
 DEFAULT_UPLOAD_QUOTA_BYTES = 10 << 30
 DEFAULT_UPLOAD_RETENTION_S = 7 * 86_400.0
 MAX_UPLOAD_RETENTION_S = 366 * 86_400.0
+DEFAULT_STAGED_RETENTION_S = 86_400.0
+DEFAULT_OUTPUT_LINK_S = 300
 #: the storage allow-lists shipped with the code (public web hosts for every tenant, no s3)
 DEFAULT_STORAGE_PATH = Path(__file__).resolve().parents[1] / "policies" / "storage.json"
 
@@ -370,6 +374,10 @@ class Settings:
     upload_quota_bytes: int = DEFAULT_UPLOAD_QUOTA_BYTES
     #: how long an upload folder no unfinished task reads from is kept
     upload_retention_seconds: float = DEFAULT_UPLOAD_RETENTION_S
+    #: how long a finished task's inputs staged into a target's store are kept (then retention removes them)
+    staged_retention_seconds: float = DEFAULT_STAGED_RETENTION_S
+    #: how long the presigned URL ``GET /v1/tasks/{id}/output`` redirects to (s3, az outputs) is valid
+    output_link_seconds: int = DEFAULT_OUTPUT_LINK_S
     host: str = "127.0.0.1"
     port: int = 8080
     #: ``FUSIONPLANE_PUBLIC_URL``: the URL workers call back to (heartbeats, progress, the ending); default
@@ -434,6 +442,13 @@ class Settings:
             "upload_quota_bytes": _byte_count(env, "FUSIONPLANE_UPLOAD_QUOTA_BYTES", DEFAULT_UPLOAD_QUOTA_BYTES),
             "upload_retention_seconds": _seconds(
                 env, "FUSIONPLANE_UPLOAD_RETENTION_S", DEFAULT_UPLOAD_RETENTION_S, maximum=MAX_UPLOAD_RETENTION_S
+            ),
+            "staged_retention_seconds": _seconds(
+                env, "FUSIONPLANE_STAGED_RETENTION_S", DEFAULT_STAGED_RETENTION_S, maximum=MAX_UPLOAD_RETENTION_S
+            ),
+            # a SigV4 presigned URL lives at most 7 days
+            "output_link_seconds": max(
+                1, int(_seconds(env, "FUSIONPLANE_OUTPUT_LINK_S", DEFAULT_OUTPUT_LINK_S, maximum=604_800))
             ),
             "storage_file": _storage_file(env),
             "fetch_allow_hosts": tuple(env.get("FUSIONPLANE_FETCH_ALLOW_HOSTS", "").replace(",", " ").split()),

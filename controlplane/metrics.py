@@ -34,6 +34,8 @@ class Metrics:
     reconciled: Counter
     tokens_reloads: Counter
     tokens_loaded: Gauge
+    staging: Counter
+    staged_bytes: Counter
 
     @classmethod
     def create(cls) -> Metrics:
@@ -142,5 +144,15 @@ class Metrics:
             ),
             tokens_loaded=Gauge(
                 "fusionplane_tokens_loaded", "API tokens in force in this process (hashes)", registry=registry
+            ),
+            staging=Counter(
+                "fusionplane_staging",
+                "Inputs staged into a target's store before a launch, by outcome (copied, already_there, "
+                "unavailable, checksum_mismatch, failed, private_refused); private_refused is always a bug to alert on",
+                ["outcome"],
+                registry=registry,
+            ),
+            staged_bytes=Counter(
+                "fusionplane_staged_bytes", "Bytes copied into targets' stores by the stager", registry=registry
             ),
         )

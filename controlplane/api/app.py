@@ -3,7 +3,7 @@
 ``create_app`` includes one APIRouter per group of routes and takes
 everything it needs (store, token registry, settings); it starts nothing by
 itself, so tests and ``fusionctl serve`` wire it the same way. The routes live with what they serve: ``tasks.py``,
-``upload_routes.py``, ``callbacks.py`` (worker callbacks), ``health.py``,
+``output_routes.py``, ``upload_routes.py``, ``callbacks.py`` (worker callbacks), ``health.py``,
 ``policies.py``, ``signals.py`` and ``planning.py``.
 """
 
@@ -21,6 +21,7 @@ from controlplane.api.callbacks import callback_router
 from controlplane.api.errors import install_error_handlers
 from controlplane.api.health import health_router
 from controlplane.api.limits import BodyLimit
+from controlplane.api.output_routes import TargetStorageOf, output_router
 from controlplane.api.planning import LiveSignals, PolicyFor, plan_router
 from controlplane.api.policies import policy_router
 from controlplane.api.remote_uris import HostResolver, system_host_resolver
@@ -28,6 +29,9 @@ from controlplane.api.signals import signal_router
 from controlplane.api.tasks import task_router
 from controlplane.api.upload_routes import upload_router
 from controlplane.config import Settings
+from controlplane.dataplane.objects import ObjectStore
+from controlplane.dataplane.stores import Stores
+from controlplane.domain.target_storage import TargetStorage
 from controlplane.metrics import Metrics
 from controlplane.policy import Policy
 from controlplane.policy.storage import StorageFile
@@ -51,6 +55,8 @@ def create_app(
     leader_status: Callable[[], dict[str, Any]] | None = None,
     storage: StorageFile | None = None,
     resolve_host: HostResolver = system_host_resolver,
+    stores: Callable[[TargetStorage | str], ObjectStore] | None = None,
+    storage_of: TargetStorageOf | None = None,
 ) -> tuple[BodyLimit, FastAPI]:
     """The ASGI app to serve (FastAPI routes wrapped in the request-body limit) and the FastAPI app inside.
 
@@ -60,6 +66,9 @@ def create_app(
     ``storage`` is the per-tenant allow-lists in force (default: read from
     ``settings.storage_file``); ``resolve_host`` resolves input host names
     at submit time (tests hand in one that never leaves the machine).
+    ``stores`` opens the object stores outputs are read from (default: a
+    new :class:`~controlplane.dataplane.stores.Stores`); ``storage_of`` names a
+    target's store (default: the active policy's targets).
     """
     metrics = metrics or Metrics.create()
     app = FastAPI(
@@ -72,7 +81,22 @@ def create_app(
     app.state.store = store
     app.state.metrics = metrics
     install_error_handlers(app)
+    if storage_of is None and active_policy is not None:
+        policies = active_policy
+
+        def storage_of(tenant: str, target: str) -> TargetStorage | None:
+            named = policies.current().for_tenant(tenant).target(target)
+            return named.storage if named is not None else None
+
     routers = [
+        # before the task routes: the output is this router's, whoever else matches the path
+        output_router(
+            store=store,
+            output_root=settings.output_root,
+            stores=stores or Stores(),
+            storage_of=storage_of,
+            link_seconds=settings.output_link_seconds,
+        ),
         task_router(
             settings=settings,
             store=store,

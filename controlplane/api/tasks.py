@@ -1,4 +1,4 @@
-"""Task routes: submit, list, show, cancel, the receipt, events, the output and the worker log.
+"""Task routes: submit, list, show, cancel, the receipt, events and the worker log (the output: ``output_routes.py``).
 
 Every route authenticates the caller (``Caller``) and shows a task only to
 its own tenant or an operator; every local path a task names is its
@@ -24,7 +24,6 @@ from controlplane.api.task_submit import SUBMIT_WRITERS_POSTGRES, submit_router
 from controlplane.api.views import attempt_json, event_json, receipt_json, task_json
 from controlplane.config import Settings
 from controlplane.domain import DataSensitivity, InvalidTransition, Priority, Task, TaskState
-from controlplane.domain.tenant_storage import resolved_inside, tenant_folder
 from controlplane.metrics import Metrics
 from controlplane.policy.storage import StorageFile
 from controlplane.store import NotFound, StateMismatch, Store
@@ -39,17 +38,6 @@ def _visible(task: Task, principal: Principal) -> Task:
     if not principal.sees_all_tenants and task.spec.tenant != principal.tenant:
         raise ApiError(403, "forbidden", "this task belongs to another tenant", field="task_id")
     return task
-
-
-def _own_output(path: Path, *, output_root: Path, tenant: str) -> Path:
-    """The output file resolved, if it lies in the task's tenant folder: never serve another tenant's file."""
-    try:
-        real = resolved_inside(path, tenant_folder(output_root, tenant))
-    except ValueError:
-        real = None
-    if real is None:
-        raise ApiError(403, "forbidden", "the output is outside the task's tenant folder", field="output")
-    return real
 
 
 def _moment(value: str | None, field: str) -> datetime | None:
@@ -152,22 +140,8 @@ def task_view_router(*, store: Store, load: TaskLoader) -> APIRouter:
 def task_file_router(
     *, settings: Settings, store: Store, load: TaskLoader, attempt_logs: Callable[[str], Path | None] | None
 ) -> APIRouter:
-    """A finished task's output file and its latest attempt's worker log."""
+    """A task's latest attempt's worker log (the output has its own router: ``api/output_routes.py``)."""
     router = APIRouter(tags=["tasks"])
-
-    @router.get("/v1/tasks/{task_id}/output", response_model=None)
-    def output(task_id: str, principal: Caller) -> Any:
-        """The result file once the task succeeded (local outputs); s3 outputs are named in the task."""
-        task = load(task_id, principal)
-        if task.state != TaskState.SUCCEEDED:
-            raise ApiError(409, "not_ready", f"the task is {task.state.value}", field="state")
-        uri = task.spec.output_uri
-        if uri.startswith("s3://"):
-            return {"output_uri": uri}
-        path = _own_output(Path(uri), output_root=settings.output_root, tenant=task.spec.tenant)
-        if not path.is_file():
-            raise ApiError(410, "gone", "the output file is no longer there", field="output")
-        return FileResponse(path, filename=path.name)
 
     @router.get("/v1/tasks/{task_id}/logs", response_model=None)
     def logs(task_id: str, principal: Caller) -> Any:

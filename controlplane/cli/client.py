@@ -6,7 +6,9 @@ and exit status 1; an unreachable API exits 3.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from typing import Any, NoReturn
 
 import click
@@ -57,6 +59,20 @@ class ApiClient:
 
     def close(self) -> None:
         self._http.close()
+
+    @contextlib.contextmanager
+    def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        """A streamed exchange, its body read as it arrives; an error status is printed (exit 1) as for
+        :meth:`request`, a connection that fails on the way exits 3, a redirect is the caller's."""
+        try:
+            with self._http.stream(method, path, **kwargs) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self._fail(response)
+                yield response
+        except httpx.HTTPError as exc:
+            click.echo(f"error: cannot reach the FusionPlane API at {self.url}: {exc}", err=True)
+            sys.exit(EXIT_UNREACHABLE)
 
 
 def client_options(func: Any) -> Any:

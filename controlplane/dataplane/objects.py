@@ -31,7 +31,8 @@ class ObjectStore(Protocol):
 
     def put(self, uri: str, data: BinaryIO, *, sha256: str, size: int) -> ObjectInfo:
         """Write ``data`` (``size`` bytes) at ``uri``, all or nothing, recording ``sha256``; ``ValueError``
-        when the bytes read do not hash to ``sha256``, in which case nothing is left at ``uri``."""
+        when the bytes read do not hash to ``sha256``, in which case none of them is left at ``uri`` (an object
+        that was there stays as it was)."""
         ...
 
     def head(self, uri: str) -> ObjectInfo | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,9 @@ from controlplane.api.app import create_app
 from controlplane.api.auth import TokenError, TokenRegistry
 from controlplane.api.limits import BodyLimit
 from controlplane.config import Settings
+from controlplane.dataplane.stager import Stager
+from controlplane.dataplane.stores import Stores
+from controlplane.domain.target_storage import TargetStorage
 from controlplane.domain.tenant_storage import TenantStorage
 from controlplane.metrics import Metrics
 from controlplane.policy import PolicyError
@@ -148,6 +151,8 @@ def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         "local": local,
         **cloud_providers(lambda: policies.current().targets, clouds=settings.clouds),
     }
+    # one store (and SDK client) per service, shared by the stager, the output route and retention
+    stores, storage_of = Stores(), _storage_of(policies)
     scheduler = _scheduler(
         settings,
         store=store,
@@ -157,9 +162,16 @@ def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         providers=providers,
         storage=storage,
         scheduler_id=scheduler_id,
+        stores=stores,
     )
     leadership, jobs = leadership_and_jobs(
-        settings=settings, store=store, scheduler=scheduler, hub=hub, metrics=metrics
+        settings=settings,
+        store=store,
+        scheduler=scheduler,
+        hub=hub,
+        metrics=metrics,
+        stores=stores,
+        storage_of=storage_of,
     )
 
     def attempt_logs(attempt_id: str) -> Path | None:
@@ -179,6 +191,8 @@ def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         signal_pollers=lambda: pollers_json(hub),
         leader_status=leadership.status,
         storage=storage,
+        stores=stores,
+        storage_of=storage_of,
     )
     return Runtime(
         settings=settings,
@@ -216,6 +230,16 @@ def _check_callbacks(settings: Settings, policies: PolicyRuntime) -> None:
     )
 
 
+def _storage_of(policies: PolicyRuntime) -> Callable[[str, str], TargetStorage | None]:
+    """A target's store as the tenant's policy in force names it (None: no store, or no such target)."""
+
+    def storage_of(tenant: str, target: str) -> TargetStorage | None:
+        named = policies.current().for_tenant(tenant).target(target)
+        return named.storage if named is not None else None
+
+    return storage_of
+
+
 def _scheduler(
     settings: Settings,
     *,
@@ -226,9 +250,13 @@ def _scheduler(
     providers: Mapping[str, Provider],
     storage: StorageFile,
     scheduler_id: str,
+    stores: Stores,
 ) -> Scheduler:
     """The scheduler over the policy in force and the pollers' latest values; tasks confined to their folders."""
     checkpoint_root = (settings.var_dir / "checkpoints").resolve()
+    folders = TenantStorage(
+        input_roots=settings.input_roots, output_root=settings.output_root, checkpoint_root=checkpoint_root
+    )
     return Scheduler(
         store=store,
         signals=hub.samples,
@@ -238,8 +266,8 @@ def _scheduler(
         checkpoint_root=checkpoint_root,
         scheduler_id=scheduler_id,
         metrics=metrics,
-        storage=TenantStorage(
-            input_roots=settings.input_roots, output_root=settings.output_root, checkpoint_root=checkpoint_root
-        ),
+        storage=folders,
         grants=tenant_grants(storage, settings),
+        # TODO(issue 15): recorded_sha256 from the tus upload's state (.tus.json) once uploads are merged
+        stager=Stager(stores=stores, tenant_storage=folders, metrics=metrics),
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from apscheduler.jobstores.base import JobLookupError
@@ -17,14 +18,17 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from controlplane.api.uploads import prune_uploads
 from controlplane.config import Settings
+from controlplane.dataplane.objects import ObjectStore
+from controlplane.dataplane.retention import StagedRetention
+from controlplane.domain.target_storage import TargetStorage
 from controlplane.metrics import Metrics
 from controlplane.runtime.signals import prune_history
 from controlplane.scheduler import Scheduler
 from controlplane.scheduler.leader import Leadership
 from controlplane.scheduler.reconcile import Reconciler
 from controlplane.signals.hub import SignalHub
-from controlplane.store import Store
-from controlplane.store.uploads import inputs_in_use
+from controlplane.store import Store, utcnow
+from controlplane.store.uploads import finished_between, inputs_in_use
 
 __all__ = ["leadership_and_jobs"]
 
@@ -36,8 +40,15 @@ def leadership_and_jobs(
     scheduler: Scheduler,
     hub: SignalHub,
     metrics: Metrics,
+    stores: Callable[[TargetStorage], ObjectStore] | None = None,
+    storage_of: Callable[[str, str], TargetStorage | None] | None = None,
 ) -> tuple[Leadership, BackgroundScheduler]:
-    """The leader lease of ``scheduler`` and every job, scheduled but not started."""
+    """The leader lease of ``scheduler`` and every job, scheduled but not started.
+
+    With ``stores`` and ``storage_of`` (a target's store, as the policy in
+    force names it), the inputs staged for finished tasks are deleted once
+    their retention has passed.
+    """
     jobs = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 5})
     reconciler = Reconciler(scheduler)
     elected = threading.Event()
@@ -87,6 +98,18 @@ def leadership_and_jobs(
                 "in_use": lambda: inputs_in_use(store),
             },
             id="uploads-retention",
+        )
+    if stores is not None and storage_of is not None:
+        staged = StagedRetention(
+            finished_between=lambda after, until: finished_between(store, after=after, until=until),
+            attempts_of=store.attempts_for,
+            storage_of=storage_of,
+            stores=stores,
+            retention_seconds=settings.staged_retention_seconds,
+            clock=utcnow,
+        )
+        jobs.add_job(
+            staged.run, "interval", seconds=min(3600.0, settings.staged_retention_seconds), id="staged-retention"
         )
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     return leadership, jobs

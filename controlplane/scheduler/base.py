@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from controlplane.dataplane.stager import Stager
 from controlplane.domain import (
     Attempt,
     AttemptState,
@@ -80,6 +81,7 @@ class SchedulerBase:
         signals: Callable[[], Mapping[str, SignalSample]] | None = None,
         storage: TenantStorage | None = None,
         grants: Callable[[str], Mapping[str, Any]] | None = None,
+        stager: Stager | None = None,
     ) -> None:
         self.store, self.policy, self.providers = store, policy, providers
         #: the tenant folders every local path of a task must be in, checked before each launch (None: unchecked)
@@ -92,6 +94,8 @@ class SchedulerBase:
         self.signals = signals
         #: a tenant's worker-spec ``access`` and ``fetch`` blocks (None: the worker's defaults, no s3)
         self.grants = grants
+        #: copies local inputs into a cloud target's store before its launch (None: nothing is staged)
+        self.stager = stager
         #: the last event whose finished attempt had its backend resource released
         self._release_cursor: int | None = None
         #: attempts whose launch this scheduler is sending (rows written, backend refs not yet recorded)

@@ -21,17 +21,20 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from controlplane.dataplane.errors import ChecksumMismatch, StagingError
 from controlplane.domain import (
     Attempt,
     AttemptState,
     Candidate,
     DataSensitivity,
+    InvalidSpec,
     InvalidTransition,
     ProviderError,
     SignalSample,
     SignalSnapshot,
     Task,
     TaskState,
+    Unavailable,
     spot_price_key,
 )
 from controlplane.policy import CAPACITY_SOURCE, Policy
@@ -341,6 +344,8 @@ class Placing(SchedulerBase):
                 provider=candidate.provider,
                 target_storage=target.storage if target is not None else None,
             )
+            if self.stager is not None:
+                self._stage(task, candidate, attempt_id)
             result = provider.launch(
                 LaunchRequest(
                     attempt_id=attempt_id,
@@ -379,6 +384,41 @@ class Placing(SchedulerBase):
             },
         )
         return result.backend_ref
+
+    def _stage(self, task: Task, candidate: Candidate, attempt_id: str) -> None:
+        """Copy the task's local inputs into the candidate's store, if its target needs them staged.
+
+        Deciding whether anything needs staging is pure (the target's
+        storage from the policy, :meth:`Stager.pending`): a launch with
+        nothing to stage touches no store. A staging failure becomes the
+        candidate's launch refusal: a store that did not answer, a missing
+        bucket, or a private task's bytes refused for a non-private target
+        moves on to the next candidate as a capacity error does; an input
+        whose bytes changed since upload is refused everywhere.
+        """
+        assert self.stager is not None
+        policy = self.policy().for_tenant(task.spec.tenant)
+        target = policy.target(candidate.target)
+        storage = target.storage if target is not None else None
+        if not self.stager.pending(task, provider=candidate.provider, storage=storage):
+            return
+        try:
+            self.stager.stage(
+                task,
+                attempt_id=attempt_id,
+                target=candidate.target,
+                provider=candidate.provider,
+                storage=storage,
+                private_target=self._private_target(candidate, policy),
+            )
+        except StagingError as exc:
+            refusal: ProviderError = (
+                InvalidSpec(str(exc), target=candidate.target)
+                if isinstance(exc, ChecksumMismatch)
+                else Unavailable(str(exc), target=candidate.target)
+            )
+            refusal.code = exc.code  # the receipt and the attempt say staging, not the provider
+            raise refusal from exc
 
     def _launch(self, task: Task, candidates: list[Candidate], history: list[str], *, last: Attempt) -> None:
         """The per-task path after a launch error: one attempt per remaining candidate.

@@ -105,6 +105,7 @@ class ApiServer:
         metrics: Metrics | None = None,
         storage: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
         resolve_host: HostResolver = offline_host_resolver,
+        app: Mapping[str, Any] | None = None,
         **overrides: Any,
     ) -> ApiServer:
         """``tokens``: the registry to serve with (default :func:`registry`, the fixed test tokens).
@@ -112,6 +113,7 @@ class ApiServer:
         ``storage``: tenant -> grant (s3_read, s3_write, web_hosts); none: public
         web hosts, no s3. Host names of inputs resolve through ``resolve_host``
         (default: nothing resolves, so no DNS query leaves the machine).
+        ``app``: more keywords of ``create_app`` (``stores``, ``storage_of``, ...).
         """
         input_root = tmp_path / "inputs"
         output_root = tmp_path / "outputs"
@@ -132,6 +134,7 @@ class ApiServer:
             tokens=tokens if tokens is not None else registry(),
             metrics=metrics,
             resolve_host=resolve_host,
+            **dict(app or {}),
         )
         stack = contextlib.ExitStack()
         url = stack.enter_context(serving(asgi))
