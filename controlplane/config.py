@@ -39,6 +39,8 @@ __all__ = [
     "DEFAULT_OWNER",
     "DEFAULT_POLICY_KEY",
     "DEFAULT_STORAGE_PATH",
+    "DEFAULT_UPLOAD_CHUNK_MAX_BYTES",
+    "DEFAULT_UPLOAD_EXPIRY_S",
     "DEFAULT_UPLOAD_QUOTA_BYTES",
     "DEFAULT_UPLOAD_RETENTION_S",
     "DEFAULT_WORKER_IMAGE",
@@ -54,6 +56,10 @@ __all__ = [
 
 DEFAULT_UPLOAD_QUOTA_BYTES = 10 << 30
 DEFAULT_UPLOAD_RETENTION_S = 7 * 86_400.0
+#: the most one tus PATCH may carry; the CLI sends 8 MiB
+DEFAULT_UPLOAD_CHUNK_MAX_BYTES = 64 << 20
+#: how long an unfinished resumable upload waits for its next chunk before the retention job removes it
+DEFAULT_UPLOAD_EXPIRY_S = 86_400.0
 MAX_UPLOAD_RETENTION_S = 366 * 86_400.0
 #: the storage allow-lists shipped with the code (public web hosts for every tenant, no s3)
 DEFAULT_STORAGE_PATH = Path(__file__).resolve().parents[1] / "policies" / "storage.json"
@@ -364,6 +370,10 @@ class Settings:
     upload_quota_bytes: int = DEFAULT_UPLOAD_QUOTA_BYTES
     #: how long an upload folder no unfinished task reads from is kept
     upload_retention_seconds: float = DEFAULT_UPLOAD_RETENTION_S
+    #: the most bytes one PATCH of a resumable (tus) upload may carry
+    upload_chunk_max_bytes: int = DEFAULT_UPLOAD_CHUNK_MAX_BYTES
+    #: an unfinished resumable upload expires this long after its last chunk
+    upload_expiry_seconds: float = DEFAULT_UPLOAD_EXPIRY_S
     host: str = "127.0.0.1"
     port: int = 8080
     #: URL workers use to reach the API (callbacks); default http://HOST:PORT
@@ -425,6 +435,12 @@ class Settings:
             "upload_quota_bytes": _byte_count(env, "FUSIONPLANE_UPLOAD_QUOTA_BYTES", DEFAULT_UPLOAD_QUOTA_BYTES),
             "upload_retention_seconds": _seconds(
                 env, "FUSIONPLANE_UPLOAD_RETENTION_S", DEFAULT_UPLOAD_RETENTION_S, maximum=MAX_UPLOAD_RETENTION_S
+            ),
+            "upload_chunk_max_bytes": _byte_count(
+                env, "FUSIONPLANE_UPLOAD_CHUNK_MAX_BYTES", DEFAULT_UPLOAD_CHUNK_MAX_BYTES
+            ),
+            "upload_expiry_seconds": _seconds(
+                env, "FUSIONPLANE_UPLOAD_EXPIRY_S", DEFAULT_UPLOAD_EXPIRY_S, maximum=MAX_UPLOAD_RETENTION_S
             ),
             "storage_file": _storage_file(env),
             "fetch_allow_hosts": tuple(env.get("FUSIONPLANE_FETCH_ALLOW_HOSTS", "").replace(",", " ").split()),

@@ -317,7 +317,7 @@ def test_retention_deletes_old_uploads_no_unfinished_task_reads(api: ApiServer) 
     os.utime(streaming, (week_ago, week_ago))
 
     pruned = prune_uploads(root=api.input_root, retention_seconds=7 * 86_400, in_use=lambda: inputs_in_use(api.store))
-    assert pruned == {"folders": 2, "bytes": 2 * len(FACE), "kept_in_use": 1}
+    assert pruned == {"folders": 2, "bytes": 2 * len(FACE), "kept_in_use": 1, "expired": 0}
     assert old_used.exists()
     assert fresh.exists()
     assert streaming.exists()
