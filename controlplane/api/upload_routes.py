@@ -40,8 +40,7 @@ def upload_router(*, settings: Settings, in_use: Callable[[], set[str]] = _no_up
         if settings.input_roots
         else None
     )
-    if ledger is not None:
-        add_tus_routes(router, settings=settings, ledger=ledger, in_use=in_use)
+    add_tus_routes(router, settings=settings, ledger=ledger, in_use=in_use)
 
     @router.put("/v1/uploads/{filename}", status_code=201, tags=["tasks"])
     async def upload(filename: str, request: Request, principal: Caller) -> dict[str, Any]:

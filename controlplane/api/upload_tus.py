@@ -18,6 +18,7 @@ at creation and the 404-for-another-tenant rule are most of the work here.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Iterator
 from email.utils import formatdate
@@ -59,6 +60,8 @@ from controlplane.store.ids import new_id
 
 __all__ = ["URI_HEADER", "add_tus_routes"]
 
+log = logging.getLogger("fusionplane.uploads")
+
 #: where a finished upload's path is given (not an ``Upload-*`` name: that family is tus's own)
 URI_HEADER = "FusionPlane-Upload-URI"
 _EXTENSIONS = "creation,checksum,termination,expiration"
@@ -88,8 +91,14 @@ def _not_found() -> ApiError:
 class _Uploads:
     """The tus handlers' shared state: settings, the quota ledger and what unfinished tasks read."""
 
-    def __init__(self, *, settings: Settings, ledger: UploadLedger, in_use: Callable[[], set[str]]) -> None:
-        self.settings, self.ledger, self.in_use = settings, ledger, in_use
+    def __init__(self, *, settings: Settings, ledger: UploadLedger | None, in_use: Callable[[], set[str]]) -> None:
+        self.settings, self._ledger, self.in_use = settings, ledger, in_use
+
+    @property
+    def ledger(self) -> UploadLedger:
+        if self._ledger is None:
+            raise ApiError(409, "uploads_disabled", "no input root is configured", field="upload_id")
+        return self._ledger
 
     def folder_of(self, tenant: str, upload_id: str) -> tuple[Path, UploadState]:
         """The caller's own upload, or 404 (another tenant's id included)."""
@@ -265,7 +274,11 @@ class _Uploads:
     async def _finish(self, folder: Path, state: UploadState) -> None:
         """The last byte is in: check the whole-file sha256 (if given) and name the file; else delete it all."""
         final = await run_in_threadpool(finish_upload, folder, state)
-        if final is None:
+        # the id and the size only: what a tenant uploads (its file names) is its own business
+        if final is not None:
+            log.info("", extra={"event": "upload_completed", "upload_id": folder.name, "bytes": state.length})
+        else:
+            log.warning("", extra={"event": "upload_checksum_failed", "upload_id": folder.name, "bytes": state.length})
             await run_in_threadpool(remove_upload, folder)
             raise ApiError(
                 CHECKSUM_MISMATCH,
@@ -306,9 +319,12 @@ class _Uploads:
 
 
 def add_tus_routes(
-    router: APIRouter, *, settings: Settings, ledger: UploadLedger, in_use: Callable[[], set[str]]
+    router: APIRouter, *, settings: Settings, ledger: UploadLedger | None, in_use: Callable[[], set[str]]
 ) -> None:
-    """The tus routes on ``router``: OPTIONS and POST on ``/v1/uploads/``; HEAD, PATCH, DELETE on an upload."""
+    """The tus routes on ``router``: OPTIONS and POST on ``/v1/uploads/``; HEAD, PATCH, DELETE on an upload.
+
+    Without an input root (``ledger`` None) they are there and answer ``409 uploads_disabled``.
+    """
     uploads = _Uploads(settings=settings, ledger=ledger, in_use=in_use)
 
     async def discover() -> Response:

@@ -215,3 +215,13 @@ def test_every_tus_route_but_discovery_needs_a_token(api: ApiServer, a: httpx.Cl
         error(client.delete(location, headers=TUS), 401, "authorization")
     assert anonymous.options("/v1/uploads/").status_code == 204  # discovery tells limits, nothing of anyone's
     assert a.head(location, headers=TUS).headers["upload-offset"] == "0"
+
+
+@pytest.mark.parametrize("name", [".tus.part", ".tus.json", ".tus.json.tmp"])
+def test_an_uploads_part_and_bookkeeping_are_never_task_inputs(api: ApiServer, a: httpx.Client, name: str) -> None:
+    location = create(a, 10)
+    assert patch(a, location, 0, b"x" * 5).status_code == 204
+    path = api.input_root / "tenant-a" / location.rsplit("/", 1)[1] / name
+    path.touch()
+    refused = a.post("/v1/tasks", json={"source": str(path), "target": api.image(tenant="tenant-a")})
+    assert "unfinished upload" in error(refused, 422, "source")["message"]
