@@ -216,6 +216,8 @@ class _Uploads:
             raise ApiError(
                 413, "body_too_large", f"the chunk would pass Upload-Length {state.length}", field="Content-Length"
             )
+        if finished_file(folder, state) is not None:
+            return Response(status_code=204, headers=self.headers(folder, state))  # a retried last PATCH: done already
         writer = await run_in_threadpool(ChunkWriter, folder, offset=offset, checksum=expected is not None)
         try:
             disconnected = await self._receive(

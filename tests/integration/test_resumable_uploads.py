@@ -96,6 +96,9 @@ def test_an_upload_in_chunks_becomes_an_input_only_once_complete(api: ApiServer,
     head = client.head(location, headers=TUS)
     assert (head.headers["upload-offset"], head.headers[URI]) == (str(len(data)), uri)
     assert "upload-expires" not in head.headers  # a finished upload is kept by the retention instead
+    again = patch(client, location, len(data), b"")  # a last PATCH retried after its answer was lost
+    assert (again.status_code, again.headers[URI]) == (204, uri)
+    assert patch(client, location, len(data), b"more").status_code == 413
     submitted = client.post("/v1/tasks", json={"source": uri, "target": api.image()})
     assert submitted.status_code == 202, submitted.text
 
@@ -311,3 +314,15 @@ def test_a_1_gib_upload_cut_halfway_resumes_from_head_and_is_verified(
         assert final.parent == folder_of(api, location)
         # the part became the file: nothing half-written stays beside it
         assert sorted(p.name for p in final.parent.iterdir()) == [".tus.json", "big.bin"]
+
+
+def test_bytes_past_the_committed_offset_are_cut_off(api: ApiServer, client: httpx.Client) -> None:
+    """A server stopped mid-chunk leaves a part longer than .tus.json says: the next chunk starts at the offset."""
+    data = os.urandom(4000)
+    location = create(client, len(data))
+    assert patch(client, location, 0, data[:1000]).status_code == 204
+    with (folder_of(api, location) / ".tus.part").open("ab") as part:
+        part.write(b"half of a chunk that never committed")
+    assert client.head(location, headers=TUS).headers["upload-offset"] == "1000"
+    done = patch(client, location, 1000, data[1000:])
+    assert Path(done.headers[URI]).read_bytes() == data
