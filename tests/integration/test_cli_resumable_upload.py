@@ -103,12 +103,17 @@ def test_a_killed_submit_resumes_where_the_server_got_to(api: ApiServer, relay: 
         first.communicate(timeout=10)
     relay.heal(reset_held=True)
     assert location in json.loads(book().read_text()).values()  # kept for the next run
+    # the whole file's sha256 went with the creation: the server checks it when the last byte is in
+    head = api.client(ACME).head(location, headers=TUS)
+    digest = hashlib.sha256(big.read_bytes()).hexdigest()
+    assert f"sha256 {base64.b64encode(digest.encode()).decode()}" in head.headers["upload-metadata"]
 
     second = subprocess.run(
         submit(big), env=environment(relay), capture_output=True, text=True, timeout=120, check=False
     )
     assert second.returncode == 0, second.stderr
     assert f"resuming {big.name} at {3 * CHUNK} of {SIZE} bytes" in second.stderr
+    assert f"uploading {big.name}" in second.stderr  # the progress bar, on stderr
     source = uploaded_source(api, second.stdout)
     assert source.parent.name == location.rsplit("/", 1)[1]  # the same upload, not a new one
     assert source.name == "big_clip.bin"
