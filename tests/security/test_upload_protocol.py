@@ -7,7 +7,9 @@ upload (and the disk) as it was.
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import pytest
 
 from controlplane.store import Store, make_engine, upgrade
 from tests.support.api_fixtures import TENANT_A, TENANT_B, ApiServer
+from tests.support.serve_process import served
 from tests.support.tus import TUS, b64, create, metadata, patch
 
 LIMIT = 64 * 1024
@@ -225,3 +228,22 @@ def test_an_uploads_part_and_bookkeeping_are_never_task_inputs(api: ApiServer, a
     path.touch()
     refused = a.post("/v1/tasks", json={"source": str(path), "target": api.image(tenant="tenant-a")})
     assert "unfinished upload" in error(refused, 422, "source")["message"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_serve_removes_expired_unfinished_uploads_and_logs_counts_only(tmp_path: Path) -> None:
+    env = {"FUSIONPLANE_UPLOAD_RETENTION_S": "1", "FUSIONPLANE_UPLOAD_EXPIRY_S": "1"}
+    with served(tmp_path, insecure_dev=True, **env) as plane, httpx.Client(base_url=plane.url, timeout=10) as client:
+        location = create(client, 100, filename="secret-name.bin")
+        assert patch(client, location, 0, b"x" * 50).status_code == 204
+        folder = tmp_path / "var" / "inputs" / "dev" / location.rsplit("/", 1)[1]
+        assert folder.is_dir()
+        deadline = time.monotonic() + 30
+        while folder.exists():  # expired a second after its last chunk; the job runs every second
+            assert time.monotonic() < deadline, "the retention job did not delete the expired upload"
+            time.sleep(0.2)
+        assert client.head(location, headers=TUS).status_code == 404
+    lines = [line for line in (tmp_path / "serve.log").read_text().splitlines() if "uploads_pruned" in line]
+    assert [json.loads(line)["expired"] for line in lines] == [1], lines
+    assert not any("secret-name" in line or folder.name in line for line in lines)
