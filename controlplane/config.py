@@ -41,6 +41,8 @@ __all__ = [
     "DEFAULT_POLICY_KEY",
     "DEFAULT_STAGED_RETENTION_S",
     "DEFAULT_STORAGE_PATH",
+    "DEFAULT_UPLOAD_CHUNK_MAX_BYTES",
+    "DEFAULT_UPLOAD_EXPIRY_S",
     "DEFAULT_UPLOAD_QUOTA_BYTES",
     "DEFAULT_UPLOAD_RETENTION_S",
     "DEFAULT_WORKER_IMAGE",
@@ -56,6 +58,10 @@ __all__ = [
 
 DEFAULT_UPLOAD_QUOTA_BYTES = 10 << 30
 DEFAULT_UPLOAD_RETENTION_S = 7 * 86_400.0
+#: the most one tus PATCH may carry; the CLI sends 8 MiB
+DEFAULT_UPLOAD_CHUNK_MAX_BYTES = 64 << 20
+#: how long an unfinished resumable upload waits for its next chunk before the retention job removes it
+DEFAULT_UPLOAD_EXPIRY_S = 86_400.0
 MAX_UPLOAD_RETENTION_S = 366 * 86_400.0
 DEFAULT_STAGED_RETENTION_S = 86_400.0
 DEFAULT_OUTPUT_LINK_S = 300
@@ -378,6 +384,10 @@ class Settings:
     staged_retention_seconds: float = DEFAULT_STAGED_RETENTION_S
     #: how long the presigned URL ``GET /v1/tasks/{id}/output`` redirects to (s3, az outputs) is valid
     output_link_seconds: int = DEFAULT_OUTPUT_LINK_S
+    #: the most bytes one PATCH of a resumable (tus) upload may carry
+    upload_chunk_max_bytes: int = DEFAULT_UPLOAD_CHUNK_MAX_BYTES
+    #: an unfinished resumable upload expires this long after its last chunk
+    upload_expiry_seconds: float = DEFAULT_UPLOAD_EXPIRY_S
     host: str = "127.0.0.1"
     port: int = 8080
     #: ``FUSIONPLANE_PUBLIC_URL``: the URL workers call back to (heartbeats, progress, the ending); default
@@ -449,6 +459,12 @@ class Settings:
             # a SigV4 presigned URL lives at most 7 days
             "output_link_seconds": max(
                 1, int(_seconds(env, "FUSIONPLANE_OUTPUT_LINK_S", DEFAULT_OUTPUT_LINK_S, maximum=604_800))
+            ),
+            "upload_chunk_max_bytes": _byte_count(
+                env, "FUSIONPLANE_UPLOAD_CHUNK_MAX_BYTES", DEFAULT_UPLOAD_CHUNK_MAX_BYTES
+            ),
+            "upload_expiry_seconds": _seconds(
+                env, "FUSIONPLANE_UPLOAD_EXPIRY_S", DEFAULT_UPLOAD_EXPIRY_S, maximum=MAX_UPLOAD_RETENTION_S
             ),
             "storage_file": _storage_file(env),
             "fetch_allow_hosts": tuple(env.get("FUSIONPLANE_FETCH_ALLOW_HOSTS", "").replace(",", " ").split()),

@@ -62,5 +62,7 @@ def fusionctl() -> list[str]:
 def _isolated_model_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # never read the developer's real model cache in tests
     monkeypatch.setenv("FUSIONPLANE_MODEL_DIR", str(tmp_path / "no-models"))
+    # nor its fusionctl state (resumable uploads' book, the policy it last saw)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     monkeypatch.setenv("PYTHONUNBUFFERED", "1")
     os.environ.setdefault("FUSIONPLANE_TRT_CACHE", str(tmp_path / "trt"))

@@ -37,6 +37,7 @@ from controlplane.policy import Policy
 from controlplane.policy.storage import StorageFile
 from controlplane.policy_sources import ActivePolicy
 from controlplane.store import Store
+from controlplane.store.uploads import inputs_in_use
 
 __all__ = ["create_app"]
 
@@ -105,7 +106,7 @@ def create_app(
             resolve_host=resolve_host,
             attempt_logs=attempt_logs,
         ),
-        upload_router(settings=settings),
+        upload_router(settings=settings, in_use=lambda: inputs_in_use(store)),
         callback_router(store=store, metrics=metrics),
         health_router(store=store, metrics=metrics, active_policy=active_policy, leader_status=leader_status),
         policy_router(store=store, active=active_policy),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,11 +17,21 @@ __all__ = ["ApiError", "install_error_handlers"]
 
 
 class ApiError(Exception):
-    """An error with an HTTP status, a stable code and the field it is about."""
+    """An error with an HTTP status, a stable code and the field it is about (and response headers, if any)."""
 
-    def __init__(self, status: int, code: str, message: str, *, field: str | None = None, **extra: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        field: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.field, self.extra = status, code, message, field, extra
+        self.headers = dict(headers or {})
 
 
 def _field(loc: tuple[Any, ...]) -> str:
@@ -49,6 +60,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             status_code=exc.status,
             content=error_body(code=exc.code, message=exc.message, field=exc.field, **exc.extra),
+            headers=exc.headers or None,
         )
 
     @app.exception_handler(InvalidTransition)

@@ -118,6 +118,9 @@ def check_input_uri(
     folders = _tenant_folders(input_roots, tenant, field=field)
     for folder in folders:
         real = resolved_inside(path, folder)
+        if real is not None and real.name.startswith(".") and real.parent.name.startswith("upl_"):
+            # an upload's part or bookkeeping (api/upload_state.py): only a finished upload is an input
+            raise FieldError("is an unfinished upload; submit the URI its upload gave once complete", field=field)
         if real is not None:
             return str(real)
     where = " or ".join(f"{folder}/" for folder in folders) or "nowhere (no input root is configured)"

@@ -28,6 +28,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from controlplane.api.errors import ApiError
+from controlplane.api.upload_state import UploadBusy, expired, finished_file, read_state, writer_lock
 from controlplane.domain.tenant_storage import local_path, tenant_folder
 from controlplane.store.ids import new_id
 
@@ -50,8 +51,24 @@ def _bytes_under(folder: Path) -> int:
     return total
 
 
+def _reserved_beyond_disk(tenant: Path) -> int:
+    """What the tenant's unfinished resumable uploads hold beyond their bytes: each holds its whole Upload-Length."""
+    extra = 0
+    for folder in _entries(tenant):
+        if folder.name.startswith(UPLOAD_PREFIX):
+            state = read_state(folder)
+            if state is not None and finished_file(folder, state) is None:
+                extra += max(0, state.length - _bytes_under(folder))
+    return extra
+
+
 class UploadLedger:
-    """Bytes each tenant holds under its input folder, with its uploads in flight counted as they grow."""
+    """Bytes each tenant holds under its input folder, with its uploads in flight counted as they grow.
+
+    An unfinished resumable upload counts its whole declared length from its
+    creation on (the bytes written to it stay inside that), so a tenant
+    cannot start more resumable uploads than its quota could ever finish.
+    """
 
     def __init__(self, *, root: Path, quota_bytes: int) -> None:
         self.root, self.quota_bytes = root, quota_bytes
@@ -63,7 +80,8 @@ class UploadLedger:
         """One more upload of ``tenant``; with none in flight, the disk is re-read (retention deletes)."""
         with self._lock:
             if not self._in_flight[tenant]:
-                self._used[tenant] = _bytes_under(tenant_folder(self.root, tenant))
+                folder = tenant_folder(self.root, tenant)
+                self._used[tenant] = _bytes_under(folder) + _reserved_beyond_disk(folder)
             self._in_flight[tenant] += 1
 
     def take(self, tenant: str, size: int) -> bool:
@@ -73,6 +91,16 @@ class UploadLedger:
                 return False
             self._used[tenant] += size
             return True
+
+    def reserve(self, tenant: str, size: int) -> bool:
+        """Count a new resumable upload's declared length at once; False (nothing counted) over the quota."""
+        self.begin(tenant)
+        taken = False
+        try:
+            taken = self.take(tenant, size)
+        finally:
+            self.end(tenant, given_back=0)
+        return taken
 
     def end(self, tenant: str, *, given_back: int) -> None:
         """The upload is over; ``given_back`` bytes of it were not kept (it failed)."""
@@ -134,18 +162,25 @@ def prune_uploads(
     ``in_use`` gives the source and target URIs of every unfinished task
     (read after the folders are listed, so a task submitted meanwhile keeps
     its folder). Only ``upl_*`` folders are touched, never what an operator
-    put in a tenant folder.
+    put in a tenant folder. An unfinished resumable upload is deleted once its
+    ``Upload-Expires`` has passed (counted as ``expired``), whatever its age.
     """
-    cutoff = now() - retention_seconds
+    at = now()
+    cutoff = at - retention_seconds
     old: list[Path] = []
+    gone = 0
     for tenant in _entries(root):
-        old.extend(
-            folder
-            for folder in _entries(tenant)
-            if folder.name.startswith(UPLOAD_PREFIX) and not folder.is_symlink() and _mtime(folder) < cutoff
-        )
+        for folder in _entries(tenant):
+            if not folder.name.startswith(UPLOAD_PREFIX) or folder.is_symlink():
+                continue
+            state = read_state(folder)
+            if state is not None and finished_file(folder, state) is None:
+                # unfinished resumable upload: its expiry rules, not the retention; never a task's input
+                gone += _remove_if_expired(folder, now=at)
+            elif _mtime(folder) < cutoff:
+                old.append(folder)
     used = {str(path.parent) for path in map(local_path, in_use()) if path is not None}
-    pruned = {"folders": 0, "bytes": 0, "kept_in_use": 0}
+    pruned = {"folders": 0, "bytes": 0, "kept_in_use": 0, "expired": gone}
     for folder in old:
         if str(folder) in used or str(folder.resolve()) in used:
             pruned["kept_in_use"] += 1
@@ -155,10 +190,23 @@ def prune_uploads(
         if not folder.exists():
             pruned["folders"] += 1
             pruned["bytes"] += size
-    if pruned["folders"] or pruned["kept_in_use"]:
+    if pruned["folders"] or pruned["kept_in_use"] or pruned["expired"]:
         # counts only: which tenant uploaded what is that tenant's business
         log.info("", extra={"event": "uploads_pruned", **pruned})
     return pruned
+
+
+def _remove_if_expired(folder: Path, *, now: float) -> int:
+    """1 if the unfinished upload had expired and is now deleted; a chunk arriving right now keeps it."""
+    try:
+        with writer_lock(folder):
+            state = read_state(folder)
+            if state is None or not expired(state, folder, now=now):
+                return 0
+            shutil.rmtree(folder, ignore_errors=True)
+            return 1
+    except (UploadBusy, FileNotFoundError):
+        return 0
 
 
 def _entries(folder: Path) -> list[Path]:

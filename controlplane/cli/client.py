@@ -31,6 +31,14 @@ class ApiClient:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s)
 
+    def fail(self, response: httpx.Response) -> NoReturn:
+        """Print the API's error for ``response`` on stderr and exit 1."""
+        self._fail(response)
+
+    def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One exchange as it went: any status, and ``httpx.HTTPError`` raised (for callers that retry)."""
+        return self._http.request(method, path, **kwargs)
+
     def _fail(self, response: httpx.Response) -> NoReturn:
         try:
             error = response.json().get("error", {})

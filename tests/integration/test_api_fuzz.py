@@ -25,6 +25,7 @@ from controlplane.config import Settings
 from controlplane.domain import TaskState
 from controlplane.store import Store, make_engine, upgrade
 from tests.support.api_fixtures import OPERATOR, ApiServer, attempt_token
+from tests.support.tus import create
 
 MAX_EXAMPLES = 30
 #: operations with nothing to vary (GET /healthz) still run a few distinct cases
@@ -54,7 +55,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
 def _operation_labels() -> list[str]:
     """Every operation in the app's OpenAPI, known at collection time (building the app touches no database)."""
     _asgi, app = create_app(settings=Settings(), store=Store(create_engine("sqlite://")), tokens=TokenRegistry([]))
-    methods = ("get", "put", "post", "patch", "delete")
+    methods = ("get", "head", "options", "put", "post", "patch", "delete")
     return [f"{m.upper()} {path}" for path, item in app.openapi()["paths"].items() for m in methods if m in item]
 
 
@@ -86,6 +87,8 @@ def test_no_server_errors(api_schema: Any, served: ApiServer, label: str) -> Non
         token = attempt_token("fuzz")[0]  # the attempt's own token: callbacks get past auth
     if "{filename}" in label:
         real["filename"] = "fuzzed.png"
+    if "{upload_id}" in label:
+        real["upload_id"] = create(served.client(OPERATOR), 1024).rsplit("/", 1)[1]  # a resumable upload of ops
     headers = {"Authorization": f"Bearer {token}"}
     # valid and invalid data mixed, with generated and with real path parameters;
     # operations with nothing to break have no negative cases, which then do not come up

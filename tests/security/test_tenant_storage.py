@@ -317,7 +317,7 @@ def test_retention_deletes_old_uploads_no_unfinished_task_reads(api: ApiServer) 
     os.utime(streaming, (week_ago, week_ago))
 
     pruned = prune_uploads(root=api.input_root, retention_seconds=7 * 86_400, in_use=lambda: inputs_in_use(api.store))
-    assert pruned == {"folders": 2, "bytes": 2 * len(FACE), "kept_in_use": 1}
+    assert pruned == {"folders": 2, "bytes": 2 * len(FACE), "kept_in_use": 1, "expired": 0}
     assert old_used.exists()
     assert fresh.exists()
     assert streaming.exists()
@@ -350,6 +350,10 @@ def test_serve_runs_the_retention_job_and_logs_counts_only(tmp_path: Path) -> No
         ("FUSIONPLANE_UPLOAD_QUOTA_BYTES", "0"),
         ("FUSIONPLANE_UPLOAD_RETENTION_S", "-1"),
         ("FUSIONPLANE_UPLOAD_RETENTION_S", "a week"),
+        ("FUSIONPLANE_UPLOAD_CHUNK_MAX_BYTES", "0"),
+        ("FUSIONPLANE_UPLOAD_CHUNK_MAX_BYTES", "8M"),
+        ("FUSIONPLANE_UPLOAD_EXPIRY_S", "-5"),
+        ("FUSIONPLANE_UPLOAD_EXPIRY_S", "tomorrow"),
     ],
 )
 def test_bad_upload_settings_are_refused_naming_the_variable(
@@ -365,5 +369,9 @@ def test_upload_settings_defaults_and_overrides(monkeypatch: pytest.MonkeyPatch)
     assert (defaults.upload_quota_bytes, defaults.upload_retention_seconds) == (10 << 30, 7 * 86_400)
     monkeypatch.setenv("FUSIONPLANE_UPLOAD_QUOTA_BYTES", "1048576")
     monkeypatch.setenv("FUSIONPLANE_UPLOAD_RETENTION_S", "3600")
+    monkeypatch.setenv("FUSIONPLANE_UPLOAD_CHUNK_MAX_BYTES", "4194304")
+    monkeypatch.setenv("FUSIONPLANE_UPLOAD_EXPIRY_S", "7200")
     settings = Settings.from_env()
     assert (settings.upload_quota_bytes, settings.upload_retention_seconds) == (1 << 20, 3600)
+    assert (defaults.upload_chunk_max_bytes, defaults.upload_expiry_seconds) == (64 << 20, 86_400)
+    assert (settings.upload_chunk_max_bytes, settings.upload_expiry_seconds) == (4 << 20, 7200)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
-from urllib.parse import quote
 
 import click
 
@@ -16,12 +15,12 @@ from controlplane.cli.common import print_json
 from controlplane.cli.tasks.follow import PlainDisplay, follow_task, outcome_line
 from controlplane.cli.tasks.render import table
 from controlplane.cli.tasks.session import api_session, task_path
+from controlplane.cli.tasks.upload import upload_resumable
 from controlplane.domain import DataSensitivity, Priority, TaskKind, TaskState
 from controlplane.domain.worker_spec import SpecOptions
 
-__all__ = ["UPLOAD_CHUNK_BYTES", "submit"]
+__all__ = ["submit"]
 
-UPLOAD_CHUNK_BYTES = 1 << 20
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 _MAX_NAME = 128
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -34,7 +33,7 @@ def _choices(field: str) -> list[str]:
 
 
 def _upload_name(path: Path) -> str:
-    """The basename made safe for ``PUT /v1/uploads/{name}`` (letters, digits, '.', '_', '-')."""
+    """The basename made safe for an upload's file name (letters, digits, '.', '_', '-')."""
     name = _UNSAFE_NAME_CHARS.sub("_", path.name).lstrip(".") or "upload"
     if len(name) > _MAX_NAME:
         suffix = path.suffix if _UNSAFE_NAME_CHARS.search(path.suffix) is None else ""
@@ -47,26 +46,13 @@ def _is_local_file(value: str) -> bool:
 
 
 def _upload(client: ApiClient, value: str, *, option: str) -> str:
-    """Send a local file to the API and return the URI it is stored under; URIs pass through."""
+    """Send a local file to the API (resumable, in chunks) and return the URI it is stored under; URIs pass through."""
     if not _is_local_file(value):
         return value
     path = Path(value).expanduser()
     if not path.is_file():
         raise click.BadParameter(f"{value} is not a file", param_hint=option)
-    size = path.stat().st_size
-
-    def chunks() -> Iterator[bytes]:
-        with path.open("rb") as handle:
-            while chunk := handle.read(UPLOAD_CHUNK_BYTES):
-                yield chunk
-
-    response = client.request(
-        "PUT",
-        f"/v1/uploads/{quote(_upload_name(path), safe='')}",
-        content=chunks(),
-        headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
-    )
-    return str(response.json()["uri"])
+    return upload_resumable(client, path, name=_upload_name(path))
 
 
 def _labels(values: Sequence[str]) -> dict[str, str]:
