@@ -17,7 +17,7 @@ from pathlib import Path
 
 __all__ = ["TenantStorage", "local_path", "resolved_inside", "tenant_folder"]
 
-_REMOTE = ("s3://", "https://", "http://")
+_REMOTE = ("s3://", "az://", "https://", "http://")
 
 
 def local_path(uri: str) -> Path | None:

@@ -6,9 +6,9 @@ skipped (the Python SDK may speak a newer version than the emulator knows) and
 loose mode (headers it does not know are ignored, not refused). It is stopped
 by PID at the end (SIGTERM, then SIGKILL after a bounded wait).
 
-Test modules load the session fixture with
-``pytest_plugins = ["tests.support.azurite"]``; ``azurite`` gives the endpoint,
-the emulator's well-known account and key, and a connection string.
+tests/conftest.py registers this module as a plugin, so any test may ask for
+the session fixture ``azurite`` (started on first use): the endpoint, the
+emulator's well-known account and key, and a connection string.
 """
 
 from __future__ import annotations
@@ -63,7 +63,10 @@ class Azurite:
 
     @property
     def connection_string(self) -> str:
-        return f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};BlobEndpoint={self.endpoint};"
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};"
+            f"AccountKey={ACCOUNT_KEY};BlobEndpoint={self.endpoint};"
+        )
 
     def log_tail(self, chars: int = 4000) -> str:
         try:
