@@ -9,6 +9,7 @@ whose store is at a non-default address.
 from __future__ import annotations
 
 import http.server
+import json
 import subprocess
 import threading
 import uuid
@@ -135,6 +136,39 @@ def test_the_endpoint_may_come_from_the_spec_with_the_key_from_the_environment(
     container.upload_blob("in/a.bin", b"abc")
     location = parse_uri(_az(container, "in/a.bin"), field="source", blob_endpoints={ACCOUNT: azurite.endpoint})
     assert fetch(location, tmp_path, field="source").read_bytes() == b"abc"
+
+
+def test_a_worker_run_from_its_spec_reaches_the_account_at_the_spec_endpoint(
+    container: ContainerClient,
+    azurite: Azurite,
+    monkeypatch: pytest.MonkeyPatch,
+    fusionctl: list[str],
+    source_face_path: Path,
+    astronaut_path: Path,
+    tmp_path: Path,
+) -> None:
+    """As on an Azure VM: the key from the environment, the endpoint only in the spec (``blob_endpoints``)."""
+    monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING")
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT", ACCOUNT)
+    monkeypatch.setenv("AZURE_STORAGE_KEY", azurite.key)
+    folder = f"az://{ACCOUNT}/{container.container_name}/"
+    spec = {
+        "task_id": "task-az",
+        "attempt_id": "att-az",
+        "source": _upload(container, "in/source.png", source_face_path),
+        "target": _upload(container, "in/target.png", astronaut_path),
+        "output": _az(container, "out/result.png"),
+        "access": {"az_read": [f"{folder}in/"], "az_write": [f"{folder}out/"]},
+        "blob_endpoints": {ACCOUNT: azurite.endpoint},
+    }
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    done = subprocess.run(
+        [*fusionctl, "worker", "run", "--spec", str(path)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert _names(container) == {"in/source.png", "in/target.png", "out/result.png"}
+    assert azurite.key not in done.stderr + done.stdout
 
 
 def test_a_missing_blob_or_container_is_bad_input_naming_the_field(container: ContainerClient, tmp_path: Path) -> None:
