@@ -13,6 +13,7 @@ import hashlib
 import io
 import uuid
 from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qs
 
 import httpx
 import pytest
@@ -21,7 +22,7 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 from controlplane.dataplane.blob_store import BlobStore, open_blob_store
 from controlplane.dataplane.errors import StoreError
 from controlplane.dataplane.objects import ObjectStore
-from tests.support.azurite import ACCOUNT, Azurite
+from tests.support.azurite import ACCOUNT, Azurite, EntraTokens
 from tests.support.loopback import free_port
 
 pytestmark = pytest.mark.timeout(60)
@@ -226,3 +227,36 @@ def test_the_stores_hook_builds_a_store_for_a_targets_endpoint(azurite: Azurite,
     store = open_blob_store(endpoint_url=azurite.endpoint, settings=_Settings(azurite.connection_string))
     store.put(f"{root}hook.bin", io.BytesIO(b"1"), sha256=digest(b"1"), size=1)
     assert [item.uri for item in store.list(root)] == [f"{root}hook.bin"]
+
+
+def test_without_a_key_a_user_delegation_sas_is_signed(azurite_oauth: Azurite, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The managed-identity path: a bearer token writes, and a user delegation key the service issues signs a
+    read-only SAS for that blob alone.
+
+    Reading through it is not proved here: SDK 12.31 signs user delegation SAS
+    in a newer format (two more lines) than Azurite 3.35 (API 2025-11-05)
+    checks, so the emulator refuses every such signature; the account-key SAS
+    above is read over plain HTTP.
+    """
+    assert azurite_oauth.ca_path is not None
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(azurite_oauth.ca_path))  # the SDK's transport trusts the test CA
+    name = f"fp-{uuid.uuid4().hex[:12]}"
+    BlobServiceClient.from_connection_string(azurite_oauth.connection_string).create_container(name)
+    store = BlobStore(endpoint_url=azurite_oauth.endpoint, credential=EntraTokens())
+    root = f"az://{ACCOUNT}/{name}/work/"
+    store.put(f"{root}out.png", io.BytesIO(b"pixels"), sha256=digest(b"pixels"), size=6)
+    head = store.head(f"{root}out.png")
+    assert head is not None
+    assert head.sha256 == digest(b"pixels")
+    url = store.presign(f"{root}out.png", seconds=120)
+    assert url is not None
+    path, query = url.split("?", 1)
+    assert path == f"{azurite_oauth.endpoint}/{name}/work/out.png"
+    fields = parse_qs(query)
+    # signed by a key the service issued to this identity, not by an account key
+    assert (fields["skoid"], fields["sktid"]) == ([EntraTokens.OBJECT_ID], [EntraTokens.TENANT])
+    assert (fields["sp"], fields["sr"]) == (["r"], ["b"])  # read, one blob
+    starts, expires = (datetime.fromisoformat(fields[k][0].replace("Z", "+00:00")) for k in ("st", "se"))
+    assert timedelta(seconds=110) <= expires - datetime.now(UTC) <= timedelta(seconds=130)
+    assert starts < datetime.now(UTC)
+    assert fields["sig"]
