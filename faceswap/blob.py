@@ -152,9 +152,9 @@ def blob_errors(message: str, *, field: str) -> Iterator[None]:
 
 
 def download_blob(
-    path: AzPath, dest: Path, *, field: str, max_bytes: int, endpoints: BlobEndpoints | None = None
+    path: AzPath, dest: Path, *, field: str, max_bytes: int | None, endpoints: BlobEndpoints | None = None
 ) -> None:
-    """Download one blob to ``dest``; one larger than ``max_bytes`` is refused before it is read.
+    """Download one blob to ``dest``; one larger than ``max_bytes`` (None: no cap) is refused before it is read.
 
     The download is pinned to the ETag seen first, so a blob replaced halfway
     fails (temporary: the next attempt reads the new one whole) rather than
@@ -165,7 +165,7 @@ def download_blob(
     with blob_errors(f"cannot read {path}", field=field):
         blob = container_client(path, endpoints).get_blob_client(path.name)
         properties = blob.get_blob_properties()
-        if int(properties.size or 0) > max_bytes:
+        if max_bytes is not None and int(properties.size or 0) > max_bytes:
             raise BadInput(f"cannot read {path}: larger than the {max_bytes} byte limit", field=field)
         with dest.open("wb") as handle:
             stream = blob.download_blob(

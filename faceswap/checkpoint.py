@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from faceswap import blob
-from faceswap.access import AzPath
+from faceswap.access import AzPath, split_az
 from faceswap.errors import BadInput
 from faceswap.uris import parse_uri, remote_errors, s3_client
 
@@ -172,15 +172,18 @@ class BlobCheckpoint:
         blob.upload_blob(self._path(name), local, field="checkpoint", endpoints=self.endpoints)
 
     def get_segment(self, name: str, dest: Path) -> None:
-        blob.download_blob(self._path(name), dest, field="checkpoint", max_bytes=1 << 62, endpoints=self.endpoints)
+        blob.download_blob(self._path(name), dest, field="checkpoint", max_bytes=None, endpoints=self.endpoints)
 
 
 def open_checkpoint(uri: str, *, blob_endpoints: blob.BlobEndpoints | None = None) -> CheckpointStore:
     """A store for a local directory, ``file://`` URI, ``s3://bucket/prefix`` or ``az://account/container/prefix``."""
     if uri.startswith("az://"):
-        location = parse_uri(uri.rstrip("/") + "/" + MANIFEST, field="checkpoint", blob_endpoints=blob_endpoints)
-        folder = AzPath(location.account, location.bucket, location.path[: -len(MANIFEST)])
-        return BlobCheckpoint(folder, uri, location.blob_endpoints)
+        try:
+            folder = split_az(uri.rstrip("/") + "/")
+        except ValueError as exc:
+            raise BadInput(str(exc), field="checkpoint") from None
+        endpoint = (blob_endpoints or {}).get(folder.account)
+        return BlobCheckpoint(folder, uri, {folder.account: endpoint} if endpoint else None)
     location = parse_uri(uri, field="checkpoint")
     if location.scheme == "file":
         return LocalCheckpoint(Path(location.path))
