@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -107,6 +108,8 @@ class BlobStore:
         self._clock = clock
         self._lock = threading.Lock()
         self._services: dict[str, Any] = {}
+        # one INFO line per request from azure-core would drown the control plane's own JSON log
+        logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 
     def _key(self, account: str) -> str | None:
         return self._conn.get("accountkey") if self._conn.get("accountname") == account else None
