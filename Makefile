@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: setup system-deps run demo check test bench bench-core bench-api bench-policy bench-simulate bench-signals bench-providers bench-ha clean
 
 # Debian packages: ffmpeg/ffprobe for the core, PostgreSQL 15 for the store's tests,
-# Prometheus (server + promtool) for the signal tests.
+# Prometheus (server + promtool) for the signal tests, Node.js + npm for Azurite (the Blob emulator).
 # Installed when missing and we are root (CI, containers); otherwise say what to install.
 PG_BIN ?= /usr/lib/postgresql/15/bin
 system-deps:
@@ -15,6 +15,7 @@ system-deps:
 	command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || missing="$$missing ffmpeg"; \
 	[ -x $(PG_BIN)/initdb ] && [ -x $(PG_BIN)/postgres ] || missing="$$missing postgresql"; \
 	command -v prometheus >/dev/null && command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v node >/dev/null && command -v npm >/dev/null || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages:$$missing"; \
@@ -28,7 +29,13 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
-setup: system-deps $(STAMP)
+# Azurite (tests/support/azurite.py) from package.json, pinned by package-lock.json; reinstalled when either changes
+NODE_STAMP := node_modules/.installed
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $(NODE_STAMP)
+
+setup: system-deps $(STAMP) $(NODE_STAMP)
 
 # The main job on embedded defaults: the control plane at http://127.0.0.1:8080
 # (SQLite under var/, policies/default.json, the local provider), printing a dev token.
@@ -73,4 +80,4 @@ bench-ha: setup
 	$(PY) -m bench.ha
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules var .pytest_cache .mypy_cache .ruff_cache

@@ -206,8 +206,8 @@ DEFAULT_OWNER = "fusionplane"
 class CloudSettings:
     """What Kubernetes, EC2 Spot and Azure Spot launch and how they tag it.
 
-    Credentials never pass through here: boto3's chain, azure-identity's
-    ``DefaultAzureCredential`` and kubeconfig (``KUBECONFIG``, read by
+    Credentials never pass through here (bar a Blob connection string, below):
+    boto3's chain, azure-identity's ``DefaultAzureCredential`` and kubeconfig (``KUBECONFIG``, read by
     ``providers/kubeconfig.py`` as the kubernetes client would) or in-cluster
     configuration find them. EC2 takes ``AWS_ENDPOINT_URL`` /
     ``AWS_ENDPOINT_URL_EC2``, which boto3 reads itself.
@@ -222,6 +222,9 @@ class CloudSettings:
     owner: str = DEFAULT_OWNER
     #: ``FUSIONPLANE_AZURE_ARM_URL``: the ARM endpoint (None: the public cloud's; tests point it at the fake)
     azure_arm_url: str | None = None
+    #: ``AZURE_STORAGE_CONNECTION_STRING``: Blob storage with an account key (Azurite in tests); the one
+    #: credential that passes through here, because the Blob SDK does not read it itself; kept out of reprs
+    blob_connection_string: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> CloudSettings:
@@ -231,6 +234,7 @@ class CloudSettings:
             worker_gpus=env.get("FUSIONPLANE_WORKER_GPUS", "1") != "0",
             owner=env.get("FUSIONPLANE_OWNER") or DEFAULT_OWNER,
             azure_arm_url=env.get("FUSIONPLANE_AZURE_ARM_URL") or None,
+            blob_connection_string=env.get("AZURE_STORAGE_CONNECTION_STRING") or None,
         )
 
 

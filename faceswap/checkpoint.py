@@ -1,9 +1,10 @@
 """Where finished video segments are committed so a preempted job resumes.
 
-A checkpoint location is a local directory or an ``s3://bucket/prefix``. It
-holds one encoded file per finished segment and ``manifest.json``. The order
-of writes makes a crash at any instant safe: a segment file is published
-first (rename, or a completed S3 upload), the manifest that names it second.
+A checkpoint location is a local directory, an ``s3://bucket/prefix`` or an
+``az://account/container/prefix``. It holds one encoded file per finished
+segment and ``manifest.json``. The order of writes makes a crash at any
+instant safe: a segment file is published first (rename, a completed S3
+upload, a committed blob), the manifest that names it second.
 A segment on disk that the manifest does not name is simply redone.
 """
 
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from faceswap import blob
+from faceswap.access import AzPath, split_az
 from faceswap.errors import BadInput
 from faceswap.uris import parse_uri, remote_errors, s3_client
 
@@ -139,11 +142,53 @@ class S3Checkpoint:
             self.client.download_file(self.bucket, self._key(name), str(dest))
 
 
-def open_checkpoint(uri: str) -> CheckpointStore:
-    """A store for a local directory, ``file://`` URI or ``s3://bucket/prefix``."""
+class BlobCheckpoint:
+    """A folder of a Blob container; every write is one committed blob (see :mod:`faceswap.blob`)."""
+
+    def __init__(self, folder: AzPath, uri: str, endpoints: blob.BlobEndpoints | None) -> None:
+        self.folder, self.uri, self.endpoints = folder, uri, endpoints
+        self.client = blob.container_client(folder, endpoints)
+
+    def _path(self, name: str) -> AzPath:
+        prefix = self.folder.name.rstrip("/")
+        return AzPath(self.folder.account, self.folder.container, f"{prefix}/{name}" if prefix else name)
+
+    def read_manifest(self) -> Manifest | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        with blob.blob_errors(f"cannot read {self.uri}", field="checkpoint"):
+            try:
+                body = self.client.download_blob(self._path(MANIFEST).name).readall()
+            except ResourceNotFoundError:
+                return None
+        return Manifest.from_json(body.decode("utf-8"))
+
+    def write_manifest(self, manifest: Manifest) -> None:
+        # one Put Blob replaces a blob whole: readers see the old or the new manifest
+        with blob.blob_errors(f"cannot write {self.uri}", field="checkpoint"):
+            self.client.upload_blob(self._path(MANIFEST).name, manifest.to_json().encode(), overwrite=True)
+
+    def put_segment(self, name: str, local: Path) -> None:
+        blob.upload_blob(self._path(name), local, field="checkpoint", endpoints=self.endpoints)
+
+    def get_segment(self, name: str, dest: Path) -> None:
+        blob.download_blob(self._path(name), dest, field="checkpoint", max_bytes=None, endpoints=self.endpoints)
+
+
+def open_checkpoint(uri: str, *, blob_endpoints: blob.BlobEndpoints | None = None) -> CheckpointStore:
+    """A store for a local directory, ``file://`` URI, ``s3://bucket/prefix`` or ``az://account/container/prefix``."""
+    if uri.startswith("az://"):
+        try:
+            folder = split_az(uri.rstrip("/") + "/")
+        except ValueError as exc:
+            raise BadInput(str(exc), field="checkpoint") from None
+        endpoint = (blob_endpoints or {}).get(folder.account)
+        return BlobCheckpoint(folder, uri, {folder.account: endpoint} if endpoint else None)
     location = parse_uri(uri, field="checkpoint")
     if location.scheme == "file":
         return LocalCheckpoint(Path(location.path))
     if location.scheme == "s3":
         return S3Checkpoint(location.bucket, location.path, uri)
-    raise BadInput("checkpoints go to a directory or s3://bucket/prefix", field="checkpoint")
+    raise BadInput(
+        "checkpoints go to a directory, s3://bucket/prefix or az://account/container/prefix", field="checkpoint"
+    )

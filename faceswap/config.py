@@ -9,13 +9,18 @@ tests and ``fusionctl swap`` set it on the fly), each with its default.
 | ``FUSIONPLANE_TRT_CACHE`` | :attr:`WorkerSettings.trt_cache` (default ``~/.cache/fusionplane/trt``) |
 | ``FUSIONPLANE_FFMPEG`` | :attr:`WorkerSettings.ffmpeg` (default: ``ffmpeg`` on the ``PATH``) |
 | ``FUSIONPLANE_FFPROBE`` | :attr:`WorkerSettings.ffprobe` (default: ``ffprobe`` on the ``PATH``) |
+| ``AZURE_STORAGE_CONNECTION_STRING`` | :attr:`WorkerSettings.blob_connection_string` (az:// with its account's key) |
+| ``AZURE_STORAGE_ACCOUNT``, ``AZURE_STORAGE_KEY`` | :attr:`WorkerSettings.blob_account_key` (the same, as two values) |
+
+Without a key for an account, az:// goes through ``DefaultAzureCredential``
+(the VM's managed identity), which reads its own variables.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["DEFAULT_MODEL_DIR", "DEFAULT_TRT_CACHE", "WorkerSettings"]
@@ -35,6 +40,10 @@ class WorkerSettings:
     #: ffmpeg and ffprobe as configured (None: found on the ``PATH``)
     ffmpeg: str | None = None
     ffprobe: str | None = None
+    #: an Azure Storage connection string (account, key, Blob endpoint); kept out of reprs and logs
+    blob_connection_string: str | None = field(default=None, repr=False)
+    #: ``(account, key)`` for Blob storage, when given as two variables
+    blob_account_key: tuple[str, str] | None = field(default=None, repr=False)
 
     def ffmpeg_binary(self, name: str) -> str | None:
         """The configured path of ``ffmpeg`` or ``ffprobe`` (None: not configured)."""
@@ -48,4 +57,10 @@ class WorkerSettings:
             trt_cache=Path(env.get("FUSIONPLANE_TRT_CACHE", DEFAULT_TRT_CACHE)).expanduser(),
             ffmpeg=env.get("FUSIONPLANE_FFMPEG") or None,
             ffprobe=env.get("FUSIONPLANE_FFPROBE") or None,
+            blob_connection_string=env.get("AZURE_STORAGE_CONNECTION_STRING") or None,
+            blob_account_key=(
+                (env["AZURE_STORAGE_ACCOUNT"], env["AZURE_STORAGE_KEY"])
+                if env.get("AZURE_STORAGE_ACCOUNT") and env.get("AZURE_STORAGE_KEY")
+                else None
+            ),
         )

@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -239,6 +240,7 @@ def run_swap(
     on_event: EventSink = _ignore,
     access: Access | None = None,
     fetch_rules: FetchRules | None = None,
+    blob_endpoints: Mapping[str, str] | None = None,
 ) -> SwapResult:
     """Run one job end to end; raises a :class:`FaceSwapError` subclass on failure.
 
@@ -248,15 +250,17 @@ def run_swap(
     checked against it before anything is read or written; None (an
     operator's own run) sets no tenant limit. ``fetch_rules`` guard http(s)
     inputs (internal addresses, size cap, timeouts) either way.
+    ``blob_endpoints`` names the Blob endpoint of a storage account that is
+    not at its default address (Azurite, sovereign clouds).
     """
     options = options or SwapOptions()
     stop = stop or threading.Event()
     started = time.perf_counter()
-    source_loc = parse_uri(source, field="source")
-    target_loc = parse_uri(target, field="target")
-    output_loc = parse_uri(output, field="output")
+    source_loc = parse_uri(source, field="source", blob_endpoints=blob_endpoints)
+    target_loc = parse_uri(target, field="target", blob_endpoints=blob_endpoints)
+    output_loc = parse_uri(output, field="output", blob_endpoints=blob_endpoints)
     if output_loc.scheme in ("http", "https"):
-        raise BadInput("outputs can be written to a path, file:// or s3:// only", field="output")
+        raise BadInput("outputs can be written to a path, file://, s3:// or az:// only", field="output")
     if access is not None:  # before any model, input or output is touched
         access.check(source, field="source")
         access.check(target, field="target")
@@ -292,6 +296,7 @@ def run_swap(
                 options,
                 source_digest=sha256_file(source_path),
                 checkpoint=checkpoint,
+                blob_endpoints=blob_endpoints,
                 workdir=workdir,
                 stop=stop,
                 emit=on_event,
@@ -322,6 +327,7 @@ def _swap_video(
     *,
     source_digest: str,
     checkpoint: str | None,
+    blob_endpoints: Mapping[str, str] | None,
     workdir: Path,
     stop: threading.Event,
     emit: EventSink,
@@ -330,7 +336,7 @@ def _swap_video(
     info = probe(target, field="target")
     if not info.is_video:
         raise BadInput(f"{target.name} is not a video", field="target")
-    store = open_checkpoint(checkpoint) if checkpoint else open_checkpoint(str(workdir / "checkpoint"))
+    store = open_checkpoint(checkpoint or str(workdir / "checkpoint"), blob_endpoints=blob_endpoints)
     fingerprint = _video_fingerprint(engine, target, info, options, source_digest)
     manifest = _resume_manifest(store, fingerprint, options, emit)
     _verify_segments(store, manifest, workdir, emit)

@@ -1,10 +1,12 @@
-"""Inputs and outputs by URI: plain paths, ``file://``, ``s3://`` and ``https://``.
+"""Inputs and outputs by URI: plain paths, ``file://``, ``s3://``, ``az://`` and ``https://``.
 
 Outputs are never half-written: a local output is written to a temporary file
 in the same directory and renamed into place; an S3 output is uploaded with
 boto3's managed transfer, whose multipart upload only becomes an object when
 it completes. boto3 reads ``AWS_ENDPOINT_URL`` itself, which is how tests and
-S3-compatible stores (MinIO, Ceph) are reached.
+S3-compatible stores (MinIO, Ceph) are reached. ``az://<account>/<container>/<blob>``
+(Azure Blob Storage) lives in :mod:`faceswap.blob`; its endpoint is the one
+``blob_endpoints`` names for the account, else the account's default.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from faceswap import blob
+from faceswap.access import AzPath, split_az
 from faceswap.errors import BadInput, FaceSwapError, TemporaryFailure
 from faceswap.fetcher import FetchRules, download
 
 __all__ = ["Location", "fetch", "parse_uri", "remote_errors", "write_atomically"]
 
-SCHEMES = ("file", "s3", "https", "http")
+SCHEMES = ("file", "s3", "az", "https", "http")
 # mkstemp creates 0600 files; published outputs get the usual 0666 & ~umask, with the umask of the
 # moment they are published (a umask set after import, e.g. by ``fusionctl serve``, counts).
 _UMASK = os.umask(0)
@@ -33,12 +37,22 @@ os.umask(_UMASK)
 
 @dataclass(frozen=True)
 class Location:
-    """A parsed URI: ``scheme`` is file, s3, https or http."""
+    """A parsed URI: ``scheme`` is file, s3, az, https or http."""
 
     scheme: str
-    path: str  # local path, S3 key, or the full URL for http(s)
-    bucket: str = ""
+    path: str  # local path, S3 key, blob name, or the full URL for http(s)
+    bucket: str = ""  # the S3 bucket or the Blob container
     raw: str = ""
+    account: str = ""  # az: the storage account
+    endpoint: str | None = None  # az: the account's Blob endpoint when the spec names one
+
+    @property
+    def az_path(self) -> AzPath:
+        return AzPath(self.account, self.bucket, self.path)
+
+    @property
+    def blob_endpoints(self) -> dict[str, str]:
+        return {self.account: self.endpoint} if self.endpoint else {}
 
     @property
     def name(self) -> str:
@@ -51,8 +65,8 @@ class Location:
         return Path(self.name).suffix.lower()
 
 
-def parse_uri(uri: str, *, field: str) -> Location:
-    """Validate and split a URI; plain paths are ``file``."""
+def parse_uri(uri: str, *, field: str, blob_endpoints: blob.BlobEndpoints | None = None) -> Location:
+    """Validate and split a URI; plain paths are ``file``; ``blob_endpoints`` (account -> URL) for az://."""
     if not isinstance(uri, str) or not uri.strip():
         raise BadInput("must be a non-empty path or URI", field=field)
     if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in uri):  # C0, DEL and C1 controls
@@ -62,7 +76,7 @@ def parse_uri(uri: str, *, field: str) -> Location:
         return Location("file", uri, raw=uri)
     scheme = parsed.scheme.lower()
     if scheme not in SCHEMES:
-        raise BadInput(f"unsupported URI scheme {scheme!r}; use a path, file://, s3:// or https://", field=field)
+        raise BadInput(f"unsupported URI scheme {scheme!r}; use a path, file://, s3://, az:// or https://", field=field)
     if scheme == "file":
         if parsed.netloc not in ("", "localhost"):
             raise BadInput("file:// URIs must name a local path", field=field)
@@ -72,6 +86,15 @@ def parse_uri(uri: str, *, field: str) -> Location:
         if not parsed.netloc or not key:
             raise BadInput("s3 URIs need a bucket and a key: s3://bucket/key", field=field)
         return Location("s3", key, bucket=parsed.netloc, raw=uri)
+    if scheme == "az":
+        try:
+            path = split_az(uri)
+        except ValueError as exc:
+            raise BadInput(str(exc), field=field) from None
+        if not path.name or path.name.endswith("/"):
+            raise BadInput("az URIs need an account, a container and a blob: az://account/container/blob", field=field)
+        endpoint = (blob_endpoints or {}).get(path.account)
+        return Location("az", path.name, bucket=path.container, raw=uri, account=path.account, endpoint=endpoint)
     if not parsed.netloc:
         raise BadInput("URL has no host", field=field)
     return Location(scheme, uri, raw=uri)
@@ -187,6 +210,11 @@ def fetch(
                 raise BadInput(f"cannot read {location.raw}: larger than the {rules.max_bytes} byte limit", field=field)
             client.download_file(location.bucket, location.path, str(dest))
         return dest
+    if location.scheme == "az":
+        blob.download_blob(
+            location.az_path, dest, field=field, max_bytes=rules.max_bytes, endpoints=location.blob_endpoints
+        )
+        return dest
     download(location.path, dest, field=field, rules=rules, hosts=web_hosts)
     return dest
 
@@ -207,7 +235,7 @@ def _current_umask() -> int:
 def write_atomically(location: Location, *, field: str = "output") -> Iterator[Path]:
     """Yield a temporary local path; publish it at ``location`` only if the block succeeds."""
     if location.scheme in ("http", "https"):
-        raise BadInput("outputs can be written to a path, file:// or s3:// only", field=field)
+        raise BadInput("outputs can be written to a path, file://, s3:// or az:// only", field=field)
     if location.scheme == "file":
         final = Path(location.path)
         if final.is_dir():
@@ -233,6 +261,9 @@ def write_atomically(location: Location, *, field: str = "output") -> Iterator[P
     tmp = staging / f"output{location.suffix}"
     try:
         yield tmp
+        if location.scheme == "az":
+            blob.upload_blob(location.az_path, tmp, field=field, endpoints=location.blob_endpoints)
+            return
         with remote_errors(f"cannot write {location.raw}", field=field):
             s3_client().upload_file(str(tmp), location.bucket, location.path)
     finally:

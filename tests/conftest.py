@@ -16,6 +16,9 @@ from tests.support.no_metadata import NO_METADATA_ENV
 # session-wide, before any test imports boto3 or azure-identity: no SDK may ask a metadata address
 os.environ.update(NO_METADATA_ENV)
 
+# session servers any test may ask for by fixture name (started only when one does)
+pytest_plugins = ["tests.support.azurite"]
+
 REPO = Path(__file__).resolve().parent.parent
 
 

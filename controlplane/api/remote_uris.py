@@ -5,8 +5,8 @@ Two steps, because only the second needs the network:
 1. :func:`check_remote_input` / :func:`check_remote_output` (pure, on the
    event loop): the URL rules of :mod:`faceswap.netguard` (scheme, no
    ``user@``, literal internal addresses in any notation, internal names)
-   and the tenant's grant from the storage allow-lists (s3 prefixes, web
-   hosts), exactly as the worker will check them.
+   and the tenant's grant from the storage allow-lists (s3 and az prefixes,
+   web hosts), exactly as the worker will check them.
 2. :func:`refuse_internal_names` (async): each http(s) host name is resolved
    with a short timeout off the event loop; any internal address refuses it.
    A name that does not resolve now is accepted: the worker resolves and
@@ -84,7 +84,7 @@ def check_remote_input(uri: str, *, field: str, rules: RemoteRules) -> str:
 
 
 def check_remote_output(uri: str, *, field: str, rules: RemoteRules) -> str:
-    """An s3 output must be inside one of the tenant's write prefixes."""
+    """An s3 or az output must be inside one of the tenant's write prefixes."""
     try:
         rules.access.check(uri, field=field, write=True)
     except BadInput as exc:

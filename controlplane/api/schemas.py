@@ -26,8 +26,8 @@ MAX_DEADLINE_S = 7 * 24 * 3600
 MAX_LABELS = 32
 _LABEL_KEY = r"^[a-z0-9]([a-z0-9._/-]{0,61}[a-z0-9])?$"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_INPUT_SCHEMES = ("s3://", "https://", "http://", "file://")
-_OUTPUT_SCHEMES = ("s3://", "file://")
+_INPUT_SCHEMES = ("s3://", "az://", "https://", "http://", "file://")
+_OUTPUT_SCHEMES = ("s3://", "az://", "file://")
 
 LabelValue = Annotated[str, StringConstraints(max_length=256)]
 Uri = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
@@ -39,7 +39,7 @@ class TaskCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: TaskKind | None = Field(default=None, description="image or video; inferred from the target's suffix")
-    source: Uri = Field(description="The face to put in: s3://, https://, file:// or a path under an input root")
+    source: Uri = Field(description="The face to put in: s3://, az://, https://, file:// or a path under an input root")
     target: Uri = Field(description="The image or video to change")
     output: Uri | None = Field(default=None, description="Where to write; default under the output root")
     options: SpecOptions = Field(default_factory=SpecOptions)
@@ -100,10 +100,10 @@ def check_input_uri(
     Symlinks and ``..`` are resolved before the check, so neither another
     tenant's folder nor anything outside the roots can be reached through a
     link. Without a ``tenant`` no local path is accepted. Remote URIs follow
-    the worker's rules (no internal addresses, the tenant's s3 prefixes and
-    web hosts in ``remote``; None: no s3, public web hosts only).
+    the worker's rules (no internal addresses, the tenant's s3 and az prefixes
+    and web hosts in ``remote``; None: no s3 or az, public web hosts only).
     """
-    if uri.startswith(_INPUT_SCHEMES[:3]):
+    if uri.startswith(_INPUT_SCHEMES[:4]):
         if uri.startswith("s3://") and "/" not in uri[5:].strip("/"):
             raise FieldError("s3 URIs need a bucket and a key: s3://bucket/key", field=field)
         try:
@@ -111,7 +111,7 @@ def check_input_uri(
         except ValueError as exc:
             raise FieldError(str(exc), field=field) from None
     if "://" in uri and not uri.startswith("file://"):
-        raise FieldError("unsupported URI scheme; use s3://, https://, file:// or a path", field=field)
+        raise FieldError("unsupported URI scheme; use s3://, az://, https://, file:// or a path", field=field)
     path = _local(uri)
     if not path.is_absolute():
         raise FieldError("local paths must be absolute", field=field)
@@ -130,19 +130,19 @@ def check_input_uri(
 def check_output_uri(
     uri: str, *, field: str, output_root: Path, tenant: str | None = None, remote: RemoteRules | None = None
 ) -> str:
-    """Outputs go to s3:// (inside the tenant's write prefixes) or to a new path under ``<output root>/<tenant>/``.
+    """Outputs go to s3:// or az:// (the tenant's write prefixes) or a new file under ``<output root>/<tenant>/``.
 
     A relative path is taken from the output root. The path must not exist
     yet: a task never replaces a file that is already there (another task's
     finished output included).
     """
-    if uri.startswith("s3://"):
+    if uri.startswith(("s3://", "az://")):
         try:
             return check_remote_output(uri, field=field, rules=remote or RemoteRules())
         except ValueError as exc:
             raise FieldError(str(exc), field=field) from None
     if "://" in uri and not uri.startswith("file://"):
-        raise FieldError("outputs go to s3:// or a path under the output root", field=field)
+        raise FieldError("outputs go to s3://, az:// or a path under the output root", field=field)
     path = _local(uri)
     root = Path(os.path.realpath(output_root))
     (folder,) = _tenant_folders([root], tenant, field=field)

@@ -63,7 +63,9 @@ class _PlainProgress:
 @click.command()
 @click.option("--source", required=True, help="Image with the face to put in (path or URI).")
 @click.option("--target", required=True, help="Image or video to change (path or URI).")
-@click.option("--output", required=True, help="Where to write the result (path, file:// or s3://).")
+@click.option(
+    "--output", required=True, help="Where to write the result (path, file://, s3:// or az://account/container/blob)."
+)
 @click.option("--swapper", type=click.Choice(SWAPPERS), default="classic", show_default=True)
 @click.option("--execution-provider", type=click.Choice(EXECUTION_PROVIDERS), default="auto", show_default=True)
 @click.option("--allow-fallback", is_flag=True, help="Warn instead of failing when the provider silently falls back.")
@@ -75,7 +77,7 @@ class _PlainProgress:
     help="CPU provider threads (0: one per core).",
 )
 @click.option("--face-selector", default="all", show_default=True, help="all, largest, or index:N (left to right).")
-@click.option("--checkpoint", default=None, help="Directory or s3:// prefix for resumable video segments.")
+@click.option("--checkpoint", default=None, help="Directory, s3:// or az:// prefix for resumable video segments.")
 @click.option("--segment-frames", type=click.IntRange(1, 100_000), default=120, show_default=True)
 @click.option("--encoder", type=click.Choice(list(ENCODERS)), default="libx264", show_default=True)
 @click.option("--quality", type=click.IntRange(0, 51), default=18, show_default=True, help="Video CRF/CQ.")

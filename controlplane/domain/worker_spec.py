@@ -33,6 +33,12 @@ MAX_SPEC_BYTES = 1 << 20
 _Fraction = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 _Padding = Annotated[_Fraction, Field(ge=0.0, lt=0.5)]
 _S3Prefix = Annotated[str, Field(pattern=r"^s3://[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?(/[^?#]*)?$", max_length=1024)]
+#: the finer rules (no "--" in a container, no ".." or percent-encoding in a name) are the worker's, at parse
+_AzPrefix = Annotated[
+    str, Field(pattern=r"^az://[a-z0-9]{3,24}/[a-z0-9][a-z0-9-]{1,61}[a-z0-9](/[^?#]*)?$", max_length=1024)
+]
+_Account = Annotated[str, Field(pattern=r"^[a-z0-9]{3,24}$")]
+_Endpoint = Annotated[str, Field(pattern=r"^https?://[^\s/?#@]+(/[^\s?#]*)?$", max_length=1024)]
 _WebHost = Annotated[
     str, Field(pattern=r"^(\*|(\*\.)?[A-Za-z0-9_.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?)$")
 ]
@@ -91,6 +97,16 @@ class AccessSpec(_Strict):
         max_length=256,
         description='Hosts http(s) inputs may come from: name, name:port, *.domain, or "*" for any public host',
     )
+    az_read: list[_AzPrefix] = Field(
+        default_factory=list,
+        max_length=256,
+        description="az://account/container/prefix folders of Azure Blob Storage the inputs may come from",
+    )
+    az_write: list[_AzPrefix] = Field(
+        default_factory=list,
+        max_length=256,
+        description="az://account/container/prefix folders of Azure Blob Storage the output may go to",
+    )
 
 
 class FetchSpec(_Strict):
@@ -110,16 +126,24 @@ class WorkerSpec(_Strict):
     version: Literal[1] = 1
     task_id: str = Field(pattern=_ID)
     attempt_id: str = Field(pattern=_ID)
-    source: str = Field(min_length=1, max_length=4096, description="Path, file://, s3:// or https:// URI")
+    source: str = Field(min_length=1, max_length=4096, description="Path, file://, s3://, az:// or https:// URI")
     target: str = Field(min_length=1, max_length=4096)
-    output: str = Field(min_length=1, max_length=4096, description="Path, file:// or s3:// URI")
+    output: str = Field(min_length=1, max_length=4096, description="Path, file://, s3:// or az:// URI")
     checkpoint: str | None = Field(
-        default=None, max_length=4096, description="Directory or s3://bucket/prefix for video segments"
+        default=None,
+        max_length=4096,
+        description="Directory, s3://bucket/prefix or az://account/container/prefix for video segments",
     )
     options: SpecOptions = Field(default_factory=SpecOptions)
     access: AccessSpec = Field(
         default_factory=AccessSpec,
-        description="The tenant's grant; absent: no s3 at all and public web hosts only",
+        description="The tenant's grant; absent: no s3 or az at all and public web hosts only",
+    )
+    blob_endpoints: dict[_Account, _Endpoint] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="Azure Blob endpoint per storage account (e.g. Azurite's http://127.0.0.1:10000/devstoreaccount1); "
+        "an account not named here is reached at https://<account>.blob.core.windows.net",
     )
     fetch: FetchSpec = Field(default_factory=FetchSpec)
     callback: CallbackSpec | None = None

@@ -1,4 +1,4 @@
-"""Per-tenant storage allow-lists: which s3 prefixes each tenant may read and write, which web hosts it may read.
+"""Per-tenant storage allow-lists: the s3 and Blob prefixes each tenant may read and write, the web hosts it may read.
 
 The document (``policies/storage.json``, ``FUSIONPLANE_STORAGE_FILE``)::
 
@@ -9,15 +9,19 @@ The document (``policies/storage.json``, ``FUSIONPLANE_STORAGE_FILE``)::
         "acme": {
           "s3_read": ["s3://acme-media/in/", "s3://shared-faces/"],
           "s3_write": ["s3://acme-media/out/"],
+          "az_read": ["az://acmestore/media/in/"],
+          "az_write": ["az://acmestore/media/out/"],
           "web_hosts": ["cdn.acme.example", "*.acme.example"]
         }
       }
     }
 
-Deny by default: a tenant without an entry may use no s3 at all, and a
-prefix is allowed only to the tenants listed for it. ``defaults`` may hold
-``web_hosts`` only (never an s3 prefix, which would hand every tenant the
-same objects); a tenant's own ``web_hosts`` replaces it. ``"*"`` is any
+Deny by default: a tenant without an entry may use no s3 or Blob storage at
+all, and a prefix is allowed only to the tenants listed for it. Blob
+prefixes are ``az://<storage account>/<container>/<folder>/`` (the whole
+container when no folder is given). ``defaults`` may hold ``web_hosts``
+only (never a storage prefix, which would hand every tenant the same
+objects); a tenant's own ``web_hosts`` replaces it. ``"*"`` is any
 public host: internal hosts stay refused unless the operator allows them
 (``FUSIONPLANE_FETCH_ALLOW_HOSTS``) *and* the tenant names them.
 
@@ -39,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from controlplane.domain.fields import FieldError, json_type_name
-from faceswap.access import Access, parse_s3_prefix
+from faceswap.access import Access, parse_az_prefix, parse_s3_prefix
 from faceswap.netguard import ANY_PUBLIC_HOST, UrlRefused, parse_web_url
 
 __all__ = [
@@ -65,19 +69,33 @@ class StorageError(FieldError):
 
 @dataclass(frozen=True)
 class TenantStorage:
-    """One tenant's grant, in the spec's words (normalised ``s3://bucket/prefix/`` folders)."""
+    """One tenant's grant, in the spec's words (normalised ``s3://bucket/prefix/`` and
+    ``az://account/container/prefix/`` folders)."""
 
     s3_read: tuple[str, ...] = ()
     s3_write: tuple[str, ...] = ()
     web_hosts: tuple[str, ...] = (ANY_PUBLIC_HOST,)
+    az_read: tuple[str, ...] = ()
+    az_write: tuple[str, ...] = ()
 
     def access(self) -> Access:
         """The core's form, as the worker will check it."""
-        return Access.parse(s3_read=self.s3_read, s3_write=self.s3_write, web_hosts=self.web_hosts)
+        return Access.parse(
+            s3_read=self.s3_read,
+            s3_write=self.s3_write,
+            web_hosts=self.web_hosts,
+            az_read=self.az_read,
+            az_write=self.az_write,
+        )
 
     def spec_block(self) -> dict[str, list[str]]:
-        """The worker spec's ``access`` block."""
-        return {"s3_read": list(self.s3_read), "s3_write": list(self.s3_write), "web_hosts": list(self.web_hosts)}
+        """The worker spec's ``access`` block (the Blob lists only when granted: older workers know no others)."""
+        block = {"s3_read": list(self.s3_read), "s3_write": list(self.s3_write), "web_hosts": list(self.web_hosts)}
+        if self.az_read:
+            block["az_read"] = list(self.az_read)
+        if self.az_write:
+            block["az_write"] = list(self.az_write)
+        return block
 
 
 @dataclass(frozen=True)
@@ -87,7 +105,7 @@ class StoragePolicy:
     source: str = "built-in default"
 
     def for_tenant(self, tenant: str) -> TenantStorage:
-        """The tenant's entry; a tenant without one gets the default web hosts and no s3."""
+        """The tenant's entry; a tenant without one gets the default web hosts and no s3 or Blob storage."""
         return self.tenants.get(tenant) or TenantStorage(web_hosts=self.default_web_hosts)
 
 
@@ -102,11 +120,11 @@ def _strings(value: Any, path: str) -> list[str]:
     return list(value)
 
 
-def _prefixes(value: Any, path: str) -> tuple[str, ...]:
+def _prefixes(value: Any, path: str, *, blob: bool = False) -> tuple[str, ...]:
     out = []
     for index, text in enumerate(_strings(value, path)):
         try:
-            out.append(str(parse_s3_prefix(text)))
+            out.append(str(parse_az_prefix(text) if blob else parse_s3_prefix(text)))
         except ValueError as exc:
             raise StorageError(f"{path}[{index}]", str(exc)) from None
     return tuple(dict.fromkeys(out))
@@ -152,11 +170,13 @@ def parse_storage(document: Any, *, source: str = "document") -> StoragePolicy:
         path = f"tenants.{name}"
         if not _TENANT.match(name):
             raise StorageError(path, "tenant names are lowercase letters, digits and '-', up to 63")
-        body = _object(entry, path, {"s3_read", "s3_write", "web_hosts"})
+        body = _object(entry, path, {"s3_read", "s3_write", "az_read", "az_write", "web_hosts"})
         tenants[name] = TenantStorage(
             s3_read=_prefixes(body.get("s3_read", []), f"{path}.s3_read"),
             s3_write=_prefixes(body.get("s3_write", []), f"{path}.s3_write"),
             web_hosts=_web_hosts(body["web_hosts"], f"{path}.web_hosts") if "web_hosts" in body else default_hosts,
+            az_read=_prefixes(body.get("az_read", []), f"{path}.az_read", blob=True),
+            az_write=_prefixes(body.get("az_write", []), f"{path}.az_write", blob=True),
         )
     return StoragePolicy(tenants=tenants, default_web_hosts=default_hosts, source=source)
 

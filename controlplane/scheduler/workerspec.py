@@ -42,7 +42,7 @@ def render_worker_spec(
     (``InvalidSpec`` otherwise): the API checked that at submit, this is the
     second line in case a row was written some other way. ``grant`` holds the
     spec's ``access`` (the task's tenant's allow-lists, and nothing of other
-    tenants') and ``fetch`` blocks; an s3 checkpoint folder, which the
+    tenants') and ``fetch`` blocks; an s3 or az checkpoint folder, which the
     operator chose, is added to the attempt's access.
 
     Where a video's checkpoint goes depends on the chosen target
@@ -65,9 +65,10 @@ def render_worker_spec(
         if refusal is not None:
             raise InvalidSpec(f"worker spec {refusal}")
     blocks = {key: dict(value) for key, value in (grant or {}).items()}
-    if checkpoint is not None and checkpoint.startswith("s3://"):
+    if checkpoint is not None and checkpoint.startswith(("s3://", "az://")):
         access = blocks.setdefault("access", {})
-        for key in ("s3_read", "s3_write"):
+        scheme = checkpoint[:2]
+        for key in (f"{scheme}_read", f"{scheme}_write"):
             access[key] = [*access.get(key, []), f"{checkpoint.rstrip('/')}/"]
     callback: dict[str, Any] = {
         "url": f"{callback_base.rstrip('/')}/v1/attempts/{attempt_id}",

@@ -76,6 +76,7 @@ def run_worker(
             on_event=on_event,
             access=to_access(spec),  # always a grant: a spec without one may use no s3 at all
             fetch_rules=to_fetch_rules(spec),
+            blob_endpoints=dict(spec.blob_endpoints),
         )
     except FaceSwapError as exc:
         if reporter.ended is not None:

@@ -42,7 +42,13 @@ def to_swap_options(options: SpecOptions) -> SwapOptions:
 def to_access(spec: WorkerSpec) -> Access:
     """The core's grant for a spec's access block; a bad prefix is bad input naming it."""
     try:
-        return Access.parse(s3_read=spec.access.s3_read, s3_write=spec.access.s3_write, web_hosts=spec.access.web_hosts)
+        return Access.parse(
+            s3_read=spec.access.s3_read,
+            s3_write=spec.access.s3_write,
+            web_hosts=spec.access.web_hosts,
+            az_read=spec.access.az_read,
+            az_write=spec.access.az_write,
+        )
     except ValueError as exc:
         raise BadInput(str(exc), field="access") from exc
 
