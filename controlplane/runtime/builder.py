@@ -133,10 +133,7 @@ def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
     except (PolicyError, OSError) as exc:
         raise StartupError(f"policy: {exc}") from exc
     _check_callbacks(settings, policies)
-    try:
-        storage = StorageFile(settings.storage_file)
-    except (StorageError, OSError) as exc:
-        raise StartupError(f"storage allow-lists: {exc}") from exc
+    storage = _storage_allow_lists(settings)
     dev_token = None if settings.insecure_dev else ensure_dev_token(settings)
     try:
         tokens = TokenRegistry.load(settings.tokens_file, metrics=metrics)
@@ -210,6 +207,13 @@ def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         dev_token=dev_token,
         asgi=asgi,
     )
+
+
+def _storage_allow_lists(settings: Settings) -> StorageFile:
+    try:
+        return StorageFile(settings.storage_file)
+    except (StorageError, OSError) as exc:
+        raise StartupError(f"storage allow-lists: {exc}") from exc
 
 
 def _check_callbacks(settings: Settings, policies: PolicyRuntime) -> None:
