@@ -36,7 +36,7 @@ from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoun
 from azure.storage.blob import BlobSasPermissions, BlobServiceClient, LinearRetry, generate_blob_sas
 
 from controlplane.dataplane.errors import StoreError
-from controlplane.dataplane.objects import ObjectInfo
+from controlplane.dataplane.objects import ObjectInfo, read_exactly
 from faceswap.access import AzPath, split_az
 
 __all__ = ["BLOCK_BYTES", "BlobStore", "open_blob_store"]
@@ -76,17 +76,6 @@ def _translate(exc: AzureError, where: str) -> StoreError:
 def _block_id(number: int) -> str:
     # block ids of one blob must all have the same length
     return base64.b64encode(f"block-{number:08d}".encode()).decode()
-
-
-def _read_exactly(data: BinaryIO, amount: int) -> bytes:
-    pieces, got = [], 0
-    while got < amount:
-        piece = data.read(amount - got)
-        if not piece:
-            break
-        pieces.append(piece)
-        got += len(piece)
-    return b"".join(pieces)
 
 
 class BlobStore:
@@ -156,7 +145,7 @@ class BlobStore:
         blocks: list[str] = []
         try:
             while read < size:
-                block = _read_exactly(data, min(self._block_bytes, size - read))
+                block = read_exactly(data, min(self._block_bytes, size - read))
                 if not block:
                     raise ValueError(f"the source ended after {read} of {size} bytes")
                 read += len(block)

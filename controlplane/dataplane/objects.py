@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
-__all__ = ["ObjectInfo", "ObjectStore"]
+__all__ = ["ObjectInfo", "ObjectStore", "read_exactly"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,3 +54,15 @@ class ObjectStore(Protocol):
     def delete_prefix(self, prefix: str) -> int:
         """Remove every object under ``prefix``; how many were removed."""
         ...
+
+
+def read_exactly(data: BinaryIO, amount: int) -> bytes:
+    """``amount`` bytes of ``data`` (fewer only at its end), however short its reads are."""
+    pieces, got = [], 0
+    while got < amount:
+        piece = data.read(amount - got)
+        if not piece:
+            break
+        pieces.append(piece)
+        got += len(piece)
+    return b"".join(pieces)

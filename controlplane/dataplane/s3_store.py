@@ -30,7 +30,7 @@ import botocore.config
 import botocore.exceptions
 
 from controlplane.dataplane.errors import StoreError
-from controlplane.dataplane.objects import ObjectInfo
+from controlplane.dataplane.objects import ObjectInfo, read_exactly
 
 __all__ = ["PART_BYTES", "S3Store", "split_s3_uri"]
 
@@ -80,18 +80,6 @@ _Keys = list[dict[str, str]]
 _SDK_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
 
 
-def _read_exactly(data: BinaryIO, amount: int) -> bytes:
-    """``amount`` bytes of ``data`` (fewer only at its end), however short its reads are."""
-    pieces, got = [], 0
-    while got < amount:
-        piece = data.read(amount - got)
-        if not piece:
-            break
-        pieces.append(piece)
-        got += len(piece)
-    return b"".join(pieces)
-
-
 class _Parts:
     """The source cut into parts of ``part_bytes``, hashed as they are read; raises before the last part
     when the bytes are fewer or more than promised or do not hash to the promise."""
@@ -102,7 +90,7 @@ class _Parts:
 
     def __iter__(self) -> Iterator[bytes]:
         while self._read < self._size:
-            part = _read_exactly(self._data, min(self._part, self._size - self._read))
+            part = read_exactly(self._data, min(self._part, self._size - self._read))
             self._read += len(part)
             self._digest.update(part)
             if self._read < self._size and len(part) < self._part:

@@ -51,7 +51,6 @@ import pytest
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
 from moto.ec2.models.instances import StateReason
-from moto.server import ThreadedMotoServer
 
 from controlplane.domain import (
     Candidate,
@@ -79,7 +78,7 @@ from providers.bootstrap import (
     spec_json,
 )
 from tests.contract.provider_contract import ProviderContract, candidate_for, worker_spec
-from tests.support.aws import isolate_aws_environment
+from tests.support.aws import isolate_aws_environment, moto_server
 from tests.support.loopback import SilentServer, serving
 
 pytestmark = pytest.mark.timeout(60)
@@ -103,16 +102,8 @@ def _aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        assert port != 0
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-        if server._server is not None:  # stop() leaves the listening socket open
-            server._server.server_close()
+    with moto_server() as url:
+        yield url
 
 
 def ec2(url: str, region: str = REGION) -> Any:

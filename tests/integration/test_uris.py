@@ -21,12 +21,12 @@ import boto3
 import cv2
 import numpy as np
 import pytest
-from moto.server import ThreadedMotoServer
 
 import faceswap.pipeline
 from faceswap import BadInput, NoFaceFound, SwapOptions, run_swap
 from faceswap.media import probe
 from faceswap.uris import parse_uri
+from tests.support.aws import moto_server
 from tests.support.loopback import serving
 from tests.support.storage import allow_loopback
 
@@ -43,16 +43,8 @@ SEGMENT_FRAMES = 8
 @pytest.fixture(scope="module")
 def moto_endpoint() -> Iterator[str]:
     """A moto S3 server on 127.0.0.1, on a port the OS picks."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        assert port != 0
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-        if server._server is not None:  # stop() leaves the listening socket open
-            server._server.server_close()
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture
