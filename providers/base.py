@@ -27,6 +27,7 @@ from typing import Protocol, runtime_checkable
 
 from controlplane.domain import Candidate, InvalidSpec, Target
 from controlplane.domain.backend import BackendState, BackendStatus
+from controlplane.domain.target_storage import TargetStorage
 from controlplane.domain.worker_spec import WorkerSpec
 
 __all__ = [
@@ -58,6 +59,9 @@ class LaunchRequest:
     worker_spec: WorkerSpec
     deadline_seconds: int | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    #: the chosen target's store (the policy's ``targets[].storage``): the Kubernetes provider mounts a
+    #: ``pvc`` store into the pod; the URIs in ``worker_spec`` already point into it
+    target_storage: TargetStorage | None = None
 
     def __post_init__(self) -> None:
         if self.worker_spec.attempt_id != self.attempt_id:

@@ -353,6 +353,7 @@ class Placing(SchedulerBase):
                     candidate=candidate,
                     worker_spec=spec,
                     deadline_seconds=task.spec.deadline_seconds,
+                    target_storage=target.storage if target is not None else None,
                 )
             )
         except ProviderError as exc:
