@@ -8,6 +8,11 @@
 - A local output (the control plane's disk, inside the tenant's output
   folder) is streamed, with ``Range`` requests answered 206 (resumable and
   partial downloads of large videos).
+- The output is where the succeeded attempt's worker was told to write it
+  (``attempts.output_uri``: the chosen target's store for a local output
+  placed on a cloud), else the task's own ``output``.
+- A ``pvc://`` output (a Kubernetes target whose store is a claim the control
+  plane also mounts) is streamed from that mount, ``Range`` answered too.
 - An ``s3://`` or ``az://`` output is answered ``307`` to a presigned URL that
   reads that one object for a short time (``FUSIONPLANE_OUTPUT_LINK_S``,
   default 300 s): the bytes go from the store to the tenant, not through the
@@ -21,16 +26,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter
-from fastapi.responses import FileResponse, RedirectResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
 from controlplane.api.auth import Principal
 from controlplane.api.deps import Caller
 from controlplane.api.errors import ApiError
+from controlplane.api.ranges import Unsatisfiable, parse_range
 from controlplane.config import DEFAULT_OUTPUT_LINK_S
 from controlplane.dataplane.errors import StoreError
 from controlplane.dataplane.objects import ObjectStore
-from controlplane.domain import Task, TaskState
+from controlplane.domain import AttemptState, Task, TaskState
 from controlplane.domain.target_storage import TargetStorage, uri_scheme
 from controlplane.domain.tenant_storage import local_path, resolved_inside, tenant_folder
 from controlplane.store import NotFound, Store
@@ -70,6 +76,38 @@ def _local_output(task: Task, uri: str, output_root: Path) -> FileResponse:
     return FileResponse(real, filename=real.name)
 
 
+def _written_at(store: Store, task: Task) -> str:
+    """The succeeded attempt's output URI (its target's store), else the task's own (older attempts)."""
+    for attempt in reversed(store.attempts_for(task.id)):
+        if attempt.state == AttemptState.SUCCEEDED and attempt.output_uri:
+            return attempt.output_uri
+    return task.spec.output_uri
+
+
+def _streamed(objects: ObjectStore, uri: str, range_header: str | None) -> Response:
+    """An object the control plane reads itself (a mounted claim): 200, or 206 for one byte range."""
+    try:
+        info = objects.head(uri)
+    except StoreError as exc:
+        raise ApiError(502, "store_unavailable", f"the output's store: {exc}", field="output") from exc
+    if info is None:
+        raise ApiError(410, "gone", "the output object is no longer there", field="output")
+    headers = {"Accept-Ranges": "bytes", "Cache-Control": "no-store"}
+    try:
+        wanted = parse_range(range_header, size=info.size)
+    except Unsatisfiable:
+        return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{info.size}"})
+    if wanted is None:
+        body = objects.open_read(uri)
+        return StreamingResponse(body, headers={**headers, "Content-Length": str(info.size)})
+    body = objects.open_read(uri, start=wanted.first, end=wanted.last + 1)
+    headers |= {
+        "Content-Length": str(wanted.length),
+        "Content-Range": f"bytes {wanted.first}-{wanted.last}/{info.size}",
+    }
+    return StreamingResponse(body, status_code=206, headers=headers)
+
+
 def output_router(
     *,
     store: Store,
@@ -89,7 +127,7 @@ def output_router(
         return stores(uri)
 
     @router.get("/v1/tasks/{task_id}/output", response_model=None)
-    def output(task_id: str, principal: Caller) -> Any:
+    def output(task_id: str, principal: Caller, request: Request) -> Any:
         """The output of a succeeded task: streamed (local, ``Range`` supported) or a 307 to a short presigned URL."""
         task = _own_task(store, task_id, principal)
         if task.state != TaskState.SUCCEEDED:
@@ -99,11 +137,12 @@ def output_router(
                 f"the task is {task.state.value}; its output is available once it has succeeded",
                 field="state",
             )
-        # TODO(issue 15): the succeeded attempt's own output URI once attempts record it (placement helper)
-        uri = task.spec.output_uri
+        uri = _written_at(store, task)
         scheme = uri_scheme(uri)
         if scheme == "file":
             return _local_output(task, uri, output_root)
+        if scheme == "pvc":
+            return _streamed(remote_store(task, uri), uri, request.headers.get("range"))
         if scheme not in ("s3", "az"):
             raise ApiError(410, "gone", f"outputs at {scheme}:// cannot be downloaded here", field="output")
         try:

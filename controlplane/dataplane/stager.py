@@ -30,12 +30,13 @@ at all, so the placement hot path touches no store when nothing does.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from controlplane.dataplane.errors import (
     ChecksumMismatch,
@@ -82,12 +83,12 @@ class Stager:
     def __init__(
         self,
         *,
-        stores: Callable[[TargetStorage], ObjectStore],
+        stores: Callable[[TargetStorage | str], ObjectStore],
         recorded_sha256: Callable[[Path], str | None] | None = None,
         tenant_storage: TenantStorage | None = None,
         metrics: Metrics | None = None,
     ) -> None:
-        #: the store serving a target's storage (``controlplane.dataplane.stores.Stores``)
+        #: the store serving a target's storage or a URI's service (``controlplane.dataplane.stores.Stores``)
         self.stores = stores
         #: the sha256 the upload recorded for a local input (None: unknown, hashed here just before the copy)
         self.recorded_sha256 = recorded_sha256
@@ -158,8 +159,8 @@ class Stager:
 
     def _stage_one(self, task: Task, *, field: str, uri: str, storage: TargetStorage) -> StagedInput:
         path = local_path(uri)
-        if path is None:  # reach() said staged: only local paths are
-            raise StagingError(f"{field}: {uri!r} is not a local input")
+        if path is None:  # an s3:// or az:// input on a target whose store is another service
+            return self._copy_between_stores(task, field=field, uri=uri, storage=storage)
         tenant = task.spec.tenant
         if self.tenant_storage is not None and not self.tenant_storage.readable(uri, tenant=tenant):
             raise StagingError(f"{field}: is outside tenant {tenant}'s input folders")
@@ -195,9 +196,74 @@ class Stager:
             self.metrics.staged_bytes.inc(size)
         return StagedInput(field=field, source=uri, uri=key, sha256=sha256, size=size, copied=True)
 
+    def _copy_between_stores(self, task: Task, *, field: str, uri: str, storage: TargetStorage) -> StagedInput:
+        """Stream an object of one store into the target's (an ``s3://`` input for an Azure worker, say).
+
+        The tenant's read grant on ``uri`` was checked at submit. The source's
+        recorded sha256 is used when its store kept one; otherwise the object
+        is read once to hash it, then once to copy it, so what lands is
+        checked against what was there.
+        """
+        try:
+            key = staged_uri(storage, tenant=task.spec.tenant, task_id=task.id, field=field, name=uri)
+        except ValueError as exc:
+            raise StagingError(f"{field}: {exc}") from exc
+        try:
+            source = self.stores(uri)
+            info = source.head(uri)
+            if info is None:
+                raise StagingError(f"{field}: the input object is not there")
+            sha256 = info.sha256 or _hash_chunks(source.open_read(uri))
+            there = self.stores(storage).head(key)
+            if there is not None and there.sha256 == sha256 and there.size == info.size:
+                return StagedInput(field=field, source=uri, uri=key, sha256=sha256, size=info.size, copied=False)
+            with io.BufferedReader(_ChunkReader(source.open_read(uri)), _CHUNK_BYTES) as stream:
+                self.stores(storage).put(key, stream, sha256=sha256, size=info.size)
+        except ValueError as exc:
+            if isinstance(exc, StagingError):
+                raise
+            raise ChecksumMismatch(
+                f"{field}: the input object changed while it was copied; nothing was staged"
+            ) from exc
+        except StoreError as exc:
+            kind = StagingUnavailable if exc.transient else StagingError
+            raise kind(f"{field}: {exc}") from exc
+        if self.metrics:
+            self.metrics.staged_bytes.inc(info.size)
+        return StagedInput(field=field, source=uri, uri=key, sha256=sha256, size=info.size, copied=True)
+
     def _count(self, outcome: str) -> None:
         if self.metrics:
             self.metrics.staging.labels(outcome=outcome).inc()
+
+
+def _hash_chunks(chunks: Iterator[bytes]) -> str:
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+class _ChunkReader(io.RawIOBase):
+    """An iterator of byte chunks (a store's ``open_read``) as a file the other store's ``put`` reads."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._left = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._left:
+            piece = next(self._chunks, None)
+            if piece is None:
+                return 0
+            self._left = piece
+        size = min(len(buffer), len(self._left))
+        buffer[:size] = self._left[:size]
+        self._left = self._left[size:]
+        return size
 
 
 def _hash_open(handle: BinaryIO) -> str:

@@ -26,11 +26,24 @@ planner can reject a target that could never read a task's inputs
   place; a target with a store gets it *staged* (copied into the store before
   launch); a target without one cannot reach it;
 - an ``s3://`` URI (AWS S3, or the one endpoint the control plane and its
-  workers are configured for): a local target reads it with the control
-  plane's own credentials, a target whose store is S3 without an endpoint of
-  its own reads it in place; any other target cannot reach it;
-- an ``az://<account>/...`` URI: a local target, or a target whose store is
-  Blob storage of the same account, reads it in place; any other cannot.
+  workers are configured for): read in place by a local target, by a target
+  whose store is S3 without an endpoint of its own, and by an AWS or
+  Kubernetes target with no store (its instance profile or service account
+  reads S3, as before stores existed); a target whose store is another
+  service gets it *staged* (copied store to store); an Azure target with no
+  store cannot reach it;
+- an ``az://<account>/...`` URI: read in place by a local target, by a target
+  whose store is Blob storage of the same account, and by an Azure or
+  Kubernetes target with no store (its managed identity); a target whose
+  store is another service gets it staged; an AWS target with no store cannot
+  reach it.
+
+A task's output (:func:`reach_output`) is written in place where the worker
+can write the task's own URI; a local output on a target with a store is
+written to the store instead (``<root><tenant>/<task id>/output<suffix>``,
+served by ``GET /v1/tasks/{id}/output``); anything else is unreachable: the
+planner rejects such a target (``unreachable_input`` / ``unreachable_output``,
+:func:`unreachable`), so a worker spec only ever names URIs its target reaches.
 """
 
 from __future__ import annotations
@@ -49,7 +62,10 @@ __all__ = [
     "checkpoint_uri",
     "output_uri",
     "reach",
+    "reach_output",
     "staged_uri",
+    "task_prefix",
+    "unreachable",
     "uri_file_name",
     "uri_scheme",
     "worker_view",
@@ -124,13 +140,58 @@ def reach(*, provider: str, storage: TargetStorage | None, uri: str) -> Reach:
         return Reach.IN_PLACE if scheme in ("file", "s3", "az") else Reach.UNREACHABLE
     if scheme == "file":
         return Reach.STAGED if storage is not None else Reach.UNREACHABLE
-    if storage is None:
+    if scheme not in ("s3", "az"):
         return Reach.UNREACHABLE
+    if storage is None:
+        # no store: the target's own cloud identity reads its cloud's objects (a pod's may read either)
+        return Reach.IN_PLACE if provider in (_CLOUD_OF_SCHEME[scheme], "kubernetes") else Reach.UNREACHABLE
     if scheme == "s3" and storage.kind == StorageKind.S3 and storage.endpoint_url is None:
         return Reach.IN_PLACE
     if scheme == "az" and storage.kind == StorageKind.AZURE_BLOB and _account(uri) == _account(storage.root):
         return Reach.IN_PLACE
-    return Reach.UNREACHABLE
+    return Reach.STAGED
+
+
+#: the provider whose workers' own identity reads a scheme's objects
+_CLOUD_OF_SCHEME = {"s3": "aws", "az": "azure"}
+
+
+def reach_output(*, provider: str, storage: TargetStorage | None, uri: str) -> Reach:
+    """Where a worker of a target writes a task's output ``uri``: ``in_place`` (the task's own URI),
+    ``staged`` (a local output on a target with a store: written to :func:`output_uri` in the store
+    instead) or ``unreachable`` (no URI the worker can write and the tenant can read back)."""
+    scheme = uri_scheme(uri)
+    if provider == "local":
+        return Reach.IN_PLACE if scheme in ("file", "s3", "az") else Reach.UNREACHABLE
+    if scheme == "file":
+        return Reach.STAGED if storage is not None else Reach.UNREACHABLE
+    # an s3:// or az:// output the tenant named is written there or nowhere (never silently elsewhere)
+    read = reach(provider=provider, storage=storage, uri=uri)
+    return Reach.IN_PLACE if read == Reach.IN_PLACE and scheme in ("s3", "az") else Reach.UNREACHABLE
+
+
+def unreachable(
+    *, provider: str, storage: TargetStorage | None, source: str, target: str, output: str
+) -> tuple[str, str] | None:
+    """(rejection code, detail) when a target could never run a task with these URIs; None when it can.
+
+    ``unreachable_input``: an input its workers can neither read in place nor
+    get staged; ``unreachable_output``: an output they cannot write where the
+    tenant gets it back. No I/O: the planner calls it for every candidate.
+    """
+    where = _described(provider, storage)
+    for field, uri in (("source", source), ("target", target)):
+        if reach(provider=provider, storage=storage, uri=uri) == Reach.UNREACHABLE:
+            return "unreachable_input", f"{field}: a {uri_scheme(uri)} input cannot reach {where}"
+    if reach_output(provider=provider, storage=storage, uri=output) == Reach.UNREACHABLE:
+        return "unreachable_output", f"output: a {uri_scheme(output)} output cannot be written from {where}"
+    return None
+
+
+def _described(provider: str, storage: TargetStorage | None) -> str:
+    if storage is None:
+        return f"a {provider} target with no storage (give the target a storage in the policy)"
+    return f"a {provider} target whose storage is {storage.kind.value}"
 
 
 # -- the task layout in a store: <root><tenant>/<task id>/{inputs/<field>-<name>, output<suffix>, checkpoint/} --
@@ -197,6 +258,11 @@ def output_uri(storage: TargetStorage, *, tenant: str, task_id: str, like: tuple
             suffix = ext.lower()
             break
     return f"{_task_prefix(storage, tenant, task_id)}output{suffix}"
+
+
+def task_prefix(storage: TargetStorage, *, tenant: str, task_id: str) -> str:
+    """``<root><tenant>/<task id>/``: everything of one task in a store (what its worker may touch there)."""
+    return _task_prefix(storage, tenant, task_id)
 
 
 def checkpoint_uri(storage: TargetStorage, *, tenant: str, task_id: str) -> str:

@@ -75,3 +75,5 @@ class Attempt:
     exit_code: int | None = None
     #: the number of the first attempt of its hedged launch; None when it was launched alone
     hedge_group: int | None = None
+    #: where its worker writes the output (the chosen target's store or the task's own URI); None until sent
+    output_uri: str | None = None

@@ -116,11 +116,14 @@ class Lane:
         "rank_reason",
         "region",
         "stale_price",
+        "storage",
         "within_suffix",
     )
 
     def __init__(self, target: Target, actions: Actions, rank_reason: str, thresholds: Thresholds) -> None:
         self.name, self.provider, self.private = target.name, target.provider, target.private
+        #: where the target's workers read and write: decides which task URIs it can reach
+        self.storage = target.storage
         self.price_ttl = price_ttl(thresholds, target.provider)
         self.capacity_signal = f"{CAPACITY_SOURCE}/{target.name}"
         self.rank_reason = rank_reason

@@ -17,7 +17,12 @@ Evaluation order (docs/policies.md repeats it with examples):
    A target the rule would offer but that has nothing to launch with (the
    seed form's built-in cloud with no launch settings configured) is
    rejected ``not_configured``.
-4. **Per target, in that order:** a cloud target is rejected when a daily
+4. **Per target, in that order:** a target whose workers could never read
+   the task's inputs (after staging: a local file needs a target with a
+   storage; an ``s3://`` input on an Azure target needs a storage to copy it
+   into) is rejected ``unreachable_input``; one that could not write its
+   output where the tenant gets it back, ``unreachable_output``
+   (:func:`~controlplane.domain.target_storage.unreachable`). Then a cloud target is rejected when a daily
    budget is spent (``budget_exhausted``: the overall ``daily_budget_usd``
    or the task's tenant's ``tenant_daily_budget_usd``), or when a budget is
    set but today's spend is stale or missing (``budget_unknown``: unknown
@@ -66,6 +71,7 @@ from controlplane.domain import (
     spot_price_key,
 )
 from controlplane.domain.reliability import BREAKER_OPEN, BREAKER_SOURCE, SPENT_TODAY_KEY
+from controlplane.domain.target_storage import unreachable
 from controlplane.policy.compiled import DEFAULT_RULE, Lane, Outcome, compiled_policy
 from controlplane.policy.model import Policy
 from controlplane.policy.reading import SignalReader
@@ -105,7 +111,7 @@ def plan(task: Task, snapshot: SignalSnapshot, policy: Policy, now: datetime) ->
     signals = SignalReader(snapshot, policy.thresholds, now)
     outcome, trace = choose_rule(compiled, task, signals)
     private_task = task.spec.data_sensitivity is DataSensitivity.PRIVATE
-    picks, rejected = _apply_signals(outcome.lanes[private_task], signals, private_task, task.spec.tenant)
+    picks, rejected = _apply_signals(outcome.lanes[private_task], signals, private_task, task)
     candidates = _candidates(picks, outcome, trace)
     trace += signals.notes
     if not candidates:
@@ -128,14 +134,16 @@ def plan(task: Task, snapshot: SignalSnapshot, policy: Policy, now: datetime) ->
 
 
 def _apply_signals(
-    lanes: tuple[Lane, ...], signals: SignalReader, private_task: bool, tenant: str
+    lanes: tuple[Lane, ...], signals: SignalReader, private_task: bool, task: Task
 ) -> tuple[list[_Pick], dict[str, Rejection]]:
     """(the lanes that stay candidates, in preference order; why the others are rejected).
 
     The private-data rule and the rule's own exclusions depend on the policy
-    alone, so the outcome already holds them; what is left is what the
-    signals say: budget, capacity, then price (:func:`_priced`).
+    alone, so the outcome already holds them; what is left is whether the
+    target reaches the task's data, then what the signals say: budget,
+    capacity, then price (:func:`_priced`).
     """
+    tenant, spec = task.spec.tenant, task.spec
     rejected: dict[str, Rejection] = {}
     picks: list[_Pick] = []
     read, load_ttl = signals.read, signals.thresholds.load_ttl_seconds
@@ -145,6 +153,16 @@ def _apply_signals(
     for lane in lanes:
         name = lane.name
         if rejected and name in rejected:
+            continue
+        out_of_reach = unreachable(
+            provider=lane.provider,
+            storage=lane.storage,
+            source=spec.source_uri,
+            target=spec.target_uri,
+            output=spec.output_uri,
+        )
+        if out_of_reach is not None:
+            rejected[name] = Rejection(target=name, code=out_of_reach[0], detail=out_of_reach[1])
             continue
         if lane.cloud:
             if budget_pending:

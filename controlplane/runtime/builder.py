@@ -22,9 +22,10 @@ from sqlalchemy import Engine
 from controlplane.api.app import create_app
 from controlplane.api.auth import TokenError, TokenRegistry
 from controlplane.api.limits import BodyLimit
+from controlplane.api.upload_state import read_state
 from controlplane.config import Settings
 from controlplane.dataplane.stager import Stager
-from controlplane.dataplane.stores import Stores
+from controlplane.dataplane.stores import Stores, StoreSettings
 from controlplane.domain.target_storage import TargetStorage
 from controlplane.domain.tenant_storage import TenantStorage
 from controlplane.metrics import Metrics
@@ -149,7 +150,7 @@ def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         **cloud_providers(lambda: policies.current().targets, clouds=settings.clouds),
     }
     # one store (and SDK client) per service, shared by the stager, the output route and retention
-    stores, storage_of = Stores(), _storage_of(policies)
+    stores, storage_of = Stores(_store_settings(settings)), _storage_of(policies)
     scheduler = _scheduler(
         settings,
         store=store,
@@ -234,6 +235,20 @@ def _check_callbacks(settings: Settings, policies: PolicyRuntime) -> None:
     )
 
 
+def _store_settings(settings: Settings) -> StoreSettings:
+    """What the object stores read from the settings: the Blob connection string (Azurite, an account key)."""
+    return StoreSettings(azure_connection_string=settings.clouds.blob_connection_string)
+
+
+def uploaded_sha256(path: Path) -> str | None:
+    """The sha256 a resumable upload checked when ``path`` (its finished file) completed, so the stager
+    does not read a large video twice; None for any other file (the stager hashes it)."""
+    if not path.parent.name.startswith("upl_"):
+        return None
+    state = read_state(path.parent)
+    return state.sha256 if state is not None and state.filename == path.name else None
+
+
 def _storage_of(policies: PolicyRuntime) -> Callable[[str, str], TargetStorage | None]:
     """A target's store as the tenant's policy in force names it (None: no store, or no such target)."""
 
@@ -272,6 +287,5 @@ def _scheduler(
         metrics=metrics,
         storage=folders,
         grants=tenant_grants(storage, settings),
-        # TODO(issue 15): recorded_sha256 from the tus upload's state (.tus.json) once uploads are merged
-        stager=Stager(stores=stores, tenant_storage=folders, metrics=metrics),
+        stager=Stager(stores=stores, recorded_sha256=uploaded_sha256, tenant_storage=folders, metrics=metrics),
     )

@@ -42,7 +42,7 @@ from controlplane.policy_sources import PolicySet
 from controlplane.scheduler.base import FENCE_CHECK_S, SchedulerBase, log
 from controlplane.scheduler.outcomes import FailoverRules
 from controlplane.scheduler.queueing import NoLaunch, max_queue_seconds, no_launch, overdue
-from controlplane.scheduler.workerspec import render_worker_spec
+from controlplane.scheduler.workerspec import placed_uris, render_worker_spec
 from controlplane.signals.snapshot_json import snapshot_to_json
 from controlplane.store import PlannedLaunch, StateMismatch, backing_off, wake_waiting
 from providers.base import LaunchRequest
@@ -344,6 +344,9 @@ class Placing(SchedulerBase):
                 provider=candidate.provider,
                 target_storage=target.storage if target is not None else None,
             )
+            # where the worker writes the output, recorded before the launch so GET /output finds it
+            placed = placed_uris(task, provider=candidate.provider, store=target.storage if target else None)
+            self.store.record_output_uri(attempt_id, output_uri=placed.output_at)
             if self.stager is not None:
                 self._stage(task, candidate, attempt_id)
             result = provider.launch(

@@ -346,6 +346,14 @@ def set_backend_ref(core: StoreCore, attempt_id: str, *, backend_ref: str) -> At
     return attempt_from_row(row)
 
 
+def record_output_uri(core: StoreCore, attempt_id: str, *, output_uri: str) -> None:
+    """Record where the attempt's worker writes the output, before it is launched (the output route reads it)."""
+    with core.write() as conn:
+        result = conn.execute(update(attempts).where(attempts.c.id == attempt_id).values(output_uri=output_uri))
+        if result.rowcount == 0:
+            raise NotFound("attempt", attempt_id)
+
+
 def get_attempt(core: StoreCore, attempt_id: str) -> Attempt:
     """The attempt, or :class:`NotFound`."""
     with core.read() as conn:

@@ -220,6 +220,7 @@ def attempt_from_row(row: Row[Any]) -> Attempt:
         reason=m["reason"],
         exit_code=m["exit_code"],
         hedge_group=m["hedge_group"],
+        output_uri=m["output_uri"],
     )
 
 

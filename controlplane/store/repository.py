@@ -360,6 +360,10 @@ class Store(StoreCore):
         """Record the provider's handle for a launched attempt without changing its state."""
         return attempt_ops.set_backend_ref(self, attempt_id, backend_ref=backend_ref)
 
+    def record_output_uri(self, attempt_id: str, *, output_uri: str) -> None:
+        """Record where the attempt's worker writes the output, before it is launched."""
+        attempt_ops.record_output_uri(self, attempt_id, output_uri=output_uri)
+
     def get_attempt(self, attempt_id: str) -> Attempt:
         """The attempt, or :class:`NotFound`."""
         return attempt_ops.get_attempt(self, attempt_id)

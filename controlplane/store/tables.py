@@ -142,6 +142,9 @@ class AttemptRow(Base):
     progress: Mapped[dict[str, Any]]
     #: the number of the first attempt of a hedged launch, on each of its attempts; null: not hedged
     hedge_group: Mapped[int | None] = mapped_column(Integer)
+    #: where this attempt's worker was told to write the output (the target's store, or the task's own
+    #: URI); null: launched before stores existed, or never sent
+    output_uri: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         UniqueConstraint("task_id", "number"),

@@ -62,18 +62,32 @@ def _capacity(**free: float | tuple[float, float]) -> SignalSnapshot:
     return _signals({f"free_gpus/{name}": spec for name, spec in free.items()})
 
 
+#: a store per provider, so the tasks' local files reach every target (staged); the guard has its own tests
+STORAGE: dict[str, dict[str, str]] = {
+    "kubernetes": {"uri": "pvc://fp-work/tasks/", "mount_path": "/mnt/work"},
+    "aws": {"uri": "s3://fp-work/aws/"},
+    "azure": {"uri": "az://fpwork/work/"},
+}
+
 HYBRID: dict[str, Any] = {
     "targets": [
         {"name": "local", "provider": "local", "private": True},
-        {"name": "k8s", "provider": "kubernetes", "private": True, "regions": ["dc1"]},
+        {
+            "name": "k8s",
+            "provider": "kubernetes",
+            "private": True,
+            "regions": ["dc1"],
+            "storage": STORAGE["kubernetes"],
+        },
         {
             "name": "aws",
             "provider": "aws",
             "private": False,
             "regions": ["us-east-1"],
             "instance_types": ["g4dn.xlarge"],
+            "storage": STORAGE["aws"],
         },
-        {"name": "azure", "provider": "azure", "private": False, "max_price_usd_h": 0.9},
+        {"name": "azure", "provider": "azure", "private": False, "max_price_usd_h": 0.9, "storage": STORAGE["azure"]},
     ],
     "rules": [
         {"name": "film", "match": {"data_sensitivity": "private"}, "targets": ["k8s", "local"]},
@@ -228,15 +242,15 @@ _NAMES = ["t0", "t1", "t2", "t3", "t4", "t5"]
 @st.composite
 def _policies(draw: st.DrawFn) -> Policy:
     names = draw(st.lists(st.sampled_from(_NAMES), min_size=1, max_size=6, unique=True))
-    targets = [
-        {
-            "name": n,
-            "provider": draw(st.sampled_from(["local", "kubernetes", "aws", "azure"])),
-            "private": draw(st.booleans()),
-            **({"max_price_usd_h": draw(st.sampled_from([0.25, 0.5]))} if draw(st.booleans()) else {}),
-        }
-        for n in names
-    ]
+    targets = []
+    for n in names:
+        provider = draw(st.sampled_from(["local", "kubernetes", "aws", "azure"]))
+        target: dict[str, Any] = {"name": n, "provider": provider, "private": draw(st.booleans())}
+        if draw(st.booleans()):
+            target["max_price_usd_h"] = draw(st.sampled_from([0.25, 0.5]))
+        if provider != "local" and draw(st.booleans()):  # without one, the task's local files are out of reach
+            target["storage"] = STORAGE[provider]
+        targets.append(target)
 
     def some(values: list[str]) -> Any:
         return draw(st.one_of(st.sampled_from(values), st.lists(st.sampled_from(values), min_size=1, max_size=3)))
@@ -336,7 +350,10 @@ def test_any_plan_keeps_private_data_private_and_accounts_for_every_target(
             "breaker_open",
             "price_above_max",
             "stale_price",
+            "unreachable_input",
         }
+    storeless = {t.name for t in policy.targets if t.provider != "local" and t.storage is None}
+    assert not storeless & {c.target for c in result.candidates}  # the task's local files reach no such target
 
     def fresh(name: str) -> float | None:
         sample = snapshot.samples.get(name)

@@ -34,8 +34,17 @@ TARGETS: list[dict[str, Any]] = [
         "regions": ["us-east-1", "us-west-2"],
         "instance_types": ["g4dn.xlarge"],
         "max_price_usd_h": 0.5,
+        "storage": {"uri": "s3://fp-work/aws/"},
     },
-    {"name": "azure", "provider": "azure", "private": False, "regions": ["eastus"], "instance_types": ["NC4"]},
+    {
+        "name": "azure",
+        "provider": "azure",
+        "private": False,
+        "regions": ["eastus"],
+        "instance_types": ["NC4"],
+        # the task's s3:// inputs are copied into it (an Azure worker has no AWS identity)
+        "storage": {"uri": "az://fpwork/work/"},
+    },
 ]
 #: clouds first, so a guard that lets a cloud through shows in the first candidate
 CLOUD_FIRST = {"name": "cloud-first", "targets": ["aws", "azure", "local"]}
@@ -54,7 +63,7 @@ def task(tenant: str = "acme", sensitivity: DataSensitivity = DataSensitivity.PU
         kind=TaskKind.IMAGE,
         source_uri="s3://in/face.png",
         target_uri="s3://in/target.png",
-        output_uri="s3://out/x.png",
+        output_uri="/var/fp/outputs/x.png",  # local: each cloud writes it to its store
         data_sensitivity=sensitivity,
     )
     return Task(id="tsk_1", spec=spec, state=TaskState.QUEUED, created_at=NOW, updated_at=NOW)

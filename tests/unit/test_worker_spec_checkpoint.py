@@ -68,8 +68,9 @@ def test_an_s3_checkpoint_root_the_operator_chose_serves_every_provider() -> Non
 def test_a_target_with_an_s3_store_checkpoints_under_its_task_prefix_with_a_grant_for_it_alone(provider: str) -> None:
     spec = _spec(provider=provider, store=S3_STORE)
     assert spec.checkpoint == "s3://fp-work/aws/acme/tsk_7/checkpoint/"
-    assert spec.access.s3_read == ["s3://fp-work/aws/acme/tsk_7/checkpoint/"]
-    assert spec.access.s3_write == ["s3://fp-work/aws/acme/tsk_7/checkpoint/"]
+    # the task's own prefix in the store (staged inputs, output, checkpoint), and nothing wider
+    assert spec.access.s3_read == ["s3://fp-work/aws/acme/tsk_7/"]
+    assert spec.access.s3_write == ["s3://fp-work/aws/acme/tsk_7/"]
     # the next attempt, on any target of the same store, resumes from the same folder
     assert _spec(provider="aws", store=S3_STORE).checkpoint == spec.checkpoint
 
@@ -89,9 +90,51 @@ def test_a_blob_store_checkpoints_in_its_container_and_passes_the_tenant_check(t
     assert spec.checkpoint == "az://fpwork/work/acme/tsk_7/checkpoint/"
 
 
-def test_a_pvc_store_gets_no_checkpoint_until_the_claim_is_mounted() -> None:
-    assert _spec(provider="kubernetes", store=PVC_STORE).checkpoint is None
+def test_a_pvc_store_checkpoints_in_the_claim_where_the_pod_mounts_it() -> None:
+    assert _spec(provider="kubernetes", store=PVC_STORE).checkpoint == "/mnt/work/t/acme/tsk_7/checkpoint/"
 
 
 def test_an_image_task_has_no_checkpoint_anywhere() -> None:
     assert _spec(provider="aws", store=S3_STORE, task=_video(TaskKind.IMAGE)).checkpoint is None
+
+
+def _local_task(output: str = "/srv/out/acme/o.png", kind: TaskKind = TaskKind.IMAGE) -> Task:
+    spec = TaskSpec(
+        tenant="acme",
+        kind=kind,
+        source_uri="/srv/in/acme/upl_1/face.png",
+        target_uri="s3://tenant-in/acme/photo.png",
+        output_uri=output,
+    )
+    return Task(id="tsk_7", spec=spec, state=TaskState.PLANNED, created_at=NOW, updated_at=NOW)
+
+
+def test_a_cloud_worker_gets_its_store_s_uris_never_the_control_plane_s_paths() -> None:
+    spec = _spec(provider="aws", store=S3_STORE, task=_local_task())
+    assert spec.source == "s3://fp-work/aws/acme/tsk_7/inputs/source-face.png"  # staged
+    assert spec.target == "s3://tenant-in/acme/photo.png"  # read in place with the instance profile
+    assert spec.output == "s3://fp-work/aws/acme/tsk_7/output.png"
+    assert not any(uri.startswith("/srv") for uri in (spec.source, spec.target, spec.output))
+
+
+def test_an_azure_worker_gets_s3_inputs_staged_and_the_store_s_endpoint() -> None:
+    store = TargetStorage(
+        kind=StorageKind.AZURE_BLOB, root="az://fpwork/work/", endpoint_url="http://127.0.0.1:10000/fpwork"
+    )
+    spec = _spec(provider="azure", store=store, task=_local_task())
+    assert spec.target == "az://fpwork/work/acme/tsk_7/inputs/target-photo.png"
+    assert spec.output == "az://fpwork/work/acme/tsk_7/output.png"
+    assert spec.access.az_write == ["az://fpwork/work/acme/tsk_7/"]
+    assert spec.blob_endpoints == {"fpwork": "http://127.0.0.1:10000/fpwork"}
+
+
+def test_a_pvc_worker_gets_paths_under_its_mount() -> None:
+    spec = _spec(provider="kubernetes", store=PVC_STORE, task=_local_task())
+    assert spec.source == "/mnt/work/t/acme/tsk_7/inputs/source-face.png"
+    assert spec.output == "/mnt/work/t/acme/tsk_7/output.png"
+
+
+def test_the_local_provider_keeps_the_task_s_own_uris() -> None:
+    task = _local_task()
+    spec = _spec(provider="local", store=None, task=task)
+    assert (spec.source, spec.target, spec.output) == (task.spec.source_uri, task.spec.target_uri, task.spec.output_uri)
