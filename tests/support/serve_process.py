@@ -78,12 +78,17 @@ def served(
     ready_within_s: float = 60.0,
     insecure_dev: bool = False,
     umask: int | None = None,
+    port: int | None = None,
+    args: tuple[str, ...] = (),
     **env: str,
 ) -> Iterator[ServedPlane]:
-    """Run ``fusionctl serve`` in ``workdir`` until the block ends; the output log is appended across starts."""
-    port = free_port()
+    """Run ``fusionctl serve`` in ``workdir`` until the block ends; the output log is appended across starts.
+
+    ``port`` when the caller must know it first (a ``FUSIONPLANE_PUBLIC_URL`` naming it); ``args`` are
+    more ``serve`` flags."""
+    port = port or free_port()
     log_path = workdir / "serve.log"
-    argv = [sys.executable, "-m", "controlplane.cli", "serve", "--port", str(port)]
+    argv = [sys.executable, "-m", "controlplane.cli", "serve", "--port", str(port), *args]
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             [*argv, "--insecure-dev"] if insecure_dev else argv,
