@@ -167,7 +167,10 @@ class Stager:
             key = staged_uri(storage, tenant=tenant, task_id=task.id, field=field, name=uri)
         except ValueError as exc:
             raise StagingError(f"{field}: {exc}") from exc
-        store = self.stores(storage)
+        try:
+            store = self.stores(storage)
+        except StoreError as exc:  # one this control plane cannot open (a claim it does not mount): before any read
+            raise _refusal(field, exc) from exc
         try:
             # O_NOFOLLOW on the last part: a link swapped in after the folder check is not followed
             handle = os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb")
@@ -189,8 +192,7 @@ class Stager:
                     "nothing was staged"
                 ) from exc
             except StoreError as exc:
-                kind = StagingUnavailable if exc.transient else StagingError
-                raise kind(f"{field}: {exc}") from exc
+                raise _refusal(field, exc) from exc
         if self.metrics:
             self.metrics.staged_bytes.inc(size)
         return StagedInput(field=field, source=uri, uri=key, sha256=sha256, size=size, copied=True)
@@ -198,6 +200,12 @@ class Stager:
     def _count(self, outcome: str) -> None:
         if self.metrics:
             self.metrics.staging.labels(outcome=outcome).inc()
+
+
+def _refusal(field: str, exc: StoreError) -> StagingError:
+    """A store's failure as the candidate's staging refusal: unavailable when it may pass."""
+    kind = StagingUnavailable if exc.transient else StagingError
+    return kind(f"{field}: {exc}")
 
 
 def _hash_open(handle: BinaryIO) -> str:
