@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from controlplane import __version__
+from controlplane.dataplane.pvc_store import MOUNTS_VARIABLE, is_claim_name
 from controlplane.policy.seed import BuiltinCloud, SeedClouds
 from controlplane.policy_sources.consul_source import DEFAULT_POLICY_KEY
 from faceswap.netguard import AllowedHosts
@@ -99,6 +100,30 @@ def _byte_count(env: Mapping[str, str], name: str, default: int) -> int:
     if value < 1:
         raise ValueError(f"{name}: must be at least 1 byte, not {raw}")
     return value
+
+
+def _pvc_mounts(env: Mapping[str, str]) -> dict[str, Path]:
+    """``FUSIONPLANE_PVC_MOUNTS``: ``claim=/mount/path`` pairs, comma-separated; a bad one is refused naming
+    the variable. Paths are taken as written (``..`` refused, not resolved): they are mounts, not links."""
+    mounts: dict[str, Path] = {}
+    for entry in (item.strip() for item in env.get(MOUNTS_VARIABLE, "").split(",")):
+        if not entry:
+            continue
+        claim, sep, path = (part.strip() for part in entry.partition("="))
+        if not sep or not claim or not path:
+            raise ValueError(f"{MOUNTS_VARIABLE}: {entry!r} is not claim=/mount/path")
+        if not is_claim_name(claim):
+            raise ValueError(f"{MOUNTS_VARIABLE}: {claim!r} is not a PersistentVolumeClaim name (a DNS-1123 subdomain)")
+        segments = path.rstrip("/").split("/")
+        if not path.startswith("/") or path.strip("/") == "" or any(s in ("", ".", "..") for s in segments[1:]):
+            raise ValueError(f"{MOUNTS_VARIABLE}: {claim}={path}: the mount must be an absolute path other than /")
+        if claim in mounts:
+            raise ValueError(f"{MOUNTS_VARIABLE}: claim {claim!r} is named twice")
+        mount = Path(path.rstrip("/"))
+        if mount in mounts.values():
+            raise ValueError(f"{MOUNTS_VARIABLE}: {mount} is named for two claims")
+        mounts[claim] = mount
+    return mounts
 
 
 def _storage_file(env: Mapping[str, str]) -> Path | None:
@@ -412,6 +437,8 @@ class Settings:
     reconcile_seconds: float = 60.0
     #: per-tenant s3 prefixes and web hosts (docs/security.md); None: public web hosts, no s3
     storage_file: Path | None = None
+    #: ``FUSIONPLANE_PVC_MOUNTS``: claim -> where this control plane mounts it (the stores of pvc targets)
+    pvc_mounts: Mapping[str, Path] = field(default_factory=dict)
     #: internal hosts (``host`` or ``host:port``) http(s) inputs may come from despite the address rules
     fetch_allow_hosts: tuple[str, ...] = ()
     #: the largest input a worker downloads (checked while reading)
@@ -471,6 +498,7 @@ class Settings:
                 env, "FUSIONPLANE_UPLOAD_EXPIRY_S", DEFAULT_UPLOAD_EXPIRY_S, maximum=MAX_UPLOAD_RETENTION_S
             ),
             "storage_file": _storage_file(env),
+            "pvc_mounts": _pvc_mounts(env),
             "fetch_allow_hosts": tuple(env.get("FUSIONPLANE_FETCH_ALLOW_HOSTS", "").replace(",", " ").split()),
             "fetch_max_bytes": _byte_count(env, "FUSIONPLANE_FETCH_MAX_BYTES", 2 << 30),
             "fetch_connect_timeout_s": _seconds(env, "FUSIONPLANE_FETCH_CONNECT_TIMEOUT_S", 10.0),

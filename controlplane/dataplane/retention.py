@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from controlplane.dataplane.errors import StoreError
 from controlplane.dataplane.objects import ObjectStore
 from controlplane.domain import Attempt, Task
-from controlplane.domain.target_storage import StorageKind, TargetStorage
+from controlplane.domain.target_storage import TargetStorage
 
 __all__ = ["LOOKBACK_S", "StagedRetention"]
 
@@ -87,7 +87,7 @@ class StagedRetention:
         removed, stores = 0, set()
         for attempt in attempts:
             storage = self.storage_of(task.spec.tenant, attempt.target)
-            if storage is None or storage.kind == StorageKind.PVC or storage in stores:
+            if storage is None or storage in stores:
                 continue
             stores.add(storage)
             try:

@@ -168,7 +168,10 @@ class Stager:
             key = staged_uri(storage, tenant=tenant, task_id=task.id, field=field, name=uri)
         except ValueError as exc:
             raise StagingError(f"{field}: {exc}") from exc
-        store = self.stores(storage)
+        try:
+            store = self.stores(storage)
+        except StoreError as exc:  # one this control plane cannot open (a claim it does not mount): before any read
+            raise _refusal(field, exc) from exc
         try:
             # O_NOFOLLOW on the last part: a link swapped in after the folder check is not followed
             handle = os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb")
@@ -190,8 +193,7 @@ class Stager:
                     "nothing was staged"
                 ) from exc
             except StoreError as exc:
-                kind = StagingUnavailable if exc.transient else StagingError
-                raise kind(f"{field}: {exc}") from exc
+                raise _refusal(field, exc) from exc
         if self.metrics:
             self.metrics.staged_bytes.inc(size)
         return StagedInput(field=field, source=uri, uri=key, sha256=sha256, size=size, copied=True)
@@ -220,14 +222,10 @@ class Stager:
             with io.BufferedReader(_ChunkReader(source.open_read(uri)), _CHUNK_BYTES) as stream:
                 self.stores(storage).put(key, stream, sha256=sha256, size=info.size)
         except ValueError as exc:
-            if isinstance(exc, StagingError):
-                raise
-            raise ChecksumMismatch(
-                f"{field}: the input object changed while it was copied; nothing was staged"
-            ) from exc
+            changed = f"{field}: the input object changed while it was copied; nothing was staged"
+            raise ChecksumMismatch(changed) from exc
         except StoreError as exc:
-            kind = StagingUnavailable if exc.transient else StagingError
-            raise kind(f"{field}: {exc}") from exc
+            raise _refusal(field, exc) from exc
         if self.metrics:
             self.metrics.staged_bytes.inc(info.size)
         return StagedInput(field=field, source=uri, uri=key, sha256=sha256, size=info.size, copied=True)
@@ -264,6 +262,12 @@ class _ChunkReader(io.RawIOBase):
         buffer[:size] = self._left[:size]
         self._left = self._left[size:]
         return size
+
+
+def _refusal(field: str, exc: StoreError) -> StagingError:
+    """A store's failure as the candidate's staging refusal: unavailable when it may pass."""
+    kind = StagingUnavailable if exc.transient else StagingError
+    return kind(f"{field}: {exc}")
 
 
 def _hash_open(handle: BinaryIO) -> str:

@@ -24,6 +24,7 @@ from controlplane.api.auth import TokenError, TokenRegistry
 from controlplane.api.limits import BodyLimit
 from controlplane.api.upload_state import read_state
 from controlplane.config import Settings
+from controlplane.dataplane.pvc_store import MOUNTS_VARIABLE
 from controlplane.dataplane.stager import Stager
 from controlplane.dataplane.stores import Stores, StoreSettings
 from controlplane.domain.target_storage import TargetStorage
@@ -113,8 +114,8 @@ def prepare_folders(settings: Settings) -> None:
 def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
     """Everything ``serve`` runs, from ``settings`` (see :func:`check_settings` and :func:`prepare_folders`).
 
-    Raises :class:`StartupError` for a policy, allow-list, tokens file or
-    poller setting it cannot start with.
+    Raises :class:`StartupError` for a policy, allow-list, pvc mount, tokens
+    file or poller setting it cannot start with.
     """
     engine = make_engine(settings.database_url or None)
     if migrate:
@@ -135,6 +136,8 @@ def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         raise StartupError(f"policy: {exc}") from exc
     _check_callbacks(settings, policies)
     storage = _storage_allow_lists(settings)
+    # one store (and SDK client) per service, shared by the stager, the output route and retention
+    stores = _stores(settings)
     dev_token = None if settings.insecure_dev else ensure_dev_token(settings)
     try:
         tokens = TokenRegistry.load(settings.tokens_file, metrics=metrics)
@@ -149,8 +152,7 @@ def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         "local": local,
         **cloud_providers(lambda: policies.current().targets, clouds=settings.clouds),
     }
-    # one store (and SDK client) per service, shared by the stager, the output route and retention
-    stores, storage_of = Stores(_store_settings(settings)), _storage_of(policies)
+    storage_of = _storage_of(policies)
     scheduler = _scheduler(
         settings,
         store=store,
@@ -235,9 +237,15 @@ def _check_callbacks(settings: Settings, policies: PolicyRuntime) -> None:
     )
 
 
-def _store_settings(settings: Settings) -> StoreSettings:
-    """What the object stores read from the settings: the Blob connection string (Azurite, an account key)."""
-    return StoreSettings(azure_connection_string=settings.clouds.blob_connection_string)
+def _stores(settings: Settings) -> Stores:
+    """The stores, with what they need of the settings; refuses a pvc mount that is not a folder here."""
+    for claim, mount in settings.pvc_mounts.items():
+        if not mount.is_dir():
+            # a missing mount would only show when a launch stages into it; say it at start instead
+            raise StartupError(f"{MOUNTS_VARIABLE}: {claim}={mount} is not a folder (is the claim mounted here?)")
+    return Stores(
+        StoreSettings(pvc_mounts=settings.pvc_mounts, azure_connection_string=settings.clouds.blob_connection_string)
+    )
 
 
 def uploaded_sha256(path: Path) -> str | None:

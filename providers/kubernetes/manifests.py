@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import base64
 import os
+import posixpath
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from controlplane.domain import (
     InvalidSpec,
     Target,
 )
+from controlplane.domain.target_storage import StorageKind, TargetStorage
 from providers.base import (
     LaunchRequest,
 )
@@ -19,7 +22,7 @@ from providers.bootstrap import (
     SPEC_PATH,
     resource_tags,
 )
-from providers.kubernetes.settings import LABEL_VALUE, JobSettings
+from providers.kubernetes.settings import LABEL_VALUE, JobSettings, is_dns_subdomain
 
 #: the Job and Secret are resource_name(NAME_PREFIX, attempt_id)
 NAME_PREFIX = "fp"
@@ -40,6 +43,8 @@ WORKER_APP = "fusionplane-worker"
 MANAGER = "fusionplane"
 #: not a secret: which policy target launched the Job, for people running kubectl
 ANNOTATION_TARGET = "fusionplane.io/target"
+#: the volume of a ``pvc`` target store (the policy's ``targets[].storage``)
+STORE_VOLUME = "target-store"
 
 
 def job_labels(request: LaunchRequest, name: str, *, owner: str) -> dict[str, str]:
@@ -76,12 +81,13 @@ def secret_body(name: str, settings: JobSettings, labels: Mapping[str, str], spe
 def job_body(
     request: LaunchRequest, target: Target, settings: JobSettings, name: str, labels: Mapping[str, str]
 ) -> dict[str, Any]:
-    """The Job for ``request`` (no API call)."""
+    """The Job for ``request`` (no API call); ``InvalidSpec`` for a deadline or a ``pvc`` store it cannot use."""
+    claim = StoreClaim.of(request.target_storage, target=target.name)
     job_spec: dict[str, Any] = {
         # a retry is a new attempt, decided by the control plane from the exit code
         "backoffLimit": 0,
         "ttlSecondsAfterFinished": settings.ttl_after_finished_s,
-        "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec(settings, name)},
+        "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec(settings, name, store=claim)},
     }
     if request.deadline_seconds is not None:
         if request.deadline_seconds <= 0:
@@ -100,10 +106,14 @@ def job_body(
     }
 
 
-def pod_spec(settings: JobSettings, name: str) -> dict[str, Any]:
-    """The Job's one pod: the worker (after ``models-verify`` with a models PVC) and its volumes."""
+def pod_spec(settings: JobSettings, name: str, *, store: StoreClaim | None = None) -> dict[str, Any]:
+    """The Job's one pod: the worker (after ``models-verify`` with a models PVC) and its volumes, with the
+    target's ``pvc`` store mounted read-write when it has one."""
     image = settings.worker
     mounts, volumes = _spec_and_scratch(settings, name)
+    if store is not None:
+        mounts.append({"name": STORE_VOLUME, "mountPath": store.mount_path})
+        volumes.append({"name": STORE_VOLUME, "persistentVolumeClaim": {"claimName": store.claim}})
     init_containers: list[dict[str, Any]] = []
     if settings.models_pvc:
         mounts.insert(1, {"name": "models", "mountPath": MODELS_DIR, "readOnly": True})
@@ -144,6 +154,49 @@ def pod_spec(settings: JobSettings, name: str) -> dict[str, Any]:
         spec["initContainers"] = init_containers
     spec.update(_placement(settings))
     return spec
+
+
+#: where the pod's own volumes are mounted: a store's mount_path on, above or under one would hide it
+_OWN_MOUNTS = (SPEC_DIR, MODELS_DIR, TRT_CACHE_DIR, SCRATCH_DIR)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreClaim:
+    """The PersistentVolumeClaim of a ``pvc`` target store and where the worker's pod mounts it."""
+
+    claim: str
+    mount_path: str
+
+    @classmethod
+    def of(cls, storage: TargetStorage | None, *, target: str) -> StoreClaim | None:
+        """The claim to mount for ``storage`` (None: no store, or a store the pod does not mount).
+
+        ``InvalidSpec`` names the field: a claim that is not a Kubernetes
+        object name, a mount path that is not a plain absolute path or that
+        would sit on, above or under one of the pod's own volumes.
+        """
+        if storage is None or storage.kind != StorageKind.PVC:
+            return None
+        claim = storage.root.removeprefix("pvc://").partition("/")[0]
+        if not is_dns_subdomain(claim):
+            raise InvalidSpec(
+                f"target {target}: storage.uri names claim {claim!r}, not a valid PersistentVolumeClaim name "
+                "(a DNS-1123 subdomain: lowercase letters, digits, '-' and '.')",
+                target=target,
+            )
+        mount = storage.mount_path
+        if mount is None or not mount.startswith("/") or mount == "/" or posixpath.normpath(mount) != mount:
+            raise InvalidSpec(
+                f"target {target}: storage.mount_path must be a plain absolute path other than /, not {mount!r}",
+                target=target,
+            )
+        for own in _OWN_MOUNTS:
+            if own == mount or own.startswith(f"{mount}/") or mount.startswith(f"{own}/"):
+                raise InvalidSpec(
+                    f"target {target}: storage.mount_path {mount} would clash with the worker's own mount {own}",
+                    target=target,
+                )
+        return cls(claim=claim, mount_path=mount)
 
 
 def _worker_env(settings: JobSettings) -> dict[str, str]:

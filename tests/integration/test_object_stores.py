@@ -25,8 +25,9 @@ import pytest
 from controlplane.dataplane.errors import StoreError
 from controlplane.dataplane.local_store import LocalStore
 from controlplane.dataplane.objects import ObjectStore
+from controlplane.dataplane.pvc_store import PvcStore
 from controlplane.dataplane.s3_store import S3Store
-from controlplane.dataplane.stores import Stores, open_store
+from controlplane.dataplane.stores import Stores, StoreSettings, open_store
 from controlplane.domain.target_storage import StorageKind, TargetStorage
 from tests.support.aws import isolate_aws_environment, moto_server, moto_server_process
 
@@ -134,6 +135,45 @@ class TestLocalStore(StoreContract):
                 store.head(uri)
 
 
+class TestPvcStore(StoreContract):
+    """A claim as the control plane mounts it (``FUSIONPLANE_PVC_MOUNTS``): a folder here, URIs ``pvc://``."""
+
+    @pytest.fixture
+    def mount(self, tmp_path: Path) -> Path:
+        folder = tmp_path / "mnt" / "work"
+        folder.mkdir(parents=True)
+        return folder
+
+    @pytest.fixture
+    def store(self, mount: Path) -> ObjectStore:
+        return Stores(StoreSettings(pvc_mounts={"fp-work": mount}))("pvc://fp-work/")
+
+    @pytest.fixture
+    def root(self) -> str:
+        return "pvc://fp-work/tasks/"
+
+    def test_objects_are_files_under_the_mount_and_no_link_is_handed_out(
+        self, store: ObjectStore, root: str, mount: Path
+    ) -> None:
+        store.put(f"{root}acme/t1/output.png", io.BytesIO(b"px"), sha256=digest(b"px"), size=2)
+        assert (mount / "tasks" / "acme" / "t1" / "output.png").read_bytes() == b"px"
+        # what a worker wrote there (under its own mount_path) is an object too
+        (mount / "tasks" / "acme" / "t1" / "checkpoint").mkdir()
+        (mount / "tasks" / "acme" / "t1" / "checkpoint" / "manifest.json").write_text("{}")
+        assert sorted(item.uri for item in store.list(f"{root}acme/t1/")) == [
+            f"{root}acme/t1/checkpoint/manifest.json",
+            f"{root}acme/t1/output.png",
+        ]
+        assert store.presign(f"{root}acme/t1/output.png", seconds=60) is None
+
+    def test_a_mount_that_is_gone_is_a_store_error(self, tmp_path: Path) -> None:
+        store = PvcStore(claim="fp-work", mount=tmp_path / "not-mounted")
+        with pytest.raises(StoreError, match="reading") as refused:
+            store.open_read("pvc://fp-work/tasks/x.png")
+        assert not refused.value.transient
+        assert store.head("pvc://fp-work/tasks/x.png") is None
+
+
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
     with moto_server() as url:
@@ -233,7 +273,8 @@ def test_open_store_by_kind_and_scheme(s3_env: str) -> None:
     assert stores(minio) is stores(minio)
     assert stores(minio) is not stores("s3://b/x")  # another endpoint, another client
 
-    with pytest.raises(StoreError, match="pvc"):
+    # a claim this control plane does not mount (FUSIONPLANE_PVC_MOUNTS) cannot be served
+    with pytest.raises(StoreError, match="FUSIONPLANE_PVC_MOUNTS"):
         open_store(TargetStorage(kind=StorageKind.PVC, root="pvc://claim/p/", mount_path="/data"))
     with pytest.raises(StoreError, match="gopher"):
         open_store("gopher://x/y")

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from controlplane.config import CloudSettings, ConsulSettings, Settings, SignalSettings
+from controlplane.dataplane.pvc_store import PvcStore
+from controlplane.domain.target_storage import StorageKind, TargetStorage
 from controlplane.runtime import StartupError, build_runtime, check_settings, prepare_folders
 from controlplane.runtime.signals import sources_off
 
@@ -70,3 +72,29 @@ def test_a_missing_policy_file_stops_the_start(tmp_path: Path) -> None:
     with pytest.raises(StartupError, match=r"^policy: ") as caught:
         build_runtime(settings)
     assert not caught.value.usage
+
+
+def test_the_stores_serve_a_claim_from_the_mount_the_settings_name(tmp_path: Path) -> None:
+    mount = tmp_path / "mnt" / "work"
+    mount.mkdir(parents=True)
+    settings = _settings(tmp_path, pvc_mounts={"fp-work": mount})
+    prepare_folders(settings)
+    runtime = build_runtime(settings)
+    try:
+        assert runtime.scheduler.stager is not None
+        store = runtime.scheduler.stager.stores(
+            TargetStorage(kind=StorageKind.PVC, root="pvc://fp-work/tasks/", mount_path="/mnt/work")
+        )
+        assert isinstance(store, PvcStore)
+        assert store.mount == mount
+    finally:  # built, never started: only the policy watcher and the pollers' clients to stop
+        runtime.policies.stop()
+        runtime.hub.close()
+        runtime.engine.dispose()
+
+
+def test_a_pvc_mount_that_is_not_there_stops_the_start(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, pvc_mounts={"fp-work": tmp_path / "not-mounted"})
+    prepare_folders(settings)
+    with pytest.raises(StartupError, match=r"^FUSIONPLANE_PVC_MOUNTS: fp-work=.*not-mounted is not a folder"):
+        build_runtime(settings)

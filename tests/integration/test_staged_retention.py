@@ -16,7 +16,7 @@ import boto3
 import pytest
 
 from controlplane.dataplane.retention import StagedRetention
-from controlplane.dataplane.stores import Stores
+from controlplane.dataplane.stores import Stores, StoreSettings
 from controlplane.domain import AttemptState, TaskKind, TaskSpec, TaskState
 from controlplane.domain.target_storage import StorageKind, TargetStorage
 from controlplane.store import Store, make_engine, upgrade
@@ -104,3 +104,40 @@ def test_staged_inputs_go_after_the_retention_and_outputs_stay(world: tuple[Any,
     # each task is looked at once: a later run finds nothing to do
     now[0] += timedelta(seconds=60)
     assert retention.run() == {"tasks": 0, "objects": 0, "kept": 0}
+
+
+def test_staged_inputs_on_a_claim_the_control_plane_mounts_go_too(tmp_path: Path) -> None:
+    """A pvc store is cleaned through the control plane's mount of the claim (FUSIONPLANE_PVC_MOUNTS)."""
+    mount = tmp_path / "mnt" / "work"
+    engine = make_engine(f"sqlite:///{tmp_path}/s.db")
+    upgrade(engine=engine)
+    store = Store(engine)
+    spec = TaskSpec(
+        tenant="acme", kind=TaskKind.IMAGE, source_uri="/in/a.png", target_uri="/in/b.png", output_uri="/o.png"
+    )
+    task, _ = store.create_task(spec=spec, request_hash=uuid.uuid4().hex)
+    attempt = store.create_attempt(
+        task_id=task.id, target="onprem", provider="kubernetes", token_sha256="0" * 64, actor="test"
+    )
+    for key in ("inputs/source-a.png", "inputs/target-b.png", "output.png", "checkpoint/seg-0001.ts"):
+        (mount / "tasks" / "acme" / task.id / key).parent.mkdir(parents=True, exist_ok=True)
+        (mount / "tasks" / "acme" / task.id / key).write_bytes(b"bytes")
+    for state in (TaskState.PLANNED, TaskState.LAUNCHING, TaskState.RUNNING, TaskState.SUCCEEDED):
+        store.transition_task(task.id, wanted=state, actor="test", target="onprem")
+    store.transition_attempt(attempt.id, wanted=AttemptState.CANCELLED, actor="test")
+    storage = TargetStorage(kind=StorageKind.PVC, root="pvc://fp-work/tasks/", mount_path="/mnt/work")
+    now = datetime.now(UTC) + timedelta(seconds=RETENTION_S + 60)
+    retention = StagedRetention(
+        finished_between=lambda after, until: finished_between(store, after=after, until=until),
+        attempts_of=store.attempts_for,
+        storage_of=lambda tenant, target: storage if target == "onprem" else None,
+        stores=Stores(StoreSettings(pvc_mounts={"fp-work": mount})),
+        retention_seconds=RETENTION_S,
+        clock=lambda: now,
+    )
+
+    assert retention.run() == {"tasks": 1, "objects": 2, "kept": 0}
+
+    left = sorted(str(p.relative_to(mount)) for p in mount.rglob("*") if p.is_file())
+    assert left == [f"tasks/acme/{task.id}/checkpoint/seg-0001.ts", f"tasks/acme/{task.id}/output.png"]
+    engine.dispose()
