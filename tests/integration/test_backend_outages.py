@@ -45,8 +45,20 @@ T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 POLICY = parse_policy(
     {
         "targets": [
-            {"name": "spot", "provider": "aws", "private": False, "regions": ["us-east-1"]},
-            {"name": "azure", "provider": "azure", "private": False, "regions": ["eastus"]},
+            {
+                "name": "spot",
+                "provider": "aws",
+                "storage": {"uri": "s3://fp-work/aws/"},
+                "private": False,
+                "regions": ["us-east-1"],
+            },
+            {
+                "name": "azure",
+                "provider": "azure",
+                "storage": {"uri": "az://fpwork/work/"},
+                "private": False,
+                "regions": ["eastus"],
+            },
         ],
         "rules": [{"name": "clouds", "targets": ["spot", "azure"]}],
         "thresholds": {"max_attempts": 3, "retry_backoff_seconds": 2, "retry_backoff_max_seconds": 10},
@@ -87,9 +99,9 @@ def submit(store: Store, name: str) -> str:
         spec=TaskSpec(
             tenant="acme",
             kind=TaskKind.IMAGE,
-            source_uri="s3://faces/a.png",
-            target_uri=f"s3://media/{name}.png",
-            output_uri=f"s3://out/{name}.png",
+            source_uri="https://img.example/faces/a.png",
+            target_uri=f"https://img.example/media/{name}.png",
+            output_uri=f"/var/fp/outputs/out/{name}.png",
             data_sensitivity=DataSensitivity.PUBLIC,
         ),
         request_hash=name,

@@ -126,9 +126,9 @@ def submit(store: Store, name: str = "t", sensitivity: DataSensitivity = DataSen
         spec=TaskSpec(
             tenant="acme",
             kind=TaskKind.IMAGE,
-            source_uri="s3://in/face.png",
-            target_uri="s3://in/target.png",
-            output_uri=f"s3://out/{name}.png",
+            source_uri="https://img.example/in/face.png",
+            target_uri="https://img.example/in/target.png",
+            output_uri=f"/var/fp/outputs/out/{name}.png",
             data_sensitivity=sensitivity,
         ),
         request_hash=f"h-{name}",
@@ -197,7 +197,13 @@ def complete_by_callback(store: Store, attempt_id: str) -> None:
 
 
 KUBERNETES = policy_with(
-    {"name": "onprem", "provider": "kubernetes", "private": True, "settings": {"namespace": NAMESPACE}}
+    {
+        "name": "onprem",
+        "provider": "kubernetes",
+        "storage": {"uri": "s3://fp-work/k8s/"},
+        "private": True,
+        "settings": {"namespace": NAMESPACE},
+    }
 )
 
 
@@ -336,7 +342,13 @@ def test_kubernetes_silent_at_launch_of_a_private_task_with_no_other_target_keep
     only_onprem = parse_policy(
         {
             "targets": [
-                {"name": "onprem", "provider": "kubernetes", "private": True, "settings": {"namespace": NAMESPACE}}
+                {
+                    "name": "onprem",
+                    "provider": "kubernetes",
+                    "storage": {"uri": "s3://fp-work/k8s/"},
+                    "private": True,
+                    "settings": {"namespace": NAMESPACE},
+                }
             ],
             "rules": [{"name": "private-stays-home", "targets": ["onprem"]}],
         }
@@ -373,6 +385,7 @@ AWS = policy_with(
     {
         "name": "aws-spot",
         "provider": "aws",
+        "storage": {"uri": "s3://fp-work/aws/"},
         "private": False,
         "regions": [AWS_REGION],
         "instance_types": [AWS_TYPE],
@@ -526,6 +539,7 @@ AZURE = policy_with(
     {
         "name": "azure-eastus",
         "provider": "azure",
+        "storage": {"uri": "az://fpwork/work/"},
         "private": False,
         "regions": ["eastus"],
         "instance_types": [SIZE],
@@ -649,7 +663,13 @@ PEAK_POLICY = parse_policy(
     {
         "targets": [
             {"name": "onprem", "provider": "local", "private": True},
-            {"name": "burst", "provider": "aws", "private": False, "regions": [AWS_REGION]},
+            {
+                "name": "burst",
+                "provider": "aws",
+                "storage": {"uri": "s3://fp-work/aws/"},
+                "private": False,
+                "regions": [AWS_REGION],
+            },
         ],
         "rules": [
             {

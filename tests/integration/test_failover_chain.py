@@ -119,6 +119,7 @@ def policy_for(subnets: list[str], security_group: str) -> Policy:
                 {
                     "name": "aws-spot",
                     "provider": "aws",
+                    "storage": {"uri": "s3://fp-work/aws/"},
                     "private": False,
                     "regions": [REGION],
                     "instance_types": [AWS_TYPE],
@@ -133,6 +134,7 @@ def policy_for(subnets: list[str], security_group: str) -> Policy:
                 {
                     "name": "azure-eastus",
                     "provider": "azure",
+                    "storage": {"uri": "az://fpwork/work/"},
                     "private": False,
                     "regions": ["eastus"],
                     "instance_types": [SIZE],
@@ -195,9 +197,9 @@ def public_task(store: Store) -> Task:
         spec=TaskSpec(
             tenant="acme",
             kind=TaskKind.IMAGE,
-            source_uri="s3://in/face.png",
-            target_uri="s3://in/target.png",
-            output_uri="s3://out/swapped.png",
+            source_uri="https://img.example/in/face.png",
+            target_uri="https://img.example/in/target.png",
+            output_uri="/var/fp/outputs/out/swapped.png",
             data_sensitivity=DataSensitivity.PUBLIC,
         ),
         request_hash="h-chain",

@@ -69,8 +69,20 @@ LIVE = (AttemptState.LAUNCHING, AttemptState.RUNNING)
 POLICY_DOC: dict[str, Any] = {
     "thresholds": {"max_attempts": 3},
     "targets": [
-        {"name": "azure-fast", "provider": "azure", "private": False, "regions": ["eastus"]},
-        {"name": "spot", "provider": "aws", "private": False, "regions": ["us-east-1"]},
+        {
+            "name": "azure-fast",
+            "provider": "azure",
+            "storage": {"uri": "az://fpwork/work/"},
+            "private": False,
+            "regions": ["eastus"],
+        },
+        {
+            "name": "spot",
+            "provider": "aws",
+            "storage": {"uri": "s3://fp-work/aws/"},
+            "private": False,
+            "regions": ["us-east-1"],
+        },
         {"name": "home", "provider": "local", "private": True},
     ],
     "rules": [{"name": "urgent", "hedge": 2, "targets": ["azure-fast", "spot", "home"]}],
@@ -153,8 +165,8 @@ def submit(store: Store, *, name: str = "promo", source: str = "s3://faces/star.
             tenant="acme",
             kind=TaskKind.IMAGE,
             source_uri=source,
-            target_uri=f"s3://media/{name}.png",
-            output_uri=output or f"s3://out/{name}.png",
+            target_uri=f"https://img.example/media/{name}.png",
+            output_uri=output or f"/var/fp/outputs/out/{name}.png",
             data_sensitivity=DataSensitivity.PUBLIC,
         ),
         request_hash=name,

@@ -38,6 +38,7 @@ POLICY_DOCUMENT = {
         {
             "name": "azure",
             "provider": "azure",
+            "storage": {"uri": "az://fpwork/work/"},
             "private": False,
             "regions": ["eastus"],
             "instance_types": [T4_4],
@@ -70,9 +71,9 @@ def submit(store: Store, sensitivity: DataSensitivity) -> str:
         spec=TaskSpec(
             tenant="acme",
             kind=TaskKind.IMAGE,
-            source_uri="s3://in/f.png",
-            target_uri="s3://in/t.png",
-            output_uri=f"s3://out/{sensitivity}.png",
+            source_uri="https://img.example/in/f.png",
+            target_uri="https://img.example/in/t.png",
+            output_uri=f"/var/fp/outputs/out/{sensitivity}.png",
             data_sensitivity=sensitivity,
         ),
         request_hash=str(sensitivity),

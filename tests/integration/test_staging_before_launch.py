@@ -102,7 +102,7 @@ def submit(store: Store, tmp_path: Path, *, source: str | None = None, private: 
             tenant=TENANT,
             kind=TaskKind.IMAGE,
             source_uri=source or str(folder / "face.png"),
-            target_uri="s3://tenant-bucket/scene.png",
+            target_uri="https://img.example/scene.png",  # read in place by every target: never staged
             output_uri="s3://tenant-bucket/out.png",
             data_sensitivity=DataSensitivity.PRIVATE if private else DataSensitivity.INTERNAL,
         ),
@@ -125,7 +125,7 @@ def test_local_inputs_are_staged_into_the_chosen_target_s_store_before_its_launc
     scheduler(store, policy(on_moto, on_moto, on_moto), Stager(stores=Stores()), SPOT, aws=aws).place_batch()
     (attempt,) = store.attempts_for(task_id)
     assert aws.launched() == [attempt.id]
-    # the local source is staged; the s3:// target is not a local file, so it is never copied
+    # the local source is staged; the https:// target is fetched by the worker, so it is never copied
     assert keys(client, name) == [f"aws/{TENANT}/{task_id}/inputs/source-face.png"]
     head = client.head_object(Bucket=name, Key=f"aws/{TENANT}/{task_id}/inputs/source-face.png")
     assert head["Metadata"]["sha256"] == sha256_of_file(face)
