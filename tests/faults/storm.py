@@ -218,10 +218,13 @@ def task_body(index: int) -> dict[str, Any]:
     lane = (
         "private" if private else ("aws" if slot < 10 else "azure" if slot < 15 else "onprem" if slot < 18 else "local")
     )
+    # the azure lane's data is in Blob storage: an Azure worker reads no s3:// (plan() rejects it unreachable_input)
+    blob = ("az", "stormacct/storm-in", "stormacct/storm-out")
+    store, inbox, outbox = blob if lane == "azure" else ("s3", "storm-in", "storm-out")
     return {
-        "source": f"s3://storm-in/faces/face-{index % 7}.png",
-        "target": f"s3://storm-in/frames/frame-{index}.png",
-        "output": f"s3://storm-out/swapped-{index}.png",
+        "source": f"{store}://{inbox}/faces/face-{index % 7}.png",
+        "target": f"{store}://{inbox}/frames/frame-{index}.png",
+        "output": f"{store}://{outbox}/swapped-{index}.png",
         "data_sensitivity": "private" if private else "public",
         "priority": "high" if index % 10 == 0 else "normal",
         "labels": {"lane": lane, "storm": "1"},
@@ -534,7 +537,13 @@ class _Storm:
             env["FUSIONPLANE_PUBLIC_URL"] = public_url
         # the storm's buckets, granted to the insecure-dev tenant (s3 is denied by default)
         storage = self.workdir / "storage.json"
-        grant = {"s3_read": ["s3://storm-in/"], "s3_write": ["s3://storm-out/"], "web_hosts": ["*"]}
+        grant = {
+            "s3_read": ["s3://storm-in/"],
+            "s3_write": ["s3://storm-out/"],
+            "az_read": ["az://stormacct/storm-in/"],
+            "az_write": ["az://stormacct/storm-out/"],
+            "web_hosts": ["*"],
+        }
         storage.write_text(json.dumps({"version": 1, "tenants": {"dev": grant}}))
         env["FUSIONPLANE_STORAGE_FILE"] = str(storage)
         return {**env, **NO_METADATA_ENV}  # no SDK asks a metadata address
