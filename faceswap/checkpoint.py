@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -109,9 +110,9 @@ class LocalCheckpoint:
 
 
 class S3Checkpoint:
-    def __init__(self, bucket: str, prefix: str, uri: str) -> None:
+    def __init__(self, bucket: str, prefix: str, uri: str, *, endpoint: str | None = None) -> None:
         self.bucket, self.prefix, self.uri = bucket, prefix.rstrip("/"), uri
-        self.client = s3_client()
+        self.client = s3_client(endpoint)
 
     def _key(self, name: str) -> str:
         return f"{self.prefix}/{name}" if self.prefix else name
@@ -175,7 +176,9 @@ class BlobCheckpoint:
         blob.download_blob(self._path(name), dest, field="checkpoint", max_bytes=None, endpoints=self.endpoints)
 
 
-def open_checkpoint(uri: str, *, blob_endpoints: blob.BlobEndpoints | None = None) -> CheckpointStore:
+def open_checkpoint(
+    uri: str, *, blob_endpoints: blob.BlobEndpoints | None = None, s3_endpoints: Mapping[str, str] | None = None
+) -> CheckpointStore:
     """A store for a local directory, ``file://`` URI, ``s3://bucket/prefix`` or ``az://account/container/prefix``."""
     if uri.startswith("az://"):
         try:
@@ -184,11 +187,11 @@ def open_checkpoint(uri: str, *, blob_endpoints: blob.BlobEndpoints | None = Non
             raise BadInput(str(exc), field="checkpoint") from None
         endpoint = (blob_endpoints or {}).get(folder.account)
         return BlobCheckpoint(folder, uri, {folder.account: endpoint} if endpoint else None)
-    location = parse_uri(uri, field="checkpoint")
+    location = parse_uri(uri, field="checkpoint", s3_endpoints=s3_endpoints)
     if location.scheme == "file":
         return LocalCheckpoint(Path(location.path))
     if location.scheme == "s3":
-        return S3Checkpoint(location.bucket, location.path, uri)
+        return S3Checkpoint(location.bucket, location.path, uri, endpoint=location.endpoint)
     raise BadInput(
         "checkpoints go to a directory, s3://bucket/prefix or az://account/container/prefix", field="checkpoint"
     )

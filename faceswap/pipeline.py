@@ -241,6 +241,7 @@ def run_swap(
     access: Access | None = None,
     fetch_rules: FetchRules | None = None,
     blob_endpoints: Mapping[str, str] | None = None,
+    s3_endpoints: Mapping[str, str] | None = None,
 ) -> SwapResult:
     """Run one job end to end; raises a :class:`FaceSwapError` subclass on failure.
 
@@ -251,14 +252,15 @@ def run_swap(
     operator's own run) sets no tenant limit. ``fetch_rules`` guard http(s)
     inputs (internal addresses, size cap, timeouts) either way.
     ``blob_endpoints`` names the Blob endpoint of a storage account that is
-    not at its default address (Azurite, sovereign clouds).
+    not at its default address (Azurite, sovereign clouds); ``s3_endpoints``
+    the endpoint of a bucket on an S3-compatible store (an in-cluster MinIO).
     """
     options = options or SwapOptions()
     stop = stop or threading.Event()
     started = time.perf_counter()
-    source_loc = parse_uri(source, field="source", blob_endpoints=blob_endpoints)
-    target_loc = parse_uri(target, field="target", blob_endpoints=blob_endpoints)
-    output_loc = parse_uri(output, field="output", blob_endpoints=blob_endpoints)
+    source_loc = parse_uri(source, field="source", blob_endpoints=blob_endpoints, s3_endpoints=s3_endpoints)
+    target_loc = parse_uri(target, field="target", blob_endpoints=blob_endpoints, s3_endpoints=s3_endpoints)
+    output_loc = parse_uri(output, field="output", blob_endpoints=blob_endpoints, s3_endpoints=s3_endpoints)
     if output_loc.scheme in ("http", "https"):
         raise BadInput("outputs can be written to a path, file://, s3:// or az:// only", field="output")
     if access is not None:  # before any model, input or output is touched
@@ -297,6 +299,7 @@ def run_swap(
                 source_digest=sha256_file(source_path),
                 checkpoint=checkpoint,
                 blob_endpoints=blob_endpoints,
+                s3_endpoints=s3_endpoints,
                 workdir=workdir,
                 stop=stop,
                 emit=on_event,
@@ -328,6 +331,7 @@ def _swap_video(
     source_digest: str,
     checkpoint: str | None,
     blob_endpoints: Mapping[str, str] | None,
+    s3_endpoints: Mapping[str, str] | None = None,
     workdir: Path,
     stop: threading.Event,
     emit: EventSink,
@@ -336,7 +340,9 @@ def _swap_video(
     info = probe(target, field="target")
     if not info.is_video:
         raise BadInput(f"{target.name} is not a video", field="target")
-    store = open_checkpoint(checkpoint or str(workdir / "checkpoint"), blob_endpoints=blob_endpoints)
+    store = open_checkpoint(
+        checkpoint or str(workdir / "checkpoint"), blob_endpoints=blob_endpoints, s3_endpoints=s3_endpoints
+    )
     fingerprint = _video_fingerprint(engine, target, info, options, source_digest)
     manifest = _resume_manifest(store, fingerprint, options, emit)
     _verify_segments(store, manifest, workdir, emit)

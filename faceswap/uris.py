@@ -15,7 +15,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,8 @@ class Location:
     bucket: str = ""  # the S3 bucket or the Blob container
     raw: str = ""
     account: str = ""  # az: the storage account
-    endpoint: str | None = None  # az: the account's Blob endpoint when the spec names one
+    #: the service endpoint the spec names: an az account's Blob endpoint, or an s3 bucket's (S3-compatible)
+    endpoint: str | None = None
 
     @property
     def az_path(self) -> AzPath:
@@ -65,8 +66,15 @@ class Location:
         return Path(self.name).suffix.lower()
 
 
-def parse_uri(uri: str, *, field: str, blob_endpoints: blob.BlobEndpoints | None = None) -> Location:
-    """Validate and split a URI; plain paths are ``file``; ``blob_endpoints`` (account -> URL) for az://."""
+def parse_uri(
+    uri: str,
+    *,
+    field: str,
+    blob_endpoints: blob.BlobEndpoints | None = None,
+    s3_endpoints: Mapping[str, str] | None = None,
+) -> Location:
+    """Validate and split a URI; plain paths are ``file``; ``blob_endpoints`` (account -> URL) for az://,
+    ``s3_endpoints`` (bucket -> URL) for s3:// buckets on an S3-compatible store."""
     if not isinstance(uri, str) or not uri.strip():
         raise BadInput("must be a non-empty path or URI", field=field)
     if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in uri):  # C0, DEL and C1 controls
@@ -85,7 +93,8 @@ def parse_uri(uri: str, *, field: str, blob_endpoints: blob.BlobEndpoints | None
         key = parsed.path.lstrip("/")
         if not parsed.netloc or not key:
             raise BadInput("s3 URIs need a bucket and a key: s3://bucket/key", field=field)
-        return Location("s3", key, bucket=parsed.netloc, raw=uri)
+        endpoint = (s3_endpoints or {}).get(parsed.netloc)
+        return Location("s3", key, bucket=parsed.netloc, raw=uri, endpoint=endpoint)
     if scheme == "az":
         try:
             path = split_az(uri)
@@ -168,12 +177,14 @@ def remote_errors(message: str, *, field: str) -> Iterator[None]:
         raise _classify(exc, message, field) from exc
 
 
-def s3_client() -> Any:
+def s3_client(endpoint: str | None = None) -> Any:
+    """An S3 client: at ``endpoint`` (a bucket the spec places on an S3-compatible store), else boto3's own."""
     import boto3
     from botocore.config import Config
 
     # few retries: a worker on a spot node should fail over, not sit in backoff
-    return boto3.client("s3", config=Config(retries={"max_attempts": 3, "mode": "standard"}))
+    config = Config(retries={"max_attempts": 3, "mode": "standard"})
+    return boto3.client("s3", endpoint_url=endpoint, config=config)
 
 
 def fetch(
@@ -204,7 +215,7 @@ def fetch(
     dest = workdir / f"{field}{location.suffix}"
     if location.scheme == "s3":
         with remote_errors(f"cannot read {location.raw}", field=field):
-            client = s3_client()
+            client = s3_client(location.endpoint)
             size = int(client.head_object(Bucket=location.bucket, Key=location.path).get("ContentLength") or 0)
             if size > rules.max_bytes:
                 raise BadInput(f"cannot read {location.raw}: larger than the {rules.max_bytes} byte limit", field=field)
@@ -265,6 +276,6 @@ def write_atomically(location: Location, *, field: str = "output") -> Iterator[P
             blob.upload_blob(location.az_path, tmp, field=field, endpoints=location.blob_endpoints)
             return
         with remote_errors(f"cannot write {location.raw}", field=field):
-            s3_client().upload_file(str(tmp), location.bucket, location.path)
+            s3_client(location.endpoint).upload_file(str(tmp), location.bucket, location.path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

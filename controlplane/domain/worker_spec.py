@@ -38,6 +38,7 @@ _AzPrefix = Annotated[
     str, Field(pattern=r"^az://[a-z0-9]{3,24}/[a-z0-9][a-z0-9-]{1,61}[a-z0-9](/[^?#]*)?$", max_length=1024)
 ]
 _Account = Annotated[str, Field(pattern=r"^[a-z0-9]{3,24}$")]
+_Bucket = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
 _Endpoint = Annotated[str, Field(pattern=r"^https?://[^\s/?#@]+(/[^\s?#]*)?$", max_length=1024)]
 _WebHost = Annotated[
     str, Field(pattern=r"^(\*|(\*\.)?[A-Za-z0-9_.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?)$")
@@ -144,6 +145,12 @@ class WorkerSpec(_Strict):
         max_length=64,
         description="Azure Blob endpoint per storage account (e.g. Azurite's http://127.0.0.1:10000/devstoreaccount1); "
         "an account not named here is reached at https://<account>.blob.core.windows.net",
+    )
+    s3_endpoints: dict[_Bucket, _Endpoint] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="S3-compatible endpoint per bucket (an in-cluster MinIO or Ceph store); a bucket not named "
+        "here is reached at the S3 endpoint of the worker's own AWS settings",
     )
     fetch: FetchSpec = Field(default_factory=FetchSpec)
     callback: CallbackSpec | None = None

@@ -92,10 +92,12 @@ def render_worker_spec(
         scheme = prefix[:2]
         for key in (f"{scheme}_read", f"{scheme}_write"):
             access[key] = [*access.get(key, []), f"{prefix.rstrip('/')}/"]
-    if target_storage is not None and target_storage.kind == StorageKind.AZURE_BLOB and target_storage.endpoint_url:
-        # the store's account at its own endpoint (Azurite, a sovereign cloud), not <account>.blob.core.windows.net
-        account = target_storage.root.partition("://")[2].partition("/")[0]
-        blocks["blob_endpoints"] = {**blocks.get("blob_endpoints", {}), account: target_storage.endpoint_url}
+    if target_storage is not None and target_storage.endpoint_url:
+        # the store at its own endpoint (Azurite, a sovereign cloud, an in-cluster MinIO), not the cloud's default
+        where = target_storage.root.partition("://")[2].partition("/")[0]  # the account, or the bucket
+        block = {StorageKind.AZURE_BLOB: "blob_endpoints", StorageKind.S3: "s3_endpoints"}.get(target_storage.kind)
+        if block is not None:
+            blocks[block] = {**blocks.get(block, {}), where: target_storage.endpoint_url}
     callback: dict[str, Any] = {
         "url": f"{callback_base.rstrip('/')}/v1/attempts/{attempt_id}",
         "token": token,

@@ -77,6 +77,7 @@ def run_worker(
             access=to_access(spec),  # always a grant: a spec without one may use no s3 at all
             fetch_rules=to_fetch_rules(spec),
             blob_endpoints=dict(spec.blob_endpoints),
+            s3_endpoints=dict(spec.s3_endpoints),
         )
     except FaceSwapError as exc:
         if reporter.ended is not None:

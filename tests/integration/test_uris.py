@@ -24,6 +24,7 @@ import pytest
 
 import faceswap.pipeline
 from faceswap import BadInput, NoFaceFound, SwapOptions, run_swap
+from faceswap.errors import FaceSwapError
 from faceswap.media import probe
 from faceswap.uris import parse_uri
 from tests.support.aws import moto_server
@@ -475,3 +476,33 @@ def test_parse_uri_rejects(uri: str, message: str) -> None:
 def test_parse_uri_accepts(uri: str, scheme: str, bucket: str, path: str) -> None:
     location = parse_uri(uri, field="source")
     assert (location.scheme, location.bucket, location.path, location.raw) == (scheme, bucket, path, uri)
+
+
+def test_a_bucket_on_an_s3_compatible_store_is_reached_at_the_endpoint_the_spec_names(
+    s3: tuple[Any, str],
+    moto_endpoint: str,
+    source_face_path: Path,
+    astronaut_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the worker's own S3 endpoint goes nowhere: only the spec's s3_endpoints reaches the store's bucket
+    client, bucket = s3
+    source, target = _upload_inputs(client, bucket, source_face_path, astronaut_path)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_closed_port()}")
+    assert parse_uri(source, field="source", s3_endpoints={bucket: moto_endpoint}).endpoint == moto_endpoint
+    result = run_swap(
+        source=source,
+        target=target,
+        output=f"s3://{bucket}/out/minio.png",
+        s3_endpoints={bucket: moto_endpoint},
+    )
+    assert result.faces_swapped >= 1
+    assert "out/minio.png" in _keys(client, bucket)
+    with pytest.raises(FaceSwapError, match="source"):  # without it, boto3's endpoint: nothing listens there
+        run_swap(source=source, target=target, output=f"s3://{bucket}/out/lost.png")
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe_socket:
+        probe_socket.bind(("127.0.0.1", 0))
+        return int(probe_socket.getsockname()[1])

@@ -138,3 +138,12 @@ def test_the_local_provider_keeps_the_task_s_own_uris() -> None:
     task = _local_task()
     spec = _spec(provider="local", store=None, task=task)
     assert (spec.source, spec.target, spec.output) == (task.spec.source_uri, task.spec.target_uri, task.spec.output_uri)
+
+
+def test_an_s3_compatible_store_reaches_the_worker_as_its_bucket_s_endpoint() -> None:
+    minio = TargetStorage(kind=StorageKind.S3, root="s3://fp-work/k8s/", endpoint_url="http://minio.fp:9000")
+    spec = _spec(provider="kubernetes", store=minio, task=_local_task())
+    assert spec.s3_endpoints == {"fp-work": "http://minio.fp:9000"}
+    assert spec.output == "s3://fp-work/k8s/acme/tsk_7/output.png"
+    assert spec.target == "s3://fp-work/k8s/acme/tsk_7/inputs/target-photo.png"  # AWS's object, copied in
+    assert _spec(provider="aws", store=S3_STORE, task=_local_task()).s3_endpoints == {}
