@@ -33,6 +33,13 @@ from controlplane.policy import Policy, parse_policy, plan
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 PROVIDERS = ["kubernetes", "kubernetes", "local", "aws", "aws", "azure", "azure", "aws"]
+#: every target but the local one names a store, so the tasks' uploaded files reach all of them (staged) and
+#: plan() checks each one in full, the data-plane guard included
+STORES = {
+    "kubernetes": {"uri": "pvc://fp-work/tasks/", "mount_path": "/mnt/work"},
+    "aws": {"uri": "s3://fp-work/aws/"},
+    "azure": {"uri": "az://fpwork/work/"},
+}
 
 
 def big_policy() -> Policy:
@@ -49,6 +56,7 @@ def big_policy_document(*, cloud_max_price: float = 0.5) -> dict[str, Any]:
             "regions": ["us-east-1", "us-west-2"] if provider == "aws" else ["eastus"],
             "instance_types": ["g4dn.xlarge", "g5.xlarge"] if provider == "aws" else ["Standard_NC4as_T4_v3"],
             **({"max_price_usd_h": cloud_max_price} if provider in ("aws", "azure") else {}),
+            **({"storage": STORES[provider]} if provider in STORES else {}),
         }
         for i, provider in enumerate(PROVIDERS)
     ]
@@ -103,9 +111,10 @@ def tasks(count: int) -> list[Task]:
         spec = TaskSpec(
             tenant=f"tenant-{(i * 7) % 60}",  # tenants 50..59 match no rule: the default rule
             kind=TaskKind.VIDEO,
-            source_uri="s3://f/a.png",
-            target_uri=f"s3://m/{i}.mp4",
-            output_uri=f"s3://o/{i}.mp4",
+            # uploaded files and the API's default local output, as most tasks arrive
+            source_uri="/var/fp/inputs/acme/upl_1/face.png",
+            target_uri=f"/var/fp/inputs/acme/upl_2/clip-{i}.mp4",
+            output_uri=f"/var/fp/outputs/acme/out-{i}/swapped.mp4",
             priority=list(Priority)[i % 4],
             data_sensitivity=list(DataSensitivity)[i % 3],
             labels={"campaign": "x"} if i % 2 else {},

@@ -117,6 +117,7 @@ class Lane:
         "region",
         "stale_price",
         "storage",
+        "verdicts",
         "within_suffix",
     )
 
@@ -124,6 +125,9 @@ class Lane:
         self.name, self.provider, self.private = target.name, target.provider, target.private
         #: where the target's workers read and write: decides which task URIs it can reach
         self.storage = target.storage
+        #: (source, target, output) URI schemes -> the guard's (code, detail) or None; only for tasks with no
+        #: az:// URI, whose reach depends on the scheme alone (an az:// one also depends on its account)
+        self.verdicts: dict[tuple[str, str, str], tuple[str, str] | None] = {}
         self.price_ttl = price_ttl(thresholds, target.provider)
         self.capacity_signal = f"{CAPACITY_SOURCE}/{target.name}"
         self.rank_reason = rank_reason

@@ -68,10 +68,11 @@ from controlplane.domain import (
     Rejection,
     SignalSnapshot,
     Task,
+    TaskSpec,
     spot_price_key,
 )
 from controlplane.domain.reliability import BREAKER_OPEN, BREAKER_SOURCE, SPENT_TODAY_KEY
-from controlplane.domain.target_storage import unreachable
+from controlplane.domain.target_storage import unreachable, uri_scheme
 from controlplane.policy.compiled import DEFAULT_RULE, Lane, Outcome, compiled_policy
 from controlplane.policy.model import Policy
 from controlplane.policy.reading import SignalReader
@@ -92,6 +93,8 @@ __all__ = [
 _PRIVATE_REASON = "private target for private data"
 _NO_PRICE_NO_CAP = "no fresh spot price; no max price, so the provider caps it at on-demand"
 _NO_CANDIDATE = "no candidate: every target was rejected"
+#: bound of a lane's guard cache (keys are URI schemes, so a handful in practice; tasks choose them)
+_VERDICTS_LIMIT = 256
 
 
 #: a lane that became a candidate: (lane, region, instance type, expected $/h, reasons, breaker probe);
@@ -144,6 +147,7 @@ def _apply_signals(
     capacity, then price (:func:`_priced`).
     """
     tenant, spec = task.spec.tenant, task.spec
+    schemes = (uri_scheme(spec.source_uri), uri_scheme(spec.target_uri), uri_scheme(spec.output_uri))
     rejected: dict[str, Rejection] = {}
     picks: list[_Pick] = []
     read, load_ttl = signals.read, signals.thresholds.load_ttl_seconds
@@ -154,13 +158,7 @@ def _apply_signals(
         name = lane.name
         if rejected and name in rejected:
             continue
-        out_of_reach = unreachable(
-            provider=lane.provider,
-            storage=lane.storage,
-            source=spec.source_uri,
-            target=spec.target_uri,
-            output=spec.output_uri,
-        )
+        out_of_reach = _out_of_reach(lane, spec, schemes)
         if out_of_reach is not None:
             rejected[name] = Rejection(target=name, code=out_of_reach[0], detail=out_of_reach[1])
             continue
@@ -189,6 +187,23 @@ def _apply_signals(
         else:
             picks.append(priced)
     return picks, rejected
+
+
+def _out_of_reach(lane: Lane, spec: TaskSpec, schemes: tuple[str, str, str]) -> tuple[str, str] | None:
+    """The data-plane guard for one target, remembered per URI schemes on the lane (plan()'s hot path)."""
+    cacheable = "az" not in schemes
+    if cacheable and schemes in lane.verdicts:
+        return lane.verdicts[schemes]
+    verdict = unreachable(
+        provider=lane.provider,
+        storage=lane.storage,
+        source=spec.source_uri,
+        target=spec.target_uri,
+        output=spec.output_uri,
+    )
+    if cacheable and len(lane.verdicts) < _VERDICTS_LIMIT:
+        lane.verdicts[schemes] = verdict
+    return verdict
 
 
 def _priced(lane: Lane, signals: SignalReader, reasons: list[str]) -> _Pick | Rejection:
