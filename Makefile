@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps run demo check test bench bench-core bench-api bench-policy bench-simulate bench-signals bench-providers bench-ha clean
+.PHONY: setup system-deps run demo check test bench bench-core bench-api bench-policy bench-simulate bench-signals bench-providers bench-ha bench-dataplane clean
 
 # Debian packages: ffmpeg/ffprobe for the core, PostgreSQL 15 for the store's tests,
 # Prometheus (server + promtool) for the signal tests, Node.js + npm for Azurite (the Blob emulator).
@@ -56,7 +56,7 @@ check: setup
 test: setup
 	AWS_EC2_METADATA_DISABLED=true AZURE_POD_IDENTITY_AUTHORITY_HOST=http://127.0.0.1:9 $(VENV)/bin/pytest
 
-bench: bench-core bench-api bench-policy bench-simulate bench-signals bench-providers bench-ha
+bench: bench-core bench-api bench-policy bench-simulate bench-signals bench-providers bench-ha bench-dataplane
 
 bench-core: setup
 	$(PY) -m bench.core
@@ -78,6 +78,10 @@ bench-providers: setup
 
 bench-ha: setup
 	$(PY) -m bench.ha
+
+# 1 GiB through tus (whole, and cut at half then resumed) and staged into moto S3 and Azurite (node_modules)
+bench-dataplane: setup
+	$(PY) -m bench.dataplane
 
 clean:
 	rm -rf $(VENV) node_modules var .pytest_cache .mypy_cache .ruff_cache

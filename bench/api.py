@@ -27,6 +27,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -72,8 +73,19 @@ def postgres() -> Iterator[str]:
         yield server.url(server.create_database("bench"))
 
 
+@dataclass(frozen=True)
+class RunningApi:
+    """The API server of a bench: its port, a submitter token of tenant ``bench``, and its process id."""
+
+    port: int
+    token: str
+    #: for benches that read the server's own memory (/proc/<pid>/status)
+    pid: int
+
+
 @contextmanager
-def api_server(database_url: str, workdir: Path) -> Iterator[tuple[int, str]]:
+def api_server(database_url: str, workdir: Path) -> Iterator[RunningApi]:
+    """``bench.api_server`` in its own process on 127.0.0.1, until ``/healthz`` answers; stopped by PID after."""
     tokens = workdir / "tokens.json"
     token = create_token(tokens, tenant="bench", role="submitter")
     port = _free_port()
@@ -104,7 +116,7 @@ def api_server(database_url: str, workdir: Path) -> Iterator[tuple[int, str]]:
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError("the API server did not start")
             time.sleep(0.1)
-        yield port, token
+        yield RunningApi(port=port, token=token, pid=proc.pid)
     finally:
         proc.terminate()
         try:
@@ -192,8 +204,9 @@ def submit_requests(token: str, count: int) -> list[bytes]:
 def bench_submit(database_url: str, *, requests: int, concurrency: int, rate: float) -> dict[str, Any]:
     with (
         tempfile.TemporaryDirectory(prefix="fusionplane-bench-api-") as tmp,
-        api_server(database_url, Path(tmp)) as (port, token),
+        api_server(database_url, Path(tmp)) as server,
     ):
+        port, token = server.port, server.token
         health = [b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"] * requests
         load(port, submit_requests(token, 500), concurrency)  # warm-up
         baseline = load(port, health, concurrency)

@@ -1,4 +1,4 @@
-"""The API alone, for the submit benchmark: ``python -m bench.api_server --port P --database-url U``."""
+"""The API alone, for the submit and upload benchmarks: ``python -m bench.api_server --port P --database-url U``."""
 
 from __future__ import annotations
 
