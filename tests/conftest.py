@@ -17,7 +17,7 @@ from tests.support.no_metadata import NO_METADATA_ENV
 os.environ.update(NO_METADATA_ENV)
 
 # session servers any test may ask for by fixture name (started only when one does)
-pytest_plugins = ["tests.support.azurite"]
+pytest_plugins = ["tests.support.azurite", "tests.support.kmock_fixtures"]
 
 REPO = Path(__file__).resolve().parent.parent
 

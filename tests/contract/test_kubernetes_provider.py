@@ -72,19 +72,6 @@ FULL_SETTINGS: dict[str, Any] = {
 # -- fixtures ---------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def cluster() -> Iterator[KmockCluster]:
-    with KmockCluster() as emulated:
-        yield emulated
-
-
-@pytest.fixture
-def client(cluster: KmockCluster) -> Iterator[kubernetes.client.ApiClient]:
-    made = api_client(cluster.url)
-    yield made
-    made.close()
-
-
 def make(client: kubernetes.client.ApiClient, *targets: Target, **kwargs: Any) -> KubernetesProvider:
     kwargs.setdefault("clock", lambda: NOW)
     kwargs.setdefault("request_timeout_s", 5.0)

@@ -177,6 +177,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, azurite: Azurite) -> Iterato
         serving = served(workdir, insecure_dev=True, port=port, args=("--allow-loopback-callbacks",), **env)  # type: ignore[arg-type]
         plane = stack.enter_context(serving)
         api = ApiClient(plane.url, None)
+        stack.callback(api.close)
         yield World(plane, api, moto_url, azurite, cluster.url, arm, aws_env)
 
 

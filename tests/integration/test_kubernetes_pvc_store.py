@@ -29,25 +29,12 @@ from controlplane.store import Store, upgrade
 from providers.bootstrap import WorkerImage
 from providers.kubernetes import KubernetesProvider
 from tests.contract.test_kubernetes_provider import NAMESPACE, make, request_for, target
-from tests.support.kmock_cluster import JOBS, KmockCluster, api_client
+from tests.support.kmock_cluster import JOBS, KmockCluster
 
 pytestmark = pytest.mark.timeout(60)
 
 IMAGE = "registry.internal/fusionplane/worker:0.1.0-gpu"
 WORK = TargetStorage(kind=StorageKind.PVC, root="pvc://fp-work/tasks/", mount_path="/mnt/work")
-
-
-@pytest.fixture
-def cluster() -> Iterator[KmockCluster]:
-    with KmockCluster() as emulated:
-        yield emulated
-
-
-@pytest.fixture
-def client(cluster: KmockCluster) -> Iterator[kubernetes.client.ApiClient]:
-    made = api_client(cluster.url)
-    yield made
-    made.close()
 
 
 def stored_pod(cluster: KmockCluster, namespace: str = NAMESPACE) -> dict[str, Any]:
@@ -124,7 +111,7 @@ def place_one(client: kubernetes.client.ApiClient, store: Store, tmp_path: Path,
             kind=TaskKind.IMAGE,
             source_uri=str(face),
             target_uri="https://media.example/target.png",
-            output_uri="s3://out/swapped.png",
+            output_uri=str(tmp_path / "outputs" / "acme" / "swapped.png"),  # written into the claim
             data_sensitivity=DataSensitivity.PRIVATE,
         ),
         request_hash="h",

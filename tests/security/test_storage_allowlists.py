@@ -23,7 +23,8 @@ from moto.server import ThreadedMotoServer
 
 from controlplane.config import Settings
 from controlplane.domain import DataSensitivity, Task, TaskKind, TaskSpec, TaskState
-from controlplane.domain.worker_spec import WorkerSpec
+from controlplane.domain.errors import InvalidSpec
+from controlplane.domain.worker_spec import WorkerSpec, parse_worker_spec
 from controlplane.policy import parse_policy
 from controlplane.policy.storage import StorageError, StorageFile, parse_storage
 from controlplane.runtime import standalone_scheduler
@@ -394,6 +395,42 @@ def test_a_spec_without_an_access_block_may_use_no_s3(s3: Any, fusionctl: list[s
     )
     assert done.returncode == EXIT_BAD_INPUT, done.stderr
     assert '"field":"source","error":"this tenant may not read' in done.stderr
+
+
+def test_an_s3_endpoint_in_a_forged_spec_grants_nothing(
+    s3: Any, moto_endpoint: str, fusionctl: list[str], tmp_path: Path
+) -> None:
+    """``s3_endpoints`` says where a bucket is, never that the tenant may read it: the grant decides first."""
+    path = tmp_path / "spec.json"
+    spec = json.loads(_forged_spec(tmp_path, source="s3://tenant-a-private/in/face.png").read_text())
+    spec["s3_endpoints"] = {"tenant-a-private": moto_endpoint}
+    path.write_text(json.dumps(spec))
+    done = subprocess.run(
+        [*fusionctl, "worker", "run", "--spec", str(path)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == EXIT_BAD_INPUT, done.stderr
+    assert '"field":"source","error":"this tenant may not read' in done.stderr
+    assert not [o for o in s3.list_objects_v2(Bucket="tenant-b").get("Contents", []) if o["Key"].startswith("out/")]
+
+
+@pytest.mark.parametrize(
+    "endpoints",
+    [
+        pytest.param({"tenant-b": "http://user:secret@127.0.0.1:9000"}, id="credentials in the URL"),
+        pytest.param({"tenant-b": "https://minio.internal/x?X-Amz-Signature=abc"}, id="a query"),
+        pytest.param({"tenant-b": "https://minio.internal/#frag"}, id="a fragment"),
+        pytest.param({"tenant-b": "file:///etc/passwd"}, id="not http(s)"),
+        pytest.param({"tenant-b": "gopher://127.0.0.1:70/"}, id="not http(s)"),
+        pytest.param({"tenant-b": "https://minio.internal\n/x"}, id="a line break"),
+        pytest.param({"Tenant_B": "https://minio.internal"}, id="not a bucket name"),
+        pytest.param({"../tenant-b": "https://minio.internal"}, id="not a bucket name"),
+        pytest.param({f"bucket-{n:03d}": "https://minio.internal" for n in range(65)}, id="more than 64 buckets"),
+    ],
+)
+def test_a_bad_s3_endpoints_block_is_refused_naming_it(endpoints: dict[str, str]) -> None:
+    base = {"task_id": "t", "attempt_id": "a", "source": "s", "target": "t.png", "output": "o.png"}
+    with pytest.raises(InvalidSpec, match="s3_endpoints"):
+        parse_worker_spec({**base, "s3_endpoints": endpoints})
 
 
 def test_inside_its_grant_the_job_reads_and_writes(s3: Any, tmp_path: Path) -> None:
