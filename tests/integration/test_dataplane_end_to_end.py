@@ -224,7 +224,11 @@ _SPEC_OF: dict[str, Callable[[World, str], dict[str, Any] | None]] = {
 def _wait(what: str, check: Callable[[], Any], timeout_s: float = 60.0) -> Any:
     deadline = time.monotonic() + timeout_s
     while True:
-        value = check()
+        value = None
+        # a pooled connection the server closed as idle just as the poll reused it (uvicorn's keep-alive
+        # timer, late on a loaded machine): the poll is a GET, so the next round asks again
+        with contextlib.suppress(httpx.RemoteProtocolError):
+            value = check()
         if value:
             return value
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
