@@ -4,10 +4,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps run demo check test bench bench-core bench-api bench-policy bench-simulate bench-signals bench-providers bench-ha bench-dataplane clean
+.PHONY: setup system-deps run demo sim check test bench bench-core bench-api bench-policy bench-simulate bench-signals bench-providers bench-ha bench-dataplane bench-sim clean
 
 # Debian packages: ffmpeg/ffprobe for the core, PostgreSQL 15 for the store's tests,
-# Prometheus (server + promtool) for the signal tests, Node.js + npm for Azurite (the Blob emulator).
+# Prometheus (server + promtool) for the signal tests, Node.js + npm for Azurite (the Blob emulator),
+# headless Chromium (and a font) for the simulator's HTML report test.
 # Installed when missing and we are root (CI, containers); otherwise say what to install.
 PG_BIN ?= /usr/lib/postgresql/15/bin
 system-deps:
@@ -16,6 +17,7 @@ system-deps:
 	[ -x $(PG_BIN)/initdb ] && [ -x $(PG_BIN)/postgres ] || missing="$$missing postgresql"; \
 	command -v prometheus >/dev/null && command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v node >/dev/null && command -v npm >/dev/null || missing="$$missing nodejs npm"; \
+	command -v chromium >/dev/null || missing="$$missing chromium fonts-dejavu-core"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages:$$missing"; \
@@ -46,6 +48,15 @@ run: setup
 demo: setup
 	$(VENV)/bin/fusionctl demo
 
+# The launch-day simulator: the seed's launch day in miniature (--scale 0.002: about 1,000 tasks, ~4 min), every baseline,
+# the comparison printed and the HTML report written (docs/simulator.md). SIM_SCALE=1 runs the full 500,000.
+SIM_SCALE ?= 0.002
+sim: setup
+	@mkdir -p build/sim
+	AWS_EC2_METADATA_DISABLED=true $(VENV)/bin/fusionctl sim run policies/scenarios/launch-day.json --baselines all \
+		--scale $(SIM_SCALE) --report build/sim/launch-day.html -o json > build/sim/launch-day.json
+	$(PY) -c "import json; from controlplane.cli.sim import print_comparison; print_comparison(json.load(open('build/sim/launch-day.json')))"
+
 check: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -56,7 +67,7 @@ check: setup
 test: setup
 	AWS_EC2_METADATA_DISABLED=true AZURE_POD_IDENTITY_AUTHORITY_HOST=http://127.0.0.1:9 $(VENV)/bin/pytest
 
-bench: bench-core bench-api bench-policy bench-simulate bench-signals bench-providers bench-ha bench-dataplane
+bench: bench-core bench-api bench-policy bench-simulate bench-signals bench-providers bench-ha bench-dataplane bench-sim
 
 bench-core: setup
 	$(PY) -m bench.core
@@ -78,6 +89,10 @@ bench-providers: setup
 
 bench-ha: setup
 	$(PY) -m bench.ha
+
+# the launch-day simulator's speed at small scales, and its determinism (docs/performance.md, "Simulator")
+bench-sim: setup
+	AWS_EC2_METADATA_DISABLED=true $(PY) -m bench.sim
 
 # 1 GiB through tus (whole, and cut at half then resumed) and staged into moto S3 and Azurite (node_modules)
 bench-dataplane: setup

@@ -12,6 +12,7 @@ from controlplane.cli.plan import plan_command
 from controlplane.cli.policy import policy
 from controlplane.cli.serve import serve
 from controlplane.cli.signals import signals
+from controlplane.cli.sim import sim
 from controlplane.cli.swap import swap
 from controlplane.cli.tasks import COMMANDS as TASK_COMMANDS
 from controlplane.cli.tokens import tokens
@@ -40,6 +41,7 @@ cli.add_command(serve)
 cli.add_command(plan_command)
 cli.add_command(policy)
 cli.add_command(signals)
+cli.add_command(sim)
 for _command in TASK_COMMANDS:
     cli.add_command(_command)
 

@@ -21,13 +21,24 @@ PENDING_PATHS: frozenset[str] = frozenset()
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "architecture.md"
 #: the top-level folders of the repository a path in the page may start with
-ROOTS = ("controlplane", "providers", "faceswap", "bench", "tests", "docs", "policies", "migrations", "deploy")
+ROOTS = (
+    "controlplane",
+    "providers",
+    "faceswap",
+    "simulator",
+    "bench",
+    "tests",
+    "docs",
+    "policies",
+    "migrations",
+    "deploy",
+)
 #: the packages whose ``__init__`` must say what lives there
-PACKAGE_ROOTS = ("controlplane", "providers", "faceswap", "bench")
+PACKAGE_ROOTS = ("controlplane", "providers", "faceswap", "simulator", "bench")
 
 _PATH = re.compile(r"(?<![\w./-])((?:" + "|".join(ROOTS) + r")/[\w./-]*)")
 _BACKTICKED = re.compile(r"`([^`\s]+)`")
-_MODULE = re.compile(r"^(?:controlplane|providers|faceswap)(?:\.\w+)+$")
+_MODULE = re.compile(r"^(?:controlplane|providers|faceswap|simulator)(?:\.\w+)+$")
 _PENDING = re.compile(r"<!-- pending: (\w+) -->(.*?)<!-- /pending -->", re.DOTALL)
 
 

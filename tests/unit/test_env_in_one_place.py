@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ("controlplane", "providers", "faceswap")
+PACKAGES = ("controlplane", "providers", "faceswap", "simulator")
 #: the modules that read the environment on purpose
 READERS = {
     "controlplane/config.py": "the control plane's and the CLI's settings",

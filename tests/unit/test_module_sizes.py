@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 #: the packages of the product and its benches (tests/ is not held to these limits)
-PACKAGES = ("bench", "controlplane", "faceswap", "migrations", "providers")
+PACKAGES = ("bench", "controlplane", "faceswap", "migrations", "providers", "simulator")
 MAX_MODULE_LINES = 600
 MAX_FUNCTION_LINES = 100
 

@@ -1,0 +1,180 @@
+"""The simulated world on its own: boot, run, finish, preemption by trace, checkpoints, billing, private queueing."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from controlplane.domain import Candidate, Target
+from providers.base import BackendState
+from simulator.markets import Market, MarketMode, PriceBook, Zone
+from simulator.scenario import LatencyRange, Outage, PrivateCluster, World
+from simulator.world import SimWorld, TaskWork
+from tests.support.sim import StepTrace, at
+
+SPOT = Target(name="spot", provider="aws", private=False, regions=("r1",), instance_types=("gpu.x",))
+K8S = Target(name="onprem", provider="kubernetes", private=True)
+LOCAL = Target(name="home", provider="local", private=True)
+
+
+class Prices:
+    """$1/h until 1000 s, then $3/h."""
+
+    def price_at(self, provider: str, region: str, instance_type: str, when: datetime) -> float | None:
+        return 1.0 if when < at(1000) else 3.0
+
+    def next_change_after(self, provider: str, region: str, instance_type: str, when: datetime) -> datetime | None:
+        return at(1000) if when < at(1000) else None
+
+
+def make(
+    steps: list[tuple[float, int]],
+    *,
+    gpus: int = 2,
+    mode: MarketMode = "spot",
+    latency: float = 10.0,
+    outages: tuple[Outage, ...] = (),
+) -> SimWorld:
+    world = World(
+        private=PrivateCluster(gpus=gpus, launch_latency=LatencyRange(min_s=5, max_s=5), outages=outages),
+        on_demand={"aws": {"gpu.x": 2.0}},
+    )
+    market = Market(
+        provider="aws",
+        region="r1",
+        speed={},
+        latency=(latency, latency),
+        zones=[Zone(name="r1a", trace=StepTrace(steps), per_unit=1, trace_offset_s=0.0)],
+    )
+    return SimWorld(
+        private=world.private,
+        markets={"aws/r1": market},
+        prices=PriceBook(world, Prices(), mode=mode, at=at),
+        mode=mode,
+        seed=3,
+    )
+
+
+def candidate(target: Target) -> Candidate:
+    return Candidate(
+        target=target.name,
+        provider=target.provider,
+        private=target.private,
+        region=target.regions[0] if target.regions else None,
+        instance_type="gpu.x",
+    )
+
+
+def test_an_instance_boots_runs_its_work_and_is_billed_by_the_price_steps() -> None:
+    world = make([(0, 1)])
+    world.tasks["t1"] = TaskWork(work_s=1990.0, segment_s=None)
+    world.launch("a1", "t1", SPOT, candidate(SPOT))
+    assert world.status("a1").state is BackendState.PENDING
+    world.advance_to(10)
+    assert world.status("a1").state is BackendState.RUNNING
+    assert world.called_in == ["a1"]
+    world.advance_to(1999)
+    assert world.status("a1").state is BackendState.RUNNING
+    world.advance_to(2000)
+    assert world.status("a1").state is BackendState.SUCCEEDED
+    # billed from the request: 1000 s at $1/h, then 1000 s at $3/h
+    assert world.books.usd_by_target == {"spot": pytest.approx((1000 * 1 + 1000 * 3) / 3600)}
+
+
+def test_a_zone_going_dry_preempts_the_newest_first_and_refuses_launches() -> None:
+    world = make([(0, 2), (100, 1), (200, 0)])
+    for n in (1, 2):
+        world.tasks[f"t{n}"] = TaskWork(work_s=10_000.0, segment_s=None)
+        world.launch(f"a{n}", f"t{n}", SPOT, candidate(SPOT))
+    world.advance_to(100)
+    assert [world.status(a).state for a in ("a1", "a2")] == [BackendState.RUNNING, BackendState.PREEMPTED]
+    world.advance_to(200)
+    assert world.status("a1").state is BackendState.PREEMPTED
+    assert world.books.preemptions == 2
+    # both ran from 10 s: 90 s and 190 s of work thrown away (images keep nothing)
+    assert world.books.gpu_s_lost == pytest.approx(90 + 190)
+    world.tasks["t3"] = TaskWork(work_s=1.0, segment_s=None)
+    from controlplane.domain import InsufficientCapacity
+
+    with pytest.raises(InsufficientCapacity):
+        world.launch("a3", "t3", SPOT, candidate(SPOT))
+
+
+def test_a_preempted_video_keeps_its_finished_segments_for_the_next_attempt() -> None:
+    world = make([(0, 1), (105, 0), (300, 1)])
+    world.tasks["v"] = TaskWork(work_s=200.0, segment_s=30.0)
+    world.launch("a1", "v", SPOT, candidate(SPOT))
+    world.advance_to(105)  # ran 95 s: three 30 s segments committed, 5 s lost
+    assert world.tasks["v"].committed_s == 90.0
+    assert world.books.gpu_s_lost == pytest.approx(5.0)
+    world.advance_to(300)
+    world.launch("a2", "v", SPOT, candidate(SPOT))
+    world.advance_to(310 + 109.9)
+    assert world.status("a2").state is BackendState.RUNNING
+    world.advance_to(310 + 110)  # only the 110 s left
+    assert world.status("a2").state is BackendState.SUCCEEDED
+
+
+def test_on_demand_mode_never_preempts_and_bills_the_on_demand_price() -> None:
+    world = make([(0, 1), (50, 0)], mode="on_demand")
+    world.tasks["t"] = TaskWork(work_s=3590.0, segment_s=None)
+    world.launch("a1", "t", SPOT, candidate(SPOT))
+    world.launch("a1", "t", SPOT, candidate(SPOT))  # the same attempt: adopted, not a second instance
+    world.advance_to(3600)
+    assert world.status("a1").state is BackendState.SUCCEEDED
+    assert world.books.preemptions == 0
+    assert world.books.usd_by_target == {"spot": pytest.approx(2.0)}
+
+
+def test_a_full_cluster_queues_pods_in_order_and_says_how_long_they_waited() -> None:
+    world = make([(0, 0)], gpus=1)
+    for n in (1, 2, 3):
+        world.tasks[f"t{n}"] = TaskWork(work_s=100.0, segment_s=None)
+        world.launch(f"a{n}", f"t{n}", K8S, candidate(K8S))
+    world.advance_to(50)
+    assert world.status("a2").unschedulable_for_s == 50
+    world.advance_to(105)  # a1: 5 s boot + 100 s
+    assert world.status("a1").state is BackendState.SUCCEEDED
+    assert world.status("a2").state is BackendState.PENDING
+    assert world.status("a2").unschedulable_for_s is None
+    world.advance_to(110)
+    assert world.status("a2").state is BackendState.RUNNING
+    assert world.status("a3").unschedulable_for_s == 110
+
+
+def test_the_local_provider_refuses_when_the_cluster_is_full() -> None:
+    from controlplane.domain import InsufficientCapacity
+
+    world = make([(0, 0)], gpus=1)
+    world.tasks["t"] = TaskWork(work_s=100.0, segment_s=None)
+    world.launch("a1", "t", LOCAL, candidate(LOCAL))
+    with pytest.raises(InsufficientCapacity, match="private GPUs"):
+        world.launch("a2", "t", LOCAL, candidate(LOCAL))
+
+
+def test_a_private_outage_loses_the_newest_work_and_gives_the_gpus_back_later() -> None:
+    world = make([(0, 0)], gpus=2, outages=(Outage(at_hours=0.1, gpus=1, for_hours=0.1),))
+    for n in (1, 2):
+        world.tasks[f"t{n}"] = TaskWork(work_s=10_000.0, segment_s=None)
+        world.launch(f"a{n}", f"t{n}", K8S, candidate(K8S))
+    world.advance_to(360)
+    assert [world.status(a).state for a in ("a1", "a2")] == [BackendState.RUNNING, BackendState.LOST]
+    assert world.private_free() == 0
+    assert world.private_gpus == 1
+    world.advance_to(720)
+    assert world.private_gpus == 2
+    assert world.private_free() == 1
+
+
+def test_a_cancel_is_seen_at_once_and_carried_out_in_launch_order() -> None:
+    world = make([(0, 3)])
+    for n in (1, 2):
+        world.tasks[f"t{n}"] = TaskWork(work_s=100.0, segment_s=None)
+        world.launch(f"a{n}", f"t{n}", SPOT, candidate(SPOT))
+    world.cancel("a2")
+    world.cancel("a1")
+    assert world.status("a2").state is BackendState.FAILED
+    world.apply_cancels()
+    assert [world.instances[a].ended_s for a in ("a1", "a2")] == [0.0, 0.0]
+    assert world.markets["aws/r1"].free(0.0, "spot") == 3
