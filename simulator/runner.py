@@ -172,6 +172,7 @@ class _Loop:
             clock=clock,
             signals=self.hub.samples,
             batch_size=scenario.scheduling.batch_size,
+            follow_in_parallel=False,
         )
         self.by_task: dict[str, Arrival] = {}
         self.series = Series()
@@ -179,7 +180,7 @@ class _Loop:
         self._sla_misses = 0
 
     def _queued(self) -> int:
-        return self.store.count_tasks_by_state().get(TaskState.QUEUED, 0)
+        return self.store.count_tasks_in(TaskState.QUEUED)
 
     def run(self) -> None:
         tick_s, sample_s = self.scenario.scheduling.tick_s, self.scenario.scheduling.sample_s
@@ -223,13 +224,8 @@ class _Loop:
     def _busy(self) -> bool:
         if self.world.live:
             return True
-        counts = self.store.count_tasks_by_state()
-        return bool(
-            counts.get(TaskState.QUEUED, 0)
-            or counts.get(TaskState.LAUNCHING, 0)
-            or counts.get(TaskState.PLANNED, 0)
-            or counts.get(TaskState.RUNNING, 0)
-        )
+        unfinished = (TaskState.QUEUED, TaskState.LAUNCHING, TaskState.PLANNED, TaskState.RUNNING)
+        return self.store.count_tasks_in(*unfinished) > 0
 
     def _submit(self, arrival: Arrival) -> None:
         # the store stamps the task at the clock: move it to the arrival's own instant first
@@ -273,5 +269,4 @@ class _Loop:
         series.sla_misses.append(self._missed())
 
     def _missed(self) -> int:
-        counts = self.store.count_tasks_by_state()
-        return counts.get(TaskState.FAILED, 0)
+        return self.store.count_tasks_in(TaskState.FAILED)

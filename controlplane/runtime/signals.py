@@ -198,7 +198,7 @@ def build_signal_hub(
 ) -> SignalHub:
     """The hub with the store's sources (queue, breaker, budget), the configured ones, history and the age gauge."""
     settings = _signals(settings)
-    queue = QueueDepthSource(lambda: store.count_tasks_by_state()[TaskState.QUEUED])
+    queue = QueueDepthSource(lambda: store.count_tasks_in(TaskState.QUEUED))
     chosen = [queue, *store_sources(store, policy), *(build_sources(settings) if sources is None else sources)]
     off = sources_off(settings)
     chosen = [source for source in chosen if source.name not in off]

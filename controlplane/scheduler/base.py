@@ -82,6 +82,7 @@ class SchedulerBase:
         storage: TenantStorage | None = None,
         grants: Callable[[str], Mapping[str, Any]] | None = None,
         stager: Stager | None = None,
+        follow_in_parallel: bool = True,
     ) -> None:
         self.store, self.policy, self.providers = store, policy, providers
         #: the tenant folders every local path of a task must be in, checked before each launch (None: unchecked)
@@ -105,8 +106,11 @@ class SchedulerBase:
         #: attempt id -> provider: releases whose cancel failed, tried again each round
         self._release_retries: dict[str, str] = {}
         #: half-open breaker key -> (the task sent as its probe, when): one probe in flight per breaker
-        self._probes: dict[str, tuple[str, float]] = {}
+        self._probes: dict[str, tuple[str, datetime]] = {}
         self.probe_launch_s = PROBE_LAUNCH_S
+        #: one thread per backend in ``follow`` (serve); off, backends are asked in turn, in a fixed order (the
+        #: simulator: no threads, and the same store writes in the same order on every run of a seed)
+        self.follow_in_parallel = follow_in_parallel
 
     def snapshot(self, policy: Policy | PolicySet) -> SignalSnapshot:
         """The hub's latest values, with the free capacity of providers configured here asked for now.

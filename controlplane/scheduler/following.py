@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
-from controlplane.domain import Attempt, AttemptState, ProviderError, TaskState, Unavailable
+from controlplane.domain import Attempt, AttemptState, ProviderError, Task, TaskState, Unavailable
 from controlplane.domain.verdict import Next, Verdict, verdict
 from controlplane.policy import Policy
 from controlplane.policy_sources import PolicySet
@@ -50,16 +50,18 @@ class Following(SchedulerBase):
         policies = self.policy()
         live = self.store.live_attempts()
         heartbeats = self.store.last_heartbeats([a.id for a in live]) if live else {}
+        # one read for every followed attempt's task (its state and tenant), not one per attempt
+        tasks = self.store.get_tasks(sorted({a.task_id for a in live})) if live else {}
         by_provider: dict[str, list[Attempt]] = {}
         for attempt in live:
-            if attempt.provider in self.providers:
+            if attempt.provider in self.providers and attempt.task_id in tasks:
                 by_provider.setdefault(attempt.provider, []).append(attempt)
 
         def one(name: str) -> int:
-            return self._follow_provider(self.providers[name], by_provider[name], heartbeats, policies)
+            return self._follow_provider(self.providers[name], by_provider[name], tasks, heartbeats, policies)
 
-        if len(by_provider) <= 1:
-            applied = sum(one(name) for name in by_provider)
+        if len(by_provider) <= 1 or not self.follow_in_parallel:
+            applied = sum(one(name) for name in sorted(by_provider))
         else:
             # one thread per backend: a cloud API that times out holds up only its own attempts
             with ThreadPoolExecutor(max_workers=len(by_provider), thread_name_prefix="follow") as pool:
@@ -84,13 +86,14 @@ class Following(SchedulerBase):
         self,
         provider: Provider,
         live: list[Attempt],
+        tasks: Mapping[str, Task],
         heartbeats: Mapping[str, datetime | None],
         policies: Policy | PolicySet,
     ) -> int:
         """``follow`` for one backend's live attempts, in order; stops at the first status it cannot get."""
         applied = 0
         for attempt in live:
-            task = self.store.get_task(attempt.task_id)
+            task = tasks[attempt.task_id]
             cancelled = task.state == TaskState.CANCELLED
             status: BackendStatus | None = None
             if not cancelled:

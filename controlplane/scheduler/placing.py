@@ -238,7 +238,7 @@ class Placing(SchedulerBase):
     def _register_probes(self, task_id: str, chosen: list[Candidate]) -> None:
         for candidate in chosen:
             if candidate.breaker_probe is not None:
-                self._probes[candidate.breaker_probe] = (task_id, time.monotonic())
+                self._probes[candidate.breaker_probe] = (task_id, self.clock())
 
     def _probe_in_flight(self, key: str) -> bool:
         """Whether the probe sent to breaker ``key`` is still launching or running (or was sent moments ago)."""
@@ -246,7 +246,9 @@ class Placing(SchedulerBase):
         if entry is None:
             return False
         task_id, since = entry
-        if time.monotonic() - since < self.probe_launch_s:
+        # the scheduler's clock, not the process's: under the simulator's virtual clock the same seed must give
+        # the same decisions however fast the machine runs
+        if (self.clock() - since).total_seconds() < self.probe_launch_s:
             return True  # chosen in this or a recent batch; its attempt row may not be visible yet
         for attempt in self.store.attempts_for(task_id):
             if (
@@ -271,20 +273,23 @@ class Placing(SchedulerBase):
         """Free capacity and waiting tasks backing off: make that many of them claimable now.
 
         A slot freed by an ending attempt is used within a round instead of
-        after the waiters' backoff. Bounded by the free slots seen, so
-        tasks waiting for something else cost at most that many plans a
-        round. One cheap read when nothing waits.
+        after the waiters' backoff. Only tasks waiting for capacity on a
+        target with free slots are woken, at most that many, so tasks
+        waiting for something else (or for another, full target) sleep out
+        their backoff. One cheap read when nothing waits.
         """
         if not backing_off(self.store):
             return
         snapshot = self.snapshot(self.policy())
-        free = sum(
-            int(sample.value)
+        free = {
+            key.removeprefix(f"{CAPACITY_SOURCE}/"): int(sample.value)
             for key, sample in snapshot.samples.items()
-            if key.startswith(f"{CAPACITY_SOURCE}/") and not sample.is_stale(snapshot.taken_at) and sample.value > 0
-        )
-        if free:
-            wake_waiting(self.store, limit=free)
+            if key.startswith(f"{CAPACITY_SOURCE}/") and not sample.is_stale(snapshot.taken_at) and sample.value >= 1
+        }
+        # per target, at most its free slots of the tasks waiting for capacity there: a cluster that is full while
+        # spot has room must not wake (and re-plan) every task waiting for the cluster every round
+        for target in sorted(free):
+            wake_waiting(self.store, limit=free[target], targets=[target])
 
     def _send_group(
         self, task: Task, members: list[tuple[Attempt, Candidate, str]], history: list[str]

@@ -43,8 +43,11 @@ WAITABLE_CODES = frozenset(
 )
 #: a waiting task is planned again after this long at first ...
 WAIT_BACKOFF_MIN_S = 1.0
-#: ... then after half the time it has waited, up to this (a freed slot wakes it sooner anyway)
-WAIT_BACKOFF_MAX_S = 10.0
+#: ... then after half the time it has waited, up to this. A slot freed on a target it waits for wakes it at once
+#: (``Scheduler.place_batch``), so the backoff paces only re-plans for slower changes (prices polled every few
+#: minutes, a breaker's cool-down, the budget day): 30 s keeps thousands of waiting tasks from being re-planned
+#: every few rounds for nothing
+WAIT_BACKOFF_MAX_S = 30.0
 _DEFAULT_MAX_QUEUE_S = Thresholds().max_queue_seconds
 
 
@@ -70,7 +73,7 @@ def max_queue_seconds(policy: Any) -> float:
 
 
 def wait_backoff_seconds(waited_s: float) -> float:
-    """How long a waiting task sleeps before its next plan: 1 s, then half its wait so far, at most 10 s.
+    """How long a waiting task sleeps before its next plan: 1 s, then half its wait so far, at most 30 s.
 
     Roughly doubling, without a counter to store: a burst of hundreds of
     waiting tasks is re-planned a few times a minute each, not every round.

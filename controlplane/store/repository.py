@@ -125,6 +125,10 @@ class Store(StoreCore):
         """The task, or :class:`NotFound`."""
         return task_ops.get_task(self, task_id)
 
+    def get_tasks(self, task_ids: Sequence[str]) -> dict[str, Task]:
+        """The tasks of ``task_ids`` by id; unknown ids are left out."""
+        return task_ops.get_tasks(self, task_ids)
+
     def list_tasks(
         self,
         *,
@@ -206,6 +210,10 @@ class Store(StoreCore):
         to the event log (docs/reliability.md, "Queueing").
         """
         return task_ops.claim_queued(self, batch_size=batch_size, scheduler_id=scheduler_id)
+
+    def count_tasks_in(self, *states: TaskState) -> int:
+        """How many tasks are in any of ``states`` (cheap: counts those states' rows only, not the whole table)."""
+        return task_ops.count_tasks_in(self, states)
 
     def count_tasks_by_state(self) -> dict[TaskState, int]:
         """How many tasks are in each state (every state present, zero included)."""

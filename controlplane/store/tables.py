@@ -149,6 +149,8 @@ class AttemptRow(Base):
     __table_args__ = (
         UniqueConstraint("task_id", "number"),
         Index("ix_attempts_task_id", "task_id"),
+        # follow's live_attempts every round: what is live, oldest first, without a walk of every attempt
+        Index("ix_attempts_state_created_at", "state", "created_at"),
     )
 
 

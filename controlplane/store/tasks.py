@@ -172,6 +172,17 @@ def get_task(core: StoreCore, task_id: str) -> Task:
     return task_from_row(row)
 
 
+def get_tasks(core: StoreCore, task_ids: Sequence[str]) -> dict[str, Task]:
+    """The tasks of ``task_ids`` by id, in one read per 500 ids; unknown ids are left out."""
+    found: dict[str, Task] = {}
+    with core.read() as conn:
+        for start in range(0, len(task_ids), 500):  # under SQLite's bound-parameter limit
+            chunk = list(task_ids[start : start + 500])
+            for row in conn.execute(select(tasks).where(tasks.c.id.in_(chunk))):
+                found[row.id] = task_from_row(row)
+    return found
+
+
 def list_tasks(
     core: StoreCore,
     *,
@@ -342,6 +353,15 @@ def claim_queued(core: StoreCore, *, batch_size: int, scheduler_id: str) -> list
             )
         rows = conn.execute(select(tasks).where(tasks.c.id.in_(ids)).order_by(tasks.c.priority_rank, tasks.c.id)).all()
     return [task_from_row(r) for r in rows]
+
+
+def count_tasks_in(core: StoreCore, states: Sequence[TaskState]) -> int:
+    """How many tasks are in any of ``states``: a walk of the state index over those states only."""
+    with core.read() as conn:
+        count = conn.execute(
+            select(func.count()).select_from(tasks).where(tasks.c.state.in_([state.value for state in states]))
+        ).scalar_one()
+    return int(count)
 
 
 def count_tasks_by_state(core: StoreCore) -> dict[TaskState, int]:

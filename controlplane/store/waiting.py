@@ -9,10 +9,11 @@ of letting them sleep out their backoff.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, func, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 
 from controlplane.domain import TaskState
 from controlplane.store.core import StoreCore
@@ -32,6 +33,16 @@ class WaitingSummary:
 
 def _waiting() -> ColumnElement[bool]:
     return and_(tasks.c.state == TaskState.QUEUED.value, tasks.c.queue_reason.is_not(None))
+
+
+def _waits_for_capacity_on(target: str) -> ColumnElement[bool]:
+    # a queue reason is "<target>: <code>" joined by "; " (scheduler/queueing.py): match a whole entry, so that
+    # target "prem" does not match "onprem: no_capacity"
+    entry = f"{target}: no_capacity"
+    return or_(
+        tasks.c.queue_reason.startswith(entry, autoescape=True),
+        tasks.c.queue_reason.contains(f"; {entry}", autoescape=True),
+    )
 
 
 def waiting_summary(store: StoreCore) -> WaitingSummary:
@@ -58,21 +69,22 @@ def backing_off(store: StoreCore) -> bool:
         return conn.execute(stmt).first() is not None
 
 
-def wake_waiting(store: StoreCore, *, limit: int) -> int:
+def wake_waiting(store: StoreCore, *, limit: int, targets: Sequence[str] | None = None) -> int:
     """Make up to ``limit`` backing-off waiting tasks claimable now, most urgent then oldest; returns how many.
 
     Called when free capacity shows up, so a freed slot is used within a
-    round instead of after the waiting tasks' backoff.
+    round instead of after the waiting tasks' backoff. With ``targets``,
+    only tasks waiting for capacity on one of them (``<target>: no_capacity``
+    in their queue reason) are woken: free spot capacity does not wake, round
+    after round, tasks that wait for a full private cluster.
     """
-    if limit < 1:
+    if limit < 1 or (targets is not None and not targets):
         return 0
     now = store.now()
-    pick = (
-        select(tasks.c.id)
-        .where(_waiting(), tasks.c.not_before > now)
-        .order_by(tasks.c.priority_rank, tasks.c.id)
-        .limit(limit)
-    )
+    where = [_waiting(), tasks.c.not_before > now]
+    if targets is not None:
+        where.append(or_(*(_waits_for_capacity_on(target) for target in targets)))
+    pick = select(tasks.c.id).where(*where).order_by(tasks.c.priority_rank, tasks.c.id).limit(limit)
     with store.write() as conn:
         # another scheduler's claim may hold some of them: skip those rather than wait
         locked = pick.with_for_update(skip_locked=True) if store.postgres else pick

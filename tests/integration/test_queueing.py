@@ -174,6 +174,40 @@ def test_an_old_waiting_task_is_placed_before_a_newer_one(world: World) -> None:
     assert world.store.get_task(newer).state == TaskState.QUEUED
 
 
+def test_free_slots_on_another_target_wake_no_task_waiting_for_a_full_one(database_url: str) -> None:
+    """Private tasks wait for the full home cluster while a public target ("prem", a suffix of its name) has room.
+
+    Waking them would re-plan every one of them every round for nothing; a slot on "onprem" wakes one.
+    """
+    the_policy = parse_policy(
+        {
+            "targets": [
+                {"name": "onprem", "provider": "local", "private": True},
+                {"name": "prem", "provider": "kubernetes", "private": False},
+            ],
+            "rules": [
+                {"name": "private-home", "match": {"data_sensitivity": "private"}, "targets": ["onprem"]},
+                {"name": "rest", "targets": ["prem"]},
+            ],
+        }
+    )
+    world = make_world(database_url, slots=1, the_policy=the_policy)
+    world.scheduler.providers = {"local": world.local, "kubernetes": NoopProvider(name="kubernetes", slots=50)}
+    try:
+        busy = world.submit("busy", private=True)
+        waiting = [world.submit(f"w{n}", private=True) for n in range(3)]
+        assert world.scheduler.place_batch() == 4
+        reasons = [world.store.get_task(t).queue_reason for t in waiting]
+        assert reasons == ["onprem: no_capacity; prem: private_data"] * 3
+        world.clock.advance(0.5)  # inside their 1 s backoff: "prem" has 50 free slots, "onprem" none
+        assert world.scheduler.place_batch() == 0
+        world.finish(busy)  # a slot frees on onprem: one waiting task (the oldest) is woken, and placed
+        assert world.scheduler.place_batch() == 1
+        assert [world.store.get_task(t).state for t in waiting] == [TaskState.LAUNCHING] + [TaskState.QUEUED] * 2
+    finally:
+        world.store.engine.dispose()
+
+
 def test_a_waiting_task_fails_at_the_max_queue_time_naming_it(world: World) -> None:
     for name in ("busy-1", "busy-2"):
         world.submit(name)
