@@ -5,21 +5,27 @@ steady rate, then 10x for six hours, ...). Every draw comes from one seeded
 generator in arrival order, so a seed gives the same tasks every time.
 Arrivals are at least a millisecond apart: the store orders tasks created in
 the same millisecond by their random id, which would make a run depend on luck.
+
+A :class:`RecordedWorkload` carries its arrivals instead of a rate to draw
+them from (``fusionctl sim run --from-db``, :mod:`simulator.replay`): the
+same ``arrivals()`` gives them back, so the runner and the report read a
+replay exactly as they read a drawn day.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from pydantic import PrivateAttr
 
 from controlplane.domain import DataSensitivity, Priority, TaskKind, TaskSpec
 from simulator.scenario import Workload
 
-__all__ = ["Arrival", "arrivals"]
+__all__ = ["Arrival", "RecordedWorkload", "arrivals"]
 
 _MIN_GAP_S = 0.001
 
@@ -37,6 +43,27 @@ class Arrival:
     segment_s: float | None
 
 
+class RecordedWorkload(Workload):
+    """A workload whose arrivals were recorded, not drawn: the scenario's ``rate`` and ``max_tasks`` are not used.
+
+    The rest of the workload (work ranges, segment, URI templates) stays the
+    scenario's; the arrivals are held privately, never part of a document.
+    """
+
+    _recorded: tuple[Arrival, ...] = PrivateAttr(default=())
+
+    @classmethod
+    def of(cls, workload: Workload, recorded: Sequence[Arrival]) -> RecordedWorkload:
+        """``workload`` with ``recorded`` (in time order) as its arrivals."""
+        made = cls.model_construct(**{name: getattr(workload, name) for name in Workload.model_fields})
+        made._recorded = tuple(recorded)
+        return made
+
+    @property
+    def recorded(self) -> tuple[Arrival, ...]:
+        return self._recorded
+
+
 class _Choice:
     """Weighted choice of one key, by an inverse-CDF lookup of one uniform draw."""
 
@@ -52,7 +79,14 @@ class _Choice:
 
 
 def arrivals(workload: Workload, *, seed: int, until_s: float) -> Iterator[Arrival]:
-    """Every arrival before ``until_s`` (and at most ``max_tasks``), in time order."""
+    """Every arrival before ``until_s`` (and at most ``max_tasks``), in time order.
+
+    A :class:`RecordedWorkload` gives its recorded arrivals up to ``until_s``
+    (inclusive: a replay's window ends with its newest task), nothing drawn.
+    """
+    if isinstance(workload, RecordedWorkload):
+        yield from (arrival for arrival in workload.recorded if arrival.at_s <= until_s)
+        return
     rng = np.random.Generator(np.random.PCG64(seed))
     mix = workload.mix
     priority, sensitivity = _Choice(mix.priority), _Choice(mix.data_sensitivity)

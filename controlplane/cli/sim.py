@@ -5,7 +5,10 @@ world built from spot traces and price history, once per policy and
 baseline, and prints the comparison: a table, the report as JSON (``-o
 json``), and a self-contained HTML page (``--report``).
 
-Exit codes: 0 done, 65 a bad scenario or policy (the message names the field).
+``--from-db URL --since 24h`` replays the tasks a FusionPlane database
+recorded instead of the scenario's rate profile (:mod:`simulator.replay`).
+
+Exit codes: 0 done, 65 a bad scenario, policy or option (the message names the field or the option).
 """
 
 from __future__ import annotations
@@ -13,12 +16,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from controlplane.cli.columns import table
 from controlplane.cli.common import output_option
+
+if TYPE_CHECKING:
+    from simulator.scenario import Scenario
 
 __all__ = ["sim"]
 
@@ -53,6 +59,19 @@ def sim() -> None:
     help="Run in miniature (or larger): arrival rates, private GPUs and spot capacity times this",
 )
 @click.option(
+    "--from-db",
+    "from_db",
+    default=None,
+    metavar="URL",
+    help="Replay the tasks stored in this FusionPlane database (read-only) instead of the scenario's rates",
+)
+@click.option(
+    "--since",
+    default=None,
+    metavar="DURATION",
+    help="With --from-db: the window replayed, up to the newest task (90m, 24h, 2d; default 24h)",
+)
+@click.option(
     "--report",
     "report_path",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -66,6 +85,8 @@ def run_command(
     baselines: str,
     seed: int | None,
     scale: float | None,
+    from_db: str | None,
+    since: str | None,
     report_path: Path | None,
     output_format: str,
 ) -> None:
@@ -79,7 +100,13 @@ def run_command(
         if seed is not None:
             loaded = loaded.model_copy(update={"seed": seed})
         if scale is not None:
+            if from_db is not None:
+                raise ScenarioError("--scale: not with --from-db (a replay is the recorded traffic as it came)")
             loaded = loaded.scaled(scale)
+        if from_db is not None:
+            loaded = _replay(loaded, from_db, since or "24h")
+        elif since is not None:
+            raise ScenarioError("--since: only with --from-db")
         fleet = _read_policy(loaded.path(loaded.policy), "policy") if loaded.policy else {"targets": []}
         paths = list(policy_paths) or ([loaded.path(loaded.policy)] if loaded.policy else [])
         if not paths:
@@ -99,6 +126,18 @@ def run_command(
         click.echo(report_json(report), nl=False)
     else:
         print_comparison(report)
+
+
+def _replay(scenario: Scenario, url: str, since: str) -> Scenario:
+    from simulator.replay import parse_since, read_replay, replayed
+
+    since_s = parse_since(since)
+    replay = read_replay(url, since_s, scenario)
+    click.echo(
+        f"replaying {len(replay.arrivals)} tasks of the {since_s / 3600:g} h up to the database's newest",
+        err=True,
+    )
+    return replayed(scenario, replay)
 
 
 def _read_policy(path: Path, field: str) -> dict[str, Any]:

@@ -18,71 +18,17 @@ from controlplane.policy import parse_policy
 from simulator.outcomes import summarize
 from simulator.runner import RunSetup, run
 from simulator.scenario import parse_scenario
-from tests.support.sim import StepTrace
+from tests.support.sim import SMALL_FLEET, StepTrace, small_scenario
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
-FLEET: dict[str, Any] = {
-    "targets": [
-        {"name": "onprem", "provider": "kubernetes", "private": True, "storage": {"uri": "s3://fp-work/onprem/"}},
-        {
-            "name": "spot",
-            "provider": "aws",
-            "private": False,
-            "regions": ["r1"],
-            "instance_types": ["gpu.x"],
-            "max_price_usd_h": 2.0,
-            "storage": {"uri": "s3://fp-work/aws/"},
-        },
-    ],
-    "rules": [
-        {"name": "private", "match": {"data_sensitivity": "private"}, "targets": ["onprem"]},
-        {"name": "rest", "targets": ["onprem", "spot"]},
-    ],
-}
-
 
 def scenario(**workload: Any) -> Any:
-    return parse_scenario(
-        {
-            "name": "small",
-            "start": "2023-02-20T00:00:00Z",
-            "duration_hours": 1,
-            "drain_hours": 3,
-            "seed": 11,
-            "scheduling": {"tick_s": 5, "sample_s": 600},
-            "world": {
-                "private": {"gpus": 3},
-                "clouds": [
-                    {
-                        "provider": "aws",
-                        "region": "r1",
-                        "zones": {"r1a": "unused.json"},
-                        "instances_per_unit": 4,
-                        "launch_latency": {"min_s": 30, "max_s": 60},
-                    }
-                ],
-                "catalog_spot": {"aws": {"gpu.x": 0.5}},
-                "on_demand": {"aws": {"gpu.x": 1.5}},
-            },
-            "workload": {
-                "rate": [{"hours": 1, "per_hour": 240}],
-                "mix": {
-                    "data_sensitivity": {"private": 1, "public": 3},
-                    "kind": {"image": 3, "video": 1},
-                    "priority": {"urgent": 1, "normal": 3},
-                },
-                "work": {"image": {"min_s": 20, "max_s": 60}, "video": {"min_s": 300, "max_s": 900}},
-                "deadline_s": {"urgent": 3600},
-                "output_uri": "/srv/out/{tenant}/{n}.png",
-                **workload,
-            },
-        }
-    )
+    return parse_scenario(small_scenario(**workload))
 
 
 def simulate(tmp_path: Path, steps: list[tuple[float, int]], *, mode: str = "spot", **workload: Any) -> Any:
-    setup = RunSetup(name="policy:small", kind="policy", policy=parse_policy(FLEET), mode=mode)  # type: ignore[arg-type]
+    setup = RunSetup(name="policy:small", kind="policy", policy=parse_policy(SMALL_FLEET), mode=mode)  # type: ignore[arg-type]
     outcome = run(
         scenario(**workload),
         setup,
