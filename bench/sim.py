@@ -94,7 +94,7 @@ def placement_baseline(tasks: int) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--scales", default="0.001,0.002", help="comma-separated scales of the launch day")
+    parser.add_argument("--scales", default="0.002,0.005,0.01", help="comma-separated scales of the launch day")
     parser.add_argument("--no-write", action="store_true", help="print, do not write docs/performance.md")
     args = parser.parse_args(argv)
     rows = []

@@ -396,6 +396,10 @@ class Store(StoreCore):
         """The stored hash of the attempt's callback token (compare with ``hmac.compare_digest``)."""
         return attempt_ops.attempt_token_sha256(self, attempt_id)
 
+    def record_heartbeats(self, attempt_ids: Sequence[str]) -> None:
+        """Note that the workers of ``attempt_ids`` called in now, in one write; ended or unknown ones are skipped."""
+        attempt_ops.record_heartbeats(self, attempt_ids)
+
     def record_heartbeat(self, attempt_id: str, *, progress: Mapping[str, Any] | None = None) -> Attempt:
         """Note that the attempt's worker called in, replacing its progress when given.
 

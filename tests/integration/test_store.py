@@ -334,6 +334,20 @@ def test_decisions_round_trip(store: Store) -> None:
         store.record_decision(plan=PlacementPlan(**{**second.__dict__, "task_id": "tsk_missing"}))
 
 
+def test_heartbeats_recorded_together_touch_live_attempts_only(store: Store) -> None:
+    task_id = new_task(store)
+    live, ended, untouched = (
+        store.create_attempt(task_id=task_id, target=f"t{i}", provider="local", token_sha256=TOKEN_HASH)
+        for i in range(3)
+    )
+    store.transition_attempt(ended.id, wanted=AttemptState.FAILED, actor="worker", exit_code=1)
+    store.record_heartbeats([live.id, ended.id, live.id, "att_unknown"])
+    assert store.get_progress(live.id).last_heartbeat_at is not None
+    assert store.get_progress(ended.id).last_heartbeat_at is None  # a late call from an ended attempt: nothing
+    assert store.get_progress(untouched.id).last_heartbeat_at is None
+    store.record_heartbeats([])  # nothing to write: no error
+
+
 def test_attempts_numbering_transitions_and_heartbeats(store: Store, engine: Engine) -> None:
     task_id = new_task(store)
     other_id = new_task(store)
