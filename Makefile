@@ -50,12 +50,15 @@ demo: setup
 
 # The launch-day simulator: the seed's launch day in miniature (--scale 0.002: about 1,000 tasks, ~4 min), every baseline,
 # the comparison printed and the HTML report written (docs/simulator.md). SIM_SCALE=1 runs the full 500,000.
+# SIM_SCENARIO names another scenario of policies/scenarios/: make sim SIM_SCENARIO=spot-drought (or price-spike).
 SIM_SCALE ?= 0.002
+SIM_SCENARIO ?= launch-day
 sim: setup
+	@test -f policies/scenarios/$(SIM_SCENARIO).json || { echo "no scenario policies/scenarios/$(SIM_SCENARIO).json" >&2; exit 2; }
 	@mkdir -p build/sim
-	AWS_EC2_METADATA_DISABLED=true $(VENV)/bin/fusionctl sim run policies/scenarios/launch-day.json --baselines all \
-		--scale $(SIM_SCALE) --report build/sim/launch-day.html -o json > build/sim/launch-day.json
-	$(PY) -c "import json; from controlplane.cli.sim import print_comparison; print_comparison(json.load(open('build/sim/launch-day.json')))"
+	AWS_EC2_METADATA_DISABLED=true $(VENV)/bin/fusionctl sim run policies/scenarios/$(SIM_SCENARIO).json --baselines all \
+		--scale $(SIM_SCALE) --report build/sim/$(SIM_SCENARIO).html -o json > build/sim/$(SIM_SCENARIO).json
+	$(PY) -c "import json; from controlplane.cli.sim import print_comparison; print_comparison(json.load(open('build/sim/$(SIM_SCENARIO).json')))"
 
 check: setup
 	$(VENV)/bin/ruff check .
