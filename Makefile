@@ -48,7 +48,7 @@ run: setup
 demo: setup
 	$(VENV)/bin/fusionctl demo
 
-# The launch-day simulator: the seed's launch day in miniature (--scale 0.002: about 1,000 tasks, ~4 min), every baseline,
+# The launch-day simulator: the seed's launch day in miniature (--scale 0.002: about 1,000 tasks, ~2 min on 2 cores), every baseline,
 # the comparison printed and the HTML report written (docs/simulator.md). SIM_SCALE=1 runs the full 500,000.
 # SIM_SCENARIO names another scenario of policies/scenarios/: make sim SIM_SCENARIO=spot-drought (or price-spike).
 SIM_SCALE ?= 0.002

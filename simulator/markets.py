@@ -98,10 +98,8 @@ class PriceBook:
             return _listed(self.world.on_demand, provider, instance_type)
         when = self.at(now_s)
         if self.history is not None:
-            for place in (zone, region):
-                if place is None:
-                    continue
-                price = self.history.price_at(provider, place, instance_type, when)
+            for place in self._places(provider, region, zone):
+                price = self._price_at(provider, place, instance_type, when)
                 if price is not None:
                     return price
         catalog = _listed(self.world.catalog_spot, provider, instance_type)
@@ -124,14 +122,36 @@ class PriceBook:
         if self.mode == "on_demand" or self.history is None:
             return float("inf")
         when = self.at(t)
-        changes = [
-            self.history.next_change_after(provider, place, instance_type, when)
-            for place in (zone, region)
-            if place is not None
-        ]
+        places = [place for group in self._places(provider, region, zone) for place in group]
+        changes = [self.history.next_change_after(provider, place, instance_type, when) for place in places]
         upcoming = [(change - self.at(0.0)).total_seconds() for change in changes if change is not None]
         later = [offset for offset in upcoming if offset > t]
         return min(later) if later else float("inf")
+
+    def _places(self, provider: str, region: str, zone: str | None) -> list[tuple[str, ...]]:
+        """Where to look a price up, in order: the zone; the region's own row; else its zones' cheapest.
+
+        The last is what the product's AWS price source publishes for a
+        region (EC2 reports spot prices per zone): a history with zone rows
+        only still gives the scheduler's price signal the prices billed.
+        """
+        places: list[tuple[str, ...]] = [(zone,)] if zone is not None else []
+        places.append((region,))
+        zones = tuple(
+            name
+            for cloud in self.world.clouds
+            if cloud.provider == provider and cloud.region == region
+            for name in sorted(cloud.zones)
+        )
+        if zone is None and zones:
+            places.append(zones)
+        return places
+
+    def _price_at(self, provider: str, places: tuple[str, ...], instance_type: str, when: datetime) -> float | None:
+        assert self.history is not None
+        prices = [self.history.price_at(provider, place, instance_type, when) for place in places]
+        known = [price for price in prices if price is not None]
+        return min(known) if known else None
 
 
 def _listed(table: Mapping[Any, Mapping[str, float]], provider: str, instance_type: str) -> float | None:

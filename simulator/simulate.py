@@ -10,9 +10,12 @@ byte-identical JSON (wall-clock timings are kept out of it on purpose).
 
 from __future__ import annotations
 
+import functools
 import json
+import multiprocessing
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,21 +77,48 @@ def simulate(
     fleet: Mapping[str, Any],
     progress: Callable[[str, float], None] | None = None,
     workdir: Path | None = None,
+    jobs: int = 1,
 ) -> dict[str, Any]:
-    """Every run of the comparison, and the report document."""
+    """Every run of the comparison, and the report document.
+
+    With ``jobs`` above 1 the runs go to that many worker processes (each
+    run is independent: its own store, world and clock, seeded the same);
+    the report is the same, byte for byte, whatever ``jobs`` is. ``progress``
+    must then be a module-level function (it is sent to the workers).
+    """
     setups = [RunSetup(name=f"policy:{p.name}", kind="policy", policy=policy_of(p)) for p in policies]
     setups += baseline_setups(scenario, fleet, baselines)
     traces, history = load_world_inputs(scenario)
-    runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="fusionplane-sim-") as scratch:
         folder = workdir or Path(scratch)
-        for setup in setups:
-            outcome = run(scenario, setup, traces=traces, history=history, workdir=folder, progress=progress)
-            runs.append(_entry(outcome))
-            outcome.store.engine.dispose()
+        one = functools.partial(_run_one, scenario, traces=traces, history=history, workdir=folder, progress=progress)
+        if jobs > 1 and len(setups) > 1:
+            # spawn, not fork: a fresh interpreter per worker, nothing inherited half-initialised
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=min(jobs, len(setups)), mp_context=context) as pool:
+                runs = list(pool.map(one, setups))
+        else:
+            runs = [one(setup) for setup in setups]
     if "bound" in baselines:
         runs.append(_bound(scenario, traces, history))
     return {"scenario": _scenario_facts(scenario), "runs": runs}
+
+
+def _run_one(
+    scenario: Scenario,
+    setup: RunSetup,
+    *,
+    traces: dict[tuple[str, str], dict[str, TraceLike]],
+    history: PriceHistory | None,
+    workdir: Path,
+    progress: Callable[[str, float], None] | None,
+) -> dict[str, Any]:
+    """One run and its report entry (in this process or a worker's)."""
+    outcome = run(scenario, setup, traces=traces, history=history, workdir=workdir, progress=progress)
+    try:
+        return _entry(outcome)
+    finally:
+        outcome.store.engine.dispose()
 
 
 def _entry(outcome: RunOutcome) -> dict[str, Any]:

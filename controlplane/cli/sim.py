@@ -14,6 +14,7 @@ Exit codes: 0 done, 65 a bad scenario, policy or option (the message names the f
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,6 +73,12 @@ def sim() -> None:
     help="With --from-db: the window replayed, up to the newest task (90m, 24h, 2d; default 24h)",
 )
 @click.option(
+    "--jobs",
+    type=click.IntRange(min=1, max=64),
+    default=None,
+    help="Runs at once, in worker processes (default: the CPUs; the report is the same whatever it is)",
+)
+@click.option(
     "--report",
     "report_path",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -87,6 +94,7 @@ def run_command(
     scale: float | None,
     from_db: str | None,
     since: str | None,
+    jobs: int | None,
     report_path: Path | None,
     output_format: str,
 ) -> None:
@@ -113,7 +121,7 @@ def run_command(
             raise ScenarioError("--policy: the scenario names no policy; give one")
         policies = [PolicyFile(name=path.stem, document=_read_policy(path, "--policy")) for path in paths]
         chosen = _baselines(baselines, BASELINES)
-        report = simulate(loaded, policies, chosen, fleet=fleet, progress=_progress)
+        report = simulate(loaded, policies, chosen, fleet=fleet, progress=_progress, jobs=jobs or os.cpu_count() or 1)
     except ScenarioError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_BAD_INPUT)

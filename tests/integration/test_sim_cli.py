@@ -47,12 +47,13 @@ def fusionctl(*args: str | Path) -> Result:
     return CliRunner().invoke(cli, [str(arg) for arg in args])
 
 
-def test_the_same_seed_gives_byte_identical_json(scenario_file: Path) -> None:
+def test_the_same_seed_gives_byte_identical_json_in_worker_processes_or_not(scenario_file: Path) -> None:
     args = ("sim", "run", scenario_file, "--baselines", "on-demand,bound", "--seed", "3", "-o", "json")
-    first, second = fusionctl(*args), fusionctl(*args)
-    assert first.exit_code == 0, first.output
-    assert second.exit_code == 0, second.output
-    assert first.stdout == second.stdout
+    first, second = fusionctl(*args, "--jobs", "2"), fusionctl(*args, "--jobs", "2")
+    in_turn = fusionctl(*args, "--jobs", "1")
+    for result in (first, second, in_turn):
+        assert result.exit_code == 0, result.output
+    assert first.stdout == second.stdout == in_turn.stdout
     report = json.loads(first.stdout)
     assert report["scenario"]["seed"] == 3
     assert [run["name"] for run in report["runs"]] == ["policy:launch-day-fleet", "baseline:on-demand", "bound:offline"]

@@ -178,3 +178,31 @@ def test_a_cancel_is_seen_at_once_and_carried_out_in_launch_order() -> None:
     world.apply_cancels()
     assert [world.instances[a].ended_s for a in ("a1", "a2")] == [0.0, 0.0]
     assert world.markets["aws/r1"].free(0.0, "spot") == 3
+
+
+class ZonePrices:
+    """Zone rows only, as EC2's spot price history gives them: r1a $0.9/h, r1b $0.5/h until 1000 s then $1.2/h."""
+
+    def price_at(self, provider: str, region: str, instance_type: str, when: datetime) -> float | None:
+        if region == "r1b":
+            return 0.5 if when < at(1000) else 1.2
+        return {"r1a": 0.9}.get(region)
+
+    def next_change_after(self, provider: str, region: str, instance_type: str, when: datetime) -> datetime | None:
+        return at(1000) if region == "r1b" and when < at(1000) else None
+
+
+def test_a_region_price_without_a_region_row_is_its_cheapest_zone_as_the_aws_source_reads_it() -> None:
+    world = World(
+        private=PrivateCluster(gpus=1, launch_latency=LatencyRange(min_s=5, max_s=5)),
+        clouds=[{"provider": "aws", "region": "r1", "zones": {"r1a": "a.json", "r1b": "b.json"}}],
+        catalog_spot={"aws": {"gpu.x": 7.0}},
+    )
+    book = PriceBook(world, ZonePrices(), mode="spot", at=at)
+    # the quote and the price signal ask per region (no zone): the cheapest zone, then it follows that zone's steps
+    assert book.hourly("aws", "r1", None, "gpu.x", 0.0) == 0.5
+    assert book.hourly("aws", "r1", None, "gpu.x", 2000.0) == 0.9
+    assert book.hourly("aws", "r1", "r1b", "gpu.x", 2000.0) == 1.2  # billing a zone stays that zone's price
+    assert book.cost("aws", "r1", None, "gpu.x", 0.0, 2000.0) == pytest.approx((0.5 * 1000 + 0.9 * 1000) / 3600)
+    # a region the history does not know falls back to the catalog
+    assert book.hourly("aws", "r9", None, "gpu.x", 0.0) == 7.0
