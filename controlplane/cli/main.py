@@ -48,3 +48,7 @@ for _command in TASK_COMMANDS:
 
 def main() -> None:
     cli(prog_name="fusionctl")
+
+
+if __name__ == "__main__":  # `python -m controlplane.cli.main ...`, as the console script does
+    main()

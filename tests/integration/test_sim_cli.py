@@ -44,7 +44,9 @@ def home_only(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def fusionctl(*args: str | Path) -> Result:
-    return CliRunner().invoke(cli, [str(arg) for arg in args])
+    # in turn unless a test asks for workers: a worker process costs an interpreter start and the imports
+    jobs = () if "--jobs" in args else ("--jobs", "1")
+    return CliRunner().invoke(cli, [str(arg) for arg in (*args, *jobs)])
 
 
 def test_the_same_seed_gives_byte_identical_json_in_worker_processes_or_not(scenario_file: Path) -> None:
@@ -149,3 +151,19 @@ def test_the_replay_connection_cannot_write(database_url: str) -> None:
         conn.execute(text("DELETE FROM tasks"))
     with read_only(url) as conn:
         assert conn.execute(text("SELECT count(*) FROM tasks")).scalar_one() == 2
+
+
+def test_python_dash_m_runs_the_same_cli(scenario_file: Path) -> None:
+    """``python -m controlplane.cli.main`` is fusionctl (it did nothing at all before)."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "controlplane.cli.main", "sim", "run", str(scenario_file), "--baselines", "nonsense"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 65
+    assert "nonsense" in result.stderr

@@ -53,9 +53,18 @@ def test_every_task_ends_private_ones_stay_home_and_each_placed_task_has_its_rec
     assert {i.target for i in outcome.world.instances.values() if i.task_id in private_ids} == {"onprem"}
 
 
-def test_a_zone_going_dry_preempts_and_the_scheduler_fails_over(tmp_path: Path) -> None:
-    # spot for 20 minutes, then none for 40, then back
-    _outcome, summary = simulate(tmp_path, [(0.0, 1), (1200.0, 0), (3600.0, 1)])
+#: spot for 20 minutes, then none for 40, then back
+DRY_SPELL = [(0.0, 1), (1200.0, 0), (3600.0, 1)]
+
+
+@pytest.fixture(scope="module")
+def dry_spell(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One run over the dry spell, shared: the failover test reads it, the determinism test runs it again."""
+    return simulate(tmp_path_factory.mktemp("dry"), DRY_SPELL)
+
+
+def test_a_zone_going_dry_preempts_and_the_scheduler_fails_over(dry_spell: Any) -> None:
+    _outcome, summary = dry_spell
     assert summary["preemptions"] > 0
     assert summary["failovers"] >= summary["preemptions"]
     assert summary["gpu_hours_lost"] > 0
@@ -63,9 +72,9 @@ def test_a_zone_going_dry_preempts_and_the_scheduler_fails_over(tmp_path: Path) 
     assert summary["unfinished"] == 0
 
 
-def test_the_same_seed_gives_the_same_report(tmp_path: Path) -> None:
-    first = simulate(tmp_path / "a", [(0.0, 1), (1500.0, 0), (2400.0, 1)])
-    second = simulate(tmp_path / "b", [(0.0, 1), (1500.0, 0), (2400.0, 1)])
+def test_the_same_seed_gives_the_same_report(dry_spell: Any, tmp_path: Path) -> None:
+    first = dry_spell
+    second = simulate(tmp_path, DRY_SPELL)
     one = json.dumps([first[1], vars(first[0].series)], sort_keys=True)
     two = json.dumps([second[1], vars(second[0].series)], sort_keys=True)
     assert one == two
