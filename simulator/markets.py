@@ -92,6 +92,10 @@ class PriceBook:
         self, world: World, history: PriceHistory | None, *, mode: MarketMode, at: Callable[[float], datetime]
     ) -> None:
         self.world, self.history, self.mode, self.at = world, history, mode, at
+        #: each market's zones, sorted: a region without its own price row reads the cheapest of them
+        self._zones: dict[tuple[str, str], tuple[str, ...]] = {
+            (cloud.provider, cloud.region): tuple(sorted(cloud.zones)) for cloud in world.clouds
+        }
 
     def hourly(self, provider: str, region: str, zone: str | None, instance_type: str, now_s: float) -> float | None:
         if self.mode == "on_demand":
@@ -137,12 +141,7 @@ class PriceBook:
         """
         places: list[tuple[str, ...]] = [(zone,)] if zone is not None else []
         places.append((region,))
-        zones = tuple(
-            name
-            for cloud in self.world.clouds
-            if cloud.provider == provider and cloud.region == region
-            for name in sorted(cloud.zones)
-        )
+        zones = self._zones.get((provider, region), ())
         if zone is None and zones:
             places.append(zones)
         return places

@@ -288,8 +288,7 @@ class Placing(SchedulerBase):
         }
         # per target, at most its free slots of the tasks waiting for capacity there: a cluster that is full while
         # spot has room must not wake (and re-plan) every task waiting for the cluster every round
-        for target in sorted(free):
-            wake_waiting(self.store, limit=free[target], targets=[target])
+        wake_waiting(self.store, free)
 
     def _send_group(
         self, task: Task, members: list[tuple[Attempt, Candidate, str]], history: list[str]

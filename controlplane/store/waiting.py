@@ -9,7 +9,7 @@ of letting them sleep out their backoff.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -69,32 +69,37 @@ def backing_off(store: StoreCore) -> bool:
         return conn.execute(stmt).first() is not None
 
 
-def wake_waiting(store: StoreCore, *, limit: int, targets: Sequence[str] | None = None) -> int:
-    """Make up to ``limit`` backing-off waiting tasks claimable now, most urgent then oldest; returns how many.
+def wake_waiting(store: StoreCore, free: Mapping[str, int]) -> int:
+    """Make backing-off tasks waiting for capacity claimable now, per target at most its free slots; how many.
 
-    Called when free capacity shows up, so a freed slot is used within a
-    round instead of after the waiting tasks' backoff. With ``targets``,
-    only tasks waiting for capacity on one of them (``<target>: no_capacity``
-    in their queue reason) are woken: free spot capacity does not wake, round
-    after round, tasks that wait for a full private cluster.
+    Called when free capacity shows up (``free``: target -> free slots), so a
+    freed slot is used within a round instead of after the waiting tasks'
+    backoff: most urgent then oldest of the tasks with ``<target>:
+    no_capacity`` in their queue reason. Only those: free spot capacity does
+    not wake, round after round, tasks that wait for a full private cluster.
+    One transaction for every target.
     """
-    if limit < 1 or (targets is not None and not targets):
+    wanted = {target: slots for target, slots in free.items() if slots >= 1}
+    if not wanted:
         return 0
     now = store.now()
-    where = [_waiting(), tasks.c.not_before > now]
-    if targets is not None:
-        where.append(or_(*(_waits_for_capacity_on(target) for target in targets)))
-    pick = select(tasks.c.id).where(*where).order_by(tasks.c.priority_rank, tasks.c.id).limit(limit)
+    woken: dict[str, None] = {}  # a task waiting on two targets is woken once
     with store.write() as conn:
-        # another scheduler's claim may hold some of them: skip those rather than wait
-        locked = pick.with_for_update(skip_locked=True) if store.postgres else pick
-        ids = list(conn.execute(locked).scalars())
-        if not ids:
-            return 0
-        # only the backoff changes: no event (the task still waits for the same reason)
-        conn.execute(
-            update(tasks)
-            .where(tasks.c.id.in_(ids), tasks.c.state == TaskState.QUEUED.value)
-            .values(not_before=None, updated_at=now)
-        )
-    return len(ids)
+        for target in sorted(wanted):
+            pick = (
+                select(tasks.c.id)
+                .where(_waiting(), tasks.c.not_before > now, _waits_for_capacity_on(target))
+                .order_by(tasks.c.priority_rank, tasks.c.id)
+                .limit(wanted[target])
+            )
+            # another scheduler's claim may hold some of them: skip those rather than wait
+            locked = pick.with_for_update(skip_locked=True) if store.postgres else pick
+            woken.update(dict.fromkeys(conn.execute(locked).scalars()))
+        if woken:
+            # only the backoff changes: no event (the task still waits for the same reason)
+            conn.execute(
+                update(tasks)
+                .where(tasks.c.id.in_(list(woken)), tasks.c.state == TaskState.QUEUED.value)
+                .values(not_before=None, updated_at=now)
+            )
+    return len(woken)

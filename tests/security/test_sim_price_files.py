@@ -9,18 +9,14 @@ from pathlib import Path
 import pytest
 
 from simulator.prices import COLUMNS, MAX_PRICE_BYTES, PriceError, load_price_series, parse_on_demand
+from tests.support.sim import write_input
 
 HEADER = ",".join(COLUMNS)
 GOOD = "2023-02-15T00:00:00Z,aws,us-east-1a,p3.2xlarge,1.15"
 
 
 def _write(tmp_path: Path, text: str | bytes) -> Path:
-    path = tmp_path / "prices.csv"
-    if isinstance(text, bytes):
-        path.write_bytes(text)
-    else:
-        path.write_text(text, encoding="utf-8")
-    return path
+    return write_input(tmp_path, "prices.csv", text)
 
 
 @pytest.mark.parametrize(

@@ -15,17 +15,13 @@ from pathlib import Path
 import pytest
 
 from simulator.traces import MAX_TRACE_BYTES, TraceError, load_trace
+from tests.support.sim import write_input
 
 VALID = '{"metadata": {"gap_seconds": 60}, "data": [0, 1, 1]}'
 
 
 def _write(tmp_path: Path, text: str | bytes, name: str = "zone-a.json") -> Path:
-    path = tmp_path / name
-    if isinstance(text, bytes):
-        path.write_bytes(text)
-    else:
-        path.write_text(text, encoding="utf-8")
-    return path
+    return write_input(tmp_path, name, text)
 
 
 @pytest.mark.parametrize(

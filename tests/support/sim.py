@@ -11,7 +11,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LAUNCH_DAY", "SMALL_FLEET", "T0", "StepTrace", "at", "launch_day_miniature", "small_scenario"]
+__all__ = [
+    "LAUNCH_DAY",
+    "SMALL_FLEET",
+    "T0",
+    "StepTrace",
+    "at",
+    "launch_day_miniature",
+    "small_scenario",
+    "write_input",
+]
 
 T0 = datetime(2023, 2, 20, tzinfo=UTC)
 LAUNCH_DAY = Path(__file__).resolve().parents[2] / "policies" / "scenarios" / "launch-day.json"
@@ -119,3 +128,13 @@ class StepTrace:
     def next_change_after(self, offset_s: float) -> float | None:
         index = bisect.bisect_right(self.offsets, offset_s)
         return self.offsets[index] if index < len(self.offsets) else None
+
+
+def write_input(folder: Path, name: str, content: str | bytes) -> Path:
+    """A trace or price file with ``content`` (text as UTF-8, bytes as they are) in ``folder``."""
+    path = folder / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return path
