@@ -4,6 +4,7 @@ Public surface::
 
     parse_policy(document) -> Policy        # a decoded JSON document (full or seed form)
     plan(task, snapshot, policy, now) -> PlacementPlan   # pure
+    conditions_held(policy, snapshot, now) -> tuple[bool, ...]   # each rule's ``when``
 
 What lives here: ``model`` (the parsed policy as frozen values), ``parse``
 and ``seed`` (JSON in the full and the seed form), ``checks`` (semantic
@@ -46,6 +47,7 @@ from controlplane.policy.model import (
     policy_version,
 )
 from controlplane.policy.parse import parse_policy
+from controlplane.policy.rules import conditions_held
 from controlplane.policy.seed import SEED_TARGETS
 
 __all__ = [
@@ -67,6 +69,7 @@ __all__ = [
     "Rule",
     "Thresholds",
     "canonical_json",
+    "conditions_held",
     "parse_policy",
     "plan",
     "policy_version",

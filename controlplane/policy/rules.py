@@ -8,20 +8,30 @@ A stale or missing signal makes its condition false.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from controlplane.domain import (
     BUDGET_SOURCE,
     CAPACITY_SOURCE,
     GPU_UTILIZATION_SOURCE,
     QUEUE_SOURCE,
+    SignalSnapshot,
     Task,
     spot_price_key,
 )
 from controlplane.domain.reliability import BREAKER_OPEN, BREAKER_SOURCE
-from controlplane.policy.compiled import DEFAULT_RULE, CompiledPolicy, Outcome, max_price_of, offers_of
+from controlplane.policy.compiled import (
+    DEFAULT_RULE,
+    CompiledPolicy,
+    Outcome,
+    compiled_policy,
+    max_price_of,
+    offers_of,
+)
 from controlplane.policy.model import CLOUD_PROVIDERS, Conditions, Match, Policy, Rule
 from controlplane.policy.reading import SignalReader
 
-__all__ = ["choose_rule"]
+__all__ = ["choose_rule", "conditions_held"]
 
 _DEFAULT_LINE = f"rule {DEFAULT_RULE}: no rule matched; every target in document order"
 
@@ -54,6 +64,21 @@ def choose_rule(compiled: CompiledPolicy, task: Task, signals: SignalReader) -> 
     trace += tail
     trace.append(_DEFAULT_LINE)
     return compiled.default, trace
+
+
+def conditions_held(policy: Policy, snapshot: SignalSnapshot, now: datetime) -> tuple[bool, ...]:
+    """Whether each rule's ``when`` holds on ``snapshot`` at ``now`` (True for a rule without one).
+
+    The scheduler watches this between rounds: a rule whose conditions flip
+    can place tasks that waited under another rule (``burst-at-peak``
+    starts to hold), so waiting tasks are planned again at once.
+    """
+    compiled = compiled_policy(policy)
+    signals = SignalReader(snapshot, policy.thresholds, now)
+    return tuple(
+        not conditional or _conditions(rule, policy, signals)[0] is None
+        for rule, conditional in zip(policy.rules, compiled.conditional, strict=True)
+    )
 
 
 def _mismatch(match: Match, task: Task) -> str | None:

@@ -32,6 +32,7 @@ from controlplane.metrics import Metrics
 from controlplane.policy import CAPACITY_SOURCE, Policy, plan
 from controlplane.policy_sources import PolicySet
 from controlplane.scheduler.outcomes import FailoverRules, is_retryable
+from controlplane.scheduler.wakeups import WaitWatcher
 from controlplane.store import Store, utcnow
 from providers.base import Provider
 
@@ -111,6 +112,8 @@ class SchedulerBase:
         #: one thread per backend in ``follow`` (serve); off, backends are asked in turn, in a fixed order (the
         #: simulator: no threads, and the same store writes in the same order on every run of a seed)
         self.follow_in_parallel = follow_in_parallel
+        #: what waiting tasks' reasons depend on, as the last batch saw it (``scheduler/wakeups.py``)
+        self._waits = WaitWatcher()
 
     def snapshot(self, policy: Policy | PolicySet) -> SignalSnapshot:
         """The hub's latest values, with the free capacity of providers configured here asked for now.

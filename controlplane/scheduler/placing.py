@@ -42,9 +42,10 @@ from controlplane.policy_sources import PolicySet
 from controlplane.scheduler.base import FENCE_CHECK_S, SchedulerBase, log
 from controlplane.scheduler.outcomes import FailoverRules
 from controlplane.scheduler.queueing import NoLaunch, max_queue_seconds, no_launch, overdue
+from controlplane.scheduler.wakeups import EVERY_REASON
 from controlplane.scheduler.workerspec import placed_uris, render_worker_spec
 from controlplane.signals.snapshot_json import snapshot_to_json
-from controlplane.store import PlannedLaunch, StateMismatch, backing_off, wake_waiting
+from controlplane.store import PlannedLaunch, StateMismatch, backing_off, wake_waiting, wake_waiting_for
 from providers.base import LaunchRequest
 
 __all__ = ["Placing"]
@@ -95,13 +96,14 @@ class Placing(SchedulerBase):
         instead of being refused launch after launch; and free capacity
         wakes that many waiting tasks before the claim.
         """
-        self._wake_waiting()
+        # one policy set and one snapshot per batch: every receipt of the batch saw the same world, and the
+        # waiting tasks woken before the claim were woken by it
+        policies = self.policy()
+        snapshot = self.snapshot(policies)
+        self._wake_waiting(policies, snapshot)
         tasks = self.store.claim_queued(batch_size=self.batch_size, scheduler_id=self.scheduler_id)
         if not tasks:
             return 0
-        # one policy set and one snapshot per batch: every receipt of the batch saw the same world
-        policies = self.policy()
-        snapshot = self.snapshot(policies)
         seen = snapshot  # less each slot the batch takes
         batch: list[_Planned] = []
         for task in tasks:
@@ -269,25 +271,27 @@ class Placing(SchedulerBase):
         target = policy.target(candidate.target)
         return candidate.private and target is not None and target.private
 
-    def _wake_waiting(self) -> None:
-        """Free capacity and waiting tasks backing off: make that many of them claimable now.
+    def _wake_waiting(self, policies: Policy | PolicySet, snapshot: SignalSnapshot) -> None:
+        """Make waiting tasks claimable now when what they wait for may have changed, instead of after their backoff.
 
-        A slot freed by an ending attempt is used within a round instead of
-        after the waiters' backoff. Only tasks waiting for capacity on a
-        target with free slots are woken, at most that many, so tasks
-        waiting for something else (or for another, full target) sleep out
-        their backoff. One cheap read when nothing waits.
+        Free capacity: per target with free slots, at most that many of the
+        tasks waiting for capacity on it, so a cluster that is full while spot
+        has room does not wake (and re-plan) every task waiting for the
+        cluster every round. Anything else a queue reason names (a breaker, a
+        price, the budget, a rule's ``when``, the policy itself): the tasks
+        waiting for that, when the snapshot shows it changed since the last
+        batch (``scheduler/wakeups.py``). One cheap read when nothing waits.
         """
+        codes = self._waits.observe(policies, snapshot)
         if not backing_off(self.store):
             return
-        snapshot = self.snapshot(self.policy())
+        if codes:
+            wake_waiting_for(self.store, None if codes == EVERY_REASON else codes)
         free = {
             key.removeprefix(f"{CAPACITY_SOURCE}/"): int(sample.value)
             for key, sample in snapshot.samples.items()
             if key.startswith(f"{CAPACITY_SOURCE}/") and not sample.is_stale(snapshot.taken_at) and sample.value >= 1
         }
-        # per target, at most its free slots of the tasks waiting for capacity there: a cluster that is full while
-        # spot has room must not wake (and re-plan) every task waiting for the cluster every round
         wake_waiting(self.store, free)
 
     def _send_group(

@@ -40,7 +40,7 @@ from controlplane.store.repository import (
     policy_version_of,
 )
 from controlplane.store.spend import DailySpend, cloud_spend_today
-from controlplane.store.waiting import WaitingSummary, backing_off, waiting_summary, wake_waiting
+from controlplane.store.waiting import WaitingSummary, backing_off, waiting_summary, wake_waiting, wake_waiting_for
 
 __all__ = [
     "DATABASE_URL_ENV",
@@ -82,4 +82,5 @@ __all__ = [
     "utcnow",
     "waiting_summary",
     "wake_waiting",
+    "wake_waiting_for",
 ]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy import Row, bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from controlplane.domain import Attempt, AttemptState, TaskState, check_attempt_transition
@@ -370,29 +370,40 @@ def attempts_for(core: StoreCore, task_id: str) -> list[Attempt]:
     return [attempt_from_row(r) for r in rows]
 
 
+#: attempts that became final after an event id; built once (the release loop runs it every round)
+_FINISHED_AFTER = (
+    select(events.c.id, events.c.attempt_id, attempts.c.provider, events.c.to_state)
+    .join(attempts, attempts.c.id == events.c.attempt_id)
+    .where(
+        events.c.id > bindparam("after_event_id"),
+        events.c.kind == "attempt.transition",
+        events.c.to_state.in_([state.value for state in AttemptState if state.is_final]),
+    )
+    .order_by(events.c.id)
+    .limit(bindparam("finished_limit"))
+)
+#: what the scheduler follows, every round; built once
+_LIVE = (
+    select(attempts)
+    .where(attempts.c.state.in_(LIVE_ATTEMPTS))
+    .order_by(attempts.c.created_at)
+    .limit(bindparam("live_limit"))
+)
+
+
 def finished_attempts_after(core: StoreCore, event_id: int, *, limit: int = 500) -> list[FinishedAttempt]:
     """Attempts that became final after ``event_id`` (event id, attempt id, provider, state), oldest first."""
-    final = [state.value for state in AttemptState if state.is_final]
-    stmt = (
-        select(events.c.id, events.c.attempt_id, attempts.c.provider, events.c.to_state)
-        .join(attempts, attempts.c.id == events.c.attempt_id)
-        .where(events.c.id > event_id, events.c.kind == "attempt.transition", events.c.to_state.in_(final))
-        .order_by(events.c.id)
-        .limit(limit)
-    )
     with core.read() as conn:
         return [
             FinishedAttempt(int(r.id), str(r.attempt_id), str(r.provider), AttemptState(r.to_state))
-            for r in conn.execute(stmt)
+            for r in conn.execute(_FINISHED_AFTER, {"after_event_id": event_id, "finished_limit": limit})
         ]
 
 
 def live_attempts(core: StoreCore, *, limit: int = 1000) -> list[Attempt]:
     """Attempts still launching or running, oldest first: what the scheduler follows."""
     with core.read() as conn:
-        rows = conn.execute(
-            select(attempts).where(attempts.c.state.in_(LIVE_ATTEMPTS)).order_by(attempts.c.created_at).limit(limit)
-        ).all()
+        rows = conn.execute(_LIVE, {"live_limit": limit}).all()
     return [attempt_from_row(r) for r in rows]
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, and_, func, or_, select
+from sqlalchemy import Row, Select, and_, bindparam, func, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import aliased
 
@@ -35,11 +35,7 @@ class FailoverResult:
     ended: bool = False
 
 
-def attempts_awaiting_failover(core: StoreCore, *, limit: int = 500) -> list[Attempt]:
-    """Ended attempts whose task still waits on them: the worker's callback ended them, nobody failed over.
-
-    See :meth:`Store.attempts_awaiting_failover`.
-    """
+def _awaiting_statement() -> Select[Any]:
     later = aliased(attempts)
     # by launch, not by attempt: the ended siblings of a hedged launch all wait here once none is live,
     # and the first one failed over re-queues the task (the others then find it moved on)
@@ -51,11 +47,13 @@ def attempts_awaiting_failover(core: StoreCore, *, limit: int = 500) -> list[Att
         )
         .exists()
     )
-    stmt = (
+    # the task's state as an IN list, not a join: each attempt that ended is checked against the (few) launching
+    # and running tasks before the correlated check, so this per-round read stays flat as ended attempts pile up
+    placed = select(tasks.c.id).where(tasks.c.state.in_((TaskState.LAUNCHING.value, TaskState.RUNNING.value)))
+    return (
         select(attempts)
-        .join(tasks, tasks.c.id == attempts.c.task_id)
         .where(
-            tasks.c.state.in_((TaskState.LAUNCHING.value, TaskState.RUNNING.value)),
+            attempts.c.task_id.in_(placed),
             or_(
                 attempts.c.state.in_((AttemptState.PREEMPTED.value, AttemptState.LOST.value)),
                 and_(attempts.c.state == AttemptState.FAILED.value, attempts.c.exit_code.is_not(None)),
@@ -63,10 +61,21 @@ def attempts_awaiting_failover(core: StoreCore, *, limit: int = 500) -> list[Att
             ~superseded,
         )
         .order_by(attempts.c.updated_at)
-        .limit(limit)
+        .limit(bindparam("awaiting_limit"))
     )
+
+
+#: built once: every scheduler round runs it, and building it (and its cache key) cost three times the query
+_AWAITING = _awaiting_statement()
+
+
+def attempts_awaiting_failover(core: StoreCore, *, limit: int = 500) -> list[Attempt]:
+    """Ended attempts whose task still waits on them: the worker's callback ended them, nobody failed over.
+
+    See :meth:`Store.attempts_awaiting_failover`.
+    """
     with core.read() as conn:
-        return [attempt_from_row(r) for r in conn.execute(stmt)]
+        return [attempt_from_row(r) for r in conn.execute(_AWAITING, {"awaiting_limit": limit})]
 
 
 def _end_live(

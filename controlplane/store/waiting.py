@@ -9,17 +9,18 @@ of letting them sleep out their backoff.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select, update
 
 from controlplane.domain import TaskState
+from controlplane.store.columns import UTCDateTime
 from controlplane.store.core import StoreCore
 from controlplane.store.tables import tasks
 
-__all__ = ["WaitingSummary", "backing_off", "wake_waiting", "waiting_summary"]
+__all__ = ["WaitingSummary", "backing_off", "wake_waiting", "wake_waiting_for", "waiting_summary"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,12 +62,18 @@ def waiting_summary(store: StoreCore) -> WaitingSummary:
     return WaitingSummary(count=int(count), oldest_since=oldest, oldest_wait_seconds=waited)
 
 
+#: built once: every batch asks it first
+_BACKING_OFF = (
+    select(tasks.c.id)
+    .where(_waiting(), tasks.c.not_before > bindparam("backing_off_now", type_=UTCDateTime()))
+    .limit(1)
+)
+
+
 def backing_off(store: StoreCore) -> bool:
     """Whether any waiting task is backing off now (its ``not_before`` lies ahead): one cheap read."""
-    now = store.now()
-    stmt = select(tasks.c.id).where(_waiting(), tasks.c.not_before > now).limit(1)
     with store.read() as conn:
-        return conn.execute(stmt).first() is not None
+        return conn.execute(_BACKING_OFF, {"backing_off_now": store.now()}).first() is not None
 
 
 def wake_waiting(store: StoreCore, free: Mapping[str, int]) -> int:
@@ -103,3 +110,22 @@ def wake_waiting(store: StoreCore, free: Mapping[str, int]) -> int:
                 .values(not_before=None, updated_at=now)
             )
     return len(woken)
+
+
+def wake_waiting_for(store: StoreCore, codes: Iterable[str] | None) -> int:
+    """Make backing-off tasks whose queue reason names one of ``codes`` claimable now (None: every one); how many.
+
+    Called when a signal such a reason waits on changed (a breaker closed, a
+    new price, the budget day turned; ``scheduler/wakeups.py``). One write.
+    """
+    now = store.now()
+    stmt = update(tasks).where(_waiting(), tasks.c.not_before > now)
+    if codes is not None:
+        named = sorted(set(codes))
+        if not named:
+            return 0
+        # "<target>: <code>" entries: the code after a colon, whole (no code is a prefix of another)
+        stmt = stmt.where(or_(*(tasks.c.queue_reason.contains(f": {code}", autoescape=True) for code in named)))
+    with store.write() as conn:
+        # only the backoff changes: no event (the task still waits for the same reason)
+        return int(conn.execute(stmt.values(not_before=None, updated_at=now)).rowcount or 0)

@@ -19,12 +19,20 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from controlplane.domain import AttemptState, DataSensitivity, Priority, TaskKind, TaskSpec, TaskState
+from controlplane.domain import (
+    AttemptState,
+    DataSensitivity,
+    Priority,
+    SignalSample,
+    TaskKind,
+    TaskSpec,
+    TaskState,
+)
 from controlplane.policy import Policy, parse_policy
 from controlplane.runtime import standalone_scheduler
 from controlplane.scheduler import Scheduler
 from controlplane.store import Store, make_engine, upgrade, waiting_summary
-from controlplane.store.tables import decisions, events
+from controlplane.store.tables import decisions, events, tasks
 from providers.base import BackendState, BackendStatus
 from providers.noop import NoopProvider
 from tests.support.clock import Clock
@@ -204,6 +212,81 @@ def test_free_slots_on_another_target_wake_no_task_waiting_for_a_full_one(databa
         world.finish(busy)  # a slot frees on onprem: one waiting task (the oldest) is woken, and placed
         assert world.scheduler.place_batch() == 1
         assert [world.store.get_task(t).state for t in waiting] == [TaskState.LAUNCHING] + [TaskState.QUEUED] * 2
+    finally:
+        world.store.engine.dispose()
+
+
+SPOT_KEY = "aws/us-east-1/g4dn.xlarge"
+
+
+def test_a_breaker_that_closes_wakes_the_tasks_waiting_for_it_and_leaves_the_others_to_their_backoff(
+    database_url: str,
+) -> None:
+    """Public work waits for spot's open breaker, private work for the full home cluster.
+
+    Both have waited long enough to back off for a minute and more; the breaker
+    closing plans the spot waiter again in the next batch, and only it.
+    """
+    the_policy = parse_policy(
+        {
+            "targets": [
+                {"name": "home", "provider": "local", "private": True},
+                {
+                    "name": "spot",
+                    "provider": "aws",
+                    "private": False,
+                    "regions": ["us-east-1"],
+                    "instance_types": ["g4dn.xlarge"],
+                    "max_price_usd_h": 0.5,
+                    "storage": {"uri": "s3://fp-work/aws/"},
+                },
+            ],
+            "rules": [
+                {"name": "private-home", "match": {"data_sensitivity": "private"}, "targets": ["home"]},
+                {"name": "public-spot", "targets": ["spot"]},
+            ],
+        }
+    )
+    world = make_world(database_url, slots=1, the_policy=the_policy)
+    live: dict[str, float] = {f"spot_price/{SPOT_KEY}": 0.3, f"breaker/{SPOT_KEY}": 1.0}
+
+    def samples() -> dict[str, SignalSample]:
+        now = world.clock()
+        return {
+            name: SignalSample(
+                source=name.partition("/")[0], key=name.partition("/")[2], value=value, observed_at=now, ttl_seconds=600
+            )
+            for name, value in live.items()
+        }
+
+    world.scheduler.signals = samples
+    world.scheduler.providers = {"local": world.local, "aws": NoopProvider(name="aws", slots=10)}
+
+    def not_before(task_id: str) -> datetime | None:
+        with world.store.engine.connect() as conn:
+            value = conn.execute(select(tasks.c.not_before).where(tasks.c.id == task_id)).scalar_one()
+        return None if value is None else value.replace(tzinfo=UTC)
+
+    try:
+        world.submit("busy", private=True)
+        home_waiter, spot_waiter = world.submit("home-waiter", private=True), world.submit("spot-waiter")
+        assert world.scheduler.place_batch() == 3
+        assert world.store.get_task(home_waiter).queue_reason == "home: no_capacity; spot: private_data"
+        assert world.store.get_task(spot_waiter).queue_reason == "home: excluded_by_rule; spot: breaker_open"
+        world.clock.advance(100)
+        assert world.scheduler.place_batch() == 2  # planned again after the backoff: both still wait, for 100 s now
+        backoff = not_before(home_waiter)
+        assert backoff == world.clock() + timedelta(seconds=100)
+
+        world.clock.advance(5)
+        live[f"breaker/{SPOT_KEY}"] = 0.0  # the breaker closes
+        assert world.scheduler.place_batch() == 1
+        assert world.store.get_task(spot_waiter).state == TaskState.LAUNCHING
+        assert (world.store.get_task(spot_waiter).target, world.store.get_task(home_waiter).state) == (
+            "spot",
+            TaskState.QUEUED,
+        )
+        assert not_before(home_waiter) == backoff  # not re-planned: nothing it waits for changed
     finally:
         world.store.engine.dispose()
 

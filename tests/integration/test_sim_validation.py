@@ -1,7 +1,7 @@
 """The simulator against counts made by hand from a real single-zone trace (docs/simulator.md, "Validation").
 
 A backlog of equal image tasks (each 600 GPU-seconds, more work than the
-six-hour window holds) on one zone of the measured us-east-1a availability trace, one
+three-hour window holds) on one zone of the measured us-east-1a availability trace, one
 instance per trace unit, no launch latency, a constant spot price:
 
 - greedy spot (every task may only go to that zone): the instance is lost at
@@ -29,7 +29,7 @@ from simulator.traces import SpotTrace, load_trace
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 TRACE = Path(__file__).resolve().parents[2] / "policies/scenarios/traces/aws-v100-availability-2023-02-15"
-HOURS = 6
+HOURS = 3
 #: where the window starts in the trace: a stretch with several available stretches
 OFFSET_HOURS = 752
 TICK_S = 2.0

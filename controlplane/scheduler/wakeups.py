@@ -1,0 +1,141 @@
+"""What else ends a wait: the signals a waiting task's reason names, compared between scheduler rounds.
+
+A waiting task backs off between plans (``queueing.wait_backoff_seconds``).
+Free capacity wakes tasks waiting for it at once (``Placing._wake_waiting``);
+this module says when the other reasons may have lifted, so the tasks that
+wait for them are planned again in the round the change is seen instead of
+after their backoff:
+
+- ``breaker_open``: a spot breaker left the open state;
+- ``stale_price``, ``price_above_max``: a new spot price sample arrived (a
+  poll, with a new time or a new value);
+- ``budget_exhausted``, ``budget_unknown``: today's spend became known or
+  went down (the UTC day turned);
+- every reason: the policy in force changed, or a rule's ``when`` flipped
+  (a rule that bursts to spot at peak starts to hold).
+
+The backoff then only paces a safety net, like Kubernetes' unschedulable pod
+queue, which moves a pod back on the cluster events that can make it
+schedulable and flushes the rest after a few minutes. Pure: the caller keeps
+the last :class:`WaitWatch` and hands in the snapshot and the clock's now.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from controlplane.domain import BUDGET_SOURCE, SPOT_PRICE_SOURCE, SignalSnapshot
+from controlplane.domain.reliability import BREAKER_OPEN, BREAKER_SOURCE
+from controlplane.policy import Policy, conditions_held
+from controlplane.policy_sources import PolicySet
+
+__all__ = ["CONDITIONS_WAKE_MIN_S", "EVERY_REASON", "WaitWatch", "WaitWatcher", "reasons_to_wake", "watch"]
+
+#: :func:`reasons_to_wake`'s answer when every waiting task must be planned again
+EVERY_REASON: frozenset[str] = frozenset({"*"})
+#: a rule's ``when`` that flips again and again (a cluster on the edge of its peak) wakes every waiting task at most
+#: this often: the old backoff's pace, not every round
+CONDITIONS_WAKE_MIN_S = 30.0
+_PRICE_CODES = frozenset({"stale_price", "price_above_max"})
+_BUDGET_CODES = frozenset({"budget_exhausted", "budget_unknown"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class WaitWatch:
+    """The part of the world a waiting task's reason depends on, besides free capacity."""
+
+    #: the version of every policy in force (base, then each tenant's)
+    policies: tuple[str, ...]
+    #: per policy, whether each rule's ``when`` holds
+    conditions: tuple[tuple[bool, ...], ...]
+    #: spot breakers that are open
+    open_breakers: frozenset[str]
+    #: spot price sample -> (value, when observed)
+    prices: Mapping[str, tuple[float, datetime]]
+    #: budget sample -> (value, fresh)
+    budget: Mapping[str, tuple[float, bool]]
+
+
+def watch(policies: Policy | PolicySet, snapshot: SignalSnapshot, now: datetime) -> WaitWatch:
+    """What :func:`reasons_to_wake` compares, read from one snapshot."""
+    effective = [policies] if isinstance(policies, Policy) else [policies.base, *policies.tenants.values()]
+    samples = snapshot.samples
+    return WaitWatch(
+        policies=tuple(policy.version for policy in effective),
+        conditions=tuple(conditions_held(policy, snapshot, now) for policy in effective),
+        open_breakers=frozenset(
+            name
+            for name, sample in samples.items()
+            if name.startswith(BREAKER_SOURCE + "/") and sample.value >= BREAKER_OPEN
+        ),
+        prices={
+            name: (sample.value, sample.observed_at)
+            for name, sample in samples.items()
+            if name.startswith(SPOT_PRICE_SOURCE + "/")
+        },
+        budget={
+            name: (sample.value, not sample.is_stale(now))
+            for name, sample in samples.items()
+            if name.startswith(BUDGET_SOURCE + "/")
+        },
+    )
+
+
+def reasons_to_wake(before: WaitWatch | None, after: WaitWatch) -> frozenset[str]:
+    """The rejection codes whose waiting tasks to plan again now; :data:`EVERY_REASON` for all of them.
+
+    ``before`` None (the scheduler's first round) wakes every waiting task:
+    a restarted scheduler does not know what they waited for last.
+    """
+    if before is None or before.policies != after.policies or before.conditions != after.conditions:
+        return EVERY_REASON
+    codes: set[str] = set()
+    if before.open_breakers - after.open_breakers:
+        codes.add("breaker_open")
+    if any(before.prices.get(name) != seen for name, seen in after.prices.items()):
+        codes |= _PRICE_CODES
+    if any(_budget_lifted(before.budget.get(name), seen) for name, seen in after.budget.items()):
+        codes |= _BUDGET_CODES
+    return frozenset(codes)
+
+
+class WaitWatcher:
+    """One scheduler's view between batches: what the last batch saw, and when a flip last woke everyone."""
+
+    def __init__(self) -> None:
+        self.seen: WaitWatch | None = None
+        self._woke_every_at: datetime | None = None
+
+    def observe(self, policies: Policy | PolicySet, snapshot: SignalSnapshot) -> frozenset[str]:
+        """The reasons to wake now (:func:`reasons_to_wake`), with rule flips paced by :data:`CONDITIONS_WAKE_MIN_S`.
+
+        A flip held back stays pending: the conditions kept are the ones last
+        acted on, so the flip wakes everyone once the pace allows, unless the
+        rule has flipped back by then.
+        """
+        now = snapshot.taken_at
+        before, after = self.seen, watch(policies, snapshot, now)
+        codes = reasons_to_wake(before, after)
+        if codes == EVERY_REASON:
+            flip_only = before is not None and before.policies == after.policies
+            recent = (
+                self._woke_every_at is not None and (now - self._woke_every_at).total_seconds() < CONDITIONS_WAKE_MIN_S
+            )
+            if flip_only and recent and before is not None:
+                after = dataclasses.replace(after, conditions=before.conditions)
+                codes = reasons_to_wake(before, after)
+            else:
+                self._woke_every_at = now
+        self.seen = after
+        return codes
+
+
+def _budget_lifted(before: tuple[float, bool] | None, after: tuple[float, bool]) -> bool:
+    """Spend became known (new, or fresh again) or went down: a budget wait may be over."""
+    value, fresh = after
+    if not fresh:
+        return False
+    return before is None or not before[1] or value < before[0]

@@ -1,0 +1,124 @@
+"""What wakes a waiting task besides free capacity: the changes its queue reason can be lifted by, and only those."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from controlplane.domain import SignalSample, SignalSnapshot
+from controlplane.policy import Policy, conditions_held, parse_policy
+from controlplane.scheduler.wakeups import CONDITIONS_WAKE_MIN_S, EVERY_REASON, WaitWatcher
+
+T0 = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+KEY = "aws/us-east-1/g4dn.xlarge"
+PRICE_CODES = frozenset({"stale_price", "price_above_max"})
+BUDGET_CODES = frozenset({"budget_exhausted", "budget_unknown"})
+
+
+def policy(queue_above: int = 10) -> Policy:
+    return parse_policy(
+        {
+            "targets": [
+                {"name": "home", "provider": "local", "private": True},
+                {
+                    "name": "spot",
+                    "provider": "aws",
+                    "private": False,
+                    "regions": ["us-east-1"],
+                    "instance_types": ["g4dn.xlarge"],
+                    "max_price_usd_h": 0.5,
+                    "storage": {"uri": "s3://fp-work/aws/"},
+                },
+            ],
+            "rules": [
+                {"name": "burst", "when": {"queue_depth_above": queue_above}, "targets": ["spot", "home"]},
+                {"name": "home-first", "targets": ["home", "spot"]},
+            ],
+        }
+    )
+
+
+def snapshot(at: datetime, **values: Any) -> SignalSnapshot:
+    """Samples by short name (queue, breaker, price, spent): a value, or (value, observed at)."""
+    names = {
+        "queue": "queue/depth",
+        "breaker": f"breaker/{KEY}",
+        "price": f"spot_price/{KEY}",
+        "spent": "budget/spent_today_usd",
+    }
+    samples = {}
+    for short, given in values.items():
+        value, observed = given if isinstance(given, tuple) else (given, at)
+        source, _, key = names[short].partition("/")
+        samples[names[short]] = SignalSample(
+            source=source, key=key, value=float(value), observed_at=observed, ttl_seconds=120
+        )
+    return SignalSnapshot(taken_at=at, samples=samples)
+
+
+def watched(*snapshots: SignalSnapshot, the_policy: Policy | None = None) -> list[frozenset[str]]:
+    """What a watcher says for each snapshot in turn (the first is its first batch)."""
+    watcher, used = WaitWatcher(), the_policy or policy()
+    return [watcher.observe(used, shot) for shot in snapshots]
+
+
+def test_the_first_batch_wakes_every_waiting_task_and_an_unchanged_world_wakes_none() -> None:
+    same = snapshot(T0, queue=3, breaker=1, price=(0.3, T0), spent=5)
+    later = snapshot(T0 + timedelta(seconds=5), queue=4, breaker=1, price=(0.3, T0), spent=5)
+    # a queue that moves but flips no rule is no reason: nothing waits for the queue depth itself
+    assert watched(same, later) == [EVERY_REASON, frozenset()]
+
+
+def test_a_breaker_that_closes_or_half_opens_wakes_the_breaker_waits_and_one_that_opens_wakes_none() -> None:
+    t1, t2, t3 = (T0 + timedelta(seconds=s) for s in (5, 10, 15))
+    result = watched(snapshot(T0, breaker=1), snapshot(t1, breaker=0.5), snapshot(t2, breaker=1), snapshot(t3))
+    # half-open (a probe may go), open again (nothing to lift), then no sample at all (closed, no longer reported)
+    assert result[1:] == [frozenset({"breaker_open"}), frozenset(), frozenset({"breaker_open"})]
+
+
+def test_a_new_price_sample_wakes_the_price_waits_even_at_the_same_price() -> None:
+    t1, t2 = T0 + timedelta(seconds=5), T0 + timedelta(seconds=300)
+    result = watched(
+        snapshot(T0, price=(0.9, T0)),
+        snapshot(t1, price=(0.9, T0)),  # the same sample: nothing new
+        snapshot(t2, price=(0.9, t2)),  # a new poll: a stale price is fresh again
+        snapshot(t2 + timedelta(seconds=1), price=(0.4, t2)),  # a new value
+    )
+    assert result[1:] == [frozenset(), PRICE_CODES, PRICE_CODES]
+
+
+def test_budget_waits_wake_when_spend_becomes_known_or_the_day_turns_not_while_it_grows() -> None:
+    t = [T0 + timedelta(seconds=s) for s in (60, 120, 400, 460)]
+    result = watched(
+        snapshot(T0, spent=90),
+        snapshot(t[0], spent=95),  # spent more: a spent budget stays spent
+        snapshot(t[1], spent=(95, t[0] - timedelta(seconds=200))),  # stale: unknown, nothing to lift
+        snapshot(t[2], spent=96),  # known again
+        snapshot(t[3], spent=0),  # the UTC day turned
+    )
+    assert result[1:] == [frozenset(), frozenset(), BUDGET_CODES, BUDGET_CODES]
+
+
+def test_a_rule_that_flips_wakes_every_waiting_task_at_most_every_conditions_pace() -> None:
+    assert conditions_held(policy(), snapshot(T0, queue=50), T0) == (True, True)
+    assert conditions_held(policy(), snapshot(T0, queue=5), T0) == (False, True)
+    pace = CONDITIONS_WAKE_MIN_S
+    at = [T0 + timedelta(seconds=s) for s in (0, 5, 10, pace + 1, pace + 5, 2 * pace + 10)]
+    result = watched(
+        snapshot(at[0], queue=5),  # the first batch wakes every waiting task
+        snapshot(at[1], queue=50),  # "burst" starts to hold within the pace: held back, pending
+        snapshot(at[2], queue=5),  # and flips back: nothing pending any more
+        snapshot(at[3], queue=50),  # a flip once the pace allows: waiting tasks may go to spot now
+        snapshot(at[4], queue=5),  # flips back within the pace: held back ...
+        snapshot(at[5], queue=5),  # ... and woken when the pace allows, as it stuck
+    )
+    assert result == [EVERY_REASON, frozenset(), frozenset(), EVERY_REASON, frozenset(), EVERY_REASON]
+
+
+def test_a_new_policy_wakes_every_waiting_task_at_once() -> None:
+    watcher = WaitWatcher()
+    watcher.observe(policy(), snapshot(T0, queue=5))
+    # the first batch woke every waiting task; an operator's change a second later is not held back by the pace
+
+    changed = watcher.observe(policy(queue_above=2), snapshot(T0 + timedelta(seconds=2), queue=50))
+    assert changed == EVERY_REASON
