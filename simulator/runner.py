@@ -6,7 +6,7 @@ breaker-free, budget guard, hedging, queueing); the store is the real store on
 a SQLite file; only the clock, the providers and the signal sources are
 simulated. The loop jumps from event to event:
 
-- an arrival: the task is stored at its arrival time, as the API would;
+- an arrival: the task is stored with its arrival time, as the API would (one round's arrivals in one write);
 - a world event (a worker booted, finished, called in; a zone's trace or a
   private outage changed capacity);
 - a scheduler round, every ``scheduling.tick_s`` of simulated time while
@@ -35,7 +35,7 @@ from controlplane.runtime.signals import DEFAULT_SCHEDULES, store_sources
 from controlplane.signals.base import wanted_from_targets
 from controlplane.signals.hub import PollSchedule, SignalHub
 from controlplane.signals.queue import QueueDepthSource
-from controlplane.store import Store, make_engine, upgrade
+from controlplane.store import NewTask, Store, make_engine, upgrade
 from simulator.clock import VirtualClock
 from simulator.markets import MarketMode, PriceBook, PriceHistory, TraceLike, market_of
 from simulator.providers import simulated_providers
@@ -107,6 +107,7 @@ def run(
     world = _world(scenario, setup.mode, traces, history, clock)
     loop = _Loop(scenario, setup, clock, store, world, progress)
     loop.run()
+    loop.submit_arrived()  # none is left unless the horizon cut the run short: stored all the same, never lost
     world.settle()
     return RunOutcome(
         setup=setup,
@@ -175,6 +176,8 @@ class _Loop:
             follow_in_parallel=False,
         )
         self.by_task: dict[str, Arrival] = {}
+        #: arrived since the last round, stored at the next one (``_submit_arrived``)
+        self._arrived: list[Arrival] = []
         self.series = Series()
         self._acted, self._seen_changes, self._seen_tasks, self._last_round = True, -1, -1, -1e18
         self._sla_misses = 0
@@ -191,7 +194,7 @@ class _Loop:
         upcoming = next(incoming, None)
         next_tick, next_sample, next_report = 0.0, 0.0, 0.0
         while True:
-            busy = self._busy()
+            busy = bool(self._arrived) or self._busy()
             moments = [next_sample, next_tick if busy else None, self.world.next_event_s()]
             moments.append(upcoming.at_s if upcoming is not None else None)
             t = min(m for m in moments if m is not None)
@@ -201,7 +204,7 @@ class _Loop:
             self.world.advance_to(t)
             self._record_heartbeats()
             while upcoming is not None and upcoming.at_s <= t:
-                self._submit(upcoming)
+                self._arrived.append(upcoming)
                 upcoming = next(incoming, None)
             if busy and t >= next_tick:
                 # a round when anything happened since the last one, else at least every idle_tick_s (deadlines,
@@ -212,6 +215,7 @@ class _Loop:
             elif not busy:
                 next_tick = (t // tick_s + 1) * tick_s  # the serve loop's next beat after idling
             if t >= next_sample:
+                self.submit_arrived()
                 self._sample(t)
                 next_sample += sample_s
             if self.progress is not None and t >= next_report:
@@ -219,7 +223,12 @@ class _Loop:
                 next_report = t + 3600.0
 
     def _dirty(self, upcoming: Arrival | None) -> bool:
-        return self._acted or self.world.changes != self._seen_changes or len(self.by_task) != self._seen_tasks
+        return (
+            self._acted
+            or bool(self._arrived)
+            or self.world.changes != self._seen_changes
+            or len(self.by_task) != self._seen_tasks
+        )
 
     def _busy(self) -> bool:
         if self.world.live:
@@ -227,12 +236,25 @@ class _Loop:
         unfinished = (TaskState.QUEUED, TaskState.LAUNCHING, TaskState.PLANNED, TaskState.RUNNING)
         return self.store.count_tasks_in(*unfinished) > 0
 
-    def _submit(self, arrival: Arrival) -> None:
-        # the store stamps the task at the clock: move it to the arrival's own instant first
-        self.clock.move_to(max(arrival.at_s, self.clock.offset_s))
-        task, _created = self.store.create_task(spec=arrival.spec, request_hash=f"sim-{arrival.number}")
-        self.world.tasks[task.id] = TaskWork(work_s=arrival.work_s, segment_s=arrival.segment_s)
-        self.by_task[task.id] = arrival
+    def submit_arrived(self) -> None:
+        """Store the arrivals gathered since the last round in one write, each at its own arrival time.
+
+        The API stores each request when it comes; nothing reads a task
+        before the next round, so one group commit per round stores the same
+        rows (``NewTask.submitted_at``) for one write instead of one each.
+        """
+        arrived, self._arrived = self._arrived, []
+        if not arrived:
+            return
+        outcomes = self.store.create_tasks(
+            [NewTask(spec=a.spec, request_hash=f"sim-{a.number}", submitted_at=self.clock.at(a.at_s)) for a in arrived]
+        )
+        for arrival, outcome in zip(arrived, outcomes, strict=True):
+            if isinstance(outcome, Exception):  # no idempotency keys here: cannot happen
+                raise outcome
+            task, _created = outcome
+            self.world.tasks[task.id] = TaskWork(work_s=arrival.work_s, segment_s=arrival.segment_s)
+            self.by_task[task.id] = arrival
 
     def _record_heartbeats(self) -> None:
         called, self.world.called_in = self.world.called_in, []
@@ -241,6 +263,7 @@ class _Loop:
             self.store.record_heartbeats(called)
 
     def _round(self) -> None:
+        self.submit_arrived()
         now = self.clock.offset_s
         for name, due in self._next_poll.items():
             if now >= due:

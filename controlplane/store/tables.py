@@ -151,6 +151,8 @@ class AttemptRow(Base):
         Index("ix_attempts_task_id", "task_id"),
         # follow's live_attempts every round: what is live, oldest first, without a walk of every attempt
         Index("ix_attempts_state_created_at", "state", "created_at"),
+        # the breaker poller's window (offer_stats.py): what changed lately, without a walk of every attempt
+        Index("ix_attempts_updated_at", "updated_at"),
     )
 
 

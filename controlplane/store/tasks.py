@@ -48,6 +48,9 @@ class NewTask:
     request_hash: str
     idempotency_key: str | None = None
     actor: str = "api"
+    #: when the request arrived, if not now: a batch gathered over a while keeps each arrival's own time (the
+    #: simulator stores one round's arrivals at once); never later than the store's now
+    submitted_at: datetime | None = None
 
 
 def _task_row(item: NewTask, task_id: str, now: datetime) -> dict[str, Any]:
@@ -121,6 +124,14 @@ def task_for_key(core: StoreCore, *, tenant: str, idempotency_key: str) -> tuple
     return None if row is None else (task_from_row(row), str(row.request_hash))
 
 
+def _submitted_at(item: NewTask, now: datetime) -> datetime:
+    if item.submitted_at is None:
+        return now
+    if item.submitted_at.tzinfo is None or item.submitted_at > now:
+        raise ValueError("submitted_at must be timezone-aware and not later than the store's clock")
+    return item.submitted_at
+
+
 def insert_tasks(
     core: StoreCore, conn: Connection, batch: Sequence[NewTask]
 ) -> list[tuple[Task, bool] | IdempotencyConflict]:
@@ -149,11 +160,12 @@ def insert_tasks(
                 else IdempotencyConflict(tenant=key[0], idempotency_key=key[1], task_id=earlier.id)
             )
         else:
-            task_id = new_id("tsk", now_ms=ms(now))
-            rows.append(_task_row(item, task_id, now))
-            created.append(event_row(task_id=task_id, at=now, actor=item.actor, kind="task.created", to_state="queued"))
+            at = _submitted_at(item, now)
+            task_id = new_id("tsk", now_ms=ms(at))
+            rows.append(_task_row(item, task_id, at))
+            created.append(event_row(task_id=task_id, at=at, actor=item.actor, kind="task.created", to_state="queued"))
             # exactly the row just written, so no read-back round trip
-            task = Task(id=task_id, spec=item.spec, state=TaskState.QUEUED, created_at=now, updated_at=now)
+            task = Task(id=task_id, spec=item.spec, state=TaskState.QUEUED, created_at=at, updated_at=at)
             outcomes.append((task, True))
             if key is not None:
                 in_batch[key] = (task, item.request_hash)

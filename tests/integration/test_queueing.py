@@ -36,6 +36,7 @@ from controlplane.store.tables import decisions, events, tasks
 from providers.base import BackendState, BackendStatus
 from providers.noop import NoopProvider
 from tests.support.clock import Clock
+from tests.support.policies import SPOT_KEY, home_and_spot
 
 # fixtures: a session PostgreSQL and `database_url` on both databases
 pytest_plugins = ["tests.integration.store_fixtures"]
@@ -216,9 +217,6 @@ def test_free_slots_on_another_target_wake_no_task_waiting_for_a_full_one(databa
         world.store.engine.dispose()
 
 
-SPOT_KEY = "aws/us-east-1/g4dn.xlarge"
-
-
 def test_a_breaker_that_closes_wakes_the_tasks_waiting_for_it_and_leaves_the_others_to_their_backoff(
     database_url: str,
 ) -> None:
@@ -229,18 +227,7 @@ def test_a_breaker_that_closes_wakes_the_tasks_waiting_for_it_and_leaves_the_oth
     """
     the_policy = parse_policy(
         {
-            "targets": [
-                {"name": "home", "provider": "local", "private": True},
-                {
-                    "name": "spot",
-                    "provider": "aws",
-                    "private": False,
-                    "regions": ["us-east-1"],
-                    "instance_types": ["g4dn.xlarge"],
-                    "max_price_usd_h": 0.5,
-                    "storage": {"uri": "s3://fp-work/aws/"},
-                },
-            ],
+            "targets": home_and_spot(),
             "rules": [
                 {"name": "private-home", "match": {"data_sensitivity": "private"}, "targets": ["home"]},
                 {"name": "public-spot", "targets": ["spot"]},

@@ -237,6 +237,31 @@ def test_a_batch_of_submissions_behaves_like_the_same_submissions_one_by_one(sto
     assert store.create_tasks([]) == []
 
 
+def test_a_batch_gathered_over_a_while_keeps_each_arrival_s_own_time_and_none_from_the_future(engine: Engine) -> None:
+    clock = Clock(datetime(2026, 12, 6, 12, 0, tzinfo=UTC))
+    store = Store(engine, clock=clock)
+    arrived = [clock.now - timedelta(seconds=s) for s in (4.5, 2.0)]
+    outcomes = store.create_tasks(
+        [
+            NewTask(spec=spec(), request_hash="a", submitted_at=arrived[0]),
+            NewTask(spec=spec(), request_hash="b", submitted_at=arrived[1]),
+            NewTask(spec=spec(), request_hash="c"),  # the store's now
+        ]
+    )
+    made = [outcome[0] for outcome in outcomes if isinstance(outcome, tuple)]
+    assert [task.created_at for task in made] == [*arrived, clock.now]
+    assert [store.get_task(task.id).created_at for task in made] == [*arrived, clock.now]
+    created = [e.at for task in made for e in store.list_events(task.id) if e.kind == "task.created"]
+    assert created == [*arrived, clock.now]
+    stored = count(engine)
+    for bad in (clock.now + timedelta(seconds=1), datetime(2026, 12, 6, 11, 0)):  # the future; no time zone
+        with pytest.raises(ValueError, match="submitted_at"):
+            store.create_tasks(
+                [NewTask(spec=spec(), request_hash="d"), NewTask(spec=spec(), request_hash="e", submitted_at=bad)]
+            )
+    assert count(engine) == stored  # nothing of a refused batch is written
+
+
 def test_list_filters_and_cursor_pagination(engine: Engine) -> None:
     clock = Clock(datetime(2026, 1, 1, 12, 0, tzinfo=UTC))
     store = Store(engine, clock=clock)

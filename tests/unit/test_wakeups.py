@@ -8,9 +8,10 @@ from typing import Any
 from controlplane.domain import SignalSample, SignalSnapshot
 from controlplane.policy import Policy, conditions_held, parse_policy
 from controlplane.scheduler.wakeups import CONDITIONS_WAKE_MIN_S, EVERY_REASON, WaitWatcher
+from tests.support.policies import SPOT_KEY as KEY
+from tests.support.policies import home_and_spot
 
 T0 = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
-KEY = "aws/us-east-1/g4dn.xlarge"
 PRICE_CODES = frozenset({"stale_price", "price_above_max"})
 BUDGET_CODES = frozenset({"budget_exhausted", "budget_unknown"})
 
@@ -18,18 +19,7 @@ BUDGET_CODES = frozenset({"budget_exhausted", "budget_unknown"})
 def policy(queue_above: int = 10) -> Policy:
     return parse_policy(
         {
-            "targets": [
-                {"name": "home", "provider": "local", "private": True},
-                {
-                    "name": "spot",
-                    "provider": "aws",
-                    "private": False,
-                    "regions": ["us-east-1"],
-                    "instance_types": ["g4dn.xlarge"],
-                    "max_price_usd_h": 0.5,
-                    "storage": {"uri": "s3://fp-work/aws/"},
-                },
-            ],
+            "targets": home_and_spot(),
             "rules": [
                 {"name": "burst", "when": {"queue_depth_above": queue_above}, "targets": ["spot", "home"]},
                 {"name": "home-first", "targets": ["home", "spot"]},
