@@ -176,7 +176,7 @@ class _Loop:
             follow_in_parallel=False,
         )
         self.by_task: dict[str, Arrival] = {}
-        #: arrived since the last round, stored at the next one (``_submit_arrived``)
+        #: arrived since the last round, stored at the next one (``submit_arrived``)
         self._arrived: list[Arrival] = []
         self.series = Series()
         self._acted, self._seen_changes, self._seen_tasks, self._last_round = True, -1, -1, -1e18

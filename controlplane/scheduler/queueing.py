@@ -43,10 +43,11 @@ WAITABLE_CODES = frozenset(
 )
 #: a waiting task is planned again after this long at first ...
 WAIT_BACKOFF_MIN_S = 1.0
-#: ... then after half the time it has waited, up to this. What a waiting task waits for wakes it at once: a slot
-#: freed on its target, a breaker that closes, a new price, the budget day, a rule's ``when`` or the policy changing
-#: (``Placing._wake_waiting``, ``scheduler/wakeups.py``), so the backoff is only the safety net (as Kubernetes
-#: flushes its unschedulable pods after 5 minutes): thousands of waiting tasks are not re-planned for nothing
+#: ... then after as long as it has waited so far (the interval doubles), up to this. What a waiting task waits
+#: for wakes it at once: a slot freed on its target, a breaker that closes, a new price, the budget day, a rule's
+#: ``when`` or the policy changing (``Placing._wake_waiting``, ``scheduler/wakeups.py``), so the backoff is only the
+#: safety net (as Kubernetes flushes its unschedulable pods after 5 minutes): thousands of waiting tasks are not
+#: re-planned for nothing
 WAIT_BACKOFF_MAX_S = 300.0
 _DEFAULT_MAX_QUEUE_S = Thresholds().max_queue_seconds
 
@@ -73,10 +74,11 @@ def max_queue_seconds(policy: Any) -> float:
 
 
 def wait_backoff_seconds(waited_s: float) -> float:
-    """How long a waiting task sleeps before its next plan: 1 s, then half its wait so far, at most 300 s.
+    """How long a waiting task sleeps before its next plan: 1 s, then its whole wait so far, at most 300 s.
 
-    Roughly doubling, without a counter to store: a burst of hundreds of
-    waiting tasks is re-planned a few times a minute each, not every round.
+    Doubling, without a counter to store (the wait's age is the counter).
+    What the task waits for wakes it sooner (``Placing._wake_waiting``), so
+    this only paces a safety net.
     """
     return min(WAIT_BACKOFF_MAX_S, max(WAIT_BACKOFF_MIN_S, waited_s))
 

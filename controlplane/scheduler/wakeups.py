@@ -16,8 +16,9 @@ after their backoff:
 
 The backoff then only paces a safety net, like Kubernetes' unschedulable pod
 queue, which moves a pod back on the cluster events that can make it
-schedulable and flushes the rest after a few minutes. Pure: the caller keeps
-the last :class:`WaitWatch` and hands in the snapshot and the clock's now.
+schedulable and flushes the rest after a few minutes. :func:`watch` and
+:func:`reasons_to_wake` are pure; :class:`WaitWatcher` keeps one scheduler's
+last :class:`WaitWatch` between its batches.
 """
 
 from __future__ import annotations
@@ -119,16 +120,13 @@ class WaitWatcher:
         now = snapshot.taken_at
         before, after = self.seen, watch(policies, snapshot, now)
         codes = reasons_to_wake(before, after)
-        if codes == EVERY_REASON:
-            flip_only = before is not None and before.policies == after.policies
-            recent = (
-                self._woke_every_at is not None and (now - self._woke_every_at).total_seconds() < CONDITIONS_WAKE_MIN_S
-            )
-            if flip_only and recent and before is not None:
-                after = dataclasses.replace(after, conditions=before.conditions)
-                codes = reasons_to_wake(before, after)
-            else:
-                self._woke_every_at = now
+        recent = self._woke_every_at is not None and (now - self._woke_every_at).total_seconds() < CONDITIONS_WAKE_MIN_S
+        if codes == EVERY_REASON and recent and before is not None and before.policies == after.policies:
+            # only a rule flipped, too soon after the last wake of everyone: hold it back (still pending)
+            after = dataclasses.replace(after, conditions=before.conditions)
+            codes = reasons_to_wake(before, after)
+        elif codes == EVERY_REASON:
+            self._woke_every_at = now
         self.seen = after
         return codes
 

@@ -367,15 +367,15 @@ def claim_queued(core: StoreCore, *, batch_size: int, scheduler_id: str) -> list
     return [task_from_row(r) for r in rows]
 
 
+#: built once (queue depth and the simulator count every round); an expanding IN for any set of states
+_COUNT_IN = select(func.count()).select_from(tasks).where(tasks.c.state.in_(bindparam("count_states", expanding=True)))
+
+
 def count_tasks_in(core: StoreCore, states: Sequence[TaskState]) -> int:
     """How many tasks are in any of ``states``: a walk of the state index over those states only."""
     with core.read() as conn:
         count = conn.execute(_COUNT_IN, {"count_states": [state.value for state in states]}).scalar_one()
     return int(count)
-
-
-#: built once (queue depth and the simulator count every round); an expanding IN for any set of states
-_COUNT_IN = select(func.count()).select_from(tasks).where(tasks.c.state.in_(bindparam("count_states", expanding=True)))
 
 
 def count_tasks_by_state(core: StoreCore) -> dict[TaskState, int]:
