@@ -120,6 +120,7 @@ def _summary(
         "gpu_hours_lost": round(books.gpu_s_lost / 3600.0, 4),
         "private_off_private": off_private,
         "receipts": receipts,
+        "plans": outcome.plans,
         "spend_by_target": {name: round(usd, 4) for name, usd in sorted(books.usd_by_target.items())},
         "simulated_hours": round(outcome.ended_s / 3600.0, 3),
     }

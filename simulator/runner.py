@@ -28,8 +28,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from controlplane.domain import TaskState
-from controlplane.policy import Policy
+from controlplane.domain import PlacementPlan, SignalSnapshot, Task, TaskState
+from controlplane.policy import Policy, plan
 from controlplane.runtime import standalone_scheduler
 from controlplane.runtime.signals import DEFAULT_SCHEDULES, store_sources
 from controlplane.signals.base import wanted_from_targets
@@ -87,6 +87,8 @@ class RunOutcome:
     series: Series
     ended_s: float
     wall_s: float
+    #: plans made over the run (first plans and re-plans)
+    plans: int = 0
 
 
 def run(
@@ -117,6 +119,7 @@ def run(
         series=loop.series,
         ended_s=clock.offset_s,
         wall_s=time.perf_counter() - began,
+        plans=loop.plans,
     )
 
 
@@ -165,6 +168,13 @@ class _Loop:
             clock=clock,
         )
         self._next_poll = {source.name: 0.0 for source in sources}
+        #: plans made (first plans and every re-plan of a waiting or failed-over task): what a run costs
+        self.plans = 0
+
+        def counted(task: Task, snapshot: SignalSnapshot, policy: Policy, now: datetime) -> PlacementPlan:
+            self.plans += 1
+            return plan(task, snapshot, policy, now)
+
         self.scheduler = standalone_scheduler(
             store=store,
             policy=setup.policy,
@@ -174,6 +184,7 @@ class _Loop:
             signals=self.hub.samples,
             batch_size=scenario.scheduling.batch_size,
             follow_in_parallel=False,
+            planner=counted,
         )
         self.by_task: dict[str, Arrival] = {}
         #: arrived since the last round, stored at the next one (``submit_arrived``)

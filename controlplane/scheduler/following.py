@@ -12,6 +12,7 @@ within the tenant's max attempts (docs/reliability.md).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -23,9 +24,13 @@ from controlplane.policy_sources import PolicySet
 from controlplane.scheduler.base import LAUNCH_GRACE_S, SEND_GRACE_S, SchedulerBase, log
 from controlplane.scheduler.deadlines import expire_deadlines
 from controlplane.scheduler.outcomes import FailoverRules, advance
+from controlplane.store import Outcome
 from providers.base import BackendStatus, Provider
 
 __all__ = ["Following"]
+
+#: verdicts that only write to the store: a round's worth is written in one transaction
+_WRITTEN_TOGETHER = frozenset({Next.RUN, Next.SUCCEED, Next.FAIL})
 
 
 class Following(SchedulerBase):
@@ -90,8 +95,16 @@ class Following(SchedulerBase):
         heartbeats: Mapping[str, datetime | None],
         policies: Policy | PolicySet,
     ) -> int:
-        """``follow`` for one backend's live attempts, in order; stops at the first status it cannot get."""
-        applied = 0
+        """``follow`` for one backend's live attempts, in order; stops at the first status it cannot get.
+
+        The statuses are asked first, then acted on. Attempts that only
+        start running or end (``RUN``, ``SUCCEED``, ``FAIL``) are written
+        together in one transaction each (``Store.start_running_many``,
+        ``Store.apply_outcomes``); what needs a backend call too (a cancel,
+        a failover) is done one by one, as is every attempt of a task with
+        more than one live attempt (a hedge's siblings keep their order).
+        """
+        decided: list[tuple[Attempt, Verdict, FailoverRules]] = []
         for attempt in live:
             task = tasks[attempt.task_id]
             cancelled = task.state == TaskState.CANCELLED
@@ -107,7 +120,7 @@ class Following(SchedulerBase):
                 except ProviderError:
                     status = None  # the backend cannot say now; a silent worker is still given up below
             rules = FailoverRules.of(policies.for_tenant(task.spec.tenant))
-            decided = verdict(
+            verdict_now = verdict(
                 attempt=attempt,
                 status=status,
                 last_heartbeat=heartbeats.get(attempt.id),
@@ -116,8 +129,41 @@ class Following(SchedulerBase):
                 task_cancelled=cancelled,
                 sending=self.may_still_be_sending(attempt),
             )
-            applied += self._act(provider, attempt, decided, rules)
-        return applied
+            decided.append((attempt, verdict_now, rules))
+        per_task = Counter(attempt.task_id for attempt in live)
+        applied = 0
+        together: list[tuple[Attempt, Verdict]] = []
+        for attempt, verdict_now, rules in decided:
+            if verdict_now.next in _WRITTEN_TOGETHER and per_task[attempt.task_id] == 1:
+                together.append((attempt, verdict_now))
+            else:
+                applied += self._act(provider, attempt, verdict_now, rules)
+        return applied + self._start_and_settle(together)
+
+    def _start_and_settle(self, decided: list[tuple[Attempt, Verdict]]) -> int:
+        """Attempts that start running, then attempts that end: one transaction each; how many ended."""
+        self._start_running([attempt for attempt, verdict_now in decided if verdict_now.next is Next.RUN])
+        ending = [
+            (attempt, verdict_now)
+            for attempt, verdict_now in decided
+            if verdict_now.next in (Next.SUCCEED, Next.FAIL) and verdict_now.ended is not None
+        ]
+        outcomes = [
+            Outcome(
+                attempt_id=attempt.id,
+                attempt_state=verdict_now.ended,
+                task_state=TaskState.SUCCEEDED if verdict_now.next is Next.SUCCEED else TaskState.FAILED,
+                reason=verdict_now.reason,
+                exit_code=verdict_now.exit_code,
+            )
+            for attempt, verdict_now in ending
+            if verdict_now.ended is not None
+        ]
+        done = self.store.apply_outcomes(outcomes, actor=self.scheduler_id) if outcomes else []
+        for (attempt, verdict_now), ended in zip(ending, done, strict=True):
+            if ended and self.metrics and verdict_now.ended is not None:
+                self.metrics.attempts.labels(provider=attempt.provider, outcome=verdict_now.ended.value).inc()
+        return sum(done)
 
     def _act(self, provider: Provider, attempt: Attempt, decided: Verdict, rules: FailoverRules) -> int:
         """Do what the verdict on a live attempt says; 1 when it changed something."""
@@ -137,7 +183,7 @@ class Following(SchedulerBase):
                 )
             )
         if decided.next is Next.RUN:
-            self._start_running(attempt)
+            self._start_running([attempt])
             return 0
         if decided.next is Next.FAIL_OVER and decided.cancel_first:
             assert decided.ended is not None
@@ -148,27 +194,32 @@ class Following(SchedulerBase):
             )
         return self._settle(attempt, decided, rules)
 
-    def _start_running(self, attempt: Attempt) -> None:
-        """The backend says a launching attempt runs: the store decides whether it may (a hedge's first only).
+    def _start_running(self, attempts: list[Attempt]) -> None:
+        """The backend says these launching attempts run: the store decides whether each may (a hedge's first only).
 
-        The resources of the siblings it beat, or its own when it lost, are
-        stopped now; ``release_finished`` repeats that if a cancel fails.
+        One transaction for all of them. The resources of the siblings an
+        attempt beat, or its own when it lost, are stopped now;
+        ``release_finished`` repeats that if a cancel fails.
         """
-        started = self.store.start_running(attempt.id, actor=self.scheduler_id)
-        losers = [*started.cancelled, *([started.attempt] if started.outcome == "lost" else [])]
-        for loser in losers:
-            self._stop_resource(loser.id, loser.provider)
-        if losers:
-            log.info(
-                "",
-                extra={
-                    "event": "attempt.hedge_decided",
-                    "task_id": attempt.task_id,
-                    "attempt_id": attempt.id,
-                    "outcome": started.outcome,
-                    "cancelled": [loser.id for loser in losers],
-                },
-            )
+        if not attempts:
+            return
+        for attempt, started in zip(
+            attempts, self.store.start_running_many([a.id for a in attempts], actor=self.scheduler_id), strict=True
+        ):
+            losers = [*started.cancelled, *([started.attempt] if started.outcome == "lost" else [])]
+            for loser in losers:
+                self._stop_resource(loser.id, loser.provider)
+            if losers:
+                log.info(
+                    "",
+                    extra={
+                        "event": "attempt.hedge_decided",
+                        "task_id": attempt.task_id,
+                        "attempt_id": attempt.id,
+                        "outcome": started.outcome,
+                        "cancelled": [loser.id for loser in losers],
+                    },
+                )
 
     def may_still_be_sending(self, attempt: Attempt) -> bool:
         """Whether a launching attempt with no backend ref may have a launch call still on its way.

@@ -23,11 +23,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from controlplane.domain import Attempt, AttemptState, InvalidTransition, TaskState
+from controlplane.domain import AttemptState, TaskState
 from controlplane.domain.exit_codes import TERMINAL_EXIT_CODES
 from controlplane.domain.verdict import is_retryable, never_called_in
 from controlplane.policy import Thresholds
-from controlplane.store import StateMismatch, Store
+from controlplane.store import Outcome, Store
 
 __all__ = ["TERMINAL_EXIT_CODES", "FailoverRules", "advance", "is_retryable", "never_called_in"]
 
@@ -125,43 +125,11 @@ def advance(
     wins; a launching sibling's success counts only if it wins that way; a
     launching sibling that fails while another sibling lives ends alone,
     and the live one decides what becomes of the task.
+
+    One transaction (``Store.apply_outcomes``, which ``follow`` calls with a
+    whole round's outcomes at once).
     """
-    attempt = store.get_attempt(attempt_id)
-    if attempt.state.is_final:
-        return False
-    if attempt_state == AttemptState.RUNNING:
-        return store.start_running(attempt_id, actor=actor).running
-    try:
-        if attempt.state == AttemptState.LAUNCHING and attempt_state.is_final:
-            if attempt.hedge_group is None:
-                store.transition_attempt(attempt_id, wanted=AttemptState.RUNNING, actor=actor)
-            elif attempt_state == AttemptState.SUCCEEDED and not store.start_running(attempt_id, actor=actor).running:
-                return False  # a sibling ran first: its outcome is the task's, never two
-        store.transition_attempt(attempt_id, wanted=attempt_state, actor=actor, reason=reason, exit_code=exit_code)
-    except (InvalidTransition, StateMismatch):
-        return False
-    if task_state == TaskState.FAILED and is_retryable(attempt_state, exit_code):
-        return True
-    if task_state == TaskState.FAILED and _hedge_sibling_lives(store, attempt):
-        return True
-    task = store.get_task(attempt.task_id)
-    if task.state.is_final:
-        return True
-    try:
-        if task.state == TaskState.LAUNCHING and task_state == TaskState.SUCCEEDED:
-            store.transition_task(task.id, wanted=TaskState.RUNNING, actor=actor)
-        if task_state != task.state:
-            store.transition_task(task.id, wanted=task_state, actor=actor, reason=reason)
-    except (InvalidTransition, StateMismatch):
-        pass
-    return True
-
-
-def _hedge_sibling_lives(store: Store, attempt: Attempt) -> bool:
-    """Whether ``attempt`` was a launching sibling of a hedged launch that another live sibling may still win."""
-    if attempt.hedge_group is None or attempt.state != AttemptState.LAUNCHING:
-        return False
-    return any(
-        other.hedge_group == attempt.hedge_group and other.id != attempt.id and not other.state.is_final
-        for other in store.attempts_for(attempt.task_id)
+    outcome = Outcome(
+        attempt_id=attempt_id, attempt_state=attempt_state, task_state=task_state, reason=reason, exit_code=exit_code
     )
+    return store.apply_outcomes([outcome], actor=actor)[0]

@@ -155,6 +155,7 @@ class Placing(SchedulerBase):
             not_before=nothing.not_before if nothing else None,
             hedged=tuple(group[1:]),
             hedged_token_sha256=tuple(sha256 for _, sha256 in issued[1:]),
+            output_uris=tuple(_output_at(task, candidate, policy) for candidate in group),
         )
         return _Planned(
             task=task,
@@ -312,7 +313,7 @@ class Placing(SchedulerBase):
         for index, (attempt, candidate, token) in enumerate(members):
             if index > 0 and self.store.get_attempt(attempt.id).state.is_final:
                 continue
-            sent = self._send(task, candidate, attempt.id, token, history, hedged=hedged)
+            sent = self._send(task, candidate, attempt, token, history, hedged=hedged)
             if isinstance(sent, str):
                 refs[attempt.id] = sent
             else:
@@ -328,9 +329,17 @@ class Placing(SchedulerBase):
         return refs, refusals
 
     def _send(
-        self, task: Task, candidate: Candidate, attempt_id: str, token: str, history: list[str], *, hedged: bool = False
+        self,
+        task: Task,
+        candidate: Candidate,
+        attempt: Attempt,
+        token: str,
+        history: list[str],
+        *,
+        hedged: bool = False,
     ) -> str | ProviderError:
         """Launch one attempt: its backend ref, or the provider's refusal (recorded on the attempt)."""
+        attempt_id = attempt.id
         provider = self.providers[candidate.provider]
         # a leader deposed since its last write stops here, before the launch leaves this process (checked
         # at most once a second: a takeover waits out a whole lease, and the new leader gives launches
@@ -352,9 +361,11 @@ class Placing(SchedulerBase):
                 provider=candidate.provider,
                 target_storage=target.storage if target is not None else None,
             )
-            # where the worker writes the output, recorded before the launch so GET /output finds it
+            # where the worker writes the output, in the store before the launch so GET /output finds it: stored
+            # with the attempt row; written again only if the target's store changed since (a policy reload)
             placed = placed_uris(task, provider=candidate.provider, store=target.storage if target else None)
-            self.store.record_output_uri(attempt_id, output_uri=placed.output_at)
+            if placed.output_at != attempt.output_uri:
+                self.store.record_output_uri(attempt_id, output_uri=placed.output_at)
             if self.stager is not None:
                 self._stage(task, candidate, attempt_id)
             result = provider.launch(
@@ -450,6 +461,7 @@ class Placing(SchedulerBase):
                 region=candidate.region,
                 instance_type=candidate.instance_type,
                 actor=self.scheduler_id,
+                output_uri=_output_at(task, candidate, self.policy().for_tenant(task.spec.tenant)),
             )
             current = self.store.get_task(task.id)
             if current.state == TaskState.CANCELLED:
@@ -471,7 +483,7 @@ class Placing(SchedulerBase):
             last = attempt
             self._sending.add(attempt.id)
             try:
-                sent = self._send(task, candidate, attempt.id, token, history)
+                sent = self._send(task, candidate, attempt, token, history)
                 if isinstance(sent, str):
                     self.store.set_backend_ref(attempt.id, backend_ref=sent)
                     return
@@ -543,3 +555,10 @@ def _launched_together(usable: list[Candidate]) -> list[Candidate]:
     group = usable[0].hedge_group
     together = list(itertools.takewhile(lambda c: group is not None and c.hedge_group == group, usable))
     return together if len(together) >= 2 else usable[:1]
+
+
+def _output_at(task: Task, candidate: Candidate, policy: Policy) -> str:
+    """Where the worker on ``candidate`` writes the task's output (``placed_uris``), stored with its attempt."""
+    target = policy.target(candidate.target)
+    storage = target.storage if target is not None else None
+    return placed_uris(task, provider=candidate.provider, store=storage).output_at

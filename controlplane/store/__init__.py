@@ -39,6 +39,7 @@ from controlplane.store.repository import (
     Store,
     policy_version_of,
 )
+from controlplane.store.running import Outcome
 from controlplane.store.spend import DailySpend, cloud_spend_today
 from controlplane.store.waiting import WaitingSummary, backing_off, waiting_summary, wake_waiting, wake_waiting_for
 
@@ -58,6 +59,7 @@ __all__ = [
     "NewTask",
     "NotFound",
     "OfferOutcomes",
+    "Outcome",
     "PlannedLaunch",
     "PolicyApplication",
     "PolicyVersion",

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Row, bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 
-from controlplane.domain import Attempt, AttemptState, TaskState, check_attempt_transition
+from controlplane.domain import Attempt, AttemptState, check_attempt_transition
 from controlplane.store.core import (
     SHA256_HEX,
     StoreCore,
@@ -18,7 +18,6 @@ from controlplane.store.core import (
     event_row,
     insert_event,
     ms,
-    transition_task,
 )
 from controlplane.store.errors import NotFound, StateMismatch
 from controlplane.store.ids import new_id
@@ -41,7 +40,6 @@ __all__ = [
     "live_attempts",
     "record_heartbeat",
     "set_backend_ref",
-    "start_running",
     "transition_attempt",
     "write_attempt_transition",
 ]
@@ -100,8 +98,13 @@ def attempt_rows(
     at: datetime,
     actor: str,
     hedge_group: int | None = None,
+    output_uri: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A new launching attempt's row and its ``attempt.created`` event (naming its hedge group, if any)."""
+    """A new launching attempt's row and its ``attempt.created`` event (naming its hedge group, if any).
+
+    ``output_uri`` is where its worker will write the output, stored with the
+    row so the output route finds it from the moment the launch can be sent.
+    """
     attempt = {
         "id": attempt_id,
         "task_id": task_id,
@@ -116,6 +119,7 @@ def attempt_rows(
         "updated_at": at,
         "progress": {},
         "hedge_group": hedge_group,
+        "output_uri": output_uri,
     }
     detail: dict[str, Any] = {"number": number, "target": target, "provider": provider}
     if hedge_group is not None:
@@ -142,6 +146,7 @@ def create_attempt(
     region: str | None = None,
     instance_type: str | None = None,
     actor: str = "scheduler",
+    output_uri: str | None = None,
 ) -> Attempt:
     """A new launching attempt numbered after the task's previous one (see :meth:`Store.create_attempt`)."""
     if not SHA256_HEX.match(token_sha256):
@@ -164,6 +169,7 @@ def create_attempt(
             token_sha256=token_sha256,
             at=now,
             actor=actor,
+            output_uri=output_uri,
         )
         conn.execute(insert(attempts).values(**attempt))
         conn.execute(insert(events).values(**created))
@@ -226,111 +232,6 @@ def write_attempt_transition(
         to_state=wanted.value,
         detail=detail,
     )
-
-
-def _cancel_launching(
-    conn: Connection, row: Row[Any], *, reason: str, winner: str | None, at: datetime, actor: str
-) -> None:
-    """A launching attempt that will never run (a hedge it lost): cancelled, with the reason and the winner."""
-    detail: dict[str, Any] = {"reason": reason}
-    if winner is not None:
-        detail["hedge_winner"] = winner
-    write_attempt_transition(
-        conn,
-        row,
-        AttemptState.LAUNCHING,
-        AttemptState.CANCELLED,
-        values={"state": AttemptState.CANCELLED.value, "updated_at": at, "reason": reason},
-        detail=detail,
-        at=at,
-        actor=actor,
-    )
-
-
-def _task_running(
-    conn: Connection, task_id: str, *, started: datetime | None, target: str | None, at: datetime, actor: str
-) -> None:
-    """A launching task to running (its first start time kept), on ``target`` when given (a hedge's winner)."""
-    values: dict[str, Any] = {}
-    if started is None:
-        values["started_at"] = at
-    detail: dict[str, Any] = {}
-    if target is not None:
-        values["target"] = detail["target"] = target
-    transition_task(
-        conn,
-        task_id,
-        current=TaskState.LAUNCHING,
-        wanted=TaskState.RUNNING,
-        at=at,
-        actor=actor,
-        values=values,
-        detail=detail,
-    )
-
-
-def start_running(core: StoreCore, attempt_id: str, *, actor: str) -> RunningStart:
-    """Move a launching attempt and its task to running, unless a sibling of its hedged launch won first.
-
-    See :meth:`Store.start_running`. The task is locked first, then its
-    attempts (the order ``fail_over`` keeps too, so the two never wait on
-    each other).
-    """
-    now = core.now()
-    live_or_won = (AttemptState.RUNNING.value, AttemptState.SUCCEEDED.value)
-    with core.write() as conn:
-        task_id = conn.execute(select(attempts.c.task_id).where(attempts.c.id == attempt_id)).scalar_one_or_none()
-        if task_id is None:
-            raise NotFound("attempt", attempt_id)
-        task = conn.execute(
-            core.locked_no_key(select(tasks.c.state, tasks.c.started_at).where(tasks.c.id == task_id))
-        ).one()
-        rows = conn.execute(
-            core.locked_no_key(select(attempts).where(attempts.c.task_id == task_id).order_by(attempts.c.number))
-        ).all()
-        row = next(r for r in rows if r.id == attempt_id)
-        state = AttemptState(row.state)
-        if state is not AttemptState.LAUNCHING:
-            return RunningStart(outcome="ended" if state.is_final else "running", attempt=attempt_from_row(row))
-        rival = next((r for r in rows if r.id != attempt_id and r.state in live_or_won), None)
-        task_state = TaskState(task.state)
-        hedged = row.hedge_group is not None
-        if rival is not None or (hedged and task_state.is_final):
-            # a hedged worker waits for this answer before any work, so it never writes a second output
-            if rival is None:
-                reason = f"the task {task_state.value} first"
-            else:  # never for an attempt launched alone: one live attempt per task
-                reason = f"hedge lost to {rival.id}" if hedged else f"attempt {rival.id} of the task runs already"
-            _cancel_launching(conn, row, reason=reason, winner=rival.id if rival else None, at=now, actor=actor)
-            lost = conn.execute(select(attempts).where(attempts.c.id == attempt_id)).one()
-            return RunningStart(outcome="lost", attempt=attempt_from_row(lost))
-        write_attempt_transition(
-            conn,
-            row,
-            AttemptState.LAUNCHING,
-            AttemptState.RUNNING,
-            values={"state": AttemptState.RUNNING.value, "updated_at": now},
-            detail={"hedge_group": row.hedge_group} if hedged else {},
-            at=now,
-            actor=actor,
-        )
-        losers = [
-            r
-            for r in rows
-            if hedged
-            and r.id != attempt_id
-            and r.hedge_group == row.hedge_group
-            and r.state == AttemptState.LAUNCHING.value
-        ]
-        for loser in losers:
-            _cancel_launching(conn, loser, reason=f"hedge lost to {attempt_id}", winner=attempt_id, at=now, actor=actor)
-        if task_state is TaskState.LAUNCHING:
-            _task_running(
-                conn, task_id, started=task.started_at, target=row.target if hedged else None, at=now, actor=actor
-            )
-        changed = [attempt_id, *(r.id for r in losers)]
-        after = {r.id: attempt_from_row(r) for r in conn.execute(select(attempts).where(attempts.c.id.in_(changed)))}
-    return RunningStart(outcome="won", attempt=after[attempt_id], cancelled=tuple(after[r.id] for r in losers))
 
 
 def set_backend_ref(core: StoreCore, attempt_id: str, *, backend_ref: str) -> Attempt:

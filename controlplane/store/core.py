@@ -53,6 +53,7 @@ __all__ = [
     "MAX_PAGE_SIZE",
     "SHA256_HEX",
     "StoreCore",
+    "attempt_from_mapping",
     "attempt_from_row",
     "event_from_row",
     "event_row",
@@ -204,7 +205,11 @@ def task_from_row(row: Row[Any]) -> Task:
 
 def attempt_from_row(row: Row[Any]) -> Attempt:
     """An ``attempts`` row as the domain's :class:`Attempt`."""
-    m = row._mapping
+    return attempt_from_mapping(row._mapping)
+
+
+def attempt_from_mapping(m: Mapping[Any, Any]) -> Attempt:
+    """An ``attempts`` row's values (a row's mapping, or a copy changed in memory) as an :class:`Attempt`."""
     return Attempt(
         id=m["id"],
         task_id=m["task_id"],

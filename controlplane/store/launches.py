@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, func, insert, select, update
+from sqlalchemy import Row, Select, bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from controlplane.domain import Attempt, Candidate, PlacementPlan, TaskState
 from controlplane.store.attempts import attempt_rows
+from controlplane.store.columns import UTCDateTime
 from controlplane.store.core import SHA256_HEX, StoreCore, attempt_from_row, event_row, ms, transition_event
 from controlplane.store.decisions import decision_rows
 from controlplane.store.errors import NotFound
@@ -50,6 +51,9 @@ class PlannedLaunch:
     not_before: datetime | None = None
     hedged: tuple[Candidate, ...] = ()
     hedged_token_sha256: tuple[str, ...] = ()
+    #: where each launched attempt's worker writes the output (``candidate``'s, then each hedged one's), stored
+    #: with the attempt row; empty: not known yet, recorded before the launch instead
+    output_uris: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -138,6 +142,8 @@ def _launch(item: PlannedLaunch, candidate: Candidate, batch: _Batch, *, previou
     group = _launch_group(item)
     first_number = previous + 1
     hedge_group = first_number if len(group) > 1 else None
+    if item.output_uris and len(item.output_uris) != len(group):
+        raise ValueError("output_uris must name one output per launched candidate")
     started: list[str] = []
     for offset, (member, token_sha256) in enumerate(group):
         attempt_id = new_id("att", now_ms=ms(batch.at))
@@ -153,6 +159,7 @@ def _launch(item: PlannedLaunch, candidate: Candidate, batch: _Batch, *, previou
             at=batch.at,
             actor=batch.actor,
             hedge_group=hedge_group,
+            output_uri=item.output_uris[offset] if item.output_uris else None,
         )
         batch.attempts.append(attempt)
         batch.events.append(created)
@@ -207,32 +214,76 @@ def _gather(
     return results
 
 
+#: the batch's statements, built once: every batch of the scheduler runs them
+_FOUND: Select[Any] = select(tasks.c.id, tasks.c.state, tasks.c.queue_reason, tasks.c.queued_since).where(
+    tasks.c.id.in_(bindparam("l_ids", expanding=True))
+)
+_NUMBERS = (
+    select(attempts.c.task_id, func.max(attempts.c.number))
+    .where(attempts.c.task_id.in_(bindparam("l_ids", expanding=True)))
+    .group_by(attempts.c.task_id)
+)
+_STARTED = select(attempts).where(attempts.c.id.in_(bindparam("l_ids", expanding=True)))
+_INSERT_SNAPSHOT = insert(signal_snapshots)
+_INSERT_DECISIONS = insert(decisions)
+_INSERT_ATTEMPTS = insert(attempts)
+_INSERT_EVENTS = insert(events)
+#: placed (``state``, ``target``) or failed (``state``, ``reason``, ``finished_at``): no longer waiting
+_NOT_WAITING = {
+    "queue_reason": None,
+    "queued_since": None,
+    "not_before": None,
+    "updated_at": bindparam("l_at", type_=UTCDateTime()),
+}
+_LAUNCHING = (
+    update(tasks)
+    .where(tasks.c.id == bindparam("b_id"))
+    .values(**_NOT_WAITING, state=bindparam("state"), target=bindparam("target"))
+)
+_FAILED = (
+    update(tasks)
+    .where(tasks.c.id == bindparam("b_id"))
+    .values(
+        **_NOT_WAITING,
+        state=bindparam("state"),
+        reason=bindparam("reason"),
+        finished_at=bindparam("finished_at", type_=UTCDateTime()),
+    )
+)
+_WAITING = (
+    update(tasks)
+    .where(tasks.c.id == bindparam("b_id"))
+    .values(
+        state=TaskState.QUEUED.value,
+        claimed_by=None,
+        claimed_at=None,
+        updated_at=bindparam("l_at", type_=UTCDateTime()),
+        queue_reason=bindparam("queue_reason"),
+        queued_since=bindparam("queued_since", type_=UTCDateTime()),
+        not_before=bindparam("not_before", type_=UTCDateTime()),
+    )
+)
+
+
 def _flush(conn: Connection, batch: _Batch, snapshot: tuple[datetime, Mapping[str, Any]] | None) -> None:
     """Write the gathered rows, one statement per kind."""
     now = batch.at
     if batch.decisions:
         if snapshot is not None:  # stored only when a receipt names it (not for a batch of unchanged waits)
             conn.execute(
-                insert(signal_snapshots).values(id=batch.snapshot_id, taken_at=snapshot[0], document=dict(snapshot[1]))
+                _INSERT_SNAPSHOT, {"id": batch.snapshot_id, "taken_at": snapshot[0], "document": dict(snapshot[1])}
             )
-        conn.execute(insert(decisions), batch.decisions)
+        conn.execute(_INSERT_DECISIONS, batch.decisions)
     if batch.attempts:
-        conn.execute(insert(attempts), batch.attempts)
-    # placed or failed: no longer waiting
-    not_waiting = {"queue_reason": None, "queued_since": None, "not_before": None, "updated_at": now}
+        conn.execute(_INSERT_ATTEMPTS, batch.attempts)
     if batch.launching:
-        conn.execute(update(tasks).where(tasks.c.id == bindparam("b_id")).values(**not_waiting), batch.launching)
+        conn.execute(_LAUNCHING, [{**row, "l_at": now} for row in batch.launching])
     if batch.failed:
-        conn.execute(update(tasks).where(tasks.c.id == bindparam("b_id")).values(**not_waiting), batch.failed)
+        conn.execute(_FAILED, [{**row, "l_at": now} for row in batch.failed])
     if batch.waiting:
-        conn.execute(
-            update(tasks)
-            .where(tasks.c.id == bindparam("b_id"))
-            .values(state=TaskState.QUEUED.value, claimed_by=None, claimed_at=None, updated_at=now),
-            batch.waiting,
-        )
+        conn.execute(_WAITING, [{**row, "l_at": now} for row in batch.waiting])
     if batch.events:
-        conn.execute(insert(events), batch.events)
+        conn.execute(_INSERT_EVENTS, batch.events)
 
 
 def start_launch_groups(
@@ -252,36 +303,22 @@ def start_launch_groups(
     task_ids = [item.plan.task_id for item in launches]
     with core.write() as conn:
         found = {
-            r.id: r
-            for r in conn.execute(
-                core.locked(
-                    select(tasks.c.id, tasks.c.state, tasks.c.queue_reason, tasks.c.queued_since).where(
-                        tasks.c.id.in_(task_ids)
-                    )
-                )
-            )
+            r.id: r for r in conn.execute(_FOUND.with_for_update() if core.postgres else _FOUND, {"l_ids": task_ids})
         }
         missing = [task_id for task_id in task_ids if task_id not in found]
         if missing:
             raise NotFound("task", missing[0])
-        numbers: dict[str, int] = {
-            task_id: number
-            for task_id, number in conn.execute(
-                select(attempts.c.task_id, func.max(attempts.c.number))
-                .where(attempts.c.task_id.in_(task_ids))
-                .group_by(attempts.c.task_id)
-            )
-        }
+        # numbering only matters to the items that launch (a round of unchanged waits launches nothing)
+        launching = [item.plan.task_id for item in launches if item.candidate is not None]
+        numbers: dict[str, int] = (
+            {task_id: number for task_id, number in conn.execute(_NUMBERS, {"l_ids": launching})} if launching else {}
+        )
         snapshot_id = new_id("snp", now_ms=ms(now)) if snapshot is not None else None
         batch = _Batch(at=now, actor=actor, snapshot_id=snapshot_id)
         results = _gather(launches, found, numbers, batch)
         _flush(conn, batch, snapshot)
         new_ids = [a for started in results for a in started]
-        stored = (
-            {r.id: attempt_from_row(r) for r in conn.execute(select(attempts).where(attempts.c.id.in_(new_ids)))}
-            if new_ids
-            else {}
-        )
+        stored = {r.id: attempt_from_row(r) for r in conn.execute(_STARTED, {"l_ids": new_ids})} if new_ids else {}
     return [tuple(stored[a] for a in started) for started in results]
 
 

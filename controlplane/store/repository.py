@@ -46,6 +46,7 @@ from controlplane.store import events as event_ops
 from controlplane.store import failover as failover_ops
 from controlplane.store import launches as launch_ops
 from controlplane.store import policy_versions as policy_ops
+from controlplane.store import running as running_ops
 from controlplane.store import signal_samples as signal_ops
 from controlplane.store import tasks as task_ops
 from controlplane.store.attempts import FinishedAttempt, RunningStart
@@ -56,6 +57,7 @@ from controlplane.store.failover import FailoverResult
 from controlplane.store.launches import PlannedLaunch
 from controlplane.store.policy_versions import policy_version_of
 from controlplane.store.records import AttemptProgress, Event, PolicyApplication, PolicyVersion
+from controlplane.store.running import Outcome
 from controlplane.store.tasks import NewTask
 
 __all__ = [
@@ -302,11 +304,13 @@ class Store(StoreCore):
         region: str | None = None,
         instance_type: str | None = None,
         actor: str = "scheduler",
+        output_uri: str | None = None,
     ) -> Attempt:
         """A new launching attempt numbered after the task's previous one.
 
         ``token_sha256`` is the hex sha256 of the attempt's callback token;
-        the token itself never reaches the database.
+        the token itself never reaches the database. ``output_uri``: where
+        its worker will write the output (the output route reads it).
         """
         return attempt_ops.create_attempt(
             self,
@@ -317,6 +321,7 @@ class Store(StoreCore):
             region=region,
             instance_type=instance_type,
             actor=actor,
+            output_uri=output_uri,
         )
 
     def transition_attempt(
@@ -362,7 +367,20 @@ class Store(StoreCore):
         alone this is what a first heartbeat always did: the attempt, and a
         launching task, to running.
         """
-        return attempt_ops.start_running(self, attempt_id, actor=actor)
+        return running_ops.start_running_many(self, [attempt_id], actor=actor)[0]
+
+    def start_running_many(self, attempt_ids: Sequence[str], *, actor: str) -> list[RunningStart]:
+        """:meth:`start_running` for each attempt in order, in one transaction (a round of ``follow``)."""
+        return running_ops.start_running_many(self, attempt_ids, actor=actor)
+
+    def apply_outcomes(self, outcomes: Sequence[Outcome], *, actor: str) -> list[bool]:
+        """Apply what became of each attempt to it and its task, in order, in one transaction.
+
+        Each item is decided as ``scheduler.outcomes.advance`` describes,
+        on the rows as the items before it left them; False where the
+        attempt had already ended (or lost its hedge).
+        """
+        return running_ops.apply_outcomes(self, outcomes, actor=actor)
 
     def set_backend_ref(self, attempt_id: str, *, backend_ref: str) -> Attempt:
         """Record the provider's handle for a launched attempt without changing its state."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,6 +13,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from controlplane.domain import DataSensitivity, Priority, Task, TaskSpec, TaskState
+from controlplane.store.columns import UTCDateTime
 from controlplane.store.core import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
@@ -36,6 +38,7 @@ __all__ = [
     "insert_tasks",
     "list_tasks",
     "retarget_task",
+    "state_columns",
     "task_for_key",
 ]
 
@@ -184,13 +187,16 @@ def get_task(core: StoreCore, task_id: str) -> Task:
     return task_from_row(row)
 
 
+#: built once: ``follow`` reads its live attempts' tasks every round
+_TASKS_BY_ID = select(tasks).where(tasks.c.id.in_(bindparam("t_ids", expanding=True)))
+
+
 def get_tasks(core: StoreCore, task_ids: Sequence[str]) -> dict[str, Task]:
     """The tasks of ``task_ids`` by id, in one read per 500 ids; unknown ids are left out."""
     found: dict[str, Task] = {}
     with core.read() as conn:
         for start in range(0, len(task_ids), 500):  # under SQLite's bound-parameter limit
-            chunk = list(task_ids[start : start + 500])
-            for row in conn.execute(select(tasks).where(tasks.c.id.in_(chunk))):
+            for row in conn.execute(_TASKS_BY_ID, {"t_ids": list(task_ids[start : start + 500])}):
                 found[row.id] = task_from_row(row)
     return found
 
@@ -259,15 +265,18 @@ def retarget_task(core: StoreCore, task_id: str, *, target: str, actor: str) -> 
     return True
 
 
-def _changed_columns(row: Row[Any], wanted: TaskState, *, now: datetime) -> dict[str, Any]:
-    """The columns that change with the state: claim, start and finish times, the queue fields."""
+def state_columns(wanted: TaskState, *, started_at: datetime | None, now: datetime) -> dict[str, Any]:
+    """The columns that change with the state: claim, start and finish times, the queue fields.
+
+    ``started_at`` is the task's first start so far (None: it never ran).
+    """
     values: dict[str, Any] = {}
     if wanted is TaskState.PLANNED:
         values["planned_at"] = now
     elif wanted is TaskState.QUEUED:
         values["claimed_by"] = None
         values["claimed_at"] = None
-    elif wanted is TaskState.RUNNING and row.started_at is None:
+    elif wanted is TaskState.RUNNING and started_at is None:
         values["started_at"] = now
     if wanted.is_final:
         values["finished_at"] = now
@@ -301,7 +310,7 @@ def change_state(
             values["reason"] = reason
         if target is not None:
             values["target"] = target
-        values.update(_changed_columns(row, wanted, now=now))
+        values.update(state_columns(wanted, started_at=row.started_at, now=now))
         event_detail = dict(detail or {})
         if reason is not None:
             event_detail.setdefault("reason", reason)
@@ -314,40 +323,49 @@ def change_state(
     return task_from_row(updated)
 
 
+#: the claim's statements, built once: every batch runs them (the scheduler's hot path)
+_CLAIM_PICK = (
+    select(tasks)
+    .where(
+        tasks.c.state == TaskState.QUEUED.value,
+        # the index walk stays (state, priority_rank, id); backing-off rows are few and skipped
+        or_(tasks.c.not_before.is_(None), tasks.c.not_before <= bindparam("c_now", type_=UTCDateTime())),
+    )
+    .order_by(tasks.c.priority_rank, tasks.c.id)
+    .limit(bindparam("c_limit"))
+)
+_CLAIM_PICK_SKIP_LOCKED = _CLAIM_PICK.with_for_update(skip_locked=True)
+_CLAIM = (
+    update(tasks)
+    .where(tasks.c.id.in_(bindparam("c_ids", expanding=True)), tasks.c.state == TaskState.QUEUED.value)
+    .values(
+        state=TaskState.PLANNED.value,
+        planned_at=bindparam("c_at", type_=UTCDateTime()),
+        updated_at=bindparam("c_at", type_=UTCDateTime()),
+        claimed_by=bindparam("c_by"),
+        claimed_at=bindparam("c_at", type_=UTCDateTime()),
+    )
+)
+
+
 def claim_queued(core: StoreCore, *, batch_size: int, scheduler_id: str) -> list[Task]:
-    """Move up to ``batch_size`` queued tasks to planned for ``scheduler_id`` (see :meth:`Store.claim_queued`)."""
+    """Move up to ``batch_size`` queued tasks to planned for ``scheduler_id`` (see :meth:`Store.claim_queued`).
+
+    The rows picked are the rows returned (as claimed): SQLite has one
+    writer at a time, and PostgreSQL's ``FOR UPDATE SKIP LOCKED`` holds
+    them until the claim commits, so none changes in between.
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     now = core.now()
-    pick = (
-        select(tasks.c.id, tasks.c.queue_reason)
-        .where(
-            tasks.c.state == TaskState.QUEUED.value,
-            # the index walk stays (state, priority_rank, id); backing-off rows are few and skipped
-            or_(tasks.c.not_before.is_(None), tasks.c.not_before <= now),
-        )
-        .order_by(tasks.c.priority_rank, tasks.c.id)
-        .limit(batch_size)
-    )
-    if core.postgres:
-        pick = pick.with_for_update(skip_locked=True)
     with core.write() as conn:
-        picked = conn.execute(pick).all()
+        picked = conn.execute(
+            _CLAIM_PICK_SKIP_LOCKED if core.postgres else _CLAIM_PICK, {"c_now": now, "c_limit": batch_size}
+        ).all()
         if not picked:
             return []
-        ids = [r.id for r in picked]
+        conn.execute(_CLAIM, {"c_ids": [r.id for r in picked], "c_at": now, "c_by": scheduler_id})
         first_claims = [r.id for r in picked if r.queue_reason is None]
-        conn.execute(
-            update(tasks)
-            .where(tasks.c.id.in_(ids), tasks.c.state == TaskState.QUEUED.value)
-            .values(
-                state=TaskState.PLANNED.value,
-                planned_at=now,
-                updated_at=now,
-                claimed_by=scheduler_id,
-                claimed_at=now,
-            )
-        )
         if first_claims:
             conn.execute(
                 insert(events),
@@ -363,8 +381,7 @@ def claim_queued(core: StoreCore, *, batch_size: int, scheduler_id: str) -> list
                     for task_id in first_claims
                 ],
             )
-        rows = conn.execute(select(tasks).where(tasks.c.id.in_(ids)).order_by(tasks.c.priority_rank, tasks.c.id)).all()
-    return [task_from_row(r) for r in rows]
+    return [dataclasses.replace(task_from_row(r), state=TaskState.PLANNED, updated_at=now) for r in picked]
 
 
 #: built once (queue depth and the simulator count every round); an expanding IN for any set of states

@@ -36,14 +36,16 @@ def _waiting() -> ColumnElement[bool]:
     return and_(tasks.c.state == TaskState.QUEUED.value, tasks.c.queue_reason.is_not(None))
 
 
-def _waits_for_capacity_on(target: str) -> ColumnElement[bool]:
+def _like_literal(text: str) -> str:
+    """``text`` matched as itself in a LIKE pattern whose escape character is ``/``."""
+    return text.replace("/", "//").replace("%", "/%").replace("_", "/_")
+
+
+def _capacity_patterns(target: str) -> dict[str, str]:
     # a queue reason is "<target>: <code>" joined by "; " (scheduler/queueing.py): match a whole entry, so that
     # target "prem" does not match "onprem: no_capacity"
-    entry = f"{target}: no_capacity"
-    return or_(
-        tasks.c.queue_reason.startswith(entry, autoescape=True),
-        tasks.c.queue_reason.contains(f"; {entry}", autoescape=True),
-    )
+    entry = _like_literal(f"{target}: no_capacity")
+    return {"w_first": f"{entry}%", "w_later": f"%; {entry}%"}
 
 
 def waiting_summary(store: StoreCore) -> WaitingSummary:
@@ -76,6 +78,28 @@ def backing_off(store: StoreCore) -> bool:
         return conn.execute(_BACKING_OFF, {"backing_off_now": store.now()}).first() is not None
 
 
+#: built once: every batch with free capacity runs them, per target
+_WAKE_PICK = (
+    select(tasks.c.id)
+    .where(
+        _waiting(),
+        tasks.c.not_before > bindparam("w_now", type_=UTCDateTime()),
+        or_(
+            tasks.c.queue_reason.like(bindparam("w_first"), escape="/"),
+            tasks.c.queue_reason.like(bindparam("w_later"), escape="/"),
+        ),
+    )
+    .order_by(tasks.c.priority_rank, tasks.c.id)
+    .limit(bindparam("w_limit"))
+)
+_WAKE_PICK_SKIP_LOCKED = _WAKE_PICK.with_for_update(skip_locked=True)
+_WAKE = (
+    update(tasks)
+    .where(tasks.c.id.in_(bindparam("w_ids", expanding=True)), tasks.c.state == TaskState.QUEUED.value)
+    .values(not_before=None, updated_at=bindparam("w_now", type_=UTCDateTime()))
+)
+
+
 def wake_waiting(store: StoreCore, free: Mapping[str, int]) -> int:
     """Make backing-off tasks waiting for capacity claimable now, per target at most its free slots; how many.
 
@@ -90,25 +114,16 @@ def wake_waiting(store: StoreCore, free: Mapping[str, int]) -> int:
     if not wanted:
         return 0
     now = store.now()
+    # another scheduler's claim may hold some of them: skip those rather than wait
+    pick = _WAKE_PICK_SKIP_LOCKED if store.postgres else _WAKE_PICK
     woken: dict[str, None] = {}  # a task waiting on two targets is woken once
     with store.write() as conn:
         for target in sorted(wanted):
-            pick = (
-                select(tasks.c.id)
-                .where(_waiting(), tasks.c.not_before > now, _waits_for_capacity_on(target))
-                .order_by(tasks.c.priority_rank, tasks.c.id)
-                .limit(wanted[target])
-            )
-            # another scheduler's claim may hold some of them: skip those rather than wait
-            locked = pick.with_for_update(skip_locked=True) if store.postgres else pick
-            woken.update(dict.fromkeys(conn.execute(locked).scalars()))
+            found = conn.execute(pick, {"w_now": now, "w_limit": wanted[target], **_capacity_patterns(target)})
+            woken.update(dict.fromkeys(found.scalars()))
         if woken:
             # only the backoff changes: no event (the task still waits for the same reason)
-            conn.execute(
-                update(tasks)
-                .where(tasks.c.id.in_(list(woken)), tasks.c.state == TaskState.QUEUED.value)
-                .values(not_before=None, updated_at=now)
-            )
+            conn.execute(_WAKE, {"w_ids": list(woken), "w_now": now})
     return len(woken)
 
 

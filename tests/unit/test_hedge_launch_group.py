@@ -136,3 +136,37 @@ def test_a_hedged_launch_needs_one_good_token_hash_per_sibling(store: Store, has
     assert store.attempts_for(plan.task_id) == []  # nothing half-written
     assert store.get_decisions(plan.task_id) == []
     assert store.get_task(plan.task_id).state == TaskState.PLANNED
+
+
+def test_each_sibling_is_stored_with_its_own_output_uri(store: Store) -> None:
+    """The attempt rows carry where each worker writes, so no write per launch is needed before it goes out."""
+    plan = planned(store)
+    launch = PlannedLaunch(
+        plan=plan,
+        candidate=plan.candidates[0],
+        token_sha256="a" * 64,
+        hedged=plan.candidates[1:],
+        hedged_token_sha256=("b" * 64,),
+        output_uris=("s3://out/c.png", "https://acct.blob.core.windows.net/out/acme/tsk_1/output.png"),
+    )
+    store.start_launches([launch], actor="s")
+    assert [a.output_uri for a in store.attempts_for(plan.task_id)] == [
+        "s3://out/c.png",
+        "https://acct.blob.core.windows.net/out/acme/tsk_1/output.png",
+    ]
+
+
+def test_output_uris_must_name_one_output_per_sibling(store: Store) -> None:
+    plan = planned(store)
+    launch = PlannedLaunch(
+        plan=plan,
+        candidate=plan.candidates[0],
+        token_sha256="a" * 64,
+        hedged=plan.candidates[1:],
+        hedged_token_sha256=("b" * 64,),
+        output_uris=("s3://out/c.png",),
+    )
+    with pytest.raises(ValueError, match="output_uris"):
+        store.start_launches([launch], actor="s")
+    assert store.attempts_for(plan.task_id) == []  # nothing half-written
+    assert store.get_task(plan.task_id).state == TaskState.PLANNED

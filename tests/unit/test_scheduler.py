@@ -209,3 +209,32 @@ def test_a_release_that_fails_is_tried_again(store: Store) -> None:
     assert scheduler.release_finished() == 0
     assert scheduler.release_finished() == 1
     assert [call for call in cloud.calls if call == ("cancel", attempt.id)] == [("cancel", attempt.id)] * 2
+
+
+class _OutputSeen(NoopProvider):
+    """Records, at each launch, where the store says the attempt's worker writes its output."""
+
+    def __init__(self, store: Store, name: str) -> None:
+        super().__init__(name=name)
+        self.store = store
+        self.seen: dict[str, str | None] = {}
+
+    def launch(self, request: Any) -> Any:
+        self.seen[request.attempt_id] = self.store.get_attempt(request.attempt_id).output_uri
+        return super().launch(request)
+
+
+def test_the_output_uri_is_stored_with_the_attempt_before_its_launch_on_both_paths(store: Store) -> None:
+    """The output route finds where the worker writes from the moment the launch goes out.
+
+    The batch path stores it with the attempt row (no write of its own); the
+    path after a refused launch creates the next attempt with it too.
+    """
+    first, second = _OutputSeen(store, "local"), _OutputSeen(store, "aws")
+    first.fail_next(InsufficientCapacity("no slots", target="local"))
+    task_id = _submit(store)
+    assert _scheduler(store, LOCAL, SPOT, local=first, aws=second).place_batch() == 1
+    refused, launched = store.attempts_for(task_id)
+    assert first.seen == {refused.id: "s3://a/o.png"}
+    assert second.seen == {launched.id: "s3://a/o.png"}
+    assert launched.output_uri == "s3://a/o.png"

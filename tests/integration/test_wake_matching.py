@@ -1,0 +1,60 @@
+"""Free capacity on a target wakes the tasks waiting for that target's capacity, and only those.
+
+The queue reason is text ("<target>: <code>" entries joined by "; ") and the
+wake matches it with LIKE: a target name is matched as itself, whole, even
+when it holds LIKE's wildcard ``_`` or is a suffix of another name.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from itertools import count
+
+import pytest
+
+from controlplane.domain import PlacementPlan, TaskKind, TaskSpec
+from controlplane.store import PlannedLaunch, Store, wake_waiting
+
+pytest_plugins = ["tests.integration.store_fixtures"]
+
+_numbers = count()
+
+
+def waiting(store: Store, reason: str) -> str:
+    """A task back in the queue with ``reason``, backing off for an hour; its id."""
+    spec = TaskSpec(
+        tenant="acme",
+        kind=TaskKind.IMAGE,
+        source_uri="s3://in/face.png",
+        target_uri="s3://in/target.png",
+        output_uri="s3://out/result.png",
+    )
+    store.create_task(spec=spec, request_hash=f"w{next(_numbers)}")
+    (claimed,) = store.claim_queued(batch_size=1, scheduler_id="s")
+    plan = PlacementPlan(task_id=claimed.id, policy_version="v", decided_at=store.now(), candidates=(), rejections=())
+    store.start_launch_groups(
+        [PlannedLaunch(plan=plan, wait=reason, not_before=store.now() + timedelta(hours=1))], actor="s"
+    )
+    return claimed.id
+
+
+@pytest.mark.parametrize(
+    ("free", "reasons", "woken"),
+    [
+        # "_" is a LIKE wildcard: "gpu_a" must not match "gpuxa"
+        ("gpu_a", ["gpuxa: no_capacity", "gpu_a: no_capacity"], [1]),
+        # a suffix of another target's name, first entry or a later one
+        ("prem", ["onprem: no_capacity", "spot: breaker_open; onprem: no_capacity", "spot: x; prem: no_capacity"], [2]),
+        # the right target, another code: it does not wait for capacity
+        ("home", ["home: breaker_open", "home: no_capacity; cloud: private_data"], [1]),
+        ("a.b", ["axb: no_capacity", "a.b: no_capacity"], [1]),
+    ],
+    ids=["underscore", "suffix", "other-code", "dot"],
+)
+def test_a_target_wakes_the_tasks_waiting_for_its_own_capacity(
+    store: Store, free: str, reasons: list[str], woken: list[int]
+) -> None:
+    ids = [waiting(store, reason) for reason in reasons]
+    assert wake_waiting(store, {free: 10}) == len(woken)
+    claimed = {task.id for task in store.claim_queued(batch_size=10, scheduler_id="s")}
+    assert claimed == {ids[n] for n in woken}
