@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.engine import Connection
 
 from controlplane.domain import (
@@ -138,28 +138,21 @@ class _Rows:
 
     def write(self, conn: Connection) -> None:
         """Every changed row and the events, in the order they happened: one statement per kind."""
-        if self._changed_attempts:
-            conn.execute(
-                update(attempts)
-                .where(attempts.c.id == bindparam("b_id"))
-                .values({name: bindparam(f"v_{name}") for name in _ATTEMPT_COLUMNS}),
-                [
-                    {"b_id": a, **{f"v_{name}": self.attempts[a][name] for name in _ATTEMPT_COLUMNS}}
-                    for a in self._changed_attempts
-                ],
-            )
-        if self._changed_tasks:
-            conn.execute(
-                update(tasks)
-                .where(tasks.c.id == bindparam("b_id"))
-                .values({name: bindparam(f"v_{name}") for name in _TASK_COLUMNS}),
-                [
-                    {"b_id": t, **{f"v_{name}": self.tasks[t][name] for name in _TASK_COLUMNS}}
-                    for t in self._changed_tasks
-                ],
-            )
+        _write_back(conn, attempts, _ATTEMPT_COLUMNS, [self.attempts[a] for a in self._changed_attempts])
+        _write_back(conn, tasks, _TASK_COLUMNS, [self.tasks[t] for t in self._changed_tasks])
         if self._events:
             conn.execute(insert(events), self._events)
+
+
+def _write_back(conn: Connection, table: Table, columns: Sequence[str], rows: list[dict[str, Any]]) -> None:
+    """``columns`` of each changed row as it is now in memory, in one statement."""
+    if rows:
+        conn.execute(
+            update(table)
+            .where(table.c.id == bindparam("b_id"))
+            .values({name: bindparam(f"v_{name}") for name in columns}),
+            [{"b_id": row["id"], **{f"v_{name}": row[name] for name in columns}} for row in rows],
+        )
 
 
 def _start_running(rows: _Rows, attempt_id: str) -> RunningStart:

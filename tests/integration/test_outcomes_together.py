@@ -9,30 +9,20 @@ included; and a bad item must leave nothing of the round half-written.
 from __future__ import annotations
 
 import re
-from itertools import count
 from typing import Any
 
 import pytest
 
-from controlplane.domain import AttemptState, Candidate, PlacementPlan, TaskKind, TaskSpec, TaskState
+from controlplane.domain import AttemptState, Candidate, PlacementPlan, TaskState
 from controlplane.store import NotFound, Outcome, PlannedLaunch, Store
+from tests.support.claimed import claimed_task
 
 pytest_plugins = ["tests.integration.store_fixtures"]
-
-_numbers = count()
 
 
 def launched(store: Store, *, siblings: int = 1, running: bool = False) -> list[str]:
     """A new task launched on ``siblings`` attempts (a hedge group when more than one); their ids."""
-    spec = TaskSpec(
-        tenant="acme",
-        kind=TaskKind.IMAGE,
-        source_uri="s3://in/face.png",
-        target_uri="s3://in/target.png",
-        output_uri="s3://out/result.png",
-    )
-    store.create_task(spec=spec, request_hash=f"h{next(_numbers)}")
-    (claimed,) = store.claim_queued(batch_size=1, scheduler_id="s")
+    claimed = claimed_task(store)
     group = 1 if siblings > 1 else None
     candidates = tuple(
         Candidate(target=f"t{n}", provider="aws", private=False, hedge_group=group) for n in range(siblings)

@@ -8,29 +8,19 @@ when it holds LIKE's wildcard ``_`` or is a suffix of another name.
 from __future__ import annotations
 
 from datetime import timedelta
-from itertools import count
 
 import pytest
 
-from controlplane.domain import PlacementPlan, TaskKind, TaskSpec
+from controlplane.domain import PlacementPlan
 from controlplane.store import PlannedLaunch, Store, wake_waiting
+from tests.support.claimed import claimed_task
 
 pytest_plugins = ["tests.integration.store_fixtures"]
-
-_numbers = count()
 
 
 def waiting(store: Store, reason: str) -> str:
     """A task back in the queue with ``reason``, backing off for an hour; its id."""
-    spec = TaskSpec(
-        tenant="acme",
-        kind=TaskKind.IMAGE,
-        source_uri="s3://in/face.png",
-        target_uri="s3://in/target.png",
-        output_uri="s3://out/result.png",
-    )
-    store.create_task(spec=spec, request_hash=f"w{next(_numbers)}")
-    (claimed,) = store.claim_queued(batch_size=1, scheduler_id="s")
+    claimed = claimed_task(store)
     plan = PlacementPlan(task_id=claimed.id, policy_version="v", decided_at=store.now(), candidates=(), rejections=())
     store.start_launch_groups(
         [PlannedLaunch(plan=plan, wait=reason, not_before=store.now() + timedelta(hours=1))], actor="s"

@@ -100,15 +100,17 @@ def planned(store: Store) -> PlacementPlan:
     )
 
 
+def both_siblings(plan: PlacementPlan, **extra: Any) -> PlannedLaunch:
+    """The plan's two candidates launched together (token hashes "a..." and "b..."), with ``extra`` fields."""
+    fields: dict[str, Any] = {"hedged_token_sha256": ("b" * 64,), **extra}
+    return PlannedLaunch(
+        plan=plan, candidate=plan.candidates[0], token_sha256="a" * 64, hedged=plan.candidates[1:], **fields
+    )
+
+
 def test_start_launches_numbers_the_siblings_and_returns_the_first(store: Store) -> None:
     plan = planned(store)
-    launch = PlannedLaunch(
-        plan=plan,
-        candidate=plan.candidates[0],
-        token_sha256="a" * 64,
-        hedged=plan.candidates[1:],
-        hedged_token_sha256=("b" * 64,),
-    )
+    launch = both_siblings(plan)
     (first,) = store.start_launches([launch], actor="s")
     assert first is not None
     assert (first.number, first.target, first.hedge_group) == (1, "a", 1)
@@ -124,13 +126,7 @@ def test_start_launches_numbers_the_siblings_and_returns_the_first(store: Store)
 @pytest.mark.parametrize("hashes", [(), ("b" * 64, "c" * 64), ("not hex",)], ids=["missing", "extra", "bad"])
 def test_a_hedged_launch_needs_one_good_token_hash_per_sibling(store: Store, hashes: tuple[str, ...]) -> None:
     plan = planned(store)
-    launch = PlannedLaunch(
-        plan=plan,
-        candidate=plan.candidates[0],
-        token_sha256="a" * 64,
-        hedged=plan.candidates[1:],
-        hedged_token_sha256=hashes,
-    )
+    launch = both_siblings(plan, hedged_token_sha256=hashes)
     with pytest.raises(ValueError, match="token"):
         store.start_launches([launch], actor="s")
     assert store.attempts_for(plan.task_id) == []  # nothing half-written
@@ -141,13 +137,8 @@ def test_a_hedged_launch_needs_one_good_token_hash_per_sibling(store: Store, has
 def test_each_sibling_is_stored_with_its_own_output_uri(store: Store) -> None:
     """The attempt rows carry where each worker writes, so no write per launch is needed before it goes out."""
     plan = planned(store)
-    launch = PlannedLaunch(
-        plan=plan,
-        candidate=plan.candidates[0],
-        token_sha256="a" * 64,
-        hedged=plan.candidates[1:],
-        hedged_token_sha256=("b" * 64,),
-        output_uris=("s3://out/c.png", "https://acct.blob.core.windows.net/out/acme/tsk_1/output.png"),
+    launch = both_siblings(
+        plan, output_uris=("s3://out/c.png", "https://acct.blob.core.windows.net/out/acme/tsk_1/output.png")
     )
     store.start_launches([launch], actor="s")
     assert [a.output_uri for a in store.attempts_for(plan.task_id)] == [
@@ -158,14 +149,7 @@ def test_each_sibling_is_stored_with_its_own_output_uri(store: Store) -> None:
 
 def test_output_uris_must_name_one_output_per_sibling(store: Store) -> None:
     plan = planned(store)
-    launch = PlannedLaunch(
-        plan=plan,
-        candidate=plan.candidates[0],
-        token_sha256="a" * 64,
-        hedged=plan.candidates[1:],
-        hedged_token_sha256=("b" * 64,),
-        output_uris=("s3://out/c.png",),
-    )
+    launch = both_siblings(plan, output_uris=("s3://out/c.png",))
     with pytest.raises(ValueError, match="output_uris"):
         store.start_launches([launch], actor="s")
     assert store.attempts_for(plan.task_id) == []  # nothing half-written
