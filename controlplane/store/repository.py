@@ -370,11 +370,11 @@ class Store(StoreCore):
         return running_ops.start_running_many(self, [attempt_id], actor=actor)[0]
 
     def start_running_many(self, attempt_ids: Sequence[str], *, actor: str) -> list[RunningStart]:
-        """:meth:`start_running` for each attempt in order, in one transaction (a round of ``follow``)."""
+        """:meth:`start_running` for each attempt in order, in one transaction per 500 (a round of ``follow``)."""
         return running_ops.start_running_many(self, attempt_ids, actor=actor)
 
     def apply_outcomes(self, outcomes: Sequence[Outcome], *, actor: str) -> list[bool]:
-        """Apply what became of each attempt to it and its task, in order, in one transaction.
+        """Apply what became of each attempt to it and its task, in order, in one transaction per 500.
 
         Each item is decided as ``scheduler.outcomes.advance`` describes,
         on the rows as the items before it left them; False where the

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.engine import Connection
@@ -37,6 +37,9 @@ from controlplane.store.tasks import state_columns
 
 __all__ = ["Outcome", "apply_outcomes", "start_running_many"]
 
+#: items per transaction (a round of ``follow`` is rarely more)
+_CHUNK = 500
+_Item = TypeVar("_Item")
 _LIVE_OR_WON = (AttemptState.RUNNING.value, AttemptState.SUCCEEDED.value)
 #: the columns a move here may change, written back for every changed row
 _ATTEMPT_COLUMNS = ("state", "updated_at", "reason", "exit_code")
@@ -270,22 +273,27 @@ def _hedge_sibling_lives(rows: _Rows, before: Attempt) -> bool:
 
 
 def start_running_many(core: StoreCore, attempt_ids: Sequence[str], *, actor: str) -> list[RunningStart]:
-    """:meth:`Store.start_running` for each attempt, in order, in one transaction; one answer per id."""
-    if not attempt_ids:
-        return []
-    with core.write() as conn:
-        rows = _Rows(conn, core, attempt_ids, at=core.now(), actor=actor)
-        started = [_start_running(rows, attempt_id) for attempt_id in attempt_ids]
-        rows.write(conn)
+    """:meth:`Store.start_running` for each attempt, in order, in one transaction per 500; one answer per id."""
+    started: list[RunningStart] = []
+    for chunk in _chunks(attempt_ids):
+        with core.write() as conn:
+            rows = _Rows(conn, core, chunk, at=core.now(), actor=actor)
+            started += [_start_running(rows, attempt_id) for attempt_id in chunk]
+            rows.write(conn)
     return started
 
 
 def apply_outcomes(core: StoreCore, outcomes: Sequence[Outcome], *, actor: str) -> list[bool]:
-    """Apply each outcome to its attempt and task, in order, in one transaction; False where already decided."""
-    if not outcomes:
-        return []
-    with core.write() as conn:
-        rows = _Rows(conn, core, [item.attempt_id for item in outcomes], at=core.now(), actor=actor)
-        applied = [_apply(rows, item) for item in outcomes]
-        rows.write(conn)
+    """Apply each outcome to its attempt and task, in order, in one transaction per 500; False where decided."""
+    applied: list[bool] = []
+    for chunk in _chunks(outcomes):
+        with core.write() as conn:
+            rows = _Rows(conn, core, [item.attempt_id for item in chunk], at=core.now(), actor=actor)
+            applied += [_apply(rows, item) for item in chunk]
+            rows.write(conn)
     return applied
+
+
+def _chunks(items: Sequence[_Item]) -> list[Sequence[_Item]]:
+    """``items`` 500 at a time: one IN list per chunk stays far below every database's parameter limit."""
+    return [items[start : start + _CHUNK] for start in range(0, len(items), _CHUNK)]

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from controlplane.domain import AttemptState, Candidate, PlacementPlan, TaskState
-from controlplane.store import NotFound, Outcome, PlannedLaunch, Store
+from controlplane.store import NotFound, Outcome, PlannedLaunch, Store, running
 from tests.support.claimed import claimed_task
 
 pytest_plugins = ["tests.integration.store_fixtures"]
@@ -99,7 +99,12 @@ def what_became(store: Store, task_id: str) -> dict[str, Any]:
     }
 
 
-def test_a_round_in_one_transaction_decides_what_separate_calls_decide(store: Store) -> None:
+@pytest.mark.parametrize("chunk", [500, 2], ids=["one-transaction", "chunks-of-2"])
+def test_a_round_in_one_transaction_decides_what_separate_calls_decide(
+    store: Store, chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # chunks of 2 put the racing hedge siblings in two transactions: the second must still see the first's win
+    monkeypatch.setattr(running, "_CHUNK", chunk)
     together, together_tasks = a_round(store)
     applied_together = store.apply_outcomes(together, actor="follow")
     alone, alone_tasks = a_round(store)
