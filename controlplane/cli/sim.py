@@ -64,7 +64,10 @@ def sim() -> None:
     "from_db",
     default=None,
     metavar="URL",
-    help="Replay the tasks stored in this FusionPlane database (read-only) instead of the scenario's rates",
+    envvar="FUSIONPLANE_SIM_FROM_DB",
+    show_envvar=True,
+    help="Replay the tasks stored in this FusionPlane database (read-only) instead of the scenario's rates; "
+    "a URL with a password is better given in the environment, out of the process list",
 )
 @click.option(
     "--since",

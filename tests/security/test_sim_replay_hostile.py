@@ -101,6 +101,19 @@ def test_a_bad_url_exits_65_naming_the_option_and_never_shows_the_password(scena
     assert not result.stdout  # no report
 
 
+def test_the_url_may_come_from_the_environment_out_of_the_process_list(scenario_file: Path) -> None:
+    """``FUSIONPLANE_SIM_FROM_DB`` stands for ``--from-db``: a password on the command line is in ``ps`` for all."""
+    url = f"postgresql://fusion:{SECRET}@127.0.0.1:1/fusionplane"  # nothing listens on port 1
+    result = CliRunner().invoke(
+        cli,
+        ["sim", "run", str(scenario_file), "--baselines", "none", "--since", "1h"],
+        env={"FUSIONPLANE_SIM_FROM_DB": url},
+    )
+    assert result.exit_code == 65, result.output
+    assert result.stderr.startswith("error: --from-db: cannot connect")  # read from there, and refused as one
+    assert SECRET not in result.output
+
+
 def test_a_since_that_is_bad_exits_65_before_the_database_is_opened(scenario_file: Path, tmp_path: Path) -> None:
     missing = tmp_path / "never-made.db"
     result = sim(scenario_file, "--from-db", f"sqlite:///{missing}", "--since", "-5m")
