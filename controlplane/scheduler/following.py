@@ -102,7 +102,8 @@ class Following(SchedulerBase):
         together in one transaction each (``Store.start_running_many``,
         ``Store.apply_outcomes``); what needs a backend call too (a cancel,
         a failover) is done one by one, as is every attempt of a task with
-        more than one live attempt (a hedge's siblings keep their order).
+        more than one live attempt on this backend (a hedge's siblings keep
+        their order).
         """
         decided: list[tuple[Attempt, Verdict, FailoverRules]] = []
         for attempt in live:
@@ -143,26 +144,25 @@ class Following(SchedulerBase):
     def _start_and_settle(self, decided: list[tuple[Attempt, Verdict]]) -> int:
         """Attempts that start running, then attempts that end: one transaction each; how many ended."""
         self._start_running([attempt for attempt, verdict_now in decided if verdict_now.next is Next.RUN])
-        ending = [
-            (attempt, verdict_now)
-            for attempt, verdict_now in decided
-            if verdict_now.next in (Next.SUCCEED, Next.FAIL) and verdict_now.ended is not None
-        ]
-        outcomes = [
-            Outcome(
-                attempt_id=attempt.id,
-                attempt_state=verdict_now.ended,
-                task_state=TaskState.SUCCEEDED if verdict_now.next is Next.SUCCEED else TaskState.FAILED,
-                reason=verdict_now.reason,
-                exit_code=verdict_now.exit_code,
+        ending: list[tuple[Attempt, AttemptState]] = []
+        outcomes: list[Outcome] = []
+        for attempt, verdict_now in decided:
+            if verdict_now.next not in (Next.SUCCEED, Next.FAIL) or verdict_now.ended is None:
+                continue
+            ending.append((attempt, verdict_now.ended))
+            outcomes.append(
+                Outcome(
+                    attempt_id=attempt.id,
+                    attempt_state=verdict_now.ended,
+                    task_state=TaskState.SUCCEEDED if verdict_now.next is Next.SUCCEED else TaskState.FAILED,
+                    reason=verdict_now.reason,
+                    exit_code=verdict_now.exit_code,
+                )
             )
-            for attempt, verdict_now in ending
-            if verdict_now.ended is not None
-        ]
-        done = self.store.apply_outcomes(outcomes, actor=self.scheduler_id) if outcomes else []
-        for (attempt, verdict_now), ended in zip(ending, done, strict=True):
-            if ended and self.metrics and verdict_now.ended is not None:
-                self.metrics.attempts.labels(provider=attempt.provider, outcome=verdict_now.ended.value).inc()
+        done = self.store.apply_outcomes(outcomes, actor=self.scheduler_id)
+        for (attempt, ended_as), ended in zip(ending, done, strict=True):
+            if ended and self.metrics:
+                self.metrics.attempts.labels(provider=attempt.provider, outcome=ended_as.value).inc()
         return sum(done)
 
     def _act(self, provider: Provider, attempt: Attempt, decided: Verdict, rules: FailoverRules) -> int:

@@ -32,6 +32,7 @@ from controlplane.domain import (
     ProviderError,
     SignalSample,
     SignalSnapshot,
+    Target,
     Task,
     TaskState,
     Unavailable,
@@ -155,7 +156,7 @@ class Placing(SchedulerBase):
             not_before=nothing.not_before if nothing else None,
             hedged=tuple(group[1:]),
             hedged_token_sha256=tuple(sha256 for _, sha256 in issued[1:]),
-            output_uris=tuple(_output_at(task, candidate, policy) for candidate in group),
+            output_uris=tuple(_output_at(task, candidate, policy.target(candidate.target)) for candidate in group),
         )
         return _Planned(
             task=task,
@@ -363,9 +364,9 @@ class Placing(SchedulerBase):
             )
             # where the worker writes the output, in the store before the launch so GET /output finds it: stored
             # with the attempt row; written again only if the target's store changed since (a policy reload)
-            placed = placed_uris(task, provider=candidate.provider, store=target.storage if target else None)
-            if placed.output_at != attempt.output_uri:
-                self.store.record_output_uri(attempt_id, output_uri=placed.output_at)
+            output_at = _output_at(task, candidate, target)
+            if output_at != attempt.output_uri:
+                self.store.record_output_uri(attempt_id, output_uri=output_at)
             if self.stager is not None:
                 self._stage(task, candidate, attempt_id)
             result = provider.launch(
@@ -461,7 +462,9 @@ class Placing(SchedulerBase):
                 region=candidate.region,
                 instance_type=candidate.instance_type,
                 actor=self.scheduler_id,
-                output_uri=_output_at(task, candidate, self.policy().for_tenant(task.spec.tenant)),
+                output_uri=_output_at(
+                    task, candidate, self.policy().for_tenant(task.spec.tenant).target(candidate.target)
+                ),
             )
             current = self.store.get_task(task.id)
             if current.state == TaskState.CANCELLED:
@@ -557,8 +560,8 @@ def _launched_together(usable: list[Candidate]) -> list[Candidate]:
     return together if len(together) >= 2 else usable[:1]
 
 
-def _output_at(task: Task, candidate: Candidate, policy: Policy) -> str:
-    """Where the worker on ``candidate`` writes the task's output (``placed_uris``), stored with its attempt."""
-    target = policy.target(candidate.target)
-    storage = target.storage if target is not None else None
-    return placed_uris(task, provider=candidate.provider, store=storage).output_at
+def _output_at(task: Task, candidate: Candidate, target: Target | None) -> str:
+    """Where the worker on ``candidate`` (the policy's ``target`` of its name) writes the task's output."""
+    return placed_uris(
+        task, provider=candidate.provider, store=target.storage if target is not None else None
+    ).output_at

@@ -16,7 +16,6 @@ from controlplane.store.core import (
     StoreCore,
     attempt_from_row,
     event_row,
-    insert_event,
     ms,
 )
 from controlplane.store.errors import NotFound, StateMismatch
@@ -29,6 +28,7 @@ __all__ = [
     "FinishedAttempt",
     "RunningStart",
     "attempt_rows",
+    "attempt_transition_event",
     "attempt_token_sha256",
     "attempts_for",
     "create_attempt",
@@ -208,6 +208,29 @@ def transition_attempt(
     return attempt_from_row(updated)
 
 
+def attempt_transition_event(
+    *,
+    task_id: str,
+    attempt_id: str,
+    current: AttemptState,
+    wanted: AttemptState,
+    detail: Mapping[str, Any],
+    at: datetime,
+    actor: str,
+) -> dict[str, Any]:
+    """The ``attempt.transition`` event row of ``current -> wanted`` (the caller checked the move)."""
+    return event_row(
+        task_id=task_id,
+        attempt_id=attempt_id,
+        at=at,
+        actor=actor,
+        kind="attempt.transition",
+        from_state=current.value,
+        to_state=wanted.value,
+        detail=detail,
+    )
+
+
 def write_attempt_transition(
     conn: Connection,
     row: Row[Any],
@@ -221,17 +244,10 @@ def write_attempt_transition(
 ) -> None:
     """The attempt's new row values and its ``attempt.transition`` event (the caller checked the move)."""
     conn.execute(update(attempts).where(attempts.c.id == row.id).values(**values))
-    insert_event(
-        conn,
-        task_id=row.task_id,
-        attempt_id=row.id,
-        at=at,
-        actor=actor,
-        kind="attempt.transition",
-        from_state=current.value,
-        to_state=wanted.value,
-        detail=detail,
+    event = attempt_transition_event(
+        task_id=row.task_id, attempt_id=row.id, current=current, wanted=wanted, detail=detail, at=at, actor=actor
     )
+    conn.execute(insert(events).values(**event))
 
 
 def set_backend_ref(core: StoreCore, attempt_id: str, *, backend_ref: str) -> Attempt:

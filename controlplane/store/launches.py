@@ -302,9 +302,7 @@ def start_launch_groups(
     now = core.now()
     task_ids = [item.plan.task_id for item in launches]
     with core.write() as conn:
-        found = {
-            r.id: r for r in conn.execute(_FOUND.with_for_update() if core.postgres else _FOUND, {"l_ids": task_ids})
-        }
+        found = {r.id: r for r in conn.execute(core.locked(_FOUND), {"l_ids": task_ids})}
         missing = [task_id for task_id in task_ids if task_id not in found]
         if missing:
             raise NotFound("task", missing[0])

@@ -29,9 +29,9 @@ from controlplane.domain import (
     check_attempt_transition,
 )
 from controlplane.domain.verdict import is_retryable
-from controlplane.store.attempts import RunningStart
-from controlplane.store.core import StoreCore, attempt_from_mapping, event_row, transition_event
-from controlplane.store.errors import NotFound, StateMismatch
+from controlplane.store.attempts import RunningStart, attempt_transition_event
+from controlplane.store.core import StoreCore, attempt_from_mapping, transition_event
+from controlplane.store.errors import NotFound
 from controlplane.store.tables import attempts, events, tasks
 from controlplane.store.tasks import state_columns
 
@@ -114,15 +114,14 @@ class _Rows:
         row.update(state=wanted.value, updated_at=self.at)
         self._changed_attempts[attempt_id] = None
         self._events.append(
-            event_row(
+            attempt_transition_event(
                 task_id=row["task_id"],
                 attempt_id=attempt_id,
+                current=current,
+                wanted=wanted,
+                detail=detail,
                 at=self.at,
                 actor=self.actor,
-                kind="attempt.transition",
-                from_state=current.value,
-                to_state=wanted.value,
-                detail=detail,
             )
         )
 
@@ -240,7 +239,7 @@ def _apply(rows: _Rows, item: Outcome) -> bool:
             elif item.attempt_state == AttemptState.SUCCEEDED and not _start_running(rows, attempt_id).running:
                 return False  # a sibling ran first: its outcome is the task's, never two
         _move_attempt_to(rows, attempt_id, item.attempt_state, reason=item.reason, exit_code=item.exit_code)
-    except (InvalidTransition, StateMismatch):
+    except InvalidTransition:
         return False
     if item.task_state == TaskState.FAILED and is_retryable(item.attempt_state, item.exit_code):
         return True
@@ -264,12 +263,8 @@ def _hedge_sibling_lives(rows: _Rows, before: Attempt) -> bool:
     """Whether ``before`` was a launching sibling of a hedged launch that another live sibling may still win."""
     if before.hedge_group is None or before.state != AttemptState.LAUNCHING:
         return False
-    return any(
-        other["hedge_group"] == before.hedge_group and not AttemptState(other["state"]).is_final
-        for other_id in rows.siblings[before.task_id]
-        if other_id != before.id
-        for other in [rows.attempts[other_id]]
-    )
+    others = (rows.attempts[other_id] for other_id in rows.siblings[before.task_id] if other_id != before.id)
+    return any(o["hedge_group"] == before.hedge_group and not AttemptState(o["state"]).is_final for o in others)
 
 
 def start_running_many(core: StoreCore, attempt_ids: Sequence[str], *, actor: str) -> list[RunningStart]:
