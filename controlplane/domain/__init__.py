@@ -30,18 +30,21 @@ from controlplane.domain.errors import (
 )
 from controlplane.domain.fields import FieldError, json_path, json_type_name
 from controlplane.domain.launch import LAUNCH_REQUIREMENTS, SettingsCheck, missing_launch_settings
-from controlplane.domain.placement import Candidate, PlacementPlan, Rejection, Target
+from controlplane.domain.placement import MARKETS, ON_DEMAND, SPOT, Candidate, PlacementPlan, Rejection, Target
 from controlplane.domain.signals import (
     BUDGET_SOURCE,
     CAPACITY_SOURCE,
     CLOUD_PROVIDERS,
     GPU_UTILIZATION_SOURCE,
+    ON_DEMAND_PRICE_SOURCE,
+    ON_DEMAND_PRICE_TTL_SECONDS,
     PROVIDERS,
     QUEUE_SOURCE,
     SPOT_PRICE_SOURCE,
     SPOT_PRICE_TTL_SECONDS,
     SignalSample,
     SignalSnapshot,
+    on_demand_price_ttl,
     spot_price_key,
     spot_price_ttl,
 )
@@ -65,6 +68,11 @@ __all__ = [
     "GPU_UTILIZATION_SOURCE",
     "PROVIDERS",
     "QUEUE_SOURCE",
+    "MARKETS",
+    "ON_DEMAND",
+    "ON_DEMAND_PRICE_SOURCE",
+    "ON_DEMAND_PRICE_TTL_SECONDS",
+    "SPOT",
     "SPOT_PRICE_SOURCE",
     "SPOT_PRICE_TTL_SECONDS",
     "TENANT_PATTERN",
@@ -93,6 +101,7 @@ __all__ = [
     "json_type_name",
     "SettingsCheck",
     "missing_launch_settings",
+    "on_demand_price_ttl",
     "spot_price_key",
     "spot_price_ttl",
     "TaskKind",

@@ -12,7 +12,13 @@ from typing import Any
 
 from controlplane.domain.target_storage import TargetStorage
 
-__all__ = ["Candidate", "PlacementPlan", "Rejection", "Target"]
+__all__ = ["MARKETS", "ON_DEMAND", "SPOT", "Candidate", "PlacementPlan", "Rejection", "Target"]
+
+#: how a cloud target buys its machines: spot (cheaper, can be refused and taken back) or on-demand
+#: (list price, not preempted); the policy's ``targets[].market``
+SPOT = "spot"
+ON_DEMAND = "on-demand"
+MARKETS: tuple[str, ...] = (SPOT, ON_DEMAND)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -27,6 +33,8 @@ class Target:
     #: instance types or VM sizes, preferred first
     instance_types: tuple[str, ...] = ()
     max_price_usd_h: float | None = None
+    #: a cloud target's market (:data:`MARKETS`); private and local targets keep the default, unused
+    market: str = SPOT
     #: PromQL giving the target's GPU utilisation (0..1)
     gpu_utilization_query: str | None = None
     #: provider-specific settings (namespace, image, subnet, resource group, slots, ...)
@@ -51,6 +59,8 @@ class Candidate:
     instance_type: str | None = None
     max_price_usd_h: float | None = None
     expected_usd_h: float | None = None
+    #: a cloud candidate's market (:data:`MARKETS`): the provider launches spot or on-demand; None off the clouds
+    market: str | None = None
     #: candidates sharing a hedge group are launched together; the first to run wins
     hedge_group: int | None = None
     #: the half-open circuit breaker (provider/region/type) this launch would probe; the executor lets

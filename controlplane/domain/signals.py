@@ -11,12 +11,15 @@ __all__ = [
     "CAPACITY_SOURCE",
     "CLOUD_PROVIDERS",
     "GPU_UTILIZATION_SOURCE",
+    "ON_DEMAND_PRICE_SOURCE",
+    "ON_DEMAND_PRICE_TTL_SECONDS",
     "PROVIDERS",
     "QUEUE_SOURCE",
     "SPOT_PRICE_SOURCE",
     "SPOT_PRICE_TTL_SECONDS",
     "SignalSample",
     "SignalSnapshot",
+    "on_demand_price_ttl",
     "spot_price_key",
     "spot_price_ttl",
 ]
@@ -28,6 +31,8 @@ CAPACITY_SOURCE = "free_gpus"
 GPU_UTILIZATION_SOURCE = "gpu_utilization"
 #: ``spot_price/<provider>/<region>/<instance type>``: USD per hour
 SPOT_PRICE_SOURCE = "spot_price"
+#: ``on_demand_price/<provider>/<region>/<instance type>``: USD per hour, the list price (same key as spot)
+ON_DEMAND_PRICE_SOURCE = "on_demand_price"
 #: ``queue/depth``: tasks waiting to be placed
 QUEUE_SOURCE = "queue"
 #: ``budget/spent_today_usd``: cloud spend so far today (UTC)
@@ -52,6 +57,17 @@ _OTHER_SPOT_PRICE_TTL_SECONDS = 600.0
 def spot_price_ttl(provider: str) -> float:
     """The TTL of ``provider``'s spot prices (:data:`SPOT_PRICE_TTL_SECONDS`)."""
     return SPOT_PRICE_TTL_SECONDS.get(provider, _OTHER_SPOT_PRICE_TTL_SECONDS)
+
+
+#: How long an on-demand list price stays fresh. List prices change a few times a year, and both price
+#: APIs (the AWS Price List, Azure Retail Prices) are polled every few hours; a day keeps a working
+#: poller's price fresh through a long outage of the price API itself.
+ON_DEMAND_PRICE_TTL_SECONDS: Mapping[str, float] = {"aws": 86400.0, "azure": 86400.0}
+
+
+def on_demand_price_ttl(provider: str) -> float:
+    """The TTL of ``provider``'s on-demand list prices (:data:`ON_DEMAND_PRICE_TTL_SECONDS`)."""
+    return ON_DEMAND_PRICE_TTL_SECONDS.get(provider, 86400.0)
 
 
 def spot_price_key(provider: str, region: str | None, instance_type: str | None) -> str:

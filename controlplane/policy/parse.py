@@ -13,7 +13,16 @@ import re
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from controlplane.domain import TENANT_RULE, DataSensitivity, Priority, Target, TaskKind, is_tenant_name
+from controlplane.domain import (
+    MARKETS,
+    SPOT,
+    TENANT_RULE,
+    DataSensitivity,
+    Priority,
+    Target,
+    TaskKind,
+    is_tenant_name,
+)
 from controlplane.domain.fields import json_path, json_type_name
 from controlplane.policy.model import (
     CLOUD_PROVIDERS,
@@ -48,6 +57,7 @@ _TARGET_KEYS = frozenset(
         "zones",
         "instance_types",
         "max_price_usd_h",
+        "market",
         "gpu_utilization_query",
         "settings",
         "storage",
@@ -213,12 +223,25 @@ def _parse_target(value: Any, path: str) -> Target:
         zones=_string_list(raw.get("zones", []), f"{path}.zones"),
         instance_types=_string_list(raw.get("instance_types", []), f"{path}.instance_types"),
         max_price_usd_h=_positive_price(raw.get("max_price_usd_h"), f"{path}.max_price_usd_h"),
+        market=_market(raw, provider, f"{path}.market"),
         gpu_utilization_query=query,
         settings=dict(settings),
         storage=parse_target_storage(raw["storage"], f"{path}.storage", provider=provider)
         if "storage" in raw
         else None,
     )
+
+
+def _market(raw: dict[str, Any], provider: str, path: str) -> str:
+    """A cloud target's market (spot unless it says on-demand); other providers have none to choose."""
+    if "market" not in raw:
+        return SPOT
+    market = raw["market"]
+    if provider not in CLOUD_PROVIDERS:
+        raise PolicyError(path, f"only aws and azure targets buy machines on a market, not {provider}")
+    if market not in MARKETS:
+        raise PolicyError(path, f"must be one of {', '.join(MARKETS)}")
+    return str(market)
 
 
 def _target_refs(value: Any, path: str, known: Sequence[str]) -> tuple[str, ...]:
