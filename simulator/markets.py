@@ -5,7 +5,10 @@ at each moment a zone can hold ``trace value x instances_per_unit``
 instances; a launch takes the first zone (in the scenario's order) with room,
 and when a zone's value drops below what runs there, the newest instances
 there are preempted. In ``on_demand`` mode the same market has no limit and
-never preempts (on-demand capacity is modelled as always there).
+never preempts (on-demand capacity is modelled as always there); a target whose
+``market`` is ``on-demand`` buys that way in either mode. On-demand instances
+are kept apart from the zone's spot ones (``Zone.on_demand``): they neither
+use the trace's room nor get reclaimed when it shrinks.
 
 Prices: a spot instance pays the price history's step function for its zone
 (else its region), else the scenario's catalog price; an on-demand one the
@@ -51,8 +54,10 @@ class Zone:
     per_unit: int
     #: seconds into the trace at the simulation's start
     trace_offset_s: float
-    #: attempt ids running (or booting) here, oldest first
+    #: spot attempt ids running (or booting) here, oldest first
     used: list[str] = field(default_factory=list)
+    #: on-demand attempt ids here: outside the trace's room, never reclaimed
+    on_demand: list[str] = field(default_factory=list)
 
     def available(self, now_s: float) -> int:
         return self.trace.available_at(self.trace_offset_s + now_s) * self.per_unit
@@ -97,8 +102,17 @@ class PriceBook:
             (cloud.provider, cloud.region): tuple(sorted(cloud.zones)) for cloud in world.clouds
         }
 
-    def hourly(self, provider: str, region: str, zone: str | None, instance_type: str, now_s: float) -> float | None:
-        if self.mode == "on_demand":
+    def hourly(
+        self,
+        provider: str,
+        region: str,
+        zone: str | None,
+        instance_type: str,
+        now_s: float,
+        market: MarketMode | None = None,
+    ) -> float | None:
+        """The price per hour of one instance bought on ``market`` (the world's mode when None)."""
+        if (market or self.mode) == "on_demand":
             return _listed(self.world.on_demand, provider, instance_type)
         when = self.at(now_s)
         if self.history is not None:
@@ -112,18 +126,30 @@ class PriceBook:
         # spot is never billed above on-demand (EC2 caps it there): the last resort, never "free"
         return _listed(self.world.on_demand, provider, instance_type)
 
-    def cost(self, provider: str, region: str, zone: str | None, instance_type: str, t0: float, t1: float) -> float:
+    def cost(
+        self,
+        provider: str,
+        region: str,
+        zone: str | None,
+        instance_type: str,
+        t0: float,
+        t1: float,
+        market: MarketMode | None = None,
+    ) -> float:
         """Dollars for one instance from ``t0`` to ``t1`` (simulated seconds), following the price's steps."""
+        market = market or self.mode
+        if market == "on_demand":
+            return (_listed(self.world.on_demand, provider, instance_type) or 0.0) * max(t1 - t0, 0.0) / 3600.0
         total, t = 0.0, t0
         while t < t1:
-            price = self.hourly(provider, region, zone, instance_type, t) or 0.0
+            price = self.hourly(provider, region, zone, instance_type, t, market) or 0.0
             step_end = min(self._next_change(provider, region, zone, instance_type, t), t1)
             total += price * (step_end - t) / 3600.0
             t = step_end
         return total
 
     def _next_change(self, provider: str, region: str, zone: str | None, instance_type: str, t: float) -> float:
-        if self.mode == "on_demand" or self.history is None:
+        if self.history is None:
             return float("inf")
         when = self.at(t)
         places = [place for group in self._places(provider, region, zone) for place in group]

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from controlplane.domain import Candidate, Target
+from controlplane.domain import ON_DEMAND, Candidate, Target
 from providers.base import BackendState, BackendStatus, Capacity, LaunchRequest, LaunchResult, OwnedResource, Quote
+from simulator.markets import MarketMode
 from simulator.world import SimWorld
 
 __all__ = ["SimulatedProvider", "simulated_providers"]
@@ -34,7 +35,8 @@ class SimulatedProvider:
         if target.provider in ("kubernetes", "local"):
             return Capacity(free=self.world.private_free(), total=self.world.private_gpus)
         markets = [self.world.markets.get(f"{target.provider}/{region}") for region in target.regions]
-        free = [market.free(self.world.now_s, self.world.mode) for market in markets if market is not None]
+        mode: MarketMode = "on_demand" if target.market == ON_DEMAND else self.world.mode
+        free = [market.free(self.world.now_s, mode) for market in markets if market is not None]
         if not free or any(value is None for value in free):
             return Capacity(free=None, total=None)
         return Capacity(free=sum(value for value in free if value is not None), total=None)
@@ -42,8 +44,9 @@ class SimulatedProvider:
     def quote(self, candidate: Candidate) -> Quote:
         if candidate.provider in ("kubernetes", "local") or candidate.region is None:
             return Quote(usd_per_hour=None)
+        mode: MarketMode | None = "on_demand" if candidate.market == ON_DEMAND else None
         price = self.world.prices.hourly(
-            candidate.provider, candidate.region, None, candidate.instance_type or "default", self.world.now_s
+            candidate.provider, candidate.region, None, candidate.instance_type or "default", self.world.now_s, mode
         )
         return Quote(usd_per_hour=price, observed_at=self.world.prices.at(self.world.now_s))
 

@@ -55,6 +55,7 @@ _POLLS = {
     "queue": DEFAULT_SCHEDULES["queue"].interval_s,
     "breaker": DEFAULT_SCHEDULES["breaker"].interval_s,
     "budget": DEFAULT_SCHEDULES["budget"].interval_s,
+    "spot_history": DEFAULT_SCHEDULES["spot_history"].interval_s,
 }
 
 

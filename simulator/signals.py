@@ -4,6 +4,9 @@
   wants, from the price history (else the catalog), under the same keys the
   AWS and Azure price sources use, so ``plan()`` reads them unchanged. The
   static-cheapest baseline runs without it (no live signals at all).
+  It publishes each offer's on-demand list price too
+  (``on_demand_price/...``, from the scenario's ``world.on_demand``), as the
+  product's on-demand price sources do.
 - ``sim_cluster``: the private cluster's GPU utilisation (GPUs held / GPUs
   there), per private target, as Prometheus would report DCGM's.
 - ``queue``: the product's own queue-depth source over the simulated store.
@@ -17,7 +20,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from controlplane.domain import GPU_UTILIZATION_SOURCE, SPOT_PRICE_SOURCE, SignalSample, spot_price_key
+from controlplane.domain import (
+    GPU_UTILIZATION_SOURCE,
+    ON_DEMAND_PRICE_SOURCE,
+    SPOT_PRICE_SOURCE,
+    SignalSample,
+    on_demand_price_ttl,
+    spot_price_key,
+)
 from controlplane.domain.signals import spot_price_ttl
 from controlplane.signals.base import PollResult, Wanted
 from simulator.world import SimWorld
@@ -36,6 +46,17 @@ class SimSpotPrices:
         samples = []
         for provider, offers in (("aws", wanted.aws_offers), ("azure", wanted.azure_offers)):
             for region, instance_type in offers:
+                listed = self.world.prices.hourly(provider, region, None, instance_type, self.world.now_s, "on_demand")
+                if listed is not None:
+                    samples.append(
+                        SignalSample(
+                            source=ON_DEMAND_PRICE_SOURCE,
+                            key=spot_price_key(provider, region, instance_type),
+                            value=listed,
+                            observed_at=now,
+                            ttl_seconds=on_demand_price_ttl(provider),
+                        )
+                    )
                 price = self.world.prices.hourly(provider, region, None, instance_type, self.world.now_s)
                 if price is None:
                     continue  # unpriced: missing, as a price API that does not list the offer

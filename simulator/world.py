@@ -28,7 +28,7 @@ from typing import Literal
 
 import numpy as np
 
-from controlplane.domain import Candidate, InsufficientCapacity, PriceTooHigh, Target
+from controlplane.domain import ON_DEMAND, Candidate, InsufficientCapacity, PriceTooHigh, Target
 from controlplane.domain.backend import BackendState, BackendStatus
 from simulator.markets import Market, MarketMode, PriceBook
 from simulator.scenario import PrivateCluster
@@ -69,6 +69,8 @@ class Instance:
     #: waiting for a free private GPU (a pod the cluster cannot fit yet), since when
     queued_since_s: float | None = None
     usd: float = 0.0
+    #: how a cloud instance was bought (private ones: spot, unused)
+    market: MarketMode = "spot"
     #: launch order, for deterministic tie-breaks
     seq: int = 0
 
@@ -215,16 +217,20 @@ class SimWorld:
         if market is None:
             raise InsufficientCapacity(f"no simulated {target.provider} market in {region!r}", target=target.name)
         instance_type = candidate.instance_type or "default"
-        zone = market.pick_zone(self.now_s, self.mode, target.zones)
+        bought: MarketMode = "on_demand" if self.mode == "on_demand" or target.market == ON_DEMAND else "spot"
+        zone = market.pick_zone(self.now_s, bought, target.zones)
         if zone is None:
             raise InsufficientCapacity(
                 f"no {instance_type} spot capacity in {region} (every zone's trace is at its limit)", target=target.name
             )
         price = self.prices.hourly(market.provider, region, zone.name, instance_type, self.now_s)
         cap = candidate.max_price_usd_h
-        if self.mode == "spot" and price is not None and cap is not None and price > cap:
-            raise PriceTooHigh(f"spot price {price:.4f} over the max price {cap:g}", target=target.name)
-        zone.used.append(attempt_id)
+        if bought == "on_demand":
+            price = self.prices.hourly(market.provider, region, zone.name, instance_type, self.now_s, bought)
+        if price is not None and cap is not None and price > cap:
+            word = "spot" if bought == "spot" else "on-demand"
+            raise PriceTooHigh(f"{word} price {price:.4f} over the max price {cap:g}", target=target.name)
+        (zone.used if bought == "spot" else zone.on_demand).append(attempt_id)
         self._schedule(self.now_s + self._latency(*market.latency), "started", attempt_id)
         return Instance(
             attempt_id=attempt_id,
@@ -237,6 +243,7 @@ class SimWorld:
             instance_type=instance_type,
             requested_s=self.now_s,
             speed=market.speed.get(instance_type, 1.0),
+            market=bought,
         )
 
     def _latency(self, low: float, high: float) -> float:
@@ -319,6 +326,7 @@ class SimWorld:
                 instance.instance_type,
                 instance.requested_s,
                 self.now_s,
+                instance.market,
             )
         instance.usd = usd
         self.books.usd_by_target[instance.target] = self.books.usd_by_target.get(instance.target, 0.0) + usd
@@ -333,8 +341,10 @@ class SimWorld:
             return
         market = self.markets[instance.pool]
         for zone in market.zones:
-            if zone.name == instance.zone and instance.attempt_id in zone.used:
-                zone.used.remove(instance.attempt_id)
+            if zone.name == instance.zone:
+                held = zone.used if instance.market == "spot" else zone.on_demand
+                if instance.attempt_id in held:
+                    held.remove(instance.attempt_id)
 
     def _start_waiting_pods(self) -> None:
         latency = (self.private.launch_latency.min_s, self.private.launch_latency.max_s)
@@ -354,7 +364,7 @@ class SimWorld:
     def _zone_changed(self, market_key: str, index: int) -> None:
         zone = self.markets[market_key].zones[index]
         self.changes += 1
-        if self.mode == "spot":
+        if self.mode == "spot":  # on-demand instances are kept apart (Zone.on_demand), never reclaimed
             excess = len(zone.used) - zone.available(self.now_s)
             for attempt_id in list(reversed(zone.used))[: max(excess, 0)]:  # the newest go first
                 self._end(self.instances[attempt_id], BackendState.PREEMPTED, f"spot capacity reclaimed in {zone.name}")
@@ -398,7 +408,7 @@ class SimWorld:
             counts[target] = counts.get(target, 0) + 1
         for market in self.markets.values():
             for zone in market.zones:
-                for attempt_id in zone.used:
+                for attempt_id in (*zone.used, *zone.on_demand):
                     target = self.instances[attempt_id].target
                     counts[target] = counts.get(target, 0) + 1
         return counts
@@ -408,11 +418,16 @@ class SimWorld:
         rate = 0.0
         for market in self.markets.values():
             for zone in market.zones:
-                for attempt_id in zone.used:
+                for attempt_id in (*zone.used, *zone.on_demand):
                     instance = self.instances[attempt_id]
                     rate += (
                         self.prices.hourly(
-                            market.provider, market.region, zone.name, instance.instance_type, self.now_s
+                            market.provider,
+                            market.region,
+                            zone.name,
+                            instance.instance_type,
+                            self.now_s,
+                            instance.market,
                         )
                         or 0.0
                     )

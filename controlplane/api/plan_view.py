@@ -48,6 +48,10 @@ def plan_view(plan: PlacementPlan) -> dict[str, Any]:
                 "instance_type": c.instance_type,
                 "max_price_usd_h": _jsonable(c.max_price_usd_h),
                 "expected_usd_h": _jsonable(c.expected_usd_h),
+                "market": c.market,
+                "expected_usd_per_task": _jsonable(c.expected_usd_per_task),
+                "completion_chance": _jsonable(c.completion_chance),
+                "history_launches": c.history_launches,
                 "hedge": c.hedge_group,
                 "reasons": list(c.reasons),
             }
@@ -57,4 +61,5 @@ def plan_view(plan: PlacementPlan) -> dict[str, Any]:
         "rejected": [{"target": r.target, "code": r.code, "reasons": [r.detail]} for r in plan.rejections],
         "trace": list(plan.trace),
         "signals_used": _jsonable(plan.signals_used),
+        "replan_by": None if plan.replan_by is None else _time(plan.replan_by),
     }

@@ -59,6 +59,11 @@ class Candidate:
     instance_type: str | None = None
     max_price_usd_h: float | None = None
     expected_usd_h: float | None = None
+    #: under ``rank: expected_cost``: expected dollars until the task is done here, the chance one try runs it to
+    #: the end, and how many launches of this offer the history held (0: the policy's priors alone)
+    expected_usd_per_task: float | None = None
+    completion_chance: float | None = None
+    history_launches: int | None = None
     #: a cloud candidate's market (:data:`MARKETS`): the provider launches spot or on-demand; None off the clouds
     market: str | None = None
     #: candidates sharing a hedge group are launched together; the first to run wins
@@ -91,6 +96,8 @@ class PlacementPlan:
     trace: tuple[str, ...] = ()
     #: the signal values the decision used, with their age (seconds) at ``decided_at``
     signals_used: dict[str, Any] = field(default_factory=dict)
+    #: a plan with no candidate because the deadline rule held on-demand back: plan again no later than this
+    replan_by: datetime | None = None
 
     @property
     def placeable(self) -> bool:

@@ -11,7 +11,16 @@ trace lines of those they rule out.
 
 from __future__ import annotations
 
-from controlplane.domain import CAPACITY_SOURCE, SPOT_PRICE_SOURCE, Rejection, Target, spot_price_key
+from controlplane.domain import (
+    CAPACITY_SOURCE,
+    ON_DEMAND,
+    ON_DEMAND_PRICE_SOURCE,
+    SPOT_PRICE_SOURCE,
+    Rejection,
+    Target,
+    on_demand_price_ttl,
+    spot_price_key,
+)
 from controlplane.domain.reliability import BREAKER_SOURCE
 from controlplane.policy.freshness import price_ttl
 from controlplane.policy.model import CLOUD_PROVIDERS, Actions, Policy, Rule, Thresholds
@@ -107,9 +116,11 @@ class Lane:
         "ceiling",
         "cloud",
         "instance_type",
+        "market",
         "name",
         "offers",
         "over_suffix",
+        "price_label",
         "price_ttl",
         "private",
         "provider",
@@ -128,19 +139,24 @@ class Lane:
         #: (source, target, output) URI schemes -> the guard's (code, detail) or None; only for tasks with no
         #: az:// URI, whose reach depends on the scheme alone (an az:// one also depends on its account)
         self.verdicts: dict[tuple[str, str, str], tuple[str, str] | None] = {}
-        self.price_ttl = price_ttl(thresholds, target.provider)
+        self.cloud = target.provider in CLOUD_PROVIDERS
+        #: None off the clouds; on-demand offers read the list price and have no spot breaker
+        self.market: str | None = target.market if self.cloud else None
+        on_demand = self.market == ON_DEMAND
+        self.price_ttl = on_demand_price_ttl(target.provider) if on_demand else price_ttl(thresholds, target.provider)
+        self.price_label = "on-demand price" if on_demand else "spot price"
+        price_source = ON_DEMAND_PRICE_SOURCE if on_demand else SPOT_PRICE_SOURCE
         self.capacity_signal = f"{CAPACITY_SOURCE}/{target.name}"
         self.rank_reason = rank_reason
         self.ceiling = ceiling = max_price_of(target, actions)
-        self.cloud = target.provider in CLOUD_PROVIDERS
         self.region: str | None = target.regions[0] if target.regions else None
         self.instance_type: str | None = actions.instance_type or (
             target.instance_types[0] if target.instance_types else None
         )
-        #: (region, instance type, snapshot key, price sample name, breaker sample name), in the order the
-        #: price check tries them
+        #: (region, instance type, snapshot key, price sample name, breaker sample name or None), in the order
+        #: the price check tries them; the breakers count spot preemptions and refusals, not on-demand's
         self.offers = tuple(
-            (region, instance_type, key, f"{SPOT_PRICE_SOURCE}/{key}", f"{BREAKER_SOURCE}/{key}")
+            (region, instance_type, key, f"{price_source}/{key}", None if on_demand else f"{BREAKER_SOURCE}/{key}")
             for region, instance_type in offers_of(target, actions)
             for key in (spot_price_key(target.provider, region, instance_type),)
         )
@@ -152,7 +168,8 @@ class Lane:
             else Rejection(
                 target=target.name,
                 code="stale_price",
-                detail=f"max price {ceiling:g} USD/h but no fresh spot price (a stale price never chooses a cloud)",
+                detail=f"max price {ceiling:g} USD/h but no fresh {self.price_label} "
+                "(a stale price never chooses a cloud)",
             )
         )
 

@@ -54,12 +54,15 @@ the signals to each target (step 4) and hedges (step 5).
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 
 from controlplane.domain import (
     BUDGET_SOURCE,
     CAPACITY_SOURCE,
+    CLOUD_PROVIDERS,
     GPU_UTILIZATION_SOURCE,
+    ON_DEMAND,
     QUEUE_SOURCE,
     SPOT_PRICE_SOURCE,
     Candidate,
@@ -74,9 +77,11 @@ from controlplane.domain import (
 from controlplane.domain.reliability import BREAKER_OPEN, BREAKER_SOURCE, SPENT_TODAY_KEY
 from controlplane.domain.target_storage import unreachable, uri_scheme
 from controlplane.policy.compiled import DEFAULT_RULE, Lane, Outcome, compiled_policy
+from controlplane.policy.deadline_rule import Slack, held_back, is_spot, moved_reason, slack_of
 from controlplane.policy.model import Policy
 from controlplane.policy.reading import SignalReader
 from controlplane.policy.rules import choose_rule
+from controlplane.policy.spot_risk import CERTAIN, Risk, expected_usd, offer_risk
 
 __all__ = [
     "BREAKER_SOURCE",
@@ -92,14 +97,16 @@ __all__ = [
 
 _PRIVATE_REASON = "private target for private data"
 _NO_PRICE_NO_CAP = "no fresh spot price; no max price, so the provider caps it at on-demand"
+_NO_LIST_PRICE = "no fresh on-demand price; no max price, so the list price is paid"
 _NO_CANDIDATE = "no candidate: every target was rejected"
 #: bound of a lane's guard cache (keys are URI schemes, so a handful in practice; tasks choose them)
 _VERDICTS_LIMIT = 256
 
 
-#: a lane that became a candidate: (lane, region, instance type, expected $/h, reasons, breaker probe);
-#: a plain tuple, since plan() makes one per candidate on the scheduler's hot path
-_Pick = tuple[Lane, str | None, str | None, float | None, list[str], str | None]
+#: a lane that became a candidate: (lane, region, instance type, expected $/h, reasons, breaker probe, cost);
+#: cost is (expected $ per completed task, risk) under ``rank: expected_cost``, else None. A plain tuple,
+#: since plan() makes one per candidate on the scheduler's hot path
+_Pick = tuple[Lane, str | None, str | None, float | None, list[str], str | None, "tuple[float | None, Risk] | None"]
 
 
 def plan(task: Task, snapshot: SignalSnapshot, policy: Policy, now: datetime) -> PlacementPlan:
@@ -114,7 +121,15 @@ def plan(task: Task, snapshot: SignalSnapshot, policy: Policy, now: datetime) ->
     signals = SignalReader(snapshot, policy.thresholds, now)
     outcome, trace = choose_rule(compiled, task, signals)
     private_task = task.spec.data_sensitivity is DataSensitivity.PRIVATE
-    picks, rejected = _apply_signals(outcome.lanes[private_task], signals, private_task, task)
+    actions = outcome.actions
+    costing = Costing(policy, task) if actions.rank == "expected_cost" else None
+    picks, rejected = _apply_signals(outcome.lanes[private_task], signals, private_task, task, costing)
+    if costing is not None:
+        picks = _by_expected_cost(picks, trace)
+    replan_by = None
+    if actions.deadline_aware and policy.deadlines is not None:
+        slack = slack_of(task, policy.deadlines, policy.estimates, now)
+        picks, replan_by = _deadline(picks, slack, task, rejected, trace)
     candidates = _candidates(picks, outcome, trace)
     trace += signals.notes
     if not candidates:
@@ -133,11 +148,12 @@ def plan(task: Task, snapshot: SignalSnapshot, policy: Policy, now: datetime) ->
         rejections=rejections,
         trace=tuple(trace),
         signals_used=signals.used,
+        replan_by=replan_by if not candidates else None,
     )
 
 
 def _apply_signals(
-    lanes: tuple[Lane, ...], signals: SignalReader, private_task: bool, task: Task
+    lanes: tuple[Lane, ...], signals: SignalReader, private_task: bool, task: Task, costing: Costing | None
 ) -> tuple[list[_Pick], dict[str, Rejection]]:
     """(the lanes that stay candidates, in preference order; why the others are rejected).
 
@@ -179,9 +195,10 @@ def _apply_signals(
         if free is not None:
             reasons.append(f"{free:g} free GPU(s)")
         if not lane.cloud:
-            picks.append((lane, lane.region, lane.instance_type, None, reasons, None))
+            free_cost = None if costing is None else (0.0, CERTAIN)
+            picks.append((lane, lane.region, lane.instance_type, None, reasons, None, free_cost))
             continue
-        priced = _priced(lane, signals, reasons)
+        priced = _priced(lane, signals, reasons) if costing is None else priced_by_cost(lane, signals, reasons, costing)
         if isinstance(priced, Rejection):
             rejected[name] = priced
         else:
@@ -217,19 +234,19 @@ def _priced(lane: Lane, signals: SignalReader, reasons: list[str]) -> _Pick | Re
         if price is None:
             continue
         if ceiling is None or price <= ceiling:
-            state = signals.breaker(breaker_name)
+            state = None if breaker_name is None else signals.breaker(breaker_name)
             if state is not None and state >= BREAKER_OPEN:
                 tripped.append(key)  # skipped like a price above the max
                 continue
-            reasons.append(f"spot price {key} {price:.4f}{lane.within_suffix}")
-            return (lane, region, instance_type, price, reasons, _probe(key, state, reasons) if state else None)
+            reasons.append(f"{lane.price_label} {key} {price:.4f}{lane.within_suffix}")
+            return (lane, region, instance_type, price, reasons, _probe(key, state, reasons) if state else None, None)
         over.append(f"{key} {price:.4f}{lane.over_suffix}")
     if lane.stale_price is None:
         return _uncapped(lane, signals, reasons, tripped, over)
     if tripped:
         return _breaker_rejection(lane.name, tripped, over)
     if over:
-        detail = "spot price above the max price: " + "; ".join(over)
+        detail = f"{lane.price_label} above the max price: " + "; ".join(over)
         return Rejection(target=lane.name, code="price_above_max", detail=detail)
     return lane.stale_price
 
@@ -239,13 +256,13 @@ def _uncapped(
 ) -> _Pick | Rejection:
     """No max price and no fresh price within reach: the first offer whose breaker lets it through."""
     for region, instance_type, key, _sample, breaker_name in lane.offers:
-        state = signals.breaker(breaker_name)
+        state = None if breaker_name is None else signals.breaker(breaker_name)
         if state is not None and state >= BREAKER_OPEN:
             if key not in tripped:
                 tripped.append(key)
             continue
-        reasons.append(_NO_PRICE_NO_CAP)
-        return (lane, region, instance_type, None, reasons, _probe(key, state, reasons) if state else None)
+        reasons.append(_NO_PRICE_NO_CAP if lane.market != ON_DEMAND else _NO_LIST_PRICE)
+        return (lane, region, instance_type, None, reasons, _probe(key, state, reasons) if state else None, None)
     return _breaker_rejection(lane.name, tripped, over)
 
 
@@ -255,6 +272,121 @@ def _probe(key: str, state: float | None, reasons: list[str]) -> str | None:
         reasons.append(f"circuit breaker {key} half-open: this launch is its probe")
         return key
     return None
+
+
+class Costing:
+    """What ``rank: expected_cost`` needs for one task: its length per provider and the risk priors."""
+
+    __slots__ = ("lengths", "policy")
+
+    def __init__(self, policy: Policy, task: Task) -> None:
+        self.policy = policy
+        work = policy.estimates.work(task.spec.kind)
+        self.lengths = {provider: work + policy.estimates.overhead(provider) for provider in CLOUD_PROVIDERS}
+
+    def cost(
+        self, signals: SignalReader, lane: Lane, region: str | None, instance_type: str | None, price: float | None
+    ) -> tuple[float | None, Risk]:
+        length = self.lengths.get(lane.provider, 0.0)
+        if lane.market == ON_DEMAND:
+            risk = CERTAIN
+        else:
+            risk = offer_risk(signals, self.policy.spot_risk, lane.provider, region, instance_type, length)
+        return expected_usd(price, length, risk), risk
+
+
+def priced_by_cost(lane: Lane, signals: SignalReader, reasons: list[str], costing: Costing) -> _Pick | Rejection:
+    """Like :func:`_priced`, but the offer with the lowest expected dollars per completed task, not the first."""
+    ceiling = lane.ceiling
+    over: list[str] = []
+    tripped: list[str] = []
+    best: tuple[float, float, int] | None = None
+    chosen: _Pick | None = None
+    for index, (region, instance_type, key, sample_name, breaker_name) in enumerate(lane.offers):
+        price = signals.read(sample_name, lane.price_ttl)
+        if price is None and lane.stale_price is not None:
+            continue  # with a max price, an unknown price never chooses a cloud
+        if price is not None and ceiling is not None and price > ceiling:
+            over.append(f"{key} {price:.4f}{lane.over_suffix}")
+            continue
+        state = None if breaker_name is None else signals.breaker(breaker_name)
+        if state is not None and state >= BREAKER_OPEN:
+            tripped.append(key)
+            continue
+        usd, risk = costing.cost(signals, lane, region, instance_type, price)
+        # an unknown price ranks after every known one; ties: the likelier to finish, then document order
+        rank = (math.inf if usd is None else usd, -risk.chance, index)
+        if best is None or rank < best:
+            best = rank
+            chosen = (lane, region, instance_type, price, [], key if state else None, (usd, risk))
+    if chosen is None:
+        if tripped:
+            return _breaker_rejection(lane.name, tripped, over)
+        if over:
+            return Rejection(
+                target=lane.name,
+                code="price_above_max",
+                detail=f"{lane.price_label} above the max price: " + "; ".join(over),
+            )
+        assert lane.stale_price is not None  # without a max price every offer is eligible, so one was chosen
+        return lane.stale_price
+    chosen_lane, region, instance_type, price, _, probe, cost = chosen
+    key = spot_price_key(lane.provider, region, instance_type)
+    if price is None:
+        reasons.append(_NO_PRICE_NO_CAP if lane.market != ON_DEMAND else _NO_LIST_PRICE)
+    else:
+        reasons.append(f"{lane.price_label} {key} {price:.4f}{lane.within_suffix}")
+    if probe is not None:
+        reasons.append(f"circuit breaker {key} half-open: this launch is its probe")
+    return (chosen_lane, region, instance_type, price, reasons, probe, cost)
+
+
+def _by_expected_cost(picks: list[_Pick], trace: list[str]) -> list[_Pick]:
+    """The picks cheapest first by expected dollars per completed task (unknown last, ties in rule order)."""
+    for pick in picks:
+        usd, risk = pick[6] or (None, CERTAIN)
+        if pick[0].cloud:
+            shown = "unknown (no price)" if usd is None else f"{usd:.4f} USD"
+            chance = f"chance {risk.chance:.3f} to finish a try"
+            if pick[0].market == ON_DEMAND:
+                basis = "on-demand: no preemption"
+            else:
+                basis = f"{risk.samples} launch(es) in the history" if risk.samples else "no history: the priors"
+            pick[4].append(f"expected cost per completed task {shown}, {chance} ({basis})")
+        else:
+            pick[4].append("expected cost per completed task 0 USD (private capacity, free at the margin)")
+    ranked = sorted(picks, key=_expected_cost)  # stable: ties keep the rule's order
+    if ranked != picks:
+        trace.append("rank: expected cost per completed task, cheapest first")
+    return ranked
+
+
+def _expected_cost(pick: _Pick) -> float:
+    cost = pick[6]
+    return math.inf if cost is None or cost[0] is None else cost[0]
+
+
+def _deadline(
+    picks: list[_Pick], slack: Slack, task: Task, rejected: dict[str, Rejection], trace: list[str]
+) -> tuple[list[_Pick], datetime | None]:
+    """Apply the deadline rule to the picks: hold on-demand back, or put it (and private) before spot."""
+    if not slack.tight:
+        usable_from = slack.usable_from(task.created_at)
+        kept = []
+        for pick in picks:
+            if pick[0].market == ON_DEMAND:
+                rejected[pick[0].name] = held_back(pick[0].name, slack, usable_from)
+            else:
+                kept.append(pick)
+        if len(kept) < len(picks):
+            trace.append(f"deadline rule: {slack.numbers()}: on-demand held back")
+        return kept, usable_from
+    first = [pick for pick in picks if not is_spot(pick[0].market)]
+    if first and len(first) < len(picks):
+        for pick in first:
+            pick[4].append(moved_reason(slack, pick[0].market))
+        trace.append(f"deadline rule: {slack.numbers()}: on-demand and private before spot")
+    return first + [pick for pick in picks if is_spot(pick[0].market)], None
 
 
 def _breaker_rejection(target: str, tripped: list[str], over: list[str]) -> Rejection:
@@ -281,11 +413,15 @@ def _candidates(picks: list[_Pick], outcome: Outcome, trace: list[str]) -> tuple
             instance_type=instance_type,
             max_price_usd_h=lane.ceiling,
             expected_usd_h=expected,
+            market=lane.market,
+            expected_usd_per_task=None if cost is None or cost[0] is None else round(cost[0], 6),
+            completion_chance=None if cost is None else round(cost[1].chance, 4),
+            history_launches=None if cost is None else cost[1].samples,
             hedge_group=1 if place < hedged else None,
             breaker_probe=probe,
             reasons=tuple(reasons),
         )
-        for place, (lane, region, instance_type, expected, reasons, probe) in enumerate(picks)
+        for place, (lane, region, instance_type, expected, reasons, probe, cost) in enumerate(picks)
     )
 
 

@@ -13,7 +13,13 @@ the three never disagree about whether a value is fresh.
 
 from __future__ import annotations
 
-from controlplane.domain import SPOT_PRICE_SOURCE, SignalSample, spot_price_ttl
+from controlplane.domain import (
+    ON_DEMAND_PRICE_SOURCE,
+    SPOT_PRICE_SOURCE,
+    SignalSample,
+    on_demand_price_ttl,
+    spot_price_ttl,
+)
 from controlplane.policy.model import Thresholds
 
 __all__ = ["applied_ttl", "policy_ttl", "price_ttl"]
@@ -30,6 +36,9 @@ def policy_ttl(thresholds: Thresholds, source: str, key: str) -> float:
     """The policy's TTL for the sample ``source/key`` (a spot price's key starts with its provider)."""
     if source == SPOT_PRICE_SOURCE:
         return price_ttl(thresholds, key.partition("/")[0])
+    if source == ON_DEMAND_PRICE_SOURCE:
+        # list prices are not what price_ttl_seconds is about (spot moves by the hour): their own TTL
+        return on_demand_price_ttl(key.partition("/")[0])
     return thresholds.load_ttl_seconds
 
 

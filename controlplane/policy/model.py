@@ -27,12 +27,15 @@ __all__ = [
     "PROVIDERS",
     "Actions",
     "Conditions",
+    "DeadlineRule",
+    "Estimates",
     "FIRST_HEARTBEAT_DEFAULTS",
     "Match",
     "Policy",
     "PolicyError",
     "Range",
     "Rule",
+    "SpotRisk",
     "Thresholds",
     "canonical_json",
     "policy_version",
@@ -138,6 +141,10 @@ class Actions:
     max_price_usd_h: float | None = None
     #: launch on this many candidates at once, keep the first that runs (1 = no hedging)
     hedge: int = 1
+    #: apply the policy's ``deadlines`` rule: on-demand only once the task's slack runs out
+    deadline_aware: bool = False
+    #: "order": the rule's target order; "expected_cost": expected dollars per completed task, cheapest first
+    rank: str = "order"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -245,6 +252,69 @@ class Thresholds:
         return self.daily_budget_usd is not None or bool(self.tenant_daily_budget_usd)
 
 
+#: a launch's documented overhead before the work starts, per provider: a pod is scheduled and pulls a
+#: cached image; a VM boots, runs its bootstrap and pulls a multi-GB GPU image (docs/policies.md)
+LAUNCH_OVERHEAD_DEFAULTS: Mapping[str, float] = MappingProxyType(
+    {"local": 5.0, "kubernetes": 20.0, "aws": 150.0, "azure": 200.0}
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Estimates:
+    """What placement assumes about a task before it runs (``estimates`` in the JSON)."""
+
+    #: GPU-seconds of work per task kind on the reference GPU; an unknown kind counts as the largest
+    work_seconds: Mapping[str, float] = field(default_factory=lambda: {"image": 10.0, "video": 1800.0})
+    #: seconds from a launch request to the worker's first frame, per provider
+    launch_overhead_seconds: Mapping[str, float] = field(default_factory=lambda: dict(LAUNCH_OVERHEAD_DEFAULTS))
+
+    def work(self, kind: str) -> float:
+        known = self.work_seconds
+        return known.get(kind, max(known.values(), default=0.0))
+
+    def overhead(self, provider: str) -> float:
+        known = self.launch_overhead_seconds
+        return known.get(provider, max(known.values(), default=0.0))
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeadlineRule:
+    """The deadline rule (``deadlines`` in the JSON), applied by rules with ``deadline_aware: true``.
+
+    Slack is what a task can still lose: its deadline, less the time since it
+    was submitted, less its work. While the slack is at least the restart
+    overhead (the time a failed spot try costs before a replacement works:
+    its own boot, noticing the loss, the replacement's boot), spot and the
+    queue are used and on-demand is held back; below it, on-demand and
+    private targets come before spot.
+    """
+
+    #: the deadline of a task without ``deadline_seconds``, per priority; a priority not listed has none
+    sla_seconds: Mapping[str, float] = field(default_factory=dict)
+    restart_overhead_seconds: float = 420.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpotRisk:
+    """Priors of the learned spot risk (``spot_risk`` in the JSON): what an offer with no history is assumed to do.
+
+    They count as that many observations, added to the offer's recorded
+    history (``spot_history/...`` samples), so a few real outcomes move the
+    estimate and many dominate it.
+    """
+
+    #: a launch is refused this often (capacity) ...
+    prior_refusal_rate: float = 0.1
+    #: ... counted as this many launches
+    prior_launches: float = 10.0
+    #: a running spot instance is reclaimed once per this many hours ...
+    prior_hours_between_preemptions: float = 10.0
+    #: ... counted as this many hours of running
+    prior_hours: float = 10.0
+    #: how far back the recorded history goes (older attempts say little about today's market)
+    history_hours: float = 24.0
+
+
 @dataclass(frozen=True, kw_only=True)
 class Policy:
     """A parsed, validated policy document."""
@@ -254,6 +324,10 @@ class Policy:
     targets: tuple[Target, ...]
     rules: tuple[Rule, ...] = ()
     thresholds: Thresholds = field(default_factory=Thresholds)
+    estimates: Estimates = field(default_factory=Estimates)
+    #: None: no deadline rule (a rule's ``deadline_aware`` then does nothing, and parsing refuses it)
+    deadlines: DeadlineRule | None = None
+    spot_risk: SpotRisk = field(default_factory=SpotRisk)
     #: True when the document was the seed's ``task_rules`` form
     from_seed: bool = False
 

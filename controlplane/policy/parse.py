@@ -38,6 +38,10 @@ from controlplane.policy.model import (
     Thresholds,
     policy_version,
 )
+from controlplane.policy.parse_economics import parse_deadlines, parse_estimates, parse_rank, parse_spot_risk
+from controlplane.policy.parse_fields import boolean as _bool
+from controlplane.policy.parse_fields import json_object as _object
+from controlplane.policy.parse_fields import number as _number
 from controlplane.policy.seed import NO_SEED_CLOUDS, SEED_KEY, SeedClouds, mark_unconfigured, seed_document
 from controlplane.policy.stores import parse_target_storage
 
@@ -47,7 +51,9 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _E = TypeVar("_E", Priority, DataSensitivity, TaskKind)
 
-_TOP_KEYS = frozenset({"$schema", "description", "thresholds", "targets", "rules", SEED_KEY})
+_TOP_KEYS = frozenset(
+    {"$schema", "description", "thresholds", "estimates", "deadlines", "spot_risk", "targets", "rules", SEED_KEY}
+)
 _TARGET_KEYS = frozenset(
     {
         "name",
@@ -78,6 +84,8 @@ _RULE_KEYS = frozenset(
         "instance_type",
         "max_price_usd_h",
         "hedge",
+        "deadline_aware",
+        "rank",
     }
 )
 _MATCH_KEYS = frozenset({"priority", "data_sensitivity", "kind", "tenant", "labels", "deadline_seconds", "input_bytes"})
@@ -120,15 +128,6 @@ MAX_HEDGE = 4
 EVERY_TENANT = "*"
 
 
-def _object(value: Any, path: str, allowed: frozenset[str]) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise PolicyError(path, f"must be an object, not {json_type_name(value)}")
-    for key in sorted(value):
-        if key not in allowed:
-            raise PolicyError(json_path(path, key), f"unknown field (allowed: {', '.join(sorted(allowed))})")
-    return value
-
-
 def _string_list(value: Any, path: str) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise PolicyError(path, f"must be an array of strings, not {json_type_name(value)}")
@@ -144,27 +143,12 @@ def _name(value: Any, path: str) -> str:
     return value
 
 
-def _number(value: Any, path: str, *, low: float | None = None, high: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise PolicyError(path, f"must be a number, not {json_type_name(value)}")
-    if (low is not None and value < low) or (high is not None and value > high):
-        bounds = f"{'-inf' if low is None else f'{low:g}'}..{'inf' if high is None else f'{high:g}'}"
-        raise PolicyError(path, f"must be within {bounds}")
-    return float(value)
-
-
 def _positive_price(value: Any, path: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
         raise PolicyError(path, "must be a positive number or null")
     return float(value)
-
-
-def _bool(value: Any, path: str) -> bool:
-    if not isinstance(value, bool):
-        raise PolicyError(path, f"must be true or false, not {json_type_name(value)}")
-    return value
 
 
 def _one_or_many(value: Any, path: str) -> tuple[str, ...]:
@@ -351,6 +335,8 @@ def _parse_rule(value: Any, path: str, index: int, known: Sequence[str]) -> Rule
         instance_type=instance_type,
         max_price_usd_h=_positive_price(raw.get("max_price_usd_h"), f"{path}.max_price_usd_h"),
         hedge=hedge,
+        deadline_aware=_bool(raw.get("deadline_aware", False), f"{path}.deadline_aware"),
+        rank=parse_rank(raw.get("rank", "order"), f"{path}.rank"),
     )
     for index_, name_ in enumerate(actions.require):
         if name_ in actions.exclude:
@@ -527,6 +513,17 @@ def parse_policy(document: Any, *, seed_clouds: SeedClouds = NO_SEED_CLOUDS) -> 
     thresholds = _parse_thresholds(raw.get("thresholds", {}))
     if from_seed:
         targets = [mark_unconfigured(target) for target in targets]
+    deadlines = parse_deadlines(raw["deadlines"]) if "deadlines" in raw else None
+    for index, rule in enumerate(rules):
+        if rule.actions.deadline_aware and deadlines is None:
+            raise PolicyError(f"rules[{index}].deadline_aware", "needs the policy's deadlines section")
     return Policy(
-        version=version, targets=tuple(targets), rules=tuple(rules), thresholds=thresholds, from_seed=from_seed
+        version=version,
+        targets=tuple(targets),
+        rules=tuple(rules),
+        thresholds=thresholds,
+        estimates=parse_estimates(raw.get("estimates", {})),
+        deadlines=deadlines,
+        spot_risk=parse_spot_risk(raw.get("spot_risk", {})),
+        from_seed=from_seed,
     )

@@ -76,6 +76,16 @@ class SignalReader:
             return None
         return self.read(name, self.thresholds.load_ttl_seconds)
 
+    def history(self, name: str) -> float | None:
+        """A fresh spot-history sample, by full name; None when stale or missing, and a missing one is not noted.
+
+        No history is the cold start the priors are for, not a fault to
+        report; receipts record only the history there was.
+        """
+        if name not in self.used and name not in self.samples:
+            return None
+        return self.read(name, self.thresholds.load_ttl_seconds)
+
     def tenant_spend(self, tenant: str) -> float:
         """The tenant's spend today; called only once the total is known to be fresh.
 

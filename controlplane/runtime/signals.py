@@ -8,6 +8,7 @@ Sources and their defaults (every number overridable with
 | ``queue`` | always | 5 s | 2 s | 0 | 30 s |
 | ``breaker`` | always; queries only while the policy has aws or azure targets | 15 s | 5 s | 2 s | 60 s |
 | ``budget`` | always; queries only while a policy (base or overlay) sets a daily budget | 15 s | 5 s | 2 s | 60 s |
+| ``spot_history`` | always; queries only while the policy has spot targets | 60 s | 5 s | 5 s | 120 s |
 | ``prometheus`` | ``FUSIONPLANE_PROMETHEUS_URL`` is set | 15 s | 5 s | 2 s | 60 s |
 | ``kubernetes`` | the policy has kubernetes targets | 15 s | 5 s | 2 s | 30 s |
 | ``aws_spot`` | the policy has aws targets with regions and instance types | 300 s | 10 s | 30 s | 600 s |
@@ -27,9 +28,11 @@ source is switched off.
 
 A source whose policy part is empty polls nothing and costs nothing; they
 are all built, so a policy change that adds a cloud target starts pricing
-it on the next poll. ``breaker`` and ``budget`` read the store (attempts and
-receipts): the spot circuit breakers and today's cloud spend, which
-``plan()`` reads as ``breaker/...`` and ``budget/...`` samples. History is
+it on the next poll. ``breaker``, ``budget`` and ``spot_history`` read the
+store (attempts and receipts): the spot circuit breakers, today's cloud
+spend and each spot offer's record over the policy's
+``spot_risk.history_hours``, which ``plan()`` reads as ``breaker/...``,
+``budget/...`` and ``spot_history/...`` samples. History is
 kept for ``FUSIONPLANE_SIGNAL_RETENTION_HOURS`` (default 48), pruned hourly.
 
 Every variable is read by :class:`controlplane.config.SignalSettings`; the
@@ -39,7 +42,7 @@ functions here take one (None: this process's environment, as tests set it).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -54,9 +57,11 @@ from controlplane.signals.breaker import BreakerSource
 from controlplane.signals.budget import BudgetSource
 from controlplane.signals.hub import PollSchedule, SignalAgeCollector, SignalHub
 from controlplane.signals.queue import QueueDepthSource
+from controlplane.signals.spot_history import SpotHistorySource
 from controlplane.store import DailySpend, OfferOutcomes, Store, cloud_spend_today, offer_outcomes, utcnow
 from controlplane.store.offer_stats import OfferKey
 from controlplane.store.spend import PriceCache
+from controlplane.store.spot_history import OfferHistory, spot_history
 
 __all__ = [
     "DEFAULT_SCHEDULES",
@@ -74,6 +79,7 @@ DEFAULT_SCHEDULES: Mapping[str, PollSchedule] = {
     "queue": PollSchedule(interval_s=5, timeout_s=2, jitter_s=0),
     "breaker": PollSchedule(interval_s=15, timeout_s=5, jitter_s=2),
     "budget": PollSchedule(interval_s=15, timeout_s=5, jitter_s=2),
+    "spot_history": PollSchedule(interval_s=60, timeout_s=5, jitter_s=5),
     "prometheus": PollSchedule(interval_s=15, timeout_s=5, jitter_s=2),
     "kubernetes": PollSchedule(interval_s=15, timeout_s=5, jitter_s=2),
     "aws_spot": PollSchedule(interval_s=300, timeout_s=10, jitter_s=30),
@@ -85,6 +91,7 @@ SOURCE_TTLS: Mapping[str, float] = {
     "queue": 30.0,
     "breaker": 60.0,
     "budget": 60.0,
+    "spot_history": 120.0,
     "prometheus": 60.0,
     "kubernetes": 30.0,
     "aws_spot": SPOT_PRICE_TTL_SECONDS["aws"],
@@ -246,7 +253,11 @@ def store_sources(store: Store, policy: Callable[[], Policy | PolicySet]) -> lis
             return None
         return cloud_spend_today(store.engine, now=now, prices=prices)
 
-    return [BreakerSource(outcomes, BreakerRules(params)), BudgetSource(spend)]
+    def history(now: datetime, targets: Sequence[str]) -> dict[OfferKey, OfferHistory]:
+        hours = _base(policy()).spot_risk.history_hours
+        return spot_history(store.engine, since=now - timedelta(hours=hours), now=now, targets=targets)
+
+    return [BreakerSource(outcomes, BreakerRules(params)), BudgetSource(spend), SpotHistorySource(history)]
 
 
 def prune_history(store: Store, settings: SignalSettings | None = None) -> int:

@@ -39,7 +39,16 @@ __all__ = [
 #: rejection codes that time can lift; any other code (``private_data``, ``excluded_by_rule``, a code
 #: this version does not know) cannot be waited out, so a plan made only of those fails at once
 WAITABLE_CODES = frozenset(
-    {"no_capacity", "stale_price", "breaker_open", "price_above_max", "budget_exhausted", "budget_unknown"}
+    {
+        "no_capacity",
+        "stale_price",
+        "breaker_open",
+        "price_above_max",
+        "budget_exhausted",
+        "budget_unknown",
+        # the deadline rule holds on-demand back while the slack allows: the plan says until when (replan_by)
+        "deadline_slack",
+    }
 )
 #: a waiting task is planned again after this long at first ...
 WAIT_BACKOFF_MIN_S = 1.0
@@ -126,4 +135,6 @@ def no_launch(
         return NoLaunch(failure=f"waited {waited:.0f} s ({limit}) without a placement: {reasons}")
     # planned again once more at the limit at the latest, so it fails close to it, not a backoff later
     not_before = min(now + timedelta(seconds=wait_backoff_seconds(waited)), until)
+    if decision.replan_by is not None and now < decision.replan_by < not_before:
+        not_before = decision.replan_by  # on-demand becomes usable then: no backoff may sleep past it
     return NoLaunch(wait=reasons, not_before=not_before)

@@ -51,4 +51,5 @@ def plan_from_json(document: dict[str, Any]) -> PlacementPlan:
         rejections=tuple(Rejection(**r) for r in document.get("rejections", ())),
         trace=tuple(document.get("trace", ())),
         signals_used=dict(document.get("signals_used", {})),
+        replan_by=datetime.fromisoformat(document["replan_by"]) if document.get("replan_by") else None,
     )
