@@ -58,6 +58,8 @@ class LaunchRequest:
     #: the worker spec (docs/worker-spec.schema.json); holds the callback token
     worker_spec: WorkerSpec
     deadline_seconds: int | None = None
+    #: the task's priority (urgent, high, normal, low): a cluster may schedule by it (Kubernetes priority classes)
+    priority: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     #: the chosen target's store (the policy's ``targets[].storage``): the Kubernetes provider mounts a
     #: ``pvc`` store into the pod; the URIs in ``worker_spec`` already point into it

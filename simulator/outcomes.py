@@ -112,6 +112,7 @@ def _summary(
         "usd_total": round(usd_total, 4),
         "usd_per_completed": round(usd_total / completed, 6) if completed else None,
         "sla": _sla(task_rows),
+        "on_time": _on_time(task_rows),
         "queue_wait_s": _percentiles(waits),
         "completion_s": _percentiles(done),
         "preemptions": books.preemptions,
@@ -126,14 +127,24 @@ def _summary(
     }
 
 
+def _met(row: Any) -> bool:
+    """Whether a task succeeded within its deadline (any time, without one)."""
+    if row.state != TaskState.SUCCEEDED.value or row.finished_at is None:
+        return False
+    return row.deadline_seconds is None or (row.finished_at - row.created_at).total_seconds() <= row.deadline_seconds
+
+
 def _sla(task_rows: Sequence[Any]) -> dict[str, float]:
     """Per priority, the share of its tasks that succeeded within their deadline (any time, without one)."""
     met: Counter[str] = Counter()
     total: Counter[str] = Counter()
     for row in task_rows:
         total[row.priority] += 1
-        if row.state != TaskState.SUCCEEDED.value or row.finished_at is None:
-            continue
-        if row.deadline_seconds is None or (row.finished_at - row.created_at).total_seconds() <= row.deadline_seconds:
+        if _met(row):
             met[row.priority] += 1
     return {p: round(met[p] / total[p], 6) for p in _PRIORITIES if total[p]}
+
+
+def _on_time(task_rows: Sequence[Any]) -> int:
+    """How many tasks succeeded within their deadline: what a run delivered, whatever it cost."""
+    return sum(1 for row in task_rows if _met(row))

@@ -53,7 +53,7 @@ class SimulatedProvider:
     def launch(self, request: LaunchRequest) -> LaunchResult:
         adopted = request.attempt_id in self.world.instances
         target = self._target(request.candidate.target)
-        self.world.launch(request.attempt_id, request.task_id, target, request.candidate)
+        self.world.launch(request.attempt_id, request.task_id, target, request.candidate, request.priority)
         return LaunchResult(backend_ref=f"sim:{self.name}:{request.attempt_id}", adopted=adopted)
 
     def status(self, attempt_id: str) -> BackendStatus:

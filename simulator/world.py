@@ -19,10 +19,10 @@ video loses only its unfinished segment; an image starts over.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 import threading
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -38,6 +38,8 @@ __all__ = ["HEARTBEAT_EVERY_S", "Instance", "SimWorld", "TaskWork"]
 #: a running simulated worker calls in this often (the policy's heartbeat timeout defaults to 60 s)
 HEARTBEAT_EVERY_S = 20.0
 PRIVATE = "private"
+#: the order of the priority classes a kubernetes target may map task priorities to (settings.priority_classes)
+_CLASS_RANK = {"urgent": 0, "high": 1, "normal": 2, "low": 3}
 _EventKind = Literal["started", "finished", "heartbeat", "zone", "outage", "restore"]
 
 
@@ -112,7 +114,8 @@ class SimWorld:
         #: GPUs the private cluster has now (outages take some away)
         self.private_gpus = private.gpus
         self._private_used: list[str] = []
-        self._private_waiting: deque[str] = deque()
+        #: pods waiting for a GPU, in the order the cluster starts them: (class rank, arrival, attempt id)
+        self._private_waiting: list[tuple[int, int, str]] = []
         self._events: list[tuple[float, int, _EventKind, str]] = []
         self._seq = 0
         #: attempts whose worker called in since the runner last asked (the runner records the heartbeats)
@@ -163,7 +166,9 @@ class SimWorld:
 
     # -- launching ------------------------------------------------------------------------------------
 
-    def launch(self, attempt_id: str, task_id: str, target: Target, candidate: Candidate) -> Instance:
+    def launch(
+        self, attempt_id: str, task_id: str, target: Target, candidate: Candidate, priority: str | None = None
+    ) -> Instance:
         """Start an instance for the attempt, or raise what the backend would (capacity, price)."""
         existing = self.instances.get(attempt_id)
         if existing is not None:
@@ -173,7 +178,7 @@ class SimWorld:
         if task_id not in self.tasks:
             raise InsufficientCapacity(f"task {task_id} is not in the simulated workload", target=target.name)
         if target.provider in ("kubernetes", "local"):
-            instance = self._launch_private(attempt_id, task_id, target, candidate)
+            instance = self._launch_private(attempt_id, task_id, target, candidate, priority)
         else:
             instance = self._launch_cloud(attempt_id, task_id, target, candidate)
         self._seq += 1
@@ -183,7 +188,9 @@ class SimWorld:
         self.changes += 1
         return instance
 
-    def _launch_private(self, attempt_id: str, task_id: str, target: Target, candidate: Candidate) -> Instance:
+    def _launch_private(
+        self, attempt_id: str, task_id: str, target: Target, candidate: Candidate, priority: str | None
+    ) -> Instance:
         room = len(self._private_used) < self.private_gpus
         if not room and target.provider == "local":
             # the local provider refuses when its slots are taken; a cluster queues the pod instead
@@ -208,7 +215,12 @@ class SimWorld:
             )
         else:
             instance.queued_since_s = self.now_s
-            self._private_waiting.append(attempt_id)
+            # kube-scheduler's queue is ordered by pod priority, then age: with the target's priority_classes a
+            # task's priority orders the wait; without, every pod has the same priority and the wait is FIFO
+            classes = target.settings.get("priority_classes") or {}
+            rank = _CLASS_RANK.get(priority or "", len(_CLASS_RANK)) if priority in classes else len(_CLASS_RANK)
+            self._seq += 1
+            bisect.insort(self._private_waiting, (rank, self._seq, attempt_id))
         return instance
 
     def _launch_cloud(self, attempt_id: str, task_id: str, target: Target, candidate: Candidate) -> Instance:
@@ -336,8 +348,8 @@ class SimWorld:
             if instance.attempt_id in self._private_used:
                 self._private_used.remove(instance.attempt_id)
                 self._start_waiting_pods()
-            elif instance.attempt_id in self._private_waiting:
-                self._private_waiting.remove(instance.attempt_id)
+            else:
+                self._private_waiting = [entry for entry in self._private_waiting if entry[2] != instance.attempt_id]
             return
         market = self.markets[instance.pool]
         for zone in market.zones:
@@ -349,7 +361,7 @@ class SimWorld:
     def _start_waiting_pods(self) -> None:
         latency = (self.private.launch_latency.min_s, self.private.launch_latency.max_s)
         while self._private_waiting and len(self._private_used) < self.private_gpus:
-            attempt_id = self._private_waiting.popleft()
+            attempt_id = self._private_waiting.pop(0)[2]
             self.instances[attempt_id].queued_since_s = None
             self._private_used.append(attempt_id)
             self._schedule(self.now_s + self._latency(*latency), "started", attempt_id)

@@ -35,7 +35,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def plan_view(plan: PlacementPlan) -> dict[str, Any]:
-    """``{policy_version, decided_at, candidates, rejected, trace, signals_used}``."""
+    """``{policy_version, decided_at, candidates, rejected, trace, signals_used, replan_by}``."""
     return {
         "policy_version": plan.policy_version,
         "decided_at": _time(plan.decided_at),

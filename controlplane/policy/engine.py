@@ -39,7 +39,14 @@ Evaluation order (docs/policies.md repeats it with examples):
    rejected ``stale_price``: a price older than its TTL is never the reason
    to choose a cloud. Without a max price the provider's own cap applies
    (spot never costs more than on-demand), so no price is needed.
-5. **Hedging.** With ``hedge: N`` the first N candidates share hedge
+5. **Ranking.** With ``rank: expected_cost`` the candidates are ordered by
+   expected dollars per completed task and each cloud target takes its
+   cheapest expected offer (:mod:`~controlplane.policy.spot_risk`).
+6. **The deadline rule.** With ``deadline_aware: true`` on-demand
+   candidates are held back while the task's slack covers the restart
+   overhead, and go before spot once it does not
+   (:mod:`~controlplane.policy.deadline_rule`).
+7. **Hedging.** With ``hedge: N`` the first N candidates share hedge
    group 1: they are launched together and the first to run wins.
 
 Every target ends up exactly once, either as a candidate or as a rejection.

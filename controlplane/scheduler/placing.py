@@ -376,6 +376,7 @@ class Placing(SchedulerBase):
                     candidate=candidate,
                     worker_spec=spec,
                     deadline_seconds=task.spec.deadline_seconds,
+                    priority=task.spec.priority.value,
                     target_storage=target.storage if target is not None else None,
                 )
             )

@@ -152,7 +152,7 @@ class KubernetesProvider:
         RBAC), ``QuotaExceeded``, ``Throttled`` or ``Unavailable``.
         """
         target = self._places.target(request.candidate.target)
-        settings = JobSettings.of(target, self.image)
+        settings = JobSettings.of(target, self.image).for_priority(request.priority)
         try:
             name = resource_name(NAME_PREFIX, request.attempt_id)
         except ValueError as exc:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field
@@ -66,6 +66,8 @@ class KubernetesTargetSettings(TargetSettings):
     node_selector: dict[str, str] | None = None
     tolerations: list[dict[str, Any]] | None = None
     priority_class: _ObjectName | None = None
+    #: task priority -> PriorityClass, so the cluster schedules urgent pods first (and may preempt for them)
+    priority_classes: dict[Literal["urgent", "high", "normal", "low"], _ObjectName] | None = None
     service_account: _ObjectName | None = None
     image_pull_secrets: list[NonBlank] | None = None
     models_pvc: _ObjectName | None = None
@@ -98,6 +100,8 @@ class JobSettings:
     node_selector: Mapping[str, str]
     tolerations: tuple[Mapping[str, Any], ...]
     priority_class: str | None
+    #: task priority -> PriorityClass name; a priority not listed gets ``priority_class``
+    priority_classes: Mapping[str, str]
     service_account: str | None
     image_pull_secrets: tuple[str, ...]
     models_pvc: str | None
@@ -107,6 +111,11 @@ class JobSettings:
     resources: Mapping[str, Mapping[str, str]]
     kubeconfig: str | None
     context: str | None
+
+    def for_priority(self, priority: str | None) -> JobSettings:
+        """These settings with the PriorityClass of a task of ``priority`` (``priority_classes``), if one is named."""
+        chosen = self.priority_classes.get(priority or "")
+        return self if chosen is None or chosen == self.priority_class else replace(self, priority_class=chosen)
 
     @classmethod
     def of(cls, target: Target, default: WorkerImage | None) -> JobSettings:
@@ -129,6 +138,7 @@ class JobSettings:
             node_selector=dict(s.node_selector or {}),
             tolerations=tuple(dict(t) for t in s.tolerations or ()),
             priority_class=s.priority_class,
+            priority_classes={str(k): v for k, v in (s.priority_classes or {}).items()},
             service_account=s.service_account,
             image_pull_secrets=tuple(s.image_pull_secrets or ()),
             models_pvc=s.models_pvc,

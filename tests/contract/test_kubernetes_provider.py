@@ -13,6 +13,7 @@ client's ``*_status`` patch calls, as the kubelet and controllers would.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
 import time
@@ -327,6 +328,29 @@ def _carries_token(request: Any) -> bool:
         return True
     data = request.data.get("data") if isinstance(request.data, dict) else None
     return any(TOKEN in base64.b64decode(value).decode() for value in (data or {}).values())
+
+
+def test_a_task_priority_picks_its_priority_class_and_an_unlisted_one_keeps_the_targets(
+    cluster: KmockCluster, client: kubernetes.client.ApiClient
+) -> None:
+    classes = {"urgent": "fp-urgent", "high": "fp-high"}
+    on = target(worker_image=IMAGE, priority_class="fusionplane-batch", priority_classes=classes)
+    provider = make(client, on)
+    for attempt_id, priority in (("att-urgent", "urgent"), ("att-low", "low"), ("att-none", None)):
+        request = request_for(attempt_id, on)
+        provider.launch(dataclasses.replace(request, priority=priority))
+    pods = {job["metadata"]["labels"][LABEL_ATTEMPT]: job["spec"]["template"]["spec"] for job in cluster.objects(JOBS)}
+    assert pods["att-urgent"]["priorityClassName"] == "fp-urgent"
+    assert pods["att-low"]["priorityClassName"] == "fusionplane-batch"
+    assert pods["att-none"]["priorityClassName"] == "fusionplane-batch"
+
+
+def test_a_priority_class_for_an_unknown_priority_is_refused_naming_the_key(
+    client: kubernetes.client.ApiClient,
+) -> None:
+    on = target(worker_image=IMAGE, priority_classes={"critical": "fp-critical"})
+    with pytest.raises(InvalidSpec, match=r"settings\.priority_classes"):
+        make(client, on).launch(request_for("att-bad", on))
 
 
 def test_defaults_of_a_minimal_target_and_a_cpu_target(

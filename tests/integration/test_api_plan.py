@@ -142,7 +142,7 @@ def test_the_policy_and_signals_in_force(api: Server) -> None:
     response = api.plan({"task": PUBLIC})
     assert response.status_code == 200, response.text
     view = response.json()
-    assert set(view) == {"policy_version", "decided_at", "candidates", "rejected", "trace", "signals_used"}
+    assert set(view) == {"policy_version", "decided_at", "candidates", "rejected", "trace", "signals_used", "replan_by"}
     assert view["policy_version"] == load_policy_file(SEED_TABLE).version
     assert view["decided_at"] == "2026-11-24T12:00:00Z"  # the live snapshot's taken_at
     # onprem at peak and AWS under its budget threshold: the seed's "peak -> AWS Spot" row
@@ -351,4 +351,5 @@ def test_any_body_is_a_plan_or_a_422_naming_a_field(api: Server, body: dict[str,
             "rejected",
             "trace",
             "signals_used",
+            "replan_by",
         }

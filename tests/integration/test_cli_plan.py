@@ -68,7 +68,7 @@ def test_ordinary_public_work_goes_to_azure_spot_when_onprem_is_full(tmp_path: P
     assert [c["target"] for c in plan_json(tmp_path, PUBLIC)["candidates"]] == ["aws-spot"]
     # ... and Azure Spot when it is not
     view = plan_json(tmp_path, PUBLIC, snapshot=_aws_over_budget(tmp_path))
-    assert set(view) == {"policy_version", "decided_at", "candidates", "rejected", "trace", "signals_used"}
+    assert set(view) == {"policy_version", "decided_at", "candidates", "rejected", "trace", "signals_used", "replan_by"}
     assert view["decided_at"] == "2026-11-24T12:00:00Z"  # the snapshot's taken_at: deterministic
     assert len(view["policy_version"]) == 64
     assert view["candidates"] == [
@@ -80,6 +80,10 @@ def test_ordinary_public_work_goes_to_azure_spot_when_onprem_is_full(tmp_path: P
             "instance_type": "Standard_NC4as_T4_v3",
             "max_price_usd_h": 0.35,
             "expected_usd_h": 0.21,
+            "market": "spot",
+            "expected_usd_per_task": None,
+            "completion_chance": None,
+            "history_launches": None,
             "hedge": None,
             "reasons": [
                 "rule ordinary-public ranks it 2 of 2",

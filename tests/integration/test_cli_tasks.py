@@ -69,7 +69,17 @@ ATTEMPT_KEYS = {
     "last_heartbeat_at",
     "progress",
 }
-PLAN_KEYS = {"task_id", "policy_version", "decided_at", "candidates", "rejections", "trace", "signals_used", "format"}
+PLAN_KEYS = {
+    "task_id",
+    "policy_version",
+    "decided_at",
+    "candidates",
+    "rejections",
+    "trace",
+    "signals_used",
+    "replan_by",
+    "format",
+}
 CANDIDATE_KEYS = {
     "target",
     "provider",
@@ -78,6 +88,10 @@ CANDIDATE_KEYS = {
     "instance_type",
     "max_price_usd_h",
     "expected_usd_h",
+    "expected_usd_per_task",
+    "completion_chance",
+    "history_launches",
+    "market",
     "hedge_group",
     "breaker_probe",
     "reasons",

@@ -129,7 +129,7 @@ def test_poll_plan_receipt_and_the_signals_view(store: Store, prices: FakeAzureP
         rows = {row["name"]: row for row in body["signals"]}
         assert rows[f"spot_price/azure/eastus/{T4_4}"]["status"] == "fresh"
         assert rows["queue/depth"]["value"] == 2
-        assert {p["source"] for p in body["pollers"]} == {"queue", "breaker", "budget", "azure_spot"}
+        assert {p["source"] for p in body["pollers"]} == {"queue", "breaker", "budget", "spot_history", "azure_spot"}
         scraped = httpx.get(f"{url}/metrics", headers=headers, timeout=10).text
         assert f'fusionplane_signal_age_seconds{{key="azure/eastus/{T4_4}",source="spot_price"}}' in scraped
 

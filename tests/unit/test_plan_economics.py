@@ -324,3 +324,19 @@ def test_bad_economics_are_refused_naming_the_field(section: str, field: str, va
 def test_a_bad_rank_is_refused_naming_the_rule_field() -> None:
     with pytest.raises(PolicyError, match=r"^rules\[0\]\.rank: must be one of order, expected_cost"):
         parse_policy({"targets": TARGETS, "rules": [{"name": "r", "rank": "cheapest"}]})
+
+
+def test_explain_shows_the_market_the_estimate_its_sample_size_and_replan_by(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from controlplane.cli.tasks.explain import _explain_decision
+
+    ranked = plan(task(age_s=6900), snapshot(PRICES), policy({**RANKED, "deadline_aware": True}), NOW)
+    _explain_decision(1, 1, plan_to_json(ranked))
+    shown = capsys.readouterr().out
+    assert "ondemand (aws, cloud, region us-east-1, type p3.2xlarge, expected $3.06/h" in shown
+    assert "on-demand, $0.1360 per completed task, chance 1.000 (priors only)" in shown
+    assert "deadline rule: slack 290 s" in shown
+    held = plan(task(age_s=100), snapshot({f"on_demand_price/{EAST}": 3.06}), policy(), NOW)
+    _explain_decision(1, 1, plan_to_json(held))
+    assert "plan again by 2026-12-06T13:51:10+00:00" in capsys.readouterr().out

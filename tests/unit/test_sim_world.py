@@ -6,7 +6,7 @@ from datetime import datetime
 
 import pytest
 
-from controlplane.domain import Candidate, Target
+from controlplane.domain import Candidate, InsufficientCapacity, Target
 from providers.base import BackendState
 from simulator.markets import Market, MarketMode, PriceBook, Zone
 from simulator.scenario import LatencyRange, Outage, PrivateCluster, World
@@ -95,8 +95,6 @@ def test_a_zone_going_dry_preempts_the_newest_first_and_refuses_launches() -> No
     # both ran from 10 s: 90 s and 190 s of work thrown away (images keep nothing)
     assert world.books.gpu_s_lost == pytest.approx(90 + 190)
     world.tasks["t3"] = TaskWork(work_s=1.0, segment_s=None)
-    from controlplane.domain import InsufficientCapacity
-
     with pytest.raises(InsufficientCapacity):
         world.launch("a3", "t3", SPOT, candidate(SPOT))
 
@@ -143,9 +141,35 @@ def test_a_full_cluster_queues_pods_in_order_and_says_how_long_they_waited() -> 
     assert world.status("a3").unschedulable_for_s == 110
 
 
-def test_the_local_provider_refuses_when_the_cluster_is_full() -> None:
-    from controlplane.domain import InsufficientCapacity
+def test_with_priority_classes_the_cluster_starts_the_most_urgent_waiting_pod_first() -> None:
+    classed = Target(
+        name="onprem", provider="kubernetes", private=True, settings={"priority_classes": {"urgent": "u", "high": "h"}}
+    )
+    world = make([(0, 0)], gpus=1)
+    for n, priority in enumerate(("normal", "low", "high", "urgent", "urgent"), start=1):
+        world.tasks[f"t{n}"] = TaskWork(work_s=100.0, segment_s=None)
+        world.launch(f"a{n}", f"t{n}", classed, candidate(classed), priority)
+    started = []
+    for t in range(105, 600, 105):
+        world.advance_to(t + 5)
+        started += [a for a in ("a2", "a3", "a4", "a5") if world.status(a).state is BackendState.RUNNING]
+    # urgent (oldest first), then high; normal and low share the unlisted class: arrival order
+    assert started == ["a4", "a5", "a3", "a2"]
 
+
+def test_on_demand_instances_of_a_spot_world_live_outside_the_trace_and_pay_the_list_price() -> None:
+    on_demand = Target(name="od", provider="aws", private=False, regions=("r1",), market="on-demand")
+    world = make([(0, 0)])  # no spot capacity at all
+    world.tasks["t"] = TaskWork(work_s=3590.0, segment_s=None)
+    world.launch("a1", "t", on_demand, candidate(on_demand))
+    with pytest.raises(InsufficientCapacity):
+        world.launch("a2", "t", SPOT, candidate(SPOT))
+    world.advance_to(3600)
+    assert world.status("a1").state is BackendState.SUCCEEDED
+    assert world.books.usd_by_target == {"od": pytest.approx(2.0)}  # $2/h on-demand, for the hour from the request
+
+
+def test_the_local_provider_refuses_when_the_cluster_is_full() -> None:
     world = make([(0, 0)], gpus=1)
     world.tasks["t"] = TaskWork(work_s=100.0, segment_s=None)
     world.launch("a1", "t", LOCAL, candidate(LOCAL))

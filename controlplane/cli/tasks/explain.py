@@ -63,6 +63,9 @@ def _explain_decision(number: int, count: int, plan: dict[str, Any]) -> None:
                 details.append(f"expected {_money(c.get('expected_usd_h'))}")
             if _money(c.get("max_price_usd_h")):
                 details.append(f"max {_money(c.get('max_price_usd_h'))}")
+            if c.get("market"):
+                details.append(str(c["market"]))
+            details += _estimate(c)
             if c.get("hedge_group") is not None:
                 details.append(f"hedge group {c['hedge_group']}")
             click.echo(f"    {rank}. {c['target']} ({', '.join(details)})")
@@ -70,6 +73,8 @@ def _explain_decision(number: int, count: int, plan: dict[str, Any]) -> None:
                 click.echo(f"       - {reason}")
     else:
         click.echo("  candidates: none (nowhere to run it)")
+    if plan.get("replan_by"):
+        click.echo(f"  plan again by {plan['replan_by']} (the deadline rule holds on-demand back until then)")
     rejections = plan.get("rejections") or []
     if rejections:
         click.echo("  rejected")
@@ -126,3 +131,17 @@ def explain(task_id: str, output_format: str, url: str, token: str | None) -> No
         table(ATTEMPT_COLUMNS, attempt_rows(attempts), indent="  ")
     else:
         click.echo("attempts: none")
+
+
+def _estimate(candidate: dict[str, Any]) -> list[str]:
+    """The expected-cost estimate of a candidate ranked by it: dollars per completed task, chance, sample size."""
+    usd, chance, seen = (
+        candidate.get("expected_usd_per_task"),
+        candidate.get("completion_chance"),
+        candidate.get("history_launches"),
+    )
+    if chance is None:
+        return []
+    shown = "unknown" if usd is None else f"${usd:.4f}"
+    basis = "priors only" if not seen else f"{seen} launches seen"
+    return [f"{shown} per completed task", f"chance {chance:.3f} ({basis})"]
