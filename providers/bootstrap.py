@@ -11,7 +11,8 @@ the same way and the secret handling cannot drift between them:
 - **Names** are derived from the attempt id, so a second ``launch`` of the
   same attempt finds the first resource (idempotency), and so does a
   restarted control plane.
-- **Labels and tags** carry only ids (task, attempt, owner): safe to list.
+- **Labels and tags** carry only ids (task, attempt, owner) and, on a cloud
+  VM, its market (``fusionplane.io/market``: spot or on-demand): safe to list.
   The keys are Kubernetes label keys (``fusionplane.io/task-id``); Kubernetes
   and EC2 use them as they are, but Azure refuses ``/`` (and ``< > % & \\ ?``)
   in tag *names* (``InvalidTagNameCharacters``), so Azure resources carry
@@ -60,7 +61,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from controlplane.domain import InvalidSpec
+from controlplane.domain import MARKETS, SPOT, Candidate, InvalidSpec
 from controlplane.domain.worker_spec import WorkerSpec
 from providers.base import BackendState, BackendStatus
 
@@ -68,7 +69,9 @@ __all__ = [
     "AZURE_TAG_ATTEMPT",
     "AZURE_TAG_OWNER",
     "AZURE_TAG_TASK",
+    "AZURE_TAG_MARKET",
     "LABEL_ATTEMPT",
+    "LABEL_MARKET",
     "LABEL_OWNER",
     "LABEL_TASK",
     "SELF_SHUTDOWN_GRACE_S",
@@ -82,6 +85,7 @@ __all__ = [
     "access_denied",
     "azure_tag_key",
     "azure_tags",
+    "cloud_market",
     "cloud_init",
     "resource_name",
     "resource_tags",
@@ -97,6 +101,8 @@ SPEC_PATH = f"{SPEC_DIR}/spec.json"
 LABEL_TASK = "fusionplane.io/task-id"
 LABEL_ATTEMPT = "fusionplane.io/attempt-id"
 LABEL_OWNER = "fusionplane.io/owner"
+#: a cloud VM's market (spot or on-demand), so an operator and the bill can tell them apart
+LABEL_MARKET = "fusionplane.io/market"
 _NAME_SAFE = re.compile(r"[^a-z0-9-]+")
 #: characters Azure refuses in tag names (InvalidTagNameCharacters)
 _AZURE_TAG_FORBIDDEN = re.compile(r"[<>%&\\?/]")
@@ -159,16 +165,38 @@ def azure_tags(tags: Mapping[str, str]) -> dict[str, str]:
 AZURE_TAG_TASK = azure_tag_key(LABEL_TASK)
 AZURE_TAG_ATTEMPT = azure_tag_key(LABEL_ATTEMPT)
 AZURE_TAG_OWNER = azure_tag_key(LABEL_OWNER)
+AZURE_TAG_MARKET = azure_tag_key(LABEL_MARKET)
 
 
-def resource_tags(*, task_id: str, attempt_id: str, owner: str, for_azure: bool = False) -> dict[str, str]:
+def resource_tags(
+    *, task_id: str, attempt_id: str, owner: str, market: str | None = None, for_azure: bool = False
+) -> dict[str, str]:
     """Labels/tags for every backend resource: ids only, nothing secret.
 
+    ``market``: a cloud VM's market (``spot``, ``on-demand``), tagged as
+    ``fusionplane.io/market``; None (Kubernetes, local) adds no tag.
     ``for_azure``: the keys as Azure tag names (``fusionplane.io_task-id``);
     Kubernetes and EC2 keep the ``fusionplane.io/...`` form.
     """
     tags = {LABEL_TASK: task_id, LABEL_ATTEMPT: attempt_id, LABEL_OWNER: owner}
+    if market is not None:
+        tags[LABEL_MARKET] = market
     return azure_tags(tags) if for_azure else tags
+
+
+def cloud_market(candidate: Candidate) -> str:
+    """The market a cloud provider launches ``candidate`` in: its ``market``, spot when the plan set none.
+
+    A value outside :data:`~controlplane.domain.MARKETS` is ``InvalidSpec``
+    (before any API call): guessing would launch at a price nobody chose.
+    """
+    market = candidate.market if candidate.market is not None else SPOT
+    if market not in MARKETS:
+        raise InvalidSpec(
+            f"target {candidate.target}: market {market!r} is not one of {', '.join(MARKETS)}",
+            target=candidate.target,
+        )
+    return market
 
 
 def worker_image(default: WorkerImage | None, override: Any, *, target: str) -> WorkerImage:

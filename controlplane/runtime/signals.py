@@ -13,6 +13,8 @@ Sources and their defaults (every number overridable with
 | ``kubernetes`` | the policy has kubernetes targets | 15 s | 5 s | 2 s | 30 s |
 | ``aws_spot`` | the policy has aws targets with regions and instance types | 300 s | 10 s | 30 s | 600 s |
 | ``azure_spot`` | the policy has azure targets with regions and VM sizes | 1800 s | 20 s | 60 s | 3600 s |
+| ``aws_on_demand`` | aws targets with ``market: on-demand``, regions and types | 21600 s | 20 s | 300 s | 86400 s |
+| ``azure_on_demand`` | azure targets with ``market: on-demand``, regions and sizes | 21600 s | 20 s | 300 s | 86400 s |
 
 The TTL is the one TTL of each source's values: plan(), ``fusionctl
 explain`` and ``fusionctl signals`` all apply it (a policy's
@@ -47,7 +49,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from controlplane.config import SIGNAL_RETENTION_VARIABLE, SIGNALS_OFF_VARIABLE, SIGNALS_PREFIX, SignalSettings
-from controlplane.domain import SPOT_PRICE_TTL_SECONDS, TaskState
+from controlplane.domain import ON_DEMAND_PRICE_TTL_SECONDS, SPOT_PRICE_TTL_SECONDS, TaskState
 from controlplane.metrics import Metrics
 from controlplane.policy import Policy
 from controlplane.policy.breaker import BreakerParams, BreakerRules
@@ -84,6 +86,9 @@ DEFAULT_SCHEDULES: Mapping[str, PollSchedule] = {
     "kubernetes": PollSchedule(interval_s=15, timeout_s=5, jitter_s=2),
     "aws_spot": PollSchedule(interval_s=300, timeout_s=10, jitter_s=30),
     "azure_spot": PollSchedule(interval_s=1800, timeout_s=20, jitter_s=60),
+    # list prices change a few times a year: every 6 h is plenty, and well inside the day's TTL
+    "aws_on_demand": PollSchedule(interval_s=21600, timeout_s=20, jitter_s=300),
+    "azure_on_demand": PollSchedule(interval_s=21600, timeout_s=20, jitter_s=300),
 }
 DEFAULT_RETENTION_HOURS = 48.0
 #: each source's TTL as the sources are built here (their constructors' defaults), for the start-up check
@@ -96,6 +101,8 @@ SOURCE_TTLS: Mapping[str, float] = {
     "kubernetes": 30.0,
     "aws_spot": SPOT_PRICE_TTL_SECONDS["aws"],
     "azure_spot": SPOT_PRICE_TTL_SECONDS["azure"],
+    "aws_on_demand": ON_DEMAND_PRICE_TTL_SECONDS["aws"],
+    "azure_on_demand": ON_DEMAND_PRICE_TTL_SECONDS["azure"],
 }
 
 
@@ -185,13 +192,19 @@ def build_sources(settings: SignalSettings | Mapping[str, str] | None = None) ->
         from controlplane.signals.prometheus import PrometheusSource
 
         sources.append(PrometheusSource(url))
+    from controlplane.signals.aws_on_demand import AwsOnDemandPriceSource
     from controlplane.signals.aws_spot import AwsSpotPriceSource
+    from controlplane.signals.azure_on_demand import AzureOnDemandPriceSource
     from controlplane.signals.azure_spot import DEFAULT_BASE_URL, AzureSpotPriceSource
     from controlplane.signals.kubernetes_capacity import KubernetesCapacitySource
 
     sources.append(KubernetesCapacitySource())
     sources.append(AwsSpotPriceSource(endpoint_url=settings.aws_endpoint_url or None))
     sources.append(AzureSpotPriceSource(base_url=settings.azure_prices_url or DEFAULT_BASE_URL))
+    # the Price List API has its own endpoint (us-east-1): FUSIONPLANE_AWS_ENDPOINT_URL is EC2's, so it is
+    # not passed; boto3 reads AWS_ENDPOINT_URL_PRICING / AWS_ENDPOINT_URL itself
+    sources.append(AwsOnDemandPriceSource())
+    sources.append(AzureOnDemandPriceSource(base_url=settings.azure_prices_url or DEFAULT_BASE_URL))
     return sources
 
 

@@ -65,16 +65,15 @@ private endpoints.
 implemented"), so it could not be tested here, and the scores need an extra
 IAM permission and a separate, stricter rate limit.
 
-*On-demand prices* (for savings reports) are not an API call either: moto has
-no Price List API to test against, so :data:`ON_DEMAND_USD_H` is a small,
-dated table of list prices and :func:`on_demand_price` reads it.
+*On-demand prices* for planning are another source's (``aws_on_demand``, the
+Price List API). :data:`ON_DEMAND_USD_H` is a small, dated table of list
+prices for savings reports, and :func:`on_demand_price` reads it.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
+import functools
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -83,11 +82,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import boto3
-import botocore.config
-import botocore.exceptions
-from botocore.parsers import ResponseParserError
 
 from controlplane.domain import SPOT_PRICE_SOURCE, SPOT_PRICE_TTL_SECONDS, SignalSample, spot_price_key
+from controlplane.signals.aws_common import (
+    RegionFailed,
+    by_region,
+    client_config,
+    positive_price,
+    problem_text,
+    read_regions,
+)
 from controlplane.signals.base import PollResult, SourceUnavailable, Wanted
 
 __all__ = [
@@ -124,29 +128,6 @@ DEFAULT_MAX_PAGES = 20
 DEFAULT_MAX_WORKERS = 8
 #: what ``ProductDescriptions`` asks for
 LINUX_PRODUCT = "Linux/UNIX"
-#: how much of an error message goes into a problem line
-_MESSAGE_CHARS = 300
-#: one request attempt gets this share of the poll's time for connecting and this share for
-#: reading (each): two attempts then fit in the poll, plus standard mode's short backoff
-_ATTEMPT_SHARE = 0.25
-#: no per-call timeout below this (a 0.01 s connect fails even on loopback)
-_MIN_CALL_TIMEOUT_S = 0.1
-
-_THROTTLE_CODES = frozenset(
-    {"RequestLimitExceeded", "Throttling", "ThrottlingException", "EC2ThrottledException", "TooManyRequestsException"}
-)
-_AUTH_CODES = frozenset(
-    {
-        "AuthFailure",
-        "UnauthorizedOperation",
-        "InvalidClientTokenId",
-        "SignatureDoesNotMatch",
-        "ExpiredToken",
-        "RequestExpired",
-        "OptInRequired",
-        "Blocked",
-    }
-)
 
 
 class AwsSpotPricesUnavailable(SourceUnavailable):
@@ -154,10 +135,6 @@ class AwsSpotPricesUnavailable(SourceUnavailable):
 
     def __init__(self, problems: Sequence[str]) -> None:
         super().__init__("EC2 spot price history", problems)
-
-
-class _RegionFailed(Exception):
-    """One region's read went wrong; the message becomes its problem line."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -192,14 +169,6 @@ def is_linux(product_description: str) -> bool:
     return product_description.removesuffix(" (Amazon VPC)") == LINUX_PRODUCT
 
 
-def _price(raw: Any) -> float | None:
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) and value > 0 else None
-
-
 def _utc(moment: Any) -> datetime | None:
     if not isinstance(moment, datetime):
         return None
@@ -223,7 +192,7 @@ def current_zone_prices(history: Iterable[Mapping[str, Any]]) -> tuple[dict[tupl
         if not is_linux(str(entry.get("ProductDescription", ""))):
             continue
         instance_type, zone = entry.get("InstanceType"), entry.get("AvailabilityZone")
-        price, changed_at = _price(entry.get("SpotPrice")), _utc(entry.get("Timestamp"))
+        price, changed_at = positive_price(entry.get("SpotPrice")), _utc(entry.get("Timestamp"))
         if not isinstance(instance_type, str) or not isinstance(zone, str) or price is None or changed_at is None:
             skipped += 1
             continue
@@ -249,64 +218,6 @@ def _offer(region: str, instance_type: str, zones: Iterable[ZonePrice]) -> Offer
         cheapest_zone=cheapest.availability_zone,
         zones=by_zone,
     )
-
-
-def _call_timeout(timeout_s: float) -> float:
-    return max(timeout_s * _ATTEMPT_SHARE, _MIN_CALL_TIMEOUT_S)
-
-
-def client_config(timeout_s: float) -> botocore.config.Config:
-    """The fail-fast client settings for a poll of ``timeout_s`` seconds.
-
-    * ``connect_timeout`` / ``read_timeout`` = a quarter of the poll each
-      (botocore's defaults are 60 s each, longer than any poll): one attempt
-      takes at most half the poll, two attempts fit in it.
-    * ``retries = {"total_max_attempts": 2, "mode": "standard"}``: one retry,
-      for a dropped connection or a single throttle. The hub already polls
-      again on its interval and backs off when a source is down; retrying
-      more inside a poll would only keep a throttled API busier and run past
-      the poll's time. Standard mode (not legacy) retries throttling codes
-      (``RequestLimitExceeded``) and connection errors, waits at most
-      ``rand(0, 1) s`` before a throttled retry and ``rand(0, 0.05) s`` before
-      others, and stops retrying through its retry quota when everything
-      fails. (``total_max_attempts`` counts the first attempt; botocore's
-      ``max_attempts`` would count retries only and mean three attempts.)
-    """
-    if not timeout_s > 0:
-        raise ValueError("timeout_s must be positive")
-    call_timeout = _call_timeout(timeout_s)
-    return botocore.config.Config(
-        connect_timeout=call_timeout,
-        read_timeout=call_timeout,
-        retries={"total_max_attempts": 2, "mode": "standard"},
-        user_agent_extra="fusionplane-aws-spot",
-    )
-
-
-def _problem_text(exc: Exception, *, timeout_s: float) -> str:
-    """One line that says what happened, in an operator's words rather than botocore's class names."""
-    if isinstance(exc, botocore.exceptions.ClientError):
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code", "")) or "unknown"
-        message = str(error.get("Message", "")).strip()
-        if code in _THROTTLE_CODES:
-            return (
-                f"throttled by EC2 ({code}): the account's API request rate is used up; "
-                f"no price this poll, the next poll retries"
-            )
-        if code in _AUTH_CODES:
-            return f"credentials refused ({code}): {message[:_MESSAGE_CHARS]}"
-        return f"EC2 error {code}: {message[:_MESSAGE_CHARS]}"
-    if isinstance(exc, botocore.exceptions.NoCredentialsError):
-        return "no AWS credentials found (standard chain: environment, config files, SSO, instance or task role)"
-    if isinstance(exc, botocore.exceptions.ConnectTimeoutError | botocore.exceptions.ReadTimeoutError):
-        return f"timed out ({type(exc).__name__}, {_call_timeout(timeout_s):.2f}s a call)"
-    if isinstance(exc, botocore.exceptions.EndpointConnectionError):
-        return f"cannot connect: {exc}"[:_MESSAGE_CHARS]
-    if isinstance(exc, ResponseParserError):
-        first_line = str(exc).splitlines()[0] if str(exc) else ""
-        return f"unreadable answer (not EC2 XML): {first_line[:_MESSAGE_CHARS]}"
-    return f"{type(exc).__name__}: {exc}"[:_MESSAGE_CHARS]
 
 
 # ---- the on-demand reference table ------------------------------------------------------------
@@ -343,15 +254,6 @@ def on_demand_price(region: str, instance_type: str) -> float | None:
 
 
 # ---- the source -----------------------------------------------------------------------------------
-
-
-def _by_region(offers: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
-    regions: dict[str, list[str]] = {}
-    for region, instance_type in offers:
-        types = regions.setdefault(region, [])
-        if instance_type not in types:
-            types.append(instance_type)
-    return {region: sorted(types) for region, types in sorted(regions.items())}
 
 
 class AwsSpotPriceSource:
@@ -461,20 +363,17 @@ class AwsSpotPriceSource:
         deadline = self._monotonic() + timeout_s
         # one instant for the whole poll: what EC2 is asked about (StartTime) and what samples say
         now = clock()
-        regions = _by_region(wanted.aws_offers)
+        regions = by_region(wanted.aws_offers)
         clients = {region: self.client_for(region, timeout_s=timeout_s) for region in regions}
-        pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=min(len(regions), self.max_workers), thread_name_prefix="aws-spot"
-        )
-        try:
-            futures = {
-                region: pool.submit(self._read_region, clients[region], types, now=now, deadline=deadline)
+        futures = read_regions(
+            {
+                region: functools.partial(self._read_region, clients[region], types, now=now, deadline=deadline)
                 for region, types in regions.items()
-            }
-            concurrent.futures.wait(futures.values(), timeout=max(deadline - self._monotonic(), 0.0))
-        finally:
-            # never wait for a hung region: its thread ends by itself within its client's timeouts
-            pool.shutdown(wait=False, cancel_futures=True)
+            },
+            remaining_s=deadline - self._monotonic(),
+            max_workers=self.max_workers,
+            thread_prefix="aws-spot",
+        )
 
         samples: list[SignalSample] = []
         problems: list[str] = []
@@ -488,11 +387,11 @@ class AwsSpotPriceSource:
                 continue
             try:
                 zone_prices, skipped = future.result()
-            except _RegionFailed as exc:
+            except RegionFailed as exc:
                 problems.append(f"aws/{region}: {exc} ({', '.join(types)})")
                 continue
             except Exception as exc:  # botocore and anything below it: this region only
-                problems.append(f"aws/{region}: {_problem_text(exc, timeout_s=timeout_s)} ({', '.join(types)})")
+                problems.append(f"aws/{region}: {problem_text(exc, timeout_s=timeout_s)} ({', '.join(types)})")
                 continue
             answered += 1
             if skipped:
@@ -536,7 +435,7 @@ class AwsSpotPriceSource:
             if not page.get("NextToken"):
                 break
             if count >= self.max_pages:
-                raise _RegionFailed(f"more than {self.max_pages} pages (NextToken still set)")
+                raise RegionFailed(f"more than {self.max_pages} pages (NextToken still set)")
             if self._monotonic() >= deadline:
-                raise _RegionFailed(f"ran out of time after {count} pages")
+                raise RegionFailed(f"ran out of time after {count} pages")
         return current_zone_prices(history)

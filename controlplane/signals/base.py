@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from controlplane.domain import SignalSample, Target
+from controlplane.domain import ON_DEMAND, SignalSample, Target
 
 __all__ = [
     "GPU_MEMORY_SOURCE",
@@ -44,6 +44,10 @@ class Wanted:
     aws_offers: tuple[tuple[str, str], ...] = ()
     #: (region, VM size) pairs to price on Azure Spot, sorted
     azure_offers: tuple[tuple[str, str], ...] = ()
+    #: (region, instance type) pairs of aws targets with ``market: on-demand``, to price at list price, sorted
+    aws_on_demand_offers: tuple[tuple[str, str], ...] = ()
+    #: (region, VM size) pairs of azure targets with ``market: on-demand``, sorted
+    azure_on_demand_offers: tuple[tuple[str, str], ...] = ()
 
     @property
     def kubernetes(self) -> list[Target]:
@@ -51,18 +55,21 @@ class Wanted:
 
 
 def wanted_from_targets(targets: Sequence[Target]) -> Wanted:
-    aws: set[tuple[str, str]] = set()
-    azure: set[tuple[str, str]] = set()
+    spot: dict[str, set[tuple[str, str]]] = {"aws": set(), "azure": set()}
+    on_demand: dict[str, set[tuple[str, str]]] = {"aws": set(), "azure": set()}
     for target in targets:
+        if target.provider not in spot:
+            continue
         offers = {(region, size) for region in target.regions for size in target.instance_types}
-        if target.provider == "aws":
-            aws |= offers
-        elif target.provider == "azure":
-            azure |= offers
+        spot[target.provider] |= offers
+        if target.market == ON_DEMAND:
+            on_demand[target.provider] |= offers
     return Wanted(
         targets={target.name: target for target in targets},
-        aws_offers=tuple(sorted(aws)),
-        azure_offers=tuple(sorted(azure)),
+        aws_offers=tuple(sorted(spot["aws"])),
+        azure_offers=tuple(sorted(spot["azure"])),
+        aws_on_demand_offers=tuple(sorted(on_demand["aws"])),
+        azure_on_demand_offers=tuple(sorted(on_demand["azure"])),
     )
 
 

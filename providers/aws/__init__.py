@@ -1,4 +1,4 @@
-"""The AWS EC2 Spot provider: one one-time Spot instance per attempt, started from cloud-init user data.
+"""The AWS EC2 provider: one one-time Spot (or on-demand) instance per attempt, started from cloud-init user data.
 
 The package: ``settings`` (the target's settings model, checked when a policy
 is loaded and at launch), ``launch`` (the RunInstances request: offers and
@@ -19,7 +19,15 @@ accepts one::
                  LaunchTemplate={...} | ImageId=..., IamInstanceProfile=..., SubnetId=... | Placement=...,
                  SecurityGroupIds=[...], UserData=cloud_init(spec, image, attempt_id=...),
                  MetadataOptions={"HttpTokens": "required", "HttpPutResponseHopLimit": 2, ...},
-                 TagSpecifications=[instance and volume: task, attempt, owner ids + Name])
+                 TagSpecifications=[instance and volume: task, attempt, owner ids, market + Name])
+
+**Markets.** The candidate's ``market`` (the plan sets it from the target's
+``market``; None is spot): ``spot`` sends ``InstanceMarketOptions`` as above;
+``on-demand`` sends none (and so no ``MaxPrice``): EC2's default is an
+on-demand instance. Everything else (offers, tokens, adopt, status, cancel,
+the error mapping) is the same for both; the instance and its volumes are
+tagged ``fusionplane.io/market`` with the market. An on-demand instance is
+never interrupted, so the spot reasons below simply never occur for it.
 
 The offers are tried in order: the plan's instance type first, then the
 target's other types; for each type the region's subnets (or zones) in the

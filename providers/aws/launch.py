@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from controlplane.domain import (
+    SPOT,
     Candidate,
     InvalidSpec,
     Target,
@@ -22,6 +23,7 @@ from providers.bootstrap import (
     WORKER_IMAGE_KEY,
     WorkerImage,
     cloud_init,
+    cloud_market,
     resource_name,
     resource_tags,
     worker_image,
@@ -78,6 +80,14 @@ def offers(candidate: Candidate, target: Target, region: str) -> list[Offer]:
     return [Offer(instance_type, subnet, zone) for instance_type in types for subnet, zone in places]
 
 
+def spot_options(max_price_usd_h: float | None) -> dict[str, Any]:
+    """RunInstances' ``InstanceMarketOptions`` of a one-time Spot instance (an on-demand launch sends none)."""
+    spot: dict[str, Any] = {"SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}
+    if max_price_usd_h is not None:
+        spot["MaxPrice"] = str(max_price_usd_h)
+    return {"MarketType": "spot", "SpotOptions": spot}
+
+
 def base_params(
     request: LaunchRequest, target: Target, region: str, *, image: WorkerImage | None, owner: str
 ) -> dict[str, Any]:
@@ -90,21 +100,18 @@ def base_params(
     if len(user_data.encode()) > USER_DATA_MAX:
         raise InvalidSpec(f"user data of {len(user_data.encode())} bytes is over EC2's 16 KiB", target=where)
 
-    spot: dict[str, Any] = {"SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}
-    if request.candidate.max_price_usd_h is not None:
-        spot["MaxPrice"] = str(request.candidate.max_price_usd_h)
+    market = cloud_market(request.candidate)
     # ids only, never the spec or its token (anyone allowed DescribeInstances reads tags);
     # "aws:" keys are reserved by AWS and would fail the whole launch
     tags = {
         **{k: v for k, v in request.labels.items() if not k.startswith("aws:")},
-        **resource_tags(task_id=request.task_id, attempt_id=request.attempt_id, owner=owner),
+        **resource_tags(task_id=request.task_id, attempt_id=request.attempt_id, owner=owner, market=market),
         "Name": resource_name("fusionplane", request.attempt_id, max_length=128),
     }
     tag_list = [{"Key": k, "Value": v} for k, v in tags.items()]
     params: dict[str, Any] = {
         "MinCount": 1,
         "MaxCount": 1,
-        "InstanceMarketOptions": {"MarketType": "spot", "SpotOptions": spot},
         # cloud-init powers off when the worker is done: that must end the bill, not park a stopped VM
         "InstanceInitiatedShutdownBehavior": "terminate",
         "UserData": user_data,
@@ -116,6 +123,8 @@ def base_params(
             {"ResourceType": "volume", "Tags": tag_list},
         ],
     }
+    if market == SPOT:
+        params["InstanceMarketOptions"] = spot_options(request.candidate.max_price_usd_h)
     template = regional(settings.get("launch_template"), region)
     image_id = regional(settings.get("image_id"), region)
     if template is not None:

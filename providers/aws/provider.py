@@ -51,6 +51,7 @@ from providers.bootstrap import (
     SELF_SHUTDOWN_GRACE_S,
     SelfShutdownGrace,
     WorkerImage,
+    cloud_market,
 )
 from providers.common import ATTEMPT_ID, ClientCache, own_targets
 
@@ -203,7 +204,8 @@ class AwsSpotProvider:
             return LaunchResult(backend_ref=backend_ref(region, instance_id), adopted=False)
 
         tried = "; ".join(history)
-        message = f"no spot offer of target {where} in {region} accepted attempt {request.attempt_id}: {tried}"
+        market = cloud_market(request.candidate)
+        message = f"no {market} offer of target {where} in {region} accepted attempt {request.attempt_id}: {tried}"
         # only price refusals: the plan's max price is the problem, not the cloud's capacity
         kind: type[ProviderError] = PriceTooHigh if set(refusals) <= PRICE_CODES else InsufficientCapacity
         raise kind(message, target=where, history=tuple(history))

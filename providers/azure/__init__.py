@@ -1,4 +1,4 @@
-"""The Azure Spot provider: one Spot VM per attempt, through azure-mgmt-compute.
+"""The Azure provider: one Spot (or Regular, on-demand) VM per attempt, through azure-mgmt-compute.
 
 The package: ``settings`` (the target's settings model, checked when a policy
 is loaded and at launch, and what a launch resolves it to), ``body`` (the
@@ -24,7 +24,9 @@ What one attempt is (``body.vm_body``)::
         location        candidate.region
         tags            resource_tags(..., for_azure=True): '/' -> '_' (Azure refuses '/' in tag names)
         vmSize          candidate.instance_type
+        tags            ... and fusionplane.io_market: spot | on-demand
         priority Spot, evictionPolicy Delete, billingProfile.maxPrice = plan max or -1
+                        (market on-demand: priority Regular, no evictionPolicy, no billingProfile)
         osProfile       computerName = VM name, SSH key only, customData = base64(cloud_init(...))
         osDisk          fp-<attempt>-osdisk, deleteOption Delete
         NIC config      fp-<attempt>-nic on settings.subnet_id, deleteOption Delete, no public IP
@@ -53,15 +55,18 @@ Succeeded + PowerState/running or stopping      RUNNING
 Succeeded + PowerState/stopped                  RUNNING for self_shutdown_grace_s, then LOST
                                                 "shut down by itself ..." (see below)
 Succeeded + PowerState/deallocating             RUNNING (still leaving)
-Succeeded + PowerState/deallocated              PREEMPTED (evicted with evictionPolicy Deallocate)
+Succeeded + PowerState/deallocated              PREEMPTED (evicted with evictionPolicy Deallocate);
+                                                a Regular VM: FAILED "cancelled outside FusionPlane"
 Failed, ``ProvisioningState/failed/<code>``     PREEMPTED if <code> is an allocation failure
                                                 (AllocationFailed, ZonalAllocationFailed,
                                                 Overconstrained*, SkuNotAvailable): no worker
                                                 ran, another place may have capacity;
                                                 FAILED with code and message otherwise
 Canceled                                        FAILED
-Deleting, not by us                             PREEMPTED (Azure evicting with policy Delete)
-404, after this process saw the VM              PREEMPTED (evicted: policy Delete removes it)
+Deleting, not by us                             PREEMPTED (Azure evicting with policy Delete);
+                                                a Regular VM: FAILED "cancelled outside FusionPlane"
+404, after this process saw the VM              PREEMPTED (evicted: policy Delete removes it);
+                                                a Regular VM: FAILED "cancelled outside FusionPlane"
 404, never seen by this process                 LOST, "unknown attempt: ..."
 anything, after ``cancel`` here                 FAILED "cancelled ..."
 ==============================================  ==========================================

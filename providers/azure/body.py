@@ -6,6 +6,7 @@ import base64
 from typing import TYPE_CHECKING, Any
 
 from controlplane.domain import (
+    ON_DEMAND,
     InvalidSpec,
 )
 from providers.azure.settings import AzureSettings
@@ -14,6 +15,7 @@ from providers.base import (
 )
 from providers.bootstrap import (
     cloud_init,
+    cloud_market,
     resource_name,
     resource_tags,
 )
@@ -38,8 +40,9 @@ def vm_name(attempt_id: str) -> str:
 
 
 def vm_body(request: LaunchRequest, settings: AzureSettings, name: str, *, owner: str) -> dict[str, Any]:
-    """The Spot VM of ``request``: its NIC and disk are created, and deleted, with it."""
+    """The Spot (or Regular, on-demand) VM of ``request``: its NIC and disk are created, and deleted, with it."""
     candidate = request.candidate
+    market = cloud_market(candidate)
     user_data = cloud_init(
         request.worker_spec,
         settings.worker_image,
@@ -75,8 +78,10 @@ def vm_body(request: LaunchRequest, settings: AzureSettings, name: str, *, owner
     if settings.network_security_group_id:
         nic["networkSecurityGroup"] = {"id": settings.network_security_group_id}
     admin = settings.admin_username
-    tags = resource_tags(task_id=request.task_id, attempt_id=request.attempt_id, owner=owner, for_azure=True)
-    return {
+    tags = resource_tags(
+        task_id=request.task_id, attempt_id=request.attempt_id, owner=owner, market=market, for_azure=True
+    )
+    body: dict[str, Any] = {
         "location": candidate.region,
         "tags": tags,
         "properties": {
@@ -99,9 +104,23 @@ def vm_body(request: LaunchRequest, settings: AzureSettings, name: str, *, owner
                 "networkApiVersion": NIC_API_VERSION,
                 "networkInterfaceConfigurations": [{"name": f"{name}-nic", "properties": nic}],
             },
-            "priority": "Spot",
-            "evictionPolicy": "Delete",
-            # -1: pay up to the on-demand price, never evicted for price; Azure takes 5 decimals
-            "billingProfile": {"maxPrice": -1 if max_price is None else round(max_price, 5)},
+            **market_properties(market, max_price),
         },
+    }
+    return body
+
+
+def market_properties(market: str, max_price: float | None) -> dict[str, Any]:
+    """The VM properties of its market: Spot with eviction and billing profile, or a plain Regular VM.
+
+    Azure refuses ``evictionPolicy`` and ``billingProfile`` on a Regular VM,
+    so on-demand sends neither (the max price is a Spot notion).
+    """
+    if market == ON_DEMAND:
+        return {"priority": "Regular"}
+    return {
+        "priority": "Spot",
+        "evictionPolicy": "Delete",
+        # -1: pay up to the on-demand price, never evicted for price; Azure takes 5 decimals
+        "billingProfile": {"maxPrice": -1 if max_price is None else round(max_price, 5)},
     }

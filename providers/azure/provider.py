@@ -22,6 +22,7 @@ from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.compute.models import VirtualMachine
 
 from controlplane.domain import (
+    ON_DEMAND,
     Candidate,
     InvalidSpec,
     Target,
@@ -30,7 +31,7 @@ from controlplane.domain import (
 from providers.azure.body import vm_body, vm_name
 from providers.azure.errors import fate_unknown, translate
 from providers.azure.settings import AzureSettings
-from providers.azure.status import judge
+from providers.azure.status import OUTSIDE, is_regular, judge
 from providers.base import (
     BackendState,
     BackendStatus,
@@ -47,6 +48,7 @@ from providers.bootstrap import (
     SELF_SHUTDOWN_GRACE_S,
     SelfShutdownGrace,
     WorkerImage,
+    cloud_market,
 )
 from providers.common import BoundedMemory, ClientCache, own_targets
 
@@ -140,6 +142,8 @@ class AzureSpotProvider:
         #: attempt -> (subscription, resource group) of its VM
         self._seen: BoundedMemory[tuple[str, str]] = BoundedMemory(REMEMBERED_ATTEMPTS)
         self._cancelled: BoundedMemory[tuple[str, str]] = BoundedMemory(REMEMBERED_ATTEMPTS)
+        #: attempts whose VM is Regular (on-demand): never evicted, so a 404 is not an eviction
+        self._regular: BoundedMemory[bool] = BoundedMemory(REMEMBERED_ATTEMPTS)
 
     # -- clients -------------------------------------------------------------------------------
 
@@ -258,6 +262,8 @@ class AzureSpotProvider:
                     self._abandon(client, settings.resource_group, name)
                 raise error from exc
             self._seen.put(request.attempt_id, where)
+            if cloud_market(candidate) == ON_DEMAND:
+                self._regular.put(request.attempt_id, True)
             return LaunchResult(backend_ref=_vm_id(*where, name), adopted=False)
 
     def _adopt(self, vm: VirtualMachine, attempt_id: str, where: tuple[str, str], place: str) -> LaunchResult:
@@ -267,8 +273,14 @@ class AzureSpotProvider:
             raise InvalidSpec(
                 f"VM {vm.name} belongs to attempt {tags.get(TAG_ATTEMPT)!r}, not {attempt_id!r}", target=place
             )
-        self._seen.put(attempt_id, where)
+        self._see(attempt_id, where, vm)
         return LaunchResult(backend_ref=_vm_id(*where, str(vm.name)), adopted=True)
+
+    def _see(self, attempt_id: str, where: tuple[str, str], vm: VirtualMachine) -> None:
+        """Remember where the attempt's VM is, and whether it is Regular (for a later 404)."""
+        self._seen.put(attempt_id, where)
+        if is_regular(vm):
+            self._regular.put(attempt_id, True)
 
     def _abandon(self, client: ComputeManagementClient, resource_group: str, name: str) -> None:
         """Best effort: start deleting a VM whose create may or may not have happened."""
@@ -289,10 +301,15 @@ class AzureSpotProvider:
                 continue
             if (vm.tags or {}).get(TAG_ATTEMPT) != attempt_id:
                 continue  # another attempt's VM under the same name: not this one
-            self._seen.put(attempt_id, (sub, rg))
+            self._see(attempt_id, (sub, rg), vm)
             return judge(attempt_id, vm, cancelled=attempt_id in self._cancelled, self_shutdown=self._self_shutdown)
         if attempt_id in self._cancelled:
             return BackendStatus(state=BackendState.FAILED, reason="cancelled; the VM was deleted")
+        if attempt_id in self._regular:
+            return BackendStatus(
+                state=BackendState.FAILED,
+                reason=f"{OUTSIDE}: Regular VM {name} was deleted (Azure never evicts a Regular VM)",
+            )
         if attempt_id in self._seen:
             return BackendStatus(
                 state=BackendState.PREEMPTED,
@@ -400,7 +417,7 @@ class AzureSpotProvider:
                 attempt_id = tags.get(TAG_ATTEMPT)
                 if tags.get(TAG_OWNER) != self.owner or not attempt_id:
                     continue
-                self._seen.put(attempt_id, (sub, rg))
+                self._see(attempt_id, (sub, rg), vm)
                 owned.append(
                     OwnedResource(
                         attempt_id=attempt_id,

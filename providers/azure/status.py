@@ -19,8 +19,25 @@ if TYPE_CHECKING:
     pass
 
 
+#: a Regular (on-demand) VM is never evicted: its deletion or deallocation was someone else's doing
+OUTSIDE = "cancelled outside FusionPlane"
+
+
+def is_regular(vm: VirtualMachine) -> bool:
+    """Whether ``vm`` is a Regular (on-demand) VM, which Azure never evicts; a VM without priority is Regular."""
+    priority = vm.priority or "Regular"
+    # the SDK may hand back its VirtualMachinePriorityTypes enum (a str subclass): compare its value
+    return str(getattr(priority, "value", priority)).lower() == "regular"
+
+
 def judge(attempt_id: str, vm: VirtualMachine, *, cancelled: bool, self_shutdown: SelfShutdownGrace) -> BackendStatus:
-    """The VM's state as the contract names it; ``cancelled``: this process cancelled the attempt."""
+    """The VM's state as the contract names it; ``cancelled``: this process cancelled the attempt.
+
+    A Regular VM is never evicted, so what reads as an eviction on a Spot VM
+    (being deleted, deallocated) is FAILED "cancelled outside FusionPlane" on
+    it, as EC2's user-initiated terminations are.
+    """
+    regular = is_regular(vm)
     provisioning = str(vm.provisioning_state or "").lower()
     statuses = list(vm.instance_view.statuses or []) if vm.instance_view else []
     power = next(
@@ -29,6 +46,10 @@ def judge(attempt_id: str, vm: VirtualMachine, *, cancelled: bool, self_shutdown
     )
     if cancelled:
         return BackendStatus(state=BackendState.FAILED, reason=f"cancelled; the VM is {provisioning or 'present'}")
+    if provisioning == "deleting" and regular:
+        return BackendStatus(
+            state=BackendState.FAILED, reason=f"{OUTSIDE}: the Regular VM is being deleted, not by this control plane"
+        )
     if provisioning == "deleting":
         return BackendStatus(
             state=BackendState.PREEMPTED,
@@ -57,6 +78,8 @@ def judge(attempt_id: str, vm: VirtualMachine, *, cancelled: bool, self_shutdown
         # keyed by the VM's unique id: a later VM of the same name starts its own grace
         key = f"{attempt_id}/{vm.vm_id or vm.name}"
         return self_shutdown.status(key, f"VM {vm.name} stopped")
+    if power == "deallocated" and regular:
+        return BackendStatus(state=BackendState.FAILED, reason=f"{OUTSIDE}: the Regular VM was deallocated")
     if power == "deallocated":
         return BackendStatus(state=BackendState.PREEMPTED, reason="the Spot VM was deallocated (eviction)")
     return BackendStatus(state=BackendState.PENDING, reason=f"VM {provisioning or 'starting'}")

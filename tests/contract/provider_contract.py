@@ -36,7 +36,12 @@ def worker_spec(attempt_id: str, task_id: str = "task-contract", **overrides: An
     return spec
 
 
+#: the providers whose candidates carry a market (the planner sets it from the target's)
+MARKET_PROVIDERS = ("aws", "azure")
+
+
 def candidate_for(target: Target) -> Candidate:
+    """The candidate a plan would make of ``target``: its first region and type, its max price and market."""
     return Candidate(
         target=target.name,
         provider=target.provider,
@@ -44,6 +49,7 @@ def candidate_for(target: Target) -> Candidate:
         region=target.regions[0] if target.regions else None,
         instance_type=target.instance_types[0] if target.instance_types else None,
         max_price_usd_h=target.max_price_usd_h,
+        market=target.market if target.provider in MARKET_PROVIDERS else None,
     )
 
 

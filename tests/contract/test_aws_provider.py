@@ -53,6 +53,7 @@ from moto.ec2.models import ec2_backends
 from moto.ec2.models.instances import StateReason
 
 from controlplane.domain import (
+    ON_DEMAND,
     Candidate,
     InsufficientCapacity,
     InvalidSpec,
@@ -68,6 +69,7 @@ from providers.aws import TAG_CANCELLED, AwsSpotProvider, client_token
 from providers.base import BackendState, LaunchRequest, Provider, Quote
 from providers.bootstrap import (
     LABEL_ATTEMPT,
+    LABEL_MARKET,
     LABEL_OWNER,
     LABEL_TASK,
     SELF_SHUTDOWN_GRACE_S,
@@ -338,6 +340,7 @@ def request(
         region=region or base.region,
         instance_type=instance_type or base.instance_type,
         max_price_usd_h=None if no_max_price else base.max_price_usd_h,
+        market=base.market,
     )
     if callback:
         spec_overrides.setdefault("callback", {"url": f"https://cp.example/v1/attempts/{attempt_id}", "token": SECRET})
@@ -400,6 +403,12 @@ class TestAwsSpotProvider(ProviderContract):
         return len(instances_of(self.url, attempt_id, self.owner))
 
 
+class TestAwsOnDemandProvider(TestAwsSpotProvider):
+    """The same contract for on-demand candidates (``market: on-demand``): nothing of it depends on the market."""
+
+    target = dataclasses.replace(TestAwsSpotProvider.target, name="aws-on-demand", market=ON_DEMAND)
+
+
 # --------------------------------------------------------------------------- the request
 
 
@@ -434,6 +443,7 @@ def test_run_instances_request_is_a_one_time_spot_launch_with_ids_only_in_tags(
         LABEL_TASK: "tsk_req1",
         LABEL_ATTEMPT: "att_req1",
         LABEL_OWNER: provider.owner,
+        LABEL_MARKET: "spot",
         "Name": "fusionplane-att-req1",
     }
     for n, kind in ((1, "instance"), (2, "volume")):
@@ -1047,3 +1057,92 @@ def test_quote_comes_from_the_injected_price(make_provider: MakeProvider) -> Non
     assert make_provider("http://127.0.0.1:9", target).quote(candidate).usd_per_hour is None
     capacity = make_provider("http://127.0.0.1:9", target).capacity(target)
     assert (capacity.free, capacity.total) == (None, None)
+
+
+# --------------------------------------------------------------------------- on-demand
+
+
+def test_an_on_demand_launch_sends_no_market_options_and_is_tagged_on_demand(
+    proxy: _Ec2Proxy, network: Network, make_provider: MakeProvider, moto_url: str
+) -> None:
+    # a max price on the target must not turn into a spot request: on-demand pays the list price
+    target = aws_target(network, market=ON_DEMAND)
+    provider = make_provider(proxy.url, target)
+    result = provider.launch(request("att_od1", target, task_id="tsk_od1"))
+
+    assert not result.adopted
+    [sent] = proxy.calls("RunInstances")
+    p = sent.params
+    assert not [key for key in p if key.startswith("InstanceMarketOptions") or "MaxPrice" in key]
+    assert p["ClientToken"] == client_token("att_od1", 0)
+    assert p["InstanceType"] == "g4dn.xlarge"
+    assert p["InstanceInitiatedShutdownBehavior"] == "terminate"
+    sent_tags = {p[f"TagSpecification.1.Tag.{i}.Key"]: p[f"TagSpecification.1.Tag.{i}.Value"] for i in range(1, 6)}
+    assert sent_tags[LABEL_MARKET] == "on-demand"
+    # what EC2 made of it: an on-demand instance (no lifecycle) and no spot request behind it
+    [instance] = instances_of(moto_url, "att_od1", provider.owner)
+    assert "InstanceLifecycle" not in instance
+    assert "SpotInstanceRequestId" not in instance
+    assert {t["Key"]: t["Value"] for t in instance["Tags"]}[LABEL_MARKET] == "on-demand"
+    requests = ec2(moto_url).describe_spot_instance_requests(
+        Filters=[{"Name": "instance-id", "Values": [instance["InstanceId"]]}]
+    )["SpotInstanceRequests"]
+    assert requests == []
+    assert provider.status("att_od1").state in (BackendState.PENDING, BackendState.RUNNING)
+
+
+def test_a_candidate_without_a_market_launches_spot_and_an_unknown_market_is_refused(
+    proxy: _Ec2Proxy, make_provider: MakeProvider
+) -> None:
+    target = aws_target()
+    provider = make_provider(proxy.url, target)
+    plain = request("att_nomarket", target)
+    provider.launch(dataclasses.replace(plain, candidate=dataclasses.replace(plain.candidate, market=None)))
+    [sent] = proxy.calls("RunInstances")
+    assert sent.params["InstanceMarketOptions.MarketType"] == "spot"
+    odd = request("att_oddmarket", target)
+    with pytest.raises(InvalidSpec, match="market 'reserved' is not one of spot, on-demand"):
+        provider.launch(dataclasses.replace(odd, candidate=dataclasses.replace(odd.candidate, market="reserved")))
+    assert len(proxy.calls("RunInstances")) == 1
+
+
+def test_on_demand_capacity_refusals_fail_over_and_give_up_as_insufficient_capacity(
+    proxy: _Ec2Proxy, network: Network, make_provider: MakeProvider
+) -> None:
+    target = aws_target(network, market=ON_DEMAND)
+    proxy.refuse("RunInstances", "InsufficientInstanceCapacity", status=500, where={"InstanceType": "g4dn.xlarge"})
+    provider = make_provider(proxy.url, target)
+    # the first type is refused in both subnets; the second type is accepted
+    provider.launch(request("att_od_failover", target))
+    assert [t["InstanceType"] for t in proxy.tries()] == ["g4dn.xlarge", "g4dn.xlarge", "g5.xlarge"]
+    assert not any(key.startswith("InstanceMarketOptions") for t in proxy.tries() for key in t)
+
+    proxy.refuse("RunInstances", "InsufficientInstanceCapacity", status=500, where={"InstanceType": "g5.xlarge"})
+    with pytest.raises(InsufficientCapacity) as raised:
+        provider.launch(request("att_od_none", target))
+    assert raised.value.retryable
+    assert "no on-demand offer of target aws-spot" in raised.value.message
+    assert len(raised.value.history) == 4
+
+
+def test_on_demand_adopt_status_and_cancel(proxy: _Ec2Proxy, make_provider: MakeProvider, moto_url: str) -> None:
+    target = aws_target(market=ON_DEMAND)
+    first = make_provider(proxy.url, target)
+    launched = first.launch(request("att_od_life", target))
+    again = make_provider(proxy.url, target, owner=first.owner)
+    adopted = again.launch(request("att_od_life", target, callback=False))
+    assert adopted.adopted
+    assert adopted.backend_ref == launched.backend_ref
+    assert len(proxy.calls("RunInstances")) == 1
+    again.cancel("att_od_life")
+    status = again.status("att_od_life")
+    assert status.state is BackendState.FAILED
+    assert status.reason is not None
+    assert status.reason.startswith("cancelled by FusionPlane")
+    # someone else terminating an on-demand instance is no interruption either
+    other = first.launch(request("att_od_console", target)).backend_ref
+    ec2(moto_url).terminate_instances(InstanceIds=[instance_id_of(other)])
+    outside = first.status("att_od_console")
+    assert outside.state is BackendState.FAILED
+    assert outside.reason is not None
+    assert outside.reason.startswith("cancelled outside FusionPlane")

@@ -9,6 +9,7 @@ token, so retries, timeouts, LRO handling and error mapping are the SDK's own.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -18,10 +19,11 @@ from typing import Any
 import pytest
 import yaml
 from azure.core.credentials import AccessToken
-from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
 from azure.mgmt.compute import ComputeManagementClient
 
 from controlplane.domain import (
+    ON_DEMAND,
     Candidate,
     InsufficientCapacity,
     InvalidSpec,
@@ -34,9 +36,12 @@ from controlplane.domain import (
 )
 from controlplane.domain.worker_spec import parse_worker_spec
 from providers.azure import TAG_ATTEMPT, TAG_OWNER, TAG_TASK, AzureSpotProvider, vm_name
+from providers.azure.body import vm_body
+from providers.azure.settings import AzureSettings
 from providers.base import BackendState, BackendStatus, LaunchRequest, Provider
 from providers.bootstrap import (
     AZURE_TAG_ATTEMPT,
+    AZURE_TAG_MARKET,
     AZURE_TAG_OWNER,
     AZURE_TAG_TASK,
     SELF_SHUTDOWN_GRACE_S,
@@ -223,6 +228,15 @@ class TestAzureSpotProvider(ProviderContract):
         return vms_of(self.arm, attempt_id)
 
 
+class TestAzureOnDemandProvider(TestAzureSpotProvider):
+    """The same contract for on-demand candidates: a Regular VM, launched, adopted and deleted the same way."""
+
+    target = dataclasses.replace(AZURE, name="azure-on-demand", market=ON_DEMAND)
+
+    def make_provider(self, tmp_path: Path) -> AzureSpotProvider:
+        return new_provider(self.arm, (self.target,))
+
+
 # ---- the request -------------------------------------------------------------------------------------
 
 
@@ -286,13 +300,16 @@ def test_the_put_is_a_spot_vm_that_deletes_its_nic_and_disk(arm: FakeAzureArm, a
         "fusionplane.io_task-id": "task-azure",
         "fusionplane.io_attempt-id": attempt,
         "fusionplane.io_owner": OWNER,
+        "fusionplane.io_market": "spot",
     }
     assert (
         tuple(body["tags"])
-        == (TAG_TASK, TAG_ATTEMPT, TAG_OWNER)
-        == (AZURE_TAG_TASK, AZURE_TAG_ATTEMPT, AZURE_TAG_OWNER)
+        == (TAG_TASK, TAG_ATTEMPT, TAG_OWNER, AZURE_TAG_MARKET)
+        == (AZURE_TAG_TASK, AZURE_TAG_ATTEMPT, AZURE_TAG_OWNER, AZURE_TAG_MARKET)
     )
-    assert body["tags"] == resource_tags(task_id="task-azure", attempt_id=attempt, owner=OWNER, for_azure=True)
+    assert body["tags"] == resource_tags(
+        task_id="task-azure", attempt_id=attempt, owner=OWNER, market="spot", for_azure=True
+    )
     assert "att_SECRET-callback-token" not in json.dumps(body["tags"])
     assert "att_SECRET-callback-token" not in put.path + json.dumps(put.query)
 
@@ -800,3 +817,98 @@ def test_a_candidate_of_another_target_is_invalid_spec(azure: AzureSpotProvider)
     assert only_local.list_owned() == []  # no group to look in, no call
     with pytest.raises(InvalidSpec, match="no azure target named 'local'"):
         only_local.launch(launch_request("att-local", on=local))
+
+
+# ---- on-demand (Regular VMs) ----------------------------------------------------------------------------
+
+
+ON_DEMAND_TARGET = azure_target(market=ON_DEMAND)
+
+
+def test_an_on_demand_launch_is_a_regular_vm_without_eviction_or_billing_profile(
+    arm: FakeAzureArm, make: Callable[..., AzureSpotProvider]
+) -> None:
+    provider = make((ON_DEMAND_TARGET,))
+    provider.launch(launch_request("att-regular", on=ON_DEMAND_TARGET))
+    [put] = puts(arm)
+    body = put.json()
+    props = body["properties"]
+    assert props["priority"] == "Regular"
+    assert "evictionPolicy" not in props
+    assert "billingProfile" not in props  # the target's max price is a Spot notion
+    assert body["tags"][AZURE_TAG_MARKET] == "on-demand"
+    assert put.headers["if-none-match"] == "*"
+    # what the fake (as ARM) stored and answers
+    stored = arm.vm(vm_name("att-regular"))
+    assert stored is not None
+    assert stored.priority == "Regular"
+    assert stored.eviction_policy is None
+    assert "billingProfile" not in stored.properties
+    assert stored.tags[AZURE_TAG_MARKET] == "on-demand"
+    assert wait_for(provider, "att-regular", BackendState.RUNNING).state is BackendState.RUNNING
+    # a second launch (a restarted control plane) adopts it without a second PUT
+    assert make((ON_DEMAND_TARGET,)).launch(launch_request("att-regular", on=ON_DEMAND_TARGET)).adopted
+    assert len(puts(arm)) == 1
+    provider.cancel("att-regular")
+    assert leftovers(arm) == []
+
+
+def test_the_fake_refuses_spot_only_fields_on_a_regular_vm_as_azure_does(arm: FakeAzureArm) -> None:
+    """What Azure answers when Spot's evictionPolicy or maxPrice come with priority Regular (or an unknown priority)."""
+    request = launch_request("att-mixed", on=ON_DEMAND_TARGET)
+    body = vm_body_of(request)
+    client = ComputeManagementClient(
+        FixedToken(), SUBSCRIPTION, base_url=arm.url, connection_verify=str(arm.ca_path), retry_total=0
+    )
+    refusals = [
+        ({"evictionPolicy": "Delete"}, "EvictionPolicyCanBeSetOnlyOnAzureSpotVirtualMachines"),
+        ({"billingProfile": {"maxPrice": -1}}, "MaxPriceIsSupportedOnlyForAzureSpotVirtualMachines"),
+        ({"priority": "Cheap"}, "InvalidParameter"),
+    ]
+    with client:
+        for extra, code in refusals:
+            mixed = {**body, "properties": {**body["properties"], **extra}}
+            with pytest.raises(HttpResponseError) as raised:
+                client.virtual_machines.begin_create_or_update(RESOURCE_GROUP, "fp-mixed", mixed, polling=False)
+            assert raised.value.status_code == 400
+            assert raised.value.error is not None
+            assert raised.value.error.code == code
+    assert arm.vms() == []
+
+
+def vm_body_of(request: LaunchRequest) -> dict[str, Any]:
+    settings = AzureSettings.from_target(ON_DEMAND_TARGET, None)
+    return vm_body(request, settings, vm_name(request.attempt_id), owner=OWNER)
+
+
+def test_a_regular_vm_deleted_or_deallocated_by_someone_else_is_failed_not_preempted(
+    arm: FakeAzureArm, make: Callable[..., AzureSpotProvider]
+) -> None:
+    provider = make((ON_DEMAND_TARGET,))
+    provider.launch(launch_request("att-reg-dealloc", on=ON_DEMAND_TARGET))
+    assert wait_for(provider, "att-reg-dealloc", BackendState.RUNNING).state is BackendState.RUNNING
+    with pytest.raises(ValueError, match="not a Spot VM"):
+        arm.evict(vm_name("att-reg-dealloc"))  # Azure never evicts a Regular VM
+    vm = arm.vm(vm_name("att-reg-dealloc"))
+    assert vm is not None
+    vm.power_state = "deallocated"  # an operator's "Stop" in the portal
+    dealloc = provider.status("att-reg-dealloc")
+    assert dealloc.state is BackendState.FAILED
+    assert dealloc.reason is not None
+    assert dealloc.reason.startswith("cancelled outside FusionPlane")
+
+    provider.launch(launch_request("att-reg-deleted", on=ON_DEMAND_TARGET))
+    assert wait_for(provider, "att-reg-deleted", BackendState.RUNNING).state is BackendState.RUNNING
+    someone = ComputeManagementClient(
+        FixedToken(), SUBSCRIPTION, base_url=arm.url, connection_verify=str(arm.ca_path), polling_interval=0.01
+    )
+    with someone:
+        someone.virtual_machines.begin_delete(RESOURCE_GROUP, vm_name("att-reg-deleted")).result(timeout=10)
+    deleted = provider.status("att-reg-deleted")
+    assert deleted.state is BackendState.FAILED
+    assert deleted.reason is not None
+    assert deleted.reason.startswith("cancelled outside FusionPlane")
+    assert "Regular VM" in deleted.reason
+    provider.cancel("att-reg-dealloc")
+    provider.cancel("att-reg-deleted")
+    assert leftovers(arm) == []

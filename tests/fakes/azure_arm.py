@@ -787,7 +787,11 @@ def _validate_vm(name: str, body: Mapping[str, Any], sizes: Mapping[str, Iterabl
                 )
     elif not network.get("networkInterfaces"):
         return _Reply.error(400, "InvalidParameter", "Required parameter 'networkProfile' is missing (null).")
-    spot = str(props.get("priority") or "Regular").lower() == "spot"
+    priority = props.get("priority")
+    if priority is not None and str(priority).lower() not in ("regular", "low", "spot"):
+        return _Reply.error(400, "InvalidParameter", f"The value '{priority}' of parameter 'priority' is not valid.")
+    # Low is the retired name of Spot: both take an eviction policy and a max price; Regular neither
+    spot = str(priority or "Regular").lower() in ("spot", "low")
     if props.get("evictionPolicy") and not spot:
         return _Reply.error(
             400,
@@ -1056,7 +1060,7 @@ class FakeAzureArm(LoopbackFake):
         """Take the Spot VM back as Azure does: deleted with its Delete-option dependents, or deallocated."""
         with self._lock:
             vm = self._vm(name, resource_group)
-            if vm.priority.lower() != "spot":
+            if vm.priority.lower() not in ("spot", "low"):
                 raise ValueError(f"{name} is not a Spot VM: Azure does not evict it")
             if (vm.eviction_policy or "Deallocate").lower() == "delete":
                 self._arm._remove(vm)

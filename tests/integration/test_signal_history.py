@@ -57,8 +57,9 @@ def test_prometheus_runs_only_when_configured() -> None:
     without = build_sources({})
     with_url = build_sources({"FUSIONPLANE_PROMETHEUS_URL": "http://127.0.0.1:9"})
     try:
-        assert sorted(s.name for s in without) == ["aws_spot", "azure_spot", "kubernetes"]
-        assert sorted(s.name for s in with_url) == ["aws_spot", "azure_spot", "kubernetes", "prometheus"]
+        prices = ["aws_on_demand", "aws_spot", "azure_on_demand", "azure_spot"]
+        assert sorted(s.name for s in without) == [*prices, "kubernetes"]
+        assert sorted(s.name for s in with_url) == [*prices, "kubernetes", "prometheus"]
     finally:
         for source in [*without, *with_url]:
             getattr(source, "close", lambda: None)()
