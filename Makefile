@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps run demo sim check test bench bench-core bench-api bench-policy bench-simulate bench-signals bench-providers bench-ha bench-dataplane bench-sim clean
+.PHONY: setup system-deps run demo sim check test bench bench-core bench-api bench-policy bench-simulate bench-signals bench-providers bench-ha bench-dataplane bench-sim bench-placement clean
 
 # Debian packages: ffmpeg/ffprobe for the core, PostgreSQL 15 for the store's tests,
 # Prometheus (server + promtool) for the signal tests, Node.js + npm for Azurite (the Blob emulator),
@@ -70,7 +70,7 @@ check: setup
 test: setup
 	AWS_EC2_METADATA_DISABLED=true AZURE_POD_IDENTITY_AUTHORITY_HOST=http://127.0.0.1:9 $(VENV)/bin/pytest
 
-bench: bench-core bench-api bench-policy bench-simulate bench-signals bench-providers bench-ha bench-dataplane bench-sim
+bench: bench-core bench-api bench-policy bench-simulate bench-signals bench-providers bench-ha bench-dataplane bench-sim bench-placement
 
 bench-core: setup
 	$(PY) -m bench.core
@@ -96,6 +96,10 @@ bench-ha: setup
 # the launch-day simulator's speed at small scales, and its determinism (docs/performance.md, "Simulator")
 bench-sim: setup
 	AWS_EC2_METADATA_DISABLED=true $(PY) -m bench.sim
+
+# the shipped policy against every baseline on every shipped scenario (FUSIONPLANE_BENCH_SCALE, default 0.01)
+bench-placement: setup
+	AWS_EC2_METADATA_DISABLED=true $(PY) -m bench.placement
 
 # 1 GiB through tus (whole, and cut at half then resumed) and staged into moto S3 and Azurite (node_modules)
 bench-dataplane: setup
