@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import math
+import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
+import boto3
 import botocore.config
 import botocore.exceptions
 from botocore.parsers import ResponseParserError
@@ -16,6 +18,7 @@ from botocore.parsers import ResponseParserError
 __all__ = [
     "AUTH_CODES",
     "THROTTLE_CODES",
+    "BotoClients",
     "RegionFailed",
     "by_region",
     "call_timeout",
@@ -164,3 +167,43 @@ def read_regions(
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     return futures
+
+
+class BotoClients:
+    """boto3 clients cached per (region, per-call timeout), made from one session, closed together.
+
+    A client is thread-safe, its creation is not: the lock is re-entrant, so a
+    poll that holds it may still ask for a client.
+    """
+
+    def __init__(self, session: boto3.session.Session | None, *, user_agent: str) -> None:
+        self._session = session
+        self._user_agent = user_agent
+        self._clients: dict[tuple[str, float], Any] = {}
+        self._lock = threading.RLock()
+
+    def cached_client(self, service: str, region: str, endpoint_url: str | None, *, timeout_s: float) -> Any:
+        """The ``service`` client of ``region`` for polls of ``timeout_s`` (see :func:`client_config`)."""
+        config = client_config(timeout_s, user_agent=self._user_agent)
+        key = (region, float(config.connect_timeout))
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                if self._session is None:  # a new session, never the shared default one (not thread-safe)
+                    self._session = boto3.session.Session()
+                client = self._session.client(service, region_name=region, endpoint_url=endpoint_url, config=config)
+                self._clients[key] = client
+            return client
+
+    def close(self) -> None:
+        """Close every cached client's connections (a later poll makes new clients)."""
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -37,7 +37,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -47,9 +46,9 @@ import boto3
 
 from controlplane.domain import ON_DEMAND_PRICE_SOURCE, ON_DEMAND_PRICE_TTL_SECONDS, SignalSample, spot_price_key
 from controlplane.signals.aws_common import (
+    BotoClients,
     RegionFailed,
     by_region,
-    client_config,
     positive_price,
     problem_text,
     read_regions,
@@ -143,7 +142,7 @@ def hourly_usd_prices(price_list: Iterable[Any], *, region: str, instance_type: 
     return prices, skipped
 
 
-class AwsOnDemandPriceSource:
+class AwsOnDemandPriceSource(BotoClients):
     """EC2 on-demand Linux list prices of ``Wanted.aws_on_demand_offers``, one sample per (region, type).
 
     ``endpoint_url``: the Price List endpoint (tests, private endpoints);
@@ -171,38 +170,13 @@ class AwsOnDemandPriceSource:
         self.endpoint_url = endpoint_url
         self.max_pages = max_pages
         self.max_workers = max_workers
-        self._session = session
+        super().__init__(session, user_agent="fusionplane-aws-on-demand")
         self._monotonic = monotonic
-        self._clients: dict[float, Any] = {}
-        self._lock = threading.RLock()
         self._notes: tuple[str, ...] = ()
 
     def client_for(self, *, timeout_s: float) -> Any:
         """The cached Price List client (us-east-1) for polls of ``timeout_s``."""
-        config = client_config(timeout_s, user_agent="fusionplane-aws-on-demand")
-        key = float(config.connect_timeout)
-        with self._lock:
-            client = self._clients.get(key)
-            if client is None:
-                if self._session is None:
-                    self._session = boto3.session.Session()
-                client = self._session.client(
-                    "pricing", region_name=PRICING_REGION, endpoint_url=self.endpoint_url, config=config
-                )
-                self._clients[key] = client
-            return client
-
-    def close(self) -> None:
-        with self._lock:
-            clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            client.close()
-
-    def __enter__(self) -> AwsOnDemandPriceSource:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        return self.cached_client("pricing", PRICING_REGION, self.endpoint_url, timeout_s=timeout_s)
 
     @property
     def notes(self) -> tuple[str, ...]:

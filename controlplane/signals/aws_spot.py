@@ -74,7 +74,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -85,6 +84,7 @@ import boto3
 
 from controlplane.domain import SPOT_PRICE_SOURCE, SPOT_PRICE_TTL_SECONDS, SignalSample, spot_price_key
 from controlplane.signals.aws_common import (
+    BotoClients,
     RegionFailed,
     by_region,
     client_config,
@@ -256,7 +256,7 @@ def on_demand_price(region: str, instance_type: str) -> float | None:
 # ---- the source -----------------------------------------------------------------------------------
 
 
-class AwsSpotPriceSource:
+class AwsSpotPriceSource(BotoClients):
     """EC2 Spot prices of ``Wanted.aws_offers``, one sample per (region, instance type).
 
     ``endpoint_url``: one URL for every region, or a mapping region -> URL
@@ -291,12 +291,8 @@ class AwsSpotPriceSource:
         self.page_size = page_size
         self.max_pages = max_pages
         self.max_workers = max_workers
-        self._session = session
+        super().__init__(session, user_agent="fusionplane-aws-spot")
         self._monotonic = monotonic
-        #: (region, per-call timeout) -> client; a client is thread-safe, its creation is not
-        self._clients: dict[tuple[str, float], Any] = {}
-        #: re-entrant: poll() holds it and calls client_for(), which callers may also use alone
-        self._lock = threading.RLock()
         self._offers: dict[tuple[str, str], OfferPrice] = {}
         self._notes: tuple[str, ...] = ()
 
@@ -309,31 +305,7 @@ class AwsSpotPriceSource:
 
     def client_for(self, region: str, *, timeout_s: float) -> Any:
         """The cached EC2 client of ``region`` for polls of ``timeout_s`` (see :func:`client_config`)."""
-        config = client_config(timeout_s)
-        key = (region, float(config.connect_timeout))
-        with self._lock:
-            client = self._clients.get(key)
-            if client is None:
-                if self._session is None:
-                    self._session = boto3.session.Session()
-                client = self._session.client(
-                    "ec2", region_name=region, endpoint_url=self._endpoint_for(region), config=config
-                )
-                self._clients[key] = client
-            return client
-
-    def close(self) -> None:
-        """Close every cached client's connections (a later poll makes new clients)."""
-        with self._lock:
-            clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            client.close()
-
-    def __enter__(self) -> AwsSpotPriceSource:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        return self.cached_client("ec2", region, self._endpoint_for(region), timeout_s=timeout_s)
 
     # ---- what the last poll saw --------------------------------------------------------------
 
