@@ -11,8 +11,9 @@ on private targets in every baseline, as the invariant demands.
 - ``on-demand``: every task that may leave goes to the cloud targets, bought
   on demand (no preemption, no capacity limit, the on-demand price).
 - ``private-only``: everything waits for the private cluster.
-- ``static-cheapest``: the cloud targets in the order of a fixed catalog
-  price (``world.catalog_spot``), with no live signal at all, and no max price.
+- ``static-cheapest``: the spot cloud targets in the order of a fixed catalog
+  price (``world.catalog_spot``), with no live signal at all, and no max price
+  (the fleet's ``market: on-demand`` targets are left out: a spot catalog).
 - ``bound`` (offline lower bound, not a run): the work that cannot fit on the
   private cluster, at the lowest spot price seen anywhere in the run. See
   :func:`offline_bound`.
@@ -73,7 +74,9 @@ def baseline_setups(scenario: Scenario, fleet: Mapping[str, Any], names: Sequenc
             document = _keep_private([t for t in targets if t.get("private")], private, private)
             setups.append(RunSetup(name="baseline:private-only", kind="baseline", policy=_parse(document, name)))
         elif name == "static-cheapest":
-            ordered = sorted(clouds, key=lambda t: (_catalog(scenario, t), t["name"]))
+            # a static catalog of spot offers: the fleet's on-demand targets are not spot, and not in it
+            spot = [t for t in clouds if t.get("market", "spot") == "spot"]
+            ordered = sorted(spot, key=lambda t: (_catalog(scenario, t), t["name"]))
             document = _keep_private(targets, private, [t["name"] for t in ordered], drop_max_price=True)
             setups.append(
                 RunSetup(
