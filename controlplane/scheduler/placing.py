@@ -43,7 +43,7 @@ from controlplane.policy_sources import PolicySet
 from controlplane.scheduler.base import FENCE_CHECK_S, SchedulerBase, log
 from controlplane.scheduler.outcomes import FailoverRules
 from controlplane.scheduler.queueing import NoLaunch, max_queue_seconds, no_launch, overdue
-from controlplane.scheduler.wakeups import EVERY_REASON
+from controlplane.scheduler.wakeups import EVERY_REASON, probing_targets
 from controlplane.scheduler.workerspec import placed_uris, render_worker_spec
 from controlplane.signals.snapshot_json import snapshot_to_json
 from controlplane.store import PlannedLaunch, StateMismatch, backing_off, wake_waiting, wake_waiting_for
@@ -295,6 +295,8 @@ class Placing(SchedulerBase):
             if key.startswith(f"{CAPACITY_SOURCE}/") and not sample.is_stale(snapshot.taken_at) and sample.value >= 1
         }
         wake_waiting(self.store, free)
+        if self._waits.probing:  # a breaker turned half-open: one task per target it covers goes to probe
+            wake_waiting(self.store, probing_targets(policies, self._waits.probing), code="breaker_open")
 
     def _send_group(
         self, task: Task, members: list[tuple[Attempt, Candidate, str]], history: list[str]

@@ -53,11 +53,13 @@ WAITABLE_CODES = frozenset(
 #: a waiting task is planned again after this long at first ...
 WAIT_BACKOFF_MIN_S = 1.0
 #: ... then after as long as it has waited so far (the interval doubles), up to this. What a waiting task waits
-#: for wakes it at once: a slot freed on its target, a breaker that closes, a new price, the budget day, a rule's
-#: ``when`` or the policy changing (``Placing._wake_waiting``, ``scheduler/wakeups.py``), so the backoff is only the
-#: safety net (as Kubernetes flushes its unschedulable pods after 5 minutes): thousands of waiting tasks are not
-#: re-planned for nothing
-WAIT_BACKOFF_MAX_S = 300.0
+#: for wakes it at once: a slot freed on its target, a breaker that closes (or turns half-open: one task per target),
+#: a new price, the budget day, a rule's ``when`` or the policy changing (``Placing._wake_waiting``,
+#: ``scheduler/wakeups.py``), and the deadline rule's ``replan_by`` bounds the sleep, so the backoff is only the
+#: safety net for a change no signal shows (a target's free-GPU signal turning stale). It was 300 s, Kubernetes'
+#: flush of unschedulable pods; the launch-day simulator showed tasks that wait hours for their slack to run out
+#: re-planned every 5 minutes for nothing (27 plans per task at scale 0.005); 30 minutes gave 11, same outcomes
+WAIT_BACKOFF_MAX_S = 1800.0
 _DEFAULT_MAX_QUEUE_S = Thresholds().max_queue_seconds
 
 
@@ -83,7 +85,7 @@ def max_queue_seconds(policy: Any) -> float:
 
 
 def wait_backoff_seconds(waited_s: float) -> float:
-    """How long a waiting task sleeps before its next plan: 1 s, then its whole wait so far, at most 300 s.
+    """How long a waiting task sleeps before its next plan: 1 s, then its whole wait so far, at most 1,800 s.
 
     Doubling, without a counter to store (the wait's age is the counter).
     What the task waits for wakes it sooner (``Placing._wake_waiting``), so

@@ -6,7 +6,9 @@ this module says when the other reasons may have lifted, so the tasks that
 wait for them are planned again in the round the change is seen instead of
 after their backoff:
 
-- ``breaker_open``: a spot breaker left the open state;
+- ``breaker_open``: a spot breaker closed (or is no longer reported); one
+  that turned half-open lets one probe through, so only as many tasks as it
+  has probes are woken for it (:func:`breakers_to_probe`, per target);
 - ``stale_price``, ``price_above_max``: a new spot price sample arrived (a
   poll, with a new time or a new value);
 - ``budget_exhausted``, ``budget_unknown``: today's spend became known or
@@ -29,11 +31,20 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from controlplane.domain import BUDGET_SOURCE, SPOT_PRICE_SOURCE, SignalSnapshot
-from controlplane.domain.reliability import BREAKER_OPEN, BREAKER_SOURCE
+from controlplane.domain.reliability import BREAKER_CLOSED, BREAKER_OPEN, BREAKER_SOURCE
 from controlplane.policy import Policy, conditions_held
 from controlplane.policy_sources import PolicySet
 
-__all__ = ["CONDITIONS_WAKE_MIN_S", "EVERY_REASON", "WaitWatch", "WaitWatcher", "reasons_to_wake", "watch"]
+__all__ = [
+    "CONDITIONS_WAKE_MIN_S",
+    "EVERY_REASON",
+    "WaitWatch",
+    "WaitWatcher",
+    "breakers_to_probe",
+    "probing_targets",
+    "reasons_to_wake",
+    "watch",
+]
 
 #: :func:`reasons_to_wake`'s answer when every waiting task must be planned again
 EVERY_REASON: frozenset[str] = frozenset({"*"})
@@ -54,6 +65,8 @@ class WaitWatch:
     conditions: tuple[tuple[bool, ...], ...]
     #: spot breakers that are open
     open_breakers: frozenset[str]
+    #: spot breakers that are half-open (one probe may go)
+    half_open_breakers: frozenset[str] = frozenset()
     #: spot price sample -> (value, when observed)
     prices: Mapping[str, tuple[float, datetime]]
     #: budget sample -> (value, fresh)
@@ -71,6 +84,11 @@ def watch(policies: Policy | PolicySet, snapshot: SignalSnapshot, now: datetime)
             name
             for name, sample in samples.items()
             if name.startswith(BREAKER_SOURCE + "/") and sample.value >= BREAKER_OPEN
+        ),
+        half_open_breakers=frozenset(
+            name
+            for name, sample in samples.items()
+            if name.startswith(BREAKER_SOURCE + "/") and BREAKER_CLOSED < sample.value < BREAKER_OPEN
         ),
         prices={
             name: (sample.value, sample.observed_at)
@@ -94,13 +112,52 @@ def reasons_to_wake(before: WaitWatch | None, after: WaitWatch) -> frozenset[str
     if before is None or before.policies != after.policies or before.conditions != after.conditions:
         return EVERY_REASON
     codes: set[str] = set()
-    if before.open_breakers - after.open_breakers:
-        codes.add("breaker_open")
+    if (before.open_breakers - after.open_breakers) - after.half_open_breakers:
+        codes.add("breaker_open")  # closed or gone: every task waiting for it may go
     if any(before.prices.get(name) != seen for name, seen in after.prices.items()):
         codes |= _PRICE_CODES
     if any(_budget_lifted(before.budget.get(name), seen) for name, seen in after.budget.items()):
         codes |= _BUDGET_CODES
     return frozenset(codes)
+
+
+def breakers_to_probe(before: WaitWatch | None, after: WaitWatch) -> frozenset[str]:
+    """The breakers (sample names) that went from open to half-open since ``before``.
+
+    Half-open lets one launch through to see whether the capacity is back
+    (``Placing._gate_probes``): waking every task that waits for it would
+    send them all (a task whose every candidate is the probing offer still
+    launches), the stampede the breaker is there to stop. So a half-open
+    breaker wakes one task per target; its probe's outcome closes the breaker
+    (and :func:`reasons_to_wake` wakes the rest) or opens it again.
+    """
+    if before is None:
+        return frozenset()
+    return (before.open_breakers - after.open_breakers) & after.half_open_breakers
+
+
+def probing_targets(policies: Policy | PolicySet, breakers: frozenset[str]) -> dict[str, int]:
+    """Target -> probes: one for each target whose offers a half-open breaker of ``breakers`` covers.
+
+    A breaker is ``breaker/<provider>/<region>/<instance type>``; a target of
+    that provider that runs in that region is matched whatever its instance
+    type (a rule may pick another one): one task too many planned, never one
+    forgotten.
+    """
+    if not breakers:
+        return {}
+    places = set()
+    for name in breakers:
+        parts = name.split("/")
+        if len(parts) >= 3:
+            places.add((parts[1], parts[2]))
+    effective = [policies] if isinstance(policies, Policy) else [policies.base, *policies.tenants.values()]
+    return {
+        target.name: 1
+        for policy in effective
+        for target in policy.targets
+        if any((target.provider, region) in places for region in target.regions or ("-",))
+    }
 
 
 class WaitWatcher:
@@ -109,6 +166,8 @@ class WaitWatcher:
     def __init__(self) -> None:
         self.seen: WaitWatch | None = None
         self._woke_every_at: datetime | None = None
+        #: the breakers the last :meth:`observe` saw turn half-open (:func:`breakers_to_probe`)
+        self.probing: frozenset[str] = frozenset()
 
     def observe(self, policies: Policy | PolicySet, snapshot: SignalSnapshot) -> frozenset[str]:
         """The reasons to wake now (:func:`reasons_to_wake`), with rule flips paced by :data:`CONDITIONS_WAKE_MIN_S`.
@@ -119,6 +178,7 @@ class WaitWatcher:
         """
         now = snapshot.taken_at
         before, after = self.seen, watch(policies, snapshot, now)
+        self.probing = breakers_to_probe(before, after)
         codes = reasons_to_wake(before, after)
         recent = self._woke_every_at is not None and (now - self._woke_every_at).total_seconds() < CONDITIONS_WAKE_MIN_S
         if codes == EVERY_REASON and recent and before is not None and before.policies == after.policies:

@@ -41,10 +41,10 @@ def _like_literal(text: str) -> str:
     return text.replace("/", "//").replace("%", "/%").replace("_", "/_")
 
 
-def _capacity_patterns(target: str) -> dict[str, str]:
+def _entry_patterns(target: str, code: str) -> dict[str, str]:
     # a queue reason is "<target>: <code>" joined by "; " (scheduler/queueing.py): match a whole entry, so that
     # target "prem" does not match "onprem: no_capacity"
-    entry = _like_literal(f"{target}: no_capacity")
+    entry = _like_literal(f"{target}: {code}")
     return {"w_first": f"{entry}%", "w_later": f"%; {entry}%"}
 
 
@@ -100,15 +100,16 @@ _WAKE = (
 )
 
 
-def wake_waiting(store: StoreCore, free: Mapping[str, int]) -> int:
-    """Make backing-off tasks waiting for capacity claimable now, per target at most its free slots; how many.
+def wake_waiting(store: StoreCore, free: Mapping[str, int], *, code: str = "no_capacity") -> int:
+    """Make backing-off tasks waiting on a target claimable now, per target at most its free slots; how many.
 
     Called when free capacity shows up (``free``: target -> free slots), so a
     freed slot is used within a round instead of after the waiting tasks'
     backoff: most urgent then oldest of the tasks with ``<target>:
     no_capacity`` in their queue reason. Only those: free spot capacity does
     not wake, round after round, tasks that wait for a full private cluster.
-    One transaction for every target.
+    With ``code="breaker_open"``, ``free`` is the probes a half-open breaker
+    lets through. One transaction for every target.
     """
     wanted = {target: slots for target, slots in free.items() if slots >= 1}
     if not wanted:
@@ -119,7 +120,7 @@ def wake_waiting(store: StoreCore, free: Mapping[str, int]) -> int:
     woken: dict[str, None] = {}  # a task waiting on two targets is woken once
     with store.write() as conn:
         for target in sorted(wanted):
-            found = conn.execute(pick, {"w_now": now, "w_limit": wanted[target], **_capacity_patterns(target)})
+            found = conn.execute(pick, {"w_now": now, "w_limit": wanted[target], **_entry_patterns(target, code)})
             woken.update(dict.fromkeys(found.scalars()))
         if woken:
             # only the backoff changes: no event (the task still waits for the same reason)

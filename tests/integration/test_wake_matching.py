@@ -48,3 +48,16 @@ def test_a_target_wakes_the_tasks_waiting_for_its_own_capacity(
     assert wake_waiting(store, {free: 10}) == len(woken)
     claimed = {task.id for task in store.claim_queued(batch_size=10, scheduler_id="s")}
     assert claimed == {ids[n] for n in woken}
+
+
+def test_a_half_open_breaker_wakes_as_many_tasks_as_it_has_probes_most_urgent_first(store: Store) -> None:
+    reasons = [
+        "spot: breaker_open",
+        "spot: breaker_open; home: no_capacity",
+        "spot: no_capacity",
+        "spoty: breaker_open",
+    ]
+    ids = [waiting(store, reason) for reason in reasons]
+    assert wake_waiting(store, {"spot": 1}, code="breaker_open") == 1
+    claimed = [task.id for task in store.claim_queued(batch_size=10, scheduler_id="s")]
+    assert claimed == [ids[0]]  # the oldest of the two waiting for that breaker; not capacity waits, not "spoty"

@@ -75,8 +75,17 @@ def test_candidates_this_scheduler_refused_fail_at_once() -> None:
 
 
 def test_the_backoff_grows_with_the_wait_and_never_passes_the_limit() -> None:
-    # the wait so far (the interval doubles), at least 1 s, at most the 300 s safety net
-    assert [wait_backoff_seconds(s) for s in (0, 0.5, 2, 8, 30, 299, 1000)] == [1.0, 1.0, 2.0, 8.0, 30.0, 299.0, 300.0]
+    # the wait so far (the interval doubles), at least 1 s, at most the 1,800 s safety net
+    assert [wait_backoff_seconds(s) for s in (0, 0.5, 2, 8, 30, 299, 1799, 5000)] == [
+        1.0,
+        1.0,
+        2.0,
+        8.0,
+        30.0,
+        299.0,
+        1799.0,
+        1800.0,
+    ]
     waited = task(since=NOW - timedelta(seconds=115), reason="t0: no_capacity")
     outcome = no_launch(task=waited, decision=plan("no_capacity"), history=[], now=NOW, max_queue_s=120)
     assert outcome.not_before == NOW + timedelta(seconds=5)  # the limit, not a 115 s backoff past it

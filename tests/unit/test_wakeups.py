@@ -7,7 +7,14 @@ from typing import Any
 
 from controlplane.domain import SignalSample, SignalSnapshot
 from controlplane.policy import Policy, conditions_held, parse_policy
-from controlplane.scheduler.wakeups import CONDITIONS_WAKE_MIN_S, EVERY_REASON, WaitWatcher
+from controlplane.scheduler.wakeups import (
+    CONDITIONS_WAKE_MIN_S,
+    EVERY_REASON,
+    WaitWatcher,
+    breakers_to_probe,
+    probing_targets,
+    watch,
+)
 from tests.support.policies import SPOT_KEY as KEY
 from tests.support.policies import home_and_spot
 
@@ -59,11 +66,45 @@ def test_the_first_batch_wakes_every_waiting_task_and_an_unchanged_world_wakes_n
     assert watched(same, later) == [EVERY_REASON, frozenset()]
 
 
-def test_a_breaker_that_closes_or_half_opens_wakes_the_breaker_waits_and_one_that_opens_wakes_none() -> None:
-    t1, t2, t3 = (T0 + timedelta(seconds=s) for s in (5, 10, 15))
-    result = watched(snapshot(T0, breaker=1), snapshot(t1, breaker=0.5), snapshot(t2, breaker=1), snapshot(t3))
-    # half-open (a probe may go), open again (nothing to lift), then no sample at all (closed, no longer reported)
-    assert result[1:] == [frozenset({"breaker_open"}), frozenset(), frozenset({"breaker_open"})]
+def test_a_breaker_that_closes_wakes_the_breaker_waits_and_one_that_opens_or_half_opens_wakes_none() -> None:
+    t1, t2, t3, t4 = (T0 + timedelta(seconds=s) for s in (5, 10, 15, 20))
+    shots = [snapshot(T0, breaker=1), snapshot(t1, breaker=0.5), snapshot(t2, breaker=1), snapshot(t3)]
+    shots.append(snapshot(t4, breaker=0))
+    result = watched(*shots)
+    # half-open (one probe: not every waiting task), open again (nothing to lift), then no sample at all (closed,
+    # no longer reported), then closed while it was already not open
+    assert result[1:] == [frozenset(), frozenset(), frozenset({"breaker_open"}), frozenset()]
+    opened_to_closed = watched(snapshot(T0, breaker=1), snapshot(t1, breaker=0))
+    assert opened_to_closed[1] == frozenset({"breaker_open"})
+
+
+def test_a_breaker_that_turns_half_open_names_itself_for_one_probe_per_target() -> None:
+    watcher, used = WaitWatcher(), policy()
+    watcher.observe(used, snapshot(T0, breaker=1))
+    assert watcher.probing == frozenset()
+    watcher.observe(used, snapshot(T0 + timedelta(seconds=5), breaker=0.5))
+    assert watcher.probing == frozenset({f"breaker/{KEY}"})
+    # the target that runs there gets one probe, the private one none
+    assert probing_targets(used, watcher.probing) == {"spot": 1}
+    # still half-open a round later: no second probe from the watch (the probe's outcome decides)
+    watcher.observe(used, snapshot(T0 + timedelta(seconds=10), breaker=0.5))
+    assert watcher.probing == frozenset()
+
+
+def test_probing_targets_match_the_provider_and_region_whatever_the_instance_type() -> None:
+    used = policy()
+    assert probing_targets(used, frozenset({"breaker/aws/us-east-1/p3.2xlarge"})) == {"spot": 1}
+    assert probing_targets(used, frozenset({"breaker/aws/eu-west-1/g4dn.xlarge"})) == {}
+    assert probing_targets(used, frozenset({"breaker/azure/us-east-1/g4dn.xlarge"})) == {}
+    assert probing_targets(used, frozenset()) == {}
+
+
+def test_breakers_to_probe_needs_a_breaker_that_was_open() -> None:
+    closed, half = watch(policy(), snapshot(T0, breaker=0), T0), watch(policy(), snapshot(T0, breaker=0.5), T0)
+    opened = watch(policy(), snapshot(T0, breaker=1), T0)
+    assert breakers_to_probe(None, half) == frozenset()
+    assert breakers_to_probe(closed, half) == frozenset()  # closed -> half-open: nobody waited for it
+    assert breakers_to_probe(opened, half) == frozenset({f"breaker/{KEY}"})
 
 
 def test_a_new_price_sample_wakes_the_price_waits_even_at_the_same_price() -> None:
