@@ -54,6 +54,9 @@ def alembic_config(url: str | None = None, *, engine: Engine | None = None) -> C
     """
     if not (MIGRATIONS_DIR / "env.py").is_file():
         raise RuntimeError(f"the migration scripts are missing: {MIGRATIONS_DIR}/env.py")
+    # without its versions Alembic "upgrades" to nothing and calls that head: a broken install must say so
+    if not any((MIGRATIONS_DIR / "versions").glob("[0-9]*.py")):
+        raise RuntimeError(f"the migration scripts are missing: {MIGRATIONS_DIR}/versions/ holds none")
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     rendered = normalize_url(database_url(url)).render_as_string(hide_password=False)

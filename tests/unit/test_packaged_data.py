@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import configparser
 import fnmatch
+import shutil
 from pathlib import Path
 
 import pytest
 
 from controlplane.config import Settings
 from controlplane.policy_sources import DEFAULT_POLICY_PATH, load_policy_file
+from controlplane.store import migrate
 from controlplane.store.migrate import MIGRATIONS_DIR, head_revision
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,6 +52,18 @@ def test_the_migration_scripts_are_found_through_the_package() -> None:
     assert MIGRATIONS_DIR == ROOT / "controlplane" / "store" / "migrations"
     newest = max(path.stem for path in (MIGRATIONS_DIR / "versions").glob("[0-9]*.py"))
     assert head_revision() == newest
+
+
+@pytest.mark.parametrize("lost", ["env.py", "versions"])
+def test_an_install_without_its_migration_scripts_says_so(
+    lost: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, broken, ignore=shutil.ignore_patterns(lost))
+    monkeypatch.setattr(migrate, "MIGRATIONS_DIR", broken)
+    with pytest.raises(RuntimeError, match="the migration scripts are missing"):
+        migrate.upgrade(url=f"sqlite:///{tmp_path / 'fusionplane.db'}")
+    assert not (tmp_path / "fusionplane.db").exists()
 
 
 def test_every_file_the_wheel_needs_is_named_in_package_data() -> None:
