@@ -14,9 +14,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import select
 
 from controlplane.api.serving import ListenError, listen
 from controlplane.cli.serve import serve
+from controlplane.store import make_engine, upgrade
+from controlplane.store.tables import leader_lease
 
 
 @pytest.fixture
@@ -39,6 +42,24 @@ def test_a_busy_port_fails_before_the_database_is_touched(busy_port: int, tmp_pa
     # no migration ran (the file would exist) and so no lease was taken; not even var/ was made
     assert not database.exists()
     assert not var.exists()
+
+
+def test_a_busy_port_takes_no_lease_on_a_shared_database(busy_port: int, tmp_path: Path) -> None:
+    # a second replica started on a busy port must not depose or block the one that leads
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    upgrade(url=url)
+    result = CliRunner().invoke(
+        serve,
+        ["--port", str(busy_port), "--database-url", url],
+        env={"FUSIONPLANE_VAR_DIR": str(tmp_path / "var"), "FUSIONPLANE_TOKENS_FILE": str(tmp_path / "t.json")},
+    )
+    assert result.exit_code == 1, result.output
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(select(leader_lease)).all() == []
+    finally:
+        engine.dispose()
 
 
 def test_listen_holds_the_port_from_the_start(busy_port: int) -> None:
