@@ -18,13 +18,19 @@ ROOT = Path(__file__).resolve().parents[2]
 TEST_ONLY = ("postgresql", "prometheus", "npm", "chromium", "node_modules")
 
 
+def outside_make() -> dict[str, str]:
+    """This environment without what an enclosing ``make test`` passes down (its variables and flags)."""
+    inherited = ("MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES", "MAKELEVEL")
+    return {name: value for name, value in os.environ.items() if name not in inherited}
+
+
 def dry_run(*args: str, **env: str) -> str:
     make = shutil.which("make")
     assert make, "make is part of the toolchain (CI runs make test)"
     done = subprocess.run(
         [make, "-n", "--no-print-directory", *args],
         cwd=ROOT,
-        env={**os.environ, **env},
+        env={**outside_make(), **env},
         capture_output=True,
         text=True,
         check=True,
