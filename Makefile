@@ -4,26 +4,35 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps run demo sim check test bench bench-core bench-api bench-policy bench-simulate bench-signals bench-providers bench-ha bench-dataplane bench-sim bench-placement clean
+.PHONY: setup system-deps run-deps test-deps run demo sim check test bench bench-core bench-api bench-policy bench-simulate bench-signals bench-providers bench-ha bench-dataplane bench-sim bench-placement clean
 
-# Debian packages: ffmpeg/ffprobe for the core, PostgreSQL 15 for the store's tests,
-# Prometheus (server + promtool) for the signal tests, Node.js + npm for Azurite (the Blob emulator),
-# headless Chromium (and a font) for the simulator's HTML report test.
-# Installed when missing and we are root (CI, containers); otherwise say what to install.
+# Debian packages, installed when missing and we are root (CI, containers); otherwise say what to install.
+# run-deps: what `make run` and `make demo` need beyond Python: ffmpeg/ffprobe for the core.
+# test-deps: what only the tests need: PostgreSQL 15 for the store's tests, Prometheus (server + promtool)
+# for the signal tests, Node.js + npm for Azurite (the Blob emulator), headless Chromium (and a font) for
+# the simulator's HTML report test. system-deps is both.
 PG_BIN ?= /usr/lib/postgresql/15/bin
-system-deps:
-	@missing=""; \
-	command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || missing="$$missing ffmpeg"; \
-	[ -x $(PG_BIN)/initdb ] && [ -x $(PG_BIN)/postgres ] || missing="$$missing postgresql"; \
-	command -v prometheus >/dev/null && command -v promtool >/dev/null || missing="$$missing prometheus"; \
-	command -v node >/dev/null && command -v npm >/dev/null || missing="$$missing nodejs npm"; \
-	command -v chromium >/dev/null || missing="$$missing chromium fonts-dejavu-core"; \
-	if [ -n "$$missing" ]; then \
+APT_INSTALL_MISSING = if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	  else echo "missing Debian packages:$$missing (sudo apt-get install$$missing)" >&2; exit 1; fi; \
 	fi
+
+run-deps:
+	@missing=""; \
+	command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || missing="$$missing ffmpeg"; \
+	$(APT_INSTALL_MISSING)
+
+test-deps:
+	@missing=""; \
+	[ -x $(PG_BIN)/initdb ] && [ -x $(PG_BIN)/postgres ] || missing="$$missing postgresql"; \
+	command -v prometheus >/dev/null && command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v node >/dev/null && command -v npm >/dev/null || missing="$$missing nodejs npm"; \
+	command -v chromium >/dev/null || missing="$$missing chromium fonts-dejavu-core"; \
+	$(APT_INSTALL_MISSING)
+
+system-deps: run-deps test-deps
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,13 +48,17 @@ $(NODE_STAMP): package.json package-lock.json
 
 setup: system-deps $(STAMP) $(NODE_STAMP)
 
-# The main job on embedded defaults: the control plane at http://127.0.0.1:8080
+# The main job on embedded defaults: the control plane at http://$(HOST):$(PORT)
 # (SQLite under var/, policies/default.json, the local provider), printing a dev token.
-run: setup
-	$(VENV)/bin/fusionctl serve --host 127.0.0.1 --port 8080
+# Needs only Python and ffmpeg. HOST and PORT come from the command line only (make run PORT=9090),
+# not from the environment, where HOST may name the machine.
+HOST = 127.0.0.1
+PORT = 8080
+run: run-deps $(STAMP)
+	$(VENV)/bin/fusionctl serve --host $(HOST) --port $(PORT)
 
 # The face-swap core alone, no server: swaps into the astronaut photo and a 720p clip.
-demo: setup
+demo: run-deps $(STAMP)
 	$(VENV)/bin/fusionctl demo
 
 # The launch-day simulator: the seed's launch day in miniature (--scale 0.002: about 1,000 tasks, ~2 min on 2 cores), every baseline,

@@ -1,7 +1,8 @@
 """Control-plane settings: environment first (``FUSIONPLANE_*``), embedded defaults otherwise.
 
 With nothing configured the control plane runs on SQLite under ``./var``,
-policies from ``policies/``, the local provider as the private target, and
+the default policy shipped in the package (``policies/default.json`` in a
+checkout), the local provider as the private target, and
 clouds disabled.
 
 This is the one module of the control plane and its CLI that reads the
@@ -33,6 +34,7 @@ from controlplane import __version__
 from controlplane.dataplane.pvc_store import MOUNTS_VARIABLE, is_claim_name
 from controlplane.policy.seed import BuiltinCloud, SeedClouds
 from controlplane.policy_sources.consul_source import DEFAULT_POLICY_KEY
+from controlplane.policy_sources.sources import DEFAULT_POLICY_PATH
 from faceswap.netguard import AllowedHosts
 from providers.local_env import PASS_ENV_VARIABLE, parse_pass_env
 
@@ -398,7 +400,8 @@ class LocalRunSettings:
 class Settings:
     var_dir: Path = Path("var")
     database_url: str = ""
-    policy_file: Path = Path("policies/default.json")
+    #: ``FUSIONPLANE_POLICY_FILE``; default: the policy shipped in the package (policies/default.json in a checkout)
+    policy_file: Path = DEFAULT_POLICY_PATH
     tokens_file: Path = Path("var/tokens.json")
     #: local paths a task may read; symlinks are resolved before the check
     input_roots: tuple[Path, ...] = ()
@@ -468,7 +471,7 @@ class Settings:
         values: dict[str, object] = {
             "var_dir": var_dir,
             "database_url": env.get("FUSIONPLANE_DATABASE_URL", ""),
-            "policy_file": Path(env.get("FUSIONPLANE_POLICY_FILE", "policies/default.json")),
+            "policy_file": Path(env.get("FUSIONPLANE_POLICY_FILE") or DEFAULT_POLICY_PATH),
             "tokens_file": Path(env.get("FUSIONPLANE_TOKENS_FILE", str(var_dir / "tokens.json"))),
             "input_roots": _paths(env.get("FUSIONPLANE_INPUT_ROOTS", str(var_dir / "inputs"))),
             "output_root": Path(env.get("FUSIONPLANE_OUTPUT_ROOT", str(var_dir / "outputs"))).resolve(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,7 +35,7 @@ log = logging.getLogger("fusionplane.serve")
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     help="Policy JSON, used when CONSUL_HTTP_ADDR is not set; reloaded on change "
-    "[env: FUSIONPLANE_POLICY_FILE; default: policies/default.json]",
+    "[env: FUSIONPLANE_POLICY_FILE; default: the shipped policies/default.json]",
 )
 @click.option(
     "--tokens-file",
@@ -63,9 +64,8 @@ def serve(
     allow_loopback_callbacks: bool,
 ) -> None:
     """Run the REST API and the scheduler; tasks run on this machine through the local provider."""
-    from controlplane.api.serving import run_api
-    from controlplane.runtime import StartupError, build_runtime, check_settings, prepare_folders
-    from controlplane.runtime.callbacks import callback_refusal
+    from controlplane.api.serving import ListenError, listen
+    from controlplane.runtime import check_settings
 
     given: dict[str, object] = {"policy_file": policy_file, "tokens_file": tokens_file, "local_slots": local_slots}
     if allow_loopback_callbacks:
@@ -78,13 +78,30 @@ def serve(
         check_settings(settings)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+    # the port first: a busy one fails here, before the database is migrated or the scheduler's lease taken
+    try:
+        listener = listen(host, port)
+    except ListenError as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        _run(settings, listener, migrate=not no_migrate)
+    finally:
+        listener.close()
+
+
+def _run(settings: Settings, listener: socket.socket, *, migrate: bool) -> None:
+    """Build the runtime (migrations, the policy, the lease), then serve the API on ``listener`` until stopped."""
+    from controlplane.api.serving import run_api
+    from controlplane.runtime import StartupError, build_runtime, prepare_folders
+    from controlplane.runtime.callbacks import callback_refusal
+
     # before anything is created (settings only read): the database, var/, uploads and the
     # workers' outputs (the local workers inherit it) are readable by this user only
     os.umask(0o077)
     setup_json_logging()
     prepare_folders(settings)
     try:
-        runtime = build_runtime(settings, migrate=not no_migrate)
+        runtime = build_runtime(settings, migrate=migrate)
     except StartupError as exc:
         raise (click.UsageError if exc.usage else click.ClickException)(str(exc)) from exc
     _announce(runtime.settings, runtime)
@@ -98,7 +115,7 @@ def serve(
         )
     runtime.start()
     try:
-        run_api(runtime.asgi, host=host, port=port)
+        run_api(runtime.asgi, host=settings.host, port=settings.port, listener=listener)
     finally:
         runtime.stop()
 

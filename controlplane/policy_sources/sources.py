@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import tempfile
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,24 @@ from controlplane.policy_sources.active import PolicyDocuments
 
 __all__ = ["DEFAULT_POLICY_PATH", "MAX_POLICY_BYTES", "FilePolicySource", "load_policy_file", "loads_policy"]
 
+
+def _shipped_default() -> Path:
+    """The default policy shipped as package data (``policies/default.json`` in a checkout).
+
+    In a checkout the package's ``default.json`` is a link to
+    ``policies/default.json``, the one copy in git; resolving it makes the
+    file source watch that file and its ``policies/tenants/`` overlays. In an
+    installed wheel it is the file itself.
+    """
+    shipped = resources.files("controlplane.policy_sources") / "default.json"
+    # zip_safe = False: an install is always unpacked, so the policy is a file on disk
+    if not isinstance(shipped, Path):
+        raise RuntimeError(f"the default policy is not a file on disk: {shipped}")
+    return shipped.resolve()
+
+
 #: the embedded default, used when nothing else is configured
-DEFAULT_POLICY_PATH = Path(__file__).resolve().parents[2] / "policies" / "default.json"
+DEFAULT_POLICY_PATH = _shipped_default()
 #: a policy is a small document; anything bigger is a mistake
 MAX_POLICY_BYTES = 1 << 20
 

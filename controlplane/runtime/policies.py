@@ -6,9 +6,10 @@ Start-up order, most authoritative first:
    Unreachable, missing or invalid there, the policy this database last
    applied (the last good one, as the store remembers it); with none, the
    policy file. The watcher keeps trying Consul and switches when it can.
-2. Otherwise the policy file (``FUSIONPLANE_POLICY_FILE`` or
-   ``policies/default.json``) with ``tenants/*.json`` overlays next to it,
-   reloaded on change. An invalid file at start-up is an error: there is no
+2. Otherwise the policy file (``FUSIONPLANE_POLICY_FILE``, or the default
+   shipped as package data of ``controlplane.policy_sources``, which in a
+   checkout is ``policies/default.json``) with ``tenants/*.json`` overlays
+   next to it, reloaded on change. An invalid file at start-up is an error: there is no
    last good policy to keep yet that the operator chose on purpose.
 """
 

@@ -1,12 +1,14 @@
 """Alembic, driven from code: works from any working directory.
 
-The migration scripts live in ``migrations/`` at the repository root, next to
-the ``controlplane`` package; :func:`alembic_config` points Alembic there
-through the package's location instead of an ``alembic.ini`` in the cwd.
+The migration scripts are package data of ``controlplane.store.migrations``,
+so an installed wheel carries them; :func:`alembic_config` finds them through
+``importlib.resources`` instead of an ``alembic.ini`` in the working
+directory.
 """
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,17 @@ __all__ = [
     "upgrade",
 ]
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+def _migrations_dir() -> Path:
+    """The folder of the migration scripts, as a real path: Alembic loads ``env.py`` and the versions from disk."""
+    scripts = resources.files("controlplane.store.migrations")
+    # zip_safe = False: an install is always unpacked, so the package is a folder on disk
+    if not isinstance(scripts, Path):
+        raise RuntimeError(f"the migration scripts are not a folder on disk: {scripts}")
+    return scripts
+
+
+MIGRATIONS_DIR = _migrations_dir()
 
 
 def alembic_config(url: str | None = None, *, engine: Engine | None = None) -> Config:
@@ -42,6 +54,9 @@ def alembic_config(url: str | None = None, *, engine: Engine | None = None) -> C
     """
     if not (MIGRATIONS_DIR / "env.py").is_file():
         raise RuntimeError(f"the migration scripts are missing: {MIGRATIONS_DIR}/env.py")
+    # without its versions Alembic "upgrades" to nothing and calls that head: a broken install must say so
+    if not any((MIGRATIONS_DIR / "versions").glob("[0-9]*.py")):
+        raise RuntimeError(f"the migration scripts are missing: {MIGRATIONS_DIR}/versions/ holds none")
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     rendered = normalize_url(database_url(url)).render_as_string(hide_password=False)

@@ -30,7 +30,6 @@ ROOTS = (
     "tests",
     "docs",
     "policies",
-    "migrations",
     "deploy",
 )
 #: the packages whose ``__init__`` must say what lives there

@@ -17,13 +17,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 #: the packages of the product and its benches (tests/ is not held to these limits)
-PACKAGES = ("bench", "controlplane", "faceswap", "migrations", "providers", "simulator")
+PACKAGES = ("bench", "controlplane", "faceswap", "providers", "simulator")
 MAX_MODULE_LINES = 600
 MAX_FUNCTION_LINES = 100
 
 #: folders whose modules are exempt, and why
 EXEMPT_FOLDERS = {
-    "migrations": "each migration is a fixed record of one schema change, never edited once released",
+    "controlplane/store/migrations/": (
+        "each migration is a fixed record of one schema change, never edited once released"
+    ),
 }
 #: functions that are declarative tables rather than logic ("path:qualified.name"), and why
 DECLARATIVE = {
@@ -42,7 +44,7 @@ def _name(path: Path) -> str:
 
 
 def _exempt(name: str) -> bool:
-    return name.split("/", 1)[0] in EXEMPT_FOLDERS
+    return name.startswith(tuple(EXEMPT_FOLDERS))
 
 
 def _line_count(path: Path) -> int:
