@@ -335,6 +335,16 @@ def test_the_policy_configmap_is_a_valid_policy_naming_the_manifests_objects(ove
     assert volume["configMap"]["name"] == policy_map["metadata"]["name"]
 
 
+def test_the_control_plane_hands_the_same_models_manifest_to_vms(overlay: Rendered) -> None:
+    pod = _controlplane(overlay)["spec"]["template"]["spec"]
+    mounts = {m["mountPath"]: m["name"] for m in _container(pod, "controlplane")["volumeMounts"]}
+    named = Path(overlay.config_map("fusionplane-settings")["data"]["FUSIONPLANE_MODELS_MANIFEST"])
+    [volume] = [v for v in pod["volumes"] if v["name"] == mounts[str(named.parent)]]
+    for_vms = overlay.one("ConfigMap", volume["configMap"]["name"])["data"][named.name]
+    for_job = overlay.config_map("fusionplane-models-manifest")["data"]["manifest.json"]
+    assert for_vms == for_job
+
+
 def test_the_models_fill_job_reads_a_fill_manifest_the_fill_accepts(overlay: Rendered, tmp_path: Path) -> None:
     job = overlay.one("Job", "fusionplane-models-fill")
     pod = job["spec"]["template"]["spec"]
