@@ -35,7 +35,7 @@ from typing import Any
 
 from faceswap.errors import BadInput, FaceSwapError, ModelError
 from faceswap.fetcher import FetchRules, download
-from faceswap.models import MANIFEST, ModelEntry
+from faceswap.models import BUNDLED_DIR, MANIFEST, ModelEntry
 
 __all__ = ["FillItem", "FillResult", "fill_models", "read_fill_manifest"]
 
@@ -82,6 +82,12 @@ def _check_inside(entry: ModelEntry, dest: Path, where: str) -> None:
         raise ModelError("resolves outside the model directory", field=f"{where}.file")
 
 
+def _bundled_names() -> set[str]:
+    """The models the package ships (the worker refuses a cache entry that reuses one of their names)."""
+    document = json.loads((BUNDLED_DIR / MANIFEST).read_text(encoding="utf-8"))
+    return {str(entry["name"]) for entry in document["models"]}
+
+
 def read_fill_manifest(path: Path, dest: Path) -> tuple[dict[str, Any], list[FillItem]]:
     """The manifest document and its entries resolved against ``dest``; :class:`ModelError` names a bad field."""
     try:
@@ -97,6 +103,10 @@ def read_fill_manifest(path: Path, dest: Path) -> tuple[dict[str, Any], list[Fil
         entry = ModelEntry.parse(raw, base=dest, where=where)
         _check_inside(entry, dest, where)
         items.append(FillItem(entry=entry, source=_check_source(raw.get("source"), where)))
+    bundled = _bundled_names() & {item.name for item in items}
+    if bundled:
+        names = ", ".join(sorted(bundled))
+        raise ModelError(f"{names} is bundled with FusionPlane; use another name", field="manifest.models")
     for seen in ("name", "file"):
         values = [item.name if seen == "name" else str(item.entry.path) for item in items]
         if len(set(values)) != len(values):

@@ -8,17 +8,21 @@ not make it read a metadata service or write over a file outside the cache.
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from faceswap.errors import ModelError
 from faceswap.fetcher import FetchRules
 from faceswap.modelfill import fill_models
+from providers.bootstrap import MODELS_MANIFEST_PATH, WorkerImage, cloud_init
 from tests.support.model_mirror import MIRROR_HOST, fill_manifest, https_mirror, sha256, standin_files
 from tests.support.storage import fixed_resolver
+from tests.unit.test_bootstrap import SPEC
 
 
 def _entry(**overrides: Any) -> dict[str, Any]:
@@ -91,6 +95,11 @@ def test_a_folder_in_the_cache_that_links_outside_is_not_followed(tmp_path: Path
     assert list(outside.iterdir()) == []
 
 
+def test_a_bundled_models_name_is_refused_before_it_could_shadow_the_detector(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="yunet_2023mar is bundled"):
+        fill_models(_manifest(tmp_path, _entry(name="yunet_2023mar")), tmp_path / "cache")
+
+
 def test_duplicate_names_or_files_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="same name twice"):
         fill_models(_manifest(tmp_path, _entry(), _entry(file="other.onnx")), tmp_path / "a")
@@ -132,3 +141,15 @@ def test_a_loopback_mirror_is_reached_only_when_the_operator_names_it(tmp_path: 
     assert result.action == "failed"
     assert "loopback" in str(result.error)
     assert mirror.requests == []
+
+
+def test_a_vms_models_manifest_never_reaches_the_bootstrap_script_as_text() -> None:
+    hostile = json.dumps({"models": [_entry(source="https://x.example.com/'; reboot; echo '$(id)`id`")]})
+    image = WorkerImage(image="registry.example/w:1", models_manifest=hostile)
+    user_data = cloud_init(SPEC, image, attempt_id="att_01HXYZ")
+    assert "reboot" not in user_data  # only base64 inside write_files
+    files = {entry["path"]: entry for entry in yaml.safe_load(user_data)["write_files"]}
+    script = base64.b64decode(files["/usr/local/sbin/fusionplane-worker"]["content"]).decode()
+    assert "reboot" not in script
+    assert "$(id)" not in script
+    assert base64.b64decode(files[MODELS_MANIFEST_PATH]["content"]).decode() == hostile
