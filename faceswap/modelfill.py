@@ -31,7 +31,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from faceswap.errors import BadInput, FaceSwapError, ModelError
 from faceswap.fetcher import FetchRules, download
@@ -59,7 +59,7 @@ class FillResult:
     """What the fill did for one model: ``present`` (kept), ``downloaded`` or ``failed`` (with the error)."""
 
     name: str
-    action: str
+    action: Literal["present", "downloaded", "failed"]
     bytes: int | None = None
     error: FaceSwapError | None = None
 
