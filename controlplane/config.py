@@ -249,6 +249,9 @@ class CloudSettings:
     owner: str = DEFAULT_OWNER
     #: ``FUSIONPLANE_AZURE_ARM_URL``: the ARM endpoint (None: the public cloud's; tests point it at the fake)
     azure_arm_url: str | None = None
+    #: ``FUSIONPLANE_MODELS_MANIFEST``: a models manifest with a ``source`` per model; EC2 and Azure VMs fill
+    #: their model cache from it (``fusionctl models fill``) before the worker starts (None: they do not)
+    models_manifest: Path | None = None
     #: ``AZURE_STORAGE_CONNECTION_STRING``: Blob storage with an account key (Azurite in tests); the one
     #: credential that passes through here, because the Blob SDK does not read it itself; kept out of reprs
     blob_connection_string: str | None = field(default=None, repr=False)
@@ -261,6 +264,7 @@ class CloudSettings:
             worker_gpus=env.get("FUSIONPLANE_WORKER_GPUS", "1") != "0",
             owner=env.get("FUSIONPLANE_OWNER") or DEFAULT_OWNER,
             azure_arm_url=env.get("FUSIONPLANE_AZURE_ARM_URL") or None,
+            models_manifest=Path(named) if (named := env.get("FUSIONPLANE_MODELS_MANIFEST", "").strip()) else None,
             blob_connection_string=env.get("AZURE_STORAGE_CONNECTION_STRING") or None,
         )
 

@@ -74,6 +74,7 @@ __all__ = [
     "LABEL_MARKET",
     "LABEL_OWNER",
     "LABEL_TASK",
+    "MODELS_MANIFEST_PATH",
     "SELF_SHUTDOWN_GRACE_S",
     "SELF_SHUTDOWN_REASON",
     "SELF_SHUTDOWN_WAITING",
@@ -96,6 +97,8 @@ __all__ = [
 
 SPEC_DIR = "/run/fusionplane"
 SPEC_PATH = f"{SPEC_DIR}/spec.json"
+#: where a VM's bootstrap writes the models manifest it fills the model cache from
+MODELS_MANIFEST_PATH = f"{SPEC_DIR}/models-manifest.json"
 #: label/tag keys, in Kubernetes label syntax: Kubernetes labels and EC2 tags use them as they are;
 #: Azure refuses '/' in tag names, so Azure resources carry azure_tag_key() of them (AZURE_TAG_*)
 LABEL_TASK = "fusionplane.io/task-id"
@@ -135,6 +138,9 @@ class WorkerImage:
     env: Mapping[str, str] = field(default_factory=dict)
     #: seconds Docker waits after SIGTERM (the worker checkpoints and exits 75)
     stop_timeout_s: int = 60
+    #: the models manifest with a ``source`` per model (``fusionctl models fill``): a VM fills
+    #: ``models_dir`` from it before the worker starts; None: the image or the disk brings the models
+    models_manifest: str | None = None
 
 
 def resource_name(prefix: str, attempt_id: str, *, max_length: int = 63) -> str:
@@ -334,6 +340,7 @@ def cloud_init(
     """
     spec_b64 = base64.b64encode(spec_json(worker_spec).encode()).decode()
     env = " ".join(f"-e {shlex.quote(f'{k}={v}')}" for k, v in sorted(image.env.items()))
+    fill = _models_fill(image)
     gpus = "--gpus all " if image.gpus else ""
     container = shlex.quote(f"fusionplane-{attempt_id}"[:128])
     run = (
@@ -349,6 +356,7 @@ def cloud_init(
             f"mkdir -p {shlex.quote(image.models_dir)} {shlex.quote(image.trt_cache_dir)}",
             f"chown 1000:1000 {shlex.quote(image.trt_cache_dir)}",
             *([f"shutdown -P +{minutes}"] if (minutes := shutdown_timer_minutes(deadline_seconds)) else []),
+            *fill,
             f"{run}; echo $? > {SPEC_DIR}/exit_code",
             "shutdown -h now",
             "",
@@ -364,6 +372,7 @@ def cloud_init(
             "    owner: '1000:1000'",
             "    encoding: b64",
             f"    content: {spec_b64}",
+            *_models_manifest_file(image),
             "  - path: /usr/local/sbin/fusionplane-worker",
             "    permissions: '0700'",
             "    encoding: b64",
@@ -373,3 +382,36 @@ def cloud_init(
             "",
         ]
     )
+
+
+def _models_fill(image: WorkerImage) -> list[str]:
+    """The bootstrap's lines that fill ``models_dir`` from the models manifest, with the worker's own image.
+
+    ``fusionctl models fill`` keeps a model already there and verified, so a
+    VM image (or a reused disk) that carries the models costs a checksum, not a
+    download. A failed fill does not stop the worker: its own check of the
+    cache then fails the attempt with the model's name and the reason, through
+    the callback, which a VM that powered off without a word would not give.
+    """
+    if image.models_manifest is None:
+        return []
+    models = shlex.quote(image.models_dir)
+    return [
+        f"chown 1000:1000 {models}",
+        f"docker run --rm --entrypoint fusionctl -v {models}:/models "
+        f"-v {MODELS_MANIFEST_PATH}:{MODELS_MANIFEST_PATH}:ro {shlex.quote(image.image)} "
+        f"models fill --manifest {MODELS_MANIFEST_PATH} --dest /models "
+        f"|| echo 'fusionplane: model cache fill failed; the worker reports which model' >&2",
+    ]
+
+
+def _models_manifest_file(image: WorkerImage) -> list[str]:
+    """The cloud-config ``write_files`` entry of the models manifest (no secret in it: names, URLs, sums)."""
+    if image.models_manifest is None:
+        return []
+    return [
+        f"  - path: {MODELS_MANIFEST_PATH}",
+        "    permissions: '0644'",
+        "    encoding: b64",
+        f"    content: {base64.b64encode(image.models_manifest.encode()).decode()}",
+    ]

@@ -1,4 +1,4 @@
-"""``fusionctl models list|verify``: the model cache."""
+"""``fusionctl models list|verify|fill``: the model cache (``fill`` lives in :mod:`controlplane.cli.models_fill`)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from controlplane.cli.common import output_option, print_json
+from controlplane.cli.models_fill import fill
 from faceswap import ModelError
 from faceswap.models import ModelStore, default_model_dir
 
@@ -99,3 +100,6 @@ def verify_models(names: tuple[str, ...], model_dir: Path | None, output_format:
         Console().print(table)
     if not all(row["ok"] for row in results):
         raise SystemExit(ModelError.exit_code)
+
+
+models.add_command(fill)

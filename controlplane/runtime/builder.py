@@ -148,10 +148,11 @@ def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         hub = build_signal_hub(store=store, policy=policies.current, metrics=metrics, settings=settings.signals)
     except ValueError as exc:  # a bad FUSIONPLANE_SIGNALS_* setting
         raise StartupError(str(exc), usage=True) from exc
-    providers: dict[str, Provider] = {
-        "local": local,
-        **cloud_providers(lambda: policies.current().targets, clouds=settings.clouds),
-    }
+    try:
+        clouds = cloud_providers(lambda: policies.current().targets, clouds=settings.clouds)
+    except ValueError as exc:  # FUSIONPLANE_MODELS_MANIFEST names a file the fill could not read
+        raise StartupError(f"FUSIONPLANE_MODELS_MANIFEST: {exc}", usage=True) from exc
+    providers: dict[str, Provider] = {"local": local, **clouds}
     storage_of = _storage_of(policies)
     scheduler = _scheduler(
         settings,

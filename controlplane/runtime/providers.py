@@ -13,14 +13,17 @@ Credentials only through the standard chains: boto3's, azure-identity's
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from controlplane.config import CloudSettings, Settings
 from controlplane.domain import Target
+from faceswap.errors import ModelError
+from faceswap.modelfill import read_fill_manifest
 from providers.base import Provider
 from providers.bootstrap import WorkerImage
 from providers.local import LocalProvider
 
-__all__ = ["cloud_providers", "local_provider"]
+__all__ = ["cloud_providers", "local_provider", "models_manifest_text"]
 
 
 def cloud_providers(targets: Callable[[], Iterable[Target]], *, clouds: CloudSettings) -> dict[str, Provider]:
@@ -29,12 +32,30 @@ def cloud_providers(targets: Callable[[], Iterable[Target]], *, clouds: CloudSet
     from providers.azure import AzureSpotProvider
     from providers.kubernetes import KubernetesProvider
 
-    image = WorkerImage(image=clouds.worker_image, gpus=clouds.worker_gpus)
+    image = WorkerImage(
+        image=clouds.worker_image, gpus=clouds.worker_gpus, models_manifest=models_manifest_text(clouds.models_manifest)
+    )
     return {
         "kubernetes": KubernetesProvider(targets, image=image, owner=clouds.owner),
         "aws": AwsSpotProvider(targets, image=image, owner=clouds.owner),
         "azure": AzureSpotProvider(targets, image=image, owner=clouds.owner, base_url=clouds.azure_arm_url),
     }
+
+
+def models_manifest_text(path: Path | None) -> str | None:
+    """The models manifest VMs fill their cache from, checked as ``fusionctl models fill`` will read it.
+
+    Read once, at start: a VM gets the manifest the control plane started
+    with, inside its user data. Raises ValueError saying what is wrong, so a
+    bad file stops ``serve`` rather than every VM's fill.
+    """
+    if path is None:
+        return None
+    try:
+        read_fill_manifest(path, Path("/models"))
+    except ModelError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    return path.read_text(encoding="utf-8")
 
 
 def local_provider(settings: Settings) -> LocalProvider:

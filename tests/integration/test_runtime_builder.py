@@ -74,6 +74,17 @@ def test_a_missing_policy_file_stops_the_start(tmp_path: Path) -> None:
     assert not caught.value.usage
 
 
+def test_a_models_manifest_the_fill_would_refuse_stops_the_start_as_the_operators(tmp_path: Path) -> None:
+    manifest = tmp_path / "models.json"
+    manifest.write_text('{"models": [{"name": "x"}]}')
+    clouds = CloudSettings(worker_image="registry.example/worker:7", owner="plane-7", models_manifest=manifest)
+    settings = _settings(tmp_path, clouds=clouds)
+    prepare_folders(settings)
+    with pytest.raises(StartupError, match=r"^FUSIONPLANE_MODELS_MANIFEST: .*models\[0\]\.role") as caught:
+        build_runtime(settings)
+    assert caught.value.usage
+
+
 def test_the_stores_serve_a_claim_from_the_mount_the_settings_name(tmp_path: Path) -> None:
     mount = tmp_path / "mnt" / "work"
     mount.mkdir(parents=True)

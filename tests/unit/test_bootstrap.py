@@ -18,6 +18,7 @@ from providers.bootstrap import (
     LABEL_ATTEMPT,
     LABEL_OWNER,
     LABEL_TASK,
+    MODELS_MANIFEST_PATH,
     SELF_SHUTDOWN_GRACE_S,
     SELF_SHUTDOWN_REASON,
     SELF_SHUTDOWN_WAITING,
@@ -94,6 +95,31 @@ def test_a_task_deadline_schedules_a_power_off_before_the_worker_starts() -> Non
     assert "shutdown -P +1\n" in script_of(cloud_init(SPEC, image, attempt_id="att_01HXYZ", deadline_seconds=1))
     assert "shutdown -P +3\n" in script_of(cloud_init(SPEC, image, attempt_id="att_01HXYZ", deadline_seconds=121))
     assert "shutdown -P" not in script_of(cloud_init(SPEC, image, attempt_id="att_01HXYZ"))
+
+
+def test_a_models_manifest_makes_the_vm_fill_its_model_cache_before_the_worker_starts() -> None:
+    manifest = json.dumps({"models": [{"name": "inswapper_128", "source": "s3://models/inswapper_128.onnx"}]})
+    image = WorkerImage(image="registry.example/w:1", models_manifest=manifest)
+    document = yaml.safe_load(cloud_init(SPEC, image, attempt_id="att_01HXYZ"))
+    files = {entry["path"]: entry for entry in document["write_files"]}
+    written = files[MODELS_MANIFEST_PATH]
+    assert written["permissions"] == "0644"
+    assert base64.b64decode(written["content"]).decode() == manifest
+    lines = base64.b64decode(files["/usr/local/sbin/fusionplane-worker"]["content"]).decode().splitlines()
+    [fill] = [i for i, line in enumerate(lines) if "models fill" in line]
+    [worker] = [i for i, line in enumerate(lines) if line.startswith("docker run --rm --name")]
+    assert lines.index("chown 1000:1000 /var/lib/fusionplane/models") < fill < worker
+    # the worker's image, the cache writable for the fill only, and a failed fill still runs the worker
+    assert lines[fill].startswith("docker run --rm --entrypoint fusionctl -v /var/lib/fusionplane/models:/models ")
+    assert "registry.example/w:1 models fill" in lines[fill]
+    assert f"--manifest {MODELS_MANIFEST_PATH} --dest /models ||" in lines[fill]
+    assert "-v /var/lib/fusionplane/models:/models:ro" in lines[worker]
+
+
+def test_without_a_models_manifest_the_bootstrap_fills_nothing() -> None:
+    document = yaml.safe_load(cloud_init(SPEC, WorkerImage(image="w:1"), attempt_id="att_01HXYZ"))
+    assert [entry["path"] for entry in document["write_files"]] == [SPEC_PATH, "/usr/local/sbin/fusionplane-worker"]
+    assert "models fill" not in base64.b64decode(document["write_files"][1]["content"]).decode()
 
 
 def test_azure_tag_keys_replace_what_azure_refuses_and_only_for_azure() -> None:
