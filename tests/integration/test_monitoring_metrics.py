@@ -16,11 +16,10 @@ import pytest
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
-from controlplane.config import CloudSettings, ConsulSettings, Settings, SignalSettings
 from controlplane.metrics import Metrics
-from controlplane.runtime import Runtime, build_runtime, prepare_folders
+from controlplane.runtime import Runtime
 from tests.support.asgi_server import serving
-from tests.support.monitoring import Query, queries
+from tests.support.monitoring import Query, built_runtime, queries
 
 #: labels Prometheus adds to every series it scrapes (and the histogram's bucket bound)
 SCRAPE_LABELS = frozenset({"job", "instance", "pod", "namespace"})
@@ -32,30 +31,12 @@ LABELS_WITHOUT_SAMPLES = {
     "fusionplane_tenant_cloud_spend_today_usd": frozenset({"tenant"}),
     "fusionplane_tenant_daily_budget_usd": frozenset({"tenant"}),
 }
-_OFF = "kubernetes,aws_spot,azure_spot,aws_on_demand,azure_on_demand,spot_history"
 
 
 @pytest.fixture
 def runtime(tmp_path: Path) -> Iterator[Runtime]:
-    var = tmp_path / "var"
-    settings = Settings(
-        var_dir=var,
-        database_url=f"sqlite:///{var / 'state.db'}",
-        tokens_file=var / "tokens.json",
-        input_roots=(var / "inputs",),
-        output_root=var / "outputs",
-        clouds=CloudSettings(worker_image="registry.example/worker:1", owner="plane-1", worker_gpus=False),
-        signals=SignalSettings(off=_OFF),
-        consul=ConsulSettings(),
-    )
-    prepare_folders(settings)
-    built = build_runtime(settings)
-    try:
+    with built_runtime(tmp_path) as built:
         yield built
-    finally:
-        built.policies.stop()
-        built.hub.close()
-        built.engine.dispose()
 
 
 def _scrape(runtime: Runtime) -> str:

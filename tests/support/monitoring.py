@@ -8,6 +8,7 @@ them against what the control plane really exports.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Iterator
@@ -17,6 +18,9 @@ from typing import Any
 
 import yaml
 
+from controlplane.config import CloudSettings, ConsulSettings, Settings, SignalSettings
+from controlplane.runtime import Runtime, build_runtime, prepare_folders
+
 __all__ = [
     "ALERTS_FILE",
     "DASHBOARD_FILE",
@@ -24,6 +28,7 @@ __all__ = [
     "RULE_TESTS",
     "Query",
     "alert_rules",
+    "built_runtime",
     "dashboard",
     "dashboard_queries",
     "queries",
@@ -85,3 +90,34 @@ def rule_queries() -> list[Query]:
 
 def queries() -> list[Query]:
     return dashboard_queries() + rule_queries()
+
+
+#: the pollers that would reach out of the machine; the store's own (queue, breaker, budget) stay on
+_REMOTE_SOURCES = "kubernetes,aws_spot,azure_spot,aws_on_demand,azure_on_demand,spot_history"
+
+
+@contextlib.contextmanager
+def built_runtime(tmp_path: Path) -> Iterator[Runtime]:
+    """A control plane built as ``fusionctl serve`` builds it, on SQLite under ``tmp_path``, not started.
+
+    Whoever starts it stops it (:meth:`Runtime.stop`) before this closes.
+    """
+    var = tmp_path / "var"
+    settings = Settings(
+        var_dir=var,
+        database_url=f"sqlite:///{var / 'state.db'}",
+        tokens_file=var / "tokens.json",
+        input_roots=(var / "inputs",),
+        output_root=var / "outputs",
+        clouds=CloudSettings(worker_image="registry.example/worker:1", owner="plane-1", worker_gpus=False),
+        signals=SignalSettings(off=_REMOTE_SOURCES),
+        consul=ConsulSettings(),
+    )
+    prepare_folders(settings)
+    runtime = build_runtime(settings)
+    try:
+        yield runtime
+    finally:
+        runtime.policies.stop()
+        runtime.hub.close()
+        runtime.engine.dispose()
