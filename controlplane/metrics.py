@@ -36,6 +36,14 @@ class Metrics:
     tokens_loaded: Gauge
     staging: Counter
     staged_bytes: Counter
+    placements: Counter
+    failovers: Counter
+    scheduler_pass_timestamp: Gauge
+    http_request_seconds: Histogram
+
+    def attempt_ended(self, *, provider: str, target: str, outcome: str) -> None:
+        """One finished attempt: every place an attempt ends calls this, so the labels stay one set."""
+        self.attempts.labels(provider=provider, target=target, outcome=outcome).inc()
 
     @classmethod
     def create(cls) -> Metrics:
@@ -68,8 +76,8 @@ class Metrics:
             ),
             attempts=Counter(
                 "fusionplane_attempts",
-                "Finished attempts by provider and outcome",
-                ["provider", "outcome"],
+                "Finished attempts by provider, target and outcome (preempted, lost, failed, succeeded, cancelled)",
+                ["provider", "target", "outcome"],
                 registry=registry,
             ),
             callbacks_rejected=Counter(
@@ -154,5 +162,32 @@ class Metrics:
             ),
             staged_bytes=Counter(
                 "fusionplane_staged_bytes", "Bytes copied into targets' stores by the stager", registry=registry
+            ),
+            placements=Counter(
+                "fusionplane_placements",
+                "Launches a target's provider accepted (one per attempt; a hedged launch counts each attempt)",
+                ["provider", "target"],
+                registry=registry,
+            ),
+            failovers=Counter(
+                "fusionplane_failovers",
+                "Tasks sent on from an attempt on this target, by trigger (preempted, lost, heartbeat, "
+                "launch_refused, ...) and outcome (requeued: planned again; failed: max attempts used up)",
+                ["target", "trigger", "outcome"],
+                registry=registry,
+            ),
+            scheduler_pass_timestamp=Gauge(
+                "fusionplane_scheduler_last_pass_timestamp_seconds",
+                "When this replica, as leader, last finished a pass of a scheduler loop (place, follow, release, "
+                "reconcile), Unix time; a leader whose value stops moving is stalled or failing",
+                ["loop"],
+                registry=registry,
+            ),
+            http_request_seconds=Histogram(
+                "fusionplane_http_request_duration_seconds",
+                "API requests by method, route template and status code, until the response ended",
+                ["method", "route", "status"],
+                buckets=_LATENCY_BUCKETS,
+                registry=registry,
             ),
         )

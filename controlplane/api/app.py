@@ -25,6 +25,7 @@ from controlplane.api.output_routes import TargetStorageOf, output_router
 from controlplane.api.planning import LiveSignals, PolicyFor, plan_router
 from controlplane.api.policies import policy_router
 from controlplane.api.remote_uris import HostResolver, system_host_resolver
+from controlplane.api.request_metrics import RequestMetrics
 from controlplane.api.signals import signal_router
 from controlplane.api.tasks import task_router
 from controlplane.api.upload_routes import upload_router
@@ -82,6 +83,9 @@ def create_app(
     app.state.store = store
     app.state.metrics = metrics
     install_error_handlers(app)
+    # inside FastAPI so that the matched route's template is in the scope; a body refused by BodyLimit
+    # (413) never reaches it
+    app.add_middleware(RequestMetrics, metrics=metrics)
     if storage_of is None and active_policy is not None:
         policies = active_policy
 

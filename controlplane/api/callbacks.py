@@ -99,7 +99,7 @@ def callback_router(*, store: Store, metrics: Metrics) -> APIRouter:
         if decided.ended is None:
             return
         task_state = TaskState.SUCCEEDED if decided.next is Next.SUCCEED else TaskState.FAILED
-        advance(
+        ended_here = advance(
             store,
             attempt.id,
             decided.ended,
@@ -108,6 +108,8 @@ def callback_router(*, store: Store, metrics: Metrics) -> APIRouter:
             reason=decided.reason,
             exit_code=decided.exit_code,
         )
+        if ended_here:  # most attempts end by their worker's word: counted here, not by the scheduler
+            metrics.attempt_ended(provider=attempt.provider, target=attempt.target, outcome=decided.ended.value)
 
     @router.post("/v1/attempts/{attempt_id}/complete", tags=["worker"])
     async def complete(attempt_id: str, request: Request) -> dict[str, Any]:

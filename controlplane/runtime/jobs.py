@@ -12,6 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -30,7 +31,26 @@ from controlplane.signals.hub import SignalHub
 from controlplane.store import Store, utcnow
 from controlplane.store.uploads import finished_between, inputs_in_use
 
-__all__ = ["leadership_and_jobs"]
+__all__ = ["leadership_and_jobs", "passed"]
+
+T = TypeVar("T")
+
+
+def passed(metrics: Metrics, name: str, job: Callable[..., T]) -> Callable[..., T]:
+    """``job``, stamping ``fusionplane_scheduler_last_pass_timestamp_seconds{loop=name}`` each time it returns.
+
+    Stamped only on a normal return: a job that raises every time is as
+    stuck, to the queue, as one that never comes back, and the alert on
+    the stamp's age should catch both.
+    """
+
+    def run(*args: Any, **kwargs: Any) -> T:
+        result = job(*args, **kwargs)
+        metrics.scheduler_pass_timestamp.labels(loop=name).set_to_current_time()
+        return result
+
+    run.__name__ = getattr(job, "__name__", name)
+    return run
 
 
 def leadership_and_jobs(
@@ -73,17 +93,22 @@ def leadership_and_jobs(
         on_elected=on_elected,
         metrics=metrics,
     )
-    guard = leadership.guard
+
+    def guard(job: Callable[..., T], *, default: T, name: str) -> Callable[..., T]:
+        return leadership.guard(passed(metrics, name, job), default=default)
+
     jobs.add_job(
-        guard(scheduler.place_until_idle, default=0),
+        guard(scheduler.place_until_idle, default=0, name="place"),
         "interval",
         seconds=0.5,
         kwargs={"max_seconds": 0.4},
         id="place",
     )
-    jobs.add_job(guard(scheduler.follow, default=0), "interval", seconds=1.0, id="follow")
-    jobs.add_job(guard(scheduler.release_finished, default=0), "interval", seconds=5.0, id="release")
-    jobs.add_job(guard(reconcile, default=None), "interval", seconds=settings.reconcile_seconds, id="reconcile")
+    jobs.add_job(guard(scheduler.follow, default=0, name="follow"), "interval", seconds=1.0, id="follow")
+    jobs.add_job(guard(scheduler.release_finished, default=0, name="release"), "interval", seconds=5.0, id="release")
+    jobs.add_job(
+        guard(reconcile, default=None, name="reconcile"), "interval", seconds=settings.reconcile_seconds, id="reconcile"
+    )
     jobs.add_job(leadership.renew, "interval", seconds=leadership.renew_every_seconds, id="leader-lease")
     hub.schedule(jobs)
     jobs.add_job(prune_history, "interval", hours=1, args=(store, settings.signals), id="signals-retention")

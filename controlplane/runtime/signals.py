@@ -57,6 +57,7 @@ from controlplane.policy_sources import PolicySet
 from controlplane.signals.base import SignalSource, Wanted, wanted_from_targets
 from controlplane.signals.breaker import BreakerSource
 from controlplane.signals.budget import BudgetSource
+from controlplane.signals.guard_metrics import Budgets, GuardCollector
 from controlplane.signals.hub import PollSchedule, SignalAgeCollector, SignalHub
 from controlplane.signals.queue import QueueDepthSource
 from controlplane.signals.spot_history import SpotHistorySource
@@ -235,7 +236,23 @@ def build_signal_hub(
     )
     if metrics is not None:
         metrics.registry.register(SignalAgeCollector(hub))
+        metrics.registry.register(GuardCollector(hub.samples, lambda: budgets_in_force(policy())))
     return hub
+
+
+def budgets_in_force(policy: Policy | PolicySet) -> Budgets:
+    """The daily budgets for ``fusionplane_*_budget_usd``: the base's overall one, each tenant's from its policy."""
+    base = _base(policy)
+    tenants = policy.tenants if isinstance(policy, PolicySet) else {}
+    named = set(base.thresholds.tenant_daily_budget_usd)
+    for own in tenants.values():
+        named |= set(own.thresholds.tenant_daily_budget_usd)
+    named.discard("*")
+
+    def tenant_usd(tenant: str) -> float | None:
+        return tenants.get(tenant, base).thresholds.tenant_budget(tenant)
+
+    return Budgets(daily_usd=base.thresholds.daily_budget_usd, named_tenants=sorted(named), tenant_usd=tenant_usd)
 
 
 def _base(policy: Policy | PolicySet) -> Policy:

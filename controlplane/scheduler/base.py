@@ -191,7 +191,7 @@ class SchedulerBase:
                 return 0  # another scheduler or the worker's callback got there first
             # ended here, but the task waits on a live sibling of its hedged launch (or has finished)
             if self.metrics and ended is not None:
-                self.metrics.attempts.labels(provider=attempt.provider, outcome=ended.value).inc()
+                self.metrics.attempt_ended(provider=attempt.provider, target=attempt.target, outcome=ended.value)
             return 1
         log.warning(
             "",
@@ -206,6 +206,8 @@ class SchedulerBase:
                 "attempts": result.attempts,
             },
         )
-        if ended is not None and self.metrics:
-            self.metrics.attempts.labels(provider=attempt.provider, outcome=ended.value).inc()
+        if self.metrics:
+            self.metrics.failovers.labels(target=attempt.target, trigger=trigger, outcome=result.outcome).inc()
+            if ended is not None:
+                self.metrics.attempt_ended(provider=attempt.provider, target=attempt.target, outcome=ended.value)
         return 1

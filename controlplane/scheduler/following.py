@@ -162,7 +162,7 @@ class Following(SchedulerBase):
         done = self.store.apply_outcomes(outcomes, actor=self.scheduler_id)
         for (attempt, ended_as), ended in zip(ending, done, strict=True):
             if ended and self.metrics:
-                self.metrics.attempts.labels(provider=attempt.provider, outcome=ended_as.value).inc()
+                self.metrics.attempt_ended(provider=attempt.provider, target=attempt.target, outcome=ended_as.value)
         return sum(done)
 
     def _act(self, provider: Provider, attempt: Attempt, decided: Verdict, rules: FailoverRules) -> int:
@@ -281,7 +281,7 @@ class Following(SchedulerBase):
             exit_code=decided.exit_code,
         )
         if done and self.metrics:
-            self.metrics.attempts.labels(provider=attempt.provider, outcome=decided.ended.value).inc()
+            self.metrics.attempt_ended(provider=attempt.provider, target=attempt.target, outcome=decided.ended.value)
         return int(done)
 
     def _cancel_then_fail_over(

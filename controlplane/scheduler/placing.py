@@ -400,6 +400,7 @@ class Placing(SchedulerBase):
             return exc
         if self.metrics:
             self.metrics.launch_seconds.labels(provider=candidate.provider).observe(time.perf_counter() - started)
+            self.metrics.placements.labels(provider=candidate.provider, target=candidate.target).inc()
         log.info(
             "",
             extra={

@@ -80,6 +80,26 @@ class PrometheusServer:
         assert body["status"] == "success", body
         return list(body["data"]["result"])
 
+    def rules(self) -> list[dict[str, Any]]:
+        """Every loaded rule as ``/api/v1/rules`` reports it (``health``, ``lastError``, ``state``, ...)."""
+        with _OPENER.open(f"{self.url}/api/v1/rules", timeout=5) as response:
+            body = json.load(response)
+        assert body["status"] == "success", body
+        return [rule for group in body["data"]["groups"] for rule in group["rules"]]
+
+    def wait_for_rules(
+        self, ready: Callable[[list[dict[str, Any]]], bool], timeout_s: float = 15.0
+    ) -> list[dict[str, Any]]:
+        """Poll :meth:`rules` until ``ready(rules)``; fails with the last answer and the log."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            rules = self.rules()
+            if ready(rules):
+                return rules
+            if time.monotonic() > deadline:
+                raise AssertionError(f"rules still {rules!r} after {timeout_s:g} s\n{self.log_tail()}")
+            time.sleep(0.1)
+
     def wait_for(self, promql: str, ready: Callable[[list[Any]], bool], timeout_s: float = 15.0) -> list[Any]:
         """Poll ``promql`` until ``ready(result)``; fails with the last result and the log."""
         deadline = time.monotonic() + timeout_s
@@ -92,11 +112,28 @@ class PrometheusServer:
             time.sleep(0.1)
 
 
-def _config(scrape_targets: Sequence[str], interval_s: float) -> str:
+def _config(
+    scrape_targets: Sequence[str],
+    interval_s: float,
+    *,
+    job_name: str,
+    token_file: Path | None,
+    rule_files: Sequence[Path],
+) -> str:
     every = f"{interval_s:g}s"
-    job = {"job_name": "dcgm", "scrape_timeout": every, "static_configs": [{"targets": list(scrape_targets)}]}
-    # JSON is YAML: no YAML writer needed
-    return json.dumps({"global": {"scrape_interval": every, "evaluation_interval": every}, "scrape_configs": [job]})
+    job: dict[str, Any] = {
+        "job_name": job_name,
+        "scrape_timeout": every,
+        "static_configs": [{"targets": list(scrape_targets)}],
+    }
+    if token_file is not None:
+        job["authorization"] = {"type": "Bearer", "credentials_file": str(token_file)}
+    config = {
+        "global": {"scrape_interval": every, "evaluation_interval": every},
+        "scrape_configs": [job],
+        "rule_files": [str(path) for path in rule_files],
+    }
+    return json.dumps(config)  # JSON is YAML: no YAML writer needed
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -117,12 +154,17 @@ def running_prometheus(
     port: int | None = None,
     data_dir: Path | None = None,
     scrape_interval_s: float = 1.0,
+    job_name: str = "dcgm",
+    bearer_token: str | None = None,
+    rule_files: Sequence[Path] = (),
 ) -> Iterator[PrometheusServer]:
     """Start Prometheus scraping ``scrape_targets`` (``host:port``); always stop it by PID.
 
     With ``port`` and ``data_dir`` it comes back where a stopped one was, with
     its data (the caller then owns ``data_dir``); otherwise both are fresh and
-    the directory is deleted at the end.
+    the directory is deleted at the end. ``bearer_token`` is sent on every
+    scrape (from a 0600 file, as in production); ``rule_files`` are loaded and
+    evaluated every ``scrape_interval_s``.
     """
     reason = missing_binaries()
     if reason is not None:
@@ -130,8 +172,15 @@ def running_prometheus(
     base = Path(tempfile.mkdtemp(prefix="fusionplane-prom-"))
     server: PrometheusServer | None = None
     try:
+        token_file = None
+        if bearer_token is not None:
+            token_file = base / "token"
+            token_file.write_text(bearer_token)
+            token_file.chmod(0o600)
         config = base / "prometheus.yml"
-        config.write_text(_config(scrape_targets, scrape_interval_s))
+        config.write_text(
+            _config(scrape_targets, scrape_interval_s, job_name=job_name, token_file=token_file, rule_files=rule_files)
+        )
         for attempt in range(1, START_ATTEMPTS + 1):
             server = _start(base, config, port or free_port(), data_dir or base / "data")
             try:
