@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 # Debian packages: ffmpeg/ffprobe for the core, PostgreSQL 15 for the store's tests,
 # Prometheus (server + promtool) for the signal tests, Node.js + npm for Azurite (the Blob emulator),
-# headless Chromium (and a font) for the simulator's HTML report test.
+# headless Chromium (and a font) for the simulator's HTML report test, chromedriver for the console's.
 # Installed when missing and we are root (CI, containers); otherwise say what to install.
 PG_BIN ?= /usr/lib/postgresql/15/bin
 system-deps:
@@ -18,6 +18,7 @@ system-deps:
 	command -v prometheus >/dev/null && command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v node >/dev/null && command -v npm >/dev/null || missing="$$missing nodejs npm"; \
 	command -v chromium >/dev/null || missing="$$missing chromium fonts-dejavu-core"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages:$$missing"; \
