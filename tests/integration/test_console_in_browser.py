@@ -9,6 +9,7 @@ receipt is also saved into ``build/console/`` for the record.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -62,7 +63,11 @@ class Console:
 @pytest.fixture(scope="module")
 def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     workdir = tmp_path_factory.mktemp("serve")
-    with served(workdir) as plane:
+    # a copy of the default policy, so that a test can change it and the console show the difference
+    policy = json.loads((REPO / "policies" / "default.json").read_text(encoding="utf-8"))
+    policy.pop("$schema", None)
+    (workdir / "policy.json").write_text(json.dumps(policy, indent=2), encoding="utf-8")
+    with served(workdir, FUSIONPLANE_POLICY_FILE=str(workdir / "policy.json")) as plane:
         tokens = {
             "ops": create_token(plane.tokens_file, tenant="ops", role="operator", name="ops"),
             "acme": create_token(plane.tokens_file, tenant="acme", role="submitter", name="acme-ci"),
@@ -113,6 +118,33 @@ def test_an_operator_reads_signals_and_the_policy_in_force(console: Console, tmp
         heading = wait_for(driver, "#view h2")
         assert heading.text == "Signals"
         assert not driver.find_elements("css selector", "#view p.error")
+
+
+def test_a_changed_policy_shows_in_the_history_and_the_difference(console: Console, tmp_path: Path) -> None:
+    policy_file = console.plane.workdir / "policy.json"
+    policy = json.loads(policy_file.read_text(encoding="utf-8"))
+    before = policy["description"]
+    policy["description"] = "Changed for the console's policy diff."
+    with console.client("ops") as client:
+        old = client.get("/v1/policy").json()["version"]
+        policy_file.write_text(json.dumps(policy, indent=2), encoding="utf-8")  # serve watches the file
+        deadline = time.monotonic() + 20
+        while (new := client.get("/v1/policy").json()["version"]) == old:
+            assert time.monotonic() < deadline, "the changed policy never took effect"
+            time.sleep(0.1)
+    with chromium_session(tmp_path / "browser") as driver, screenshot_on_failure(driver, tmp_path / "failure.png"):
+        log_in(driver, console.plane.url, console.tokens["ops"])
+        wait_for(driver, "#who-text")
+        driver.get(f"{console.plane.url}/console/#/policy")
+        assert wait_for(driver, "#policy-version").text == new
+        assert len(driver.find_elements("css selector", "#policy-history tr.policy-application")) >= 2
+        wait_for(driver, "#policy-diff")
+        added = [line.text for line in driver.find_elements("css selector", "#policy-diff span.added")]
+        removed = [line.text for line in driver.find_elements("css selector", "#policy-diff span.removed")]
+        assert added == ['+   "description": "Changed for the console\'s policy diff.",']
+        assert removed == [f'-   "description": {json.dumps(before)},']
+        RECORD.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(RECORD / "policy-diff.png"))
 
 
 def test_a_submitter_sees_its_own_tenant_only_and_no_receipt(console: Console, tmp_path: Path) -> None:
