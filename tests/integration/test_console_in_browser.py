@@ -20,9 +20,11 @@ import httpx
 import pytest
 
 from controlplane.api.auth import create_token
+from simulator.html_report import write_html
 from tests.conftest import REPO
 from tests.support.browser import BROWSER_MISSING, chromium_session, log_in, screenshot_on_failure, wait_for
 from tests.support.serve_process import ServedPlane, served
+from tests.support.sim_reports import sample_report
 
 pytestmark = [
     pytest.mark.slow,
@@ -67,7 +69,11 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     policy = json.loads((REPO / "policies" / "default.json").read_text(encoding="utf-8"))
     policy.pop("$schema", None)
     (workdir / "policy.json").write_text(json.dumps(policy, indent=2), encoding="utf-8")
-    with served(workdir, FUSIONPLANE_POLICY_FILE=str(workdir / "policy.json")) as plane:
+    reports = workdir / "reports"
+    reports.mkdir()
+    write_html(sample_report(runs=2, points=50), reports / "launch-day.html")
+    env = {"FUSIONPLANE_POLICY_FILE": str(workdir / "policy.json"), "FUSIONPLANE_SIM_REPORTS_DIR": str(reports)}
+    with served(workdir, **env) as plane:
         tokens = {
             "ops": create_token(plane.tokens_file, tenant="ops", role="operator", name="ops"),
             "acme": create_token(plane.tokens_file, tenant="acme", role="submitter", name="acme-ci"),
@@ -145,6 +151,24 @@ def test_a_changed_policy_shows_in_the_history_and_the_difference(console: Conso
         assert removed == [f'-   "description": {json.dumps(before)},']
         RECORD.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(RECORD / "policy-diff.png"))
+
+
+def test_an_operator_saves_a_simulator_report(console: Console, tmp_path: Path) -> None:
+    written = (console.plane.workdir / "reports" / "launch-day.html").read_bytes()
+    with chromium_session(tmp_path / "browser") as driver, screenshot_on_failure(driver, tmp_path / "failure.png"):
+        log_in(driver, console.plane.url, console.tokens["ops"])
+        wait_for(driver, "#who-text")
+        driver.get(f"{console.plane.url}/console/#/reports")
+        row = wait_for(driver, "#report-table tr.report")
+        assert "launch-day.html" in row.text
+        row.find_element("css selector", "button").click()
+        assert "Saved launch-day.html" in wait_for(driver, "#report-status").text
+        saved = tmp_path / "browser" / "downloads" / "launch-day.html"
+        deadline = time.monotonic() + 10
+        while not saved.is_file():
+            assert time.monotonic() < deadline, "the report was not saved"
+            time.sleep(0.05)
+        assert saved.read_bytes() == written
 
 
 def test_a_submitter_sees_its_own_tenant_only_and_no_receipt(console: Console, tmp_path: Path) -> None:

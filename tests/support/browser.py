@@ -1,8 +1,8 @@
 """Headless Chromium driven by its chromedriver (selenium), for the console's tests.
 
 ``chromium_session(folder)`` yields a WebDriver on Debian's ``chromium``
-through Debian's ``chromedriver``: no proxy, its own profile, and ``HOME``
-in ``folder``, so nothing of the user's profile is read or written and no
+through Debian's ``chromedriver``: no proxy, its own profile, ``HOME`` and
+downloads (``folder/downloads``) in ``folder``, so nothing of the user's profile is read or written and no
 request leaves the machine. ``BROWSER_MISSING`` is the reason to skip
 where either is not installed (``make system-deps`` installs both).
 """
@@ -55,6 +55,10 @@ def chromium_session(folder: Path, *, width: int = 1400, height: int = 1000) -> 
         f"--window-size={width},{height}",
     ):
         options.add_argument(argument)
+    # what the page saves (a simulator report) lands in the folder, without asking
+    options.add_experimental_option(
+        "prefs", {"download.default_directory": str(folder / "downloads"), "download.prompt_for_download": False}
+    )
     # chromedriver and the browser get a home of their own and no session bus
     env = {**os.environ, "HOME": str(folder), "DBUS_SESSION_BUS_ADDRESS": "disabled:"}
     for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
