@@ -22,7 +22,14 @@ import pytest
 from controlplane.api.auth import create_token
 from simulator.html_report import write_html
 from tests.conftest import REPO
-from tests.support.browser import BROWSER_MISSING, chromium_session, log_in, screenshot_on_failure, wait_for
+from tests.support.browser import (
+    BROWSER_MISSING,
+    chromium_session,
+    log_in,
+    screenshot_on_failure,
+    wait_for,
+    wait_for_text,
+)
 from tests.support.serve_process import ServedPlane, served
 from tests.support.sim_reports import sample_report
 
@@ -121,8 +128,7 @@ def test_an_operator_reads_signals_and_the_policy_in_force(console: Console, tmp
         assert wait_for(driver, "#policy-history tr.policy-application")
         assert '"targets"' in wait_for(driver, "#policy-document").text
         driver.get(f"{console.plane.url}/console/#/signals")
-        heading = wait_for(driver, "#view h2")
-        assert heading.text == "Signals"
+        wait_for_text(driver, "#view h2", "Signals")
         assert not driver.find_elements("css selector", "#view p.error")
 
 
@@ -192,7 +198,8 @@ def test_a_submitter_sees_its_own_tenant_only_and_no_receipt(console: Console, t
         driver.get(f"{console.plane.url}/console/#/tasks/{theirs}")
         assert "another tenant" in wait_for(driver, "#view p.error").text  # the API's own 403
         driver.get(f"{console.plane.url}/console/#/signals")
-        assert "Not for this token" in wait_for(driver, "#view p.error").text
+        wait_for_text(driver, "#view h2", "Signals")
+        assert "Not for this token: operators only" in wait_for(driver, "#view p.error").text
 
 
 def test_a_refused_token_is_not_kept(console: Console, tmp_path: Path) -> None:

@@ -25,7 +25,14 @@ from controlplane.api.console_routes import CONSOLE_CSP
 from controlplane.domain import Candidate, PlacementPlan, Rejection
 from controlplane.store import PlannedLaunch, Store, make_engine, upgrade
 from tests.support.api_fixtures import ACME, OPERATOR, ApiServer
-from tests.support.browser import BROWSER_MISSING, chromium_session, log_in, screenshot_on_failure, wait_for
+from tests.support.browser import (
+    BROWSER_MISSING,
+    chromium_session,
+    log_in,
+    screenshot_on_failure,
+    wait_for,
+    wait_for_text,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -171,3 +178,6 @@ def test_a_hostile_task_id_in_the_address_is_text_too(api: ApiServer, tmp_path: 
         wait_for(driver, "#view p.error")
         assert PAYLOAD in driver.find_element("css selector", "#view h2").text
         _nothing_ran(driver)
+        driver.get(f"{api.url}/console/#/tasks/%E0%A4%A")  # a malformed escape is shown as typed
+        wait_for_text(driver, "#view h2 code", "%E0%A4%A")
+        assert "no task" in wait_for(driver, "#view p.error").text

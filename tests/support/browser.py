@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BROWSER_MISSING", "chromium_session", "log_in", "screenshot_on_failure", "wait_for"]
+__all__ = ["BROWSER_MISSING", "chromium_session", "log_in", "screenshot_on_failure", "wait_for", "wait_for_text"]
 
 
 def _missing() -> str | None:
@@ -93,6 +93,18 @@ def wait_for(driver: Any, css: str, *, within_s: float = 20.0) -> Any:
     return WebDriverWait(driver, within_s).until(
         expected_conditions.visibility_of_element_located((By.CSS_SELECTOR, css))
     )
+
+
+def wait_for_text(driver: Any, css: str, text: str, *, within_s: float = 20.0) -> Any:
+    """The first element ``css`` selects once its text holds ``text`` (a view drawn anew, not the one before)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, within_s).until(
+        expected_conditions.text_to_be_present_in_element((By.CSS_SELECTOR, css), text)
+    )
+    return driver.find_element(By.CSS_SELECTOR, css)
 
 
 def log_in(driver: Any, url: str, token: str) -> None:

@@ -14,9 +14,17 @@ let who = null;
 // each drawing gets a number: a view still loading when the address changed draws nothing more
 let drawing = 0;
 
+function decoded(text) {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text; // a malformed %-escape: shown as typed, and no task has that id
+  }
+}
+
 function route() {
   const parts = window.location.hash.replace(/^#\/?/, "").split("/");
-  return { view: parts[0] || "tasks", argument: parts.length > 1 ? decodeURIComponent(parts.slice(1).join("/")) : null };
+  return { view: parts[0] || "tasks", argument: parts.length > 1 ? decoded(parts.slice(1).join("/")) : null };
 }
 
 async function draw() {
