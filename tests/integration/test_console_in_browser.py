@@ -102,6 +102,8 @@ def test_an_operator_sees_a_submitted_task_and_its_receipt(console: Console, tmp
         assert "ops (operator, tenant ops)" in wait_for(driver, "#who-text").text
         row = wait_for(driver, f'tr[data-task-id="{task_id}"]')
         assert "acme" in row.text
+        RECORD.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(RECORD / "tasks.png"))
         row.find_element("css selector", "a").click()
 
         candidate = wait_for(driver, "#receipt li.candidate")
@@ -113,7 +115,6 @@ def test_an_operator_sees_a_submitted_task_and_its_receipt(console: Console, tmp
         assert wait_for(driver, "#task-id").text == task_id
         assert driver.find_elements("css selector", "#receipt table.signals, #receipt p.muted")  # signals or "none"
         assert driver.find_elements("css selector", "#attempts tr.attempt"), "the attempt the scheduler launched"
-        RECORD.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(RECORD / "receipt.png"))
 
 
