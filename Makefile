@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # run-deps: what `make run` and `make demo` need beyond Python: ffmpeg/ffprobe for the core.
 # test-deps: what only the tests need: PostgreSQL 15 for the store's tests, Prometheus (server + promtool)
 # for the signal tests, Node.js + npm for Azurite (the Blob emulator), headless Chromium (and a font) for
-# the simulator's HTML report test. system-deps is both.
+# the simulator's HTML report test, chromedriver for the console's. system-deps is both.
 PG_BIN ?= /usr/lib/postgresql/15/bin
 APT_INSTALL_MISSING = if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
@@ -30,6 +30,7 @@ test-deps:
 	command -v prometheus >/dev/null && command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v node >/dev/null && command -v npm >/dev/null || missing="$$missing nodejs npm"; \
 	command -v chromium >/dev/null || missing="$$missing chromium fonts-dejavu-core"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	$(APT_INSTALL_MISSING)
 
 system-deps: run-deps test-deps

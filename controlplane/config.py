@@ -444,6 +444,8 @@ class Settings:
     reconcile_seconds: float = 60.0
     #: per-tenant s3 prefixes and web hosts (docs/security.md); None: public web hosts, no s3
     storage_file: Path | None = None
+    #: ``FUSIONPLANE_SIM_REPORTS_DIR``: the simulator's HTML reports the console lists (None: none)
+    sim_reports_dir: Path | None = None
     #: ``FUSIONPLANE_PVC_MOUNTS``: claim -> where this control plane mounts it (the stores of pvc targets)
     pvc_mounts: Mapping[str, Path] = field(default_factory=dict)
     #: internal hosts (``host`` or ``host:port``) http(s) inputs may come from despite the address rules
@@ -505,6 +507,9 @@ class Settings:
                 env, "FUSIONPLANE_UPLOAD_EXPIRY_S", DEFAULT_UPLOAD_EXPIRY_S, maximum=MAX_UPLOAD_RETENTION_S
             ),
             "storage_file": _storage_file(env),
+            "sim_reports_dir": Path(env["FUSIONPLANE_SIM_REPORTS_DIR"]).expanduser()
+            if env.get("FUSIONPLANE_SIM_REPORTS_DIR")
+            else None,
             "pvc_mounts": _pvc_mounts(env),
             "fetch_allow_hosts": tuple(env.get("FUSIONPLANE_FETCH_ALLOW_HOSTS", "").replace(",", " ").split()),
             "fetch_max_bytes": _byte_count(env, "FUSIONPLANE_FETCH_MAX_BYTES", 2 << 30),

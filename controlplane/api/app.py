@@ -4,7 +4,8 @@
 everything it needs (store, token registry, settings); it starts nothing by
 itself, so tests and ``fusionctl serve`` wire it the same way. The routes live with what they serve: ``tasks.py``,
 ``output_routes.py``, ``upload_routes.py``, ``callbacks.py`` (worker callbacks), ``health.py``,
-``policies.py``, ``signals.py`` and ``planning.py``.
+``policies.py``, ``signals.py``, ``planning.py``, ``sim_reports.py`` (the simulator's reports) and
+``console_routes.py`` (the operator console at ``/console/``, and ``/v1/whoami``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from fastapi import FastAPI
 from controlplane import __version__
 from controlplane.api.auth import TokenRegistry
 from controlplane.api.callbacks import callback_router
+from controlplane.api.console_routes import console_router
 from controlplane.api.errors import install_error_handlers
 from controlplane.api.health import health_router
 from controlplane.api.limits import BodyLimit
@@ -27,6 +29,7 @@ from controlplane.api.policies import policy_router
 from controlplane.api.remote_uris import HostResolver, system_host_resolver
 from controlplane.api.request_metrics import RequestMetrics
 from controlplane.api.signals import signal_router
+from controlplane.api.sim_reports import sim_report_router
 from controlplane.api.tasks import task_router
 from controlplane.api.upload_routes import upload_router
 from controlplane.config import Settings
@@ -128,6 +131,8 @@ def create_app(
             return running.current().for_tenant(tenant)
 
     routers.append(plan_router(settings=settings, policy_for=policy_for, live_signals=live_signals))
+    routers.append(sim_report_router(reports_dir=settings.sim_reports_dir))
+    routers.append(console_router())
     for router in routers:  # in this order: a path matched by two routes goes to the first
         app.include_router(router)
 

@@ -157,3 +157,10 @@ def test_a_source_turned_off_is_neither_checked_nor_built(monkeypatch: pytest.Mo
     monkeypatch.setenv("FUSIONPLANE_SIGNALS_OFF", "kubernetes,gpus")
     with pytest.raises(ValueError, match="FUSIONPLANE_SIGNALS_OFF: unknown source gpus"):
         sources_off()
+
+
+def test_the_simulator_reports_folder_is_unset_unless_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("FUSIONPLANE_SIM_REPORTS_DIR", raising=False)
+    assert Settings.from_env().sim_reports_dir is None
+    monkeypatch.setenv("FUSIONPLANE_SIM_REPORTS_DIR", str(tmp_path / "sim"))
+    assert Settings.from_env().sim_reports_dir == tmp_path / "sim"
