@@ -85,10 +85,8 @@ class Leadership:
             self._leading = Fence(state.name, state.holder, state.token)
             self._valid_until = state.expires_at - margin
         if elected:
-            log.warning(
-                "",
-                extra={"event": "leader.elected", "holder": self.holder, "token": state.token},
-            )
+            # winning the lease is the normal start of a replica's leadership; losing it is the warning
+            log.info("", extra={"event": "leader.elected", "holder": self.holder, "token": state.token})
             if self.metrics:
                 self.metrics.leader_changes.inc()
                 self.metrics.leader.set(1)
