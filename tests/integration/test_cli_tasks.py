@@ -195,7 +195,7 @@ def _finish_later(
 
 def test_submit_uploads_a_local_file(plane: Plane, tmp_path: Path) -> None:
     face = tmp_path / "my face.png"
-    face.write_bytes(b"\x89PNG not really, but bytes all the same" * 1000)
+    face.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really, but bytes all the same" * 1000)
     result = plane.run(["submit", "--source", str(face), "--target", "s3://media/group.png"])
     assert result.exit_code == 0, result.output
     header, row = result.stdout.splitlines()
@@ -209,6 +209,70 @@ def test_submit_uploads_a_local_file(plane: Plane, tmp_path: Path) -> None:
     assert source.name == "my_face.png"
     assert source.read_bytes() == face.read_bytes()
     assert stored.spec.target_uri == "s3://media/group.png"
+
+
+def _uploads(plane: Plane) -> list[Path]:
+    return sorted(plane.input_root.rglob("upl_*"))
+
+
+def test_submit_resolves_a_relative_path_from_the_current_folder(
+    plane: Plane, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "shots").mkdir()
+    (tmp_path / "shots" / "me.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"my face" * 100)
+    monkeypatch.chdir(tmp_path)
+    result = plane.run(["submit", "--source", "shots/me.png", "--target", "s3://media/group.png", "-o", "json"])
+    assert result.exit_code == 0, result.output
+    stored = Path(json.loads(result.stdout)["source_uri"])
+    assert stored.read_bytes() == (tmp_path / "shots" / "me.png").read_bytes()
+
+
+@pytest.mark.parametrize("typo", ["shots/mee.png", "{tmp}/shots/mee.png"])
+def test_submit_of_a_mistyped_path_says_no_such_file_and_sends_nothing(
+    plane: Plane, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, typo: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    typo = typo.format(tmp=tmp_path)
+    before = _uploads(plane), plane.store.list_tasks(tenant="acme", limit=1000)[0]
+    result = plane.run(["submit", "--source", typo, "--target", "s3://media/group.png"])
+    assert result.exit_code == 2
+    assert f"Invalid value for --source: no such file: {typo}" in result.stderr
+    assert ("file://" in result.stderr) == typo.startswith("/")  # how to name a file on the API's machine
+    assert "absolute" not in result.stderr
+    assert "input folder" not in result.stderr
+    assert (_uploads(plane), plane.store.list_tasks(tenant="acme", limit=1000)[0]) == before
+
+
+def test_submit_of_a_text_file_named_png_is_refused_before_the_upload(plane: Plane, tmp_path: Path) -> None:
+    notes = tmp_path / "face.png"
+    notes.write_text("remember to buy milk\n", encoding="utf-8")
+    before = _uploads(plane)
+    result = plane.run(["submit", "--source", str(notes), "--target", "s3://media/group.png"])
+    assert result.exit_code == 2
+    assert "Invalid value for --source: face.png: a text file is not an image" in result.stderr
+    still = tmp_path / "still.mp4"
+    still.write_bytes(b"\x89PNG\r\n\x1a\n" + b"a still" * 100)
+    result = plane.run(["submit", "--source", "s3://f/a.png", "--target", str(still)])
+    assert result.exit_code == 2
+    assert "Invalid value for --target: still.mp4: its content is an image, not a video" in result.stderr
+    assert _uploads(plane) == before
+
+
+def test_submit_names_the_result_location_result_and_the_format_o(plane: Plane) -> None:
+    task = plane.submit_json("--result", "acme/named/result.png")
+    assert task["output_uri"].endswith("/acme/named/result.png")
+    # --output is the output format on every command, submit included
+    result = plane.run(["submit", "--source", "s3://f/a.png", "--target", "s3://m/b.png", "--output", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["state"] == "queued"
+    as_format = plane.run(["submit", "--source", "s3://f/a.png", "--target", "s3://m/b.png", "--format", "json"])
+    assert json.loads(as_format.stdout)["state"] == "queued"
+    # ... and a result path given to it the old way is refused with the new name, never sent
+    before = plane.store.list_tasks(tenant="acme", limit=1000)[0]
+    old = plane.run(["submit", "--source", "s3://f/a.png", "--target", "s3://m/b.png", "--output", "acme/x.png"])
+    assert old.exit_code == 2
+    assert "the result's location is --result acme/x.png" in old.stderr
+    assert plane.store.list_tasks(tenant="acme", limit=1000)[0] == before
 
 
 def test_submit_json_passes_every_field_and_is_idempotent(plane: Plane) -> None:
@@ -358,7 +422,11 @@ def test_watch_prints_plain_lines_and_exits_by_outcome(plane: Plane) -> None:
     lines = result.stdout.splitlines()
     assert lines[0] == f"{task['id']} running on local  frames 5/10  10.0 fps  eta 0s"
     assert f"{task['id']} succeeded on local  frames 10/10  20.0 fps  eta 0s" in lines
-    assert lines[-1] == f"task {task['id']} succeeded"
+    assert lines[-3:] == [
+        f"task {task['id']} succeeded",
+        f"result: {task['output_uri']}",
+        f"download: fusionctl tasks output {task['id']}  ({plane.url}/v1/tasks/{task['id']}/output)",
+    ]
 
     failing = plane.submit_json()
     attempt_id = _start(plane.store, failing["id"])
@@ -381,7 +449,8 @@ def test_watch_draws_a_progress_bar_on_a_terminal(plane: Plane, monkeypatch: pyt
     assert result.exit_code == 0, result.output
     assert "10/10" in result.stdout
     assert "━" in result.stdout  # rich's bar
-    assert result.stdout.splitlines()[-1].endswith(f"task {task['id']} succeeded")
+    assert result.stdout.splitlines()[-3].endswith(f"task {task['id']} succeeded")
+    assert result.stdout.splitlines()[-2] == f"result: {task['output_uri']}"
 
 
 def test_submit_wait_exits_by_outcome(plane: Plane, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -406,7 +475,13 @@ def test_submit_wait_exits_by_outcome(plane: Plane, monkeypatch: pytest.MonkeyPa
     thread.join(timeout=10)
     assert result.exit_code == 0, result.output
     task_id = result.stdout.splitlines()[1].split()[0]
-    assert result.stdout.splitlines()[-1] == f"task {task_id} succeeded"
+    output_uri = plane.store.get_task(task_id).spec.output_uri
+    # the end says where the result went, and how to fetch it
+    assert result.stdout.splitlines()[-3:] == [
+        f"task {task_id} succeeded",
+        f"result: {output_uri}",
+        f"download: fusionctl tasks output {task_id}  ({plane.url}/v1/tasks/{task_id}/output)",
+    ]
     assert f"{task_id} succeeded on local" in result.stderr
 
 
@@ -556,7 +631,7 @@ def test_a_waiting_task_shows_why_in_list_show_and_explain(plane: Plane) -> None
         policy_version=POLICY_VERSION,
         decided_at=decided,
         candidates=(),
-        rejections=(Rejection(target="local", code="no_capacity", detail="no free GPU: free_gpus/local = 0"),),
+        rejections=(Rejection(target="local", code="no_capacity", detail="no free local slot: free_gpus/local = 0"),),
     )
     plane.store.start_launch_groups([PlannedLaunch(plan=waiting, wait="local: no_capacity")], actor="s")
     since = plane.store.get_task(claimed.id).queued_since
@@ -574,7 +649,7 @@ def test_a_waiting_task_shows_why_in_list_show_and_explain(plane: Plane) -> None
     assert explained.exit_code == 0, explained.output
     flat = " ".join(explained.stdout.split())
     assert f"state queued waiting local: no_capacity since {since_text}" in flat
-    assert "local no_capacity no free GPU: free_gpus/local = 0" in flat  # the waiting plan is the receipt
+    assert "local no_capacity no free local slot: free_gpus/local = 0" in flat  # the waiting plan is the receipt
     as_json = json.loads(plane.run(["tasks", "show", claimed.id, "-o", "json"]).stdout)
     assert (as_json["queue_reason"], as_json["queued_since"]) == ("local: no_capacity", since_text)
     scrape = {"Authorization": f"Bearer {plane.tokens['ops']}"}  # /metrics needs a token
