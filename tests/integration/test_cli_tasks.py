@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,16 @@ from controlplane.api.auth import TokenRegistry, create_token, hash_token
 from controlplane.cli.tasks import COMMANDS
 from controlplane.cli.tasks import follow as follow_module
 from controlplane.config import Settings
-from controlplane.domain import AttemptState, Candidate, PlacementPlan, Rejection, TaskState
+from controlplane.domain import (
+    AttemptState,
+    PlacementPlan,
+    Rejection,
+    SignalSample,
+    SignalSnapshot,
+    Task,
+    TaskState,
+)
+from controlplane.policy import parse_policy, plan
 from controlplane.store import PlannedLaunch, Store, make_engine, upgrade
 from tests.support.asgi_server import free_port, serving
 from tests.support.storage import offline_host_resolver, write_storage
@@ -512,48 +521,54 @@ def test_a_submitter_cannot_see_another_tenants_task(plane: Plane) -> None:
 # --------------------------------------------------------------------------- explain
 
 
-def _private_plan(task_id: str) -> PlacementPlan:
-    return PlacementPlan(
-        task_id=task_id,
-        policy_version=POLICY_VERSION,
-        decided_at=datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC),
-        candidates=(
-            Candidate(
-                target="local",
-                provider="local",
-                private=True,
-                expected_usd_h=0.0,
-                reasons=("private target: allowed for private data", "2 free (capacity/local, 1.5s old)"),
-            ),
-            Candidate(
-                target="onprem-k8s",
-                provider="kubernetes",
-                private=True,
-                region="dc1",
-                reasons=("private target: allowed for private data", "capacity unknown"),
-            ),
-        ),
-        rejections=(
-            Rejection(target="aws-spot", code="private_data", detail="private task; aws-spot is not a private target"),
-        ),
-        trace=("rule private-data: kept local, onprem-k8s; rejected aws-spot", "rule order: cheapest private first"),
-        signals_used={
-            "capacity/local": {"value": 2, "age_seconds": 1.5, "ttl_seconds": 30, "stale": False, "missing": False},
-            "capacity/onprem-k8s": {
-                "value": 4,
-                "age_seconds": 95.0,
-                "ttl_seconds": 30,
-                "stale": True,
-                "missing": False,
+#: the receipt's policy: a private task may run on local or onprem-k8s, never on aws-spot
+PRIVATE_POLICY = parse_policy(
+    {
+        "targets": [
+            {"name": "local", "provider": "local", "private": True},
+            {
+                "name": "onprem-k8s",
+                "provider": "kubernetes",
+                "private": True,
+                "regions": ["dc1"],
+                "storage": {"uri": "pvc://fp-work/tasks/", "mount_path": "/mnt/work"},
             },
-            "capacity/aws-spot": {"value": None, "age_seconds": None, "stale": True, "missing": True},
-        },
-    )
+            {
+                "name": "aws-spot",
+                "provider": "aws",
+                "private": False,
+                "regions": ["us-east-1"],
+                "instance_types": ["g4dn.xlarge"],
+                "storage": {"uri": "s3://fp-work/aws/"},
+            },
+        ],
+        "rules": [
+            {"name": "private-data", "match": {"data_sensitivity": "private"}, "targets": ["local", "onprem-k8s"]}
+        ],
+        "thresholds": {"load_ttl_seconds": 30},
+    }
+)
+DECIDED_AT = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def _private_plan(task: Task) -> PlacementPlan:
+    """What the real engine decides for ``task``: local has 2 slots free (1.5 s old), onprem-k8s's 4 GPUs are stale."""
+    samples = {
+        f"free_gpus/{target}": SignalSample(
+            source="free_gpus",
+            key=target,
+            value=free,
+            observed_at=DECIDED_AT - timedelta(seconds=age),
+            ttl_seconds=60,
+        )
+        for target, free, age in (("local", 2, 1.5), ("onprem-k8s", 4, 95.0))
+    }
+    return plan(task, SignalSnapshot(taken_at=DECIDED_AT, samples=samples), PRIVATE_POLICY, DECIDED_AT)
 
 
 def test_explain_shows_the_receipt(plane: Plane) -> None:
     task = plane.submit_json("--sensitivity", "private")
-    plane.store.record_decision(plan=_private_plan(task["id"]))
+    plane.store.record_decision(plan=_private_plan(plane.store.get_task(task["id"])))
     first = _start(plane.store, task["id"])
     plane.store.transition_attempt(first, wanted=AttemptState.FAILED, actor="worker", exit_code=70, reason="oom")
     plane.store.transition_task(task["id"], wanted=TaskState.PLANNED, actor="scheduler", reason="failover")
@@ -573,21 +588,26 @@ def test_explain_shows_the_receipt(plane: Plane) -> None:
         "target onprem-k8s",
         "reason failover",
         "decision 1 of 1",
-        "policy version 4f9c2a7be01d",
+        f"policy version {PRIVATE_POLICY.version[:12]}",
         "decided at 2025-03-01T12:00:00+00:00",
-        "1. local (local, private, expected $0/h)",
-        "- 2 free (capacity/local, 1.5s old)",
+        "1. local (local, private)",
+        "- rule private-data ranks it 1 of 2",
+        "- 2 free local slot(s)",
         "2. onprem-k8s (kubernetes, private, region dc1)",
-        "- capacity unknown",
-        "aws-spot private_data private task; aws-spot is not a private target",
-        "1. rule private-data: kept local, onprem-k8s; rejected aws-spot",
-        "2. rule order: cheapest private first",
+        "aws-spot private_data the task's data is private and this target is not",
+        "1. rule private-data: matched",
+        "2. signal free_gpus/onprem-k8s: stale (95.0s old, ttl 30s), not used",
     ):
         assert expected in flat, f"{expected!r} not in\n{out}"
-    signal_lines = {line.split()[0]: line.split()[1:] for line in out.splitlines() if "capacity/" in line[:30]}
-    assert signal_lines["capacity/local"] == ["2", "1.5s", "30s", "fresh"]
-    assert signal_lines["capacity/onprem-k8s"] == ["4", "95s", "30s", "STALE"]
-    assert signal_lines["capacity/aws-spot"] == ["-", "-", "-", "MISSING"]
+    signal_lines = {
+        line.split()[0]: line.split()[1:]
+        for line in out.splitlines()
+        if line.split()[:1] and line.split()[0].startswith("free_gpus/")
+    }
+    assert signal_lines == {
+        "free_gpus/local": ["2", "1.5s", "30s", "fresh"],
+        "free_gpus/onprem-k8s": ["4", "95s", "30s", "STALE"],
+    }
     attempts = out[out.index("\nattempts\n") :].splitlines()
     assert attempts[3].split()[:6] == ["1", first, "local", "local", "failed", "70"]
     assert attempts[3].split()[-1] == "oom"
@@ -599,10 +619,8 @@ def test_explain_shows_the_receipt(plane: Plane) -> None:
     (plan,) = receipt["decisions"]
     assert set(plan) == PLAN_KEYS
     assert all(set(c) == CANDIDATE_KEYS for c in plan["candidates"])
-    assert plan["rejections"] == [
-        {"target": "aws-spot", "code": "private_data", "detail": "private task; aws-spot is not a private target"}
-    ]
-    assert plan["signals_used"]["capacity/local"]["age_seconds"] == 1.5
+    assert [(r["target"], r["code"]) for r in plan["rejections"]] == [("aws-spot", "private_data")]
+    assert plan["signals_used"]["free_gpus/local"]["age_seconds"] == 1.5
     assert all(set(a) == ATTEMPT_KEYS for a in receipt["attempts"])
     # JSON mode is the API's receipt, unchanged
     api = httpx.get(
