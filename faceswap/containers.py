@@ -24,6 +24,7 @@ MPEG-TS is allowed only for the segments the pipeline wrote itself.
 from __future__ import annotations
 
 import re
+import stat
 from pathlib import Path
 
 from faceswap.errors import UnsupportedMedia
@@ -127,7 +128,10 @@ def check_content(path: Path, *, field: str, wanted: str) -> None:
     Passing does not promise a decodable file; the worker's probe still decides.
     ``OSError`` (no such file, a folder) is the caller's to word.
     """
-    if path.stat().st_size == 0:
+    status = path.stat()
+    if not stat.S_ISREG(status.st_mode):  # a FIFO or a device would block the read below, or never end
+        raise UnsupportedMedia(f"{path.name}: not a regular file", field=field)
+    if status.st_size == 0:
         raise UnsupportedMedia(f"{path.name}: the file is empty, not {kind_in_words(wanted)}", field=field)
     image = sniff(path, field=field, wanted=wanted)
     if wanted == "image" and image is None:

@@ -7,6 +7,7 @@ client learns nothing about the server's files.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,15 @@ def test_outside_your_folder_existence_is_never_told(api: ApiServer, tmp_path: P
 def test_a_folder_is_not_an_input(api: ApiServer) -> None:
     folder = api.input_root / "acme" / "album.png"
     folder.mkdir(parents=True)
-    assert refused(api, api.body(source=str(folder)), "source") == f"{folder} is not a file that can be read"
+    assert refused(api, api.body(source=str(folder)), "source") == "album.png: not a regular file"
+
+
+def test_a_fifo_in_your_folder_is_refused_without_blocking_the_server(api: ApiServer) -> None:
+    fifo = api.input_root / "acme" / "pipe.png"
+    fifo.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(fifo)
+    assert refused(api, api.body(source=str(fifo)), "source") == "pipe.png: not a regular file"
+    assert api.client(ACME).get("/healthz").status_code == 200  # the event loop was never stuck on the pipe
 
 
 def test_real_media_starts_pass(api: ApiServer) -> None:
