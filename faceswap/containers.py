@@ -24,6 +24,7 @@ MPEG-TS is allowed only for the segments the pipeline wrote itself.
 from __future__ import annotations
 
 import re
+import stat
 from pathlib import Path
 
 from faceswap.errors import UnsupportedMedia
@@ -33,12 +34,14 @@ __all__ = [
     "PROTOCOLS",
     "SEGMENT_DEMUXER",
     "VIDEO_DEMUXERS",
+    "check_content",
     "describe_demuxer",
     "image_demuxer",
     "input_args",
     "kind_in_words",
     "refused_demuxer",
     "sniff",
+    "video_container",
 ]
 
 #: the only protocols an input may use: a local file, or our own pipes
@@ -100,6 +103,42 @@ def image_demuxer(head: bytes) -> str | None:
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return IMAGE_DEMUXERS["webp"]
     return None
+
+
+#: the top-level boxes an ISO base media file (mp4, mov, m4v) starts with, at bytes 4..8
+_ISO_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot")
+
+
+def video_container(head: bytes) -> str | None:
+    """The video demuxer these first bytes call for (mov, matroska, avi), or None when they are none of them."""
+    if head[4:8] in _ISO_BOXES:
+        return "mov"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):  # EBML: Matroska and WebM
+        return "matroska"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "avi"
+    return None
+
+
+def check_content(path: Path, *, field: str, wanted: str) -> None:
+    """Refuse, from the first 4 KiB alone, a file that cannot be the ``image`` or ``video`` it is meant to be.
+
+    Cheap enough for submission time: a text file called ``face.png`` is
+    refused there, with its field named, instead of when a worker decodes it.
+    Passing does not promise a decodable file; the worker's probe still decides.
+    ``OSError`` (no such file, a folder) is the caller's to word.
+    """
+    status = path.stat()
+    if not stat.S_ISREG(status.st_mode):  # a FIFO or a device would block the read below, or never end
+        raise UnsupportedMedia(f"{path.name}: not a regular file", field=field)
+    if status.st_size == 0:
+        raise UnsupportedMedia(f"{path.name}: the file is empty, not {kind_in_words(wanted)}", field=field)
+    image = sniff(path, field=field, wanted=wanted)
+    if wanted == "image" and image is None:
+        raise UnsupportedMedia(f"{path.name}: its content is not a PNG, JPEG or WebP image", field=field)
+    if wanted == "video" and video_container(_head(path)) is None:
+        what = "an image, not a video" if image is not None else "not an MP4/MOV, Matroska/WebM or AVI video"
+        raise UnsupportedMedia(f"{path.name}: its content is {what}", field=field)
 
 
 def sniff(path: Path, *, field: str, wanted: str) -> str | None:

@@ -122,6 +122,7 @@ def create_app(
             snapshot=live_signals,
             pollers=signal_pollers,
             thresholds=(lambda: active_policy.current().base.thresholds) if active_policy is not None else None,
+            local_targets=(lambda: _local_targets(active_policy)) if active_policy is not None else None,
         ),
     ]
     if policy_for is None and active_policy is not None:
@@ -137,3 +138,8 @@ def create_app(
         app.include_router(router)
 
     return BodyLimit(app, max_bytes=settings.max_body_bytes, unlimited_prefixes=("/v1/uploads/",)), app
+
+
+def _local_targets(active: ActivePolicy) -> frozenset[str]:
+    """The targets of the local provider in force: their capacity counts worker slots, not GPUs."""
+    return frozenset(target.name for target in active.current().targets if target.provider == "local")

@@ -145,13 +145,38 @@ class TokenRegistry:
 
     def authenticate(self, token: str) -> Principal | None:
         self._maybe_reload()
-        by_hash = self._by_hash  # one read: a reload swapping the dict meanwhile is harmless
         digest = hash_token(token)
+        found = self._lookup(digest)
+        if found is None and self._changed_since_seen():
+            # a token created a moment ago works on its first use, not a second later
+            found = self._lookup(digest)
+        return found
+
+    def _lookup(self, digest: str) -> Principal | None:
+        by_hash = self._by_hash  # one read: a reload swapping the dict meanwhile is harmless
         found = None
         for known, principal in by_hash.items():
             if hmac.compare_digest(known, digest):
                 found = principal
         return found
+
+    def _changed_since_seen(self) -> bool:
+        """On an unknown token: one ``stat`` now, a read only for a version not yet seen; True when applied.
+
+        A flood of wrong tokens costs a ``stat`` each: the file is read again
+        only when it changed, and a version already rejected is not read twice.
+        """
+        if self._source is None or not self._lock.acquire(blocking=False):
+            return False
+        try:
+            signature = _signature(self._source)
+            if signature in (self._seen, self._rejected):
+                return False
+            applied = self.reload_if_changed()
+            self._next_check = self._clock() + self._every
+            return applied
+        finally:
+            self._lock.release()
 
     def _maybe_reload(self) -> None:
         """Cheap on the hot path: a clock read, and a ``stat`` at most once per interval per process."""

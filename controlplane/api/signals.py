@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query
 from controlplane.api.auth import Principal
 from controlplane.api.deps import authenticate, require_operator
 from controlplane.api.errors import ApiError
-from controlplane.domain import SignalSnapshot
+from controlplane.domain import CAPACITY_SOURCE, SignalSnapshot
 from controlplane.policy import Thresholds
 from controlplane.policy.freshness import applied_ttl
 from controlplane.store import Store
@@ -21,11 +21,22 @@ __all__ = ["signal_router", "signal_rows"]
 Caller = Annotated[Principal, Depends(authenticate)]
 
 
-def signal_rows(snapshot: SignalSnapshot, thresholds: Thresholds | None = None) -> list[dict[str, Any]]:
-    """One row per signal: source, key, value, observed_at, age, TTL and fresh/stale, sorted by name.
+def _unit(source: str, key: str, local_targets: Collection[str]) -> str | None:
+    """What a capacity value counts: a local target's are worker slots on this machine, which may have no GPU."""
+    if source != CAPACITY_SOURCE:
+        return None
+    return "local_slots" if key in local_targets else "gpus"
+
+
+def signal_rows(
+    snapshot: SignalSnapshot, thresholds: Thresholds | None = None, *, local_targets: Collection[str] = ()
+) -> list[dict[str, Any]]:
+    """One row per signal: source, key, value, unit, observed_at, age, TTL and fresh/stale, sorted by name.
 
     The TTL is the one plan() applies under ``thresholds`` (the base policy's; the documented
     defaults when None): the lower of the sample's own and the policy's (policy/freshness.py).
+    ``unit`` says what a ``free_gpus`` value counts (``gpus``, or ``local_slots`` for the
+    ``local_targets``); None for every other source.
     """
     now = snapshot.taken_at
     thresholds = Thresholds() if thresholds is None else thresholds
@@ -40,6 +51,7 @@ def signal_rows(snapshot: SignalSnapshot, thresholds: Thresholds | None = None) 
                 "source": sample.source,
                 "key": sample.key,
                 "value": sample.value,
+                "unit": _unit(sample.source, sample.key, local_targets),
                 "observed_at": sample.observed_at.isoformat(),
                 "age_seconds": round(age, 3),
                 "ttl_seconds": None if ttl == float("inf") else ttl,
@@ -55,8 +67,10 @@ def signal_router(
     snapshot: Callable[[], SignalSnapshot] | None,
     pollers: Callable[[], list[dict[str, Any]]] | None,
     thresholds: Callable[[], Thresholds] | None = None,
+    local_targets: Callable[[], Collection[str]] | None = None,
 ) -> APIRouter:
-    """``thresholds`` gives the base policy's in force, so a row's TTL is the one plan() applies."""
+    """``thresholds`` gives the base policy's in force, so a row's TTL is the one plan() applies;
+    ``local_targets`` the names of the local provider's targets in force, whose capacity is slots."""
 
     router = APIRouter()
 
@@ -68,7 +82,10 @@ def signal_router(
             raise ApiError(404, "not_found", "this API is not attached to a running scheduler", field="signals")
         taken = snapshot()
         applied = thresholds() if thresholds is not None else None
-        rows = [row for row in signal_rows(taken, applied) if source is None or row["source"] == source]
+        local = local_targets() if local_targets is not None else ()
+        rows = [
+            row for row in signal_rows(taken, applied, local_targets=local) if source is None or row["source"] == source
+        ]
         return {"taken_at": taken.taken_at.isoformat(), "signals": rows, "pollers": pollers() if pollers else []}
 
     @router.get("/v1/signals/history", tags=["signals"])

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Header, Response
 
 from controlplane.api.deps import Caller
 from controlplane.api.errors import ApiError
+from controlplane.api.input_content import check_local_content
 from controlplane.api.remote_uris import HostResolver, RemoteRules, refuse_internal_names
 from controlplane.api.schemas import FieldError, TaskCreate, check_input_uri, check_output_uri
 from controlplane.api.submissions import SubmitQueue
@@ -67,10 +68,10 @@ def submit_router(
         idempotency_key: Annotated[str | None, Header(pattern=_IDEMPOTENCY_KEY)] = None,
     ) -> dict[str, Any]:
         """Queue a face-swap task; 202 with its id and a Location header."""
-        # Runs on the event loop: the checks below are pure or a realpath under
-        # local roots (host names are resolved in the loop's thread pool; one key
-        # lookup only for a retry whose output exists), and the write goes through
-        # the group-commit queue.
+        # Runs on the event loop: the checks below are pure, a realpath under
+        # local roots or a read of a local input's first 4 KiB (host names are
+        # resolved in the loop's thread pool; one key lookup only for a retry
+        # whose output exists), and the write goes through the group-commit queue.
         kind = _kind(body)
         # every local path is the caller's own tenant's (operators and admins included: their principal's)
         tenant = principal.tenant
@@ -78,6 +79,8 @@ def submit_router(
         roots = list(settings.input_roots)
         source = check_input_uri(body.source, field="source", input_roots=roots, tenant=tenant, remote=remote)
         target = check_input_uri(body.target, field="target", input_roots=roots, tenant=tenant, remote=remote)
+        check_local_content(source, given=body.source, field="source", wanted=TaskKind.IMAGE.value)
+        check_local_content(target, given=body.target, field="target", wanted=kind.value)
         refused = await refuse_internal_names(
             {"source": source, "target": target},
             rules=remote,

@@ -68,6 +68,7 @@ def install_stop_signals(*, interrupt: bool) -> threading.Event:
 output_option = click.option(
     "--output",
     "-o",
+    "--format",
     "output_format",
     type=click.Choice(["table", "json"]),
     default="table",

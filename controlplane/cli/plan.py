@@ -164,6 +164,7 @@ def _print_text(view: dict[str, Any], *, policy_file: Path) -> None:
 @click.option(
     "--output",
     "-o",
+    "--format",
     "output_format",
     type=click.Choice(["text", "json"]),
     default="text",

@@ -17,8 +17,14 @@ def _seconds(text: str | None) -> int | None:
     return None if text is None else parse_duration(text, option="--since")
 
 
+#: what a free_gpus value counts, by the row's unit (a local target's are worker slots, not GPUs)
+_COUNTS = {"gpus": "GPUs", "local_slots": "local slots"}
+
+
 def _value(row: dict[str, Any]) -> str:
     value = float(row["value"])
+    if row.get("unit") in _COUNTS:
+        return f"{value:g} {_COUNTS[row['unit']]}"
     if row["source"] == "spot_price":
         return f"{value:.4f} $/h"
     if row["source"] in ("gpu_utilization", "gpu_memory_used"):

@@ -113,6 +113,7 @@ class Lane:
 
     __slots__ = (
         "capacity_signal",
+        "capacity_unit",
         "ceiling",
         "cloud",
         "instance_type",
@@ -147,6 +148,8 @@ class Lane:
         self.price_label = "on-demand price" if on_demand else "spot price"
         price_source = ON_DEMAND_PRICE_SOURCE if on_demand else SPOT_PRICE_SOURCE
         self.capacity_signal = f"{CAPACITY_SOURCE}/{target.name}"
+        #: what the capacity signal counts, for receipts: the local provider's are worker slots, not GPUs
+        self.capacity_unit = "local slot" if target.provider == "local" else "GPU"
         self.rank_reason = rank_reason
         self.ceiling = ceiling = max_price_of(target, actions)
         self.region: str | None = target.regions[0] if target.regions else None

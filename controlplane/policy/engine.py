@@ -193,14 +193,14 @@ def _apply_signals(
                 continue
         free = read(lane.capacity_signal, load_ttl)
         if free is not None and free <= 0:
-            detail = f"no free GPU: {lane.capacity_signal} = {free:g}"
+            detail = f"no free {lane.capacity_unit}: {lane.capacity_signal} = {free:g}"
             rejected[name] = Rejection(target=name, code="no_capacity", detail=detail)
             continue
         reasons = [lane.rank_reason]
         if private_task:
             reasons.append(_PRIVATE_REASON)
         if free is not None:
-            reasons.append(f"{free:g} free GPU(s)")
+            reasons.append(f"{free:g} free {lane.capacity_unit}(s)")
         if not lane.cloud:
             free_cost = None if costing is None else (0.0, CERTAIN)
             picks.append((lane, lane.region, lane.instance_type, None, reasons, None, free_cost))

@@ -69,6 +69,9 @@ def leadership_and_jobs(
     force names it), the inputs staged for finished tasks are deleted once
     their retention has passed.
     """
+    # before the first add_job: apscheduler says "Adding job tentatively" (INFO) for every job added
+    # before start, and "executed successfully" after every run; a job's exception stays an ERROR
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     jobs = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 5})
     reconciler = Reconciler(scheduler)
     elected = threading.Event()
@@ -136,5 +139,4 @@ def leadership_and_jobs(
         jobs.add_job(
             staged.run, "interval", seconds=min(3600.0, settings.staged_retention_seconds), id="staged-retention"
         )
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     return leadership, jobs

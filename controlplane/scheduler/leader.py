@@ -85,24 +85,25 @@ class Leadership:
             self._leading = Fence(state.name, state.holder, state.token)
             self._valid_until = state.expires_at - margin
         if elected:
-            log.warning(
-                "",
-                extra={"event": "leader.elected", "holder": self.holder, "token": state.token},
-            )
+            # winning the lease is the normal start of a replica's leadership; losing it is the warning
+            log.info("", extra={"event": "leader.elected", "holder": self.holder, "token": state.token})
             if self.metrics:
                 self.metrics.leader_changes.inc()
                 self.metrics.leader.set(1)
             self.on_elected(self.lease.store.fenced(self._leading))
         return True
 
-    def step_down(self, reason: str) -> None:
+    def step_down(self, reason: str, *, lost: bool = True) -> None:
+        """Stop leading; ``lost`` (the lease taken, expired or fenced) is a warning, a clean resign is not."""
         with self._lock:
             was = self._leading
             self._leading, self._valid_until = None, None
         if was is not None:
-            log.warning(
-                "", extra={"event": "leader.deposed", "holder": self.holder, "token": was.token, "reason": reason}
-            )
+            event = {"holder": self.holder, "token": was.token, "reason": reason}
+            if lost:
+                log.warning("", extra={"event": "leader.deposed", **event})
+            else:
+                log.info("", extra={"event": "leader.resigned", **event})
             if self.metrics:
                 self.metrics.leader.set(0)
 
@@ -110,7 +111,7 @@ class Leadership:
         """Give the lease back at a clean shutdown, so another replica takes over without waiting."""
         if self._leading is None:
             return
-        self.step_down("shutting down")
+        self.step_down("shutting down", lost=False)
         try:
             self.lease.resign()
         except SQLAlchemyError as exc:

@@ -156,6 +156,7 @@ class SignalHub:
                 self._latest[f"{sample.source}/{sample.key}"] = sample
             self._forget_old(now)
             recovered = status.failures_in_a_row > 0
+            before = status.problems
             status.polls += 1
             status.failures_in_a_row = 0
             status.last_success_at = now
@@ -170,13 +171,22 @@ class SignalHub:
                 self._metrics.signal_poll_errors.labels(source=status.name).inc(len(result.problems))
         if recovered:
             log.info("", extra={"event": "signals.source_back", "source": status.name})
-        for problem in result.problems:
-            log.warning("", extra={"event": "signals.partial", "source": status.name, "problem": problem})
+        self._log_problem_changes(status.name, before=before, now=result.problems)
         if self._on_samples is not None and samples:
             try:
                 self._on_samples(samples)
             except Exception:  # history is a convenience: a store hiccup never drops live values
                 log.exception("", extra={"event": "signals.history_write_failed", "source": status.name})
+
+    @staticmethod
+    def _log_problem_changes(source: str, *, before: Sequence[str], now: Sequence[str]) -> None:
+        """Log a problem when it appears and when it goes, not on every poll that still has it."""
+        for problem in now:
+            if problem not in before:
+                log.warning("", extra={"event": "signals.partial", "source": source, "problem": problem})
+        for problem in before:
+            if problem not in now:
+                log.info("", extra={"event": "signals.partial_resolved", "source": source, "problem": problem})
 
     def _failed(self, status: SourceStatus, error: str, seconds: float) -> None:
         now = self._clock()

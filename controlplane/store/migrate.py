@@ -8,6 +8,7 @@ directory.
 
 from __future__ import annotations
 
+import functools
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Engine, inspect, text
 
 from controlplane.store.engine import database_url, normalize_url
 from controlplane.store.tables import metadata
@@ -44,6 +45,8 @@ def _migrations_dir() -> Path:
 
 
 MIGRATIONS_DIR = _migrations_dir()
+#: Alembic's default version table; the migrations' env.py keeps the default
+_VERSION_TABLE = "alembic_version"
 
 
 def alembic_config(url: str | None = None, *, engine: Engine | None = None) -> Config:
@@ -92,12 +95,23 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+@functools.cache
+def _script_heads() -> frozenset[str]:
+    """The newest revisions among the scripts; they cannot change under a running process."""
+    return frozenset(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
 def is_current(engine: Engine) -> bool:
-    """True when the database is at the newest revision (for ``/readyz``)."""
-    script = ScriptDirectory.from_config(alembic_config())
+    """True when the database is at the newest revision (for ``/readyz``, on every probe).
+
+    The version table is read with plain SQL: Alembic's ``MigrationContext``
+    logs two INFO lines each time it is set up, which is twice per probe.
+    """
     with engine.connect() as conn:
-        heads = set(MigrationContext.configure(conn).get_current_heads())
-    return heads == set(script.get_heads())
+        if not inspect(conn).has_table(_VERSION_TABLE):
+            return False
+        heads = set(conn.execute(text(f"SELECT version_num FROM {_VERSION_TABLE}")).scalars())
+    return heads == _script_heads()
 
 
 def schema_differences(engine: Engine) -> list[Any]:

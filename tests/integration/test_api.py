@@ -572,13 +572,13 @@ def files_under(root: Path) -> list[Path]:
 
 def test_upload_then_submit_it(api: ApiServer) -> None:
     client = api.client(ACME)
-    response = client.put("/v1/uploads/face-1.png", content=b"\x89PNG face bytes")
+    response = client.put("/v1/uploads/face-1.png", content=b"\x89PNG\r\n\x1a\n face bytes")
     assert response.status_code == 201, response.text
     uri = Path(response.json()["uri"])
-    assert response.json()["bytes"] == len(b"\x89PNG face bytes")
+    assert response.json()["bytes"] == len(b"\x89PNG\r\n\x1a\n face bytes")
     assert uri.name == "face-1.png"
     assert uri.is_relative_to(api.input_root / "acme")
-    assert uri.read_bytes() == b"\x89PNG face bytes"
+    assert uri.read_bytes() == b"\x89PNG\r\n\x1a\n face bytes"
     task = submit(api, source=str(uri))
     assert task["source_uri"] == str(uri)
 

@@ -29,6 +29,7 @@ from tests.support.tus import TUS
 MIB = 1 << 20
 SIZE = 40 * MIB
 CHUNK = 8 * MIB
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +53,7 @@ def relay(api: ApiServer) -> Iterator[TcpFaultRelay]:
 @pytest.fixture
 def big(tmp_path: Path) -> Path:
     path = tmp_path / "big clip.bin"
-    path.write_bytes(os.urandom(SIZE))
+    path.write_bytes(PNG_SIGNATURE + os.urandom(SIZE - len(PNG_SIGNATURE)))  # a source must start as an image
     return path
 
 
@@ -144,17 +145,17 @@ def test_a_broken_connection_is_retried_from_heads_offset(api: ApiServer, relay:
 
 def test_a_changed_file_is_a_new_upload(api: ApiServer, big: Path) -> None:
     small = big.with_name("small.bin")
-    small.write_bytes(b"first")
+    small.write_bytes(PNG_SIGNATURE + b"first")
     env = {**os.environ, "FUSIONPLANE_URL": api.url, "FUSIONPLANE_TOKEN": ACME}
     # an entry left by an interrupted run of another version of the file is not resumed into this one
     client = api.client(ACME)
     stale = client.post(
-        "/v1/uploads/", headers={**TUS, "Upload-Length": "5", "Upload-Metadata": "filename " + "c21hbGwuYmlu"}
+        "/v1/uploads/", headers={**TUS, "Upload-Length": "13", "Upload-Metadata": "filename " + "c21hbGwuYmlu"}
     ).headers["location"]
     stat = small.stat()
     book().parent.mkdir(parents=True, exist_ok=True)
-    book().write_text(json.dumps({json.dumps([api.url, str(small.resolve()), 5, stat.st_mtime_ns - 10**9]): stale}))
-    small.write_bytes(b"other")
+    book().write_text(json.dumps({json.dumps([api.url, str(small.resolve()), 13, stat.st_mtime_ns - 10**9]): stale}))
+    small.write_bytes(PNG_SIGNATURE + b"other")
     done = subprocess.run(
         submit(small),
         env=env,
@@ -165,7 +166,7 @@ def test_a_changed_file_is_a_new_upload(api: ApiServer, big: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "resuming" not in done.stderr
-    assert uploaded_source(api, done.stdout).read_bytes() == b"other"
+    assert uploaded_source(api, done.stdout).read_bytes() == PNG_SIGNATURE + b"other"
     assert (
         httpx.head(api.url + stale, headers={**TUS, "Authorization": f"Bearer {ACME}"}).headers["upload-offset"] == "0"
     )

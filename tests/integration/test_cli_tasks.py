@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,16 @@ from controlplane.api.auth import TokenRegistry, create_token, hash_token
 from controlplane.cli.tasks import COMMANDS
 from controlplane.cli.tasks import follow as follow_module
 from controlplane.config import Settings
-from controlplane.domain import AttemptState, Candidate, PlacementPlan, Rejection, TaskState
+from controlplane.domain import (
+    AttemptState,
+    PlacementPlan,
+    Rejection,
+    SignalSample,
+    SignalSnapshot,
+    Task,
+    TaskState,
+)
+from controlplane.policy import parse_policy, plan
 from controlplane.store import PlannedLaunch, Store, make_engine, upgrade
 from tests.support.asgi_server import free_port, serving
 from tests.support.storage import offline_host_resolver, write_storage
@@ -195,7 +204,7 @@ def _finish_later(
 
 def test_submit_uploads_a_local_file(plane: Plane, tmp_path: Path) -> None:
     face = tmp_path / "my face.png"
-    face.write_bytes(b"\x89PNG not really, but bytes all the same" * 1000)
+    face.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really, but bytes all the same" * 1000)
     result = plane.run(["submit", "--source", str(face), "--target", "s3://media/group.png"])
     assert result.exit_code == 0, result.output
     header, row = result.stdout.splitlines()
@@ -209,6 +218,70 @@ def test_submit_uploads_a_local_file(plane: Plane, tmp_path: Path) -> None:
     assert source.name == "my_face.png"
     assert source.read_bytes() == face.read_bytes()
     assert stored.spec.target_uri == "s3://media/group.png"
+
+
+def _uploads(plane: Plane) -> list[Path]:
+    return sorted(plane.input_root.rglob("upl_*"))
+
+
+def test_submit_resolves_a_relative_path_from_the_current_folder(
+    plane: Plane, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "shots").mkdir()
+    (tmp_path / "shots" / "me.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"my face" * 100)
+    monkeypatch.chdir(tmp_path)
+    result = plane.run(["submit", "--source", "shots/me.png", "--target", "s3://media/group.png", "-o", "json"])
+    assert result.exit_code == 0, result.output
+    stored = Path(json.loads(result.stdout)["source_uri"])
+    assert stored.read_bytes() == (tmp_path / "shots" / "me.png").read_bytes()
+
+
+@pytest.mark.parametrize("typo", ["shots/mee.png", "{tmp}/shots/mee.png"])
+def test_submit_of_a_mistyped_path_says_no_such_file_and_sends_nothing(
+    plane: Plane, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, typo: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    typo = typo.format(tmp=tmp_path)
+    before = _uploads(plane), plane.store.list_tasks(tenant="acme", limit=1000)[0]
+    result = plane.run(["submit", "--source", typo, "--target", "s3://media/group.png"])
+    assert result.exit_code == 2
+    assert f"Invalid value for --source: no such file: {typo}" in result.stderr
+    assert ("file://" in result.stderr) == typo.startswith("/")  # how to name a file on the API's machine
+    assert "absolute" not in result.stderr
+    assert "input folder" not in result.stderr
+    assert (_uploads(plane), plane.store.list_tasks(tenant="acme", limit=1000)[0]) == before
+
+
+def test_submit_of_a_text_file_named_png_is_refused_before_the_upload(plane: Plane, tmp_path: Path) -> None:
+    notes = tmp_path / "face.png"
+    notes.write_text("remember to buy milk\n", encoding="utf-8")
+    before = _uploads(plane)
+    result = plane.run(["submit", "--source", str(notes), "--target", "s3://media/group.png"])
+    assert result.exit_code == 2
+    assert "Invalid value for --source: face.png: a text file is not an image" in result.stderr
+    still = tmp_path / "still.mp4"
+    still.write_bytes(b"\x89PNG\r\n\x1a\n" + b"a still" * 100)
+    result = plane.run(["submit", "--source", "s3://f/a.png", "--target", str(still)])
+    assert result.exit_code == 2
+    assert "Invalid value for --target: still.mp4: its content is an image, not a video" in result.stderr
+    assert _uploads(plane) == before
+
+
+def test_submit_names_the_result_location_result_and_the_format_o(plane: Plane) -> None:
+    task = plane.submit_json("--result", "acme/named/result.png")
+    assert task["output_uri"].endswith("/acme/named/result.png")
+    # --output is the output format on every command, submit included
+    result = plane.run(["submit", "--source", "s3://f/a.png", "--target", "s3://m/b.png", "--output", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["state"] == "queued"
+    as_format = plane.run(["submit", "--source", "s3://f/a.png", "--target", "s3://m/b.png", "--format", "json"])
+    assert json.loads(as_format.stdout)["state"] == "queued"
+    # ... and a result path given to it the old way is refused with the new name, never sent
+    before = plane.store.list_tasks(tenant="acme", limit=1000)[0]
+    old = plane.run(["submit", "--source", "s3://f/a.png", "--target", "s3://m/b.png", "--output", "acme/x.png"])
+    assert old.exit_code == 2
+    assert "the result's location is --result acme/x.png" in old.stderr
+    assert plane.store.list_tasks(tenant="acme", limit=1000)[0] == before
 
 
 def test_submit_json_passes_every_field_and_is_idempotent(plane: Plane) -> None:
@@ -358,7 +431,11 @@ def test_watch_prints_plain_lines_and_exits_by_outcome(plane: Plane) -> None:
     lines = result.stdout.splitlines()
     assert lines[0] == f"{task['id']} running on local  frames 5/10  10.0 fps  eta 0s"
     assert f"{task['id']} succeeded on local  frames 10/10  20.0 fps  eta 0s" in lines
-    assert lines[-1] == f"task {task['id']} succeeded"
+    assert lines[-3:] == [
+        f"task {task['id']} succeeded",
+        f"result: {task['output_uri']}",
+        f"download: fusionctl tasks output {task['id']}  ({plane.url}/v1/tasks/{task['id']}/output)",
+    ]
 
     failing = plane.submit_json()
     attempt_id = _start(plane.store, failing["id"])
@@ -381,7 +458,8 @@ def test_watch_draws_a_progress_bar_on_a_terminal(plane: Plane, monkeypatch: pyt
     assert result.exit_code == 0, result.output
     assert "10/10" in result.stdout
     assert "━" in result.stdout  # rich's bar
-    assert result.stdout.splitlines()[-1].endswith(f"task {task['id']} succeeded")
+    assert result.stdout.splitlines()[-3].endswith(f"task {task['id']} succeeded")
+    assert result.stdout.splitlines()[-2] == f"result: {task['output_uri']}"
 
 
 def test_submit_wait_exits_by_outcome(plane: Plane, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -406,7 +484,13 @@ def test_submit_wait_exits_by_outcome(plane: Plane, monkeypatch: pytest.MonkeyPa
     thread.join(timeout=10)
     assert result.exit_code == 0, result.output
     task_id = result.stdout.splitlines()[1].split()[0]
-    assert result.stdout.splitlines()[-1] == f"task {task_id} succeeded"
+    output_uri = plane.store.get_task(task_id).spec.output_uri
+    # the end says where the result went, and how to fetch it
+    assert result.stdout.splitlines()[-3:] == [
+        f"task {task_id} succeeded",
+        f"result: {output_uri}",
+        f"download: fusionctl tasks output {task_id}  ({plane.url}/v1/tasks/{task_id}/output)",
+    ]
     assert f"{task_id} succeeded on local" in result.stderr
 
 
@@ -437,48 +521,54 @@ def test_a_submitter_cannot_see_another_tenants_task(plane: Plane) -> None:
 # --------------------------------------------------------------------------- explain
 
 
-def _private_plan(task_id: str) -> PlacementPlan:
-    return PlacementPlan(
-        task_id=task_id,
-        policy_version=POLICY_VERSION,
-        decided_at=datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC),
-        candidates=(
-            Candidate(
-                target="local",
-                provider="local",
-                private=True,
-                expected_usd_h=0.0,
-                reasons=("private target: allowed for private data", "2 free (capacity/local, 1.5s old)"),
-            ),
-            Candidate(
-                target="onprem-k8s",
-                provider="kubernetes",
-                private=True,
-                region="dc1",
-                reasons=("private target: allowed for private data", "capacity unknown"),
-            ),
-        ),
-        rejections=(
-            Rejection(target="aws-spot", code="private_data", detail="private task; aws-spot is not a private target"),
-        ),
-        trace=("rule private-data: kept local, onprem-k8s; rejected aws-spot", "rule order: cheapest private first"),
-        signals_used={
-            "capacity/local": {"value": 2, "age_seconds": 1.5, "ttl_seconds": 30, "stale": False, "missing": False},
-            "capacity/onprem-k8s": {
-                "value": 4,
-                "age_seconds": 95.0,
-                "ttl_seconds": 30,
-                "stale": True,
-                "missing": False,
+#: the receipt's policy: a private task may run on local or onprem-k8s, never on aws-spot
+PRIVATE_POLICY = parse_policy(
+    {
+        "targets": [
+            {"name": "local", "provider": "local", "private": True},
+            {
+                "name": "onprem-k8s",
+                "provider": "kubernetes",
+                "private": True,
+                "regions": ["dc1"],
+                "storage": {"uri": "pvc://fp-work/tasks/", "mount_path": "/mnt/work"},
             },
-            "capacity/aws-spot": {"value": None, "age_seconds": None, "stale": True, "missing": True},
-        },
-    )
+            {
+                "name": "aws-spot",
+                "provider": "aws",
+                "private": False,
+                "regions": ["us-east-1"],
+                "instance_types": ["g4dn.xlarge"],
+                "storage": {"uri": "s3://fp-work/aws/"},
+            },
+        ],
+        "rules": [
+            {"name": "private-data", "match": {"data_sensitivity": "private"}, "targets": ["local", "onprem-k8s"]}
+        ],
+        "thresholds": {"load_ttl_seconds": 30},
+    }
+)
+DECIDED_AT = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def _private_plan(task: Task) -> PlacementPlan:
+    """What the real engine decides for ``task``: local has 2 slots free (1.5 s old), onprem-k8s's 4 GPUs are stale."""
+    samples = {
+        f"free_gpus/{target}": SignalSample(
+            source="free_gpus",
+            key=target,
+            value=free,
+            observed_at=DECIDED_AT - timedelta(seconds=age),
+            ttl_seconds=60,
+        )
+        for target, free, age in (("local", 2, 1.5), ("onprem-k8s", 4, 95.0))
+    }
+    return plan(task, SignalSnapshot(taken_at=DECIDED_AT, samples=samples), PRIVATE_POLICY, DECIDED_AT)
 
 
 def test_explain_shows_the_receipt(plane: Plane) -> None:
     task = plane.submit_json("--sensitivity", "private")
-    plane.store.record_decision(plan=_private_plan(task["id"]))
+    plane.store.record_decision(plan=_private_plan(plane.store.get_task(task["id"])))
     first = _start(plane.store, task["id"])
     plane.store.transition_attempt(first, wanted=AttemptState.FAILED, actor="worker", exit_code=70, reason="oom")
     plane.store.transition_task(task["id"], wanted=TaskState.PLANNED, actor="scheduler", reason="failover")
@@ -498,21 +588,26 @@ def test_explain_shows_the_receipt(plane: Plane) -> None:
         "target onprem-k8s",
         "reason failover",
         "decision 1 of 1",
-        "policy version 4f9c2a7be01d",
+        f"policy version {PRIVATE_POLICY.version[:12]}",
         "decided at 2025-03-01T12:00:00+00:00",
-        "1. local (local, private, expected $0/h)",
-        "- 2 free (capacity/local, 1.5s old)",
+        "1. local (local, private)",
+        "- rule private-data ranks it 1 of 2",
+        "- 2 free local slot(s)",
         "2. onprem-k8s (kubernetes, private, region dc1)",
-        "- capacity unknown",
-        "aws-spot private_data private task; aws-spot is not a private target",
-        "1. rule private-data: kept local, onprem-k8s; rejected aws-spot",
-        "2. rule order: cheapest private first",
+        "aws-spot private_data the task's data is private and this target is not",
+        "1. rule private-data: matched",
+        "2. signal free_gpus/onprem-k8s: stale (95.0s old, ttl 30s), not used",
     ):
         assert expected in flat, f"{expected!r} not in\n{out}"
-    signal_lines = {line.split()[0]: line.split()[1:] for line in out.splitlines() if "capacity/" in line[:30]}
-    assert signal_lines["capacity/local"] == ["2", "1.5s", "30s", "fresh"]
-    assert signal_lines["capacity/onprem-k8s"] == ["4", "95s", "30s", "STALE"]
-    assert signal_lines["capacity/aws-spot"] == ["-", "-", "-", "MISSING"]
+    signal_lines = {
+        line.split()[0]: line.split()[1:]
+        for line in out.splitlines()
+        if line.split()[:1] and line.split()[0].startswith("free_gpus/")
+    }
+    assert signal_lines == {
+        "free_gpus/local": ["2", "1.5s", "30s", "fresh"],
+        "free_gpus/onprem-k8s": ["4", "95s", "30s", "STALE"],
+    }
     attempts = out[out.index("\nattempts\n") :].splitlines()
     assert attempts[3].split()[:6] == ["1", first, "local", "local", "failed", "70"]
     assert attempts[3].split()[-1] == "oom"
@@ -524,10 +619,8 @@ def test_explain_shows_the_receipt(plane: Plane) -> None:
     (plan,) = receipt["decisions"]
     assert set(plan) == PLAN_KEYS
     assert all(set(c) == CANDIDATE_KEYS for c in plan["candidates"])
-    assert plan["rejections"] == [
-        {"target": "aws-spot", "code": "private_data", "detail": "private task; aws-spot is not a private target"}
-    ]
-    assert plan["signals_used"]["capacity/local"]["age_seconds"] == 1.5
+    assert [(r["target"], r["code"]) for r in plan["rejections"]] == [("aws-spot", "private_data")]
+    assert plan["signals_used"]["free_gpus/local"]["age_seconds"] == 1.5
     assert all(set(a) == ATTEMPT_KEYS for a in receipt["attempts"])
     # JSON mode is the API's receipt, unchanged
     api = httpx.get(
@@ -556,7 +649,7 @@ def test_a_waiting_task_shows_why_in_list_show_and_explain(plane: Plane) -> None
         policy_version=POLICY_VERSION,
         decided_at=decided,
         candidates=(),
-        rejections=(Rejection(target="local", code="no_capacity", detail="no free GPU: free_gpus/local = 0"),),
+        rejections=(Rejection(target="local", code="no_capacity", detail="no free local slot: free_gpus/local = 0"),),
     )
     plane.store.start_launch_groups([PlannedLaunch(plan=waiting, wait="local: no_capacity")], actor="s")
     since = plane.store.get_task(claimed.id).queued_since
@@ -574,7 +667,7 @@ def test_a_waiting_task_shows_why_in_list_show_and_explain(plane: Plane) -> None
     assert explained.exit_code == 0, explained.output
     flat = " ".join(explained.stdout.split())
     assert f"state queued waiting local: no_capacity since {since_text}" in flat
-    assert "local no_capacity no free GPU: free_gpus/local = 0" in flat  # the waiting plan is the receipt
+    assert "local no_capacity no free local slot: free_gpus/local = 0" in flat  # the waiting plan is the receipt
     as_json = json.loads(plane.run(["tasks", "show", claimed.id, "-o", "json"]).stdout)
     assert (as_json["queue_reason"], as_json["queued_since"]) == ("local: no_capacity", since_text)
     scrape = {"Authorization": f"Bearer {plane.tokens['ops']}"}  # /metrics needs a token

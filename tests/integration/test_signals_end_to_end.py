@@ -17,7 +17,14 @@ from sqlalchemy import create_engine
 from controlplane.api.app import create_app
 from controlplane.cli.signals import signals as signals_cli
 from controlplane.config import Settings
-from controlplane.domain import SPOT_PRICE_TTL_SECONDS, DataSensitivity, TaskKind, TaskSpec
+from controlplane.domain import (
+    SPOT_PRICE_TTL_SECONDS,
+    DataSensitivity,
+    SignalSample,
+    SignalSnapshot,
+    TaskKind,
+    TaskSpec,
+)
 from controlplane.metrics import Metrics
 from controlplane.policy import parse_policy
 from controlplane.policy_sources import ActivePolicy, PolicySet
@@ -229,3 +236,42 @@ def test_an_azure_price_polled_20_minutes_ago_is_judged_alike_by_plan_and_signal
         ttl,
         1200,
     )
+
+
+def test_the_local_targets_capacity_is_shown_as_local_slots_not_free_gpus(tmp_path: Path) -> None:
+    """The local provider counts worker slots on this machine (which may have no GPU), not free GPUs."""
+    document = {
+        **POLICY_DOCUMENT,
+        "targets": [*POLICY_DOCUMENT["targets"], {"name": "k8s", "provider": "kubernetes", "private": True}],
+    }
+    policy = parse_policy(document)
+    now = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    snapshot = SignalSnapshot(
+        taken_at=now,
+        samples={
+            f"free_gpus/{name}": SignalSample(
+                source="free_gpus", key=name, value=value, observed_at=now, ttl_seconds=60
+            )
+            for name, value in (("onprem", 2), ("k8s", 3))
+        },
+    )
+    settings = Settings(var_dir=tmp_path / "var", input_roots=(tmp_path,), output_root=tmp_path / "out")
+    engine = create_engine(f"sqlite:///{tmp_path / 'state.db'}")
+    upgrade(engine=engine)
+    asgi, _app = create_app(
+        settings=settings,
+        store=Store(engine),
+        tokens=registry(),
+        metrics=Metrics.create(),
+        live_signals=lambda: snapshot,
+        active_policy=ActivePolicy(PolicySet(base=policy), applied_at=now),
+    )
+    with serving(asgi) as url:
+        as_json = CliRunner().invoke(signals_cli, ["--url", url, "--token", OPERATOR, "-o", "json"])
+        table = CliRunner().invoke(signals_cli, ["--url", url, "--token", OPERATOR])
+    engine.dispose()
+    rows = {r["name"]: r for r in json.loads(as_json.output)["signals"]}
+    assert (rows["free_gpus/onprem"]["unit"], rows["free_gpus/k8s"]["unit"]) == ("local_slots", "gpus")
+    lines = {line.split()[1]: line for line in table.output.splitlines() if line.startswith("free_gpus")}
+    assert "2 local slots" in lines["onprem"]
+    assert "3 GPUs" in lines["k8s"]

@@ -40,7 +40,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 def test_serve_keeps_the_database_var_and_uploads_private(served: tuple[str, Path]) -> None:
     url, workdir = served
-    response = httpx.put(f"{url}/v1/uploads/face.png", content=b"\x89PNG a face", timeout=10)
+    response = httpx.put(f"{url}/v1/uploads/face.png", content=b"\x89PNG\r\n\x1a\n a face", timeout=10)
     assert response.status_code == 201, response.text
     uploaded = Path(response.json()["uri"])
     submitted = httpx.post(f"{url}/v1/tasks", json={"source": str(uploaded), "target": str(uploaded)}, timeout=10)

@@ -31,7 +31,7 @@ from controlplane.store.uploads import inputs_in_use
 from tests.support.api_fixtures import OPERATOR, TENANT_A, TENANT_B, ApiServer, stored_rows
 from tests.support.serve_process import served
 
-FACE = b"\x89PNG tenant a's face"
+FACE = b"\x89PNG\r\n\x1a\n tenant a's face"
 
 
 @pytest.fixture

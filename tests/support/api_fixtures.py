@@ -36,7 +36,9 @@ __all__ = [
     "ACME",
     "GLOBEX",
     "METRICS",
+    "MP4_START",
     "OPERATOR",
+    "PNG_START",
     "TENANT_A",
     "TENANT_B",
     "TENANT_OF",
@@ -54,6 +56,9 @@ METRICS = "fp_test-ops-metrics-00000000000000000000000000"
 TENANT_A = "fp_test-tenant-a-submitter-00000000000000000000"
 TENANT_B = "fp_test-tenant-b-submitter-00000000000000000000"
 #: each test token's tenant
+#: the first bytes of a PNG: enough for the submit-time content check (it is not decoded there)
+PNG_START = b"\x89PNG\r\n\x1a\n not really a whole image"
+MP4_START = b"\x00\x00\x00\x18ftypisom not really a whole video"
 TENANT_OF = {ACME: "acme", GLOBEX: "globex", OPERATOR: "ops", TENANT_A: "tenant-a", TENANT_B: "tenant-b"}
 
 
@@ -160,10 +165,12 @@ class ApiServer:
 
     # -- helpers for the tests
 
-    def image(self, name: str = "face.png", data: bytes = b"\x89PNG not really", *, tenant: str = "acme") -> str:
-        """A file inside ``tenant``'s folder of the input root; its path."""
+    def image(self, name: str = "face.png", data: bytes | None = None, *, tenant: str = "acme") -> str:
+        """A file inside ``tenant``'s folder of the input root (by default the first bytes of its kind); its path."""
         path = self.input_root / tenant / name
         path.parent.mkdir(parents=True, exist_ok=True)
+        if data is None:
+            data = MP4_START if path.suffix.lower() in (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi") else PNG_START
         path.write_bytes(data)
         return str(path)
 

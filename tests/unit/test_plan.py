@@ -202,6 +202,17 @@ def test_a_full_target_is_rejected_on_a_fresh_capacity_signal() -> None:
     assert "3 free GPU(s)" in result.candidates[0].reasons
 
 
+def test_the_local_targets_capacity_is_worded_as_slots_not_gpus() -> None:
+    """The local provider counts worker slots on this machine, which may have no GPU at all."""
+    full = plan(_task(), _capacity(local=0, k8s=3), POLICY, NOW)
+    local = next(r for r in full.rejections if r.target == "local")
+    assert local.detail == "no free local slot: free_gpus/local = 0"
+    free = plan(_task(), _capacity(local=2), POLICY, NOW)
+    assert free.candidates[0].target == "local"
+    assert "2 free local slot(s)" in free.candidates[0].reasons
+    assert not any("GPU" in reason for reason in free.candidates[0].reasons)
+
+
 def test_stale_or_missing_signals_are_recorded_but_never_used() -> None:
     result = plan(_task(), _capacity(local=(0, 600), k8s=(5, 600)), POLICY, NOW)
     assert _names(result) == ["local", "k8s", "aws"]  # a stale zero does not reject

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -177,3 +178,24 @@ def test_queue_depth_source_and_merge_order() -> None:
 def test_duplicate_source_names_are_refused() -> None:
     with pytest.raises(ValueError, match="unique"):
         hub_of(Scripted("prometheus"), Scripted("prometheus"), clock=Clock())
+
+
+def test_a_partial_poll_is_logged_when_it_starts_and_when_it_ends_not_on_every_poll(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    missing = "gpu_memory/onprem: no series [query: DCGM_FI_DEV_FB_USED]"
+    partial = PollResult(samples=[], problems=[missing])
+    source = Scripted("prometheus", partial, partial, partial, 0.5, 0.5, partial, partial)
+    clock = Clock()
+    hub = hub_of(source, clock=clock)
+    caplog.set_level(logging.INFO, logger="fusionplane.signals")
+    for _ in range(7):
+        hub.poll("prometheus")
+        clock.advance(10)
+    events = [(r.levelno, getattr(r, "event", None)) for r in caplog.records]
+    assert events == [
+        (logging.WARNING, "signals.partial"),  # missing
+        (logging.INFO, "signals.partial_resolved"),  # present again
+        (logging.WARNING, "signals.partial"),  # missing once more
+    ]
+    assert [s.problems for s in hub.status()] == [[missing]]

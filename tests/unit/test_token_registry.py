@@ -151,3 +151,18 @@ def test_revoke_and_create_leave_the_file_0600(tmp_path: Path) -> None:
     assert path.stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "tokens.json.lock").stat().st_mode & 0o777 == 0o600
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tokens.json", "tokens.json.lock"]  # no temp left
+
+
+def test_a_token_created_a_moment_ago_works_on_its_first_use(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.json"
+    create_token(path, tenant="acme", role="submitter", name="first")
+    clock = Clock()
+    registry = TokenRegistry.load(path, clock=clock, check_every_s=3600.0)
+    fresh = create_token(path, tenant="acme", role="operator", name="new-operator")
+    found = registry.authenticate(fresh)  # no restart, and no wait for the next timed check
+    assert found is not None
+    assert found.role == "operator"
+    revoke_token(path, name_or_id="new-operator")
+    assert registry.authenticate(fresh) is not None  # a revocation waits for the timed check
+    clock.now += 3600.0
+    assert registry.authenticate(fresh) is None

@@ -18,7 +18,7 @@ from controlplane.cli.tasks.render import latest_attempt, progress_text
 from controlplane.cli.tasks.session import FINAL_STATES, api_session, task_path
 from controlplane.domain import TaskState
 
-__all__ = ["BarDisplay", "PlainDisplay", "follow_task", "outcome_line", "watch"]
+__all__ = ["BarDisplay", "PlainDisplay", "follow_task", "outcome_line", "result_lines", "watch"]
 
 
 class PlainDisplay:
@@ -110,6 +110,14 @@ def outcome_line(task: dict[str, Any]) -> str:
     return f"task {task['id']} {task['state']}{reason}"
 
 
+def result_lines(task: dict[str, Any], *, api_url: str) -> list[str]:
+    """Where a succeeded task's result is and how to fetch it; nothing for any other ending."""
+    if task["state"] != TaskState.SUCCEEDED.value or not task.get("output_uri"):
+        return []
+    link = api_url.rstrip("/") + task_path(task["id"], "/output")
+    return [f"result: {task['output_uri']}", f"download: fusionctl tasks output {task['id']}  ({link})"]
+
+
 @click.command("watch")
 @click.argument("task_id")
 @click.option(
@@ -129,4 +137,6 @@ def watch(task_id: str, interval: float, url: str, token: str | None) -> None:
         )
         final = follow_task(client, task_id, interval=interval, display=display)
     click.echo(outcome_line(final))
+    for line in result_lines(final, api_url=client.url):
+        click.echo(line)
     sys.exit(0 if final["state"] == TaskState.SUCCEEDED.value else 1)

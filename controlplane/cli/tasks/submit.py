@@ -12,7 +12,8 @@ import click
 
 from controlplane.cli.client import ApiClient, client_options
 from controlplane.cli.common import print_json
-from controlplane.cli.tasks.follow import PlainDisplay, follow_task, outcome_line
+from controlplane.cli.tasks.follow import PlainDisplay, follow_task, outcome_line, result_lines
+from controlplane.cli.tasks.inputs import is_uri, local_input, target_kind
 from controlplane.cli.tasks.render import table
 from controlplane.cli.tasks.session import api_session, task_path
 from controlplane.cli.tasks.upload import upload_resumable
@@ -23,7 +24,6 @@ __all__ = ["submit"]
 
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 _MAX_NAME = 128
-_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def _choices(field: str) -> list[str]:
@@ -41,17 +41,11 @@ def _upload_name(path: Path) -> str:
     return name
 
 
-def _is_local_file(value: str) -> bool:
-    return _URI.match(value) is None and Path(value).expanduser().exists()
-
-
-def _upload(client: ApiClient, value: str, *, option: str) -> str:
+def _upload(client: ApiClient, value: str, *, option: str, wanted: str) -> str:
     """Send a local file to the API (resumable, in chunks) and return the URI it is stored under; URIs pass through."""
-    if not _is_local_file(value):
+    if is_uri(value):
         return value
-    path = Path(value).expanduser()
-    if not path.is_file():
-        raise click.BadParameter(f"{value} is not a file", param_hint=option)
+    path = local_input(value, option=option, wanted=wanted)
     return upload_resumable(client, path, name=_upload_name(path))
 
 
@@ -65,10 +59,31 @@ def _labels(values: Sequence[str]) -> dict[str, str]:
     return labels
 
 
+def _legacy_output(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--output`` once was the result's location here and is the output format everywhere else.
+
+    ``table`` and ``json`` are taken as the format, like on every command; any
+    other value is refused with the new name, never sent as a result path.
+    """
+    if value is None or value in ("table", "json"):
+        return value
+    raise click.BadParameter(
+        f"{value!r} is not table or json: the result's location is --result {value} (-o/--format is the output format)",
+        ctx=ctx,
+        param=param,
+    )
+
+
 @click.command()
 @click.option("--source", required=True, help="The face to put in: a local file (uploaded) or a URI.")
 @click.option("--target", required=True, help="The image or video to change: a local file (uploaded) or a URI.")
-@click.option("--output", "output_uri", default=None, help="Where to write (s3:// or under the output root).")
+@click.option(
+    "--result",
+    "output_uri",
+    default=None,
+    metavar="URI",
+    help="Where the result goes: s3://, az://, or a new path under your output folder.",
+)
 @click.option("--kind", type=click.Choice([k.value for k in TaskKind]), default=None, help="Default: from --target.")
 @click.option("--swapper", type=click.Choice(_choices("swapper")), default=None)
 @click.option("--face-selector", default=None, help="all, largest, or index:N (left to right).")
@@ -90,13 +105,13 @@ def _labels(values: Sequence[str]) -> dict[str, str]:
 @click.option("--interval", type=click.FloatRange(min=0.05), default=1.0, show_default=True, help="--wait polling.")
 @click.option(
     "-o",
-    "--output-format",
+    "--format",
     "output_format",
     type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="Output format (--output is the result's URI here).",
+    default=None,
+    help="Output format, as on every command (the result's location is --result).  [default: table]",
 )
+@click.option("--output", "legacy_output", default=None, hidden=True, callback=_legacy_output)
 @client_options
 def submit(
     source: str,
@@ -116,7 +131,8 @@ def submit(
     idempotency_key: str | None,
     wait: bool,
     interval: float,
-    output_format: Literal["table", "json"],
+    output_format: Literal["table", "json"] | None,
+    legacy_output: Literal["table", "json"] | None,
     url: str,
     token: str | None,
 ) -> None:
@@ -126,6 +142,7 @@ def submit(
     --wait, follows it to the end (progress on stderr) and exits 0 only if it
     succeeded.
     """
+    output_format = output_format or legacy_output or "table"
     labels = _labels(label_items)
     options = {
         k: v
@@ -140,8 +157,8 @@ def submit(
     }
     with api_session(url, token) as client:
         body: dict[str, Any] = {
-            "source": _upload(client, source, option="--source"),
-            "target": _upload(client, target, option="--target"),
+            "source": _upload(client, source, option="--source", wanted="image"),
+            "target": _upload(client, target, option="--target", wanted=target_kind(target, kind)),
         }
         optional = {
             "output": output_uri,
@@ -173,4 +190,6 @@ def submit(
         print_json(final)
     else:
         click.echo(outcome_line(final))
+        for line in result_lines(final, api_url=client.url):
+            click.echo(line)
     sys.exit(0 if final["state"] == TaskState.SUCCEEDED.value else 1)
