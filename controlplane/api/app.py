@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from controlplane import __version__
 from controlplane.api.auth import TokenRegistry
 from controlplane.api.callbacks import callback_router
+from controlplane.api.contract import with_one_error_shape
 from controlplane.api.errors import install_error_handlers
 from controlplane.api.health import health_router
 from controlplane.api.limits import BodyLimit
@@ -126,5 +127,6 @@ def create_app(
     routers.append(plan_router(settings=settings, policy_for=policy_for, live_signals=live_signals))
     for router in routers:  # in this order: a path matched by two routes goes to the first
         app.include_router(router)
+    with_one_error_shape(app)
 
     return BodyLimit(app, max_bytes=settings.max_body_bytes, unlimited_prefixes=("/v1/uploads/",)), app

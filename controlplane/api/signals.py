@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 
 from controlplane.api.auth import Principal
+from controlplane.api.contract import CALLER, errors
 from controlplane.api.deps import authenticate, require_operator
 from controlplane.api.errors import ApiError
 from controlplane.domain import SignalSnapshot
@@ -19,6 +20,7 @@ from controlplane.store import Store
 __all__ = ["signal_router", "signal_rows"]
 
 Caller = Annotated[Principal, Depends(authenticate)]
+_OPERATORS = "Operators and admins only"
 
 
 def signal_rows(snapshot: SignalSnapshot, thresholds: Thresholds | None = None) -> list[dict[str, Any]]:
@@ -60,7 +62,13 @@ def signal_router(
 
     router = APIRouter()
 
-    @router.get("/v1/signals", tags=["signals"])
+    @router.get(
+        "/v1/signals",
+        tags=["signals"],
+        responses=errors(
+            *CALLER, 422, 404, why={403: _OPERATORS, 404: "This API is not attached to a running scheduler"}
+        ),
+    )
     def signals(principal: Caller, source: Annotated[str | None, Query(max_length=64)] = None) -> dict[str, Any]:
         """Every signal's newest value with its age and status, and each poller's state."""
         require_operator(principal)
@@ -71,7 +79,7 @@ def signal_router(
         rows = [row for row in signal_rows(taken, applied) if source is None or row["source"] == source]
         return {"taken_at": taken.taken_at.isoformat(), "signals": rows, "pollers": pollers() if pollers else []}
 
-    @router.get("/v1/signals/history", tags=["signals"])
+    @router.get("/v1/signals/history", tags=["signals"], responses=errors(*CALLER, 422, why={403: _OPERATORS}))
     def history(
         principal: Caller,
         source: Annotated[str | None, Query(max_length=64)] = None,
