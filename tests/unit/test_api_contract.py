@@ -7,7 +7,9 @@ import base64
 import re
 from typing import Any
 
+import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import create_engine
 from starlette.datastructures import Headers
 
@@ -24,12 +26,36 @@ from controlplane.api.upload_routes import _FILENAME, _SAFE_NAME
 from controlplane.config import Settings
 from controlplane.domain.callbacks import Completion
 from controlplane.store import Store
+from tests.support.asgi_server import serving
 
 
 @pytest.fixture(scope="module")
-def document() -> dict[str, Any]:
-    _asgi, app = create_app(settings=Settings(), store=Store(create_engine("sqlite://")), tokens=TokenRegistry([]))
+def app() -> FastAPI:
+    _asgi, built = create_app(settings=Settings(), store=Store(create_engine("sqlite://")), tokens=TokenRegistry([]))
+    return built
+
+
+@pytest.fixture(scope="module")
+def document(app: FastAPI) -> dict[str, Any]:
     return app.openapi()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("OPTIONS", "/v1/tasks", "GET, POST"),
+        ("DELETE", "/v1/tasks", "GET, POST"),
+        ("PUT", "/v1/tasks/tsk_1", "GET"),
+        ("GET", "/v1/uploads/a.png", "DELETE, HEAD, PATCH, PUT"),
+    ],
+)
+def test_a_wrong_method_is_told_every_method_of_the_path(app: FastAPI, method: str, path: str, allow: str) -> None:
+    # Starlette alone names the first matching route's methods only (GET /v1/tasks, not POST)
+    with serving(app) as url:
+        answer = httpx.request(method, url + path, timeout=10)
+    assert answer.status_code == 405
+    assert answer.headers["allow"] == allow
+    assert answer.json()["error"]["code"] == "method_not_allowed"
 
 
 def _operations(document: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
