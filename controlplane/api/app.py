@@ -20,6 +20,7 @@ from controlplane import __version__
 from controlplane.api.auth import TokenRegistry
 from controlplane.api.callbacks import callback_router
 from controlplane.api.console_routes import console_router
+from controlplane.api.contract import with_one_error_shape
 from controlplane.api.errors import install_error_handlers
 from controlplane.api.health import health_router
 from controlplane.api.limits import BodyLimit
@@ -136,6 +137,7 @@ def create_app(
     routers.append(console_router())
     for router in routers:  # in this order: a path matched by two routes goes to the first
         app.include_router(router)
+    with_one_error_shape(app)
 
     return BodyLimit(app, max_bytes=settings.max_body_bytes, unlimited_prefixes=("/v1/uploads/",)), app
 

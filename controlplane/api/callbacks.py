@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 
+from controlplane.api.contract import errors, json_body
 from controlplane.api.errors import ApiError
 from controlplane.domain import Attempt, AttemptState, TaskState
 from controlplane.domain import FieldError as DomainFieldError
@@ -26,6 +27,29 @@ from controlplane.store import NotFound, Store, utcnow
 __all__ = ["callback_router"]
 
 CallbackBody = TypeVar("CallbackBody", Heartbeat, Progress, Completion, Failure)
+
+
+#: what every callback can answer besides its 200
+_CALLBACK_ERRORS = errors(
+    401,
+    403,
+    404,
+    409,
+    413,
+    422,
+    why={
+        401: "No bearer token",
+        403: "The token is not this attempt's",
+        404: "No attempt with this id",
+        409: "The attempt has ended (cancelled, lost its hedge): stop without writing the output",
+        413: f"The body passes {MAX_CALLBACK_BYTES} bytes (or the server's body limit)",
+    },
+)
+
+
+def _callback_route(model: type[Heartbeat | Progress | Completion | Failure]) -> dict[str, Any]:
+    """The route's documented body (an empty one counts as ``{}``, hence not required) and statuses."""
+    return {"tags": ["worker"], "responses": _CALLBACK_ERRORS, "openapi_extra": json_body(model, required=False)}
 
 
 def callback_router(*, store: Store, metrics: Metrics) -> APIRouter:
@@ -69,14 +93,14 @@ def callback_router(*, store: Store, metrics: Metrics) -> APIRouter:
             state=attempt.state.value,
         )
 
-    @router.post("/v1/attempts/{attempt_id}/heartbeat", tags=["worker"])
+    @router.post("/v1/attempts/{attempt_id}/heartbeat", **_callback_route(Heartbeat))
     async def heartbeat(attempt_id: str, request: Request) -> dict[str, Any]:
         """Note the worker's heartbeat (``{"progress": {...}}``); ``state`` says whether it may work (``running``)."""
         attempt = attempt_for_callback(attempt_id, request)
         body = await callback_body(request, Heartbeat)
         return note_heartbeat(attempt, body.progress)
 
-    @router.post("/v1/attempts/{attempt_id}/progress", tags=["worker"])
+    @router.post("/v1/attempts/{attempt_id}/progress", **_callback_route(Progress))
     async def progress(attempt_id: str, request: Request) -> dict[str, Any]:
         """A heartbeat that carries the progress as its body."""
         attempt = attempt_for_callback(attempt_id, request)
@@ -111,7 +135,7 @@ def callback_router(*, store: Store, metrics: Metrics) -> APIRouter:
         if ended_here:  # most attempts end by their worker's word: counted here, not by the scheduler
             metrics.attempt_ended(provider=attempt.provider, target=attempt.target, outcome=decided.ended.value)
 
-    @router.post("/v1/attempts/{attempt_id}/complete", tags=["worker"])
+    @router.post("/v1/attempts/{attempt_id}/complete", **_callback_route(Completion))
     async def complete(attempt_id: str, request: Request) -> dict[str, Any]:
         attempt = attempt_for_callback(attempt_id, request)
         body = await callback_body(request, Completion)
@@ -119,7 +143,7 @@ def callback_router(*, store: Store, metrics: Metrics) -> APIRouter:
         settle(attempt, worker_report(kind=None))
         return {"ok": True, "state": store.get_attempt(attempt.id).state.value}
 
-    @router.post("/v1/attempts/{attempt_id}/fail", tags=["worker"])
+    @router.post("/v1/attempts/{attempt_id}/fail", **_callback_route(Failure))
     async def fail(attempt_id: str, request: Request) -> dict[str, Any]:
         attempt = attempt_for_callback(attempt_id, request)
         body = await callback_body(request, Failure)

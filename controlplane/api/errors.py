@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -68,12 +70,31 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(status_code=409, content=error_body(code="invalid_state", message=str(exc), field="state"))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {400: "invalid", 401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
         # FastAPI raises its only 400 when it cannot decode the request body (e.g. not UTF-8)
         field = "body" if exc.status_code == 400 else None
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request, headers.get("Allow"))
         return JSONResponse(
             status_code=exc.status_code,
             content=error_body(code=code.get(exc.status_code, "http_error"), message=str(exc.detail), field=field),
-            headers=getattr(exc, "headers", None),
+            headers=headers or None,
         )
+
+
+def _allowed_methods(request: Request, given: str | None) -> str:
+    """Every method the API serves at this path: Starlette's ``Allow`` names the first matching route's only
+    (``GET /v1/tasks`` and ``POST /v1/tasks`` are two routes), so the OpenAPI document's paths add theirs."""
+    methods = {method.strip() for method in (given or "").split(",") if method.strip()}
+    for template, operations in request.app.openapi()["paths"].items():
+        if _template(template).fullmatch(request.scope["path"]):
+            methods |= {method.upper() for method in operations}
+    return ", ".join(sorted(methods))
+
+
+@functools.cache
+def _template(path: str) -> re.Pattern[str]:
+    """``/v1/tasks/{task_id}`` as a pattern: each parameter one path segment."""
+    return re.compile(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path)))

@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from controlplane.api.auth import Principal
+from controlplane.api.contract import CALLER, errors
 from controlplane.api.deps import observer, require_observer
 from controlplane.api.errors import ApiError
 from controlplane.metrics import Metrics
@@ -39,7 +40,14 @@ def health_router(
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/readyz", tags=["health"], response_model=None)
+    @router.get(
+        "/readyz",
+        tags=["health"],
+        response_model=None,
+        responses=errors(
+            401, 503, why={401: "A bearer token was sent and is not valid", 503: "Not ready: the reason, for observers"}
+        ),
+    )
     def readyz(principal: Annotated[Principal | None, Depends(observer)]) -> Any:
         """``{"status": "ready"}`` for anyone (kubelet probes carry no token); the detail for observers."""
         detailed = principal is not None and principal.observes
@@ -83,7 +91,20 @@ def health_router(
             detail["scheduler"] = leader_status()
         return detail
 
-    @router.get("/metrics", tags=["health"], response_model=None)
+    @router.get(
+        "/metrics",
+        tags=["health"],
+        response_model=None,
+        response_class=Response,
+        responses={
+            200: {
+                # text/plain with the format's version and charset as parameters (CONTENT_TYPE_LATEST)
+                "description": "The Prometheus text exposition format",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            },
+            **errors(*CALLER, why={403: "Metrics, operator or admin tokens only"}),
+        },
+    )
     def prometheus(principal: Annotated[Principal | None, Depends(observer)]) -> Response:
         """Prometheus text format; a ``metrics``, operator or admin bearer token."""
         require_observer(principal)

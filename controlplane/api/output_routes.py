@@ -30,6 +30,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
 from controlplane.api.auth import Principal
+from controlplane.api.contract import CALLER, Responses, errors
 from controlplane.api.deps import Caller
 from controlplane.api.errors import ApiError
 from controlplane.api.ranges import Unsatisfiable, parse_range
@@ -108,6 +109,33 @@ def _streamed(objects: ObjectStore, uri: str, range_header: str | None) -> Respo
     return StreamingResponse(body, status_code=206, headers=headers)
 
 
+_FILE = {"schema": {"type": "string", "format": "binary"}}
+#: a local output is served with the type its suffix says; a pvc:// one as octet-stream
+_OUTPUT_TYPES = {"image/*": _FILE, "video/*": _FILE, "application/octet-stream": _FILE}
+_OUTPUT_ANSWERS: Responses = {
+    200: {"description": "The whole output", "content": _OUTPUT_TYPES},
+    206: {"description": "The part a `Range: bytes=...` header asked for", "content": _OUTPUT_TYPES},
+    307: {"description": "An s3:// or az:// output: `Location` is a short-lived presigned URL"},
+    416: {"description": "The `Range` asked is outside the file (`Content-Range: bytes */size`)"},
+    **errors(
+        *CALLER,
+        404,
+        409,
+        410,
+        502,
+        503,
+        why={
+            403: "Another tenant's task, or its output outside the tenant's folder",
+            404: "No task with this id",
+            409: "The task has not succeeded (yet)",
+            410: "The output is no longer there, or cannot be downloaded here",
+            502: "The output's object store failed",
+            503: "The output's object store is unavailable for now",
+        },
+    ),
+}
+
+
 def output_router(
     *,
     store: Store,
@@ -126,7 +154,7 @@ def output_router(
             return stores(storage)
         return stores(uri)
 
-    @router.get("/v1/tasks/{task_id}/output", response_model=None)
+    @router.get("/v1/tasks/{task_id}/output", response_model=None, response_class=Response, responses=_OUTPUT_ANSWERS)
     def output(task_id: str, principal: Caller, request: Request) -> Any:
         """The output of a succeeded task: streamed (local, ``Range`` supported) or a 307 to a short presigned URL."""
         task = _own_task(store, task_id, principal)

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from controlplane.api.auth import Principal
+from controlplane.api.contract import BAD_BODY, CALLER, errors
 from controlplane.api.deps import authenticate, require_operator
 from controlplane.api.errors import ApiError
 from controlplane.api.plan_view import plan_view
@@ -53,7 +54,10 @@ class PlanRequest(BaseModel):
         default=None, description="A policy document (docs/policies.md); default: the tenant's policy in force"
     )
     at: str | None = Field(
-        default=None, max_length=64, description="Decision time, ISO 8601 with a zone; default: the snapshot's taken_at"
+        default=None,
+        max_length=64,
+        json_schema_extra={"format": "date-time"},
+        description="Decision time, ISO 8601 with a zone; default: the snapshot's taken_at",
     )
 
 
@@ -99,7 +103,20 @@ def plan_router(
     current_policy = policy_for or policy_in_force
     current_signals = live_signals or no_signals
 
-    @router.post("/v1/plan", tags=["policies"])
+    @router.post(
+        "/v1/plan",
+        tags=["policies"],
+        responses=errors(
+            *CALLER,
+            *BAD_BODY,
+            503,
+            why={
+                403: "Operators and admins only",
+                422: "A value breaks a rule; `field` is its JSON path in the body (`task.kind`, `signals.taken_at`)",
+                503: "The policy in force or the live signals cannot be read",
+            },
+        ),
+    )
     def dry_run(body: PlanRequest, principal: Operator) -> dict[str, Any]:
         """Plan a task without submitting it: candidates, rejections, trace and signals used."""
         tenant = body.tenant or DEFAULT_TENANT

@@ -13,10 +13,12 @@ import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator
+from annotated_types import Interval
+from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, field_validator
 
 from controlplane.api.remote_uris import RemoteRules, check_remote_input, check_remote_output
 from controlplane.domain import DataSensitivity, Priority, TaskKind
+from controlplane.domain.json_int import WHOLE_FLOAT
 from controlplane.domain.tenant_storage import resolved_inside, tenant_folder
 from controlplane.domain.worker_spec import SpecOptions
 
@@ -29,14 +31,34 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _INPUT_SCHEMES = ("s3://", "az://", "https://", "http://", "file://")
 _OUTPUT_SCHEMES = ("s3://", "az://", "file://")
 
-LabelValue = Annotated[str, StringConstraints(max_length=256)]
-Uri = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+#: the OpenAPI side of ``_CONTROL``: no control characters (the validators below say which field has one)
+_NO_CONTROL = r"^[^\x00-\x1f\x7f-\x9f]*$"
+#: the OpenAPI side of ``infer_kind`` (api/task_file.py): a suffix it knows, before any query or fragment
+_KNOWN_SUFFIX = (
+    r"^[^?#]*[^/?#]\.([Jj][Pp][Ee]?[Gg]|[Pp][Nn][Gg]|[Ww][Ee][Bb][Pp]|[Mm][Pp]4|[Mm][Oo][Vv]|[Mm][Kk][Vv]"
+    r"|[Ww][Ee][Bb][Mm]|[Mm]4[Vv]|[Aa][Vv][Ii])([?#].*)?$"
+)
+
+LabelValue = Annotated[str, StringConstraints(max_length=256), Field(json_schema_extra={"pattern": _NO_CONTROL})]
+Uri = Annotated[
+    str, StringConstraints(min_length=1, max_length=4096), Field(json_schema_extra={"pattern": _NO_CONTROL})
+]
 
 
 class TaskCreate(BaseModel):
     """``POST /v1/tasks``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        # without a kind, the target's suffix must tell image from video (a 422 on kind otherwise)
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["kind"], "properties": {"kind": {"enum": [k.value for k in TaskKind]}}},
+                {"properties": {"target": {"pattern": _KNOWN_SUFFIX}}},
+            ]
+        },
+    )
 
     kind: TaskKind | None = Field(default=None, description="image or video; inferred from the target's suffix")
     source: Uri = Field(description="The face to put in: s3://, az://, https://, file:// or a path under an input root")
@@ -46,11 +68,13 @@ class TaskCreate(BaseModel):
     priority: Priority = Priority.NORMAL
     data_sensitivity: DataSensitivity = DataSensitivity.INTERNAL
     # strict: ``true`` is not 1 and ``"10"`` is not 10 (a 422 naming the field, as the CLI's plan --task)
-    deadline_seconds: StrictInt | None = Field(default=None, ge=1, le=MAX_DEADLINE_S)
+    deadline_seconds: Annotated[int, Strict(), Interval(ge=1, le=MAX_DEADLINE_S), WHOLE_FLOAT] | None = None
     budget_usd: Annotated[float, Field(strict=True, allow_inf_nan=False)] | None = Field(
         default=None, ge=0.0, le=1_000_000.0
     )
-    labels: dict[Annotated[str, StringConstraints(pattern=_LABEL_KEY)], LabelValue] = Field(default_factory=dict)
+    labels: dict[Annotated[str, StringConstraints(pattern=_LABEL_KEY)], LabelValue] = Field(
+        default_factory=dict, json_schema_extra={"maxProperties": MAX_LABELS, "additionalProperties": False}
+    )
 
     @field_validator("labels")
     @classmethod

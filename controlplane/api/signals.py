@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 
 from controlplane.api.auth import Principal
+from controlplane.api.contract import CALLER, errors
 from controlplane.api.deps import authenticate, require_operator
 from controlplane.api.errors import ApiError
 from controlplane.domain import CAPACITY_SOURCE, SignalSnapshot
@@ -19,6 +20,7 @@ from controlplane.store import Store
 __all__ = ["signal_router", "signal_rows"]
 
 Caller = Annotated[Principal, Depends(authenticate)]
+_OPERATORS = "Operators and admins only"
 
 
 def _unit(source: str, key: str, local_targets: Collection[str]) -> str | None:
@@ -74,7 +76,13 @@ def signal_router(
 
     router = APIRouter()
 
-    @router.get("/v1/signals", tags=["signals"])
+    @router.get(
+        "/v1/signals",
+        tags=["signals"],
+        responses=errors(
+            *CALLER, 422, 404, why={403: _OPERATORS, 404: "This API is not attached to a running scheduler"}
+        ),
+    )
     def signals(principal: Caller, source: Annotated[str | None, Query(max_length=64)] = None) -> dict[str, Any]:
         """Every signal's newest value with its age and status, and each poller's state."""
         require_operator(principal)
@@ -88,7 +96,7 @@ def signal_router(
         ]
         return {"taken_at": taken.taken_at.isoformat(), "signals": rows, "pollers": pollers() if pollers else []}
 
-    @router.get("/v1/signals/history", tags=["signals"])
+    @router.get("/v1/signals/history", tags=["signals"], responses=errors(*CALLER, 422, why={403: _OPERATORS}))
     def history(
         principal: Caller,
         source: Annotated[str | None, Query(max_length=64)] = None,

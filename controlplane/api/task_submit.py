@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Response
 
+from controlplane.api.contract import BAD_BODY, CALLER, errors
 from controlplane.api.deps import Caller
 from controlplane.api.errors import ApiError
 from controlplane.api.input_content import check_local_content
@@ -60,7 +61,21 @@ def submit_router(
         observe_batch=metrics.submit_batch_size.observe,
     )
 
-    @router.post("/v1/tasks", status_code=202)
+    @router.post(
+        "/v1/tasks",
+        status_code=202,
+        responses=errors(
+            *CALLER,
+            *BAD_BODY,
+            409,
+            why={
+                403: "A metrics token",
+                409: "This Idempotency-Key was used with another body (`task_id` names the first task)",
+                422: "A value breaks a rule (`field` names it): a local path outside the tenant's input folder, "
+                "an internal or unresolvable host, an s3:// or az:// prefix the tenant has no grant for, ...",
+            },
+        ),
+    )
     async def submit(
         body: TaskCreate,
         response: Response,

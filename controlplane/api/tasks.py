@@ -17,6 +17,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 
 from controlplane.api.auth import Principal
+from controlplane.api.contract import CALLER, errors
 from controlplane.api.deps import Caller, require_operator
 from controlplane.api.errors import ApiError
 from controlplane.api.remote_uris import HostResolver
@@ -44,7 +45,8 @@ def _moment(value: str | None, field: str) -> datetime | None:
     if value is None:
         return None
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        # RFC 3339 (what the OpenAPI document's date-time means) allows a lower-case "t" and "z"
+        parsed = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
     except ValueError as exc:
         raise ApiError(422, "invalid", "must be an ISO 8601 time", field=field) from exc
     if parsed.tzinfo is None:
@@ -55,12 +57,21 @@ def _moment(value: str | None, field: str) -> datetime | None:
 #: a task by id, as the caller may see it (404 when absent, 403 when another tenant's)
 TaskLoader = Callable[[str, Principal], Task]
 
+#: what loading a task can answer besides the route's own statuses
+_NO_SUCH_TASK = "No task with this id"
+_OTHER_TENANT = "No valid token's role, or the task is another tenant's"
+#: RFC 3339 date-time, as ``_moment`` reads it (a zone is required)
+_MOMENT = {"format": "date-time"}
+
 
 def task_view_router(*, store: Store, load: TaskLoader) -> APIRouter:
     """List, show and cancel tasks; a task's receipt and events."""
     router = APIRouter(tags=["tasks"])
 
-    @router.get("/v1/tasks")
+    @router.get(
+        "/v1/tasks",
+        responses=errors(*CALLER, 422, why={403: "A submitter asked for another tenant's tasks, or a metrics token"}),
+    )
     def list_tasks(
         principal: Caller,
         state: TaskState | None = None,
@@ -68,8 +79,8 @@ def task_view_router(*, store: Store, load: TaskLoader) -> APIRouter:
         sensitivity: DataSensitivity | None = None,
         target: Annotated[str | None, Query(max_length=128)] = None,
         tenant: Annotated[str | None, Query(max_length=64)] = None,
-        created_after: Annotated[str | None, Query(max_length=40)] = None,
-        created_before: Annotated[str | None, Query(max_length=40)] = None,
+        created_after: Annotated[str | None, Query(max_length=40, json_schema_extra=_MOMENT)] = None,
+        created_before: Annotated[str | None, Query(max_length=40, json_schema_extra=_MOMENT)] = None,
         cursor: Annotated[str | None, Query(max_length=256)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     ) -> dict[str, Any]:
@@ -94,14 +105,24 @@ def task_view_router(*, store: Store, load: TaskLoader) -> APIRouter:
             raise ApiError(422, "invalid", str(exc), field="cursor") from exc
         return {"tasks": [task_json(t) for t in tasks], "next_cursor": next_cursor}
 
-    @router.get("/v1/tasks/{task_id}")
+    task_errors = errors(*CALLER, 404, why={403: _OTHER_TENANT, 404: _NO_SUCH_TASK})
+
+    @router.get("/v1/tasks/{task_id}", responses=task_errors)
     def get_task(task_id: str, principal: Caller) -> dict[str, Any]:
         task = load(task_id, principal)
         body = task_json(task)
         body["attempts"] = [attempt_json(a, store.get_progress(a.id)) for a in store.attempts_for(task.id)]
         return body
 
-    @router.post("/v1/tasks/{task_id}/cancel")
+    @router.post(
+        "/v1/tasks/{task_id}/cancel",
+        responses=errors(
+            *CALLER,
+            404,
+            409,
+            why={403: _OTHER_TENANT, 404: _NO_SUCH_TASK, 409: "The task has finished, or changed state meanwhile"},
+        ),
+    )
     def cancel(task_id: str, principal: Caller) -> dict[str, Any]:
         """Cancel a task that has not finished; the scheduler stops its backend resource."""
         task = load(task_id, principal)
@@ -119,7 +140,10 @@ def task_view_router(*, store: Store, load: TaskLoader) -> APIRouter:
             raise ApiError(409, "invalid_state", f"the task changed state meanwhile: {exc}", field="state") from exc
         return task_json(task)
 
-    @router.get("/v1/tasks/{task_id}/decision")
+    @router.get(
+        "/v1/tasks/{task_id}/decision",
+        responses=errors(*CALLER, 404, why={403: "Operators and admins only", 404: _NO_SUCH_TASK}),
+    )
     def decision(task_id: str, principal: Caller) -> dict[str, Any]:
         """The placement receipt: every plan (policy version, signals and ages, candidates, rejections)."""
         require_operator(principal)
@@ -127,7 +151,7 @@ def task_view_router(*, store: Store, load: TaskLoader) -> APIRouter:
         attempts = [attempt_json(a, store.get_progress(a.id)) for a in store.attempts_for(task.id)]
         return receipt_json(task, store.get_decisions(task.id), attempts)
 
-    @router.get("/v1/tasks/{task_id}/events")
+    @router.get("/v1/tasks/{task_id}/events", responses={**task_errors, **errors(422)})
     def events(
         task_id: str, principal: Caller, after: Annotated[int | None, Query(ge=0, le=MAX_EVENT_ID)] = None
     ) -> dict[str, Any]:
@@ -143,7 +167,22 @@ def task_file_router(
     """A task's latest attempt's worker log (the output has its own router: ``api/output_routes.py``)."""
     router = APIRouter(tags=["tasks"])
 
-    @router.get("/v1/tasks/{task_id}/logs", response_model=None)
+    @router.get(
+        "/v1/tasks/{task_id}/logs",
+        response_model=None,
+        response_class=FileResponse,
+        responses={
+            200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "The worker log"},
+            **errors(
+                *CALLER,
+                404,
+                why={
+                    403: _OTHER_TENANT,
+                    404: "No task with this id, no attempt yet, or no log kept by the attempt's provider",
+                },
+            ),
+        },
+    )
     def logs(task_id: str, principal: Caller) -> Any:
         """The worker log of the task's latest attempt (providers that keep one)."""
         task = load(task_id, principal)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 
+from controlplane.api.contract import CALLER, errors
 from controlplane.api.deps import Caller
 from controlplane.api.errors import ApiError
 from controlplane.api.upload_tus import add_tus_routes
@@ -22,6 +23,27 @@ __all__ = ["upload_router"]
 
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+#: ``_SAFE_NAME`` not starting with "." as the OpenAPI document says it (the handler's check gives the message)
+_FILENAME = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$"
+_PUT_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "The file's bytes, as they are (an empty body is refused)",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary", "minLength": 1}}},
+    }
+}
+_PUT_ERRORS = errors(
+    *CALLER,
+    409,
+    413,
+    422,
+    why={
+        403: "A metrics token, or a tenant that cannot name a folder",
+        409: "No input root is configured: uploads are disabled",
+        413: "The file passes the upload limit or the tenant's upload quota",
+        422: "A file name with other than letters, digits, '.', '_' and '-' (or starting with '.'), or an empty file",
+    },
+)
 
 
 def _no_uploads() -> set[str]:
@@ -42,8 +64,12 @@ def upload_router(*, settings: Settings, in_use: Callable[[], set[str]] = _no_up
     )
     add_tus_routes(router, settings=settings, ledger=ledger, in_use=in_use)
 
-    @router.put("/v1/uploads/{filename}", status_code=201, tags=["tasks"])
-    async def upload(filename: str, request: Request, principal: Caller) -> dict[str, Any]:
+    @router.put(
+        "/v1/uploads/{filename}", status_code=201, tags=["tasks"], responses=_PUT_ERRORS, openapi_extra=_PUT_BODY
+    )
+    async def upload(
+        filename: Annotated[str, Path(json_schema_extra={"pattern": _FILENAME})], request: Request, principal: Caller
+    ) -> dict[str, Any]:
         """Store a local file for a task (``fusionctl submit`` with local paths); returns the URI to use."""
         if not _SAFE_NAME.match(filename) or filename.startswith("."):
             raise ApiError(422, "invalid", "letters, digits, '.', '_' and '-' only", field="filename")

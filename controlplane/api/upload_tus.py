@@ -30,6 +30,7 @@ from starlette.requests import ClientDisconnect
 
 from controlplane.api.deps import Caller
 from controlplane.api.errors import ApiError
+from controlplane.api.upload_contract import tus_create, tus_delete, tus_discovery, tus_head, tus_patch
 from controlplane.api.upload_headers import (
     CHECKSUM_MISMATCH,
     TUS_VERSION,
@@ -339,12 +340,20 @@ def add_tus_routes(
             return await run_in_threadpool(uploads.create, request, principal.tenant)
 
     for path in ("/v1/uploads/", "/v1/uploads"):
+        documented = path.endswith("/")
         router.add_api_route(
-            path, discover, methods=["OPTIONS"], tags=["uploads"], include_in_schema=path.endswith("/")
+            path, discover, methods=["OPTIONS"], tags=["uploads"], include_in_schema=documented, **tus_discovery()
         )
-        router.add_api_route(path, create, methods=["POST"], tags=["uploads"], include_in_schema=path.endswith("/"))
+        router.add_api_route(
+            path,
+            create,
+            methods=["POST"],
+            tags=["uploads"],
+            include_in_schema=documented,
+            **tus_create(settings.max_upload_bytes),
+        )
 
-    @router.head("/v1/uploads/{upload_id}", tags=["uploads"])
+    @router.head("/v1/uploads/{upload_id}", tags=["uploads"], **tus_head())
     async def offset(upload_id: str, request: Request, principal: Caller) -> Response:
         """tus core: where to resume (``Upload-Offset``); a finished upload also gives its URI."""
         with _tus_answer():
@@ -354,13 +363,13 @@ def add_tus_routes(
                 raise ApiError(410, "upload_expired", "this upload expired; start a new one", field="upload_id")
             return Response(status_code=200, headers=uploads.headers(folder, state))
 
-    @router.patch("/v1/uploads/{upload_id}", tags=["uploads"])
+    @router.patch("/v1/uploads/{upload_id}", tags=["uploads"], **tus_patch(settings.upload_chunk_max_bytes))
     async def append(upload_id: str, request: Request, principal: Caller) -> Response:
         """tus core: append a chunk at ``Upload-Offset`` (``Upload-Checksum: sha256 <base64>`` optional)."""
         with _tus_answer():
             return await uploads.append(request, principal.tenant, upload_id)
 
-    @router.delete("/v1/uploads/{upload_id}", tags=["uploads"])
+    @router.delete("/v1/uploads/{upload_id}", tags=["uploads"], **tus_delete())
     async def terminate(upload_id: str, request: Request, principal: Caller) -> Response:
         """tus termination: delete the upload (409 while an unfinished task reads it)."""
         with _tus_answer():

@@ -18,9 +18,11 @@ import json
 import re
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, ValidationError
+from annotated_types import Interval
+from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, ValidationError
 
 from controlplane.domain.fields import FieldError
+from controlplane.domain.json_int import WHOLE_FLOAT
 
 __all__ = [
     "MAX_CALLBACK_BYTES",
@@ -44,7 +46,7 @@ MAX_FAILURE_MESSAGE = 4000
 _MAX_COUNT = 10**12
 _MAX_SECONDS = 10.0**9
 
-_Count = Annotated[StrictInt, Field(ge=0, le=_MAX_COUNT)]
+_Count = Annotated[int, Strict(), Interval(ge=0, le=_MAX_COUNT), WHOLE_FLOAT]
 _Seconds = Annotated[float, Field(strict=True, ge=0.0, le=_MAX_SECONDS, allow_inf_nan=False)]
 _Name = Annotated[str, StringConstraints(max_length=64)]
 
@@ -95,7 +97,7 @@ class Failure(_Callback):
     kind: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")] = "internal"
     field: Annotated[str, StringConstraints(max_length=128)] | None = None
     message: Annotated[str, StringConstraints(max_length=MAX_FAILURE_MESSAGE)] = ""
-    exit_code: Annotated[StrictInt, Field(ge=0, le=255)] | None = None
+    exit_code: Annotated[int, Strict(), Interval(ge=0, le=255), WHOLE_FLOAT] | None = None
 
 
 _Model = TypeVar("_Model", bound=_Callback)

@@ -12,9 +12,10 @@ import json
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool, ValidationError
 
 from controlplane.domain.errors import InvalidSpec
+from controlplane.domain.json_int import JsonInt
 
 __all__ = [
     "MAX_SPEC_BYTES",
@@ -70,13 +71,13 @@ class SpecOptions(_Strict):
     swapper: Literal["classic", "inswapper_128"] = "classic"
     face_selector: str = Field(default="all", pattern=r"^(all|largest|index:[0-9]{1,3})$")
     execution_provider: Literal["auto", "tensorrt", "cuda", "cpu"] = "auto"
-    cpu_threads: StrictInt = Field(default=0, ge=0, le=256)
+    cpu_threads: JsonInt = Field(default=0, ge=0, le=256)
     allow_fallback: StrictBool = False
     encoder: Literal["libx264", "libx265", "h264_nvenc", "hevc_nvenc"] = "libx264"
-    quality: StrictInt = Field(default=18, ge=0, le=51)
+    quality: JsonInt = Field(default=18, ge=0, le=51)
     preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"] = "veryfast"
-    image_quality: StrictInt = Field(default=95, ge=1, le=100)
-    segment_frames: StrictInt = Field(default=120, ge=1, le=100_000)
+    image_quality: JsonInt = Field(default=95, ge=1, le=100)
+    segment_frames: JsonInt = Field(default=120, ge=1, le=100_000)
     blend_blur: _Fraction = Field(default=0.3, ge=0.0, le=1.0)
     blend_mode: Literal["feather", "poisson"] = "feather"
     mask_padding: tuple[_Padding, _Padding, _Padding, _Padding] = Field(
