@@ -140,5 +140,8 @@ def _announce(settings: Settings, runtime: Runtime) -> None:
         if not dev_token.works(runtime.tokens):
             click.echo(f"  it is not in {settings.tokens_file} (revoked?): delete {path} to mint a new one", err=True)
         click.echo(f"  export FUSIONPLANE_URL={url} FUSIONPLANE_TOKEN=$(cat {path})", err=True)
-    elif not is_loopback(settings.host):  # pragma: no cover - check() refuses this
+    elif settings.insecure_dev and not is_loopback(settings.host):  # pragma: no cover - check() refuses this
         raise click.UsageError("insecure mode off loopback")
+    elif not settings.insecure_dev:
+        # off loopback no development token is minted: say how to get one rather than leave the operator guessing
+        click.echo("no development token off loopback: create tokens with `fusionctl tokens create`", err=True)

@@ -23,7 +23,7 @@ from controlplane.api.app import create_app
 from controlplane.api.auth import TokenError, TokenRegistry
 from controlplane.api.limits import BodyLimit
 from controlplane.api.upload_state import read_state
-from controlplane.config import Settings
+from controlplane.config import Settings, is_loopback
 from controlplane.dataplane.pvc_store import MOUNTS_VARIABLE
 from controlplane.dataplane.stager import Stager
 from controlplane.dataplane.stores import Stores, StoreSettings
@@ -138,7 +138,9 @@ def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
     storage = _storage_allow_lists(settings)
     # one store (and SDK client) per service, shared by the stager, the output route and retention
     stores = _stores(settings)
-    dev_token = None if settings.insecure_dev else ensure_dev_token(settings)
+    # an admin token minted on its own is a convenience for a developer's machine, not for a server that others
+    # reach: off loopback (a container, a cluster) the operator creates every token (docs/operations.md)
+    dev_token = None if settings.insecure_dev or not is_loopback(settings.host) else ensure_dev_token(settings)
     try:
         tokens = TokenRegistry.load(settings.tokens_file, metrics=metrics)
     except TokenError as exc:

@@ -59,6 +59,20 @@ def test_the_runtime_is_built_from_its_settings_alone(tmp_path: Path) -> None:
         runtime.engine.dispose()
 
 
+def test_off_loopback_no_development_token_is_minted(tmp_path: Path) -> None:
+    # a server others reach (a container, a cluster) gets only the tokens its operator creates
+    settings = _settings(tmp_path, host="0.0.0.0")
+    check_settings(settings)
+    prepare_folders(settings)
+    runtime = build_runtime(settings)
+    try:
+        assert runtime.dev_token is None
+        assert not (settings.var_dir / "dev-token").exists()
+        assert not settings.tokens_file.exists() or "admin" not in settings.tokens_file.read_text(encoding="utf-8")
+    finally:
+        runtime.engine.dispose()
+
+
 def test_a_bad_poller_setting_is_the_operators(tmp_path: Path) -> None:
     settings = _settings(tmp_path, signals=SignalSettings(schedules={"FUSIONPLANE_SIGNALS_QUEUE_TIMEOUT_S": "soon"}))
     with pytest.raises(ValueError, match="FUSIONPLANE_SIGNALS_QUEUE_TIMEOUT_S"):
