@@ -24,6 +24,7 @@ from fastapi import APIRouter
 from fastapi.responses import RedirectResponse, Response
 
 from controlplane.api.auth import Principal
+from controlplane.api.contract import CALLER, errors
 from controlplane.api.deps import Caller
 
 __all__ = ["CONSOLE_CSP", "CONSOLE_HEADERS", "console_router"]
@@ -41,10 +42,7 @@ CONSOLE_HEADERS = {
     "Cache-Control": "no-cache",
 }
 _MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": "text/css"}
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "no valid bearer token"},
-    403: {"description": "a metrics token"},
-}
+_ERRORS = errors(*CALLER, why={403: "A metrics token"})
 
 
 def _bundle() -> dict[str, tuple[bytes, str]]:

@@ -23,6 +23,7 @@ from fastapi import APIRouter
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 
+from controlplane.api.contract import CALLER, errors
 from controlplane.api.deps import Caller, require_operator
 from controlplane.api.errors import ApiError
 
@@ -33,10 +34,8 @@ REPORT_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,122}\.html$"
 _NAME = re.compile(REPORT_NAME)
 #: the report's own inline style and nothing else; sandboxed even if opened in place
 REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "no valid bearer token"},
-    403: {"description": "operators only"},
-}
+_ERRORS = errors(*CALLER, why={403: "Operators only"})
+_REPORT_ERRORS = errors(*CALLER, 404, why={403: "Operators only", 404: "No such report"})
 
 
 def _moment(seconds: float) -> str:
@@ -86,7 +85,7 @@ def sim_report_router(*, reports_dir: Path | None) -> APIRouter:
     @router.get(
         "/v1/simulator/reports/{name}",
         response_class=FileResponse,
-        responses={**_ERRORS, 200: {"content": {"text/html": {}}}, 404: {"description": "no such report"}},
+        responses={**_REPORT_ERRORS, 200: {"content": {"text/html": {}}}},
     )
     def report(name: Annotated[str, PathParam(pattern=REPORT_NAME)], principal: Caller) -> FileResponse:
         """One report page, as an attachment that runs nothing and loads nothing."""

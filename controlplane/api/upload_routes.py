@@ -64,11 +64,15 @@ def upload_router(*, settings: Settings, in_use: Callable[[], set[str]] = _no_up
     )
     add_tus_routes(router, settings=settings, ledger=ledger, in_use=in_use)
 
-    @router.put(
-        "/v1/uploads/{filename}", status_code=201, tags=["tasks"], responses=_PUT_ERRORS, openapi_extra=_PUT_BODY
-    )
+    @router.put("/v1/uploads/{name}", status_code=201, tags=["tasks"], responses=_PUT_ERRORS, openapi_extra=_PUT_BODY)
     async def upload(
-        filename: Annotated[str, Path(json_schema_extra={"pattern": _FILENAME})], request: Request, principal: Caller
+        # one URL shape with the tus routes, so one parameter name (OpenAPI allows no two templates that differ only
+        # by it, and a 405's Allow must name every method of the URL): here it is the file's name
+        filename: Annotated[
+            str, Path(alias="name", description="the file's name", json_schema_extra={"pattern": _FILENAME})
+        ],
+        request: Request,
+        principal: Caller,
     ) -> dict[str, Any]:
         """Store a local file for a task (``fusionctl submit`` with local paths); returns the URI to use."""
         if not _SAFE_NAME.match(filename) or filename.startswith("."):

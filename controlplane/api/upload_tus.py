@@ -23,8 +23,10 @@ import time
 from collections.abc import Callable, Iterator
 from email.utils import formatdate
 from pathlib import Path
+from typing import Annotated
 
 from fastapi import APIRouter, Request, Response
+from fastapi import Path as PathParam
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
@@ -59,6 +61,9 @@ from controlplane.config import Settings
 from controlplane.domain.tenant_storage import tenant_folder
 from controlplane.store.ids import new_id
 
+#: the URL's last segment, named as ``PUT /v1/uploads/{name}`` names it (one URL shape, one parameter name: OpenAPI
+#: allows no two templates that differ only by it); here it is the upload's id, the last segment of ``Location``
+_UploadId = Annotated[str, PathParam(alias="name", description="the upload's id (the end of the create's Location)")]
 __all__ = ["URI_HEADER", "add_tus_routes"]
 
 log = logging.getLogger("fusionplane.uploads")
@@ -353,8 +358,8 @@ def add_tus_routes(
             **tus_create(settings.max_upload_bytes),
         )
 
-    @router.head("/v1/uploads/{upload_id}", tags=["uploads"], **tus_head())
-    async def offset(upload_id: str, request: Request, principal: Caller) -> Response:
+    @router.head("/v1/uploads/{name}", tags=["uploads"], **tus_head())
+    async def offset(upload_id: _UploadId, request: Request, principal: Caller) -> Response:
         """tus core: where to resume (``Upload-Offset``); a finished upload also gives its URI."""
         with _tus_answer():
             require_tus(request)
@@ -363,14 +368,14 @@ def add_tus_routes(
                 raise ApiError(410, "upload_expired", "this upload expired; start a new one", field="upload_id")
             return Response(status_code=200, headers=uploads.headers(folder, state))
 
-    @router.patch("/v1/uploads/{upload_id}", tags=["uploads"], **tus_patch(settings.upload_chunk_max_bytes))
-    async def append(upload_id: str, request: Request, principal: Caller) -> Response:
+    @router.patch("/v1/uploads/{name}", tags=["uploads"], **tus_patch(settings.upload_chunk_max_bytes))
+    async def append(upload_id: _UploadId, request: Request, principal: Caller) -> Response:
         """tus core: append a chunk at ``Upload-Offset`` (``Upload-Checksum: sha256 <base64>`` optional)."""
         with _tus_answer():
             return await uploads.append(request, principal.tenant, upload_id)
 
-    @router.delete("/v1/uploads/{upload_id}", tags=["uploads"], **tus_delete())
-    async def terminate(upload_id: str, request: Request, principal: Caller) -> Response:
+    @router.delete("/v1/uploads/{name}", tags=["uploads"], **tus_delete())
+    async def terminate(upload_id: _UploadId, request: Request, principal: Caller) -> Response:
         """tus termination: delete the upload (409 while an unfinished task reads it)."""
         with _tus_answer():
             return await run_in_threadpool(uploads.terminate, request, principal.tenant, upload_id)
