@@ -27,7 +27,7 @@ from controlplane.config import Settings
 from controlplane.domain import DataSensitivity, InvalidTransition, Priority, Task, TaskState
 from controlplane.metrics import Metrics
 from controlplane.policy.storage import StorageFile
-from controlplane.store import NotFound, StateMismatch, Store
+from controlplane.store import NotFound, StateMismatch, Store, task_costs
 
 __all__ = ["MAX_EVENT_ID", "SUBMIT_WRITERS_POSTGRES", "task_router", "task_file_router", "task_view_router"]
 
@@ -103,14 +103,15 @@ def task_view_router(*, store: Store, load: TaskLoader) -> APIRouter:
             )
         except ValueError as exc:
             raise ApiError(422, "invalid", str(exc), field="cursor") from exc
-        return {"tasks": [task_json(t) for t in tasks], "next_cursor": next_cursor}
+        costs = task_costs(store.engine, [t.id for t in tasks], now=store.now())
+        return {"tasks": [task_json(t, costs[t.id]) for t in tasks], "next_cursor": next_cursor}
 
     task_errors = errors(*CALLER, 404, why={403: _OTHER_TENANT, 404: _NO_SUCH_TASK})
 
     @router.get("/v1/tasks/{task_id}", responses=task_errors)
     def get_task(task_id: str, principal: Caller) -> dict[str, Any]:
         task = load(task_id, principal)
-        body = task_json(task)
+        body = task_json(task, task_costs(store.engine, [task.id], now=store.now())[task.id])
         body["attempts"] = [attempt_json(a, store.get_progress(a.id)) for a in store.attempts_for(task.id)]
         return body
 

@@ -40,7 +40,7 @@ from controlplane.store.repository import (
     policy_version_of,
 )
 from controlplane.store.running import Outcome
-from controlplane.store.spend import DailySpend, cloud_spend_today
+from controlplane.store.spend import DailySpend, TaskCost, cloud_spend_today, task_costs
 from controlplane.store.waiting import WaitingSummary, backing_off, waiting_summary, wake_waiting, wake_waiting_for
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "MAX_PAGE_SIZE",
     "AttemptProgress",
     "SCHEDULER_LEASE",
+    "TaskCost",
     "DailySpend",
     "Event",
     "Fence",
@@ -70,6 +71,7 @@ __all__ = [
     "WaitingSummary",
     "backing_off",
     "cloud_spend_today",
+    "task_costs",
     "current_revision",
     "database_url",
     "downgrade",

@@ -39,7 +39,7 @@ from sqlalchemy import Engine, or_, select
 from controlplane.domain import CLOUD_PROVIDERS, AttemptState
 from controlplane.store.tables import attempts, decisions, tasks
 
-__all__ = ["DailySpend", "PriceCache", "cloud_spend_today", "day_start"]
+__all__ = ["DailySpend", "PriceCache", "TaskCost", "cloud_spend_today", "day_start", "task_costs"]
 
 #: attempt id -> $/h (None: no price in its receipt); see :func:`cloud_spend_today`
 PriceCache = MutableMapping[str, float | None]
@@ -116,10 +116,7 @@ def cloud_spend_today(
         if price is None:
             unpriced += 1
             continue
-        begin = max(row.created_at, start)
-        end = min(now if row.state in live else row.updated_at, now)
-        hours = max((end - begin).total_seconds(), 0.0) / 3600.0
-        cost = hours * price
+        cost = _cost(row, price, since=start, now=now)
         total += cost
         per_tenant[row.tenant] = per_tenant.get(row.tenant, 0.0) + cost
     for row in rows:  # a tenant with only unpriced or zero-length attempts still shows up, at 0
@@ -132,6 +129,61 @@ def cloud_spend_today(
         attempts=len(rows),
         unpriced_attempts=unpriced,
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskCost:
+    """A task's estimated cloud cost so far, in USD, over all its attempts (0 for private and local work)."""
+
+    usd: float
+    #: cloud attempts whose receipt gives no price (counted 0): the estimate is low by their cost
+    unpriced_attempts: int = 0
+
+
+def task_costs(engine: Engine, task_ids: Sequence[str], *, now: datetime) -> dict[str, TaskCost]:
+    """Each task's estimated cloud cost at ``now`` (every task of ``task_ids`` is in the answer).
+
+    The same estimate as :func:`cloud_spend_today` (launch to outcome, at the
+    price its receipt chose it on), over the attempt's whole life instead of
+    today's part: what the task list and the console show per task.
+    """
+    costs = {task_id: TaskCost(usd=0.0) for task_id in task_ids}
+    if not task_ids:
+        return costs
+    with engine.connect() as conn:
+        rows: list[Any] = []
+        for chunk in _chunks(sorted(set(task_ids)), _CHUNK):
+            rows += conn.execute(
+                select(
+                    attempts.c.id,
+                    attempts.c.task_id,
+                    attempts.c.target,
+                    attempts.c.region,
+                    attempts.c.instance_type,
+                    attempts.c.state,
+                    attempts.c.created_at,
+                    attempts.c.updated_at,
+                ).where(attempts.c.task_id.in_(chunk), attempts.c.provider.in_(list(CLOUD_PROVIDERS)))
+            ).all()
+        prices = _prices(conn, rows) if rows else {}
+    for row in rows:
+        known = costs[row.task_id]
+        price = prices.get(row.id)
+        if price is None:
+            costs[row.task_id] = TaskCost(usd=known.usd, unpriced_attempts=known.unpriced_attempts + 1)
+        else:
+            usd = known.usd + _cost(row, price, since=row.created_at, now=now)
+            costs[row.task_id] = TaskCost(usd=usd, unpriced_attempts=known.unpriced_attempts)
+    return costs
+
+
+def _cost(row: Any, price: float, *, since: datetime, now: datetime) -> float:
+    """One attempt's cost from ``since`` (clipped to its launch) to its outcome or ``now``, at ``price`` $/h."""
+    live = (AttemptState.LAUNCHING.value, AttemptState.RUNNING.value)
+    begin = max(row.created_at, since)
+    end = min(now if row.state in live else row.updated_at, now)
+    hours: float = max((end - begin).total_seconds(), 0.0) / 3600.0
+    return hours * price
 
 
 def _prices(conn: Any, rows: Sequence[Any]) -> dict[str, float | None]:

@@ -6,8 +6,10 @@ the store holds exactly what it held before (tasks, events, attempts).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +17,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from controlplane.domain import AttemptState, TaskState
+from controlplane.domain import AttemptState, Candidate, PlacementPlan, TaskState
 from controlplane.store import Store, make_engine
+from controlplane.store.tables import attempts
 from tests.support.api_fixtures import ACME, GLOBEX, METRICS, OPERATOR, TENANT_OF, ApiServer, attempt_token, stored_rows
 
 # fixtures: a session PostgreSQL and `database_url` / `engine` / `store` on both databases
@@ -90,6 +93,33 @@ def test_requests_without_a_valid_token_are_401(api: ApiServer, headers: dict[st
         assert error_of(client.request(method, path), 401)["field"] == "authorization"
     assert error_of(client.post("/v1/tasks", json=api.body()), 401)["code"] == "unauthenticated"
     assert stored_rows(api.store) == before
+
+
+def test_a_task_shows_its_estimated_cloud_cost_so_far(api: ApiServer) -> None:
+    cloudy, local = submit(api, ACME), submit(api, ACME)
+    started = api.store.now() - timedelta(hours=2)
+    offer = Candidate(target="aws", provider="aws", private=False, region="us-east-1", instance_type="g4dn.xlarge")
+    priced = dataclasses.replace(offer, expected_usd_h=0.6)
+    api.store.record_decision(
+        plan=PlacementPlan(
+            task_id=cloudy["id"], policy_version="v", decided_at=started, candidates=(priced,), rejections=()
+        )
+    )
+    api.store.create_attempt(
+        task_id=cloudy["id"],
+        target="aws",
+        provider="aws",
+        token_sha256="0" * 64,
+        region="us-east-1",
+        instance_type="g4dn.xlarge",
+    )
+    with api.store.engine.begin() as conn:  # launched two hours ago, still launching: it costs from then
+        conn.execute(attempts.update().where(attempts.c.task_id == cloudy["id"]).values(created_at=started))
+    acme = api.client(ACME)
+    listed = {t["id"]: t["cost"] for t in acme.get("/v1/tasks").json()["tasks"]}
+    assert listed[local["id"]] == {"estimated_usd": 0.0, "unpriced_attempts": 0}
+    assert listed[cloudy["id"]]["estimated_usd"] == pytest.approx(1.2, abs=0.01)
+    assert acme.get(f"/v1/tasks/{cloudy['id']}").json()["cost"]["estimated_usd"] == pytest.approx(1.2, abs=0.01)
 
 
 def test_submitters_see_only_their_own_tenant(api: ApiServer) -> None:

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from controlplane.domain import AttemptState, Candidate, PlacementPlan, TaskKind, TaskSpec, TaskState
 from controlplane.policy import parse_policy, plan
 from controlplane.runtime.signals import build_signal_hub
-from controlplane.store import Store, cloud_spend_today, offer_outcomes
+from controlplane.store import Store, TaskCost, cloud_spend_today, offer_outcomes, task_costs
 from controlplane.store.spend import day_start
 
 pytest_plugins = ["tests.integration.store_fixtures"]
@@ -319,6 +319,31 @@ def test_a_failover_attempt_is_priced_from_its_own_candidate(timed: Store, clock
     spend = cloud_spend_today(timed.engine, now=NOON, prices=prices)
     assert prices == {first.id: 0.3, second.id: 0.9}
     assert spend.total_usd == pytest.approx(0.9)
+
+
+def test_a_tasks_cost_is_every_cloud_attempt_over_its_whole_life(timed: Store, clock: Clock) -> None:
+    today = day_start(NOON)
+    # since yesterday 23:00 at 0.4 $/h, failed over at 01:00 (2 h), then 30 min at the max 0.5 $/h, still running
+    first = attempt(
+        timed,
+        clock,
+        EAST,
+        at=today - minutes(60),
+        ends=[(today - minutes(59), AttemptState.RUNNING, None), (today + minutes(60), AttemptState.PREEMPTED, None)],
+    )
+    task_id = timed.get_attempt(first).task_id
+    attempt(timed, clock, WEST, at=NOON - minutes(30), task_id=task_id, price=(None, 0.5))
+    # a local attempt costs nothing; a cloud attempt with no price in its receipt is counted apart
+    private = attempt(timed, clock, ("local", "here", "cpu"), at=NOON - minutes(60))
+    unpriced = attempt(timed, clock, EAST, at=NOON - minutes(60), price=(None, None))
+    private_task, unpriced_task = timed.get_attempt(private).task_id, timed.get_attempt(unpriced).task_id
+    costs = task_costs(timed.engine, [task_id, private_task, unpriced_task, "tsk_none"], now=NOON)
+    assert costs[task_id].usd == pytest.approx(2 * 0.4 + 0.5 * 0.5)  # not clipped to today, unlike the budget
+    assert costs[task_id].unpriced_attempts == 0
+    assert costs[private_task] == TaskCost(usd=0.0)
+    assert costs[unpriced_task] == TaskCost(usd=0.0, unpriced_attempts=1)
+    assert costs["tsk_none"] == TaskCost(usd=0.0)
+    assert task_costs(timed.engine, [], now=NOON) == {}
 
 
 def test_the_budget_poller_and_plan_hold_back_a_tenant_over_its_budget(timed: Store, clock: Clock) -> None:

@@ -14,6 +14,12 @@ export function why(task) {
   return task.reason || "";
 }
 
+/** The task's estimated cloud cost so far; "+" when some attempt had no price in its receipt (the figure is low). */
+function cost(task) {
+  if (!task.cost) return "";
+  return money(task.cost.estimated_usd) + (task.cost.unpriced_attempts ? "+" : "");
+}
+
 function taskRow(task) {
   return {
     props: { class: "task", "data-task-id": task.id },
@@ -23,6 +29,7 @@ function taskRow(task) {
       { cell: task.state, class: `state-${task.state}` },
       task.target || "",
       task.priority,
+      { cell: cost(task), class: "number cost" },
       { cell: money(task.budget_usd), class: "number" },
       { cell: age(task.created_at), class: "number" },
       { cell: why(task), class: "why" },
@@ -50,7 +57,7 @@ export async function taskList(container, who, alive) {
       show(
         list,
         tasks.length
-          ? table(["TASK", "TENANT", "STATE", "TARGET", "PRIORITY", "BUDGET", "AGE", "WHY"], tasks.map(taskRow), { id: "task-table" })
+          ? table(["TASK", "TENANT", "STATE", "TARGET", "PRIORITY", "COST", "BUDGET", "AGE", "WHY"], tasks.map(taskRow), { id: "task-table" })
           : el("p", { class: "muted", id: "no-tasks" }, "No tasks."),
         body.next_cursor ? el("p", { class: "muted" }, "Newest 200 shown; use filters or fusionctl tasks list --all for more.") : null,
       );
@@ -112,6 +119,7 @@ export async function taskPage(container, who, taskId) {
       ["why", why(task)],
       ["priority", task.priority],
       ["sensitivity", task.data_sensitivity],
+      ["cost so far", cost(task)],
       ["budget", money(task.budget_usd)],
       ["deadline", task.deadline_seconds ? `${task.deadline_seconds}s` : ""],
       ["source", task.source_uri],
