@@ -22,6 +22,7 @@ import pytest
 from controlplane.api.auth import create_token
 from simulator.html_report import write_html
 from tests.conftest import REPO
+from tests.support.api_fixtures import PNG_START
 from tests.support.browser import (
     BROWSER_MISSING,
     chromium_session,
@@ -52,11 +53,9 @@ class Console:
         )
 
     def submit(self, who: str, **extra: Any) -> str:
-        """A task of ``who``'s tenant, its inputs uploaded first (the bytes need not be an image here)."""
+        """A task of ``who``'s tenant, its inputs uploaded first (a PNG's first bytes; the rest is not an image)."""
         with self.client(who) as client:
-            uris = [
-                client.put(f"/v1/uploads/{name}", content=b"\x89PNG bytes").json()["uri"] for name in ("s.png", "t.png")
-            ]
+            uris = [client.put(f"/v1/uploads/{name}", content=PNG_START).json()["uri"] for name in ("s.png", "t.png")]
             answer = client.post("/v1/tasks", json={"source": uris[0], "target": uris[1], **extra})
             assert answer.status_code == 202, answer.text
             return str(answer.json()["id"])
