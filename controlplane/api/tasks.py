@@ -27,6 +27,7 @@ from controlplane.config import Settings
 from controlplane.domain import DataSensitivity, InvalidTransition, Priority, Task, TaskState
 from controlplane.metrics import Metrics
 from controlplane.policy.storage import StorageFile
+from controlplane.policy.webhooks import WebhooksFile
 from controlplane.store import NotFound, StateMismatch, Store
 
 __all__ = ["MAX_EVENT_ID", "SUBMIT_WRITERS_POSTGRES", "task_router", "task_file_router", "task_view_router"]
@@ -205,6 +206,7 @@ def task_router(
     storage: StorageFile,
     resolve_host: HostResolver,
     attempt_logs: Callable[[str], Path | None] | None = None,
+    webhooks: WebhooksFile | None = None,
 ) -> APIRouter:
     """The ``/v1/tasks`` routes: submission, views and files, in that order."""
 
@@ -217,7 +219,14 @@ def task_router(
             raise ApiError(404, "not_found", f"no task {task_id}", field="task_id") from exc
 
     router.include_router(
-        submit_router(settings=settings, store=store, metrics=metrics, storage=storage, resolve_host=resolve_host)
+        submit_router(
+            settings=settings,
+            store=store,
+            metrics=metrics,
+            storage=storage,
+            resolve_host=resolve_host,
+            webhooks=webhooks,
+        )
     )
     router.include_router(task_view_router(store=store, load=load))
     router.include_router(task_file_router(settings=settings, store=store, load=load, attempt_logs=attempt_logs))
