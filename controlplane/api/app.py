@@ -33,6 +33,7 @@ from controlplane.api.signals import signal_router
 from controlplane.api.sim_reports import sim_report_router
 from controlplane.api.tasks import task_router
 from controlplane.api.upload_routes import upload_router
+from controlplane.api.webhooks import webhook_router
 from controlplane.config import Settings
 from controlplane.dataplane.objects import ObjectStore
 from controlplane.dataplane.stores import Stores
@@ -120,6 +121,7 @@ def create_app(
         ),
         upload_router(settings=settings, in_use=lambda: inputs_in_use(store)),
         callback_router(store=store, metrics=metrics),
+        webhook_router(store=store),
         health_router(store=store, metrics=metrics, active_policy=active_policy, leader_status=leader_status),
         policy_router(store=store, active=active_policy),
         signal_router(
