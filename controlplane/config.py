@@ -501,6 +501,10 @@ class Settings:
     #: the seed form's built-in clouds (``FUSIONPLANE_AWS_*`` / ``FUSIONPLANE_AZURE_*``)
     seed_clouds: SeedClouds = field(default_factory=SeedClouds)
     webhooks: WebhookDeliverySettings = field(default_factory=WebhookDeliverySettings)
+    #: ``FUSIONPLANE_EVENTS_STREAM_S``: how long one ``GET /v1/events`` stays open (the client resumes after)
+    events_stream_seconds: float = 300.0
+    #: a comment line this often on a quiet stream, so proxies and clients know it lives
+    events_heartbeat_seconds: float = 15.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -557,6 +561,7 @@ class Settings:
             "consul": ConsulSettings.from_env(env),
             "seed_clouds": seed_clouds_from_env(env),
             "webhooks": WebhookDeliverySettings.from_env(env, var_dir),
+            "events_stream_seconds": _seconds(env, "FUSIONPLANE_EVENTS_STREAM_S", 300.0, maximum=3600),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

@@ -20,6 +20,7 @@ from controlplane.api.auth import Principal
 from controlplane.api.contract import CALLER, errors
 from controlplane.api.deps import Caller, require_operator
 from controlplane.api.errors import ApiError
+from controlplane.api.event_stream import event_stream_router
 from controlplane.api.remote_uris import HostResolver
 from controlplane.api.task_submit import SUBMIT_WRITERS_POSTGRES, submit_router
 from controlplane.api.views import attempt_json, event_json, receipt_json, task_json
@@ -229,6 +230,14 @@ def task_router(
         )
     )
     router.include_router(task_view_router(store=store, load=load))
+    router.include_router(
+        event_stream_router(
+            store=store,
+            load=load,
+            stream_seconds=settings.events_stream_seconds,
+            heartbeat_seconds=settings.events_heartbeat_seconds,
+        )
+    )
     router.include_router(task_file_router(settings=settings, store=store, load=load, attempt_logs=attempt_logs))
 
     return router

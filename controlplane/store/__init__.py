@@ -26,6 +26,7 @@ migrations. No module reaches into another's private names.
 from controlplane.store.columns import utcnow
 from controlplane.store.engine import DATABASE_URL_ENV, database_url, make_engine, normalize_url
 from controlplane.store.errors import IdempotencyConflict, NotFound, StateMismatch, StoreError
+from controlplane.store.events import events_after
 from controlplane.store.ids import new_id
 from controlplane.store.lease import SCHEDULER_LEASE, Fence, Fenced, LeaderLease, LeaseState
 from controlplane.store.migrate import current_revision, downgrade, head_revision, is_current, upgrade
@@ -87,6 +88,7 @@ __all__ = [
     "current_revision",
     "database_url",
     "downgrade",
+    "events_after",
     "finish_delivery",
     "get_delivery",
     "head_revision",
