@@ -8,8 +8,11 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import threading
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -233,3 +236,23 @@ def test_two_deliverers_on_one_database_post_each_event_once(store: Store, recei
     ids = [r.headers["webhook-id"] for r in receiver.received]
     assert len(ids) == len(task_ids) == len(set(ids))
     assert {d.state for t in task_ids for d in list_deliveries(store, task_id=t)} == {"delivered"}
+
+
+def test_the_api_docs_verification_example_accepts_a_real_delivery(store: Store, receiver: WebhookReceiver) -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text(encoding="utf-8")
+    (example,) = [block for block in re.findall(r"```python\n(.*?)```", page, re.DOTALL) if "def verify" in block]
+    namespace: dict[str, Any] = {}
+    exec(compile(example, "docs/api.md", "exec"), namespace)
+    finished_task(store, receiver.url)
+    hooks = deliverer(store, receiver, secrets=(SECRET, OLD_SECRET))
+    try:
+        hooks.deliver_due()
+    finally:
+        hooks.close()
+    (got,) = receiver.received
+    verify = namespace["verify"]
+    assert verify(SECRET, got.headers, got.body)
+    assert verify(OLD_SECRET, got.headers, got.body)
+    assert not verify(SECRET, got.headers, got.body + b" ")
+    stale = {**got.headers, "webhook-timestamp": str(int(got.headers["webhook-timestamp"]) - 3600)}
+    assert not verify(SECRET, stale, got.body)
