@@ -21,6 +21,7 @@ __all__ = [
     "ALWAYS_TOLD",
     "OPTIONAL_TOLD",
     "SECRET_PREFIX",
+    "TRANSITION_EVENT",
     "WebhookSecret",
     "parse_secret",
     "signature_header",
@@ -29,6 +30,8 @@ __all__ = [
     "verify_signature",
 ]
 
+#: the kind of the event a task's change of state writes (controlplane/store/core.py writes it; the outbox reads it)
+TRANSITION_EVENT = "task.transition"
 #: the states every task with a notify URL is told about
 ALWAYS_TOLD = ("succeeded", "failed", "cancelled")
 #: the states a task may ask for besides (``notify_events``)

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 
-from controlplane.domain.webhooks import ALWAYS_TOLD, OPTIONAL_TOLD, told_states
+from controlplane.domain.webhooks import ALWAYS_TOLD, OPTIONAL_TOLD, TRANSITION_EVENT, told_states
 from controlplane.store.ids import new_id
 from controlplane.store.tables import tasks, webhook_deliveries
 
@@ -71,7 +71,7 @@ def event_payload(event_id: str, event: Mapping[str, Any], task: Mapping[str, An
 
 
 def _wanted(event: Mapping[str, Any]) -> bool:
-    return event.get("kind") == "task.transition" and event.get("to_state") in _TELLABLE
+    return event.get("kind") == TRANSITION_EVENT and event.get("to_state") in _TELLABLE
 
 
 def enqueue_outcomes(conn: Connection, events: Sequence[Mapping[str, Any]]) -> int:
