@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps run-deps test-deps run demo sim check test bench bench-core bench-api bench-policy bench-simulate bench-signals bench-providers bench-ha bench-dataplane bench-sim bench-placement clean
+.PHONY: setup system-deps run-deps test-deps run demo sim check test bench bench-core bench-api bench-policy bench-simulate bench-signals bench-providers bench-ha bench-dataplane bench-sim bench-placement bench-webhooks clean
 
 # Debian packages, installed when missing and we are root (CI, containers); otherwise say what to install.
 # run-deps: what `make run` and `make demo` need beyond Python: ffmpeg/ffprobe for the core.
@@ -84,7 +84,7 @@ check: setup
 test: setup
 	AWS_EC2_METADATA_DISABLED=true AZURE_POD_IDENTITY_AUTHORITY_HOST=http://127.0.0.1:9 $(VENV)/bin/pytest
 
-bench: bench-core bench-api bench-policy bench-simulate bench-signals bench-providers bench-ha bench-dataplane bench-sim bench-placement
+bench: bench-core bench-api bench-policy bench-simulate bench-signals bench-providers bench-ha bench-dataplane bench-sim bench-placement bench-webhooks
 
 bench-core: setup
 	$(PY) -m bench.core
@@ -106,6 +106,10 @@ bench-providers: setup
 
 bench-ha: setup
 	$(PY) -m bench.ha
+
+# webhook deliveries/s to a loopback receiver, and what the outbox costs the scheduler per task (docs/performance.md)
+bench-webhooks: setup
+	AWS_EC2_METADATA_DISABLED=true $(PY) -m bench.webhooks
 
 # the launch-day simulator's speed at small scales, and its determinism (docs/performance.md, "Simulator")
 bench-sim: setup

@@ -55,6 +55,7 @@ __all__ = [
     "LocalRunSettings",
     "Settings",
     "SignalSettings",
+    "WebhookDeliverySettings",
     "is_loopback",
     "seed_clouds_from_env",
 ]
@@ -397,6 +398,41 @@ class LocalRunSettings:
         )
 
 
+# -- webhooks ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebhookDeliverySettings:
+    """How task events are POSTed to submitters (docs/api.md, "Webhooks")."""
+
+    #: ``FUSIONPLANE_WEBHOOKS_FILE``: per-tenant default URL and signing secrets (controlplane/policy/webhooks.py)
+    file: Path = Path("var/webhooks.json")
+    #: ``FUSIONPLANE_WEBHOOK_ALLOW_HOSTS``: internal hosts (``host`` or ``host:port``) a notify URL may name
+    allow_hosts: tuple[str, ...] = ()
+    #: the whole try: connect, send, the answer's head and at most ``max_response_bytes`` of its body
+    timeout_s: float = 10.0
+    max_response_bytes: int = 64 << 10
+    #: tries before the row is marked failed; the wait before try n is base * 2**(n-2), at most max, +-20%
+    max_attempts: int = 10
+    retry_base_s: float = 5.0
+    retry_max_s: float = 3600.0
+    #: how often the deliverer looks for due rows, and how many it sends at once
+    poll_s: float = 0.5
+    concurrency: int = 8
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], var_dir: Path) -> WebhookDeliverySettings:
+        return cls(
+            file=Path(env.get("FUSIONPLANE_WEBHOOKS_FILE", str(var_dir / "webhooks.json"))),
+            allow_hosts=tuple(env.get("FUSIONPLANE_WEBHOOK_ALLOW_HOSTS", "").replace(",", " ").split()),
+            timeout_s=_seconds(env, "FUSIONPLANE_WEBHOOK_TIMEOUT_S", 10.0, maximum=60),
+            max_attempts=int(_seconds(env, "FUSIONPLANE_WEBHOOK_MAX_ATTEMPTS", 10, maximum=100)),
+            retry_base_s=_seconds(env, "FUSIONPLANE_WEBHOOK_RETRY_BASE_S", 5.0),
+            retry_max_s=_seconds(env, "FUSIONPLANE_WEBHOOK_RETRY_MAX_S", 3600.0),
+            poll_s=_seconds(env, "FUSIONPLANE_WEBHOOK_POLL_S", 0.5, maximum=60),
+        )
+
+
 # -- the control plane -------------------------------------------------------------------------------
 
 
@@ -464,6 +500,11 @@ class Settings:
     consul: ConsulSettings = field(default_factory=ConsulSettings)
     #: the seed form's built-in clouds (``FUSIONPLANE_AWS_*`` / ``FUSIONPLANE_AZURE_*``)
     seed_clouds: SeedClouds = field(default_factory=SeedClouds)
+    webhooks: WebhookDeliverySettings = field(default_factory=WebhookDeliverySettings)
+    #: ``FUSIONPLANE_EVENTS_STREAM_S``: how long one ``GET /v1/events`` stays open (the client resumes after)
+    events_stream_seconds: float = 300.0
+    #: a comment line this often on a quiet stream, so proxies and clients know it lives
+    events_heartbeat_seconds: float = 15.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -519,6 +560,8 @@ class Settings:
             "signals": SignalSettings.from_env(env),
             "consul": ConsulSettings.from_env(env),
             "seed_clouds": seed_clouds_from_env(env),
+            "webhooks": WebhookDeliverySettings.from_env(env, var_dir),
+            "events_stream_seconds": _seconds(env, "FUSIONPLANE_EVENTS_STREAM_S", 300.0, maximum=3600),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
@@ -537,3 +580,7 @@ class Settings:
             AllowedHosts.parse(self.fetch_allow_hosts)
         except ValueError as exc:
             raise ValueError(f"FUSIONPLANE_FETCH_ALLOW_HOSTS: {exc}") from None
+        try:
+            AllowedHosts.parse(self.webhooks.allow_hosts)
+        except ValueError as exc:
+            raise ValueError(f"FUSIONPLANE_WEBHOOK_ALLOW_HOSTS: {exc}") from None

@@ -40,6 +40,9 @@ class Metrics:
     failovers: Counter
     scheduler_pass_timestamp: Gauge
     http_request_seconds: Histogram
+    webhook_deliveries: Counter
+    webhook_outbox_waiting: Gauge
+    webhook_outbox_oldest_seconds: Gauge
 
     def attempt_ended(self, *, provider: str, target: str, outcome: str) -> None:
         """One finished attempt: every place an attempt ends calls this, so the labels stay one set."""
@@ -188,6 +191,23 @@ class Metrics:
                 "API requests by method, route template and status code, until the response ended",
                 ["method", "route", "status"],
                 buckets=_LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            webhook_deliveries=Counter(
+                "fusionplane_webhook_deliveries",
+                "Webhook tries by outcome (delivered; retry: refused or unanswered, tried again later; "
+                "failed: the retry window used up or the URL refused)",
+                ["outcome"],
+                registry=registry,
+            ),
+            webhook_outbox_waiting=Gauge(
+                "fusionplane_webhook_outbox_waiting",
+                "Webhook events not delivered yet (pending or being delivered)",
+                registry=registry,
+            ),
+            webhook_outbox_oldest_seconds=Gauge(
+                "fusionplane_webhook_outbox_oldest_seconds",
+                "How long the oldest undelivered webhook event has waited (0: none waits)",
                 registry=registry,
             ),
         )

@@ -33,6 +33,7 @@ from controlplane.api.signals import signal_router
 from controlplane.api.sim_reports import sim_report_router
 from controlplane.api.tasks import task_router
 from controlplane.api.upload_routes import upload_router
+from controlplane.api.webhooks import webhook_router
 from controlplane.config import Settings
 from controlplane.dataplane.objects import ObjectStore
 from controlplane.dataplane.stores import Stores
@@ -40,6 +41,7 @@ from controlplane.domain.target_storage import TargetStorage
 from controlplane.metrics import Metrics
 from controlplane.policy import Policy
 from controlplane.policy.storage import StorageFile
+from controlplane.policy.webhooks import WebhooksFile
 from controlplane.policy_sources import ActivePolicy
 from controlplane.store import Store
 from controlplane.store.uploads import inputs_in_use
@@ -63,6 +65,7 @@ def create_app(
     resolve_host: HostResolver = system_host_resolver,
     stores: Callable[[TargetStorage | str], ObjectStore] | None = None,
     storage_of: TargetStorageOf | None = None,
+    webhooks: WebhooksFile | None = None,
 ) -> tuple[BodyLimit, FastAPI]:
     """The ASGI app to serve (FastAPI routes wrapped in the request-body limit) and the FastAPI app inside.
 
@@ -74,7 +77,8 @@ def create_app(
     at submit time (tests hand in one that never leaves the machine).
     ``stores`` opens the object stores outputs are read from (default: a
     new :class:`~controlplane.dataplane.stores.Stores`); ``storage_of`` names a
-    target's store (default: the active policy's targets).
+    target's store (default: the active policy's targets). ``webhooks`` is
+    the per-tenant webhook settings (a tenant's default ``notify_url``).
     """
     metrics = metrics or Metrics.create()
     app = FastAPI(
@@ -113,9 +117,11 @@ def create_app(
             storage=storage or StorageFile(settings.storage_file),
             resolve_host=resolve_host,
             attempt_logs=attempt_logs,
+            webhooks=webhooks,
         ),
         upload_router(settings=settings, in_use=lambda: inputs_in_use(store)),
         callback_router(store=store, metrics=metrics),
+        webhook_router(store=store),
         health_router(store=store, metrics=metrics, active_policy=active_policy, leader_status=leader_status),
         policy_router(store=store, active=active_policy),
         signal_router(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from annotated_types import Interval
 from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, field_validator
@@ -43,6 +43,8 @@ LabelValue = Annotated[str, StringConstraints(max_length=256), Field(json_schema
 Uri = Annotated[
     str, StringConstraints(min_length=1, max_length=4096), Field(json_schema_extra={"pattern": _NO_CONTROL})
 ]
+#: an http(s) URL; the address rules come after the schema (controlplane/api/notify_url.py)
+NotifyUrl = Annotated[str, StringConstraints(min_length=8, max_length=2048, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://")]
 
 
 class TaskCreate(BaseModel):
@@ -75,6 +77,15 @@ class TaskCreate(BaseModel):
     labels: dict[Annotated[str, StringConstraints(pattern=_LABEL_KEY)], LabelValue] = Field(
         default_factory=dict, json_schema_extra={"maxProperties": MAX_LABELS, "additionalProperties": False}
     )
+    notify_url: NotifyUrl | None = Field(
+        default=None,
+        description="Where the outcome is POSTed, signed (docs/api.md, Webhooks); default: the tenant's, if set",
+    )
+    notify_events: list[Literal["running"]] = Field(
+        default_factory=list,
+        max_length=1,
+        description="States told besides succeeded, failed and cancelled",
+    )
 
     @field_validator("labels")
     @classmethod
@@ -86,7 +97,7 @@ class TaskCreate(BaseModel):
                 raise ValueError(f"label {key!r} contains control characters")
         return value
 
-    @field_validator("source", "target", "output")
+    @field_validator("source", "target", "output", "notify_url")
     @classmethod
     def _no_control_characters(cls, value: str | None) -> str | None:
         if value is not None and _CONTROL.search(value):

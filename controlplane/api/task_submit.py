@@ -8,6 +8,7 @@ gets the first answer.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from typing import Annotated, Any
@@ -18,15 +19,17 @@ from controlplane.api.contract import BAD_BODY, CALLER, errors
 from controlplane.api.deps import Caller
 from controlplane.api.errors import ApiError
 from controlplane.api.input_content import check_local_content
+from controlplane.api.notify_url import check_notify_url
 from controlplane.api.remote_uris import HostResolver, RemoteRules, refuse_internal_names
 from controlplane.api.schemas import FieldError, TaskCreate, check_input_uri, check_output_uri
 from controlplane.api.submissions import SubmitQueue
 from controlplane.api.task_file import TaskFileError, infer_kind, output_suffix, task_spec_from_request
 from controlplane.api.views import task_json
 from controlplane.config import Settings
-from controlplane.domain import TaskKind
+from controlplane.domain import TaskKind, TaskSpec
 from controlplane.metrics import Metrics
 from controlplane.policy.storage import StorageFile
+from controlplane.policy.webhooks import WebhooksFile
 from controlplane.store import IdempotencyConflict, NewTask, Store, new_id
 from faceswap.netguard import AllowedHosts
 
@@ -44,6 +47,14 @@ def _kind(body: TaskCreate) -> TaskKind:
         raise ApiError(422, "invalid", exc.message, field=exc.path) from exc
 
 
+def _with_notify(spec: TaskSpec, body: TaskCreate, default_url: str | None) -> TaskSpec:
+    """The task's own notify URL, else its tenant's default; the optional states only with a URL."""
+    url = body.notify_url or default_url
+    if url is None:
+        return spec
+    return dataclasses.replace(spec, notify_url=url, notify_events=tuple(body.notify_events))
+
+
 def submit_router(
     *,
     settings: Settings,
@@ -51,10 +62,13 @@ def submit_router(
     metrics: Metrics,
     storage: StorageFile,
     resolve_host: HostResolver,
+    webhooks: WebhooksFile | None = None,
 ) -> APIRouter:
-    """The submission route, with its own group-commit queue over ``store``."""
+    """The submission route and its group-commit queue; a task without notify_url gets its tenant's default."""
     router = APIRouter(tags=["tasks"])
     allowed_internal = AllowedHosts.parse(settings.fetch_allow_hosts)
+    notify_allowed = AllowedHosts.parse(settings.webhooks.allow_hosts)
+    timeout_s = settings.submit_resolve_timeout_s
     submit_queue = SubmitQueue(
         store,
         writers=SUBMIT_WRITERS_POSTGRES if store.engine.dialect.name == "postgresql" else 1,
@@ -72,7 +86,8 @@ def submit_router(
                 403: "A metrics token",
                 409: "This Idempotency-Key was used with another body (`task_id` names the first task)",
                 422: "A value breaks a rule (`field` names it): a local path outside the tenant's input folder, "
-                "an internal or unresolvable host, an s3:// or az:// prefix the tenant has no grant for, ...",
+                "an internal or unresolvable host, an s3:// or az:// prefix the tenant has no grant for, "
+                "a notify_url to an internal address, ...",
             },
         ),
     )
@@ -96,12 +111,10 @@ def submit_router(
         target = check_input_uri(body.target, field="target", input_roots=roots, tenant=tenant, remote=remote)
         check_local_content(source, given=body.source, field="source", wanted=TaskKind.IMAGE.value)
         check_local_content(target, given=body.target, field="target", wanted=kind.value)
-        refused = await refuse_internal_names(
-            {"source": source, "target": target},
-            rules=remote,
-            resolver=resolve_host,
-            timeout_s=settings.submit_resolve_timeout_s,
-        )
+        if body.notify_url is not None:  # before the input names are resolved: a refusal costs no lookup
+            await check_notify_url(body.notify_url, allowed=notify_allowed, resolver=resolve_host, timeout_s=timeout_s)
+        inputs = {"source": source, "target": target}
+        refused = await refuse_internal_names(inputs, rules=remote, resolver=resolve_host, timeout_s=timeout_s)
         for field, reason in refused.items():
             raise ApiError(422, "invalid", reason, field=field)
         # the hash covers what the caller sent, so a retry with the same body matches
@@ -120,6 +133,7 @@ def submit_router(
             response.headers["Location"] = f"/v1/tasks/{earlier[0].id}"
             return task_json(earlier[0])
         spec = task_spec_from_request(body, tenant=tenant, kind=kind, source=source, target=target, output=output)
+        spec = _with_notify(spec, body, webhooks.current().for_tenant(tenant).url if webhooks else None)
         try:
             task, created = await submit_queue.submit(
                 NewTask(spec=spec, request_hash=request_hash, idempotency_key=idempotency_key)

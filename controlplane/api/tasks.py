@@ -20,6 +20,7 @@ from controlplane.api.auth import Principal
 from controlplane.api.contract import CALLER, errors
 from controlplane.api.deps import Caller, require_operator
 from controlplane.api.errors import ApiError
+from controlplane.api.event_stream import event_stream_router
 from controlplane.api.remote_uris import HostResolver
 from controlplane.api.task_submit import SUBMIT_WRITERS_POSTGRES, submit_router
 from controlplane.api.views import attempt_json, event_json, receipt_json, task_json
@@ -27,6 +28,7 @@ from controlplane.config import Settings
 from controlplane.domain import DataSensitivity, InvalidTransition, Priority, Task, TaskState
 from controlplane.metrics import Metrics
 from controlplane.policy.storage import StorageFile
+from controlplane.policy.webhooks import WebhooksFile
 from controlplane.store import NotFound, StateMismatch, Store, task_costs
 
 __all__ = ["MAX_EVENT_ID", "SUBMIT_WRITERS_POSTGRES", "task_router", "task_file_router", "task_view_router"]
@@ -206,6 +208,7 @@ def task_router(
     storage: StorageFile,
     resolve_host: HostResolver,
     attempt_logs: Callable[[str], Path | None] | None = None,
+    webhooks: WebhooksFile | None = None,
 ) -> APIRouter:
     """The ``/v1/tasks`` routes: submission, views and files, in that order."""
 
@@ -218,9 +221,24 @@ def task_router(
             raise ApiError(404, "not_found", f"no task {task_id}", field="task_id") from exc
 
     router.include_router(
-        submit_router(settings=settings, store=store, metrics=metrics, storage=storage, resolve_host=resolve_host)
+        submit_router(
+            settings=settings,
+            store=store,
+            metrics=metrics,
+            storage=storage,
+            resolve_host=resolve_host,
+            webhooks=webhooks,
+        )
     )
     router.include_router(task_view_router(store=store, load=load))
+    router.include_router(
+        event_stream_router(
+            store=store,
+            load=load,
+            stream_seconds=settings.events_stream_seconds,
+            heartbeat_seconds=settings.events_heartbeat_seconds,
+        )
+    )
     router.include_router(task_file_router(settings=settings, store=store, load=load, attempt_logs=attempt_logs))
 
     return router

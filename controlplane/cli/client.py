@@ -68,6 +68,11 @@ class ApiClient:
     def close(self) -> None:
         self._http.close()
 
+    def event_stream(self) -> httpx.Client:
+        """A client of its own for ``GET /v1/events`` (a long read on another thread): heartbeats come every
+        15 s, so a read that waits a minute means the stream is dead."""
+        return httpx.Client(base_url=self.url, headers=self._http.headers, timeout=httpx.Timeout(10.0, read=60.0))
+
     @contextlib.contextmanager
     def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
         """A streamed exchange, its body read as it arrives; an error status is printed (exit 1) as for

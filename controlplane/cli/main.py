@@ -16,6 +16,7 @@ from controlplane.cli.sim import sim
 from controlplane.cli.swap import swap
 from controlplane.cli.tasks import COMMANDS as TASK_COMMANDS
 from controlplane.cli.tokens import tokens
+from controlplane.cli.webhooks import webhooks
 from controlplane.cli.worker import worker
 
 __all__ = ["cli", "main"]
@@ -42,6 +43,7 @@ cli.add_command(plan_command)
 cli.add_command(policy)
 cli.add_command(signals)
 cli.add_command(sim)
+cli.add_command(webhooks)
 for _command in TASK_COMMANDS:
     cli.add_command(_command)
 

@@ -30,6 +30,10 @@ class TaskSpec:
     labels: Mapping[str, str] = field(default_factory=dict)
     #: input size in bytes when known (policies may match on it)
     input_bytes: int | None = None
+    #: where the outcome is POSTed (the task's own, else its tenant's default at submission); None: nobody
+    notify_url: str | None = None
+    #: optional states told besides the outcomes (``running``); see controlplane/domain/webhooks.py
+    notify_events: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)

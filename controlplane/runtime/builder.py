@@ -32,6 +32,7 @@ from controlplane.domain.tenant_storage import TenantStorage
 from controlplane.metrics import Metrics
 from controlplane.policy import PolicyError
 from controlplane.policy.storage import StorageError, StorageFile
+from controlplane.policy.webhooks import WebhooksFile, WebhooksFileError
 from controlplane.runtime.callbacks import callback_refusal
 from controlplane.runtime.dev_token import DevToken, ensure_dev_token
 from controlplane.runtime.jobs import leadership_and_jobs
@@ -40,9 +41,12 @@ from controlplane.runtime.providers import cloud_providers, local_provider
 from controlplane.runtime.signals import build_signal_hub, check_signal_schedules, pollers_json
 from controlplane.scheduler import Scheduler
 from controlplane.scheduler.leader import Leadership
+from controlplane.scheduler.webhook_sender import WebhookSender
+from controlplane.scheduler.webhooks import WebhookDeliverer
 from controlplane.scheduler.workerspec import tenant_grants
 from controlplane.signals.hub import SignalHub
 from controlplane.store import Store, make_engine, upgrade
+from faceswap.netguard import AllowedHosts
 from providers.base import Provider
 from providers.local import LocalProvider
 
@@ -136,6 +140,7 @@ def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         raise StartupError(f"policy: {exc}") from exc
     _check_callbacks(settings, policies)
     storage = _storage_allow_lists(settings)
+    webhooks = _webhook_settings(settings)
     # one store (and SDK client) per service, shared by the stager, the output route and retention
     stores = _stores(settings)
     # an admin token minted on its own is a convenience for a developer's machine, not for a server that others
@@ -175,20 +180,15 @@ def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         metrics=metrics,
         stores=stores,
         storage_of=storage_of,
+        deliverer=_deliverer(settings, store=store, metrics=metrics, webhooks=webhooks, owner=scheduler_id),
     )
-
-    def attempt_logs(attempt_id: str) -> Path | None:
-        try:
-            return local.logs(attempt_id)
-        except FileNotFoundError:
-            return None
 
     asgi, _app = create_app(
         settings=settings,
         store=store,
         tokens=tokens,
         metrics=metrics,
-        attempt_logs=attempt_logs,
+        attempt_logs=_attempt_logs(local),
         active_policy=policies.active,
         live_signals=lambda: scheduler.snapshot(policies.current()),
         signal_pollers=lambda: pollers_json(hub),
@@ -196,6 +196,7 @@ def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         storage=storage,
         stores=stores,
         storage_of=storage_of,
+        webhooks=webhooks,
     )
     return Runtime(
         settings=settings,
@@ -220,6 +221,44 @@ def _storage_allow_lists(settings: Settings) -> StorageFile:
         return StorageFile(settings.storage_file)
     except (StorageError, OSError) as exc:
         raise StartupError(f"storage allow-lists: {exc}") from exc
+
+
+def _attempt_logs(local: LocalProvider) -> Callable[[str], Path | None]:
+    """An attempt's worker log file, when the local provider kept one."""
+
+    def attempt_logs(attempt_id: str) -> Path | None:
+        try:
+            return local.logs(attempt_id)
+        except FileNotFoundError:
+            return None
+
+    return attempt_logs
+
+
+def _webhook_settings(settings: Settings) -> WebhooksFile:
+    try:
+        return WebhooksFile(settings.webhooks.file)
+    except (WebhooksFileError, OSError) as exc:
+        raise StartupError(f"webhooks file: {exc}") from exc
+
+
+def _deliverer(
+    settings: Settings, *, store: Store, metrics: Metrics, webhooks: WebhooksFile, owner: str
+) -> WebhookDeliverer:
+    delivery = settings.webhooks
+    sender = WebhookSender(
+        allowed=AllowedHosts.parse(delivery.allow_hosts),
+        timeout_s=delivery.timeout_s,
+        max_response_bytes=delivery.max_response_bytes,
+    )
+    return WebhookDeliverer(
+        store,
+        settings=delivery,
+        secrets_of=lambda tenant: webhooks.current().for_tenant(tenant).secrets,
+        sender=sender,
+        metrics=metrics,
+        owner=owner,
+    )
 
 
 def _check_callbacks(settings: Settings, policies: PolicyRuntime) -> None:

@@ -27,6 +27,7 @@ from controlplane.runtime.signals import prune_history
 from controlplane.scheduler import Scheduler
 from controlplane.scheduler.leader import Leadership
 from controlplane.scheduler.reconcile import Reconciler
+from controlplane.scheduler.webhooks import WebhookDeliverer
 from controlplane.signals.hub import SignalHub
 from controlplane.store import Store, utcnow
 from controlplane.store.uploads import finished_between, inputs_in_use
@@ -62,12 +63,15 @@ def leadership_and_jobs(
     metrics: Metrics,
     stores: Callable[[TargetStorage], ObjectStore] | None = None,
     storage_of: Callable[[str, str], TargetStorage | None] | None = None,
+    deliverer: WebhookDeliverer | None = None,
 ) -> tuple[Leadership, BackgroundScheduler]:
     """The leader lease of ``scheduler`` and every job, scheduled but not started.
 
     With ``stores`` and ``storage_of`` (a target's store, as the policy in
     force names it), the inputs staged for finished tasks are deleted once
-    their retention has passed.
+    their retention has passed. With ``deliverer``, webhook events are sent
+    from this replica whether it leads or not (the outbox's claim keeps
+    replicas apart).
     """
     # before the first add_job: apscheduler says "Adding job tentatively" (INFO) for every job added
     # before start, and "executed successfully" after every run; a job's exception stays an ERROR
@@ -114,6 +118,15 @@ def leadership_and_jobs(
     )
     jobs.add_job(leadership.renew, "interval", seconds=leadership.renew_every_seconds, id="leader-lease")
     hub.schedule(jobs)
+    if deliverer is not None:
+        jobs.add_job(
+            passed(metrics, "webhooks", deliverer.deliver_due),
+            "interval",
+            seconds=settings.webhooks.poll_s,
+            kwargs={"max_seconds": 5.0},
+            id="webhooks",
+        )
+        jobs.add_job(deliverer.observe_depth, "interval", seconds=10.0, id="webhook-outbox-depth")
     jobs.add_job(prune_history, "interval", hours=1, args=(store, settings.signals), id="signals-retention")
     if settings.input_roots:
         jobs.add_job(

@@ -13,7 +13,8 @@ the state machine). One module per aggregate sits on it: ``tasks``
 attempts they start), ``attempts`` (attempt state, the hedge race,
 heartbeats), ``failover``, ``decisions`` (receipts and their replay),
 ``events``, ``policy_versions`` (and applications), ``signal_samples``,
-``spend``, ``offer_stats``, ``waiting``, ``deadlines``, ``stranded`` (work a
+``spend``, ``offer_stats``, ``waiting``, ``webhooks`` (the outbox's delivering side; its
+writing side, ``outbox``, sits under ``core`` so every transition can write it), ``deadlines``, ``stranded`` (work a
 dead scheduler left), ``uploads`` and ``lease`` (the leader lease; its
 fencing token is in ``fence``). ``repository.Store`` is a thin facade whose
 methods name those functions; ``tables``, ``columns``, ``codec``, ``ids``,
@@ -25,6 +26,7 @@ migrations. No module reaches into another's private names.
 from controlplane.store.columns import utcnow
 from controlplane.store.engine import DATABASE_URL_ENV, database_url, make_engine, normalize_url
 from controlplane.store.errors import IdempotencyConflict, NotFound, StateMismatch, StoreError
+from controlplane.store.events import events_after
 from controlplane.store.ids import new_id
 from controlplane.store.lease import SCHEDULER_LEASE, Fence, Fenced, LeaderLease, LeaseState
 from controlplane.store.migrate import current_revision, downgrade, head_revision, is_current, upgrade
@@ -42,6 +44,16 @@ from controlplane.store.repository import (
 from controlplane.store.running import Outcome
 from controlplane.store.spend import DailySpend, TaskCost, cloud_spend_today, task_costs
 from controlplane.store.waiting import WaitingSummary, backing_off, waiting_summary, wake_waiting, wake_waiting_for
+from controlplane.store.webhooks import (
+    Delivery,
+    OutboxDepth,
+    claim_deliveries,
+    finish_delivery,
+    get_delivery,
+    list_deliveries,
+    outbox_depth,
+    retry_delivery,
+)
 
 __all__ = [
     "DATABASE_URL_ENV",
@@ -51,6 +63,7 @@ __all__ = [
     "SCHEDULER_LEASE",
     "TaskCost",
     "DailySpend",
+    "Delivery",
     "Event",
     "Fence",
     "Fenced",
@@ -60,6 +73,7 @@ __all__ = [
     "NewTask",
     "NotFound",
     "OfferOutcomes",
+    "OutboxDepth",
     "Outcome",
     "PlannedLaunch",
     "PolicyApplication",
@@ -70,18 +84,25 @@ __all__ = [
     "StoreError",
     "WaitingSummary",
     "backing_off",
+    "claim_deliveries",
     "cloud_spend_today",
     "task_costs",
     "current_revision",
     "database_url",
     "downgrade",
+    "events_after",
+    "finish_delivery",
+    "get_delivery",
     "head_revision",
     "is_current",
+    "list_deliveries",
     "make_engine",
     "new_id",
     "normalize_url",
     "offer_outcomes",
+    "outbox_depth",
     "policy_version_of",
+    "retry_delivery",
     "upgrade",
     "utcnow",
     "waiting_summary",

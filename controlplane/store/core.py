@@ -8,7 +8,9 @@ clock. Around it: the row mappers (:func:`task_from_row`,
 :func:`attempt_from_row`, :func:`event_from_row`), the event row builder
 (:func:`event_row`) and :func:`transition_task`, the one place a task's
 state changes together with its ``task.transition`` event, always checked
-against the state machine (:func:`~controlplane.domain.check_task_transition`).
+against the state machine (:func:`~controlplane.domain.check_task_transition`),
+and with the webhook outbox's row when the submitter asked to be told
+(:mod:`controlplane.store.outbox`).
 
 Concurrency: rows that are read and then changed are locked (``SELECT ...
 FOR UPDATE`` on PostgreSQL; on SQLite every writing transaction starts with
@@ -45,6 +47,7 @@ from controlplane.domain import (
 from controlplane.store.columns import utcnow
 from controlplane.store.engine import WRITE_OPTION
 from controlplane.store.fence import Fence
+from controlplane.store.outbox import enqueue_outcomes
 from controlplane.store.records import Event
 from controlplane.store.tables import events, tasks
 
@@ -189,6 +192,8 @@ def task_from_row(row: Row[Any]) -> Task:
         options=dict(m["options"] or {}),
         labels=dict(m["labels"] or {}),
         input_bytes=m["input_bytes"],
+        notify_url=m["notify_url"],
+        notify_events=tuple(filter(None, (m["notify_events"] or "").split(","))),
     )
     return Task(
         id=m["id"],
@@ -324,3 +329,4 @@ def transition_task(
     changes: dict[str, Any] = {"updated_at": at, **(values or {}), "state": wanted.value}
     conn.execute(update(tasks).where(tasks.c.id == task_id).values(**changes))
     conn.execute(insert(events).values(**event))
+    enqueue_outcomes(conn, [event])

@@ -22,6 +22,7 @@ from controlplane.store.core import SHA256_HEX, StoreCore, attempt_from_row, eve
 from controlplane.store.decisions import decision_rows
 from controlplane.store.errors import NotFound
 from controlplane.store.ids import new_id
+from controlplane.store.outbox import enqueue_outcomes
 from controlplane.store.tables import attempts, decisions, events, signal_snapshots, tasks
 
 __all__ = ["PlannedLaunch", "record_backend_refs", "start_launch_groups"]
@@ -284,6 +285,7 @@ def _flush(conn: Connection, batch: _Batch, snapshot: tuple[datetime, Mapping[st
         conn.execute(_WAITING, [{**row, "l_at": now} for row in batch.waiting])
     if batch.events:
         conn.execute(_INSERT_EVENTS, batch.events)
+        enqueue_outcomes(conn, batch.events)  # tasks failed for want of a placement
 
 
 def start_launch_groups(

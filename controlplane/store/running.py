@@ -32,6 +32,7 @@ from controlplane.domain.verdict import is_retryable
 from controlplane.store.attempts import RunningStart, attempt_transition_event
 from controlplane.store.core import StoreCore, attempt_from_mapping, transition_event
 from controlplane.store.errors import NotFound
+from controlplane.store.outbox import enqueue_outcomes
 from controlplane.store.tables import attempts, events, tasks
 from controlplane.store.tasks import state_columns
 
@@ -144,6 +145,7 @@ class _Rows:
         _write_back(conn, tasks, _TASK_COLUMNS, [self.tasks[t] for t in self._changed_tasks])
         if self._events:
             conn.execute(insert(events), self._events)
+            enqueue_outcomes(conn, self._events)
 
 
 def _write_back(conn: Connection, table: Table, columns: Sequence[str], rows: list[dict[str, Any]]) -> None:

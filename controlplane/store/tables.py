@@ -42,6 +42,7 @@ __all__ = [
     "SignalSampleRow",
     "SignalSnapshotRow",
     "TaskRow",
+    "WebhookDeliveryRow",
     "attempts",
     "decisions",
     "events",
@@ -52,6 +53,7 @@ __all__ = [
     "signal_samples",
     "signal_snapshots",
     "tasks",
+    "webhook_deliveries",
 ]
 
 #: claim order: lower runs first
@@ -111,6 +113,10 @@ class TaskRow(Base):
     queue_reason: Mapped[str | None] = mapped_column(Text)
     #: when its current wait began (the max queue time counts from here)
     queued_since: Mapped[datetime | None]
+    #: where its outcome is POSTed (webhooks); null: nobody is told
+    notify_url: Mapped[str | None] = mapped_column(Text)
+    #: optional states told besides the outcomes, comma separated (``running``); null: the outcomes only
+    notify_events: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         UniqueConstraint("tenant", "idempotency_key"),
@@ -260,6 +266,41 @@ class LeaderLeaseRow(Base):
     expires_at: Mapped[datetime]
 
 
+class WebhookDeliveryRow(Base):
+    """The outbox: one event to POST, written in the transaction that moved its task (controlplane/store/outbox.py)."""
+
+    __tablename__ = "webhook_deliveries"
+
+    #: the event id a receiver deduplicates on (``webhook-id``): the same on every retry
+    id: Mapped[str] = mapped_column(_ID, primary_key=True)
+    tenant: Mapped[str] = mapped_column(_NAME)
+    task_id: Mapped[str] = mapped_column(_ID, ForeignKey("tasks.id", ondelete="CASCADE"))
+    #: task.succeeded, task.failed, task.cancelled, task.running
+    kind: Mapped[str] = mapped_column(String(32))
+    url: Mapped[str] = mapped_column(Text)
+    #: the JSON body, fixed when the event is written: every retry sends the same bytes' meaning
+    payload: Mapped[dict[str, Any]]
+    #: pending, delivering (claimed), delivered, failed
+    state: Mapped[str] = mapped_column(_ENUM)
+    attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[datetime]
+    #: the replica delivering it now, and until when its claim holds (a crashed one's claim lapses)
+    claimed_by: Mapped[str | None] = mapped_column(_NAME)
+    claimed_until: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        # the deliverer's claim: what is due, oldest first
+        Index("ix_webhook_deliveries_state_next_attempt_at", "state", "next_attempt_at"),
+        Index("ix_webhook_deliveries_tenant_id", "tenant", "id"),
+        Index("ix_webhook_deliveries_task_id", "task_id"),
+    )
+
+
 metadata = Base.metadata
 tasks = cast(Table, TaskRow.__table__)
 attempts = cast(Table, AttemptRow.__table__)
@@ -270,3 +311,4 @@ policy_applications = cast(Table, PolicyApplicationRow.__table__)
 signal_snapshots = cast(Table, SignalSnapshotRow.__table__)
 signal_samples = cast(Table, SignalSampleRow.__table__)
 leader_lease = cast(Table, LeaderLeaseRow.__table__)
+webhook_deliveries = cast(Table, WebhookDeliveryRow.__table__)

@@ -73,6 +73,8 @@ def _task_row(item: NewTask, task_id: str, now: datetime) -> dict[str, Any]:
         "options": dict(spec.options),
         "labels": dict(spec.labels),
         "input_bytes": spec.input_bytes,
+        "notify_url": spec.notify_url,
+        "notify_events": ",".join(spec.notify_events) or None,
         "state": TaskState.QUEUED.value,
         "created_at": now,
         "updated_at": now,

@@ -11,7 +11,7 @@ The statuses added to schemathesis' defaults, each with its reason, are the
 project's ``schemathesis.toml`` (the CLI reads the same file). Its one
 allowance for schema-valid data, a 422 on a task, plan or upload, is
 narrowed here to the fields in ``DEPENDS_ON_STATE``: whether a local input
-exists under the tenant's folder, a host resolves, a policy's rules name its
+exists under the tenant's folder, a host (an input's or the notify URL's) resolves, a policy's rules name its
 own targets, or an upload's base64-encoded file name is safe, is the
 server's state or beyond JSON Schema (the 422 still names the field).
 
@@ -49,7 +49,7 @@ MIN_CALLS = 1
 
 #: per operation, the fields whose schema-valid values the server may still refuse with a 422 (module docstring)
 DEPENDS_ON_STATE: dict[str, tuple[str, ...]] = {
-    "POST /v1/tasks": ("source", "target", "output"),
+    "POST /v1/tasks": ("source", "target", "output", "notify_url"),
     "POST /v1/plan": ("policy", "signals", "task.source", "task.target", "task.output"),
     "POST /v1/uploads/": ("Upload-Metadata",),
 }
@@ -66,7 +66,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     upgrade(engine=engine)
     store = Store(engine)
     try:
-        with ApiServer.start(store, root, max_body_bytes=4096, max_upload_bytes=64 * 1024) as api:
+        # GET /v1/events streams until its bound: a short one, so each fuzzed call ends
+        with ApiServer.start(
+            store, root, max_body_bytes=4096, max_upload_bytes=64 * 1024, events_stream_seconds=0.2
+        ) as api:
             # something real to find: a task with a live attempt, so fuzzed requests also reach
             # the handlers past the "no such task/attempt" checks
             task = api.client(OPERATOR).post("/v1/tasks", json=api.body(tenant="ops"))

@@ -6,7 +6,6 @@ A live rich progress bar on a terminal, one plain line per change otherwise.
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any
 
 import click
@@ -16,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from controlplane.cli.client import ApiClient, client_options
 from controlplane.cli.tasks.render import latest_attempt, progress_text
 from controlplane.cli.tasks.session import FINAL_STATES, api_session, task_path
+from controlplane.cli.tasks.wakeup import EventWakeup
 from controlplane.domain import TaskState
 
 __all__ = ["BarDisplay", "PlainDisplay", "follow_task", "outcome_line", "result_lines", "watch"]
@@ -93,15 +93,17 @@ def _stdout_is_terminal() -> bool:
 def follow_task(
     client: ApiClient, task_id: str, *, interval: float, display: PlainDisplay | BarDisplay
 ) -> dict[str, Any]:
-    """Poll the task until it is final; returns its last JSON."""
+    """Read the task at each of its events (and every ``interval`` for progress) until it is final; its last JSON."""
+    wakeup = EventWakeup(client, task_id)
     try:
         while True:
             task: dict[str, Any] = client.get(task_path(task_id))
             display.update(task)
             if task["state"] in FINAL_STATES:
                 return task
-            time.sleep(interval)
+            wakeup.wait(interval)
     finally:
+        wakeup.close()
         display.close()
 
 
@@ -121,7 +123,11 @@ def result_lines(task: dict[str, Any], *, api_url: str) -> list[str]:
 @click.command("watch")
 @click.argument("task_id")
 @click.option(
-    "--interval", type=click.FloatRange(min=0.05), default=1.0, show_default=True, help="Seconds between polls."
+    "--interval",
+    type=click.FloatRange(min=0.05),
+    default=1.0,
+    show_default=True,
+    help="Seconds between reads of the progress (state changes come at once, from the event stream).",
 )
 @client_options
 def watch(task_id: str, interval: float, url: str, token: str | None) -> None:
