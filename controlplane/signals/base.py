@@ -51,7 +51,9 @@ class Wanted:
 
     @property
     def kubernetes(self) -> list[Target]:
-        return [t for t in self.targets.values() if t.provider == "kubernetes"]
+        """The clusters whose free GPUs bound what they take: not a cloud node pool, whose autoscaler brings
+        nodes on demand (none free is its normal idle state; a refusal shows on the pod, as a capacity error)."""
+        return [t for t in self.targets.values() if t.provider == "kubernetes" and t.cloud is None]
 
 
 def wanted_from_targets(targets: Sequence[Target]) -> Wanted:

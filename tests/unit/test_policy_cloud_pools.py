@@ -216,6 +216,8 @@ def test_the_price_pollers_are_asked_for_the_pools_offers() -> None:
     wanted = wanted_from_targets(policy(ONPREM, EKS, AKS).targets)
     assert wanted.aws_offers == (("us-east-1", "g5.xlarge"), ("us-east-1", "g6.xlarge"))
     assert wanted.azure_offers == (("eastus", "Standard_NC4as_T4_v3"),)
+    # an autoscaled pool has no free GPUs when idle: only the private cluster's are counted (no_capacity)
+    assert [t.name for t in wanted.kubernetes] == ["onprem"]
 
 
 prices = st.one_of(st.none(), st.floats(min_value=0.01, max_value=5.0))
