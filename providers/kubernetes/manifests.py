@@ -47,6 +47,8 @@ MANAGER = "fusionplane"
 ANNOTATION_TARGET = "fusionplane.io/target"
 #: a pod on a cloud node pool: the offer (cloud/region/instance type) it was priced at, for people and ``status``
 ANNOTATION_OFFER = "fusionplane.io/offer"
+#: the pod label that makes AKS's workload-identity webhook project the service account's Azure token
+AKS_WORKLOAD_IDENTITY_LABEL = "azure.workload.identity/use"
 #: the volume of a ``pvc`` target store (the policy's ``targets[].storage``)
 STORE_VOLUME = "target-store"
 
@@ -89,6 +91,7 @@ def job_body(
     claim = StoreClaim.of(request.target_storage, target=target.name)
     pod = pod_spec(settings, name, store=claim)
     annotations = {ANNOTATION_TARGET: target.name}
+    pod_labels = dict(labels)
     if target.cloud is not None:
         # a cloud node pool: the same hardened pod, landed on the capacity type and instance type it was priced at
         candidate = request.candidate
@@ -103,6 +106,10 @@ def job_body(
                 target=target.name,
             )
         )
+        if target.cloud.provider == "azure" and settings.service_account:
+            # AKS workload identity: its webhook gives the pod the service account's identity (the bucket) only
+            # when the pod asks for it with this label
+            pod_labels[AKS_WORKLOAD_IDENTITY_LABEL] = "true"
         annotations[ANNOTATION_OFFER] = (
             f"{target.cloud.provider}/{target.cloud.region}/{candidate.instance_type or '-'}"
         )
@@ -110,7 +117,7 @@ def job_body(
         # a retry is a new attempt, decided by the control plane from the exit code
         "backoffLimit": 0,
         "ttlSecondsAfterFinished": settings.ttl_after_finished_s,
-        "template": {"metadata": {"labels": dict(labels)}, "spec": pod},
+        "template": {"metadata": {"labels": pod_labels}, "spec": pod},
     }
     if request.deadline_seconds is not None:
         if request.deadline_seconds <= 0:

@@ -216,6 +216,19 @@ def test_the_operators_own_selector_and_tolerations_are_kept_and_a_contradiction
     pod = pod_of(cluster)
     assert pod["nodeSelector"]["accelerator"] == "t4"
     assert pod["tolerations"] == [gpu, AKS_TOLERATION]  # the pool's toleration once, not twice
+    [job] = cluster.objects(JOBS)
+    assert "azure.workload.identity/use" not in job["spec"]["template"]["metadata"]["labels"]  # no service account
+
+
+def test_an_aks_pod_with_a_service_account_asks_for_its_workload_identity(
+    cluster: KmockCluster, client: kubernetes.client.ApiClient
+) -> None:
+    on = pool_target("aks-wi", AKS, service_account="fusionplane-worker")
+    make(client, on).launch(request_for("att-wi", on))
+    [job] = cluster.objects(JOBS)
+    assert job["spec"]["template"]["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+    assert "azure.workload.identity/use" not in job["metadata"]["labels"]  # the pod's, not the Job's or Secret's
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "fusionplane-worker"
 
     wrong = pool_target("eks-wrong", KARPENTER, node_selector={"karpenter.sh/capacity-type": "on-demand"})
     with pytest.raises(InvalidSpec, match="contradicts its cloud node pool"):
