@@ -8,6 +8,7 @@ does this cost", and is refused.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from controlplane.domain import CLOUD_PROVIDERS, CloudPool
@@ -18,6 +19,7 @@ from controlplane.policy.parse_fields import json_object, number
 __all__ = ["CLOUD_KEY", "pool_fields"]
 
 CLOUD_KEY = "cloud"
+_OFFER_PART = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
 _POOL_KEYS = frozenset({"provider", "region", "capacity_type", "instance_types", "autoscaler", "capacity_wait_seconds"})
 #: what the pool decides, so the target may not say it again
 _DERIVED = ("regions", "instance_types", "market")
@@ -71,8 +73,10 @@ def _pool(value: Any, path: str) -> CloudPool:
 
 
 def _text(value: Any, path: str) -> str:
-    if not isinstance(value, str) or not value.strip() or value != value.strip():
-        raise PolicyError(path, "must be a non-empty string without surrounding spaces")
+    # a region and a type end up in signal keys (aws/<region>/<type>), price API calls and node-selector
+    # label values: the label-value alphabet keeps a "/" or a space from reading as another offer
+    if not isinstance(value, str) or not _OFFER_PART.fullmatch(value):
+        raise PolicyError(path, "must be 1..63 of [A-Za-z0-9._-], starting and ending with a letter or digit")
     return value
 
 

@@ -56,6 +56,8 @@ SCALING_UP = frozenset({"TriggeredScaleUp", "Nominated"})
 NOT_SCALING_UP = frozenset({"NotTriggerScaleUp"})
 #: Karpenter's word for a cloud that has no capacity of the types a NodePool allows
 INSUFFICIENT_CAPACITY = "InsufficientCapacity"
+#: how much of an event's text a refusal keeps: it becomes the attempt's reason, shown in receipts and consoles
+_EVENT_TEXT = 300
 
 
 def pool_pod_fields(
@@ -132,7 +134,7 @@ def capacity_refusal(pool: CloudPool, *, unschedulable_for_s: int, events: Itera
     """
     latest_autoscaler: Mapping[str, Any] | None = None
     for event in events:
-        reason, message = str(event.get("reason") or ""), str(event.get("message") or "")
+        reason, message = _text(event.get("reason")), _text(event.get("message"))
         if INSUFFICIENT_CAPACITY in reason or INSUFFICIENT_CAPACITY in message:
             return f"{_source(event)} {reason}: {message}".strip().rstrip(":")
         if reason in SCALING_UP or reason in NOT_SCALING_UP:
@@ -142,7 +144,7 @@ def capacity_refusal(pool: CloudPool, *, unschedulable_for_s: int, events: Itera
     if latest_autoscaler is not None and latest_autoscaler.get("reason") in SCALING_UP:
         return None
     said = (
-        f"; {latest_autoscaler.get('reason')}: {latest_autoscaler.get('message') or ''}".rstrip(": ")
+        f"; {_text(latest_autoscaler.get('reason'))}: {_text(latest_autoscaler.get('message'))}".rstrip(": ")
         if latest_autoscaler is not None
         else "; no scale-up"
     )
@@ -152,7 +154,13 @@ def capacity_refusal(pool: CloudPool, *, unschedulable_for_s: int, events: Itera
     )
 
 
+def _text(value: Any) -> str:
+    """An event field as one short printable line: events are written by whoever may write to the cluster."""
+    text = "".join(c if c.isprintable() else " " for c in str(value or ""))
+    return text if len(text) <= _EVENT_TEXT else text[: _EVENT_TEXT - 3] + "..."
+
+
 def _source(event: Mapping[str, Any]) -> str:
     source = event.get("source")
     component = (source.get("component") if isinstance(source, Mapping) else None) or event.get("reportingComponent")
-    return str(component) or "autoscaler"
+    return _text(component) or "autoscaler"
