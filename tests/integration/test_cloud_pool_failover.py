@@ -34,7 +34,9 @@ from controlplane.domain import AttemptState, SignalSample, TaskKind, TaskSpec, 
 from controlplane.policy import parse_policy
 from controlplane.runtime import standalone_scheduler
 from controlplane.runtime.pool_offers import merge_pool_offers, pool_clouds, summed
+from controlplane.runtime.signals import store_sources
 from controlplane.scheduler import Scheduler
+from controlplane.signals.base import wanted_from_targets
 from controlplane.store import Store, make_engine, offer_outcomes, upgrade
 from providers.bootstrap import WorkerImage, resource_name
 from providers.kubernetes import KubernetesProvider
@@ -49,36 +51,35 @@ AKS_NAMESPACE = "fp-aks"
 EKS_TYPES = ["g5.xlarge", "g6.xlarge"]
 AKS_SIZE = "Standard_NC4as_T4_v3"
 STORE = {"uri": "s3://fp-work/pods/"}
-POLICY = parse_policy(
-    {
-        "targets": [
-            {
-                "name": "eks-spot",
-                "provider": "kubernetes",
-                "private": False,
-                "max_price_usd_h": 1.0,
-                "cloud": {
-                    "provider": "aws",
-                    "region": "us-east-1",
-                    "instance_types": EKS_TYPES,
-                    "capacity_wait_seconds": 60,
-                },
-                "settings": {"namespace": NAMESPACE},
-                "storage": STORE,
+POLICY_DOCUMENT: dict[str, Any] = {
+    "targets": [
+        {
+            "name": "eks-spot",
+            "provider": "kubernetes",
+            "private": False,
+            "max_price_usd_h": 1.0,
+            "cloud": {
+                "provider": "aws",
+                "region": "us-east-1",
+                "instance_types": EKS_TYPES,
+                "capacity_wait_seconds": 60,
             },
-            {
-                "name": "aks-spot",
-                "provider": "kubernetes",
-                "private": False,
-                "max_price_usd_h": 1.0,
-                "cloud": {"provider": "azure", "region": "eastus", "instance_types": [AKS_SIZE]},
-                "settings": {"namespace": AKS_NAMESPACE},
-                "storage": STORE,
-            },
-        ],
-        "rules": [{"name": "pods", "targets": ["eks-spot", "aks-spot"]}],
-    }
-)
+            "settings": {"namespace": NAMESPACE},
+            "storage": STORE,
+        },
+        {
+            "name": "aks-spot",
+            "provider": "kubernetes",
+            "private": False,
+            "max_price_usd_h": 1.0,
+            "cloud": {"provider": "azure", "region": "eastus", "instance_types": [AKS_SIZE]},
+            "settings": {"namespace": AKS_NAMESPACE},
+            "storage": STORE,
+        },
+    ],
+    "rules": [{"name": "pods", "targets": ["eks-spot", "aks-spot"]}],
+}
+POLICY = parse_policy(POLICY_DOCUMENT)
 FUSIONCTL = click.Group("fusionctl", commands=COMMANDS)
 
 
@@ -288,6 +289,12 @@ def test_a_pod_the_pool_cannot_get_capacity_for_fails_over_and_counts_against_th
     )
     merged = merge_pool_offers(found, pool_clouds(POLICY.targets), summed)
     assert merged[("aws", "us-east-1", "g5.xlarge")].capacity_errors == 1
+    # ... and the breaker poller serve runs opens that offer's breaker on it (one attempt is enough here)
+    strict = parse_policy({**POLICY_DOCUMENT, "thresholds": {"breaker_min_attempts": 1}})
+    breaker = store_sources(world.store, lambda: strict)[0]
+    polled = breaker.poll(wanted_from_targets(strict.targets), timeout_s=5.0, clock=lambda: world.now[0])
+    values = {f"{sample.source}/{sample.key}": sample.value for sample in polled.samples}
+    assert values["breaker/aws/us-east-1/g5.xlarge"] == 1.0
 
     world.open_breakers()
     world.advance(5)
