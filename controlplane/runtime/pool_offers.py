@@ -41,13 +41,16 @@ def merge_pool_offers(
 ) -> dict[_Key, _R]:
     """``found`` with each node-pool offer of ``kubernetes`` counted under its cloud (``add`` sums two records).
 
-    Offers of the private cluster (no region or type) and of pools no longer
-    in the policy stay where they are: nothing reads them, and nothing is lost.
+    Other ``kubernetes`` offers (the private cluster's, with no region or
+    type, and those of pools no longer in the policy) are left out: no breaker
+    guards them, and a breaker of their own would only log changes nobody acts on.
     """
     merged: dict[_Key, _R] = {}
     for (provider, region, instance_type), record in found.items():
-        cloud = clouds.get((region or "", instance_type or "")) if provider == POD_PROVIDER else None
-        key: _Key = (cloud or provider, region, instance_type)
+        cloud = clouds.get((region or "", instance_type or "")) if provider == POD_PROVIDER else provider
+        if cloud is None:
+            continue
+        key: _Key = (cloud, region, instance_type)
         earlier = merged.get(key)
         merged[key] = record if earlier is None else add(earlier, record, key[0])
     return merged
