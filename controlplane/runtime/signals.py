@@ -49,7 +49,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from controlplane.config import SIGNAL_RETENTION_VARIABLE, SIGNALS_OFF_VARIABLE, SIGNALS_PREFIX, SignalSettings
-from controlplane.domain import CLOUD_PROVIDERS, ON_DEMAND_PRICE_TTL_SECONDS, SPOT_PRICE_TTL_SECONDS, TaskState
+from controlplane.domain import CLOUD_PROVIDERS, ON_DEMAND_PRICE_TTL_SECONDS, SPOT_PRICE_TTL_SECONDS, Target, TaskState
 from controlplane.metrics import Metrics
 from controlplane.policy import Policy
 from controlplane.policy.breaker import BreakerParams, BreakerRules
@@ -271,8 +271,14 @@ def store_sources(store: Store, policy: Callable[[], Policy | PolicySet]) -> lis
     def params() -> BreakerParams:
         return BreakerParams.from_thresholds(_base(policy()).thresholds)
 
+    def pool_targets() -> list[Target]:
+        """Every kubernetes target on a cloud node pool, in the base policy or a tenant's overlay."""
+        current = policy()
+        overlays = current.tenants.values() if isinstance(current, PolicySet) else ()
+        return [t for p in (_base(current), *overlays) for t in p.targets if t.cloud is not None]
+
     def pools() -> dict[tuple[str, str], str]:
-        return pool_clouds(_base(policy()).targets)
+        return pool_clouds(pool_targets())
 
     def outcomes(now: datetime) -> dict[OfferKey, OfferOutcomes]:
         since = now - timedelta(seconds=params().window_seconds)
@@ -291,9 +297,8 @@ def store_sources(store: Store, policy: Callable[[], Policy | PolicySet]) -> lis
         if not any(p.thresholds.has_budget for p in (_base(current), *overlays)):
             prices.clear()
             return None
-        # pods on cloud node pools cost what their receipts priced them at; the private cluster's are unpriced
-        providers = (*CLOUD_PROVIDERS, POD_PROVIDER) if pools() else CLOUD_PROVIDERS
-        return cloud_spend_today(store.engine, now=now, prices=prices, providers=providers)
+        # pods on cloud node pools cost what their receipts priced them at, like VMs; the private cluster's do not
+        return cloud_spend_today(store.engine, now=now, prices=prices, targets=sorted({t.name for t in pool_targets()}))
 
     def history(now: datetime, targets: Sequence[str]) -> dict[OfferKey, OfferHistory]:
         hours = _base(policy()).spot_risk.history_hours

@@ -37,7 +37,7 @@ from controlplane.runtime.pool_offers import merge_pool_offers, pool_clouds, sum
 from controlplane.runtime.signals import store_sources
 from controlplane.scheduler import Scheduler
 from controlplane.signals.base import wanted_from_targets
-from controlplane.store import Store, make_engine, offer_outcomes, upgrade
+from controlplane.store import Store, cloud_spend_today, make_engine, offer_outcomes, upgrade
 from providers.bootstrap import WorkerImage, resource_name
 from providers.kubernetes import KubernetesProvider
 from tests.contract.test_kubernetes_provider import JOB_FAILED, NAMESPACE, _drain, set_job_status, stamp, start_pod
@@ -233,6 +233,17 @@ def test_a_reclaimed_spot_node_fails_the_pod_over_to_the_next_pool_resuming_its_
         == checkpoint_of(world, second.id)
         == (f"s3://fp-work/pods/acme/{task_id}/checkpoint/")
     )
+
+    # the daily budget counts the pod's node at its receipt's price: 5 s at 0.45 $/h, the second pod just started
+    budgeted = parse_policy({**POLICY_DOCUMENT, "thresholds": {"daily_budget_usd": 100}})
+    budget = store_sources(world.store, lambda: budgeted)[1]
+    polled = budget.poll(wanted_from_targets(budgeted.targets), timeout_s=5.0, clock=lambda: world.now[0])
+    spend = {sample.key: sample.value for sample in polled.samples}
+    assert spend["spent_today_usd"] == round(0.45 * 5 / 3600, 4)  # the sample keeps 4 decimals
+    assert spend["unpriced_attempts_today"] == 0
+    exact = cloud_spend_today(world.store.engine, now=world.now[0], targets=["eks-spot", "aks-spot"])
+    assert exact.total_usd == pytest.approx(0.45 * 5 / 3600)
+    assert cloud_spend_today(world.store.engine, now=world.now[0]).attempts == 0  # VMs only: none here
 
     shown = explain(world, tmp_path, task_id)
     assert "eks-spot (kubernetes, cloud, region us-east-1, type g5.xlarge, expected $0.45/h, max $1/h, spot)" in shown
