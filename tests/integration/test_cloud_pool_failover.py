@@ -220,6 +220,8 @@ def test_a_reclaimed_spot_node_fails_the_pod_over_to_the_next_pool_resuming_its_
     assert ended.state is AttemptState.PREEMPTED
     assert (ended.reason or "").startswith("pod gone with its aws spot node (reclaimed)")
     assert world.store.get_task(task_id).state is TaskState.QUEUED
+    [event] = [e for e in world.store.list_events(task_id) if e.kind == "attempt.failover"]
+    assert (event.detail["trigger"], event.detail["reason"]) == ("preempted", ended.reason)
 
     world.advance(5)  # past the failover backoff
     assert world.scheduler.place_batch() == 1
@@ -294,6 +296,9 @@ def test_a_pod_the_pool_cannot_get_capacity_for_fails_over_and_counts_against_th
     assert ended.state is AttemptState.FAILED
     assert (ended.reason or "").startswith("insufficient_capacity: no aws spot node came in us-east-1 within 60 s")
     assert world.cluster.objects(JOBS, NAMESPACE) == []  # cancelled before the failover
+    [event] = [e for e in world.store.list_events(task_id) if e.kind == "attempt.failover"]
+    assert event.detail["trigger"] == "insufficient_capacity"
+    assert event.detail["reason"] == ended.reason
     # the breaker's evidence: the refusal counts against the AWS offer, like an EC2 InsufficientInstanceCapacity
     found = offer_outcomes(
         world.store.engine, since=world.now[0] - timedelta(hours=1), providers=("aws", "azure", "kubernetes")
