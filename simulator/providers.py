@@ -32,9 +32,11 @@ class SimulatedProvider:
         return target
 
     def capacity(self, target: Target) -> Capacity:
-        if target.provider in ("kubernetes", "local"):
+        cloud = target.market_provider
+        if cloud is None:
             return Capacity(free=self.world.private_free(), total=self.world.private_gpus)
-        markets = [self.world.markets.get(f"{target.provider}/{region}") for region in target.regions]
+        # a pod on a cloud node pool draws on its cloud's market like a VM
+        markets = [self.world.markets.get(f"{cloud}/{region}") for region in target.regions]
         mode: MarketMode = "on_demand" if target.market == ON_DEMAND else self.world.mode
         free = [market.free(self.world.now_s, mode) for market in markets if market is not None]
         if not free or any(value is None for value in free):
@@ -42,11 +44,13 @@ class SimulatedProvider:
         return Capacity(free=sum(value for value in free if value is not None), total=None)
 
     def quote(self, candidate: Candidate) -> Quote:
-        if candidate.provider in ("kubernetes", "local") or candidate.region is None:
+        target = self._targets().get(candidate.target)
+        cloud = target.market_provider if target is not None else None
+        if cloud is None or candidate.region is None:
             return Quote(usd_per_hour=None)
         mode: MarketMode | None = "on_demand" if candidate.market == ON_DEMAND else None
         price = self.world.prices.hourly(
-            candidate.provider, candidate.region, None, candidate.instance_type or "default", self.world.now_s, mode
+            cloud, candidate.region, None, candidate.instance_type or "default", self.world.now_s, mode
         )
         return Quote(usd_per_hour=price, observed_at=self.world.prices.at(self.world.now_s))
 

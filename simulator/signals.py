@@ -92,6 +92,6 @@ class SimClusterLoad:
                 ttl_seconds=self.ttl_seconds,
             )
             for target in wanted.targets.values()
-            if target.provider in ("kubernetes", "local")
+            if target.market_provider is None  # a cloud node pool is not the operator's own GPUs
         ]
         return PollResult(samples=samples)

@@ -177,7 +177,7 @@ class SimWorld:
             self.tasks[task_id] = TaskWork(work_s=self.unknown_task_work_s, segment_s=None)
         if task_id not in self.tasks:
             raise InsufficientCapacity(f"task {task_id} is not in the simulated workload", target=target.name)
-        if target.provider in ("kubernetes", "local"):
+        if target.market_provider is None:
             instance = self._launch_private(attempt_id, task_id, target, candidate, priority)
         else:
             instance = self._launch_cloud(attempt_id, task_id, target, candidate)
@@ -224,10 +224,12 @@ class SimWorld:
         return instance
 
     def _launch_cloud(self, attempt_id: str, task_id: str, target: Target, candidate: Candidate) -> Instance:
+        """A VM, or a pod on a cloud node pool: either takes a node from its cloud's (region) trace market."""
         region = candidate.region or (target.regions[0] if target.regions else "")
-        market = self.markets.get(f"{target.provider}/{region}")
+        cloud = target.market_provider or target.provider
+        market = self.markets.get(f"{cloud}/{region}")
         if market is None:
-            raise InsufficientCapacity(f"no simulated {target.provider} market in {region!r}", target=target.name)
+            raise InsufficientCapacity(f"no simulated {cloud} market in {region!r}", target=target.name)
         instance_type = candidate.instance_type or "default"
         bought: MarketMode = "on_demand" if self.mode == "on_demand" or target.market == ON_DEMAND else "spot"
         zone = market.pick_zone(self.now_s, bought, target.zones)
@@ -249,7 +251,7 @@ class SimWorld:
             task_id=task_id,
             provider=target.provider,
             target=target.name,
-            pool=f"{target.provider}/{region}",
+            pool=f"{cloud}/{region}",
             region=region,
             zone=zone.name,
             instance_type=instance_type,
@@ -332,7 +334,7 @@ class SimWorld:
             usd = self.private.usd_per_gpu_hour * (self.now_s - began) / 3600.0
         else:
             usd = self.prices.cost(
-                instance.provider,
+                instance.pool.partition("/")[0],  # the market's cloud: a pod on a node pool pays its node's price
                 instance.region or "",
                 instance.zone,
                 instance.instance_type,

@@ -2,7 +2,8 @@
 
 ``task`` (tasks and attempts) and ``states`` (their states and the allowed
 transitions), ``placement`` (targets, candidates, rejections and the
-``PlacementPlan`` that ``plan()`` returns), ``signals`` and ``reliability``
+``PlacementPlan`` that ``plan()`` returns), ``cloud_pool`` (a Kubernetes target's
+cloud node pool), ``signals`` and ``reliability``
 (the signal snapshot, signal names and TTLs, breaker and budget keys),
 ``backend`` (what a backend says about an attempt's resource), ``launch``
 (what a cloud target's settings must hold), ``worker_spec`` (the
@@ -16,6 +17,7 @@ domain's errors and the provider failure taxonomy). It imports nothing else
 from the project, so every layer can depend on it.
 """
 
+from controlplane.domain.cloud_pool import CloudPool
 from controlplane.domain.errors import (
     DomainError,
     InsufficientCapacity,
@@ -80,6 +82,7 @@ __all__ = [
     "Attempt",
     "AttemptState",
     "Candidate",
+    "CloudPool",
     "DataSensitivity",
     "DomainError",
     "FieldError",

@@ -37,6 +37,10 @@ class BackendStatus:
     #: seconds a PENDING attempt has waited for a node that fits (a Kubernetes pod ``Unschedulable``);
     #: None where the backend does not know of such a wait
     unschedulable_for_s: int | None = None
+    #: a PENDING attempt whose cloud refused the capacity it waits for (Karpenter ``InsufficientCapacity``, an
+    #: autoscaler that will not scale up past the node pool's wait): the cloud's words. The attempt fails over
+    #: and counts against its offer's breaker, like a VM launch refused ``InsufficientInstanceCapacity``
+    capacity_refusal: str | None = None
 
 
 def unschedulable_seconds(status: BackendStatus) -> int | None:

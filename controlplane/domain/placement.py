@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from controlplane.domain.cloud_pool import CloudPool
+from controlplane.domain.signals import CLOUD_PROVIDERS
 from controlplane.domain.target_storage import TargetStorage
 
 __all__ = ["MARKETS", "ON_DEMAND", "SPOT", "Candidate", "PlacementPlan", "Rejection", "Target"]
@@ -46,6 +48,16 @@ class Target:
     #: where the target's workers read and write (the policy's ``storage``); None: no store of its own (a
     #: local target then uses the control plane's output root, any other reaches only remote URIs)
     storage: TargetStorage | None = None
+    #: a ``kubernetes`` target's cloud node pool (EKS or AKS); None: a cluster whose nodes are not bought by the
+    #: hour (the private cluster). The parser copies its region, instance types and market into the fields above
+    cloud: CloudPool | None = None
+
+    @property
+    def market_provider(self) -> str | None:
+        """The cloud whose market prices this target's machines: its own (aws, azure), its node pool's, or None."""
+        if self.cloud is not None:
+            return self.cloud.provider
+        return self.provider if self.provider in CLOUD_PROVIDERS else None
 
 
 @dataclass(frozen=True, kw_only=True)

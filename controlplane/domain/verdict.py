@@ -24,6 +24,8 @@ succeeded / retryable / a launch refusal or cancel /   / ``FAIL`` (the attempt k
 anything else
 a running worker silent past the heartbeat timeout     ``FAIL_OVER`` LOST, trigger ``heartbeat``,
                                                        cancel first
+a pod the cloud refused a node (a spot pool out of      ``FAIL_OVER`` FAILED, trigger
+capacity: ``capacity_refusal``)                        ``insufficient_capacity``, cancel first
 a pod unschedulable past its limit                     ``FAIL_OVER`` FAILED, trigger
                                                        ``unschedulable``, cancel first
 a worker that never called in, past its provider's     ``FAIL_OVER`` LOST, trigger
@@ -45,7 +47,21 @@ from controlplane.domain.exit_codes import RetryClass, retry_class
 from controlplane.domain.states import AttemptState
 from controlplane.domain.task import Attempt
 
-__all__ = ["FollowRules", "Next", "Verdict", "is_retryable", "never_called_in", "verdict", "worker_report"]
+__all__ = [
+    "CAPACITY_TRIGGER",
+    "FollowRules",
+    "Next",
+    "Verdict",
+    "is_retryable",
+    "never_called_in",
+    "verdict",
+    "worker_report",
+]
+
+
+#: the trigger (and reason prefix) of a pod failed over because its cloud refused capacity; the same code as
+#: ``InsufficientCapacity``'s, which a refused VM launch is recorded with
+CAPACITY_TRIGGER = "insufficient_capacity"
 
 
 class Next(StrEnum):
@@ -173,6 +189,9 @@ def verdict(
         return _final(status, sending=sending)
     if attempt.state.is_final:
         return _ended(attempt)
+    refused = _refused(status)
+    if refused is not None:
+        return refused
     timed_out = _timed_out(attempt, status, last_heartbeat, rules, now, sending=sending)
     if timed_out is not None:
         return timed_out
@@ -216,6 +235,20 @@ def _ended(attempt: Attempt) -> Verdict:
             next=Next.REQUEUE, reason=f"attempt {attempt.number} ended {state.value} and the scheduler stopped"
         )
     return Verdict(next=Next.FAIL, reason=attempt.reason or f"attempt {state.value}", exit_code=attempt.exit_code)
+
+
+def _refused(status: BackendStatus | None) -> Verdict | None:
+    """A pending attempt whose cloud refused it capacity: failed over now, its resource stopped first."""
+    if status is None or status.state is not BackendState.PENDING or status.capacity_refusal is None:
+        return None
+    # the reason's prefix is what the breaker counts as a capacity error (store.offer_stats)
+    return Verdict(
+        next=Next.FAIL_OVER,
+        ended=AttemptState.FAILED,
+        trigger=CAPACITY_TRIGGER,
+        reason=f"{CAPACITY_TRIGGER}: {status.capacity_refusal}",
+        cancel_first=True,
+    )
 
 
 def _timed_out(

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 from controlplane.domain import DataSensitivity, Priority, SettingsCheck, Target, TaskKind, missing_launch_settings
-from controlplane.policy.model import CLOUD_PROVIDERS, Actions, Match, Policy, PolicyError, Range, Rule
+from controlplane.policy.model import Actions, Match, Policy, PolicyError, Range, Rule
 from controlplane.policy.parse import parse_policy
 from controlplane.policy.seed import NO_SEED_CLOUDS, SEED_KEY, SEED_RULE_PREFIX, SeedClouds
 
@@ -214,7 +214,7 @@ def _ruled_out(policy: Policy, actions: Actions, *, skip: str = "") -> dict[str,
 
 
 def _why_ruled_out(target: Target, actions: Actions, *, skip: str = "") -> str | None:
-    name, cloud = target.name, target.provider in CLOUD_PROVIDERS
+    name, cloud = target.name, target.market_provider is not None
     if skip != "targets" and actions.targets and name not in actions.targets:
         return "the rule's targets do not list it"
     if skip != "exclude" and name in actions.exclude:
@@ -225,8 +225,8 @@ def _why_ruled_out(target: Target, actions: Actions, *, skip: str = "") -> str |
         return "use_cloud: true and it is not a cloud target"
     if actions.use_cloud is False and cloud:
         return "use_cloud: false and it is a cloud target"
-    if actions.cloud_provider and cloud and target.provider != actions.cloud_provider:
-        return f"cloud_provider: {actions.cloud_provider} and it is on {target.provider}"
+    if actions.cloud_provider and cloud and target.market_provider != actions.cloud_provider:
+        return f"cloud_provider: {actions.cloud_provider} and it is on {target.market_provider}"
     return None
 
 
@@ -330,7 +330,19 @@ class _Checker:
                 live.append((rule, private_only))
         self.check_targets_used(live)
         self.check_not_configured()
+        self.check_private_pools()
         return self.findings
+
+    def check_private_pools(self) -> None:
+        """A cluster on a cloud node pool marked private: the operator's call, but private data leaves the site."""
+        for index, target in enumerate(self.policy.targets):
+            if target.cloud is not None and target.private:
+                message = (
+                    f"runs on {target.cloud.provider} {target.cloud.capacity_type} nodes in {target.cloud.region} "
+                    "and is marked private, so private tasks may go there: mark it private only if that cluster "
+                    "and its bucket are inside your data boundary"
+                )
+                self.add(f"{self.target_path(index)}.private", message, "warning")
 
     def check_not_configured(self) -> None:
         """A seed form's built-in cloud with no launch settings: valid, but it takes no task."""
@@ -361,7 +373,7 @@ class _Checker:
             # engine._any_price_within_budget: the rule's listed targets (or all), clouds with a max price
             names = actions.targets or tuple(t.name for t in self.policy.targets)
             clouds = [
-                t for t in (self.policy.target(n) for n in names) if t is not None and t.provider in CLOUD_PROVIDERS
+                t for t in (self.policy.target(n) for n in names) if t is not None and t.market_provider is not None
             ]
             if not clouds:
                 why = "the rule names no cloud target"

@@ -23,7 +23,7 @@ from controlplane.domain import (
 )
 from controlplane.domain.reliability import BREAKER_SOURCE
 from controlplane.policy.freshness import price_ttl
-from controlplane.policy.model import CLOUD_PROVIDERS, Actions, Policy, Rule, Thresholds
+from controlplane.policy.model import Actions, Policy, Rule, Thresholds
 
 __all__ = ["DEFAULT_RULE", "CompiledPolicy", "Lane", "Outcome", "compiled_policy", "max_price_of", "offers_of"]
 
@@ -59,20 +59,19 @@ def _rule_exclusions(policy: Policy, actions: Actions, rule_name: str, order: li
     """Targets the rule rules out, with the reason, in document order."""
     out: dict[str, str] = {}
     for target in policy.targets:
-        name = target.name
+        # a pod on an EKS or AKS node pool is on that cloud, for use_cloud and cloud_provider as for pricing
+        name, cloud = target.name, target.market_provider
         if name not in order:
             out[name] = f"rule {rule_name} does not list it"
         elif name in actions.exclude:
             out[name] = f"rule {rule_name} excludes it"
         elif actions.require and name not in actions.require:
             out[name] = f"rule {rule_name} requires {', '.join(actions.require)}"
-        elif actions.use_cloud is True and target.provider not in CLOUD_PROVIDERS:
+        elif actions.use_cloud is True and cloud is None:
             out[name] = f"rule {rule_name} says use_cloud: true and {name} is not a cloud target"
-        elif actions.use_cloud is False and target.provider in CLOUD_PROVIDERS:
+        elif actions.use_cloud is False and cloud is not None:
             out[name] = f"rule {rule_name} says use_cloud: false and {name} is a cloud target"
-        elif (
-            actions.cloud_provider and target.provider in CLOUD_PROVIDERS and target.provider != actions.cloud_provider
-        ):
+        elif actions.cloud_provider and cloud is not None and cloud != actions.cloud_provider:
             out[name] = f"rule {rule_name} says cloud_provider: {actions.cloud_provider}"
     return out
 
@@ -118,6 +117,7 @@ class Lane:
         "cloud",
         "instance_type",
         "market",
+        "market_provider",
         "name",
         "offers",
         "over_suffix",
@@ -140,11 +140,14 @@ class Lane:
         #: (source, target, output) URI schemes -> the guard's (code, detail) or None; only for tasks with no
         #: az:// URI, whose reach depends on the scheme alone (an az:// one also depends on its account)
         self.verdicts: dict[tuple[str, str, str], tuple[str, str] | None] = {}
-        self.cloud = target.provider in CLOUD_PROVIDERS
+        #: whose market prices the target: its own cloud, or the cloud of a kubernetes target's node pool
+        self.market_provider = market_provider = target.market_provider
+        self.cloud = market_provider is not None
         #: None off the clouds; on-demand offers read the list price and have no spot breaker
         self.market: str | None = target.market if self.cloud else None
         on_demand = self.market == ON_DEMAND
-        self.price_ttl = on_demand_price_ttl(target.provider) if on_demand else price_ttl(thresholds, target.provider)
+        priced_by = market_provider or target.provider
+        self.price_ttl = on_demand_price_ttl(priced_by) if on_demand else price_ttl(thresholds, priced_by)
         self.price_label = "on-demand price" if on_demand else "spot price"
         price_source = ON_DEMAND_PRICE_SOURCE if on_demand else SPOT_PRICE_SOURCE
         self.capacity_signal = f"{CAPACITY_SOURCE}/{target.name}"
@@ -161,7 +164,7 @@ class Lane:
         self.offers = tuple(
             (region, instance_type, key, f"{price_source}/{key}", None if on_demand else f"{BREAKER_SOURCE}/{key}")
             for region, instance_type in offers_of(target, actions)
-            for key in (spot_price_key(target.provider, region, instance_type),)
+            for key in (spot_price_key(priced_by, region, instance_type),)
         )
         self.within_suffix = " USD/h" if ceiling is None else f" USD/h <= max {ceiling:g}"
         self.over_suffix = "" if ceiling is None else f" > max {ceiling:g}"

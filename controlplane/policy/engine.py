@@ -67,9 +67,9 @@ from datetime import datetime
 from controlplane.domain import (
     BUDGET_SOURCE,
     CAPACITY_SOURCE,
-    CLOUD_PROVIDERS,
     GPU_UTILIZATION_SOURCE,
     ON_DEMAND,
+    PROVIDERS,
     QUEUE_SOURCE,
     SPOT_PRICE_SOURCE,
     Candidate,
@@ -289,7 +289,7 @@ class Costing:
     def __init__(self, policy: Policy, task: Task) -> None:
         self.policy = policy
         work = policy.estimates.work(task.spec.kind)
-        self.lengths = {provider: work + policy.estimates.overhead(provider) for provider in CLOUD_PROVIDERS}
+        self.lengths = {provider: work + policy.estimates.overhead(provider) for provider in PROVIDERS}
 
     def cost(
         self, signals: SignalReader, lane: Lane, region: str | None, instance_type: str | None, price: float | None
@@ -298,7 +298,9 @@ class Costing:
         if lane.market == ON_DEMAND:
             risk = CERTAIN
         else:
-            risk = offer_risk(signals, self.policy.spot_risk, lane.provider, region, instance_type, length)
+            risk = offer_risk(
+                signals, self.policy.spot_risk, lane.market_provider or lane.provider, region, instance_type, length
+            )
         return expected_usd(price, length, risk), risk
 
 
@@ -338,7 +340,7 @@ def priced_by_cost(lane: Lane, signals: SignalReader, reasons: list[str], costin
         assert lane.stale_price is not None  # without a max price every offer is eligible, so one was chosen
         return lane.stale_price
     chosen_lane, region, instance_type, price, _, probe, cost = chosen
-    key = spot_price_key(lane.provider, region, instance_type)
+    key = spot_price_key(lane.market_provider or lane.provider, region, instance_type)
     if price is None:
         reasons.append(_NO_PRICE_NO_CAP if lane.market != ON_DEMAND else _NO_LIST_PRICE)
     else:

@@ -38,6 +38,7 @@ from controlplane.policy.model import (
     Thresholds,
     policy_version,
 )
+from controlplane.policy.parse_cloud import CLOUD_KEY, pool_fields
 from controlplane.policy.parse_economics import parse_deadlines, parse_estimates, parse_rank, parse_spot_risk
 from controlplane.policy.parse_fields import boolean as _bool
 from controlplane.policy.parse_fields import json_object as _object
@@ -68,6 +69,7 @@ _TARGET_KEYS = frozenset(
         "settings",
         "storage",
         "description",
+        CLOUD_KEY,
     }
 )
 _RULE_KEYS = frozenset(
@@ -199,18 +201,25 @@ def _parse_target(value: Any, path: str) -> Target:
     settings = raw.get("settings", {})
     if not isinstance(settings, dict):
         raise PolicyError(f"{path}.settings", f"must be an object, not {json_type_name(settings)}")
+    # a node pool brings its own region, types and market (parse_cloud); a VM target names them itself
+    market = pool_fields(raw, provider, path) or {
+        "regions": _string_list(raw.get("regions", []), f"{path}.regions"),
+        "instance_types": _string_list(raw.get("instance_types", []), f"{path}.instance_types"),
+        "market": _market(raw, provider, f"{path}.market"),
+    }
+    pool = market.get("cloud")
     return Target(
         name=name,
         provider=provider,
         private=_bool(raw["private"], f"{path}.private"),
-        regions=_string_list(raw.get("regions", []), f"{path}.regions"),
         zones=_string_list(raw.get("zones", []), f"{path}.zones"),
-        instance_types=_string_list(raw.get("instance_types", []), f"{path}.instance_types"),
         max_price_usd_h=_positive_price(raw.get("max_price_usd_h"), f"{path}.max_price_usd_h"),
-        market=_market(raw, provider, f"{path}.market"),
+        **market,
         gpu_utilization_query=query,
         settings=dict(settings),
-        storage=parse_target_storage(raw["storage"], f"{path}.storage", provider=provider)
+        storage=parse_target_storage(
+            raw["storage"], f"{path}.storage", provider=provider, cloud=pool.provider if pool else None
+        )
         if "storage" in raw
         else None,
     )

@@ -28,7 +28,7 @@ from controlplane.policy.compiled import (
     max_price_of,
     offers_of,
 )
-from controlplane.policy.model import CLOUD_PROVIDERS, Conditions, Match, Policy, Rule
+from controlplane.policy.model import Conditions, Match, Policy, Rule
 from controlplane.policy.reading import SignalReader
 
 __all__ = ["choose_rule", "conditions_held"]
@@ -162,13 +162,14 @@ def _any_price_within_budget(rule: Rule, policy: Policy, signals: SignalReader) 
     names = rule.actions.targets or tuple(t.name for t in policy.targets)
     for name in names:
         target = policy.target(name)
-        if target is None or target.provider not in CLOUD_PROVIDERS:
+        cloud = None if target is None else target.market_provider
+        if target is None or cloud is None:
             continue
         ceiling = max_price_of(target, rule.actions)
         if ceiling is None:
             continue
         for region, instance_type in offers_of(target, rule.actions):
-            key = spot_price_key(target.provider, region, instance_type)
+            key = spot_price_key(cloud, region, instance_type)
             price = signals.price(key)
             if price is not None and price <= ceiling:
                 tripped = signals.breaker(f"{BREAKER_SOURCE}/{key}")

@@ -54,8 +54,10 @@ class Placement:
 
     def rate(self) -> float | None:
         """USD per hour, or None for a cloud placement whose price nobody knew."""
-        if self.target is None or self.provider not in CLOUD_PROVIDERS:
+        if self.target is None:
             return 0.0
+        if self.provider not in CLOUD_PROVIDERS and self.expected_usd_h is None and self.max_price_usd_h is None:
+            return 0.0  # owned capacity; a pod on a cloud node pool has its pool's price like a VM
         if self.expected_usd_h is not None:
             return self.expected_usd_h
         return self.max_price_usd_h

@@ -12,7 +12,8 @@ failed task later):
   ``endpoint_url`` an S3-compatible store in the cluster); ``local`` (the worker runs here with
   the control plane's own credentials, so a video can resume between this
   machine and a cloud on the same bucket);
-- ``az://account/container/prefix/``: ``azure``, and ``local`` likewise;
+- ``az://account/container/prefix/``: ``azure``, ``kubernetes`` on an AKS
+  node pool (``cloud.provider: azure``), and ``local`` likewise;
 - ``pvc://claim/prefix/`` with an absolute ``mount_path``: ``kubernetes`` only;
 - an absolute path (or ``file://``): ``local`` only.
 
@@ -58,8 +59,11 @@ _CLAIM = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
 _SEGMENT = re.compile(r"^[A-Za-z0-9._=+@-]{1,255}$")
 
 
-def parse_target_storage(value: Any, path: str, *, provider: str) -> TargetStorage:
+def parse_target_storage(value: Any, path: str, *, provider: str, cloud: str | None = None) -> TargetStorage:
     """``targets[i].storage`` as a :class:`TargetStorage` for a target of ``provider``.
+
+    ``cloud``: a kubernetes target's node-pool cloud, whose bucket its pods may use too (an AKS pod reads
+    Blob storage with its workload identity, as an Azure VM does with its managed identity).
 
     ``PolicyError`` names the bad field (``targets[2].storage.uri``).
     """
@@ -73,7 +77,7 @@ def parse_target_storage(value: Any, path: str, *, provider: str) -> TargetStora
     uri_path = f"{path}.uri"
     kind, root = _root(value["uri"], uri_path)
     allowed = PROVIDERS_OF_KIND[kind]
-    if provider not in allowed:
+    if provider not in allowed and (cloud is None or cloud not in allowed):
         raise PolicyError(
             uri_path, f"store kind {kind} does not fit provider {provider} (it fits: {', '.join(allowed)})"
         )

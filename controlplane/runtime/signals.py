@@ -49,11 +49,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from controlplane.config import SIGNAL_RETENTION_VARIABLE, SIGNALS_OFF_VARIABLE, SIGNALS_PREFIX, SignalSettings
-from controlplane.domain import ON_DEMAND_PRICE_TTL_SECONDS, SPOT_PRICE_TTL_SECONDS, TaskState
+from controlplane.domain import CLOUD_PROVIDERS, ON_DEMAND_PRICE_TTL_SECONDS, SPOT_PRICE_TTL_SECONDS, Target, TaskState
 from controlplane.metrics import Metrics
 from controlplane.policy import Policy
 from controlplane.policy.breaker import BreakerParams, BreakerRules
 from controlplane.policy_sources import PolicySet
+from controlplane.runtime.pool_offers import POD_PROVIDER, merge_pool_offers, pool_clouds, summed
 from controlplane.signals.base import SignalSource, Wanted, wanted_from_targets
 from controlplane.signals.breaker import BreakerSource
 from controlplane.signals.budget import BudgetSource
@@ -270,8 +271,23 @@ def store_sources(store: Store, policy: Callable[[], Policy | PolicySet]) -> lis
     def params() -> BreakerParams:
         return BreakerParams.from_thresholds(_base(policy()).thresholds)
 
+    def pool_targets() -> list[Target]:
+        """Every kubernetes target on a cloud node pool, in the base policy or a tenant's overlay."""
+        current = policy()
+        overlays = current.tenants.values() if isinstance(current, PolicySet) else ()
+        return [t for p in (_base(current), *overlays) for t in p.targets if t.cloud is not None]
+
+    def pools() -> dict[tuple[str, str], str]:
+        return pool_clouds(pool_targets())
+
     def outcomes(now: datetime) -> dict[OfferKey, OfferOutcomes]:
-        return offer_outcomes(store.engine, since=now - timedelta(seconds=params().window_seconds))
+        since = now - timedelta(seconds=params().window_seconds)
+        clouds = pools()
+        if not clouds:
+            return offer_outcomes(store.engine, since=since)
+        # a pod reclaimed on a spot node pool is evidence against its cloud's offer, like a VM's
+        found = offer_outcomes(store.engine, since=since, providers=(*CLOUD_PROVIDERS, POD_PROVIDER))
+        return merge_pool_offers(found, clouds, summed)
 
     prices: PriceCache = {}  # attempt id -> $/h, kept across polls: receipts are read once per attempt
 
@@ -281,11 +297,14 @@ def store_sources(store: Store, policy: Callable[[], Policy | PolicySet]) -> lis
         if not any(p.thresholds.has_budget for p in (_base(current), *overlays)):
             prices.clear()
             return None
-        return cloud_spend_today(store.engine, now=now, prices=prices)
+        # pods on cloud node pools cost what their receipts priced them at, like VMs; the private cluster's do not
+        return cloud_spend_today(store.engine, now=now, prices=prices, targets=sorted({t.name for t in pool_targets()}))
 
     def history(now: datetime, targets: Sequence[str]) -> dict[OfferKey, OfferHistory]:
         hours = _base(policy()).spot_risk.history_hours
-        return spot_history(store.engine, since=now - timedelta(hours=hours), now=now, targets=targets)
+        found = spot_history(store.engine, since=now - timedelta(hours=hours), now=now, targets=targets)
+        clouds = pools()
+        return merge_pool_offers(found, clouds, summed) if clouds else found
 
     return [BreakerSource(outcomes, BreakerRules(params)), BudgetSource(spend), SpotHistorySource(history)]
 

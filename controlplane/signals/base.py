@@ -51,19 +51,23 @@ class Wanted:
 
     @property
     def kubernetes(self) -> list[Target]:
-        return [t for t in self.targets.values() if t.provider == "kubernetes"]
+        """The clusters whose free GPUs bound what they take: not a cloud node pool, whose autoscaler brings
+        nodes on demand (none free is its normal idle state; a refusal shows on the pod, as a capacity error)."""
+        return [t for t in self.targets.values() if t.provider == "kubernetes" and t.cloud is None]
 
 
 def wanted_from_targets(targets: Sequence[Target]) -> Wanted:
     spot: dict[str, set[tuple[str, str]]] = {"aws": set(), "azure": set()}
     on_demand: dict[str, set[tuple[str, str]]] = {"aws": set(), "azure": set()}
     for target in targets:
-        if target.provider not in spot:
+        # a kubernetes target on an EKS or AKS node pool is priced from its cloud's market, like a VM target
+        cloud = target.market_provider
+        if cloud not in spot:
             continue
         offers = {(region, size) for region in target.regions for size in target.instance_types}
-        spot[target.provider] |= offers
+        spot[cloud] |= offers
         if target.market == ON_DEMAND:
-            on_demand[target.provider] |= offers
+            on_demand[cloud] |= offers
     return Wanted(
         targets={target.name: target for target in targets},
         aws_offers=tuple(sorted(spot["aws"])),

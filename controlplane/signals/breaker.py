@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
-from controlplane.domain import CLOUD_PROVIDERS, SignalSample
+from controlplane.domain import SignalSample
 from controlplane.domain.reliability import BREAKER_SOURCE, breaker_key
 from controlplane.signals.base import PollResult, Wanted
 
@@ -67,7 +67,7 @@ class BreakerSource(Generic[E, S]):
         return dict(self._breakers)
 
     def poll(self, wanted: Wanted, *, timeout_s: float, clock: Callable[[], datetime]) -> PollResult:
-        if not any(target.provider in CLOUD_PROVIDERS for target in wanted.targets.values()):
+        if not any(target.market_provider is not None for target in wanted.targets.values()):
             return PollResult()  # no cloud target: nothing to guard, no query
         now = clock()
         evidence = self.outcomes(now)

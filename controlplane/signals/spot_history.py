@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from controlplane.domain import CLOUD_PROVIDERS, SPOT, SignalSample
+from controlplane.domain import SPOT, SignalSample
 from controlplane.domain.reliability import SPOT_HISTORY_SOURCE, spot_history_key
 from controlplane.signals.base import PollResult, Wanted
 
@@ -57,7 +57,7 @@ class SpotHistorySource:
         spot = sorted(
             name
             for name, target in wanted.targets.items()
-            if target.provider in CLOUD_PROVIDERS and target.market == SPOT
+            if target.market_provider is not None and target.market == SPOT
         )
         if not spot:
             return PollResult()  # no spot target: no risk to learn, no query

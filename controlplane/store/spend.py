@@ -5,9 +5,10 @@ What the budget guard reads (``budget/spent_today_usd`` and
 price column on attempts, so this is an estimate from what is stored, and
 errs towards counting more:
 
-- **Which attempts:** those on ``aws`` or ``azure`` that overlap today
-  (UTC): still launching or running, or whose last transition
-  (``updated_at``) is today.
+- **Which attempts:** those on ``aws`` or ``azure``, or on the named
+  ``targets`` (kubernetes targets on cloud node pools, whose pods run on
+  bought nodes), that overlap today (UTC): still launching or running, or
+  whose last transition (``updated_at``) is today.
 - **Runtime** = end - start, clipped to today: start is the attempt's
   ``created_at`` (the launch request, so boot time counts: conservative);
   end is ``now`` for a live attempt and ``updated_at`` (when its outcome was
@@ -75,6 +76,7 @@ def cloud_spend_today(
     now: datetime,
     prices: PriceCache | None = None,
     providers: Sequence[str] = CLOUD_PROVIDERS,
+    targets: Sequence[str] = (),
 ) -> DailySpend:
     """Today's (UTC) estimated cloud spend at ``now``; see the module's notes for what is approximated."""
     start = day_start(now)
@@ -93,7 +95,9 @@ def cloud_spend_today(
         )
         .join(tasks, tasks.c.id == attempts.c.task_id)
         .where(
-            attempts.c.provider.in_(list(providers)),
+            or_(attempts.c.provider.in_(list(providers)), attempts.c.target.in_(list(targets)))
+            if targets
+            else attempts.c.provider.in_(list(providers)),
             attempts.c.created_at < now,
             or_(attempts.c.state.in_(live), attempts.c.updated_at >= start),
         )

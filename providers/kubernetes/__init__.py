@@ -7,7 +7,9 @@ its pod say, as a ``BackendStatus``, pure), ``api`` (bounded calls and the
 pager), ``errors`` (API errors into the domain's taxonomy), ``places`` (the
 (cluster, namespace) places and their clients), ``secrets`` (the Secret's
 lifecycle beside its Job), ``observe`` (reading a Job and its pods into a
-status) and ``provider`` (the contract).
+status), ``pools`` (a target on an EKS or AKS node pool: its selectors and
+tolerations, and when its cloud refused capacity) and ``provider`` (the
+contract).
 
 Names come from the attempt id (``resource_name("fp", attempt_id)``), so a
 second ``launch`` of the same attempt, or a restarted control plane, finds
@@ -48,6 +50,10 @@ Status (``status``): the Job's conditions first, then its pod:
   ``image pull: ...`` (terminal on this target).
 - No Job: LOST, "unknown attempt" when this provider never saw the attempt,
   "job deleted" when it did; FAILED "cancelled" after its own ``cancel``.
+- On a cloud node pool (``Target.cloud``, found by the Job's target
+  annotation): a spot pool's failed Job with no pod left -> PREEMPTED (the
+  pod went with its reclaimed node); an unschedulable pod the cloud will not
+  bring a node for -> PENDING with ``capacity_refusal`` (``pools``).
 
 Errors are translated at the boundary (``errors.translate``): 403 naming an
 exceeded ResourceQuota -> QuotaExceeded, other 403 -> InvalidSpec "access

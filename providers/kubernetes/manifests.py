@@ -18,10 +18,12 @@ from providers.base import (
     LaunchRequest,
 )
 from providers.bootstrap import (
+    LABEL_OWNER,
     SPEC_DIR,
     SPEC_PATH,
     resource_tags,
 )
+from providers.kubernetes.pools import pool_pod_fields
 from providers.kubernetes.settings import LABEL_VALUE, JobSettings, is_dns_subdomain
 
 #: the Job and Secret are resource_name(NAME_PREFIX, attempt_id)
@@ -43,6 +45,10 @@ WORKER_APP = "fusionplane-worker"
 MANAGER = "fusionplane"
 #: not a secret: which policy target launched the Job, for people running kubectl
 ANNOTATION_TARGET = "fusionplane.io/target"
+#: a pod on a cloud node pool: the offer (cloud/region/instance type) it was priced at, for people and ``status``
+ANNOTATION_OFFER = "fusionplane.io/offer"
+#: the pod label that makes AKS's workload-identity webhook project the service account's Azure token
+AKS_WORKLOAD_IDENTITY_LABEL = "azure.workload.identity/use"
 #: the volume of a ``pvc`` target store (the policy's ``targets[].storage``)
 STORE_VOLUME = "target-store"
 
@@ -83,11 +89,35 @@ def job_body(
 ) -> dict[str, Any]:
     """The Job for ``request`` (no API call); ``InvalidSpec`` for a deadline or a ``pvc`` store it cannot use."""
     claim = StoreClaim.of(request.target_storage, target=target.name)
+    pod = pod_spec(settings, name, store=claim)
+    annotations = {ANNOTATION_TARGET: target.name}
+    pod_labels = dict(labels)
+    if target.cloud is not None:
+        # a cloud node pool: the same hardened pod, landed on the capacity type and instance type it was priced at
+        candidate = request.candidate
+        pod.update(
+            pool_pod_fields(
+                target.cloud,
+                instance_type=candidate.instance_type,
+                urgent=request.priority == "urgent",
+                spread_labels={LABEL_NAME: WORKER_APP, LABEL_OWNER: labels[LABEL_OWNER]},
+                node_selector=settings.node_selector,
+                tolerations=settings.tolerations,
+                target=target.name,
+            )
+        )
+        if target.cloud.provider == "azure" and settings.service_account:
+            # AKS workload identity: its webhook gives the pod the service account's identity (the bucket) only
+            # when the pod asks for it with this label
+            pod_labels[AKS_WORKLOAD_IDENTITY_LABEL] = "true"
+        annotations[ANNOTATION_OFFER] = (
+            f"{target.cloud.provider}/{target.cloud.region}/{candidate.instance_type or '-'}"
+        )
     job_spec: dict[str, Any] = {
         # a retry is a new attempt, decided by the control plane from the exit code
         "backoffLimit": 0,
         "ttlSecondsAfterFinished": settings.ttl_after_finished_s,
-        "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec(settings, name, store=claim)},
+        "template": {"metadata": {"labels": pod_labels}, "spec": pod},
     }
     if request.deadline_seconds is not None:
         if request.deadline_seconds <= 0:
@@ -100,7 +130,7 @@ def job_body(
             "name": name,
             "namespace": settings.namespace,
             "labels": dict(labels),
-            "annotations": {ANNOTATION_TARGET: target.name},
+            "annotations": annotations,
         },
         "spec": job_spec,
     }

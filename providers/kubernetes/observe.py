@@ -7,6 +7,7 @@ and the Job's ``FailedCreate`` events when it has no pod.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Container, Mapping
 from datetime import datetime
@@ -16,10 +17,12 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
+from controlplane.domain import CloudPool
 from providers.base import BackendState, BackendStatus
 from providers.bootstrap import LABEL_ATTEMPT
 from providers.kubernetes.api import Calls
 from providers.kubernetes.manifests import LABEL_INSTANCE
+from providers.kubernetes.pools import capacity_refusal
 from providers.kubernetes.status import (
     event_time,
     finished_pod_status,
@@ -47,12 +50,14 @@ def job_status(
     now: datetime,
     cancelled: Container[str],
     lookup_events: bool = True,
+    pool: CloudPool | None = None,
 ) -> BackendStatus:
     """The attempt's state from its Job, then its newest pod (``pods`` None: listed here).
 
     ``core`` is the cluster's ``CoreV1Api``; ``cancelled`` the attempt ids this
     provider cancelled (a Job being deleted is then "cancelled", not lost).
-    Without ``lookup_events`` a Job with no pod is not asked why.
+    Without ``lookup_events`` a Job with no pod is not asked why, nor a pending
+    pod on a cloud node pool (``pool``) whether its cloud refused it capacity.
     """
     attempt_id = str(labels_of(job).get(LABEL_ATTEMPT))
     if true_condition(job, "Complete") or true_condition(job, "SuccessCriteriaMet"):
@@ -77,6 +82,13 @@ def job_status(
             )
         if pod is not None:
             return finished_pod_status(pod)
+        if pool is not None and pool.spot:
+            # the pod went with its node: a spot reclaim drains it and the node's deletion collects it
+            return BackendStatus(
+                state=BackendState.PREEMPTED,
+                reason=f"pod gone with its {pool.provider} spot node (reclaimed); job {failed.get('reason')}: "
+                f"{failed.get('message') or ''}".rstrip(": "),
+            )
         return BackendStatus(
             state=BackendState.FAILED,
             reason=f"job failed ({failed.get('reason')}): {failed.get('message') or ''}; no pod left to say why",
@@ -94,7 +106,34 @@ def job_status(
         return BackendStatus(state=BackendState.RUNNING)
     if phase == "Unknown":
         return BackendStatus(state=BackendState.RUNNING, reason="pod phase Unknown: its node stopped reporting")
-    return pending_pod_status(pod, now)
+    pending = pending_pod_status(pod, now)
+    if pool is None or pending.unschedulable_for_s is None or not lookup_events:
+        return pending
+    refusal = capacity_refusal(
+        pool, unschedulable_for_s=pending.unschedulable_for_s, events=_pod_events(calls, core, namespace, pod)
+    )
+    return pending if refusal is None else dataclasses.replace(pending, capacity_refusal=refusal)
+
+
+def _pod_events(calls: Calls, core: Any, namespace: str, pod: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The pod's events, oldest first; best effort (it needs ``list`` on events), like the Job's."""
+    name, uid = get_path(pod, "metadata", "name"), get_path(pod, "metadata", "uid")
+    try:
+        events = calls.list_all(
+            core.list_namespaced_event, namespace, field_selector=f"involvedObject.kind=Pod,involvedObject.name={name}"
+        )
+    except (ApiException, urllib3.exceptions.HTTPError, OSError, ConfigException, ValueError) as exc:
+        log.debug("", extra={"event": "kubernetes_events_unreadable", "error": type(exc).__name__})
+        return []
+    # a server may ignore the field selector: the involved object is checked here
+    mine = [
+        e
+        for e in events
+        if get_path(e, "involvedObject", "kind") == "Pod"
+        and get_path(e, "involvedObject", "name") == name
+        and (not uid or not get_path(e, "involvedObject", "uid") or get_path(e, "involvedObject", "uid") == uid)
+    ]
+    return sorted(mine, key=event_time)
 
 
 def _job_pods(calls: Calls, core: Any, namespace: str, job: Mapping[str, Any]) -> list[Mapping[str, Any]]:

@@ -20,6 +20,7 @@ from kubernetes.config.config_exception import ConfigException
 
 from controlplane.domain import (
     Candidate,
+    CloudPool,
     InvalidSpec,
     ProviderError,
     Target,
@@ -45,6 +46,7 @@ from providers.common import BoundedMemory
 from providers.kubernetes.api import Calls
 from providers.kubernetes.errors import conflict, not_found, translate
 from providers.kubernetes.manifests import (
+    ANNOTATION_TARGET,
     LABEL_MANAGED_BY,
     MANAGER,
     NAME_PREFIX,
@@ -263,10 +265,26 @@ class KubernetesProvider:
         try:
             core = kubernetes.client.CoreV1Api(self._places.client(place))
             return job_status(
-                self._calls, core, place.namespace, job, pods=None, now=self.clock(), cancelled=self._cancelled
+                self._calls,
+                core,
+                place.namespace,
+                job,
+                pods=None,
+                now=self.clock(),
+                cancelled=self._cancelled,
+                pool=self._pool_of(job),
             )
         except _API_ERRORS as exc:
             raise translate(exc, f"status of {place.ref(name)}", target=place.target.name) from exc
+
+    def _pool_of(self, job: Mapping[str, Any]) -> CloudPool | None:
+        """The cloud node pool of the target that launched ``job`` (its annotation), if it still has one."""
+        annotations = get_path(job, "metadata", "annotations")
+        name = annotations.get(ANNOTATION_TARGET) if isinstance(annotations, Mapping) else None
+        for target in self._places.targets():
+            if target.name == name:
+                return target.cloud
+        return None  # a target since removed from the policy: judged as a plain cluster's pod
 
     def _gone(self, attempt_id: str, name: str) -> BackendStatus:
         if attempt_id in self._cancelled:
@@ -378,6 +396,7 @@ class KubernetesProvider:
                 now=now,
                 cancelled=self._cancelled,
                 lookup_events=False,
+                pool=self._pool_of(job),
             )
             owned.append(_owned(place, job, status.state))
         return owned

@@ -89,3 +89,41 @@ def test_on_demand_costs_exactly_what_the_cloud_held_at_the_on_demand_price(tmp_
     assert cloud
     assert summary["preemptions"] == 0
     assert summary["spend_by_target"]["spot"] == pytest.approx(held_s * 1.5 / 3600, abs=1e-3)
+
+
+#: the small fleet with its spot target as pods on an EKS spot node pool in the same (aws, r1) market
+POOL_FLEET: dict[str, Any] = {
+    **SMALL_FLEET,
+    "targets": [
+        SMALL_FLEET["targets"][0],
+        {
+            "name": "eks-spot",
+            "provider": "kubernetes",
+            "private": False,
+            "max_price_usd_h": 2.0,
+            "cloud": {"provider": "aws", "region": "r1", "instance_types": ["gpu.x"]},
+            "storage": {"uri": "s3://fp-work/eks/"},
+        },
+    ],
+    "rules": [
+        {"name": "private", "match": {"data_sensitivity": "private"}, "targets": ["onprem"]},
+        {"name": "rest", "targets": ["onprem", "eks-spot"]},
+    ],
+}
+
+
+def test_pods_on_a_spot_node_pool_ride_the_same_trace_as_spot_vms(tmp_path: Path) -> None:
+    setup = RunSetup(name="policy:pool", kind="policy", policy=parse_policy(POOL_FLEET), mode="spot")
+    outcome = run(
+        scenario(), setup, traces={("aws", "r1"): {"r1a": StepTrace(DRY_SPELL)}}, history=None, workdir=tmp_path
+    )
+    summary = summarize(outcome)
+    pods = [i for i in outcome.world.instances.values() if i.target == "eks-spot"]
+    assert pods
+    assert {(i.provider, i.pool) for i in pods} == {("kubernetes", "aws/r1")}
+    # the dry spell reclaims pods as it reclaims VMs, and the scheduler fails them over
+    assert summary["preemptions"] > 0
+    assert summary["failovers"] >= summary["preemptions"]
+    assert summary["spend_by_target"]["eks-spot"] > 0
+    assert summary["private_off_private"] == 0
+    assert (summary["lost"], summary["unfinished"]) == (0, 0)

@@ -6,7 +6,7 @@ from datetime import datetime
 
 import pytest
 
-from controlplane.domain import Candidate, InsufficientCapacity, Target
+from controlplane.domain import Candidate, CloudPool, InsufficientCapacity, Target
 from providers.base import BackendState
 from simulator.markets import Market, MarketMode, PriceBook, Zone
 from simulator.scenario import LatencyRange, Outage, PrivateCluster, World
@@ -230,3 +230,34 @@ def test_a_region_price_without_a_region_row_is_its_cheapest_zone_as_the_aws_sou
     assert book.cost("aws", "r1", None, "gpu.x", 0.0, 2000.0) == pytest.approx((0.5 * 1000 + 0.9 * 1000) / 3600)
     # a region the history does not know falls back to the catalog
     assert book.hourly("aws", "r9", None, "gpu.x", 0.0) == 7.0
+
+
+EKS_POOL = Target(
+    name="eks-spot",
+    provider="kubernetes",
+    private=False,
+    regions=("r1",),
+    instance_types=("gpu.x",),
+    cloud=CloudPool(
+        provider="aws", region="r1", capacity_type="spot", instance_types=("gpu.x",), autoscaler="karpenter"
+    ),
+)
+
+
+def test_a_pod_on_a_cloud_node_pool_draws_on_the_same_trace_market_as_a_spot_vm() -> None:
+    world = make([(0, 2), (100, 1), (200, 0)], gpus=1)
+    for n in (1, 2):
+        world.tasks[f"t{n}"] = TaskWork(work_s=10_000.0, segment_s=None)
+    world.launch("vm", "t1", SPOT, candidate(SPOT))
+    world.launch("pod", "t2", EKS_POOL, candidate(EKS_POOL))
+    assert world.private_free() == 1  # the pod took a node of the aws market, not one of the operator's GPUs
+    assert world.markets["aws/r1"].free(0.0, "spot") == 0
+    world.advance_to(100)  # the zone shrinks: the newest (the pod) is reclaimed first, like a VM
+    assert [world.status(a).state for a in ("vm", "pod")] == [BackendState.RUNNING, BackendState.PREEMPTED]
+    assert world.instances["pod"].provider == "kubernetes"  # followed by the kubernetes provider
+    # billed at its node's spot price: requested at 0, reclaimed at 100 s, $1/h
+    assert world.books.usd_by_target["eks-spot"] == pytest.approx(100 / 3600)
+    world.tasks["t3"] = TaskWork(work_s=1.0, segment_s=None)
+    world.advance_to(200)
+    with pytest.raises(InsufficientCapacity):
+        world.launch("pod2", "t3", EKS_POOL, candidate(EKS_POOL))  # a dry market refuses the pool's pods too

@@ -226,6 +226,27 @@ def test_a_pod_unschedulable_past_its_limit_is_cancelled_then_failed_over() -> N
     assert judge(waiting, at_limit, heartbeat=None, after=120).next is Next.FOLLOW
 
 
+def test_a_pod_its_cloud_refused_capacity_fails_over_at_once_as_a_capacity_error() -> None:
+    waiting = attempt(AttemptState.LAUNCHING, provider="kubernetes")
+    refused = status(
+        BackendState.PENDING,
+        reason="unschedulable: 0/3 nodes",
+        unschedulable_for_s=5,
+        capacity_refusal="Karpenter InsufficientCapacityError: no g5.xlarge spot capacity in us-east-1",
+    )
+    decided = judge(waiting, refused, heartbeat=None, after=5)
+    assert decided == Verdict(
+        next=Next.FAIL_OVER,
+        ended=AttemptState.FAILED,
+        trigger="insufficient_capacity",
+        reason="insufficient_capacity: Karpenter InsufficientCapacityError: no g5.xlarge spot capacity in us-east-1",
+        cancel_first=True,
+    )
+    # a refusal is only news while the pod waits: one that has since run is judged by its own outcome
+    ran = dataclasses.replace(refused, state=BackendState.RUNNING)
+    assert judge(waiting, ran, heartbeat=None, after=5).next is Next.RUN
+
+
 def test_a_worker_that_never_called_in_is_cancelled_then_failed_over() -> None:
     decided = judge(attempt(AttemptState.LAUNCHING), status(BackendState.RUNNING), heartbeat=None, after=121)
     assert decided == Verdict(
