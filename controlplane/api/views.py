@@ -9,16 +9,11 @@ from controlplane.domain import Attempt, PlacementPlan, Task
 from controlplane.store import AttemptProgress, Event, TaskCost
 from controlplane.store.codec import plan_to_json
 
-__all__ = ["attempt_json", "cost_json", "event_json", "receipt_json", "task_json"]
+__all__ = ["attempt_json", "event_json", "receipt_json", "task_json"]
 
 
 def _time(moment: datetime | None) -> str | None:
     return moment.isoformat().replace("+00:00", "Z") if moment else None
-
-
-def cost_json(cost: TaskCost) -> dict[str, Any]:
-    """A task's estimated cloud cost so far (``store/spend.py``): what the list and the console show per task."""
-    return {"estimated_usd": round(cost.usd, 6), "unpriced_attempts": cost.unpriced_attempts}
 
 
 def task_json(task: Task, cost: TaskCost | None = None) -> dict[str, Any]:
@@ -46,7 +41,7 @@ def task_json(task: Task, cost: TaskCost | None = None) -> dict[str, Any]:
         "updated_at": _time(task.updated_at),
     }
     if cost is not None:
-        body["cost"] = cost_json(cost)
+        body["cost"] = cost.as_json()
     return body
 
 

@@ -18,13 +18,14 @@ import random
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from controlplane.config import WebhookDeliverySettings
-from controlplane.domain.webhooks import WebhookSecret, signature_header
+from controlplane.domain.webhooks import ALWAYS_TOLD, WebhookSecret, signature_header
 from controlplane.metrics import Metrics
 from controlplane.scheduler.webhook_sender import SendResult, WebhookSender
-from controlplane.store import Delivery, Store, claim_deliveries, finish_delivery, outbox_depth
+from controlplane.store import Delivery, Store, claim_deliveries, finish_delivery, outbox_depth, task_costs
 from controlplane.store.webhooks import Result
 from faceswap.netguard import UrlRefused, parse_web_url
 
@@ -88,8 +89,27 @@ class WebhookDeliverer:
             )
             if not claimed:
                 break
-            made += sum(1 for _ in self._pool.map(self._deliver, claimed))
+            made += sum(1 for _ in self._pool.map(self._deliver, self._with_costs(claimed)))
         return made
+
+    def _with_costs(self, claimed: list[Delivery]) -> list[Delivery]:
+        """The outcomes with the task's estimated cloud cost (``store.task_costs``), as ``GET /v1/tasks`` shows it.
+
+        Added when sent rather than when the outbox row is written: that write
+        is part of the outcome's own transaction, which should not read every
+        attempt and receipt of the task. Once a task has ended its attempts
+        have too, so every retry sends the same figure.
+        """
+        ended = [d.task_id for d in claimed if d.kind.removeprefix("task.") in ALWAYS_TOLD]
+        if not ended:
+            return claimed
+        costs = task_costs(self.store.engine, ended, now=self.store.now())
+        return [
+            replace(d, payload={**d.payload, "data": {**d.payload.get("data", {}), "cost": costs[d.task_id].as_json()}})
+            if d.task_id in costs
+            else d
+            for d in claimed
+        ]
 
     def observe_depth(self) -> None:
         """The outbox gauges: how many events wait, and how long the oldest has."""

@@ -137,11 +137,18 @@ def cloud_spend_today(
 
 @dataclass(frozen=True, kw_only=True)
 class TaskCost:
-    """A task's estimated cloud cost so far, in USD, over all its attempts (0 for private and local work)."""
+    """A task's estimated cloud cost so far, in USD, over all its attempts (0 for private and local work).
+
+    Pods on a cloud node pool (a kubernetes target with ``cloud``) count at the price their receipt chose them on.
+    """
 
     usd: float
     #: cloud attempts whose receipt gives no price (counted 0): the estimate is low by their cost
     unpriced_attempts: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        """As the task list, the task and the webhook events show it (docs/api.md)."""
+        return {"estimated_usd": round(self.usd, 6), "unpriced_attempts": self.unpriced_attempts}
 
 
 def task_costs(engine: Engine, task_ids: Sequence[str], *, now: datetime) -> dict[str, TaskCost]:
@@ -167,12 +174,15 @@ def task_costs(engine: Engine, task_ids: Sequence[str], *, now: datetime) -> dic
                     attempts.c.state,
                     attempts.c.created_at,
                     attempts.c.updated_at,
-                ).where(attempts.c.task_id.in_(chunk), attempts.c.provider.in_(list(CLOUD_PROVIDERS)))
+                    attempts.c.provider,
+                ).where(attempts.c.task_id.in_(chunk))
             ).all()
         prices = _prices(conn, rows) if rows else {}
     for row in rows:
         known = costs[row.task_id]
         price = prices.get(row.id)
+        if price is None and row.provider not in CLOUD_PROVIDERS:
+            continue  # private or local capacity: free at the margin (a pod on a cloud node pool has its price)
         if price is None:
             costs[row.task_id] = TaskCost(usd=known.usd, unpriced_attempts=known.unpriced_attempts + 1)
         else:

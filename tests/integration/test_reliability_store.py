@@ -334,10 +334,14 @@ def test_a_tasks_cost_is_every_cloud_attempt_over_its_whole_life(timed: Store, c
     task_id = timed.get_attempt(first).task_id
     attempt(timed, clock, WEST, at=NOON - minutes(30), task_id=task_id, price=(None, 0.5))
     # a local attempt costs nothing; a cloud attempt with no price in its receipt is counted apart
-    private = attempt(timed, clock, ("local", "here", "cpu"), at=NOON - minutes(60))
+    private = attempt(timed, clock, ("local", "here", "cpu"), at=NOON - minutes(60), price=(None, None))
+    # a pod on a cloud node pool is not an aws or azure attempt, but its receipt prices it: it counts
+    pod = attempt(timed, clock, ("kubernetes", "us-east-1", "g5.xlarge"), at=NOON - minutes(30), price=(1.0, None))
     unpriced = attempt(timed, clock, EAST, at=NOON - minutes(60), price=(None, None))
     private_task, unpriced_task = timed.get_attempt(private).task_id, timed.get_attempt(unpriced).task_id
-    costs = task_costs(timed.engine, [task_id, private_task, unpriced_task, "tsk_none"], now=NOON)
+    pod_task = timed.get_attempt(pod).task_id
+    costs = task_costs(timed.engine, [task_id, private_task, unpriced_task, pod_task, "tsk_none"], now=NOON)
+    assert costs[pod_task] == TaskCost(usd=pytest.approx(0.5))
     assert costs[task_id].usd == pytest.approx(2 * 0.4 + 0.5 * 0.5)  # not clipped to today, unlike the budget
     assert costs[task_id].unpriced_attempts == 0
     assert costs[private_task] == TaskCost(usd=0.0)

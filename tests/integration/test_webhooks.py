@@ -113,6 +113,8 @@ def test_an_outcome_is_posted_once_signed_as_documented(store: Store, receiver: 
     assert body["id"] == got.headers["webhook-id"]
     assert body["data"]["task_id"] == task_id
     assert body["data"]["reason"] == "the submitter cancelled it"
+    # the task's estimated cloud cost, as GET /v1/tasks shows it (no attempt here: nothing spent)
+    assert body["data"]["cost"] == {"estimated_usd": 0.0, "unpriced_attempts": 0}
     (row,) = list_deliveries(store, task_id=task_id)
     assert row.state == "delivered"
     assert row.attempts == 1
