@@ -117,6 +117,15 @@ def test_an_operator_sees_a_submitted_task_and_its_receipt(console: Console, tmp
         driver.save_screenshot(str(RECORD / "receipt.png"))
 
 
+def test_the_task_list_follows_the_event_stream(console: Console, tmp_path: Path) -> None:
+    with chromium_session(tmp_path / "browser") as driver, screenshot_on_failure(driver, tmp_path / "failure.png"):
+        log_in(driver, console.plane.url, console.tokens["acme"])
+        wait_for(driver, '#task-list[data-stream="live"]')  # GET /v1/events opened with the tab's token
+        task_id = console.submit("acme")
+        # with the stream open the timer redraws only every 30 s: a row within 3 s came by the stream
+        wait_for(driver, f'tr[data-task-id="{task_id}"]', within_s=3.0)
+
+
 def test_an_operator_reads_signals_and_the_policy_in_force(console: Console, tmp_path: Path) -> None:
     with chromium_session(tmp_path / "browser") as driver, screenshot_on_failure(driver, tmp_path / "failure.png"):
         log_in(driver, console.plane.url, console.tokens["ops"])

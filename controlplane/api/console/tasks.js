@@ -1,12 +1,15 @@
 // The queue and the tasks (GET /v1/tasks), and one task: its fields, attempts, events and,
 // for operators, its receipt (GET /v1/tasks/{id}/decision).
 
-import { getJson, segment } from "./api.js";
+import { followEvents, getJson, segment } from "./api.js";
 import { age, el, fields, money, problem, show, table } from "./dom.js";
 import { attemptsTable, receipt } from "./receipt.js";
 
 const STATES = ["", "queued", "planned", "launching", "running", "succeeded", "failed", "cancelled"];
 export const REFRESH_MS = 5000;
+// with the event stream open, the list is redrawn on events, and by the timer only every 6th tick (30 s)
+const STREAMING_REFRESH_EVERY = 6;
+const STREAM_REDRAW_MS = 250;
 
 /** Why a task is where it is: a waiting task's queue reason and for how long, else its own reason. */
 export function why(task) {
@@ -72,7 +75,19 @@ export async function taskList(container, who, alive) {
   };
   show(container, el("h2", null, who.sees_all_tenants ? "Tasks, every tenant" : `Tasks of ${who.tenant}`), header, list);
   await reload(current);
-  const timer = window.setInterval(() => (alive() ? draw(current) : window.clearInterval(timer)), REFRESH_MS);
+  // live: a task event redraws the list (at most every STREAM_REDRAW_MS); the timer then only backs the stream up
+  let streaming = false;
+  let ticks = 0;
+  let queued = null;
+  const redraw = () => {
+    if (queued === null) queued = window.setTimeout(() => { queued = null; if (alive()) draw(current); }, STREAM_REDRAW_MS);
+  };
+  followEvents(redraw, (open) => { streaming = open; list.dataset.stream = open ? "live" : "polling"; }, alive);
+  const timer = window.setInterval(() => {
+    if (!alive()) return window.clearInterval(timer);
+    ticks += 1;
+    if (!streaming || ticks % STREAMING_REFRESH_EVERY === 0) draw(current);
+  }, REFRESH_MS);
 }
 
 function eventsTable(events) {
