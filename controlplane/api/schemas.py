@@ -44,7 +44,9 @@ Uri = Annotated[
     str, StringConstraints(min_length=1, max_length=4096), Field(json_schema_extra={"pattern": _NO_CONTROL})
 ]
 #: an http(s) URL; the address rules come after the schema (controlplane/api/notify_url.py)
-NotifyUrl = Annotated[str, StringConstraints(min_length=8, max_length=2048, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://")]
+NotifyUrl = Annotated[
+    str, StringConstraints(min_length=8, max_length=2048, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[^\x00-\x1f\x7f-\x9f]*$")
+]
 
 
 class TaskCreate(BaseModel):

@@ -24,13 +24,13 @@ from controlplane.api.remote_uris import HostResolver, RemoteRules, refuse_inter
 from controlplane.api.schemas import FieldError, TaskCreate, check_input_uri, check_output_uri
 from controlplane.api.submissions import SubmitQueue
 from controlplane.api.task_file import TaskFileError, infer_kind, output_suffix, task_spec_from_request
-from controlplane.api.views import task_json
+from controlplane.api.views import NOTHING_SPENT, task_json
 from controlplane.config import Settings
 from controlplane.domain import TaskKind, TaskSpec
 from controlplane.metrics import Metrics
 from controlplane.policy.storage import StorageFile
 from controlplane.policy.webhooks import WebhooksFile
-from controlplane.store import IdempotencyConflict, NewTask, Store, new_id
+from controlplane.store import IdempotencyConflict, NewTask, Store, new_id, task_costs
 from faceswap.netguard import AllowedHosts
 
 __all__ = ["SUBMIT_WRITERS_POSTGRES", "submit_router"]
@@ -131,7 +131,7 @@ def submit_router(
                 raise
             metrics.submissions.labels(outcome="replayed").inc()
             response.headers["Location"] = f"/v1/tasks/{earlier[0].id}"
-            return task_json(earlier[0])
+            return task_json(earlier[0], task_costs(store.engine, [earlier[0].id], now=store.now())[earlier[0].id])
         spec = task_spec_from_request(body, tenant=tenant, kind=kind, source=source, target=target, output=output)
         spec = _with_notify(spec, body, webhooks.current().for_tenant(tenant).url if webhooks else None)
         try:
@@ -149,6 +149,9 @@ def submit_router(
             ) from exc
         metrics.submissions.labels(outcome="created" if created else "replayed").inc()
         response.headers["Location"] = f"/v1/tasks/{task.id}"
-        return task_json(task)
+        # a replay may be of a task that has run since: its cost is read; a new one has spent nothing
+        return task_json(
+            task, task_costs(store.engine, [task.id], now=store.now())[task.id] if not created else NOTHING_SPENT
+        )
 
     return router

@@ -141,7 +141,7 @@ def task_view_router(*, store: Store, load: TaskLoader) -> APIRouter:
             )
         except (StateMismatch, InvalidTransition) as exc:
             raise ApiError(409, "invalid_state", f"the task changed state meanwhile: {exc}", field="state") from exc
-        return task_json(task)
+        return task_json(task, task_costs(store.engine, [task.id], now=store.now())[task.id])
 
     @router.get(
         "/v1/tasks/{task_id}/decision",
@@ -152,7 +152,8 @@ def task_view_router(*, store: Store, load: TaskLoader) -> APIRouter:
         require_operator(principal)
         task = load(task_id, principal)
         attempts = [attempt_json(a, store.get_progress(a.id)) for a in store.attempts_for(task.id)]
-        return receipt_json(task, store.get_decisions(task.id), attempts)
+        cost = task_costs(store.engine, [task.id], now=store.now())[task.id]
+        return receipt_json(task, cost, store.get_decisions(task.id), attempts)
 
     @router.get("/v1/tasks/{task_id}/events", responses={**task_errors, **errors(422)})
     def events(

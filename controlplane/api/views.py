@@ -9,14 +9,19 @@ from controlplane.domain import Attempt, PlacementPlan, Task
 from controlplane.store import AttemptProgress, Event, TaskCost
 from controlplane.store.codec import plan_to_json
 
-__all__ = ["attempt_json", "event_json", "receipt_json", "task_json"]
+__all__ = ["NOTHING_SPENT", "attempt_json", "event_json", "receipt_json", "task_json"]
 
 
 def _time(moment: datetime | None) -> str | None:
     return moment.isoformat().replace("+00:00", "Z") if moment else None
 
 
-def task_json(task: Task, cost: TaskCost | None = None) -> dict[str, Any]:
+#: a task with no attempt yet (a submission's answer): nothing spent
+NOTHING_SPENT = TaskCost(usd=0.0)
+
+
+def task_json(task: Task, cost: TaskCost) -> dict[str, Any]:
+    """The task, with its estimated cloud cost so far (``store.task_costs``; :data:`NOTHING_SPENT` for a new one)."""
     spec = task.spec
     body = {
         "id": task.id,
@@ -40,8 +45,7 @@ def task_json(task: Task, cost: TaskCost | None = None) -> dict[str, Any]:
         "created_at": _time(task.created_at),
         "updated_at": _time(task.updated_at),
     }
-    if cost is not None:
-        body["cost"] = cost.as_json()
+    body["cost"] = cost.as_json()
     return body
 
 
@@ -80,10 +84,12 @@ def event_json(event: Event) -> dict[str, Any]:
     }
 
 
-def receipt_json(task: Task, plans: list[PlacementPlan], attempts: list[dict[str, Any]]) -> dict[str, Any]:
+def receipt_json(
+    task: Task, cost: TaskCost, plans: list[PlacementPlan], attempts: list[dict[str, Any]]
+) -> dict[str, Any]:
     """Everything behind a placement: the task, every plan made for it (failover appends), the attempts."""
     return {
-        "task": task_json(task),
+        "task": task_json(task, cost),
         "decisions": [plan_to_json(plan) for plan in plans],
         "attempts": attempts,
     }

@@ -50,7 +50,7 @@ MIN_CALLS = 1
 #: per operation, the fields whose schema-valid values the server may still refuse with a 422 (module docstring)
 DEPENDS_ON_STATE: dict[str, tuple[str, ...]] = {
     "POST /v1/tasks": ("source", "target", "output", "notify_url"),
-    "POST /v1/plan": ("policy", "signals", "task.source", "task.target", "task.output"),
+    "POST /v1/plan": ("policy", "signals", "task.source", "task.target", "task.output", "task.notify_url"),
     "POST /v1/uploads/": ("Upload-Metadata",),
 }
 #: the statuses schemathesis expects, as the project widens them (and its hooks: how a tus chunk is sent)

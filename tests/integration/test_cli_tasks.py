@@ -55,6 +55,7 @@ TASK_KEYS = {
     "data_sensitivity",
     "deadline_seconds",
     "budget_usd",
+    "cost",
     "options",
     "labels",
     "created_at",
