@@ -46,6 +46,17 @@ __all__ = ["DailySpend", "PriceCache", "TaskCost", "cloud_spend_today", "day_sta
 PriceCache = MutableMapping[str, float | None]
 #: task ids per IN (...) when reading receipts (well under SQLite's bound-parameter limit)
 _CHUNK = 500
+#: what pricing an attempt reads: its offer (for the receipt's candidate), state and times (for its run time)
+_PRICED_ATTEMPT = (
+    attempts.c.id,
+    attempts.c.task_id,
+    attempts.c.target,
+    attempts.c.region,
+    attempts.c.instance_type,
+    attempts.c.state,
+    attempts.c.created_at,
+    attempts.c.updated_at,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,17 +93,7 @@ def cloud_spend_today(
     start = day_start(now)
     live = (AttemptState.LAUNCHING.value, AttemptState.RUNNING.value)
     stmt = (
-        select(
-            attempts.c.id,
-            attempts.c.task_id,
-            attempts.c.target,
-            attempts.c.region,
-            attempts.c.instance_type,
-            attempts.c.state,
-            attempts.c.created_at,
-            attempts.c.updated_at,
-            tasks.c.tenant,
-        )
+        select(*_PRICED_ATTEMPT, tasks.c.tenant)
         .join(tasks, tasks.c.id == attempts.c.task_id)
         .where(
             or_(attempts.c.provider.in_(list(providers)), attempts.c.target.in_(list(targets)))
@@ -165,17 +166,7 @@ def task_costs(engine: Engine, task_ids: Sequence[str], *, now: datetime) -> dic
         rows: list[Any] = []
         for chunk in _chunks(sorted(set(task_ids)), _CHUNK):
             rows += conn.execute(
-                select(
-                    attempts.c.id,
-                    attempts.c.task_id,
-                    attempts.c.target,
-                    attempts.c.region,
-                    attempts.c.instance_type,
-                    attempts.c.state,
-                    attempts.c.created_at,
-                    attempts.c.updated_at,
-                    attempts.c.provider,
-                ).where(attempts.c.task_id.in_(chunk))
+                select(*_PRICED_ATTEMPT, attempts.c.provider).where(attempts.c.task_id.in_(chunk))
             ).all()
         prices = _prices(conn, rows) if rows else {}
     for row in rows:

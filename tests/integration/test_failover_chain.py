@@ -56,7 +56,7 @@ from controlplane.domain import (
 from controlplane.policy import Policy, parse_policy
 from controlplane.runtime import standalone_scheduler
 from controlplane.scheduler import Scheduler
-from controlplane.store import Event, Store, upgrade
+from controlplane.store import Event, Store, task_costs, upgrade
 from providers.aws import AwsSpotProvider
 from providers.azure import AzureSpotProvider, vm_name
 from providers.base import BackendState
@@ -389,11 +389,13 @@ def test_when_azure_refuses_too_the_task_lands_on_local(
     # the receipt (what GET /v1/tasks/{id}/decision answers): one plan, and the attempts down the chain
     receipt = receipt_json(
         store.get_task(task.id),
+        task_costs(store.engine, [task.id], now=store.now())[task.id],
         store.get_decisions(task.id),
         [attempt_json(a, store.get_progress(a.id)) for a in store.attempts_for(task.id)],
     )
     [decision] = receipt["decisions"]
     assert [c["target"] for c in decision["candidates"]] == ["aws-spot", "azure-eastus", "local"]
+    assert receipt["task"]["cost"]["estimated_usd"] < 0.01  # two launches refused at once, then free local capacity
     assert decision["rejections"] == []
     assert [(a["target"], a["state"], (a["reason"] or "").split(":")[0]) for a in receipt["attempts"]] == [
         ("aws-spot", "failed", "insufficient_capacity"),
