@@ -12,3 +12,8 @@ cut and resumed, and staged into S3 and Blob emulators; ``dataplane_uploads`` an
 ``dataplane_staging`` beside it). ``report`` writes each table into the page between its markers;
 ``memory`` reads a process's resident memory from /proc. Not part of the installed package.
 """
+
+import os
+
+# before any benchmark imports onnxruntime: no usage telemetry to Microsoft (see faceswap/__init__.py)
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"

@@ -18,6 +18,15 @@ imports nothing from the control plane; the worker drives it through
 :func:`run_swap`.
 """
 
+import os
+
+# ONNX Runtime's official builds send usage telemetry to Microsoft from Linux too since 1.29
+# (a 1DS uploader started at import, a session file in $TMPDIR, a device id on disk). A worker
+# runs other people's faces on private targets: nothing about it leaves the node unasked.
+# Set before any module of this package imports onnxruntime (the package runs first), and set
+# rather than defaulted, so an inherited ORT_DISABLE_TELEMETRY=0 cannot switch it back on.
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+
 from faceswap.errors import (
     EXIT_BAD_INPUT,
     EXIT_INTERNAL,

@@ -10,9 +10,12 @@ process, and every environment a test builds for a subprocess, carries:
 - ``AWS_EC2_METADATA_DISABLED=true``: botocore never calls IMDS;
 - ``AZURE_POD_IDENTITY_AUTHORITY_HOST=http://127.0.0.1:9``: azure-identity
   (and MSAL's managed identity client) has no switch to turn IMDS off, but
-  this variable replaces the IMDS host; port 9 on loopback refuses at once.
+  this variable replaces the IMDS host; port 9 on loopback refuses at once;
+- ``ORT_DISABLE_TELEMETRY=1``: ONNX Runtime (1.29 and later) starts a
+  telemetry uploader to Microsoft when it is imported, unless this is set
+  first; ``faceswap`` sets it too, but tests import onnxruntime directly.
 
-``tests/conftest.py`` sets both in ``os.environ`` when pytest loads it;
+``tests/conftest.py`` sets them all in ``os.environ`` when pytest loads it;
 :func:`subprocess_env` builds a child's environment with them last, so no
 ``extra`` can switch them back on.
 """
@@ -27,6 +30,7 @@ __all__ = ["NO_METADATA_ENV", "subprocess_env"]
 NO_METADATA_ENV: Mapping[str, str] = {
     "AWS_EC2_METADATA_DISABLED": "true",
     "AZURE_POD_IDENTITY_AUTHORITY_HOST": "http://127.0.0.1:9",
+    "ORT_DISABLE_TELEMETRY": "1",
 }
 
 
