@@ -7,6 +7,7 @@ tests and ``fusionctl swap`` set it on the fly), each with its default.
 |---|---|
 | ``FUSIONPLANE_MODEL_DIR`` | :attr:`WorkerSettings.model_dir` (default ``~/.cache/fusionplane/models``) |
 | ``FUSIONPLANE_TRT_CACHE`` | :attr:`WorkerSettings.trt_cache` (default ``~/.cache/fusionplane/trt``) |
+| ``FUSIONPLANE_CUDNN_ALGO_SEARCH`` | :attr:`WorkerSettings.cudnn_conv_algo_search` (default ``HEURISTIC``) |
 | ``FUSIONPLANE_FFMPEG`` | :attr:`WorkerSettings.ffmpeg` (default: ``ffmpeg`` on the ``PATH``) |
 | ``FUSIONPLANE_FFPROBE`` | :attr:`WorkerSettings.ffprobe` (default: ``ffprobe`` on the ``PATH``) |
 | ``AZURE_STORAGE_CONNECTION_STRING`` | :attr:`WorkerSettings.blob_connection_string` (az:// with its account's key) |
@@ -23,10 +24,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["DEFAULT_MODEL_DIR", "DEFAULT_TRT_CACHE", "WorkerSettings"]
+__all__ = ["DEFAULT_CUDNN_ALGO_SEARCH", "DEFAULT_MODEL_DIR", "DEFAULT_TRT_CACHE", "WorkerSettings"]
 
 DEFAULT_MODEL_DIR = "~/.cache/fusionplane/models"
 DEFAULT_TRT_CACHE = "~/.cache/fusionplane/trt"
+DEFAULT_CUDNN_ALGO_SEARCH = "HEURISTIC"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,6 +39,8 @@ class WorkerSettings:
     model_dir: Path
     #: TensorRT engines and timing caches, kept across runs
     trt_cache: Path
+    #: the CUDA provider's cuDNN convolution algorithm search, as given (validated where it is used)
+    cudnn_conv_algo_search: str = DEFAULT_CUDNN_ALGO_SEARCH
     #: ffmpeg and ffprobe as configured (None: found on the ``PATH``)
     ffmpeg: str | None = None
     ffprobe: str | None = None
@@ -55,6 +59,7 @@ class WorkerSettings:
         return cls(
             model_dir=Path(env.get("FUSIONPLANE_MODEL_DIR", DEFAULT_MODEL_DIR)).expanduser(),
             trt_cache=Path(env.get("FUSIONPLANE_TRT_CACHE", DEFAULT_TRT_CACHE)).expanduser(),
+            cudnn_conv_algo_search=env.get("FUSIONPLANE_CUDNN_ALGO_SEARCH", "").strip() or DEFAULT_CUDNN_ALGO_SEARCH,
             ffmpeg=env.get("FUSIONPLANE_FFMPEG") or None,
             ffprobe=env.get("FUSIONPLANE_FFPROBE") or None,
             blob_connection_string=env.get("AZURE_STORAGE_CONNECTION_STRING") or None,

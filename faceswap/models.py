@@ -58,6 +58,8 @@ ROLES: dict[str, dict[str, list[tuple[Dim, ...]]]] = {
 
 _HASH_CACHE: dict[tuple[str, int, int], str] = {}
 _HASH_LOCK = threading.Lock()
+#: signatures by (path, size, mtime): a second job in the process does not parse a 500 MB model again
+_SIGNATURE_CACHE: dict[tuple[str, int, int], tuple[Signature, Signature]] = {}
 
 
 def default_model_dir() -> Path:
@@ -93,7 +95,23 @@ def _dims(value_info: onnx.ValueInfoProto) -> list[Dim]:
 
 
 def read_signature(path: Path) -> tuple[Signature, Signature]:
-    """Graph inputs (without initializers) and outputs of an ONNX file."""
+    """Graph inputs (without initializers) and outputs of an ONNX file, remembered per (path, size, mtime)."""
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise ModelError(f"{path.name} is not a readable ONNX file: {exc.strerror or exc}", field="model") from exc
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    with _HASH_LOCK:
+        known = _SIGNATURE_CACHE.get(key)
+    if known is not None:
+        return {k: list(v) for k, v in known[0].items()}, {k: list(v) for k, v in known[1].items()}
+    signature = _parse_signature_file(path)
+    with _HASH_LOCK:
+        _SIGNATURE_CACHE[key] = signature
+    return {k: list(v) for k, v in signature[0].items()}, {k: list(v) for k, v in signature[1].items()}
+
+
+def _parse_signature_file(path: Path) -> tuple[Signature, Signature]:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError and friends from protobuf

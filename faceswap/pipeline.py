@@ -37,7 +37,7 @@ from faceswap.media import (
     write_image,
 )
 from faceswap.models import ModelStore, sha256_file
-from faceswap.runtime import ExecutionConfig, create_session
+from faceswap.runtime import ExecutionConfig, choose_execution_provider, create_session
 from faceswap.segments import Encoding, EventSink, SegmentWriter, read_ahead, segment_name
 from faceswap.swappers import SWAPPERS, Swapper, build_swapper
 from faceswap.types import BGRImage, Face
@@ -127,6 +127,9 @@ class SwapResult:
     segments_skipped: int = 0
     wall_s: float = 0.0
     stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    #: the provider the models ran on and why it was chosen (``faceswap.gpu_probe``)
+    execution_provider: str | None = None
+    execution_provider_reason: str | None = None
 
     @property
     def fps(self) -> float:
@@ -145,6 +148,8 @@ class SwapResult:
             "fps": round(self.fps, 2),
             "wall_s": round(self.wall_s, 3),
             "timings_s": {stage: round(seconds, 4) for stage, seconds in self.stage_s.items()},
+            "execution_provider": self.execution_provider,
+            "execution_provider_reason": self.execution_provider_reason,
         }
 
 
@@ -160,7 +165,11 @@ class _Timer:
 
 
 class FaceSwapper:
-    """Loaded models for one job; ``swap_frame`` works on any BGR frame."""
+    """Loaded models for one job; ``swap_frame`` works on any BGR frame.
+
+    The sessions come from the process's cache (``faceswap.runtime``): a
+    second job in the same process with the same models builds nothing.
+    """
 
     def __init__(self, options: SwapOptions, *, models: ModelStore | None = None) -> None:
         self.options = options
@@ -170,6 +179,8 @@ class FaceSwapper:
             cpu_threads=options.cpu_threads,
             allow_fallback=options.allow_fallback,
         )
+        #: which provider runs the models, and why (reported with the job's progress and result)
+        self.execution = choose_execution_provider(execution.provider)
         detector_path = store.verified_path(DETECTOR_MODEL, role="detector")
         self.detector = YuNetDetector(create_session(detector_path, execution), options.detector)
         self.swapper: Swapper = build_swapper(options.swapper, models=store, execution=execution)
@@ -308,6 +319,8 @@ def run_swap(
         shutil.rmtree(workdir, ignore_errors=True)
     result.wall_s = time.perf_counter() - started
     result.stage_s.update({k: v for k, v in engine.stage_s.items() if k not in ("decode", "encode")})
+    result.execution_provider = engine.execution.provider
+    result.execution_provider_reason = engine.execution.reason
     return result
 
 
@@ -443,10 +456,15 @@ def _swap_frames(
         elapsed = time.perf_counter() - loop_start
         fps = result.frames_swapped / elapsed if elapsed > 0 else 0.0
         remaining = max(total - index - 1, 0)
-        emit(
-            "progress",
-            {"frames": index + 1, "total": total, "fps": fps, "eta_s": remaining / fps if fps > 0 else None},
-        )
+        report: dict[str, Any] = {
+            "frames": index + 1,
+            "total": total,
+            "fps": fps,
+            "eta_s": remaining / fps if fps > 0 else None,
+        }
+        if result.frames_swapped == 1:  # the first report says what the frames run on
+            report.update(engine.execution.fields())
+        emit("progress", report)
     if stop.is_set():
         raise Preempted("stopped by SIGTERM; finished segments are checkpointed", field="worker")
     return index + 1

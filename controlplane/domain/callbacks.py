@@ -29,6 +29,7 @@ __all__ = [
     "MAX_FAILURE_MESSAGE",
     "MAX_JSON_DEPTH",
     "MAX_PROGRESS_MESSAGE",
+    "MAX_PROVIDER_REASON",
     "Completion",
     "Failure",
     "Heartbeat",
@@ -43,12 +44,16 @@ MAX_CALLBACK_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 32
 MAX_PROGRESS_MESSAGE = 500
 MAX_FAILURE_MESSAGE = 4000
+#: why the worker runs on its execution provider (the load check's findings, dlopen errors included)
+MAX_PROVIDER_REASON = 1000
 _MAX_COUNT = 10**12
 _MAX_SECONDS = 10.0**9
 
 _Count = Annotated[int, Strict(), Interval(ge=0, le=_MAX_COUNT), WHOLE_FLOAT]
 _Seconds = Annotated[float, Field(strict=True, ge=0.0, le=_MAX_SECONDS, allow_inf_nan=False)]
 _Name = Annotated[str, StringConstraints(max_length=64)]
+_Provider = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+_ProviderReason = Annotated[str, StringConstraints(max_length=MAX_PROVIDER_REASON)]
 
 
 class _Callback(BaseModel):
@@ -68,6 +73,8 @@ class Progress(_Callback):
     eta_s: _Seconds | None = Field(default=None, description="seconds left, null when not known yet")
     stage: _Name | None = None
     message: Annotated[str, StringConstraints(max_length=MAX_PROGRESS_MESSAGE)] | None = None
+    execution_provider: _Provider | None = Field(default=None, description="tensorrt, cuda or cpu (first report)")
+    execution_provider_reason: _ProviderReason | None = Field(default=None, description="why that provider")
 
 
 class Heartbeat(_Callback):
@@ -89,6 +96,8 @@ class Completion(_Callback):
     fps: _Seconds | None = None
     wall_s: _Seconds | None = None
     timings_s: Annotated[dict[_Name, _Seconds], Field(max_length=32)] | None = None
+    execution_provider: _Provider | None = Field(default=None, description="tensorrt, cuda or cpu")
+    execution_provider_reason: _ProviderReason | None = Field(default=None, description="why that provider")
 
 
 class Failure(_Callback):

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from controlplane.domain.callbacks import MAX_FAILURE_MESSAGE, Completion, Failure
+from controlplane.domain.callbacks import MAX_FAILURE_MESSAGE, MAX_PROVIDER_REASON, Completion, Failure
 from controlplane.worker.callbacks import GO, GO_ENDED, GO_STOPPED, Reporter
 from controlplane.worker.spec import WorkerSpec, to_access, to_fetch_rules, to_swap_options
 from faceswap import EXIT_INTERNAL, EXIT_OK, EXIT_PREEMPTED, FaceSwapError, run_swap
@@ -53,7 +53,7 @@ def run_worker(
 
     def on_event(event: str, fields: dict[str, Any]) -> None:
         if event == "progress":
-            reporter.progress(fields)
+            reporter.progress(_bounded(fields))
             return
         log.info("", extra={"event": event, **fields})
 
@@ -107,7 +107,7 @@ def run_worker(
         )
         reporter.close()
         return EXIT_INTERNAL
-    summary = result.summary()
+    summary = _bounded(result.summary())
     summary["wall_s"] = round(time.monotonic() - started, 3)  # the whole attempt, callbacks included
     log.info("", extra={"event": "attempt_succeeded", **summary})
     try:
@@ -152,6 +152,14 @@ def _wait_for_go(reporter: Reporter, *, stop: threading.Event, timeout_s: float)
         log.error("", extra={"event": "hedge_undecided", "error": message, "exit_code": EXIT_PREEMPTED})
     reporter.post("fail", _failure(kind=kind, field=field, message=message, exit_code=EXIT_PREEMPTED), attempts=3)
     return EXIT_PREEMPTED
+
+
+def _bounded(fields: dict[str, Any]) -> dict[str, Any]:
+    """A report with its provider reason cut to what the API takes: a long dlopen error must not lose the rest."""
+    reason = fields.get("execution_provider_reason")
+    if isinstance(reason, str) and len(reason) > MAX_PROVIDER_REASON:
+        return {**fields, "execution_provider_reason": reason[: MAX_PROVIDER_REASON - 3] + "..."}
+    return fields
 
 
 def _failure(*, kind: str, field: str | None, message: str, exit_code: int) -> Failure:

@@ -8,6 +8,7 @@ ArcFace (w600k_r50): [N,3,112,112] RGB, (x-127.5)/127.5 -> [N,512].
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +24,25 @@ from faceswap.types import BGRImage, Face
 __all__ = ["InswapperSwapper", "read_emap"]
 
 
+_EMAPS: dict[tuple[str, int, int], npt.NDArray[np.float32]] = {}
+_EMAPS_LOCK = threading.Lock()
+
+
 def read_emap(model_path: Path) -> npt.NDArray[np.float32]:
-    """The 512x512 embedding map stored as the swapper's last initializer."""
+    """The 512x512 embedding map stored as the swapper's last initializer (read once per file version)."""
+    stat = model_path.stat()
+    key = (str(model_path.resolve()), stat.st_size, stat.st_mtime_ns)
+    with _EMAPS_LOCK:
+        known = _EMAPS.get(key)
+    if known is None:
+        known = _parse_emap(model_path)
+        known.setflags(write=False)  # shared by every job of the process
+        with _EMAPS_LOCK:
+            _EMAPS[key] = known
+    return known
+
+
+def _parse_emap(model_path: Path) -> npt.NDArray[np.float32]:
     model = onnx.load(str(model_path), load_external_data=False)
     if not model.graph.initializer:
         raise ModelError(f"{model_path.name} has no initializers, so no emap", field="models.inswapper_128")

@@ -557,6 +557,13 @@ def test_complete_then_a_late_fail_changes_nothing(api: ApiServer) -> None:
     assert fetched.content == b"swapped pixels"
 
 
+def test_complete_stores_the_execution_provider_the_worker_reports(api: ApiServer) -> None:
+    _task_id, attempt_id, token = launched(api)
+    body = {"frames": 1, "execution_provider": "cuda", "execution_provider_reason": "tensorrt: libnvinfer.so.10: x"}
+    assert api.client(token).post(f"/v1/attempts/{attempt_id}/complete", json=body).status_code == 200
+    assert dict(api.store.get_progress(attempt_id).progress) == body
+
+
 def test_fail_preempted_ends_the_attempt_and_leaves_the_task_to_failover(api: ApiServer) -> None:
     """A preemption is retryable: the callback ends the attempt only; the scheduler re-plans the task."""
     task_id, attempt_id, token = launched(api)

@@ -160,6 +160,11 @@ def test_worker_runs_a_video_job_and_reports_to_the_control_plane(
     assert complete["output"] == spec["output"]
     progress = [post["body"] for post in posts if post["path"].endswith("/progress")]
     assert all(0 < body["frames"] <= body["total"] == 48 for body in progress)
+    # what the models ran on, and why: in the result and the first progress report
+    assert complete["execution_provider"] == "cpu"
+    assert complete["execution_provider_reason"].endswith("cpu: built in")
+    assert progress[0]["execution_provider"] == "cpu"
+    assert progress[0]["execution_provider_reason"] == complete["execution_provider_reason"]
 
     entries = _log_lines(done.stderr)
     assert all(entry.get("task_id") == TASK and entry.get("attempt_id") == ATTEMPT for entry in entries), entries
@@ -168,6 +173,9 @@ def test_worker_runs_a_video_job_and_reports_to_the_control_plane(
     assert events[-1] == "attempt_succeeded", events
     assert "segment_committed" in events
     assert "output_written" in events
+    (chosen,) = [entry for entry in entries if entry["event"] == "execution_provider_chosen"]
+    assert chosen["execution_provider"] == "cpu"
+    assert chosen["execution_provider_reason"] == complete["execution_provider_reason"]
     assert token not in done.stderr
     assert token not in done.stdout
 

@@ -120,6 +120,7 @@ def test_a_local_worker_never_inherits_the_control_planes_secrets(serve_env: Pat
         "FUSIONPLANE_FFMPEG",
         "FUSIONPLANE_FFPROBE",
         "FUSIONPLANE_STOP_GRACE_S",
+        "FUSIONPLANE_CUDNN_ALGO_SEARCH",
     }
     # sh and Python add a few of their own (PWD, SHLVL, LC_CTYPE on a C locale)
     assert set(env) - allowed <= {"PWD", "SHLVL", "OLDPWD", "LC_CTYPE", "_"}, sorted(set(env) - allowed)

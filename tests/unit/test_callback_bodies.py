@@ -11,13 +11,14 @@ from controlplane.domain.callbacks import (
     MAX_CALLBACK_BYTES,
     MAX_FAILURE_MESSAGE,
     MAX_JSON_DEPTH,
+    MAX_PROVIDER_REASON,
     Completion,
     Failure,
     Heartbeat,
     Progress,
     parse_callback,
 )
-from controlplane.worker.agent import _failure
+from controlplane.worker.agent import _bounded, _failure
 from controlplane.worker.callbacks import Reporter
 
 
@@ -68,6 +69,26 @@ def test_what_is_stored_is_what_the_sender_set_of_the_known_fields() -> None:
     assert body.stored() == {"frames": 1, "eta_s": None}
     summary = {"output": "/o.mp4", "kind": "video", "frames": 3, "fps": 2, "timings_s": {"swap": 0.5}}
     assert Completion.model_validate(summary).stored() == {**summary, "fps": 2.0}
+
+
+def test_the_execution_provider_and_its_reason_are_typed_fields_of_complete_and_progress() -> None:
+    chosen = {
+        "execution_provider": "cuda",
+        "execution_provider_reason": "tensorrt: libnvinfer.so.10: nope; cuda: loaded",
+    }
+    assert Completion.model_validate({"frames": 1, **chosen}).stored() == {"frames": 1, **chosen}
+    assert parse_callback(json.dumps({"frames": 1, **chosen}).encode(), Progress).stored() == {"frames": 1, **chosen}
+    with pytest.raises(FieldError) as refused:
+        parse_callback(b'{"execution_provider": "CUDA Execution"}', Completion)
+    assert refused.value.path == "execution_provider"
+
+
+def test_the_worker_cuts_a_long_provider_reason_instead_of_losing_the_report() -> None:
+    summary = {"output": "/o.png", "execution_provider": "cpu", "execution_provider_reason": "r" * 5000}
+    cut = _bounded(summary)
+    assert len(cut["execution_provider_reason"]) == MAX_PROVIDER_REASON
+    assert Completion.model_validate(cut).output == "/o.png"
+    assert _bounded({"frames": 1}) == {"frames": 1}
 
 
 def test_the_worker_cuts_a_long_failure_instead_of_losing_it() -> None:
