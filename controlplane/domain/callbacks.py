@@ -89,6 +89,9 @@ class Completion(_Callback):
     fps: _Seconds | None = None
     wall_s: _Seconds | None = None
     timings_s: Annotated[dict[_Name, _Seconds], Field(max_length=32)] | None = None
+    #: a video's encoder and why it was chosen (``auto`` tries NVENC first)
+    encoder: _Name | None = None
+    encoder_reason: Annotated[str, StringConstraints(max_length=512)] | None = None
 
 
 class Failure(_Callback):
