@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps run-deps test-deps run demo sim check test bench bench-core bench-api bench-policy bench-simulate bench-signals bench-providers bench-ha bench-dataplane bench-sim bench-placement bench-webhooks clean
+.PHONY: setup system-deps run-deps test-deps run demo sim check test bench bench-core bench-pipes bench-api bench-policy bench-simulate bench-signals bench-providers bench-ha bench-dataplane bench-sim bench-placement bench-webhooks clean
 
 # Debian packages, installed when missing and we are root (CI, containers); otherwise say what to install.
 # run-deps: what `make run` and `make demo` need beyond Python: ffmpeg/ffprobe for the core.
@@ -84,10 +84,14 @@ check: setup
 test: setup
 	AWS_EC2_METADATA_DISABLED=true AZURE_POD_IDENTITY_AUTHORITY_HOST=http://127.0.0.1:9 $(VENV)/bin/pytest
 
-bench: bench-core bench-api bench-policy bench-simulate bench-signals bench-providers bench-ha bench-dataplane bench-sim bench-placement bench-webhooks
+bench: bench-core bench-pipes bench-api bench-policy bench-simulate bench-signals bench-providers bench-ha bench-dataplane bench-sim bench-placement bench-webhooks
 
 bench-core: setup
 	$(PY) -m bench.core
+
+# raw 1080p frames between ffmpeg and Python, before and after issue 19's pipes; JSON in build/bench/pipes.json
+bench-pipes: setup
+	$(PY) -m bench.pipes
 
 bench-api: setup
 	$(PY) -m bench.api

@@ -29,9 +29,11 @@ from typing import Any
 from bench.report import write_section
 from controlplane.cli.demo import make_samples
 from faceswap import SwapOptions, run_swap
+from faceswap.encoders import choose_encoder
 from faceswap.media import probe
 from faceswap.models import ModelStore
 from faceswap.pipeline import STAGES
+from faceswap.segments import decoder_ring
 from faceswap.video import Decoder, SegmentEncoder
 
 SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
@@ -40,17 +42,18 @@ SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
 def transcode_fps(clip: Path, workdir: Path, options: SwapOptions) -> float:
     """Decode + encode only, with the pipeline's settings: the floor for any swap."""
     info = probe(clip, field="target")
+    encoder_name = choose_encoder(options.encoder).encoder  # auto -> what run_swap would use here
     start = time.perf_counter()
     encoder = SegmentEncoder(
         workdir / "baseline.ts",
         width=info.width,
         height=info.height,
         fps=info.fps,
-        encoder=options.encoder,
+        encoder=encoder_name,
         quality=options.quality,
         preset=options.preset,
     )
-    decoder = Decoder(clip, info)
+    decoder = Decoder(clip, info, ring=decoder_ring(info.width * info.height * 3))
     frames = 0
     for frame in decoder:
         encoder.write(frame)

@@ -25,6 +25,7 @@ from faceswap.align import warp_face
 from faceswap.blend import BlendConfig, paste_back
 from faceswap.checkpoint import CheckpointStore, Manifest, open_checkpoint
 from faceswap.detector import DetectorConfig, YuNetDetector
+from faceswap.encoders import ENCODER_CHOICES, EncoderChoice, choose_encoder
 from faceswap.errors import BadInput, NoFaceFound, Preempted
 from faceswap.fetcher import FetchRules
 from faceswap.media import (
@@ -38,18 +39,11 @@ from faceswap.media import (
 )
 from faceswap.models import ModelStore, sha256_file
 from faceswap.runtime import ExecutionConfig, choose_execution_provider, create_session
-from faceswap.segments import Encoding, EventSink, SegmentWriter, read_ahead, segment_name
+from faceswap.segments import Encoding, EventSink, SegmentWriter, decoder_ring, read_ahead, segment_name
 from faceswap.swappers import SWAPPERS, Swapper, build_swapper
 from faceswap.types import BGRImage, Face
 from faceswap.uris import Location, fetch, parse_uri, write_atomically
-from faceswap.video import (
-    ENCODERS,
-    Decoder,
-    available_encoders,
-    concat_segments,
-    to_coded,
-    to_display,
-)
+from faceswap.video import Decoder, concat_segments, to_coded, to_display
 
 __all__ = ["STAGES", "EventSink", "FaceSwapper", "SwapOptions", "SwapResult", "run_swap"]
 
@@ -76,7 +70,8 @@ class SwapOptions:
     execution_provider: str = "auto"
     cpu_threads: int = 0
     allow_fallback: bool = False
-    encoder: str = "libx264"
+    #: ``auto``: NVENC where a test encode proves it works, else libx264 (exactly what ``libx264`` gives)
+    encoder: str = "auto"
     #: CRF-style quality for video (0 best .. 51); images use ``image_quality``
     quality: int = 18
     preset: str = "veryfast"
@@ -90,8 +85,8 @@ class SwapOptions:
             choices = ", ".join(SWAPPERS)
             raise BadInput(f"unknown swapper {self.swapper!r}; choose one of {choices}", field="swapper")
         _ = self.face_index  # validates the selector
-        if self.encoder not in ENCODERS:
-            choices = ", ".join(ENCODERS)
+        if self.encoder not in ENCODER_CHOICES:
+            choices = ", ".join(ENCODER_CHOICES)
             raise BadInput(f"unsupported encoder {self.encoder!r}; choose one of {choices}", field="encoder")
         if not 0 <= self.quality <= 51:
             raise BadInput("must be between 0 (best) and 51", field="quality")
@@ -130,6 +125,9 @@ class SwapResult:
     #: the provider the models ran on and why it was chosen (``faceswap.gpu_probe``)
     execution_provider: str | None = None
     execution_provider_reason: str | None = None
+    #: the video encoder used and why (``auto``'s choice); None for images
+    encoder: str | None = None
+    encoder_reason: str | None = None
 
     @property
     def fps(self) -> float:
@@ -147,6 +145,8 @@ class SwapResult:
             "segments_skipped": self.segments_skipped,
             "fps": round(self.fps, 2),
             "wall_s": round(self.wall_s, 3),
+            "encoder": self.encoder,
+            "encoder_reason": self.encoder_reason,
             "timings_s": {stage: round(seconds, 4) for stage, seconds in self.stage_s.items()},
             "execution_provider": self.execution_provider,
             "execution_provider_reason": self.execution_provider_reason,
@@ -285,8 +285,8 @@ def run_swap(
     wanted = IMAGE_SUFFIXES if kind == "image" else VIDEO_OUTPUT_SUFFIXES
     if output_loc.suffix not in wanted:
         raise BadInput(f"a {kind} output must end in one of {', '.join(wanted)}", field="output")
-    if kind == "video" and options.encoder not in available_encoders():
-        raise BadInput(f"this ffmpeg has no {options.encoder} encoder", field="encoder")
+    # before any model is loaded: a missing encoder fails fast; auto's test encode runs once per process
+    encoder = choose_encoder(options.encoder) if kind == "video" else None
     engine = FaceSwapper(options, models=models)  # models verified before any frame is read
     _check_stop(stop)
     workdir = Path(tempfile.mkdtemp(prefix="fusionplane-job-"))
@@ -301,12 +301,14 @@ def run_swap(
         if kind == "image":
             result = _swap_image(engine, prepared, target_path, output_loc, options)
         else:
+            assert encoder is not None
             result = _swap_video(
                 engine,
                 prepared,
                 target_path,
                 output_loc,
                 options,
+                encoder=encoder,
                 source_digest=sha256_file(source_path),
                 checkpoint=checkpoint,
                 blob_endpoints=blob_endpoints,
@@ -341,6 +343,7 @@ def _swap_video(
     output: Location,
     options: SwapOptions,
     *,
+    encoder: EncoderChoice,
     source_digest: str,
     checkpoint: str | None,
     blob_endpoints: Mapping[str, str] | None,
@@ -356,19 +359,26 @@ def _swap_video(
     store = open_checkpoint(
         checkpoint or str(workdir / "checkpoint"), blob_endpoints=blob_endpoints, s3_endpoints=s3_endpoints
     )
-    fingerprint = _video_fingerprint(engine, target, info, options, source_digest)
+    emit("encoder_chosen", {"encoder": encoder.encoder, "reason": encoder.reason})
+    fingerprint = _video_fingerprint(engine, target, info, options, source_digest, encoder.encoder)
     manifest = _resume_manifest(store, fingerprint, options, emit)
     _verify_segments(store, manifest, workdir, emit)
     done = set(manifest.segments)
-    result = SwapResult(kind="video", output=output.raw, segments_skipped=len(done))
+    result = SwapResult(
+        kind="video",
+        output=output.raw,
+        segments_skipped=len(done),
+        encoder=encoder.encoder,
+        encoder_reason=encoder.reason,
+    )
     for segment in sorted(done):
         emit("segment_skipped", {"segment": segment, "frames": manifest.segments[segment]["frames"]})
-    encoding = Encoding(encoder=options.encoder, quality=options.quality, preset=options.preset)
+    encoding = Encoding(encoder=encoder.encoder, quality=options.quality, preset=options.preset)
     writer = SegmentWriter(
         store=store, manifest=manifest, workdir=workdir, info=info, encoding=encoding, emit=emit, stage_s=result.stage_s
     )
     writer.start()
-    decoder = Decoder(target, info)
+    decoder = Decoder(target, info, ring=decoder_ring(info.width * info.height * 3))
     try:
         result.frames = _swap_frames(engine, prepared, decoder, writer, info, options, done, result, stop, emit)
     except BaseException:
@@ -391,9 +401,13 @@ def _swap_video(
 
 
 def _video_fingerprint(
-    engine: FaceSwapper, target: Path, info: MediaInfo, options: SwapOptions, source_digest: str
+    engine: FaceSwapper, target: Path, info: MediaInfo, options: SwapOptions, source_digest: str, encoder: str
 ) -> dict[str, Any]:
-    """What a checkpoint must have been made from to be resumed: the inputs, the options and the swapper."""
+    """What a checkpoint must have been made from to be resumed: the inputs, the options and the swapper.
+
+    The encoder is the one actually used, not ``auto``: segments of two encoders are never joined, and a
+    checkpoint made with ``libx264`` resumes under ``auto`` wherever ``auto`` picks libx264.
+    """
     return {
         "source_sha256": source_digest,
         "target": {
@@ -403,7 +417,7 @@ def _video_fingerprint(
             "frames": info.frames,
             "fps": str(info.fps),
         },
-        "options": options.fingerprint(),
+        "options": {**options.fingerprint(), "encoder": encoder},
         "swapper": engine.swapper.identity,
     }
 
@@ -449,7 +463,8 @@ def _swap_frames(
         if segment in done:
             continue
         upright = to_display(frame, info.rotation)
-        swapped = engine.swap_frame(upright, prepared)  # each decoded frame has its own buffer
+        # in place: the frame's ring buffer is not reused until the writer has piped it (segments.decoder_ring)
+        swapped = engine.swap_frame(upright, prepared)
         result.faces_swapped += swapped
         result.frames_swapped += 1
         writer.submit(segment, to_coded(upright, info.rotation) if info.rotation else upright)

@@ -4,6 +4,13 @@ Each segment is a file of ``segment_frames`` frames; :class:`SegmentWriter`
 commits it to the checkpoint store (file, then manifest) as soon as it is
 complete, so a preempted worker resumes after the last committed segment.
 Both queues are bounded in bytes (:data:`QUEUE_BYTES`), whatever the resolution.
+
+Decoded frames live in the decoder's ring of reused buffers
+(:func:`decoder_ring`); it is sized so that no buffer comes round again while
+a stage still holds its frame. The bound: every frame alive is in the
+read-ahead queue, the writer's inbox, or in one stage's hands (the swapping
+thread's frame, the one the writer is piping to ffmpeg, the one being read),
+and both queues are bounded, so the decoder cannot run further ahead.
 """
 
 from __future__ import annotations
@@ -22,10 +29,24 @@ from faceswap.models import sha256_file
 from faceswap.types import BGRImage
 from faceswap.video import Decoder, SegmentEncoder
 
-__all__ = ["QUEUE_BYTES", "Encoding", "EventSink", "SegmentWriter", "read_ahead", "segment_name"]
+__all__ = [
+    "FRAMES_IN_HAND",
+    "QUEUE_BYTES",
+    "Encoding",
+    "EventSink",
+    "SegmentWriter",
+    "decoder_ring",
+    "queue_depths",
+    "read_ahead",
+    "segment_name",
+]
 
 #: raw frames buffered between stages, in bytes; at 8K (100 MB a frame) that is two frames each
 QUEUE_BYTES = 256 << 20
+#: frames held outside the queues: the swapping thread's, the writer's, and the one being decoded
+FRAMES_IN_HAND = 3
+#: at most this many frames wait in the read-ahead queue and in the writer's inbox
+_READ_AHEAD_MOST, _INBOX_MOST = 4, 8
 #: where the pipeline reports what it did: (event name, fields)
 EventSink = Callable[[str, dict[str, Any]], None]
 
@@ -48,9 +69,19 @@ def _queue_depth(frame_bytes: int, most: int) -> int:
     return max(2, min(most, QUEUE_BYTES // max(frame_bytes, 1)))
 
 
+def queue_depths(frame_bytes: int) -> tuple[int, int]:
+    """(read-ahead queue, writer inbox) depths in frames for frames of ``frame_bytes``."""
+    return _queue_depth(frame_bytes, _READ_AHEAD_MOST), _queue_depth(frame_bytes, _INBOX_MOST)
+
+
+def decoder_ring(frame_bytes: int) -> int:
+    """How many reused buffers the pipeline's decoder needs: more than frames can be alive at once."""
+    return sum(queue_depths(frame_bytes)) + FRAMES_IN_HAND
+
+
 def read_ahead(decoder: Decoder, stage_s: dict[str, float], stop: threading.Event) -> Iterator[BGRImage]:
     """Frames read ahead on a thread, so decoding overlaps swapping."""
-    ready: queue.Queue[BGRImage | BaseException | None] = queue.Queue(maxsize=_queue_depth(decoder.frame_bytes, 4))
+    ready: queue.Queue[BGRImage | BaseException | None] = queue.Queue(maxsize=queue_depths(decoder.frame_bytes)[0])
 
     def pump() -> None:
         try:
@@ -97,7 +128,7 @@ class SegmentWriter(threading.Thread):
         super().__init__(name="segment-writer", daemon=True)
         self.store, self.manifest, self.workdir, self.info = store, manifest, workdir, info
         self.encoding, self.emit, self.stage_s = encoding, emit, stage_s
-        depth = _queue_depth(info.width * info.height * 3, 8)
+        depth = queue_depths(info.width * info.height * 3)[1]
         self.inbox: queue.Queue[tuple[str, int, BGRImage | None]] = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
         self.committed = 0

@@ -6,7 +6,9 @@ are MPEG-TS files (their 90 kHz timestamps survive the concat demuxer; mp4
 segments come out re-timed because of their B-frame edit lists) joined with
 stream copy, and the input's audio is muxed back. x264 is deterministic for the same frames and settings, so a
 segment encoded after a resume is bit-identical to the one an uninterrupted
-run would have produced.
+run would have produced. Both pipes are enlarged and frames are read into a
+ring of reused buffers (faceswap/pipes.py): at 1080p the default 64 KiB pipes,
+not ffmpeg, set the pace.
 """
 
 from __future__ import annotations
@@ -25,19 +27,22 @@ import cv2
 import numpy as np
 
 from faceswap.containers import SEGMENT_DEMUXER, VIDEO_DEMUXERS, input_args
+from faceswap.encoders import ENCODERS, available_encoders, encoder_args
 from faceswap.errors import BadInput, ExecutionProviderUnavailable, FaceSwapError, UnsupportedMedia
 from faceswap.media import MediaInfo, ffmpeg_binary, probe
+from faceswap.pipes import FrameRing, enlarge_pipe, pipe_size, read_frame, write_all
 from faceswap.types import BGRImage
 
-__all__ = ["ENCODERS", "Decoder", "SegmentEncoder", "concat_segments", "to_display", "to_coded"]
+__all__ = [
+    "ENCODERS",
+    "Decoder",
+    "SegmentEncoder",
+    "available_encoders",
+    "concat_segments",
+    "to_coded",
+    "to_display",
+]
 
-#: encoder -> how quality (0 best .. 51 worst) is passed
-ENCODERS: dict[str, list[str]] = {
-    "libx264": ["-crf"],
-    "libx265": ["-crf"],
-    "h264_nvenc": ["-rc", "vbr", "-cq"],
-    "hevc_nvenc": ["-rc", "vbr", "-cq"],
-}
 #: audio codecs an mp4/mov container can carry as they are
 _MP4_AUDIO = {"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"}
 #: the names the pipeline gives its checkpoint segments (segments.segment_name)
@@ -54,13 +59,6 @@ def to_display(frame: BGRImage, rotation: int) -> BGRImage:
 def to_coded(frame: BGRImage, rotation: int) -> BGRImage:
     """Upright frame -> coded orientation, so the output keeps the input's rotation tag."""
     return np.asarray(cv2.rotate(frame, _ROTATE_BACK[rotation]), dtype=np.uint8) if rotation else frame
-
-
-def available_encoders() -> set[str]:
-    out = subprocess.run(
-        [ffmpeg_binary(), "-hide_banner", "-encoders"], capture_output=True, text=True, timeout=30, check=False
-    ).stdout
-    return {line.split()[1] for line in out.splitlines() if line.startswith(" V") and len(line.split()) > 1}
 
 
 class _StderrTail:
@@ -89,13 +87,20 @@ class _StderrTail:
 
 
 class Decoder:
-    """Iterates the frames of a video in coded orientation, as BGR arrays."""
+    """Iterates the frames of a video in coded orientation, as BGR arrays.
 
-    def __init__(self, path: Path, info: MediaInfo) -> None:
+    ``ring`` > 0 reads the frames into that many reused buffers (see
+    :class:`~faceswap.pipes.FrameRing` for how long a frame then stays
+    intact); 0 gives every frame a buffer of its own. ``big_pipe`` False keeps
+    the kernel's default pipe size (the benchmark's baseline).
+    """
+
+    def __init__(self, path: Path, info: MediaInfo, *, ring: int = 0, big_pipe: bool = True) -> None:
         if info.demuxer not in VIDEO_DEMUXERS:
             raise UnsupportedMedia(f"{path.name} was not probed as a video container", field="target")
         self.info = info
         self.frame_bytes = info.width * info.height * 3
+        self._ring = FrameRing(self.frame_bytes, ring)
         cmd = [
             ffmpeg_binary(),
             "-nostdin",
@@ -116,6 +121,9 @@ class Decoder:
             "-",
         ]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        self.pipe_bytes = enlarge_pipe(fd, 2 * self.frame_bytes) if big_pipe else pipe_size(fd)
         self._stderr = _StderrTail(self.proc.stderr)
 
     def __iter__(self) -> Iterator[BGRImage]:
@@ -123,19 +131,13 @@ class Decoder:
         assert isinstance(stdout, io.RawIOBase)  # bufsize=0 gives an unbuffered FileIO
         shape = (self.info.height, self.info.width, 3)
         while True:
-            buffer = bytearray(self.frame_bytes)
-            view = memoryview(buffer)
-            got = 0
-            while got < self.frame_bytes:
-                n = stdout.readinto(view[got:])
-                if not n:
-                    break
-                got += n
+            buffer = self._ring.take()
+            got = read_frame(stdout, buffer)
             if got == 0:
                 break
             if got < self.frame_bytes:
                 raise UnsupportedMedia("the video ends inside a frame (truncated)", field="target")
-            yield np.frombuffer(buffer, dtype=np.uint8).reshape(shape)
+            yield buffer.reshape(shape)
         if self.proc.wait() != 0:
             raise UnsupportedMedia(f"the video is corrupt or truncated: {self._stderr.text()}", field="target")
 
@@ -161,12 +163,11 @@ class SegmentEncoder:
         encoder: str,
         quality: int,
         preset: str,
+        big_pipe: bool = True,
     ) -> None:
         self.path = path
         # 4:2:0 needs even sizes; odd ones keep their exact size in 4:4:4
         pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
-        quality_args = [*ENCODERS[encoder], str(quality)]
-        preset_args = ["-preset", preset] if encoder in ("libx264", "libx265") else []
         cmd = [
             ffmpeg_binary(),
             "-nostdin",
@@ -186,10 +187,7 @@ class SegmentEncoder:
             "-i",
             "pipe:0",
             "-an",
-            "-c:v",
-            encoder,
-            *preset_args,
-            *quality_args,
+            *encoder_args(encoder, quality, preset),
             "-pix_fmt",
             pix_fmt,
             "-f",
@@ -197,6 +195,9 @@ class SegmentEncoder:
             str(path),
         ]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+        assert self.proc.stdin is not None
+        fd = self.proc.stdin.fileno()
+        self.pipe_bytes = enlarge_pipe(fd, 2 * width * height * 3) if big_pipe else pipe_size(fd)
         self._stderr = _StderrTail(self.proc.stderr)
         self.frames = 0
         self._encoder = encoder
@@ -211,7 +212,7 @@ class SegmentEncoder:
     def write(self, frame: BGRImage) -> None:
         assert self.proc.stdin is not None
         try:
-            self.proc.stdin.write(np.ascontiguousarray(frame).data.cast("B"))
+            write_all(self.proc.stdin.fileno(), frame)
         except BrokenPipeError as exc:
             raise self._failure("the encoder stopped") from exc
         self.frames += 1

@@ -17,12 +17,12 @@ from controlplane.cli.common import install_stop_signals, reports_errors
 from controlplane.config import LocalRunSettings
 from faceswap import SwapOptions, SwapResult, run_swap
 from faceswap.blend import BLEND_MODES, BlendConfig
+from faceswap.encoders import ENCODER_CHOICES
 from faceswap.fetcher import FetchRules
 from faceswap.models import ModelStore
 from faceswap.netguard import AllowedHosts
 from faceswap.runtime import EXECUTION_PROVIDERS
 from faceswap.swappers import SWAPPERS
-from faceswap.video import ENCODERS
 
 __all__ = ["swap"]
 
@@ -79,7 +79,13 @@ class _PlainProgress:
 @click.option("--face-selector", default="all", show_default=True, help="all, largest, or index:N (left to right).")
 @click.option("--checkpoint", default=None, help="Directory, s3:// or az:// prefix for resumable video segments.")
 @click.option("--segment-frames", type=click.IntRange(1, 100_000), default=120, show_default=True)
-@click.option("--encoder", type=click.Choice(list(ENCODERS)), default="libx264", show_default=True)
+@click.option(
+    "--encoder",
+    type=click.Choice(list(ENCODER_CHOICES)),
+    default="auto",
+    show_default=True,
+    help="auto: NVENC where it works on this node, else libx264.",
+)
 @click.option("--quality", type=click.IntRange(0, 51), default=18, show_default=True, help="Video CRF/CQ.")
 @click.option("--preset", default="veryfast", show_default=True, help="x264/x265 preset.")
 @click.option("--blend", "blend_mode", type=click.Choice(BLEND_MODES), default="feather", show_default=True)

@@ -98,6 +98,9 @@ class Completion(_Callback):
     timings_s: Annotated[dict[_Name, _Seconds], Field(max_length=32)] | None = None
     execution_provider: _Provider | None = Field(default=None, description="tensorrt, cuda or cpu")
     execution_provider_reason: _ProviderReason | None = Field(default=None, description="why that provider")
+    #: a video's encoder and why it was chosen (``auto`` tries NVENC first)
+    encoder: _Name | None = None
+    encoder_reason: Annotated[str, StringConstraints(max_length=512)] | None = None
 
 
 class Failure(_Callback):

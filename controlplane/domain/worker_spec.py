@@ -73,7 +73,8 @@ class SpecOptions(_Strict):
     execution_provider: Literal["auto", "tensorrt", "cuda", "cpu"] = "auto"
     cpu_threads: JsonInt = Field(default=0, ge=0, le=256)
     allow_fallback: StrictBool = False
-    encoder: Literal["libx264", "libx265", "h264_nvenc", "hevc_nvenc"] = "libx264"
+    #: auto: NVENC where a test encode on the node proves it works, else libx264 (faceswap.encoders)
+    encoder: Literal["auto", "libx264", "libx265", "h264_nvenc", "hevc_nvenc"] = "auto"
     quality: JsonInt = Field(default=18, ge=0, le=51)
     preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"] = "veryfast"
     image_quality: JsonInt = Field(default=95, ge=1, le=100)

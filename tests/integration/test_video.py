@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from faceswap import SwapOptions, run_swap
+from faceswap.encoders import encoder_works
 from faceswap.pipeline import FaceSwapper
 from tests.support.media import decoded_frames, frame_md5s, make_clip, probe_facts
 
@@ -257,3 +258,36 @@ def test_checkpoint_of_another_job_is_reset_not_reused(
     manifest = json.loads((checkpoint / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["fingerprint"]["source_sha256"] == _sha256(astronaut_path)
     assert frame_md5s(tmp_path / "other.mp4") != frame_md5s(tmp_path / "first.mp4")
+
+
+def test_default_auto_on_a_cpu_node_is_libx264_byte_for_byte_and_resumes_its_checkpoints(
+    tmp_path: Path, clip_15fps: Path, source_face_path: Path
+) -> None:
+    if encoder_works("h264_nvenc")[0]:
+        pytest.skip("this machine has a working NVENC: auto picks it")
+    checkpoint = tmp_path / "ckpt"
+
+    def job(output: str, options: SwapOptions, ckpt: Path | None) -> tuple[Any, list[tuple[str, dict[str, Any]]]]:
+        events: list[tuple[str, dict[str, Any]]] = []
+        result = run_swap(
+            source=str(source_face_path),
+            target=str(clip_15fps),
+            output=str(tmp_path / output),
+            options=options,
+            checkpoint=str(ckpt) if ckpt else None,
+            on_event=lambda event, fields: events.append((event, fields)),
+        )
+        return result, events
+
+    explicit, _ = job("explicit.mp4", SwapOptions(encoder="libx264", segment_frames=15), checkpoint)
+    default, events = job("default.mp4", SwapOptions(segment_frames=15), None)
+    assert _sha256(tmp_path / "default.mp4") == _sha256(tmp_path / "explicit.mp4")
+    summary = default.summary()
+    assert summary["encoder"] == explicit.summary()["encoder"] == "libx264"
+    assert summary["encoder_reason"].startswith("auto: h264_nvenc")
+    assert explicit.summary()["encoder_reason"] == "requested"
+    assert ("encoder_chosen", {"encoder": "libx264", "reason": summary["encoder_reason"]}) in events
+    # a checkpoint written with libx264 is this job's under auto too: its segments are reused
+    resumed, _ = job("resumed.mp4", SwapOptions(segment_frames=15), checkpoint)
+    assert (resumed.segments_done, resumed.segments_skipped) == (0, 3)
+    assert _sha256(tmp_path / "resumed.mp4") == _sha256(tmp_path / "explicit.mp4")
