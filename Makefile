@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps run-deps test-deps run demo sim check test bench bench-core bench-pipes bench-api bench-policy bench-simulate bench-signals bench-providers bench-ha bench-dataplane bench-sim bench-placement bench-webhooks clean
+.PHONY: setup system-deps run-deps test-deps run demo sim check test bench bench-core bench-pipes bench-gpu bench-api bench-policy bench-simulate bench-signals bench-providers bench-ha bench-dataplane bench-sim bench-placement bench-webhooks clean
 
 # Debian packages, installed when missing and we are root (CI, containers); otherwise say what to install.
 # run-deps: what `make run` and `make demo` need beyond Python: ffmpeg/ffprobe for the core.
@@ -82,7 +82,7 @@ check: setup
 
 # no SDK in a test may reach a cloud metadata address (tests/support/no_metadata.py; conftest sets them too)
 test: setup
-	AWS_EC2_METADATA_DISABLED=true AZURE_POD_IDENTITY_AUTHORITY_HOST=http://127.0.0.1:9 $(VENV)/bin/pytest
+	AWS_EC2_METADATA_DISABLED=true AZURE_POD_IDENTITY_AUTHORITY_HOST=http://127.0.0.1:9 ORT_DISABLE_TELEMETRY=1 $(VENV)/bin/pytest
 
 bench: bench-core bench-pipes bench-api bench-policy bench-simulate bench-signals bench-providers bench-ha bench-dataplane bench-sim bench-placement bench-webhooks
 
@@ -92,6 +92,28 @@ bench-core: setup
 # raw 1080p frames between ffmpeg and Python, before and after issue 19's pipes; JSON in build/bench/pipes.json
 bench-pipes: setup
 	$(PY) -m bench.pipes
+
+# bench-gpu: on a GPU node. Its own venv, .venv-gpu, with the worker image's pinned ONNX Runtime
+# stack (deploy/worker/requirements-gpu.txt, from PyPI and pypi.nvidia.com) in place of the CPU
+# build. Offline, with CUDA 13 libraries already on the node: GPU_WHEELHOUSE=DIR holding the
+# onnxruntime-gpu wheel (and the project's dependencies) installs from there, nothing else fetched.
+# BENCH_GPU_ARGS passes options on (--providers, --encoders, --frames, --repeat, --no-write).
+GPU_VENV ?= .venv-gpu
+GPU_WHEELHOUSE ?=
+BENCH_GPU_ARGS ?=
+bench-gpu: run-deps
+	test -x $(GPU_VENV)/bin/python || $(PYTHON) -m venv $(GPU_VENV)
+	@if [ -n "$(GPU_WHEELHOUSE)" ]; then \
+	  $(GPU_VENV)/bin/pip install -q --no-index --find-links "$(GPU_WHEELHOUSE)" -e ".[dev]" \
+	  && $(GPU_VENV)/bin/pip uninstall -q -y onnxruntime \
+	  && $(GPU_VENV)/bin/pip install -q --no-index --find-links "$(GPU_WHEELHOUSE)" --no-deps \
+	       "$$(grep '^onnxruntime-gpu==' deploy/worker/requirements-gpu.txt)"; \
+	else \
+	  $(GPU_VENV)/bin/pip install -q -e ".[dev]" \
+	  && $(GPU_VENV)/bin/pip uninstall -q -y onnxruntime \
+	  && $(GPU_VENV)/bin/pip install -q --extra-index-url https://pypi.nvidia.com -r deploy/worker/requirements-gpu.txt; \
+	fi
+	ORT_DISABLE_TELEMETRY=1 $(GPU_VENV)/bin/python -m bench.gpu $(BENCH_GPU_ARGS)
 
 bench-api: setup
 	$(PY) -m bench.api

@@ -92,6 +92,11 @@ class YuNetDetector:
         self._grids = {stride: _anchor_grid(stride) for stride in STRIDES}
         self._canvas = np.empty((0, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)
 
+    def warm(self, batch: int) -> None:
+        """Run one batch of ``batch`` blank frames, so a batch-shaped engine or kernel is built before work."""
+        if self.takes_uint8_batches:
+            self.session.run(self._outputs, {self._input: np.zeros((batch, INPUT_SIZE, INPUT_SIZE, 3), np.uint8)})
+
     def detect(self, frame: BGRImage) -> list[Face]:
         """Faces sorted by score, best first; an empty list when there are none."""
         return self.detect_many([frame])[0]

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -270,16 +271,24 @@ def _provider_list(provider: str, config: ExecutionConfig) -> list[Any]:
     return [_ORT_NAMES["cpu"]]
 
 
+_WARM_UP_DTYPES = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8, "tensor(int64)": np.int64}
+
+
 def _warm_up(session: ort.InferenceSession) -> None:
     feeds = {}
     for spec in session.get_inputs():
         shape = [d if isinstance(d, int) and d > 0 else 1 for d in spec.shape]
-        dtype = np.float32 if "float" in spec.type else np.int64
-        feeds[spec.name] = np.zeros(shape, dtype=dtype)
+        feeds[spec.name] = np.zeros(shape, dtype=_WARM_UP_DTYPES.get(spec.type, np.float32))
     session.run(None, feeds)
 
 
-def _session_key(model_path: Path, provider: str, config: ExecutionConfig) -> tuple[Any, ...]:
+#: a rewrite of a model file before it is loaded (e.g. faceswap.detector_graph's uint8 YuNet)
+ModelRewrite = Callable[[Path], bytes]
+
+
+def _session_key(
+    model_path: Path, provider: str, config: ExecutionConfig, rewrite: ModelRewrite | None
+) -> tuple[Any, ...]:
     """The model file as it is now (a replaced file is a new key) and every setting that shapes the session."""
     try:
         stat = model_path.stat()
@@ -287,38 +296,43 @@ def _session_key(model_path: Path, provider: str, config: ExecutionConfig) -> tu
         raise ModelError(f"cannot load {model_path.name}: {exc.strerror or exc}", field="model") from exc
     # ``auto`` and the provider it chose share a session
     settings = replace(config, provider=provider)
-    return (str(model_path.resolve()), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, settings)
+    rewritten = f"{rewrite.__module__}.{rewrite.__qualname__}" if rewrite is not None else None
+    return (str(model_path.resolve()), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, settings, rewritten)
 
 
-def create_session(model_path: Path, config: ExecutionConfig) -> ort.InferenceSession:
+def create_session(
+    model_path: Path, config: ExecutionConfig, *, rewrite: ModelRewrite | None = None
+) -> ort.InferenceSession:
     """The inference session for a model on the configured provider, warmed up and checked.
 
-    Created once per process for a model file and configuration, then shared:
+    Created once per process for a model file, configuration and ``rewrite``
+    (applied to the file's bytes before loading), then shared:
     ``InferenceSession.run`` is thread-safe.
     """
     provider = choose_execution_provider(config.provider).provider
     assert provider is not None  # choose_execution_provider raised otherwise
-    key = _session_key(model_path, provider, config)
+    key = _session_key(model_path, provider, config, rewrite)
     # one lock for creation too: two jobs starting at once build one session, not two engines
     with _SESSION_LOCK:
         session = _SESSIONS.get(key)
         if session is None:
-            session = _new_session(model_path, provider, config)
+            session = _new_session(model_path, provider, config, rewrite)
             _SESSIONS[key] = session
     return session
 
 
-def _new_session(model_path: Path, provider: str, config: ExecutionConfig) -> ort.InferenceSession:
+def _new_session(
+    model_path: Path, provider: str, config: ExecutionConfig, rewrite: ModelRewrite | None
+) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if config.cpu_threads:
         options.intra_op_num_threads = config.cpu_threads
     options.inter_op_num_threads = 1
+    model: str | bytes = rewrite(model_path) if rewrite is not None else str(model_path)
     try:
-        session = ort.InferenceSession(
-            str(model_path), sess_options=options, providers=_provider_list(provider, config)
-        )
+        session = ort.InferenceSession(model, sess_options=options, providers=_provider_list(provider, config))
     except Exception as exc:  # onnxruntime raises its own non-exported exception types
         raise ModelError(f"cannot load {model_path.name}: {exc}", field="model") from exc
     active = session.get_providers()

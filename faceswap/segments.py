@@ -74,9 +74,12 @@ def queue_depths(frame_bytes: int) -> tuple[int, int]:
     return _queue_depth(frame_bytes, _READ_AHEAD_MOST), _queue_depth(frame_bytes, _INBOX_MOST)
 
 
-def decoder_ring(frame_bytes: int) -> int:
-    """How many reused buffers the pipeline's decoder needs: more than frames can be alive at once."""
-    return sum(queue_depths(frame_bytes)) + FRAMES_IN_HAND
+def decoder_ring(frame_bytes: int, *, held: int = 1) -> int:
+    """How many reused buffers the pipeline's decoder needs: more than frames can be alive at once.
+
+    ``held`` is how many frames the swapping thread holds at once (a detection batch).
+    """
+    return sum(queue_depths(frame_bytes)) + FRAMES_IN_HAND + max(held, 1) - 1
 
 
 def read_ahead(decoder: Decoder, stage_s: dict[str, float], stop: threading.Event) -> Iterator[BGRImage]:

@@ -20,6 +20,7 @@ import pytest
 
 from faceswap import SwapOptions, run_swap
 from faceswap.encoders import encoder_works
+from faceswap.errors import BadInput
 from faceswap.pipeline import FaceSwapper
 from tests.support.media import decoded_frames, frame_md5s, make_clip, probe_facts
 
@@ -291,3 +292,35 @@ def test_default_auto_on_a_cpu_node_is_libx264_byte_for_byte_and_resumes_its_che
     resumed, _ = job("resumed.mp4", SwapOptions(segment_frames=15), checkpoint)
     assert (resumed.segments_done, resumed.segments_skipped) == (0, 3)
     assert _sha256(tmp_path / "resumed.mp4") == _sha256(tmp_path / "explicit.mp4")
+
+
+@pytest.mark.parametrize("rotation", [0, 90])
+def test_a_detection_batch_gives_the_output_of_one_frame_at_a_time(
+    tmp_path: Path, astronaut: np.ndarray, source_face_path: Path, rotation: int
+) -> None:
+    """Frames detected several per call (a GPU's default) are swapped exactly as one by one.
+
+    The batch of 4 does not divide the clip (26 frames) or a segment (10): the last
+    batch of the video is short, and batches straddle segment boundaries.
+    """
+    clip = make_clip(tmp_path / "clip.mp4", astronaut, frames=26, fps=24, rotate=rotation)
+    outputs = {}
+    for batch in (1, 4):
+        output = tmp_path / f"batch{batch}.mp4"
+        result = run_swap(
+            source=str(source_face_path),
+            target=str(clip),
+            output=str(output),
+            options=SwapOptions(encoder="libx264", segment_frames=10, detect_batch=batch),
+        )
+        assert (result.frames, result.frames_swapped, result.faces_swapped) == (26, 26, 26)
+        outputs[batch] = output
+    assert frame_md5s(outputs[4]) == frame_md5s(outputs[1])
+    assert _sha256(outputs[4]) == _sha256(outputs[1])
+
+
+def test_detect_batch_is_runtime_only_and_bounded() -> None:
+    assert SwapOptions(detect_batch=8).fingerprint() == SwapOptions().fingerprint()
+    with pytest.raises(BadInput) as caught:
+        SwapOptions(detect_batch=33)
+    assert caught.value.field == "detect_batch"

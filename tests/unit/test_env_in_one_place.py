@@ -28,6 +28,8 @@ EXCEPTIONS = {
     # the kubernetes client's own variable, read at call time as the client would: the client package reads
     # it once, at import, and the capacity poller's tests (and a long-running poller) change it later
     "providers/kubeconfig.py": "KUBECONFIG for the kubernetes client, as the client reads it",
+    # writes, never reads: ORT_DISABLE_TELEMETRY=1 before any module imports onnxruntime
+    "faceswap/__init__.py": "switches ONNX Runtime's telemetry off for the process",
 }
 ENV_NAMES = frozenset({"environ", "environb", "getenv", "getenvb", "putenv", "unsetenv"})
 

@@ -359,3 +359,27 @@ def test_a_missing_model_is_a_model_error(tmp_path: Path) -> None:
         create_session(tmp_path / "gone.onnx", ExecutionConfig(provider="cpu"))
     assert info.value.field == "model"
     assert "gone.onnx" in str(info.value)
+
+
+def test_a_rewritten_model_is_its_own_session_warmed_with_its_input_type(yunet_path: Path, tmp_path: Path) -> None:
+    from faceswap.detector_graph import batched_uint8_model_bytes
+
+    model = tmp_path / "yunet.onnx"
+    model.write_bytes(yunet_path.read_bytes())
+    config = ExecutionConfig(provider="cpu", cpu_threads=1)
+    published = create_session(model, config)
+    rewritten = create_session(model, config, rewrite=batched_uint8_model_bytes)
+    assert rewritten is not published
+    assert create_session(model, config, rewrite=batched_uint8_model_bytes) is rewritten
+    assert rewritten.get_inputs()[0].type == "tensor(uint8)"  # the warm-up fed it uint8 zeros, not int64
+
+
+def test_a_rewrite_that_refuses_the_model_keeps_its_own_error(tmp_path: Path) -> None:
+    model = _model(tmp_path)
+
+    def refuse(path: Path) -> bytes:
+        raise ModelError(f"{path.name} is not a detector", field="detector")
+
+    with pytest.raises(ModelError) as caught:
+        create_session(model, ExecutionConfig(provider="cpu"), rewrite=refuse)
+    assert caught.value.field == "detector"
