@@ -1,13 +1,15 @@
 """FusionPlane's face-swap core: detection, alignment, swapping, blending, video.
 
 ``pipeline`` runs one job (``run_swap``: source face + target image or video
--> output) over ``detector`` (YuNet), ``align`` (five-point alignment and its
+-> output) over ``detector`` (YuNet, its graph rewritten by ``detector_graph``
+to take uint8 batches), ``align`` (five-point alignment and its
 inverse), ``swappers`` (chosen by name), ``blend`` (paste-back) and ``video``
-(frames through ffmpeg pipes; ``segments`` decodes ahead and encodes swapped
+(frames through ffmpeg pipes, enlarged in ``pipes``; ``encoders`` picks the
+encoder; ``segments`` decodes ahead and encodes swapped
 frames into segments, which ``checkpoint`` commits so a preempted job
 resumes); ``models`` is the verified model cache
 and ``runtime`` the ONNX Runtime sessions (TensorRT, CUDA or CPU, no silent
-fallback). Inputs and outputs go through ``uris`` (paths, ``file://``,
+fallback; ``gpu_probe`` checks which load). Inputs and outputs go through ``uris`` (paths, ``file://``,
 ``s3://``, ``https://``; atomic outputs), guarded by ``netguard`` and
 ``fetcher`` (no fetch reaches an internal address), ``access`` (the tenant's
 storage grant), ``containers`` and ``media`` (what ffmpeg may read, within
