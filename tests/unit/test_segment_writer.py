@@ -123,10 +123,15 @@ def test_commits_stay_in_segment_order(tmp_path: Path) -> None:
 def test_a_failed_commit_stops_the_job_and_nothing_after_it_is_committed(tmp_path: Path) -> None:
     store = GatedStore(fail_segment="segment-000001.ts")
     writer = _writer(store, tmp_path, [])
-    with pytest.raises(TemporaryFailure):
+
+    def feed_then_finish() -> None:
+        # the failure surfaces in a later submit() or in finish(), whichever comes first
         for i in range(PER_SEGMENT * 6):
             writer.submit(i // PER_SEGMENT, _frame(i))
         writer.finish(abort=False)
+
+    with pytest.raises(TemporaryFailure):
+        feed_then_finish()
     writer.finish(abort=True)
     assert store.put == ["segment-000000.ts"]
     assert all(len(m) == 1 for m in store.manifests)
