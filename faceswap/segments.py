@@ -137,6 +137,14 @@ class SegmentWriter(threading.Thread):
         self.committed = 0
         self._encoder: SegmentEncoder | None = None
         self._segment = -1
+        # A finished segment is closed and committed on its own thread while the next one is
+        # already encoding: closing an encoder waits for x264 to drain its lookahead, and the
+        # commit may upload to S3 or Blob; neither should stall the frames behind it. One
+        # segment may wait behind the one being committed (so at most three encoders live),
+        # and commits stay in segment order (one thread, a FIFO queue).
+        self._finished: queue.Queue[tuple[int, SegmentEncoder] | None] = queue.Queue(maxsize=1)
+        self._committer = threading.Thread(target=self._commit_in_order, name="segment-committer", daemon=True)
+        self._timing = threading.Lock()  # both threads add to stage_s["encode"]
 
     def submit(self, segment: int, frame: BGRImage) -> None:
         self._put(("frame", segment, frame))
@@ -164,6 +172,16 @@ class SegmentWriter(threading.Thread):
             raise self.error
 
     def run(self) -> None:
+        self._committer.start()
+        try:
+            self._encode()
+        finally:
+            # finished segments are committed even on abort: they are whole, and a resumed attempt
+            # skips them; only the unfinished one is dropped
+            self._hand_over(None)
+            self._committer.join()
+
+    def _encode(self) -> None:
         try:
             while True:
                 kind, segment, frame = self.inbox.get()
@@ -172,18 +190,21 @@ class SegmentWriter(threading.Thread):
                         self._encoder.abort()
                     return
                 if kind == "end":
-                    self._commit()
+                    self._close_segment()
                     return
                 assert frame is not None
                 if segment != self._segment:
-                    self._commit()
+                    self._close_segment()
                     self._start(segment)
                 assert self._encoder is not None
                 start = time.perf_counter()
                 self._encoder.write(frame)
-                self.stage_s["encode"] += time.perf_counter() - start
+                self._add_encode_time(start)
+                if self.error is not None:  # the committer failed: stop encoding
+                    raise self.error
         except BaseException as exc:  # surfaced to the swapping thread by submit()/finish()
-            self.error = exc
+            if self.error is None:
+                self.error = exc
             if self._encoder is not None:
                 self._encoder.abort()
 
@@ -200,20 +221,55 @@ class SegmentWriter(threading.Thread):
             preset=self.encoding.preset,
         )
 
-    def _commit(self) -> None:
+    def _close_segment(self) -> None:
         if self._encoder is None:
             return
         encoder, self._encoder = self._encoder, None
+        self._hand_over((self._segment, encoder))
+
+    def _hand_over(self, item: tuple[int, SegmentEncoder] | None) -> None:
+        start = time.perf_counter()
+        while self._committer.is_alive():
+            try:
+                self._finished.put(item, timeout=0.2)
+                break
+            except queue.Full:
+                continue
+        else:
+            if item is not None:  # the committer stopped on an error: this segment is not committed
+                item[1].abort()
+        self._add_encode_time(start)
+
+    def _add_encode_time(self, start: float) -> None:
+        with self._timing:
+            self.stage_s["encode"] += time.perf_counter() - start
+
+    def _commit_in_order(self) -> None:
+        while True:
+            item = self._finished.get()
+            if item is None:
+                return
+            segment, encoder = item
+            if self.error is not None:
+                encoder.abort()
+                continue
+            try:
+                self._commit(segment, encoder)
+            except BaseException as exc:
+                self.error = exc
+                encoder.abort()
+
+    def _commit(self, segment: int, encoder: SegmentEncoder) -> None:
         start = time.perf_counter()
         encoder.finish()
-        self.stage_s["encode"] += time.perf_counter() - start
-        name = segment_name(self._segment)
+        self._add_encode_time(start)
+        name = segment_name(segment)
         self.store.put_segment(name, encoder.path)
-        self.manifest.segments[self._segment] = {
+        self.manifest.segments[segment] = {
             "file": name,
             "frames": encoder.frames,
             "sha256": sha256_file(encoder.path),
         }
         self.store.write_manifest(self.manifest)
         self.committed += 1
-        self.emit("segment_committed", {"segment": self._segment, "frames": encoder.frames})
+        self.emit("segment_committed", {"segment": segment, "frames": encoder.frames})
