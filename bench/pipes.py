@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.report import machine
+from bench.report import machine, write_section
 from faceswap.media import MediaInfo, ffmpeg_binary, probe
 from faceswap.pipes import FrameRing, enlarge_pipe, pipe_size, read_frame, write_all
 from faceswap.segments import decoder_ring
@@ -229,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=120, help="frames per run (1080p, 6.2 MB each)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--output", type=Path, default=OUTPUT)
+    parser.add_argument("--no-write", action="store_true", help="do not update docs/performance.md")
     args = parser.parse_args(argv)
     frames = args.frames
     with tempfile.TemporaryDirectory(prefix="fusionplane-bench-pipes-") as tmp:
@@ -284,7 +285,10 @@ def main(argv: list[str] | None = None) -> int:
         "pipe_bytes": {"default": default_pipe, "enlarged": enlarged},
         "cases": results,
     }
-    print(markdown(report))
+    table = markdown(report)
+    print(table)
+    if not args.no_write:
+        write_section("bench-pipes", table)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.output}", file=sys.stderr)
