@@ -42,6 +42,7 @@ from typing import Any
 
 import onnxruntime as ort
 
+from bench.core import transcode_fps
 from bench.report import machine, write_section
 from controlplane.cli.demo import make_samples
 from faceswap import SwapOptions, run_swap
@@ -53,7 +54,7 @@ from faceswap.models import ModelStore
 from faceswap.pipeline import DETECTOR_MODEL, STAGES
 from faceswap.runtime import ExecutionConfig, create_session, provider_probes
 from faceswap.types import BGRImage
-from faceswap.video import Decoder, SegmentEncoder
+from faceswap.video import Decoder
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "build" / "bench" / "gpu.json"
@@ -177,30 +178,6 @@ def ffmpeg_alone_fps(clip: Path, encoder: str, frames: int, *, via_bgr: bool = F
     return frames / (time.perf_counter() - start)
 
 
-def transcode_fps(clip: Path, workdir: Path, encoder: str) -> float:
-    """ffmpeg -> Python -> ffmpeg with no face work: what the pipes allow."""
-    info = probe(clip, field="target")
-    options = SwapOptions(encoder=encoder)
-    start = time.perf_counter()
-    sink = SegmentEncoder(
-        workdir / "transcode.ts",
-        width=info.width,
-        height=info.height,
-        fps=info.fps,
-        encoder=options.encoder,
-        quality=options.quality,
-        preset=options.preset,
-    )
-    decoder = Decoder(clip, info)
-    frames = 0
-    for frame in decoder:
-        sink.write(frame)
-        frames += 1
-    sink.finish()
-    decoder.close()
-    return frames / (time.perf_counter() - start)
-
-
 def end_to_end(
     clip: Path, source: Path, workdir: Path, options: SwapOptions, models: ModelStore | None, repeat: int
 ) -> dict[str, Any]:
@@ -287,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--swapper", default="inswapper_128", choices=("classic", "inswapper_128"))
     parser.add_argument("--no-write", action="store_true", help="do not update docs/performance.md")
+    parser.add_argument("--output", type=Path, default=OUT, help="where the JSON results go")
     args = parser.parse_args(argv)
     providers = args.providers.split(",") if args.providers else working_providers()
     encoders = args.encoders.split(",") if args.encoders else working_encoders()
@@ -340,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
                 "ffmpeg_via_bgr_fps": _fps(
                     args.repeat, partial(ffmpeg_alone_fps, clip, encoder, args.frames, via_bgr=True)
                 ),
-                "transcode_fps": _fps(args.repeat, partial(transcode_fps, clip, workdir, encoder)),
+                "transcode_fps": _fps(args.repeat, partial(transcode_fps, clip, workdir, SwapOptions(encoder=encoder))),
             }
             results["ceilings"][encoder] = ceiling
             print(f"{encoder} ceilings: {json.dumps(ceiling)}", flush=True)
@@ -360,8 +338,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"short clip: {json.dumps(results['short_clip'])}", flush=True)
     table = markdown(results)
     print(table)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(results, indent=2) + "\n")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
     if not args.no_write:
         write_section("bench-gpu", table)
     return 0
