@@ -91,6 +91,16 @@ def _seconds(env: Mapping[str, str], name: str, default: float, *, maximum: floa
     return value
 
 
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    """An on/off setting: ``1``/``true``/``yes``/``on`` or ``0``/``false``/``no``/``off``/unset; else refused."""
+    raw = env.get(name, "").strip().lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name}: not on or off: {raw!r} (use 1 or 0)")
+
+
 def _byte_count(env: Mapping[str, str], name: str, default: int) -> int:
     """A positive whole number of bytes from ``env[name]``; a bad value is refused naming the variable."""
     raw = env.get(name)
@@ -474,6 +484,8 @@ class Settings:
     local_worker_command: tuple[str, ...] = ()
     #: variables passed to local workers as they are, beyond their minimal environment (providers/local_env.py)
     local_worker_env: tuple[str, ...] = ()
+    #: ``FUSIONPLANE_LOCAL_WARM_WORKER``: hand local attempts to one long-lived warm worker (models loaded once)
+    local_warm_worker: bool = False
     #: how long a scheduler's leadership lasts without renewal (several ``serve`` replicas on one database)
     leader_lease_seconds: float = 15.0
     #: how often the scheduler reconciles what each provider owns with the store
@@ -528,6 +540,7 @@ class Settings:
             "local_slots": int(env.get("FUSIONPLANE_LOCAL_SLOTS", "2")),
             "local_worker_command": tuple(shlex.split(env.get("FUSIONPLANE_LOCAL_WORKER_COMMAND", ""))),
             "local_worker_env": parse_pass_env(env.get(PASS_ENV_VARIABLE, "")),
+            "local_warm_worker": _flag(env, "FUSIONPLANE_LOCAL_WARM_WORKER"),
             "leader_lease_seconds": _seconds(env, "FUSIONPLANE_LEADER_LEASE_S", 15.0),
             "reconcile_seconds": _seconds(env, "FUSIONPLANE_RECONCILE_S", 60.0),
             "upload_quota_bytes": _byte_count(env, "FUSIONPLANE_UPLOAD_QUOTA_BYTES", DEFAULT_UPLOAD_QUOTA_BYTES),

@@ -32,6 +32,11 @@ Outcomes (``status``):
 
 Launches are serialised by a lock within one process; one control plane (the
 scheduler leader) owns a state directory.
+
+With ``warm=True`` the wrapper's worker is the thin client ``worker run
+--spec PATH --via SOCKET`` of one long-lived ``worker serve`` daemon
+(providers/local_warm.py), which keeps the models loaded between attempts;
+everything above holds unchanged, the client exiting with the attempt's code.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ from providers.base import (
 )
 from providers.common import ATTEMPT_ID, EXIT_MEANINGS
 from providers.local_env import NEVER_PASSED, worker_environment
+from providers.local_warm import WarmDaemon, serve_command
 
 __all__ = ["EXIT_MEANINGS", "LocalProvider"]
 
@@ -163,6 +169,10 @@ class LocalProvider:
     from ``env`` (default ``os.environ``), plus the variables named in
     ``pass_env`` (``FUSIONPLANE_LOCAL_WORKER_ENV``), with ``HOME`` set to
     the attempt's own folder.
+
+    ``warm=True`` hands each attempt to one long-lived ``worker serve``
+    daemon (started on demand, gone after ``warm_idle_exit_s`` idle), so a
+    second attempt finds its models loaded; see providers/local_warm.py.
     """
 
     name = "local"
@@ -176,6 +186,9 @@ class LocalProvider:
         term_grace_seconds: float = 30.0,
         env: Mapping[str, str] | None = None,
         pass_env: Sequence[str] = (),
+        warm: bool = False,
+        warm_idle_exit_s: float = 600.0,
+        warm_start_timeout_s: float = 60.0,
     ) -> None:
         if slots < 0:
             raise ValueError("slots must be >= 0")
@@ -195,6 +208,20 @@ class LocalProvider:
         if bad:
             raise ValueError(f"pass_env: {', '.join(bad)} is the control plane's own secret, never a worker's")
         self.pass_env = tuple(pass_env)
+        #: the warm worker's daemon (``warm=True``); None: a full worker per attempt
+        self.warm: WarmDaemon | None = (
+            WarmDaemon(
+                self.state_dir,
+                command=serve_command(self.worker_command),
+                # the provider's environment as it is now: the daemon starts later, its workers' settings from here
+                env=dict(os.environ) if self._env is None else self._env,
+                pass_env=self.pass_env,
+                idle_exit_s=warm_idle_exit_s,
+                start_timeout_s=warm_start_timeout_s,
+            )
+            if warm
+            else None
+        )
         self._lock = threading.RLock()
         self._boot = _boot_id()
         #: attempts whose exit code was read once: final for good, never read again when counting slots
@@ -334,6 +361,9 @@ class LocalProvider:
 
     def _start(self, directory: Path, spec_path: Path) -> _Process:
         argv = [*self.worker_command, "--spec", str(spec_path)]
+        if self.warm is not None:
+            self.warm.ensure()  # never raises: without a daemon the client runs the attempt itself
+            argv += ["--via", str(self.warm.socket_path)]
         env = worker_environment(
             os.environ if self._env is None else self._env,
             attempt_dir=directory,

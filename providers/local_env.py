@@ -97,9 +97,12 @@ def _expand(path: str, home: str | None) -> str:
 
 
 def worker_environment(
-    parent: Mapping[str, str], *, attempt_dir: Path, spec_path: Path, pass_env: Iterable[str] = ()
+    parent: Mapping[str, str], *, attempt_dir: Path, spec_path: Path | None, pass_env: Iterable[str] = ()
 ) -> dict[str, str]:
-    """The whole environment of one local worker, picked from ``parent`` (see the module docstring)."""
+    """The whole environment of one local worker, picked from ``parent`` (see the module docstring).
+
+    ``spec_path`` ``None``: the warm worker's daemon, which serves many specs (``HOME`` is its own folder).
+    """
     env = {name: parent[name] for name in (*RUNTIME, *WORKER_SETTINGS) if parent.get(name)}
     for name in pass_env:
         if name in parent and name not in NEVER_PASSED:
@@ -113,5 +116,6 @@ def worker_environment(
     # set last: nothing passed through may point the worker at another home or spec
     env["HOME"] = str(attempt_dir)
     env["PYTHONUNBUFFERED"] = "1"
-    env["FUSIONPLANE_WORKER_SPEC"] = str(spec_path)
+    if spec_path is not None:
+        env["FUSIONPLANE_WORKER_SPEC"] = str(spec_path)
     return env

@@ -65,4 +65,5 @@ def local_provider(settings: Settings) -> LocalProvider:
         slots=settings.local_slots,
         worker_command=list(settings.local_worker_command) or None,
         pass_env=settings.local_worker_env,
+        warm=settings.local_warm_worker,
     )

@@ -164,3 +164,15 @@ def test_the_simulator_reports_folder_is_unset_unless_named(monkeypatch: pytest.
     assert Settings.from_env().sim_reports_dir is None
     monkeypatch.setenv("FUSIONPLANE_SIM_REPORTS_DIR", str(tmp_path / "sim"))
     assert Settings.from_env().sim_reports_dir == tmp_path / "sim"
+
+
+@pytest.mark.parametrize(("value", "on"), [("", False), ("0", False), ("off", False), ("1", True), ("true", True)])
+def test_the_warm_local_worker_is_off_unless_asked(monkeypatch: pytest.MonkeyPatch, value: str, on: bool) -> None:
+    monkeypatch.setenv("FUSIONPLANE_LOCAL_WARM_WORKER", value)
+    assert Settings.from_env().local_warm_worker is on
+
+
+def test_a_bad_warm_local_worker_value_is_refused_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FUSIONPLANE_LOCAL_WARM_WORKER", "maybe")
+    with pytest.raises(ValueError, match="FUSIONPLANE_LOCAL_WARM_WORKER"):
+        Settings.from_env()
