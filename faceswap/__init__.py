@@ -21,6 +21,7 @@ imports nothing from the control plane; the worker drives it through
 """
 
 import os
+from typing import TYPE_CHECKING, Any
 
 # ONNX Runtime's official builds send usage telemetry to Microsoft from Linux too since 1.29
 # (a 1DS uploader started at import, a session file in $TMPDIR, a device id on disk). A worker
@@ -41,7 +42,21 @@ from faceswap.errors import (
     NoFaceFound,
     Preempted,
 )
-from faceswap.pipeline import FaceSwapper, SwapOptions, SwapResult, run_swap
+
+if TYPE_CHECKING:
+    from faceswap.pipeline import FaceSwapper, SwapOptions, SwapResult, run_swap
+
+#: loaded on first use: the pipeline pulls in onnx, onnxruntime and OpenCV (about 0.5 s here), which
+#: the control plane (it imports ``faceswap.netguard``) and a warm worker's thin client never need
+_PIPELINE_NAMES = frozenset({"FaceSwapper", "SwapOptions", "SwapResult", "run_swap"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PIPELINE_NAMES:
+        from faceswap import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module 'faceswap' has no attribute {name!r}")
 
 __all__ = [
     "EXIT_BAD_INPUT",
