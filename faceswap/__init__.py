@@ -58,6 +58,7 @@ def __getattr__(name: str) -> Any:
         return getattr(pipeline, name)
     raise AttributeError(f"module 'faceswap' has no attribute {name!r}")
 
+
 __all__ = [
     "EXIT_BAD_INPUT",
     "EXIT_INTERNAL",

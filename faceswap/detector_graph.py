@@ -21,12 +21,14 @@ frame i (tests/unit/test_detector_graph.py checks that to the last bit).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
-from onnx import helper, numpy_helper
 
 from faceswap.errors import ModelError
+
+if TYPE_CHECKING:
+    import onnx
 
 __all__ = ["BATCH_DIM", "FRAMES_INPUT", "batched_uint8_model", "batched_uint8_model_bytes"]
 
@@ -44,6 +46,11 @@ def _free_batch(value: onnx.ValueInfoProto) -> None:
 
 def batched_uint8_model(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of a YuNet model whose input is uint8 NHWC frames with a free batch size."""
+    # imported here, not at the top: onnx pulls in ml_dtypes (about 0.45 s), and every fusionctl start imports
+    # this module; only loading a model needs it
+    import onnx
+    from onnx import helper, numpy_helper
+
     rewritten = onnx.ModelProto()
     rewritten.CopyFrom(model)
     graph = rewritten.graph
@@ -87,6 +94,8 @@ def batched_uint8_model(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def batched_uint8_model_bytes(path: Path) -> bytes:
     """The rewritten model of the detector file at ``path``, serialised for an inference session."""
+    import onnx  # see batched_uint8_model
+
     try:
         model = onnx.load(str(path))
     except Exception as exc:  # onnx raises protobuf's DecodeError and others

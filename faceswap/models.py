@@ -25,12 +25,13 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import onnx
+from typing import TYPE_CHECKING, Any
 
 from faceswap.config import WorkerSettings
 from faceswap.errors import ModelError
+
+if TYPE_CHECKING:
+    import onnx
 
 __all__ = [
     "BUNDLED_DIR",
@@ -112,6 +113,10 @@ def read_signature(path: Path) -> tuple[Signature, Signature]:
 
 
 def _parse_signature_file(path: Path) -> tuple[Signature, Signature]:
+    # imported here, not at the top: onnx pulls in ml_dtypes (about 0.45 s), and every fusionctl start imports
+    # this module; only loading a model needs it
+    import onnx
+
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError and friends from protobuf

@@ -13,9 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-import onnx
 import onnxruntime as ort
-from onnx import numpy_helper
 
 from faceswap.align import warp_face
 from faceswap.errors import ModelError, NoFaceFound
@@ -43,6 +41,11 @@ def read_emap(model_path: Path) -> npt.NDArray[np.float32]:
 
 
 def _parse_emap(model_path: Path) -> npt.NDArray[np.float32]:
+    # imported here, not at the top: onnx pulls in ml_dtypes (about 0.45 s), and every fusionctl start imports
+    # this module; only loading a model needs it
+    import onnx
+    from onnx import numpy_helper
+
     model = onnx.load(str(model_path), load_external_data=False)
     if not model.graph.initializer:
         raise ModelError(f"{model_path.name} has no initializers, so no emap", field="models.inswapper_128")
