@@ -48,7 +48,7 @@ def run(spec_path: Path, via: Path | None) -> None:
         setup_json_logging()
         code = run_via(via, spec_path, stop=stop)
         if code is not None:
-            sys.exit(code)
+            _exit_with(code)
     try:
         spec = load_spec(spec_path)
     except FaceSwapError as exc:
@@ -58,7 +58,21 @@ def run(spec_path: Path, via: Path | None) -> None:
         )
         sys.exit(exc.exit_code)
     setup_json_logging(static={"task_id": spec.task_id, "attempt_id": spec.attempt_id})
-    sys.exit(run_worker(spec, stop=stop))
+    _exit_with(run_worker(spec, stop=stop))
+
+
+def _exit_with(code: int) -> None:
+    """Exit with the attempt's code, deaf to SIGTERM from here on.
+
+    A cancel resends SIGTERM to the attempt's process group every half second
+    until it is gone, and while Python shuts down it puts back the default
+    handler of every signal it handled: a SIGTERM landing then killed the
+    process after its code was decided, and the wrapper recorded 143 instead
+    of 75 (seen with the warm worker's client, whose cancel takes a second or
+    two). The outcome is decided; an ignored signal is left ignored.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(code)
 
 
 @worker.command("serve")
