@@ -241,6 +241,24 @@ def fill_queue(store: Store, queued: int) -> None:
         )
 
 
+def place_all(store: Store, *, batch: int) -> tuple[int, float]:
+    """Drain the queue with ``place_batch`` (the shipped policy, a no-op local provider): (placed, seconds)."""
+    policy = parse_policy(json.loads((REPO / "policies" / "default.json").read_text(encoding="utf-8")))
+    scheduler = standalone_scheduler(
+        store=store,
+        policy=lambda: policy,
+        providers={"local": NoopProvider(name="local", record_calls=False)},
+        callback_base="http://127.0.0.1:8080",
+        scheduler_id="bench",
+        batch_size=batch,
+    )
+    started = time.perf_counter()
+    placed = 0
+    while claimed := scheduler.place_batch():
+        placed += claimed
+    return placed, time.perf_counter() - started
+
+
 def bench_placement(database_url: str, *, queued: int, batch: int) -> dict[str, Any]:
     engine = make_engine(database_url)
     upgrade(engine=engine)
@@ -248,24 +266,7 @@ def bench_placement(database_url: str, *, queued: int, batch: int) -> dict[str, 
     started = time.perf_counter()
     fill_queue(store, queued)
     fill_s = time.perf_counter() - started
-    policy = parse_policy(json.loads((REPO / "policies" / "default.json").read_text(encoding="utf-8")))
-    provider = NoopProvider(name="local", record_calls=False)
-    scheduler = standalone_scheduler(
-        store=store,
-        policy=lambda: policy,
-        providers={"local": provider},
-        callback_base="http://127.0.0.1:8080",
-        scheduler_id="bench",
-        batch_size=batch,
-    )
-    started = time.perf_counter()
-    placed = 0
-    while True:
-        claimed = scheduler.place_batch()
-        if not claimed:
-            break
-        placed += claimed
-    elapsed = time.perf_counter() - started
+    placed, elapsed = place_all(store, batch=batch)
     engine.dispose()
     return {
         "queued": queued,

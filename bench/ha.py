@@ -18,16 +18,12 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
 from datetime import date
 from typing import Any
 
-from bench.api import DURABLE_POSTGRES, REPO, fill_queue
+from bench.api import DURABLE_POSTGRES, REPO, fill_queue, place_all
 from bench.report import write_section
-from controlplane.policy import parse_policy
-from controlplane.runtime import standalone_scheduler
 from controlplane.store import Fence, LeaderLease, Store, make_engine, upgrade
-from providers.noop import NoopProvider
 
 
 def drain(url: str, *, queued: int, batch: int, fenced: bool) -> float:
@@ -39,20 +35,7 @@ def drain(url: str, *, queued: int, batch: int, fenced: bool) -> float:
     if fenced:
         lease = LeaderLease(store, holder="bench", seconds=600).acquire()
         store = store.fenced(Fence(lease.name, lease.holder, lease.token))
-    policy = parse_policy(json.loads((REPO / "policies" / "default.json").read_text(encoding="utf-8")))
-    scheduler = standalone_scheduler(
-        store=store,
-        policy=lambda: policy,
-        providers={"local": NoopProvider(name="local", record_calls=False)},
-        callback_base="http://127.0.0.1:8080",
-        scheduler_id="bench",
-        batch_size=batch,
-    )
-    started = time.perf_counter()
-    placed = 0
-    while claimed := scheduler.place_batch():
-        placed += claimed
-    elapsed = time.perf_counter() - started
+    placed, elapsed = place_all(store, batch=batch)
     engine.dispose()
     if placed != queued:
         raise RuntimeError(f"placed {placed} of {queued}")

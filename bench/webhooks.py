@@ -20,7 +20,6 @@ import argparse
 import base64
 import contextlib
 import ipaddress
-import json
 import platform
 import statistics
 import tempfile
@@ -31,19 +30,16 @@ from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from bench.api import REPO
+from bench.api import place_all
 from bench.report import machine, write_section
 from controlplane.config import WebhookDeliverySettings
 from controlplane.domain import AttemptState, DataSensitivity, TaskKind, TaskSpec, TaskState
 from controlplane.domain.webhooks import parse_secret
 from controlplane.metrics import Metrics
-from controlplane.policy import parse_policy
-from controlplane.runtime import standalone_scheduler
 from controlplane.scheduler.webhook_sender import WebhookSender
 from controlplane.scheduler.webhooks import WebhookDeliverer
 from controlplane.store import NewTask, Outcome, Store, list_deliveries, make_engine, upgrade
 from faceswap.netguard import AllowedHosts
-from providers.noop import NoopProvider
 
 HOST = "receiver.bench"
 SECRET = parse_secret("whsec_" + base64.b64encode(b"b" * 32).decode())
@@ -142,20 +138,7 @@ def tasks_per_s(url: str, *, queued: int, batch: int, notify_url: str | None) ->
     upgrade(engine=engine)
     store = Store(engine)
     _fill(store, queued, notify_url)
-    policy = parse_policy(json.loads((REPO / "policies" / "default.json").read_text(encoding="utf-8")))
-    scheduler = standalone_scheduler(
-        store=store,
-        policy=lambda: policy,
-        providers={"local": NoopProvider(name="local", record_calls=False)},
-        callback_base="http://127.0.0.1:8080",
-        scheduler_id="bench",
-        batch_size=batch,
-    )
-    started = time.perf_counter()
-    placed = 0
-    while claimed := scheduler.place_batch():
-        placed += claimed
-    placing = time.perf_counter() - started
+    placed, placing = place_all(store, batch=batch)
     live = store.live_attempts(limit=queued)
     outcomes = [
         Outcome(attempt_id=a.id, attempt_state=AttemptState.SUCCEEDED, task_state=TaskState.SUCCEEDED) for a in live

@@ -69,6 +69,15 @@ def require_observer(principal: Principal | None) -> Principal:
     return principal
 
 
+def tenant_filter(principal: Principal, tenant: str | None) -> str | None:
+    """The ``tenant`` a listing may filter on: anything for an operator; a submitter's own, named or not."""
+    if principal.sees_all_tenants:
+        return tenant
+    if tenant not in (None, principal.tenant):
+        raise ApiError(403, "forbidden", "submitters see their own tenant only", field="tenant")
+    return principal.tenant
+
+
 def require_operator(principal: Principal) -> None:
     if not principal.sees_all_tenants:
         raise ApiError(403, "forbidden", "operators only", field="authorization")

@@ -18,7 +18,7 @@ from fastapi.responses import FileResponse
 
 from controlplane.api.auth import Principal
 from controlplane.api.contract import CALLER, errors
-from controlplane.api.deps import Caller, require_operator
+from controlplane.api.deps import Caller, require_operator, tenant_filter
 from controlplane.api.errors import ApiError
 from controlplane.api.event_stream import event_stream_router
 from controlplane.api.remote_uris import HostResolver
@@ -87,10 +87,7 @@ def task_view_router(*, store: Store, load: TaskLoader) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     ) -> dict[str, Any]:
         """Tasks, newest first, with filters and an opaque cursor for the next page."""
-        if not principal.sees_all_tenants:
-            if tenant not in (None, principal.tenant):
-                raise ApiError(403, "forbidden", "submitters see their own tenant only", field="tenant")
-            tenant = principal.tenant
+        tenant = tenant_filter(principal, tenant)
         try:
             tasks, next_cursor = store.list_tasks(
                 state=state,

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query
 
 from controlplane.api.contract import CALLER, errors
-from controlplane.api.deps import Caller
+from controlplane.api.deps import Caller, tenant_filter
 from controlplane.api.errors import ApiError
 from controlplane.store import Delivery, NotFound, StateMismatch, Store, list_deliveries, retry_delivery
 
@@ -63,10 +63,7 @@ def webhook_router(*, store: Store) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     ) -> dict[str, Any]:
         """Webhook deliveries, newest first: pending, delivering, delivered or failed, with the last error."""
-        if not principal.sees_all_tenants:
-            if tenant not in (None, principal.tenant):
-                raise ApiError(403, "forbidden", "submitters see their own tenant only", field="tenant")
-            tenant = principal.tenant
+        tenant = tenant_filter(principal, tenant)
         found = list_deliveries(store, tenant=tenant, state=state, task_id=task_id, after_id=after, limit=limit)
         return {
             "deliveries": [delivery_json(d) for d in found],

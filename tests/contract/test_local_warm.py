@@ -19,6 +19,7 @@ from providers.local import LocalProvider
 from tests.conftest import REPO
 from tests.contract.provider_contract import launch_request
 from tests.support.no_metadata import subprocess_env
+from tests.support.warm_worker import serve_warm_worker
 
 pytestmark = pytest.mark.slow
 
@@ -172,23 +173,7 @@ def test_the_daemon_exits_when_idle_and_removes_its_socket(tmp_path: Path) -> No
     sock_dir = tmp_path / "warm"
     sock_dir.mkdir(mode=0o700)
     socket_path = sock_dir / "worker.sock"
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "controlplane.cli",
-            "worker",
-            "serve",
-            "--socket",
-            str(socket_path),
-            "--idle-exit-s",
-            "0.3",
-        ],
-        env=subprocess_env(PYTHONPATH=str(REPO)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = serve_warm_worker(socket_path, idle_exit_s=0.3)
     events = [json.loads(line).get("event") for line in out.stderr.splitlines() if line.startswith("{")]
     assert events == ["warm_worker_started", "warm_worker_idle_exit"], out.stderr
     assert out.returncode == 0

@@ -3,36 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 
 from controlplane.worker.warm import WarmSocketError, check_socket_dir, run_via
-from tests.conftest import REPO
-from tests.support.no_metadata import subprocess_env
-
-
-def _serve(socket_path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "controlplane.cli",
-            "worker",
-            "serve",
-            "--socket",
-            str(socket_path),
-            "--idle-exit-s",
-            "0",
-        ],
-        env=subprocess_env(PYTHONPATH=str(REPO)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+from tests.support.warm_worker import serve_warm_worker
 
 
 @pytest.mark.slow
@@ -41,7 +18,7 @@ def test_the_daemon_refuses_a_directory_others_can_reach(tmp_path: Path, mode: i
     directory = tmp_path / "warm"
     directory.mkdir()
     directory.chmod(mode)
-    out = _serve(directory / "worker.sock")
+    out = serve_warm_worker(directory / "worker.sock", idle_exit_s=0)
     assert out.returncode == 2, out.stderr
     assert json.loads(out.stderr.splitlines()[-1])["event"] == "warm_worker_refused"
     assert not (directory / "worker.sock").exists()
@@ -62,7 +39,7 @@ def test_a_file_in_place_of_the_socket_is_refused(tmp_path: Path) -> None:
     directory = tmp_path / "warm"
     directory.mkdir(mode=0o700)
     (directory / "worker.sock").write_text("not a socket")
-    out = _serve(directory / "worker.sock")
+    out = serve_warm_worker(directory / "worker.sock", idle_exit_s=0)
     assert out.returncode == 2, out.stderr
     assert "not a socket" in out.stderr
 
