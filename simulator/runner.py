@@ -111,6 +111,7 @@ def run(
     loop = _Loop(scenario, setup, clock, store, world, progress)
     loop.run()
     loop.submit_arrived()  # none is left unless the horizon cut the run short: stored all the same, never lost
+    loop.write_heartbeats()
     world.settle()
     return RunOutcome(
         setup=setup,
@@ -190,6 +191,8 @@ class _Loop:
         self.by_task: dict[str, Arrival] = {}
         #: arrived since the last round, stored at the next one (``submit_arrived``)
         self._arrived: list[Arrival] = []
+        #: workers that called in since the last round, with when (``_record_heartbeats``)
+        self._heartbeats: list[tuple[str, datetime]] = []
         self.series = Series()
         self._acted, self._seen_changes, self._seen_tasks, self._last_round = True, -1, -1, -1e18
         self._sla_misses = 0
@@ -269,13 +272,26 @@ class _Loop:
             self.by_task[task.id] = arrival
 
     def _record_heartbeats(self) -> None:
+        """Gather the workers that called in at this instant, with its time, for the next round to write.
+
+        The API writes each call on its own request. Only ``follow`` reads
+        heartbeats, and only in a round, and nothing else moves an attempt
+        between rounds: written at the round, each at the simulated time it
+        came, the rows are what they would have been, for one write a round
+        instead of one each instant a worker called in.
+        """
         called, self.world.called_in = self.world.called_in, []
         if called:
-            # the workers that called in at this instant, in one write (the API writes each on its own request)
-            self.store.record_heartbeats(called)
+            at = self.clock()
+            self._heartbeats.extend((attempt_id, at) for attempt_id in called)
+
+    def write_heartbeats(self) -> None:
+        beats, self._heartbeats = self._heartbeats, []
+        self.store.record_heartbeats_at(beats)
 
     def _round(self) -> None:
         self.submit_arrived()
+        self.write_heartbeats()
         now = self.clock.offset_s
         for name, due in self._next_poll.items():
             if now >= due:

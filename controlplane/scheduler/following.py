@@ -17,17 +17,32 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
-from controlplane.domain import Attempt, AttemptState, ProviderError, Task, TaskState, Unavailable
+from controlplane.domain import Attempt, AttemptState, ProviderError, TaskState, Unavailable
 from controlplane.domain.verdict import Next, Verdict, verdict
 from controlplane.policy import Policy
 from controlplane.policy_sources import PolicySet
 from controlplane.scheduler.base import LAUNCH_GRACE_S, SEND_GRACE_S, SchedulerBase, log
 from controlplane.scheduler.deadlines import expire_deadlines
 from controlplane.scheduler.outcomes import FailoverRules, advance
-from controlplane.store import Outcome
+from controlplane.store import Outcome, RunningStart, TaskGlance
 from providers.base import BackendStatus, Provider
 
 __all__ = ["Following"]
+
+
+class _RulesByTenant:
+    """Each tenant's failover rules, worked out once a round (not once per live attempt)."""
+
+    def __init__(self, policies: Policy | PolicySet) -> None:
+        self._policies = policies
+        self._known: dict[str, FailoverRules] = {}
+
+    def __call__(self, tenant: str) -> FailoverRules:
+        rules = self._known.get(tenant)
+        if rules is None:
+            rules = self._known[tenant] = FailoverRules.of(self._policies.for_tenant(tenant))
+        return rules
+
 
 #: verdicts that only write to the store: a round's worth is written in one transaction
 _WRITTEN_TOGETHER = frozenset({Next.RUN, Next.SUCCEED, Next.FAIL})
@@ -53,24 +68,26 @@ class Following(SchedulerBase):
         """
         expired = self.expire_deadlines()  # first: an expired task's attempts are not followed, nor failed over
         policies = self.policy()
-        live = self.store.live_attempts()
-        heartbeats = self.store.last_heartbeats([a.id for a in live]) if live else {}
-        # one read for every followed attempt's task (its state and tenant), not one per attempt
-        tasks = self.store.get_tasks(sorted({a.task_id for a in live})) if live else {}
+        # one read: the live attempts, when each last called in, and their tasks' state and tenant
+        view = self.store.follow_view()
         by_provider: dict[str, list[Attempt]] = {}
-        for attempt in live:
-            if attempt.provider in self.providers and attempt.task_id in tasks:
+        for attempt in view.attempts:
+            if attempt.provider in self.providers:
                 by_provider.setdefault(attempt.provider, []).append(attempt)
+        rules = _RulesByTenant(policies)
 
-        def one(name: str) -> int:
-            return self._follow_provider(self.providers[name], by_provider[name], tasks, heartbeats, policies)
+        def one(name: str) -> tuple[int, list[tuple[Attempt, Verdict]]]:
+            return self._follow_provider(self.providers[name], by_provider[name], view.tasks, view.heartbeats, rules)
 
         if len(by_provider) <= 1 or not self.follow_in_parallel:
-            applied = sum(one(name) for name in sorted(by_provider))
+            followed = [one(name) for name in sorted(by_provider)]
         else:
             # one thread per backend: a cloud API that times out holds up only its own attempts
             with ThreadPoolExecutor(max_workers=len(by_provider), thread_name_prefix="follow") as pool:
-                applied = sum(pool.map(one, list(by_provider)))
+                followed = list(pool.map(one, sorted(by_provider)))
+        applied = sum(acted for acted, _ in followed)
+        # what only writes to the store, of every backend: one transaction for the round
+        applied += self._start_and_settle([item for _, together in followed for item in together])
         return expired + applied + self._fail_over_ended(policies)
 
     def expire_deadlines(self) -> int:
@@ -91,19 +108,19 @@ class Following(SchedulerBase):
         self,
         provider: Provider,
         live: list[Attempt],
-        tasks: Mapping[str, Task],
+        tasks: Mapping[str, TaskGlance],
         heartbeats: Mapping[str, datetime | None],
-        policies: Policy | PolicySet,
-    ) -> int:
+        rules_of: _RulesByTenant,
+    ) -> tuple[int, list[tuple[Attempt, Verdict]]]:
         """``follow`` for one backend's live attempts, in order; stops at the first status it cannot get.
 
-        The statuses are asked first, then acted on. Attempts that only
-        start running or end (``RUN``, ``SUCCEED``, ``FAIL``) are written
-        together in one transaction each (``Store.start_running_many``,
-        ``Store.apply_outcomes``); what needs a backend call too (a cancel,
-        a failover) is done one by one, as is every attempt of a task with
-        more than one live attempt on this backend (a hedge's siblings keep
-        their order).
+        The statuses are asked first, then acted on. What needs a backend
+        call too (a cancel, a failover) is done here one by one, as is every
+        attempt of a task with more than one live attempt on this backend (a
+        hedge's siblings keep their order); how many changed, and the
+        attempts that only start running or end (``RUN``, ``SUCCEED``,
+        ``FAIL``), which ``follow`` writes for every backend at once
+        (``Store.start_and_settle``).
         """
         decided: list[tuple[Attempt, Verdict, FailoverRules]] = []
         for attempt in live:
@@ -120,7 +137,7 @@ class Following(SchedulerBase):
                     break
                 except ProviderError:
                     status = None  # the backend cannot say now; a silent worker is still given up below
-            rules = FailoverRules.of(policies.for_tenant(task.spec.tenant))
+            rules = rules_of(task.tenant)
             verdict_now = verdict(
                 attempt=attempt,
                 status=status,
@@ -139,11 +156,11 @@ class Following(SchedulerBase):
                 together.append((attempt, verdict_now))
             else:
                 applied += self._act(provider, attempt, verdict_now, rules)
-        return applied + self._start_and_settle(together)
+        return applied, together
 
     def _start_and_settle(self, decided: list[tuple[Attempt, Verdict]]) -> int:
-        """Attempts that start running, then attempts that end: one transaction each; how many ended."""
-        self._start_running([attempt for attempt, verdict_now in decided if verdict_now.next is Next.RUN])
+        """Attempts that start running, then attempts that end, in one transaction; how many ended."""
+        starting = [attempt for attempt, verdict_now in decided if verdict_now.next is Next.RUN]
         ending: list[tuple[Attempt, AttemptState]] = []
         outcomes: list[Outcome] = []
         for attempt, verdict_now in decided:
@@ -159,7 +176,12 @@ class Following(SchedulerBase):
                     exit_code=verdict_now.exit_code,
                 )
             )
-        done = self.store.apply_outcomes(outcomes, actor=self.scheduler_id)
+        if not starting and not outcomes:
+            return 0
+        started, done = self.store.start_and_settle(
+            [attempt.id for attempt in starting], outcomes, actor=self.scheduler_id
+        )
+        self._stop_losers(starting, started)
         for (attempt, ended_as), ended in zip(ending, done, strict=True):
             if ended and self.metrics:
                 self.metrics.attempt_ended(provider=attempt.provider, target=attempt.target, outcome=ended_as.value)
@@ -201,11 +223,13 @@ class Following(SchedulerBase):
         attempt beat, or its own when it lost, are stopped now;
         ``release_finished`` repeats that if a cancel fails.
         """
-        if not attempts:
-            return
-        for attempt, started in zip(
-            attempts, self.store.start_running_many([a.id for a in attempts], actor=self.scheduler_id), strict=True
-        ):
+        if attempts:
+            answers = self.store.start_running_many([a.id for a in attempts], actor=self.scheduler_id)
+            self._stop_losers(attempts, answers)
+
+    def _stop_losers(self, attempts: list[Attempt], answers: list[RunningStart]) -> None:
+        """Stop the resources of the siblings each started attempt beat, or its own when it lost."""
+        for attempt, started in zip(attempts, answers, strict=True):
             losers = [*started.cancelled, *([started.attempt] if started.outcome == "lost" else [])]
             for loser in losers:
                 self._stop_resource(loser.id, loser.provider)

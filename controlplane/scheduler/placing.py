@@ -104,6 +104,7 @@ class Placing(SchedulerBase):
         self._wake_waiting(policies, snapshot)
         tasks = self.store.claim_queued(batch_size=self.batch_size, scheduler_id=self.scheduler_id)
         if not tasks:
+            self._waits.planned({}, claimed_any=False)
             return 0
         seen = snapshot  # less each slot the batch takes
         batch: list[_Planned] = []
@@ -111,6 +112,14 @@ class Placing(SchedulerBase):
             planned = self._plan_one(task, seen, policies)
             seen = _taken(seen, planned.group)
             batch.append(planned)
+        self._waits.planned({p.task.id: bool(p.group) for p in batch}, claimed_any=True)
+        self._waits.waiting_for_capacity(
+            rejection.target
+            for p in batch
+            if p.launch.wait is not None
+            for rejection in p.launch.plan.rejections
+            if rejection.code == "no_capacity"
+        )
         # the batch's snapshot is stored with its receipts: `policy simulate` replays them on it
         groups = self.store.start_launch_groups(
             [planned.launch for planned in batch],
@@ -282,19 +291,26 @@ class Placing(SchedulerBase):
         cluster every round. Anything else a queue reason names (a breaker, a
         price, the budget, a rule's ``when``, the policy itself): the tasks
         waiting for that, when the snapshot shows it changed since the last
-        batch (``scheduler/wakeups.py``). One cheap read when nothing waits.
+        batch, in waves of one batch that go on while they launch
+        (``scheduler/wakeups.py``). One cheap read when nothing waits.
         """
-        codes = self._waits.observe(policies, snapshot)
+        codes = self._waits.wave_due(self._waits.observe(policies, snapshot))
         if not backing_off(self.store):
+            self._waits.wave = None  # nobody is asleep: nothing for a wave to wake
             return
         if codes:
-            wake_waiting_for(self.store, None if codes == EVERY_REASON else codes)
-        free = {
-            key.removeprefix(f"{CAPACITY_SOURCE}/"): int(sample.value)
-            for key, sample in snapshot.samples.items()
-            if key.startswith(f"{CAPACITY_SOURCE}/") and not sample.is_stale(snapshot.taken_at) and sample.value >= 1
-        }
-        wake_waiting(self.store, free)
+            woken = wake_waiting_for(self.store, None if codes == EVERY_REASON else codes, limit=self.batch_size)
+            self._waits.woke(woken, limit=self.batch_size)
+        free = self._waits.capacity_to_ask(
+            {
+                key.removeprefix(f"{CAPACITY_SOURCE}/"): int(sample.value)
+                for key, sample in snapshot.samples.items()
+                if key.startswith(f"{CAPACITY_SOURCE}/")
+                and not sample.is_stale(snapshot.taken_at)
+                and sample.value >= 1
+            }
+        )
+        self._waits.capacity_woken(free, wake_waiting(self.store, free))
         if self._waits.probing:  # a breaker turned half-open: one task per target it covers goes to probe
             wake_waiting(self.store, probing_targets(policies, self._waits.probing), code="breaker_open")
 

@@ -3,8 +3,9 @@
 A scheduler queues. A plan with no candidate because of something time can
 fix (no free capacity, a stale price, an open breaker, a price above the
 max, a spent or unknown daily budget) sends the task back to ``queued``
-with the reason as its queue reason; it is planned again after a short
-backoff, or at once when capacity frees (``Scheduler.place_batch``), until
+with the reason as its queue reason; it is planned again as soon as what it
+waits for changes (``Scheduler.place_batch``), or after a long safety-net
+wait when no signal said so, until
 it is placed, or until its own deadline or the policy's
 ``thresholds.max_queue_seconds`` passes: only then does it fail, naming
 the limit and the last reason. A plan that nothing could ever satisfy
@@ -27,13 +28,11 @@ from controlplane.policy import Thresholds
 
 __all__ = [
     "WAITABLE_CODES",
-    "WAIT_BACKOFF_MAX_S",
-    "WAIT_BACKOFF_MIN_S",
+    "WAIT_RECHECK_S",
     "NoLaunch",
     "max_queue_seconds",
     "no_launch",
     "overdue",
-    "wait_backoff_seconds",
 ]
 
 #: rejection codes that time can lift; any other code (``private_data``, ``excluded_by_rule``, a code
@@ -50,16 +49,15 @@ WAITABLE_CODES = frozenset(
         "deadline_slack",
     }
 )
-#: a waiting task is planned again after this long at first ...
-WAIT_BACKOFF_MIN_S = 1.0
-#: ... then after as long as it has waited so far (the interval doubles), up to this. What a waiting task waits
-#: for wakes it at once: a slot freed on its target, a breaker that closes (or turns half-open: one task per target),
-#: a new price, the budget day, a rule's ``when`` or the policy changing (``Placing._wake_waiting``,
-#: ``scheduler/wakeups.py``), and the deadline rule's ``replan_by`` bounds the sleep, so the backoff is only the
-#: safety net for a change no signal shows (a target's free-GPU signal turning stale). It was 300 s, Kubernetes'
-#: flush of unschedulable pods; the launch-day simulator showed tasks that wait hours for their slack to run out
-#: re-planned every 5 minutes for nothing (27 plans per task at scale 0.005); 30 minutes gave 11, same outcomes
-WAIT_BACKOFF_MAX_S = 1800.0
+#: a waiting task is planned again after this long at the latest, whatever it waits for (the safety net). What it
+#: waits for wakes it at once: a slot freed on its target, a breaker that closes (or turns half-open: one task per
+#: target), a new price, the budget day, a rule's ``when`` or the policy changing (``Placing._wake_waiting``,
+#: ``scheduler/wakeups.py``), and the deadline rule's ``replan_by`` bounds the sleep; so, as Kubernetes does with
+#: unschedulable pods (moved back on the cluster events that can help them, flushed after a while), no timer
+#: re-plans it sooner. It was a backoff doubling from 1 s up to this: in the launch-day simulator at scale 0.05 the
+#: short early re-plans were most of the 12.6 plans per task (316,764 plans for 25,086 tasks); the flat wait made
+#: 5.5 plans per task with as many tasks on time and 10% fewer failed (docs/performance.md, issue 16)
+WAIT_RECHECK_S = 1800.0
 _DEFAULT_MAX_QUEUE_S = Thresholds().max_queue_seconds
 
 
@@ -82,16 +80,6 @@ def max_queue_seconds(policy: Any) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
         return float(value)
     return _DEFAULT_MAX_QUEUE_S
-
-
-def wait_backoff_seconds(waited_s: float) -> float:
-    """How long a waiting task sleeps before its next plan: 1 s, then its whole wait so far, at most 1,800 s.
-
-    Doubling, without a counter to store (the wait's age is the counter).
-    What the task waits for wakes it sooner (``Placing._wake_waiting``), so
-    this only paces a safety net.
-    """
-    return min(WAIT_BACKOFF_MAX_S, max(WAIT_BACKOFF_MIN_S, waited_s))
 
 
 def overdue(*, task: Task, now: datetime) -> str | None:
@@ -136,7 +124,7 @@ def no_launch(
     if now >= until:
         return NoLaunch(failure=f"waited {waited:.0f} s ({limit}) without a placement: {reasons}")
     # planned again once more at the limit at the latest, so it fails close to it, not a backoff later
-    not_before = min(now + timedelta(seconds=wait_backoff_seconds(waited)), until)
+    not_before = min(now + timedelta(seconds=WAIT_RECHECK_S), until)
     if decision.replan_by is not None and now < decision.replan_by < not_before:
         not_before = decision.replan_by  # on-demand becomes usable then: no backoff may sleep past it
     return NoLaunch(wait=reasons, not_before=not_before)

@@ -1,6 +1,6 @@
 """What else ends a wait: the signals a waiting task's reason names, compared between scheduler rounds.
 
-A waiting task backs off between plans (``queueing.wait_backoff_seconds``).
+A waiting task sleeps between plans (at most ``queueing.WAIT_RECHECK_S``).
 Free capacity wakes tasks waiting for it at once (``Placing._wake_waiting``);
 this module says when the other reasons may have lifted, so the tasks that
 wait for them are planned again in the round the change is seen instead of
@@ -16,9 +16,18 @@ after their backoff:
 - every reason: the policy in force changed, or a rule's ``when`` flipped
   (a rule that bursts to spot at peak starts to hold).
 
-The backoff then only paces a safety net, like Kubernetes' unschedulable pod
+The sleep is then only a safety net, like Kubernetes' unschedulable pod
 queue, which moves a pod back on the cluster events that can make it
-schedulable and flushes the rest after a few minutes. :func:`watch` and
+schedulable and flushes the rest after a few minutes.
+
+A change wakes its waiting tasks in waves of one batch, most urgent and
+oldest first (:meth:`WaitWatcher.wave_due`): the next wave goes once the
+batch that planned the last one launched at least one of them. A change
+that helps nobody (a rule's ``when`` that flips while every cloud offer is
+still held back by its deadline, a breaker that closes on a zone with no
+capacity) so costs one batch of plans, not one plan per waiting task: with
+thousands waiting (the launch-day simulator, docs/performance.md) waking
+them all on each flip was most of the scheduler's work. :func:`watch` and
 :func:`reasons_to_wake` are pure; :class:`WaitWatcher` keeps one scheduler's
 last :class:`WaitWatch` between its batches.
 """
@@ -26,7 +35,7 @@ last :class:`WaitWatch` between its batches.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -161,13 +170,78 @@ def probing_targets(policies: Policy | PolicySet, breakers: frozenset[str]) -> d
 
 
 class WaitWatcher:
-    """One scheduler's view between batches: what the last batch saw, and when a flip last woke everyone."""
+    """One scheduler's view between batches: what the last batch saw, when a flip last woke everyone, the wave."""
 
     def __init__(self) -> None:
         self.seen: WaitWatch | None = None
         self._woke_every_at: datetime | None = None
         #: the breakers the last :meth:`observe` saw turn half-open (:func:`breakers_to_probe`)
         self.probing: frozenset[str] = frozenset()
+        #: the reasons whose waiting tasks are being woken in waves (None: no wave under way)
+        self.wave: frozenset[str] | None = None
+        #: the last wave's tasks not planned yet, and how many of those planned were launched
+        self._wave_pending: set[str] = set()
+        self._wave_launched = 0
+        self._wave_go = False
+        #: targets a capacity wake found no waiting task for, and none was sent to wait for since: not asked again
+        self._none_waits_for: set[str] = set()
+
+    def capacity_to_ask(self, free: Mapping[str, int]) -> dict[str, int]:
+        """``free`` less the targets no task can be waiting for (the wake read walks the queue to find none)."""
+        return {target: slots for target, slots in free.items() if target not in self._none_waits_for}
+
+    def capacity_woken(self, asked: Mapping[str, int], found: Mapping[str, int]) -> None:
+        """A capacity wake found fewer tasks than free slots for a target: every task waiting for it is awake."""
+        self._none_waits_for.update(target for target, slots in asked.items() if found.get(target, 0) < slots)
+
+    def waiting_for_capacity(self, targets: Iterable[str]) -> None:
+        """This scheduler sent tasks back to wait for these targets' capacity: the next free slot asks again.
+
+        Only the scheduler that places writes waits, and a new one starts
+        knowing nothing (every target is asked), so this never hides a
+        waiting task; two schedulers that share the queue each wake what
+        they sent to wait, and the backoff is there for the rest.
+        """
+        self._none_waits_for.difference_update(targets)
+
+    def wave_due(self, codes: frozenset[str]) -> frozenset[str]:
+        """The reasons to wake a wave for now (:data:`EVERY_REASON` for all), given what :meth:`observe` said.
+
+        A new change starts (or widens) a wave at once; a wave under way
+        sends its next batch only once the last one was planned and at
+        least one of its tasks launched (:meth:`planned`).
+        """
+        if codes:
+            self.wave = EVERY_REASON if EVERY_REASON in (codes, self.wave) else codes | (self.wave or frozenset())
+            self._wave_go = True
+        if self.wave is None or not self._wave_go:
+            return frozenset()
+        self._wave_go = False
+        return self.wave
+
+    def woke(self, ids: list[str], *, limit: int) -> None:
+        """The tasks a wave woke: fewer than ``limit`` means none is left asleep for it, and the wave ends."""
+        self._wave_pending, self._wave_launched = set(ids), 0
+        if len(ids) < limit:
+            self.wave = None
+
+    def planned(self, launched: Mapping[str, bool], *, claimed_any: bool) -> None:
+        """A batch's tasks, each with whether it launched: once the last wave is all planned, go on or stop.
+
+        A batch that claimed nothing settles the wave too (its tasks went to
+        another scheduler, or were cancelled): no wave waits forever.
+        """
+        if self.wave is None or self._wave_go:
+            return
+        for task_id in self._wave_pending & launched.keys():
+            self._wave_pending.discard(task_id)
+            self._wave_launched += int(launched[task_id])
+        if self._wave_pending and claimed_any:
+            return
+        if self._wave_launched > 0:
+            self._wave_go = True
+        else:
+            self.wave = None
 
     def observe(self, policies: Policy | PolicySet, snapshot: SignalSnapshot) -> frozenset[str]:
         """The reasons to wake now (:func:`reasons_to_wake`), with rule flips paced by :data:`CONDITIONS_WAKE_MIN_S`.

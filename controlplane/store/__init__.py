@@ -27,6 +27,7 @@ from controlplane.store.columns import utcnow
 from controlplane.store.engine import DATABASE_URL_ENV, database_url, make_engine, normalize_url
 from controlplane.store.errors import IdempotencyConflict, NotFound, StateMismatch, StoreError
 from controlplane.store.events import events_after
+from controlplane.store.follow_view import FollowView, TaskGlance
 from controlplane.store.ids import new_id
 from controlplane.store.lease import SCHEDULER_LEASE, Fence, Fenced, LeaderLease, LeaseState
 from controlplane.store.migrate import current_revision, downgrade, head_revision, is_current, upgrade
@@ -38,6 +39,7 @@ from controlplane.store.repository import (
     NewTask,
     PlannedLaunch,
     RecordedDecision,
+    RunningStart,
     Store,
     policy_version_of,
 )
@@ -74,7 +76,9 @@ __all__ = [
     "NotFound",
     "OfferOutcomes",
     "OutboxDepth",
+    "FollowView",
     "Outcome",
+    "RunningStart",
     "PlannedLaunch",
     "PolicyApplication",
     "PolicyVersion",
@@ -82,6 +86,7 @@ __all__ = [
     "StateMismatch",
     "Store",
     "StoreError",
+    "TaskGlance",
     "WaitingSummary",
     "backing_off",
     "claim_deliveries",

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Row, bindparam, func, insert, select, update
+from sqlalchemy import Row, bindparam, func, insert, literal, or_, select, update
 from sqlalchemy.engine import Connection
 
 from controlplane.domain import Attempt, AttemptState, check_attempt_transition
+from controlplane.store.columns import UTCDateTime
 from controlplane.store.core import (
     SHA256_HEX,
     StoreCore,
@@ -35,7 +36,6 @@ __all__ = [
     "finished_attempts_after",
     "get_attempt",
     "get_progress",
-    "last_heartbeats",
     "launch_number",
     "live_attempts",
     "record_heartbeat",
@@ -324,19 +324,6 @@ def live_attempts(core: StoreCore, *, limit: int = 1000) -> list[Attempt]:
     return [attempt_from_row(r) for r in rows]
 
 
-def last_heartbeats(core: StoreCore, attempt_ids: Sequence[str]) -> dict[str, datetime | None]:
-    """When each attempt's worker last called in (None: never); unknown ids are left out."""
-    found: dict[str, datetime | None] = {}
-    ids = list(dict.fromkeys(attempt_ids))
-    with core.read() as conn:
-        # in chunks: one IN list per 500 ids stays far below every database's parameter limit
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            rows = conn.execute(select(attempts.c.id, attempts.c.last_heartbeat_at).where(attempts.c.id.in_(chunk)))
-            found.update({r.id: r.last_heartbeat_at for r in rows})
-    return found
-
-
 def attempt_token_sha256(core: StoreCore, attempt_id: str) -> str:
     """The stored hash of the attempt's callback token (compare with ``hmac.compare_digest``)."""
     with core.read() as conn:
@@ -374,6 +361,40 @@ def record_heartbeats(core: StoreCore, attempt_ids: Sequence[str]) -> None:
                 .where(attempts.c.id.in_(chunk), attempts.c.state.in_(LIVE_ATTEMPTS))
                 .values(last_heartbeat_at=now)
             )
+
+
+#: built once: one executemany per call of record_heartbeats_at
+_BEAT_AT = (
+    update(attempts)
+    .where(
+        attempts.c.id == bindparam("b_id"),
+        # spelled out: an IN list expands per call, which executemany does not allow
+        or_(*(attempts.c.state == literal(state) for state in LIVE_ATTEMPTS)),
+        # a heartbeat is never moved back by one written late
+        or_(
+            attempts.c.last_heartbeat_at.is_(None),
+            attempts.c.last_heartbeat_at < bindparam("b_at", type_=UTCDateTime()),
+        ),
+    )
+    .values(last_heartbeat_at=bindparam("b_at", type_=UTCDateTime()))
+)
+
+
+def record_heartbeats_at(core: StoreCore, beats: Sequence[tuple[str, datetime]]) -> None:
+    """Note that the workers of ``beats`` called in, each at its own time, in one transaction.
+
+    For a caller that gathers calls before writing them (the simulator
+    writes a round's heartbeats at the round, each with the simulated time
+    it came at): the rows end as if each had been written when it came.
+    Ended or unknown attempts are skipped, as in :func:`record_heartbeats`.
+    """
+    if not beats:
+        return
+    for _, at in beats:
+        if at.tzinfo is None:
+            raise ValueError("heartbeat times must be timezone-aware")
+    with core.write() as conn:
+        conn.execute(_BEAT_AT, [{"b_id": attempt_id, "b_at": at} for attempt_id, at in beats])
 
 
 def get_progress(core: StoreCore, attempt_id: str) -> AttemptProgress:

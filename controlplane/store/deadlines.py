@@ -12,11 +12,10 @@ it back.
 
 from __future__ import annotations
 
-import functools
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, bindparam, func, select
+from sqlalchemy import bindparam, select
 
 from controlplane.domain import Attempt, AttemptState, Task, TaskState, check_attempt_transition
 from controlplane.store.attempts import LIVE_ATTEMPTS, write_attempt_transition
@@ -28,38 +27,27 @@ __all__ = ["EXPIRABLE", "expire_task", "tasks_past_deadline"]
 
 #: the task states a passed deadline ends
 EXPIRABLE = (TaskState.QUEUED, TaskState.LAUNCHING, TaskState.RUNNING)
-_SECONDS_PER_DAY = 86_400.0
 
 
-def _passed(postgres: bool) -> ColumnElement[bool]:
-    """``created_at + deadline_seconds < :deadline_now``, in each database's own date arithmetic."""
-    at = bindparam("deadline_now", type_=UTCDateTime())
-    if postgres:
-        return tasks.c.created_at + func.make_interval(0, 0, 0, 0, 0, 0, tasks.c.deadline_seconds) < at
-    # SQLite keeps naive UTC text; julianday reads it (and the bound value) as days
-    return func.julianday(tasks.c.created_at) + tasks.c.deadline_seconds / _SECONDS_PER_DAY < func.julianday(at)
-
-
-@functools.cache
-def _past_deadline_statement(postgres: bool) -> Select[Any]:
-    """Built once per database kind: every scheduler round runs it, and building it cost more than the query."""
-    return (
-        select(tasks)
-        .where(
-            tasks.c.state.in_([state.value for state in EXPIRABLE]),
-            tasks.c.deadline_seconds.is_not(None),
-            _passed(postgres),
-        )
-        .order_by(tasks.c.created_at)
-        .limit(bindparam("deadline_limit"))
+#: built once: every scheduler round runs it. ``deadline_at`` is ``created_at + deadline_seconds``, stored with the
+#: task (migration 0011), so each expirable state is a range of the (state, deadline_at) index: the rows past
+#: their deadline only, however long the queue
+_PAST_DEADLINE = (
+    select(tasks)
+    .where(
+        tasks.c.state.in_([state.value for state in EXPIRABLE]),
+        tasks.c.deadline_at < bindparam("deadline_now", type_=UTCDateTime()),
     )
+    .order_by(tasks.c.created_at)
+    .limit(bindparam("deadline_limit"))
+)
 
 
 def tasks_past_deadline(store: StoreCore, *, now: datetime, limit: int = 200) -> list[Task]:
     """Queued, launching and running tasks whose deadline passed at ``now``, oldest first."""
-    stmt = _past_deadline_statement(store.postgres)
     with store.read() as conn:
-        return [task_from_row(row) for row in conn.execute(stmt, {"deadline_now": now, "deadline_limit": limit})]
+        rows = conn.execute(_PAST_DEADLINE, {"deadline_now": now, "deadline_limit": limit})
+        return [task_from_row(row) for row in rows]
 
 
 def expire_task(store: StoreCore, task_id: str, *, reason: str, actor: str) -> list[Attempt] | None:

@@ -54,6 +54,7 @@ from controlplane.store.core import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, StoreCore
 from controlplane.store.decisions import RecordedDecision
 from controlplane.store.errors import IdempotencyConflict
 from controlplane.store.failover import FailoverResult
+from controlplane.store.follow_view import FollowView, follow_view
 from controlplane.store.launches import PlannedLaunch
 from controlplane.store.policy_versions import policy_version_of
 from controlplane.store.records import AttemptProgress, Event, PolicyApplication, PolicyVersion
@@ -373,6 +374,12 @@ class Store(StoreCore):
         """:meth:`start_running` for each attempt in order, in one transaction per 500 (a round of ``follow``)."""
         return running_ops.start_running_many(self, attempt_ids, actor=actor)
 
+    def start_and_settle(
+        self, starts: Sequence[str], outcomes: Sequence[Outcome], *, actor: str
+    ) -> tuple[list[RunningStart], list[bool]]:
+        """:meth:`start_running_many` then :meth:`apply_outcomes` in one transaction (a round of ``follow``)."""
+        return running_ops.start_and_settle(self, starts, outcomes, actor=actor)
+
     def apply_outcomes(self, outcomes: Sequence[Outcome], *, actor: str) -> list[bool]:
         """Apply what became of each attempt to it and its task, in order, in one transaction per 500.
 
@@ -402,13 +409,13 @@ class Store(StoreCore):
         """Attempts that became final after ``event_id`` (event id, attempt id, provider, state), oldest first."""
         return attempt_ops.finished_attempts_after(self, event_id, limit=limit)
 
+    def follow_view(self, *, limit: int = 1000) -> FollowView:
+        """The live attempts, their last heartbeats and their tasks' state and tenant, in one read (``follow``)."""
+        return follow_view(self, limit=limit)
+
     def live_attempts(self, *, limit: int = 1000) -> list[Attempt]:
         """Attempts still launching or running, oldest first: what the scheduler follows."""
         return attempt_ops.live_attempts(self, limit=limit)
-
-    def last_heartbeats(self, attempt_ids: Sequence[str]) -> dict[str, datetime | None]:
-        """When each attempt's worker last called in (None: never); unknown ids are left out."""
-        return attempt_ops.last_heartbeats(self, attempt_ids)
 
     def attempt_token_sha256(self, attempt_id: str) -> str:
         """The stored hash of the attempt's callback token (compare with ``hmac.compare_digest``)."""
@@ -417,6 +424,10 @@ class Store(StoreCore):
     def record_heartbeats(self, attempt_ids: Sequence[str]) -> None:
         """Note that the workers of ``attempt_ids`` called in now, in one write; ended or unknown ones are skipped."""
         attempt_ops.record_heartbeats(self, attempt_ids)
+
+    def record_heartbeats_at(self, beats: Sequence[tuple[str, datetime]]) -> None:
+        """Note that workers called in, each at its own (past) time, in one write; ended or unknown ones are skipped."""
+        attempt_ops.record_heartbeats_at(self, beats)
 
     def record_heartbeat(self, attempt_id: str, *, progress: Mapping[str, Any] | None = None) -> Attempt:
         """Note that the attempt's worker called in, replacing its progress when given.

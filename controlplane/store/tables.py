@@ -24,6 +24,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -91,6 +92,8 @@ class TaskRow(Base):
     priority_rank: Mapped[int] = mapped_column(SmallInteger)
     data_sensitivity: Mapped[str] = mapped_column(_ENUM)
     deadline_seconds: Mapped[int | None] = mapped_column(Integer)
+    #: ``created_at + deadline_seconds``, stored with the task: the deadline sweep reads it through an index
+    deadline_at: Mapped[datetime | None]
     budget_usd: Mapped[float | None] = mapped_column(Float)
     options: Mapped[dict[str, Any]]
     labels: Mapped[dict[str, Any]]
@@ -122,6 +125,19 @@ class TaskRow(Base):
         UniqueConstraint("tenant", "idempotency_key"),
         # the claim query: WHERE state = 'queued' ORDER BY priority_rank, id (id is creation order)
         Index("ix_tasks_state_priority_rank_id", "state", "priority_rank", "id"),
+        # the claim: WHERE state = 'queued' AND not_before IS NULL ORDER BY priority_rank, id, off the claimable rows
+        # only; a not_before that has passed is cleared first through ix_tasks_not_before (store/tasks.py)
+        Index(
+            "ix_tasks_claimable",
+            "state",
+            "priority_rank",
+            "id",
+            sqlite_where=text("not_before IS NULL"),
+            postgresql_where=text("not_before IS NULL"),
+        ),
+        Index("ix_tasks_not_before", "not_before"),
+        # the deadline sweep of every scheduler round (store/deadlines.py)
+        Index("ix_tasks_state_deadline_at", "state", "deadline_at"),
         Index("ix_tasks_tenant_created_at", "tenant", "created_at"),
     )
 

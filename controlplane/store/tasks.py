@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, bindparam, func, insert, or_, select, update
+from sqlalchemy import Row, bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -69,6 +69,7 @@ def _task_row(item: NewTask, task_id: str, now: datetime) -> dict[str, Any]:
         "priority_rank": PRIORITY_RANK[spec.priority],
         "data_sensitivity": spec.data_sensitivity.value,
         "deadline_seconds": spec.deadline_seconds,
+        "deadline_at": now + timedelta(seconds=spec.deadline_seconds) if spec.deadline_seconds is not None else None,
         "budget_usd": spec.budget_usd,
         "options": dict(spec.options),
         "labels": dict(spec.labels),
@@ -325,14 +326,29 @@ def change_state(
     return task_from_row(updated)
 
 
-#: the claim's statements, built once: every batch runs them (the scheduler's hot path)
+#: the claim's statements, built once: every batch runs them (the scheduler's hot path). First every ``not_before``
+#: that has passed is cleared (a range of ix_tasks_not_before: those rows only; ``not_before`` means nothing but
+#: "not claimed before", so whatever the row's state, nothing else reads it), so that the claimable rows are the
+#: ``not_before IS NULL`` ones, read in priority order off the partial index ix_tasks_claimable: no walk past the
+#: thousands of tasks asleep in a long queue (migration 0011)
+_CLEAR_BACKOFF = (
+    update(tasks).where(tasks.c.not_before <= bindparam("c_now", type_=UTCDateTime())).values(not_before=None)
+)
+_CLEAR_BACKOFF_SKIP_LOCKED = (
+    update(tasks)
+    .where(
+        tasks.c.id.in_(
+            select(tasks.c.id)
+            .where(tasks.c.not_before <= bindparam("c_now", type_=UTCDateTime()))
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+    )
+    .values(not_before=None)
+)
 _CLAIM_PICK = (
     select(tasks)
-    .where(
-        tasks.c.state == TaskState.QUEUED.value,
-        # the index walk stays (state, priority_rank, id); backing-off rows are few and skipped
-        or_(tasks.c.not_before.is_(None), tasks.c.not_before <= bindparam("c_now", type_=UTCDateTime())),
-    )
+    .where(tasks.c.state == TaskState.QUEUED.value, tasks.c.not_before.is_(None))
     .order_by(tasks.c.priority_rank, tasks.c.id)
     .limit(bindparam("c_limit"))
 )
@@ -361,9 +377,8 @@ def claim_queued(core: StoreCore, *, batch_size: int, scheduler_id: str) -> list
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     now = core.now()
     with core.write() as conn:
-        picked = conn.execute(
-            _CLAIM_PICK_SKIP_LOCKED if core.postgres else _CLAIM_PICK, {"c_now": now, "c_limit": batch_size}
-        ).all()
+        conn.execute(_CLEAR_BACKOFF_SKIP_LOCKED if core.postgres else _CLEAR_BACKOFF, {"c_now": now})
+        picked = conn.execute(_CLAIM_PICK_SKIP_LOCKED if core.postgres else _CLAIM_PICK, {"c_limit": batch_size}).all()
         if not picked:
             return []
         conn.execute(_CLAIM, {"c_ids": [r.id for r in picked], "c_at": now, "c_by": scheduler_id})

@@ -100,8 +100,8 @@ _WAKE = (
 )
 
 
-def wake_waiting(store: StoreCore, free: Mapping[str, int], *, code: str = "no_capacity") -> int:
-    """Make backing-off tasks waiting on a target claimable now, per target at most its free slots; how many.
+def wake_waiting(store: StoreCore, free: Mapping[str, int], *, code: str = "no_capacity") -> dict[str, int]:
+    """Make backing-off tasks waiting on a target claimable now, per target at most its free slots; how many each.
 
     Called when free capacity shows up (``free``: target -> free slots), so a
     freed slot is used within a round instead of after the waiting tasks'
@@ -109,39 +109,55 @@ def wake_waiting(store: StoreCore, free: Mapping[str, int], *, code: str = "no_c
     no_capacity`` in their queue reason. Only those: free spot capacity does
     not wake, round after round, tasks that wait for a full private cluster.
     With ``code="breaker_open"``, ``free`` is the probes a half-open breaker
-    lets through. One transaction for every target.
+    lets through. One transaction for every target; the answer has every
+    target asked (fewer than its free slots: no other task waits for it).
     """
     wanted = {target: slots for target, slots in free.items() if slots >= 1}
     if not wanted:
-        return 0
+        return {}
     now = store.now()
     # another scheduler's claim may hold some of them: skip those rather than wait
     pick = _WAKE_PICK_SKIP_LOCKED if store.postgres else _WAKE_PICK
     woken: dict[str, None] = {}  # a task waiting on two targets is woken once
+    found: dict[str, int] = {}
     with store.write() as conn:
         for target in sorted(wanted):
-            found = conn.execute(pick, {"w_now": now, "w_limit": wanted[target], **_entry_patterns(target, code)})
-            woken.update(dict.fromkeys(found.scalars()))
+            ids = list(
+                conn.execute(pick, {"w_now": now, "w_limit": wanted[target], **_entry_patterns(target, code)}).scalars()
+            )
+            found[target] = len(ids)
+            woken.update(dict.fromkeys(ids))
         if woken:
             # only the backoff changes: no event (the task still waits for the same reason)
             conn.execute(_WAKE, {"w_ids": list(woken), "w_now": now})
-    return len(woken)
+    return found
 
 
-def wake_waiting_for(store: StoreCore, codes: Iterable[str] | None) -> int:
-    """Make backing-off tasks whose queue reason names one of ``codes`` claimable now (None: every one); how many.
+def wake_waiting_for(store: StoreCore, codes: Iterable[str] | None, *, limit: int) -> list[str]:
+    """Make up to ``limit`` backing-off tasks whose queue reason names one of ``codes`` claimable now; their ids.
 
-    Called when a signal such a reason waits on changed (a breaker closed, a
-    new price, the budget day turned; ``scheduler/wakeups.py``). One write.
+    ``codes`` None: whatever they wait for. Called when a signal such a
+    reason waits on changed (a breaker closed, a new price, the budget day
+    turned, a rule's ``when`` flipped; ``scheduler/wakeups.py``): the most
+    urgent, oldest first, one wave at a time, so that a change that helps
+    nobody re-plans one batch of a long queue, not all of it. One write.
     """
+    if limit < 1:
+        return []
     now = store.now()
-    stmt = update(tasks).where(_waiting(), tasks.c.not_before > now)
+    pick = select(tasks.c.id).where(_waiting(), tasks.c.not_before > now)
     if codes is not None:
         named = sorted(set(codes))
         if not named:
-            return 0
+            return []
         # "<target>: <code>" entries: the code after a colon, whole (no code is a prefix of another)
-        stmt = stmt.where(or_(*(tasks.c.queue_reason.contains(f": {code}", autoescape=True) for code in named)))
+        pick = pick.where(or_(*(tasks.c.queue_reason.contains(f": {code}", autoescape=True) for code in named)))
+    pick = pick.order_by(tasks.c.priority_rank, tasks.c.id).limit(limit)
+    if store.postgres:
+        pick = pick.with_for_update(skip_locked=True)  # another scheduler's claim may hold some: skip those
     with store.write() as conn:
-        # only the backoff changes: no event (the task still waits for the same reason)
-        return int(conn.execute(stmt.values(not_before=None, updated_at=now)).rowcount or 0)
+        woken = list(conn.execute(pick).scalars())
+        if woken:
+            # only the backoff changes: no event (the task still waits for the same reason)
+            conn.execute(_WAKE, {"w_ids": woken, "w_now": now})
+    return woken

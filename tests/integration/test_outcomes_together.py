@@ -154,3 +154,33 @@ def test_an_unknown_attempt_leaves_the_whole_round_unwritten(store: Store) -> No
     with pytest.raises(NotFound):
         store.apply_outcomes(items, actor="follow")
     assert what_became(store, task_id) == before
+
+
+@pytest.mark.parametrize("chunk", [500, 3], ids=["one-transaction", "past-the-chunk"])
+def test_starts_and_outcomes_in_one_transaction_decide_what_the_two_calls_decide(
+    store: Store, chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``start_and_settle``: a round's starts, then its outcomes, on the rows as the starts left them."""
+    monkeypatch.setattr(running, "_CHUNK", chunk)
+
+    def a_round_with_starts() -> tuple[list[str], list[Outcome], list[str]]:
+        race = launched(store, siblings=2)  # both siblings say they run: the first wins
+        then_ends = launched(store)  # starts, then its outcome in the same round
+        outcomes, tasks = a_round(store)
+        outcomes.append(
+            Outcome(attempt_id=then_ends[0], attempt_state=AttemptState.SUCCEEDED, task_state=TaskState.SUCCEEDED)
+        )
+        tasks += [store.get_attempt(ids[0]).task_id for ids in (race, then_ends)]
+        return [*race, then_ends[0]], outcomes, tasks
+
+    starts, outcomes, tasks = a_round_with_starts()
+    started, applied = store.start_and_settle(starts, outcomes, actor="follow")
+    starts_apart, outcomes_apart, tasks_apart = a_round_with_starts()
+    started_apart = store.start_running_many(starts_apart, actor="follow")
+    applied_apart = store.apply_outcomes(outcomes_apart, actor="follow")
+
+    assert [s.outcome for s in started] == [s.outcome for s in started_apart] == ["won", "ended", "won"]
+    assert applied == applied_apart
+    for mine, theirs in zip(tasks, tasks_apart, strict=True):
+        assert what_became(store, mine) == what_became(store, theirs)
+    assert store.start_and_settle([], [], actor="follow") == ([], [])

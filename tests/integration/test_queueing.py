@@ -10,6 +10,7 @@ so backoffs and limits are exact and nothing sleeps.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,8 +23,11 @@ from sqlalchemy import func, select
 from controlplane.domain import (
     AttemptState,
     DataSensitivity,
+    PlacementPlan,
     Priority,
     SignalSample,
+    SignalSnapshot,
+    Task,
     TaskKind,
     TaskSpec,
     TaskState,
@@ -31,6 +35,7 @@ from controlplane.domain import (
 from controlplane.policy import Policy, parse_policy
 from controlplane.runtime import standalone_scheduler
 from controlplane.scheduler import Scheduler
+from controlplane.scheduler.wakeups import CONDITIONS_WAKE_MIN_S
 from controlplane.store import Store, make_engine, upgrade, waiting_summary
 from controlplane.store.tables import decisions, events, tasks
 from providers.base import BackendState, BackendStatus
@@ -118,7 +123,16 @@ def world(database_url: str) -> Iterator[World]:
     made.store.engine.dispose()
 
 
-def test_a_burst_waits_for_capacity_with_its_reason_instead_of_failing(world: World) -> None:
+@pytest.fixture
+def long_world(database_url: str) -> Iterator[World]:
+    """Two slots, and waits allowed past the 30-minute safety net (max_queue_seconds 2 h)."""
+    made = make_world(database_url, slots=2, the_policy=policy(max_queue_seconds=7200))
+    yield made
+    made.store.engine.dispose()
+
+
+def test_a_burst_waits_for_capacity_with_its_reason_instead_of_failing(long_world: World) -> None:
+    world = long_world
     ids = [world.submit(f"t{n}") for n in range(5)]
     assert world.scheduler.place_batch() == 5
 
@@ -137,14 +151,24 @@ def test_a_burst_waits_for_capacity_with_its_reason_instead_of_failing(world: Wo
         (event,) = [e for e in world.store.list_events(waiting.id) if e.kind == "task.waiting"]
         assert (event.from_state, event.to_state) == ("planned", "queued")
         assert event.detail["reason"] == "home: no_capacity"
-        assert event.detail["not_before"] == (T0 + timedelta(seconds=1)).isoformat()
+        # what it waits for (a free slot) wakes it: the timer is the 30-minute safety net
+        assert event.detail["not_before"] == (T0 + timedelta(minutes=30)).isoformat()
     summary = waiting_summary(world.store)
     assert (summary.count, summary.oldest_since) == (3, T0)
 
-    # backing off: not planned again before its not_before
+    # asleep: nothing it waits for changed, so it is not planned again
+    world.clock.advance(60)
     assert world.scheduler.place_batch() == 0
-    # re-planned after the backoff, still full: no new receipt, no new event, nothing else written
-    world.clock.advance(1)
+    # a restarted scheduler does not know what they wait for: its first batch plans them again; still full,
+    # so no new receipt, no new event, nothing else written
+    world.scheduler = standalone_scheduler(
+        store=world.store,
+        policy=world.scheduler.policy,
+        providers={"local": world.local},
+        callback_base="http://127.0.0.1:9",
+        scheduler_id="sched",
+        clock=world.clock,
+    )
     before = [(world.count(decisions, t), world.count(events, t)) for t in ids[2:]]
     assert world.scheduler.place_batch() == 3
     assert [(world.count(decisions, t), world.count(events, t)) for t in ids[2:]] == before
@@ -172,8 +196,8 @@ def test_an_old_waiting_task_is_placed_before_a_newer_one(world: World) -> None:
     busy = [world.submit("busy-1"), world.submit("busy-2")]
     old = world.submit("old")
     assert world.scheduler.place_batch() == 3
-    world.clock.advance(30)  # its backoff has grown to the cap
-    assert world.scheduler.place_batch() == 1
+    world.clock.advance(30)
+    assert world.scheduler.place_batch() == 0  # asleep: nothing it waits for changed
     assert world.store.get_task(old).state == TaskState.QUEUED
     newer = world.submit("newer")
     assert world.scheduler.place_batch() == 1  # the newer one is planned at once, and waits too
@@ -217,13 +241,13 @@ def test_free_slots_on_another_target_wake_no_task_waiting_for_a_full_one(databa
         world.store.engine.dispose()
 
 
-def test_a_breaker_that_closes_wakes_the_tasks_waiting_for_it_and_leaves_the_others_to_their_backoff(
+def test_a_breaker_that_closes_wakes_the_tasks_waiting_for_it_and_leaves_the_others_asleep(
     database_url: str,
 ) -> None:
     """Public work waits for spot's open breaker, private work for the full home cluster.
 
-    Both have waited long enough to back off for a minute and more; the breaker
-    closing plans the spot waiter again in the next batch, and only it.
+    Both sleep until what they wait for changes (30 minutes at most); the
+    breaker closing plans the spot waiter again in the next batch, and only it.
     """
     the_policy = parse_policy(
         {
@@ -260,11 +284,10 @@ def test_a_breaker_that_closes_wakes_the_tasks_waiting_for_it_and_leaves_the_oth
         assert world.scheduler.place_batch() == 3
         assert world.store.get_task(home_waiter).queue_reason == "home: no_capacity; spot: private_data"
         assert world.store.get_task(spot_waiter).queue_reason == "home: excluded_by_rule; spot: breaker_open"
-        world.clock.advance(100)
-        assert world.scheduler.place_batch() == 2  # planned again after the backoff: both still wait, for 100 s now
         backoff = not_before(home_waiter)
-        assert backoff == world.clock() + timedelta(seconds=100)
-
+        assert backoff == world.clock() + timedelta(minutes=30)  # the safety net: what they wait for wakes them
+        world.clock.advance(100)
+        assert world.scheduler.place_batch() == 0  # nothing they wait for changed: both asleep
         world.clock.advance(5)
         live[f"breaker/{SPOT_KEY}"] = 0.0  # the breaker closes
         assert world.scheduler.place_batch() == 1
@@ -377,3 +400,114 @@ def test_a_new_reason_writes_a_new_receipt_and_event(world: World) -> None:
         (None, "home: no_capacity"),
         ("home: no_capacity", "home: no_capacity; annex: no_capacity"),
     ]
+
+
+def counting_plans(world: World) -> Counter[str]:
+    """How many times each task is planned from now on (the scheduler's planner, counted)."""
+    counted: Counter[str] = Counter()
+    planner = world.scheduler.planner
+
+    def counting(task: Task, snapshot: SignalSnapshot, policy: Policy, now: datetime) -> PlacementPlan:
+        counted[task.id] += 1
+        return planner(task, snapshot, policy, now)
+
+    world.scheduler.planner = counting
+    return counted
+
+
+def test_a_change_wakes_waiting_tasks_one_batch_at_a_time_while_they_launch(database_url: str) -> None:
+    """A breaker that closes wakes the tasks waiting for it in waves of one batch (2 here), most urgent first.
+
+    Spot has room: each wave launches, so the next goes in the next batch. Private work waiting for the full
+    home cluster meanwhile is never re-planned: nothing it waits for changed.
+    """
+    the_policy = parse_policy(
+        {
+            "targets": home_and_spot(),
+            "rules": [
+                {"name": "private-home", "match": {"data_sensitivity": "private"}, "targets": ["home"]},
+                {"name": "public-spot", "targets": ["spot"]},
+            ],
+        }
+    )
+    world = make_world(database_url, slots=1, the_policy=the_policy)
+    world.scheduler.batch_size = 2
+    live: dict[str, float] = {f"spot_price/{SPOT_KEY}": 0.3, f"breaker/{SPOT_KEY}": 1.0}
+
+    def samples() -> dict[str, SignalSample]:
+        now = world.clock()
+        return {
+            name: SignalSample(
+                source=name.partition("/")[0], key=name.partition("/")[2], value=value, observed_at=now, ttl_seconds=600
+            )
+            for name, value in live.items()
+        }
+
+    world.scheduler.signals = samples
+    world.scheduler.providers = {"local": world.local, "aws": NoopProvider(name="aws", slots=10)}
+    plans = counting_plans(world)
+    try:
+        world.submit("busy", private=True)
+        home_waiter = world.submit("home-waiter", private=True)
+        spot = [world.submit(f"spot-{n}", priority=Priority.HIGH if n == 4 else Priority.NORMAL) for n in range(5)]
+        while world.scheduler.place_batch():
+            pass
+        assert {world.store.get_task(t).queue_reason for t in spot} == {"home: excluded_by_rule; spot: breaker_open"}
+        world.clock.advance(200)
+        assert world.scheduler.place_batch() == 0  # all asleep: nothing they wait for changed
+        live[f"breaker/{SPOT_KEY}"] = 0.0  # the breaker closes
+        launched: list[list[str]] = []
+        for _ in range(4):
+            assert world.scheduler.place_batch() <= 2
+            launched.append([t for t in spot if world.store.get_task(t).state == TaskState.LAUNCHING])
+        # the urgent one first, then the oldest: a wave of two per batch, the last wave of one ends it
+        assert launched == [[spot[0], spot[4]], [spot[0], spot[1], spot[2], spot[4]], spot, spot]
+        assert world.store.get_task(home_waiter).state == TaskState.QUEUED
+        assert plans[home_waiter] == 1  # its first plan only: the breaker is nothing it waits for
+    finally:
+        world.store.engine.dispose()
+
+
+def test_a_change_that_helps_nobody_re_plans_one_batch_of_the_waiting_tasks_not_all(database_url: str) -> None:
+    """A rule's ``when`` flips (the queue grows past its mark): every waiting task *might* go elsewhere now.
+
+    Here none can (the home cluster is full, and the rule that starts to hold names it too), so the first
+    wave of two goes back to waiting and the wave ends: the other waiting tasks sleep out their backoff.
+    """
+    the_policy = parse_policy(
+        {
+            "targets": [{"name": "home", "provider": "local", "private": True}],
+            "rules": [
+                {"name": "busy", "when": {"queue_depth_above": 4}, "targets": ["home"]},
+                {"name": "home", "targets": ["home"]},
+            ],
+        }
+    )
+    world = make_world(database_url, slots=1, the_policy=the_policy)
+    world.scheduler.batch_size = 2
+    depth = {"value": 0.0}
+
+    def samples() -> dict[str, SignalSample]:
+        return {
+            "queue/depth": SignalSample(
+                source="queue", key="depth", value=depth["value"], observed_at=world.clock(), ttl_seconds=600
+            )
+        }
+
+    world.scheduler.signals = samples
+    plans = counting_plans(world)
+    try:
+        world.submit("busy")
+        waiting = [world.submit(f"w{n}") for n in range(6)]
+        while world.scheduler.place_batch():
+            pass
+        before = dict(plans)
+        world.clock.advance(CONDITIONS_WAKE_MIN_S + 1)
+        depth["value"] = 6.0  # "busy" starts to hold: a flip
+        assert world.scheduler.place_batch() == 2
+        assert world.scheduler.place_batch() == 0  # the wave launched none: no second one
+        replanned = [plans[t] - before[t] for t in waiting]
+        assert sorted(replanned) == [0, 0, 0, 0, 1, 1]
+        assert all(world.store.get_task(t).state == TaskState.QUEUED for t in waiting)
+    finally:
+        world.store.engine.dispose()

@@ -373,6 +373,27 @@ def test_heartbeats_recorded_together_touch_live_attempts_only(store: Store) -> 
     store.record_heartbeats([])  # nothing to write: no error
 
 
+def test_heartbeats_written_late_keep_their_own_times_and_never_go_back(store: Store) -> None:
+    """``record_heartbeats_at``: each call at its own time, in one write; a late, older one moves nothing back."""
+    task_id = new_task(store)
+    first, second, ended = (
+        store.create_attempt(task_id=task_id, target=f"t{i}", provider="local", token_sha256=TOKEN_HASH)
+        for i in range(3)
+    )
+    store.transition_attempt(ended.id, wanted=AttemptState.FAILED, actor="worker", exit_code=1)
+    t0 = store.now() - timedelta(minutes=5)
+    store.record_heartbeats_at(
+        [(first.id, t0), (second.id, t0 + timedelta(seconds=30)), (first.id, t0 + timedelta(seconds=60))]
+    )
+    store.record_heartbeats_at([(first.id, t0 + timedelta(seconds=10)), (ended.id, t0), ("att_unknown", t0)])
+    assert store.get_progress(first.id).last_heartbeat_at == t0 + timedelta(seconds=60)
+    assert store.get_progress(second.id).last_heartbeat_at == t0 + timedelta(seconds=30)
+    assert store.get_progress(ended.id).last_heartbeat_at is None
+    store.record_heartbeats_at([])  # nothing to write: no error
+    with pytest.raises(ValueError, match="timezone-aware"):
+        store.record_heartbeats_at([(first.id, t0.replace(tzinfo=None))])
+
+
 def test_attempts_numbering_transitions_and_heartbeats(store: Store, engine: Engine) -> None:
     task_id = new_task(store)
     other_id = new_task(store)

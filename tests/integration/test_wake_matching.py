@@ -45,7 +45,7 @@ def test_a_target_wakes_the_tasks_waiting_for_its_own_capacity(
     store: Store, free: str, reasons: list[str], woken: list[int]
 ) -> None:
     ids = [waiting(store, reason) for reason in reasons]
-    assert wake_waiting(store, {free: 10}) == len(woken)
+    assert wake_waiting(store, {free: 10}) == {free: len(woken)}
     claimed = {task.id for task in store.claim_queued(batch_size=10, scheduler_id="s")}
     assert claimed == {ids[n] for n in woken}
 
@@ -58,6 +58,6 @@ def test_a_half_open_breaker_wakes_as_many_tasks_as_it_has_probes_most_urgent_fi
         "spoty: breaker_open",
     ]
     ids = [waiting(store, reason) for reason in reasons]
-    assert wake_waiting(store, {"spot": 1}, code="breaker_open") == 1
+    assert wake_waiting(store, {"spot": 1}, code="breaker_open") == {"spot": 1}
     claimed = [task.id for task in store.claim_queued(batch_size=10, scheduler_id="s")]
     assert claimed == [ids[0]]  # the oldest of the two waiting for that breaker; not capacity waits, not "spoty"

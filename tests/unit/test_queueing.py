@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from controlplane.domain import Candidate, PlacementPlan, Rejection, Task, TaskKind, TaskSpec, TaskState
-from controlplane.scheduler.queueing import max_queue_seconds, no_launch, overdue, wait_backoff_seconds
+from controlplane.scheduler.queueing import WAIT_RECHECK_S, max_queue_seconds, no_launch, overdue
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 
@@ -45,7 +45,8 @@ def plan(*codes: str, candidates: tuple[Candidate, ...] = ()) -> PlacementPlan:
 def test_reasons_time_can_fix_wait(code: str) -> None:
     outcome = no_launch(task=task(), decision=plan(code), history=[], now=NOW, max_queue_s=3600)
     assert (outcome.wait, outcome.failure) == (f"t0: {code}", None)
-    assert outcome.not_before == NOW + timedelta(seconds=1)
+    # what it waits for wakes it (scheduler/wakeups.py): the timer is only the safety net
+    assert outcome.not_before == NOW + timedelta(seconds=WAIT_RECHECK_S) == NOW + timedelta(minutes=30)
 
 
 @pytest.mark.parametrize("codes", [("private_data",), ("excluded_by_rule", "private_data"), ("a_future_code",), ()])
@@ -74,21 +75,10 @@ def test_candidates_this_scheduler_refused_fail_at_once() -> None:
     assert outcome.failure == "every candidate failed to launch: k8s: provider kubernetes is not configured"
 
 
-def test_the_backoff_grows_with_the_wait_and_never_passes_the_limit() -> None:
-    # the wait so far (the interval doubles), at least 1 s, at most the 1,800 s safety net
-    assert [wait_backoff_seconds(s) for s in (0, 0.5, 2, 8, 30, 299, 1799, 5000)] == [
-        1.0,
-        1.0,
-        2.0,
-        8.0,
-        30.0,
-        299.0,
-        1799.0,
-        1800.0,
-    ]
+def test_the_safety_net_wait_never_passes_the_limit() -> None:
     waited = task(since=NOW - timedelta(seconds=115), reason="t0: no_capacity")
     outcome = no_launch(task=waited, decision=plan("no_capacity"), history=[], now=NOW, max_queue_s=120)
-    assert outcome.not_before == NOW + timedelta(seconds=5)  # the limit, not a 115 s backoff past it
+    assert outcome.not_before == NOW + timedelta(seconds=5)  # the limit, not a 30-minute wait past it
 
 
 def test_a_bad_or_missing_threshold_falls_back_to_the_default() -> None:

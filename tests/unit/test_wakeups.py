@@ -153,3 +153,58 @@ def test_a_new_policy_wakes_every_waiting_task_at_once() -> None:
 
     changed = watcher.observe(policy(queue_above=2), snapshot(T0 + timedelta(seconds=2), queue=50))
     assert changed == EVERY_REASON
+
+
+def test_a_wave_goes_on_while_its_tasks_launch_and_stops_at_the_first_that_launches_none() -> None:
+    watcher = WaitWatcher()
+    assert watcher.wave_due(frozenset({"breaker_open"})) == frozenset({"breaker_open"})
+    watcher.woke(["a", "b"], limit=2)
+    assert watcher.wave_due(frozenset()) == frozenset()  # its tasks are not planned yet: no second wave
+    watcher.planned({"a": True, "new": False}, claimed_any=True)
+    assert watcher.wave_due(frozenset()) == frozenset()  # "b" is still to be planned
+    watcher.planned({"b": False}, claimed_any=True)
+    assert watcher.wave_due(frozenset()) == frozenset({"breaker_open"})  # one of them launched: the next wave
+    watcher.woke(["c", "d"], limit=2)
+    watcher.planned({"c": False, "d": False}, claimed_any=True)
+    assert (watcher.wave, watcher.wave_due(frozenset())) == (None, frozenset())  # none launched: the wave is over
+
+
+def test_a_wave_that_wakes_fewer_than_a_batch_has_woken_them_all() -> None:
+    watcher = WaitWatcher()
+    assert watcher.wave_due(frozenset({"stale_price"})) == frozenset({"stale_price"})
+    watcher.woke(["a"], limit=2)
+    assert watcher.wave is None
+    watcher.planned({"a": True}, claimed_any=True)
+    assert watcher.wave_due(frozenset()) == frozenset()
+
+
+def test_a_new_change_widens_the_wave_under_way_and_sends_one_at_once() -> None:
+    watcher = WaitWatcher()
+    watcher.wave_due(frozenset({"breaker_open"}))
+    watcher.woke(["a", "b"], limit=2)
+    assert watcher.wave_due(PRICE_CODES) == PRICE_CODES | {"breaker_open"}
+    watcher.woke(["c", "d"], limit=2)
+    assert watcher.wave_due(EVERY_REASON) == EVERY_REASON
+    watcher.woke(["e", "f"], limit=2)
+    assert watcher.wave_due(PRICE_CODES) == EVERY_REASON  # every reason stays every reason
+
+
+def test_a_wave_whose_tasks_went_elsewhere_is_settled_by_a_batch_that_claims_nothing() -> None:
+    watcher = WaitWatcher()
+    watcher.wave_due(EVERY_REASON)
+    watcher.woke(["a", "b"], limit=2)
+    watcher.planned({"a": True}, claimed_any=True)
+    watcher.planned({}, claimed_any=False)  # "b" was claimed by another scheduler, or cancelled
+    assert watcher.wave_due(frozenset()) == EVERY_REASON  # "a" launched: go on
+
+
+def test_a_target_whose_capacity_wake_found_no_waiter_is_asked_again_only_once_a_task_waits_for_it() -> None:
+    watcher = WaitWatcher()
+    assert watcher.capacity_to_ask({"home": 2, "spot": 5}) == {"home": 2, "spot": 5}  # a new scheduler asks all
+    watcher.capacity_woken({"home": 2, "spot": 5}, {"home": 2, "spot": 0})
+    # home had as many waiting as free slots: there may be more; nobody waits for spot's capacity
+    assert watcher.capacity_to_ask({"home": 1, "spot": 5}) == {"home": 1}
+    watcher.capacity_woken({"home": 1}, {"home": 0})
+    assert watcher.capacity_to_ask({"home": 1, "spot": 5}) == {}
+    watcher.waiting_for_capacity(["spot"])  # a batch sent a task back to wait for spot's capacity
+    assert watcher.capacity_to_ask({"home": 1, "spot": 5}) == {"spot": 5}
