@@ -241,13 +241,10 @@ def test_free_slots_on_another_target_wake_no_task_waiting_for_a_full_one(databa
         world.store.engine.dispose()
 
 
-def test_a_breaker_that_closes_wakes_the_tasks_waiting_for_it_and_leaves_the_others_asleep(
-    database_url: str,
-) -> None:
-    """Public work waits for spot's open breaker, private work for the full home cluster.
+def home_and_spot_world(database_url: str) -> tuple[World, dict[str, float]]:
+    """Private work on ``home`` (one slot), public on ``spot`` (ten), whose breaker starts open.
 
-    Both sleep until what they wait for changes (30 minutes at most); the
-    breaker closing plans the spot waiter again in the next batch, and only it.
+    The signals are the returned dict (sample name -> value), observed at the world's clock when read.
     """
     the_policy = parse_policy(
         {
@@ -272,6 +269,18 @@ def test_a_breaker_that_closes_wakes_the_tasks_waiting_for_it_and_leaves_the_oth
 
     world.scheduler.signals = samples
     world.scheduler.providers = {"local": world.local, "aws": NoopProvider(name="aws", slots=10)}
+    return world, live
+
+
+def test_a_breaker_that_closes_wakes_the_tasks_waiting_for_it_and_leaves_the_others_asleep(
+    database_url: str,
+) -> None:
+    """Public work waits for spot's open breaker, private work for the full home cluster.
+
+    Both sleep until what they wait for changes (30 minutes at most); the
+    breaker closing plans the spot waiter again in the next batch, and only it.
+    """
+    world, live = home_and_spot_world(database_url)
 
     def not_before(task_id: str) -> datetime | None:
         with world.store.engine.connect() as conn:
@@ -421,30 +430,8 @@ def test_a_change_wakes_waiting_tasks_one_batch_at_a_time_while_they_launch(data
     Spot has room: each wave launches, so the next goes in the next batch. Private work waiting for the full
     home cluster meanwhile is never re-planned: nothing it waits for changed.
     """
-    the_policy = parse_policy(
-        {
-            "targets": home_and_spot(),
-            "rules": [
-                {"name": "private-home", "match": {"data_sensitivity": "private"}, "targets": ["home"]},
-                {"name": "public-spot", "targets": ["spot"]},
-            ],
-        }
-    )
-    world = make_world(database_url, slots=1, the_policy=the_policy)
+    world, live = home_and_spot_world(database_url)
     world.scheduler.batch_size = 2
-    live: dict[str, float] = {f"spot_price/{SPOT_KEY}": 0.3, f"breaker/{SPOT_KEY}": 1.0}
-
-    def samples() -> dict[str, SignalSample]:
-        now = world.clock()
-        return {
-            name: SignalSample(
-                source=name.partition("/")[0], key=name.partition("/")[2], value=value, observed_at=now, ttl_seconds=600
-            )
-            for name, value in live.items()
-        }
-
-    world.scheduler.signals = samples
-    world.scheduler.providers = {"local": world.local, "aws": NoopProvider(name="aws", slots=10)}
     plans = counting_plans(world)
     try:
         world.submit("busy", private=True)
