@@ -296,7 +296,7 @@ class Placing(SchedulerBase):
         """
         codes = self._waits.wave_due(self._waits.observe(policies, snapshot))
         if not backing_off(self.store):
-            self._waits.wave = None  # nobody is asleep: nothing for a wave to wake
+            self._waits.nobody_asleep()
             return
         if codes:
             woken = wake_waiting_for(self.store, None if codes == EVERY_REASON else codes, limit=self.batch_size)

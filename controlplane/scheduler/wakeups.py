@@ -219,6 +219,10 @@ class WaitWatcher:
         self._wave_go = False
         return self.wave
 
+    def nobody_asleep(self) -> None:
+        """No waiting task is asleep: a wave under way has nothing left to wake."""
+        self.wave = None
+
     def woke(self, ids: list[str], *, limit: int) -> None:
         """The tasks a wave woke: fewer than ``limit`` means none is left asleep for it, and the wave ends."""
         self._wave_pending, self._wave_launched = set(ids), 0

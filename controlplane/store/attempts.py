@@ -351,16 +351,8 @@ def record_heartbeat(core: StoreCore, attempt_id: str, *, progress: Mapping[str,
 
 def record_heartbeats(core: StoreCore, attempt_ids: Sequence[str]) -> None:
     """Note that the workers of ``attempt_ids`` called in now, in one transaction (ended or unknown ones: no-op)."""
-    ids = list(dict.fromkeys(attempt_ids))
     now = core.now()
-    with core.write() as conn:
-        for start in range(0, len(ids), 500):  # one IN list per 500 ids, under every database's parameter limit
-            chunk = ids[start : start + 500]
-            conn.execute(
-                update(attempts)
-                .where(attempts.c.id.in_(chunk), attempts.c.state.in_(LIVE_ATTEMPTS))
-                .values(last_heartbeat_at=now)
-            )
+    record_heartbeats_at(core, [(attempt_id, now) for attempt_id in dict.fromkeys(attempt_ids)])
 
 
 #: built once: one executemany per call of record_heartbeats_at

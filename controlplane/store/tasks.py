@@ -331,18 +331,12 @@ def change_state(
 #: "not claimed before", so whatever the row's state, nothing else reads it), so that the claimable rows are the
 #: ``not_before IS NULL`` ones, read in priority order off the partial index ix_tasks_claimable: no walk past the
 #: thousands of tasks asleep in a long queue (migration 0011)
-_CLEAR_BACKOFF = (
-    update(tasks).where(tasks.c.not_before <= bindparam("c_now", type_=UTCDateTime())).values(not_before=None)
-)
+_BACKOFF_PASSED = tasks.c.not_before <= bindparam("c_now", type_=UTCDateTime())
+_CLEAR_BACKOFF = update(tasks).where(_BACKOFF_PASSED).values(not_before=None)
 _CLEAR_BACKOFF_SKIP_LOCKED = (
     update(tasks)
     .where(
-        tasks.c.id.in_(
-            select(tasks.c.id)
-            .where(tasks.c.not_before <= bindparam("c_now", type_=UTCDateTime()))
-            .with_for_update(skip_locked=True)
-            .scalar_subquery()
-        )
+        tasks.c.id.in_(select(tasks.c.id).where(_BACKOFF_PASSED).with_for_update(skip_locked=True).scalar_subquery())
     )
     .values(not_before=None)
 )
