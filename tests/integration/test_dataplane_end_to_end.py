@@ -36,6 +36,7 @@ from kubernetes import client
 
 from controlplane.cli.client import ApiClient
 from controlplane.cli.tasks.upload import upload_resumable
+from providers.bootstrap import LABEL_ATTEMPT
 from providers.kubernetes import SECRET_KEY
 from tests.fakes.azure_arm import FakeAzureArm
 from tests.support.aws import moto_server
@@ -134,11 +135,31 @@ class World:
 _KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 
+#: more reservations than one DescribeInstances page of moto's (100 when MaxResults is not sent)
+EARLIER_RESERVATIONS = 101
+
+
+def _earlier_tests_instances(moto_url: str) -> None:
+    """Instances that are not this module's, as the tests before it leave them.
+
+    moto keeps its EC2 state per process, not per server: every
+    ``ThreadedMotoServer`` of the session answers from the same backends,
+    so whatever earlier modules launched in this region is listed here too
+    (in CI once more than a page of it, and the lookup that read only the
+    first page timed out). A page's worth up front makes that the case in
+    every run, alone or in the suite.
+    """
+    ec2 = boto3.client("ec2", endpoint_url=moto_url, region_name=REGION, **_KEYS)
+    for _ in range(EARLIER_RESERVATIONS):
+        ec2.run_instances(ImageId="ami-0earlier0tests", InstanceType="t3.micro", MinCount=1, MaxCount=1)
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, azurite: Azurite) -> Iterator[World]:
     workdir = tmp_path_factory.mktemp("dataplane-e2e")
     with contextlib.ExitStack() as stack:
         moto_url = stack.enter_context(moto_server())
+        _earlier_tests_instances(moto_url)
         cluster = stack.enter_context(kmock_cluster())
         arm = stack.enter_context(FakeAzureArm(cert_dir=workdir / "arm-tls", token=ARM_TOKEN, provision_polls=1))
         identity = stack.enter_context(ManagedIdentityEndpoint(ARM_TOKEN))
@@ -186,13 +207,18 @@ def world(tmp_path_factory: pytest.TempPathFactory, azurite: Azurite) -> Iterato
 
 def _aws_spec(world: World, attempt_id: str) -> dict[str, Any] | None:
     ec2 = boto3.client("ec2", endpoint_url=world.moto_url, region_name=REGION, **_KEYS)
-    for reservation in ec2.describe_instances()["Reservations"]:
-        for instance in reservation["Instances"]:
-            raw = ec2.describe_instance_attribute(InstanceId=instance["InstanceId"], Attribute="userData")
-            value = raw.get("UserData", {}).get("Value")
-            spec = spec_from_cloud_init(base64.b64decode(value).decode()) if value else None
-            if spec and spec["attempt_id"] == attempt_id:
-                return spec
+    # the attempt's tag, every page: EC2 (and moto) answer a page of 100 reservations at a time
+    pages = ec2.get_paginator("describe_instances").paginate(
+        Filters=[{"Name": f"tag:{LABEL_ATTEMPT}", "Values": [attempt_id]}]
+    )
+    for page in pages:
+        for reservation in page["Reservations"]:
+            for instance in reservation["Instances"]:
+                raw = ec2.describe_instance_attribute(InstanceId=instance["InstanceId"], Attribute="userData")
+                value = raw.get("UserData", {}).get("Value")
+                spec = spec_from_cloud_init(base64.b64decode(value).decode()) if value else None
+                if spec and spec["attempt_id"] == attempt_id:
+                    return spec
     return None
 
 
