@@ -28,6 +28,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Engine, event
+
 from controlplane.domain import PlacementPlan, SignalSnapshot, Task, TaskState
 from controlplane.policy import Policy, plan
 from controlplane.runtime import standalone_scheduler
@@ -92,6 +94,25 @@ class RunOutcome:
     plans: int = 0
 
 
+def _scratch(engine: Engine) -> None:
+    """The run's database is scratch, rebuilt by running again: no sync to disk at each commit.
+
+    The store's own settings (WAL, ``synchronous=NORMAL``) are for a
+    database that must outlive a power cut; a simulation's does not, and its
+    ~10 commits a round were 6% of a run's time. Same schema, same
+    statements, same transactions: only when the bytes reach the disk
+    differs.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _no_sync(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA synchronous=OFF")
+        finally:
+            cursor.close()
+
+
 def run(
     scenario: Scenario,
     setup: RunSetup,
@@ -105,6 +126,7 @@ def run(
     began = time.perf_counter()
     clock = VirtualClock(scenario.start)
     engine = make_engine(f"sqlite:///{workdir / (setup.name.replace(':', '-') + '.db')}")
+    _scratch(engine)
     upgrade(engine=engine)
     store = Store(engine, clock=clock)
     world = _world(scenario, setup.mode, traces, history, clock)

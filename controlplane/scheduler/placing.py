@@ -301,6 +301,7 @@ class Placing(SchedulerBase):
         if codes:
             woken = wake_waiting_for(self.store, None if codes == EVERY_REASON else codes, limit=self.batch_size)
             self._waits.woke(woken, limit=self.batch_size)
+        now = snapshot.taken_at
         free = self._waits.capacity_to_ask(
             {
                 key.removeprefix(f"{CAPACITY_SOURCE}/"): int(sample.value)
@@ -308,9 +309,10 @@ class Placing(SchedulerBase):
                 if key.startswith(f"{CAPACITY_SOURCE}/")
                 and not sample.is_stale(snapshot.taken_at)
                 and sample.value >= 1
-            }
+            },
+            now,
         )
-        self._waits.capacity_woken(free, wake_waiting(self.store, free))
+        self._waits.capacity_woken(free, wake_waiting(self.store, free), now)
         if self._waits.probing:  # a breaker turned half-open: one task per target it covers goes to probe
             wake_waiting(self.store, probing_targets(policies, self._waits.probing), code="breaker_open")
 

@@ -28,9 +28,11 @@ from controlplane.policy import Thresholds
 
 __all__ = [
     "WAITABLE_CODES",
+    "WAIT_RECHECK_MAX_S",
     "WAIT_RECHECK_S",
     "NoLaunch",
     "max_queue_seconds",
+    "recheck_after",
     "no_launch",
     "overdue",
 ]
@@ -49,15 +51,23 @@ WAITABLE_CODES = frozenset(
         "deadline_slack",
     }
 )
-#: a waiting task is planned again after this long at the latest, whatever it waits for (the safety net). What it
-#: waits for wakes it at once: a slot freed on its target, a breaker that closes (or turns half-open: one task per
-#: target), a new price, the budget day, a rule's ``when`` or the policy changing (``Placing._wake_waiting``,
+#: the safety net: a waiting task is planned again after this long at the latest, or after as long as it has
+#: already waited, whichever is longer, up to :data:`WAIT_RECHECK_MAX_S` (:func:`recheck_after`). What it waits for
+#: wakes it at once: a slot freed on its target, a breaker that closes (or turns half-open: one task per target), a
+#: new price, the budget day, a rule's ``when`` or the policy changing (``Placing._wake_waiting``,
 #: ``scheduler/wakeups.py``), and the deadline rule's ``replan_by`` bounds the sleep; so, as Kubernetes does with
 #: unschedulable pods (moved back on the cluster events that can help them, flushed after a while), no timer
-#: re-plans it sooner. It was a backoff doubling from 1 s up to this: in the launch-day simulator at scale 0.05 the
-#: short early re-plans were most of the 12.6 plans per task (316,764 plans for 25,086 tasks); the flat wait made
-#: 5.5 plans per task with as many tasks on time and 10% fewer failed (docs/performance.md, issue 16)
+#: re-plans it sooner. It was a backoff doubling from 1 s up to 30 minutes: in the launch-day simulator at scale 0.05
+#: the short early re-plans were most of the 12.6 plans per task (316,764 plans for 25,086 tasks); the flat 30
+#: minutes made 5.5 plans per task with as many tasks on time and 10% fewer failed (docs/performance.md, issue 16)
 WAIT_RECHECK_S = 1800.0
+#: the longest sleep between two plans of a waiting task. A flat 30 minutes still re-planned the tasks that wait
+#: for hours (low priority work holding out for spot) every half hour: at scale 0.01 of the launch day 13,373 of
+#: 30,709 plans were such rechecks and under 1% of them launched anything, each of those a half-open breaker's
+#: probe (the ones traced). Growing with the wait (30, 30, 60, 120, 240 minutes) makes a 12-hour wait
+#: 6 rechecks instead of 24; ``capacity_to_ask`` asks again every :data:`WAIT_RECHECK_S` so another scheduler's
+#: waiting tasks are never left to this timer alone
+WAIT_RECHECK_MAX_S = 4 * 3600.0
 _DEFAULT_MAX_QUEUE_S = Thresholds().max_queue_seconds
 
 
@@ -100,6 +110,11 @@ def overdue(*, task: Task, now: datetime) -> str | None:
     )
 
 
+def recheck_after(waited_s: float) -> float:
+    """The safety net's sleep for a task that has waited ``waited_s`` so far: as long again, within bounds."""
+    return min(max(waited_s, WAIT_RECHECK_S), WAIT_RECHECK_MAX_S)
+
+
 def no_launch(
     *, task: Task, decision: PlacementPlan, history: list[str], now: datetime, max_queue_s: float
 ) -> NoLaunch:
@@ -124,7 +139,7 @@ def no_launch(
     if now >= until:
         return NoLaunch(failure=f"waited {waited:.0f} s ({limit}) without a placement: {reasons}")
     # planned again once more at the limit at the latest, so it fails close to it, not a backoff later
-    not_before = min(now + timedelta(seconds=WAIT_RECHECK_S), until)
+    not_before = min(now + timedelta(seconds=recheck_after(waited)), until)
     if decision.replan_by is not None and now < decision.replan_by < not_before:
         not_before = decision.replan_by  # on-demand becomes usable then: no backoff may sleep past it
     return NoLaunch(wait=reasons, not_before=not_before)

@@ -1,6 +1,6 @@
 """What else ends a wait: the signals a waiting task's reason names, compared between scheduler rounds.
 
-A waiting task sleeps between plans (at most ``queueing.WAIT_RECHECK_S``).
+A waiting task sleeps between plans (``queueing.recheck_after``: 30 minutes to 4 hours).
 Free capacity wakes tasks waiting for it at once (``Placing._wake_waiting``);
 this module says when the other reasons may have lifted, so the tasks that
 wait for them are planned again in the round the change is seen instead of
@@ -45,6 +45,7 @@ from controlplane.policy import Policy, conditions_held
 from controlplane.policy_sources import PolicySet
 
 __all__ = [
+    "ASK_AGAIN_S",
     "CONDITIONS_WAKE_MIN_S",
     "EVERY_REASON",
     "WaitWatch",
@@ -60,6 +61,9 @@ EVERY_REASON: frozenset[str] = frozenset({"*"})
 #: a rule's ``when`` that flips again and again (a cluster on the edge of its peak) wakes every waiting task at most
 #: this often: the old backoff's pace, not every round
 CONDITIONS_WAKE_MIN_S = 30.0
+#: how long a target whose capacity wake found nobody waiting is not asked again (unless this scheduler sends a task
+#: to wait for it): the shortest sleep of the safety net, so no waiting task sleeps longer than that for a free slot
+ASK_AGAIN_S = 1800.0
 _PRICE_CODES = frozenset({"stale_price", "price_above_max"})
 _BUDGET_CODES = frozenset({"budget_exhausted", "budget_unknown"})
 
@@ -121,8 +125,10 @@ def reasons_to_wake(before: WaitWatch | None, after: WaitWatch) -> frozenset[str
     if before is None or before.policies != after.policies or before.conditions != after.conditions:
         return EVERY_REASON
     codes: set[str] = set()
-    if (before.open_breakers - after.open_breakers) - after.half_open_breakers:
-        codes.add("breaker_open")  # closed or gone: every task waiting for it may go
+    held_before = before.open_breakers | before.half_open_breakers
+    if held_before - after.open_breakers - after.half_open_breakers:
+        # closed or gone, from open or from half-open (its probe ran): every task waiting for it may go
+        codes.add("breaker_open")
     if any(before.prices.get(name) != seen for name, seen in after.prices.items()):
         codes |= _PRICE_CODES
     if any(_budget_lifted(before.budget.get(name), seen) for name, seen in after.budget.items()):
@@ -183,16 +189,26 @@ class WaitWatcher:
         self._wave_pending: set[str] = set()
         self._wave_launched = 0
         self._wave_go = False
-        #: targets a capacity wake found no waiting task for, and none was sent to wait for since: not asked again
-        self._none_waits_for: set[str] = set()
+        #: targets a capacity wake found no waiting task for, and when, while none was sent to wait for since:
+        #: not asked again for a while
+        self._none_waits_for: dict[str, datetime] = {}
 
-    def capacity_to_ask(self, free: Mapping[str, int]) -> dict[str, int]:
-        """``free`` less the targets no task can be waiting for (the wake read walks the queue to find none)."""
-        return {target: slots for target, slots in free.items() if target not in self._none_waits_for}
+    def capacity_to_ask(self, free: Mapping[str, int], now: datetime) -> dict[str, int]:
+        """``free`` less the targets no task can be waiting for (the wake read walks the queue to find none).
 
-    def capacity_woken(self, asked: Mapping[str, int], found: Mapping[str, int]) -> None:
+        A target is left out for :data:`ASK_AGAIN_S` at most: another
+        scheduler may have sent tasks to wait for it since, and they must
+        not be left to the safety net, which grows to hours.
+        """
+        return {
+            target: slots
+            for target, slots in free.items()
+            if target not in self._none_waits_for or (now - self._none_waits_for[target]).total_seconds() >= ASK_AGAIN_S
+        }
+
+    def capacity_woken(self, asked: Mapping[str, int], found: Mapping[str, int], now: datetime) -> None:
         """A capacity wake found fewer tasks than free slots for a target: every task waiting for it is awake."""
-        self._none_waits_for.update(target for target, slots in asked.items() if found.get(target, 0) < slots)
+        self._none_waits_for.update({target: now for target, slots in asked.items() if found.get(target, 0) < slots})
 
     def waiting_for_capacity(self, targets: Iterable[str]) -> None:
         """This scheduler sent tasks back to wait for these targets' capacity: the next free slot asks again.
@@ -200,9 +216,11 @@ class WaitWatcher:
         Only the scheduler that places writes waits, and a new one starts
         knowing nothing (every target is asked), so this never hides a
         waiting task; two schedulers that share the queue each wake what
-        they sent to wait, and the backoff is there for the rest.
+        they sent to wait at once, and the other's within
+        :data:`ASK_AGAIN_S`.
         """
-        self._none_waits_for.difference_update(targets)
+        for target in targets:
+            self._none_waits_for.pop(target, None)
 
     def wave_due(self, codes: frozenset[str]) -> frozenset[str]:
         """The reasons to wake a wave for now (:data:`EVERY_REASON` for all), given what :meth:`observe` said.

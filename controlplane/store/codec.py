@@ -13,7 +13,13 @@ __all__ = ["plan_from_json", "plan_to_json"]
 _PLAN_FORMAT = 1
 
 
+#: leaves that JSON takes as they are: most of a receipt's values, so they are let through first
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def _jsonable(value: Any) -> Any:
+    if type(value) in _SCALARS:
+        return value
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -70,29 +70,30 @@ class Outcome:
     exit_code: int | None = None
 
 
+#: the statements every call reads its rows with, built once (the ids are expanded at each execution)
+_TASK_OF = select(attempts.c.id, attempts.c.task_id).where(attempts.c.id.in_(bindparam("r_ids", expanding=True)))
+_TASKS = select(tasks).where(tasks.c.id.in_(bindparam("r_ids", expanding=True))).order_by(tasks.c.id)
+_ATTEMPTS = (
+    select(attempts)
+    .where(attempts.c.task_id.in_(bindparam("r_ids", expanding=True)))
+    .order_by(attempts.c.task_id, attempts.c.number)
+)
+
+
 class _Rows:
     """The rows of one call's tasks and their attempts, changed in memory item by item, then written at once."""
 
     def __init__(self, conn: Connection, core: StoreCore, attempt_ids: Sequence[str], *, at: datetime, actor: str):
         self.at, self.actor = at, actor
         wanted = list(dict.fromkeys(attempt_ids))
-        task_of = dict(conn.execute(select(attempts.c.id, attempts.c.task_id).where(attempts.c.id.in_(wanted))).all())
+        task_of = dict(conn.execute(_TASK_OF, {"r_ids": wanted}).all())
         missing = [attempt_id for attempt_id in wanted if attempt_id not in task_of]
         if missing:
             raise NotFound("attempt", missing[0])
         task_ids = sorted(set(task_of.values()))
         # tasks first, then their attempts: the lock order of start_running and fail_over
-        self.tasks = {
-            r.id: dict(r._mapping)
-            for r in conn.execute(
-                core.locked_no_key(select(tasks).where(tasks.c.id.in_(task_ids)).order_by(tasks.c.id))
-            )
-        }
-        rows = conn.execute(
-            core.locked_no_key(
-                select(attempts).where(attempts.c.task_id.in_(task_ids)).order_by(attempts.c.task_id, attempts.c.number)
-            )
-        ).all()
+        self.tasks = {r.id: dict(r._mapping) for r in conn.execute(core.locked_no_key(_TASKS), {"r_ids": task_ids})}
+        rows = conn.execute(core.locked_no_key(_ATTEMPTS), {"r_ids": task_ids}).all()
         self.attempts = {r.id: dict(r._mapping) for r in rows}
         self.siblings: dict[str, list[str]] = {}
         for r in rows:

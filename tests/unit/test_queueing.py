@@ -7,7 +7,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from controlplane.domain import Candidate, PlacementPlan, Rejection, Task, TaskKind, TaskSpec, TaskState
-from controlplane.scheduler.queueing import WAIT_RECHECK_S, max_queue_seconds, no_launch, overdue
+from controlplane.scheduler.queueing import (
+    WAIT_RECHECK_MAX_S,
+    WAIT_RECHECK_S,
+    max_queue_seconds,
+    no_launch,
+    overdue,
+    recheck_after,
+)
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 
@@ -47,6 +54,18 @@ def test_reasons_time_can_fix_wait(code: str) -> None:
     assert (outcome.wait, outcome.failure) == (f"t0: {code}", None)
     # what it waits for wakes it (scheduler/wakeups.py): the timer is only the safety net
     assert outcome.not_before == NOW + timedelta(seconds=WAIT_RECHECK_S) == NOW + timedelta(minutes=30)
+
+
+@pytest.mark.parametrize(
+    ("waited_min", "sleeps_min"), [(0, 30), (10, 30), (30, 30), (45, 45), (60, 60), (120, 120), (240, 240), (600, 240)]
+)
+def test_the_safety_net_grows_with_the_wait_from_30_minutes_to_4_hours(waited_min: int, sleeps_min: int) -> None:
+    since = NOW - timedelta(minutes=waited_min)
+    waiting = task(since=since, reason="t0: no_capacity")
+    outcome = no_launch(task=waiting, decision=plan("no_capacity"), history=[], now=NOW, max_queue_s=86_400)
+    assert outcome.not_before == NOW + timedelta(minutes=sleeps_min)
+    assert recheck_after(waited_min * 60.0) == sleeps_min * 60.0
+    assert WAIT_RECHECK_S <= recheck_after(waited_min * 60.0) <= WAIT_RECHECK_MAX_S == 4 * 3600
 
 
 @pytest.mark.parametrize("codes", [("private_data",), ("excluded_by_rule", "private_data"), ("a_future_code",), ()])

@@ -8,6 +8,7 @@ from typing import Any
 from controlplane.domain import SignalSample, SignalSnapshot
 from controlplane.policy import Policy, conditions_held, parse_policy
 from controlplane.scheduler.wakeups import (
+    ASK_AGAIN_S,
     CONDITIONS_WAKE_MIN_S,
     EVERY_REASON,
     WaitWatcher,
@@ -76,6 +77,17 @@ def test_a_breaker_that_closes_wakes_the_breaker_waits_and_one_that_opens_or_hal
     assert result[1:] == [frozenset(), frozenset(), frozenset({"breaker_open"}), frozenset()]
     opened_to_closed = watched(snapshot(T0, breaker=1), snapshot(t1, breaker=0))
     assert opened_to_closed[1] == frozenset({"breaker_open"})
+
+
+def test_a_probe_that_closes_a_half_open_breaker_wakes_the_rest() -> None:
+    # open -> half-open (one probe) -> closed (the probe ran): the tasks still waiting for it may all go now
+    t1, t2 = T0 + timedelta(seconds=5), T0 + timedelta(seconds=10)
+    assert watched(snapshot(T0, breaker=1), snapshot(t1, breaker=0.5), snapshot(t2, breaker=0))[1:] == [
+        frozenset(),
+        frozenset({"breaker_open"}),
+    ]
+    # nor when the half-open breaker is no longer reported at all
+    assert watched(snapshot(T0, breaker=1), snapshot(t1, breaker=0.5), snapshot(t2))[2] == frozenset({"breaker_open"})
 
 
 def test_a_breaker_that_turns_half_open_names_itself_for_one_probe_per_target() -> None:
@@ -198,13 +210,19 @@ def test_a_wave_whose_tasks_went_elsewhere_is_settled_by_a_batch_that_claims_not
     assert watcher.wave_due(frozenset()) == EVERY_REASON  # "a" launched: go on
 
 
-def test_a_target_whose_capacity_wake_found_no_waiter_is_asked_again_only_once_a_task_waits_for_it() -> None:
-    watcher = WaitWatcher()
-    assert watcher.capacity_to_ask({"home": 2, "spot": 5}) == {"home": 2, "spot": 5}  # a new scheduler asks all
-    watcher.capacity_woken({"home": 2, "spot": 5}, {"home": 2, "spot": 0})
+def test_a_target_whose_capacity_wake_found_no_waiter_is_asked_again_once_a_task_waits_for_it_or_after_a_while() -> (
+    None
+):
+    watcher, now = WaitWatcher(), T0
+    assert watcher.capacity_to_ask({"home": 2, "spot": 5}, now) == {"home": 2, "spot": 5}  # a new scheduler asks all
+    watcher.capacity_woken({"home": 2, "spot": 5}, {"home": 2, "spot": 0}, now)
     # home had as many waiting as free slots: there may be more; nobody waits for spot's capacity
-    assert watcher.capacity_to_ask({"home": 1, "spot": 5}) == {"home": 1}
-    watcher.capacity_woken({"home": 1}, {"home": 0})
-    assert watcher.capacity_to_ask({"home": 1, "spot": 5}) == {}
+    assert watcher.capacity_to_ask({"home": 1, "spot": 5}, now) == {"home": 1}
+    watcher.capacity_woken({"home": 1}, {"home": 0}, now)
+    assert watcher.capacity_to_ask({"home": 1, "spot": 5}, now) == {}
     watcher.waiting_for_capacity(["spot"])  # a batch sent a task back to wait for spot's capacity
-    assert watcher.capacity_to_ask({"home": 1, "spot": 5}) == {"spot": 5}
+    assert watcher.capacity_to_ask({"home": 1, "spot": 5}, now) == {"spot": 5}
+    # another scheduler may send tasks to wait for home meanwhile: asked again after ASK_AGAIN_S
+    just_before = now + timedelta(seconds=ASK_AGAIN_S - 1)
+    assert watcher.capacity_to_ask({"home": 1}, just_before) == {}
+    assert watcher.capacity_to_ask({"home": 1}, now + timedelta(seconds=ASK_AGAIN_S)) == {"home": 1}
