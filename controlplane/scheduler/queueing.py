@@ -62,11 +62,11 @@ WAITABLE_CODES = frozenset(
 #: minutes made 5.5 plans per task with as many tasks on time and 10% fewer failed (docs/performance.md, issue 16)
 WAIT_RECHECK_S = 1800.0
 #: the longest sleep between two plans of a waiting task. A flat 30 minutes still re-planned the tasks that wait
-#: for hours (low priority work holding out for spot) every half hour: at scale 0.01 of the launch day 13,373 of
-#: 30,709 plans were such rechecks and under 1% of them launched anything, each of those a half-open breaker's
-#: probe (the ones traced). Growing with the wait (30, 30, 60, 120, 240 minutes) makes a 12-hour wait
-#: 6 rechecks instead of 24; ``capacity_to_ask`` asks again every :data:`WAIT_RECHECK_S` so another scheduler's
-#: waiting tasks are never left to this timer alone
+#: for hours (low priority work holding out for spot) every half hour: at scale 0.01 of the launch day 13,487 of
+#: 30,709 plans were such rechecks, 114 of them (0.8%) launched anything, and those traced were half-open breakers'
+#: probes. Growing with the wait (30, 30, 60, 120, 240 minutes) makes a 12-hour wait 6 rechecks instead of 24;
+#: a target's free capacity is asked again every ``wakeups.ASK_AGAIN_S`` so another scheduler's waiting tasks are
+#: never left to this timer alone
 WAIT_RECHECK_MAX_S = 4 * 3600.0
 _DEFAULT_MAX_QUEUE_S = Thresholds().max_queue_seconds
 

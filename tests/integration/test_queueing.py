@@ -310,6 +310,32 @@ def test_a_breaker_that_closes_wakes_the_tasks_waiting_for_it_and_leaves_the_oth
         world.store.engine.dispose()
 
 
+def test_the_safety_net_grows_with_the_wait_through_the_store(database_url: str) -> None:
+    """Re-planned by its timer alone, a waiting task sleeps 30, 30, 60, 120, 240, 240 minutes: its wait so far."""
+    world = make_world(database_url, slots=1, the_policy=policy(max_queue_seconds=86_400))
+    try:
+        world.submit("busy")
+        waiter = world.submit("waits")
+        assert world.scheduler.place_batch() == 2
+        began = world.store.get_task(waiter).queued_since
+        sleeps = []
+        for _ in range(6):
+            task = world.store.get_task(waiter)
+            assert (task.state, task.queued_since) == (TaskState.QUEUED, began)  # one wait, however often planned
+            with world.store.engine.connect() as conn:
+                until = conn.execute(select(tasks.c.not_before).where(tasks.c.id == waiter)).scalar_one()
+            sleep_s = (until.replace(tzinfo=UTC) - world.clock()).total_seconds()
+            sleeps.append(round(sleep_s / 60))
+            world.clock.advance(sleep_s - 1)
+            assert world.scheduler.place_batch() == 0  # asleep until its timer
+            world.clock.advance(1)
+            assert world.scheduler.place_batch() == 1  # its timer: planned again, still no slot
+        assert sleeps == [30, 30, 60, 120, 240, 240]
+        assert world.count(decisions, waiter) == 1  # the same reason each time: no new receipt
+    finally:
+        world.store.engine.dispose()
+
+
 def test_a_waiting_task_fails_at_the_max_queue_time_naming_it(world: World) -> None:
     for name in ("busy-1", "busy-2"):
         world.submit(name)
