@@ -12,8 +12,9 @@ within the tenant's max attempts (docs/reliability.md).
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
@@ -28,20 +29,6 @@ from controlplane.store import Outcome, RunningStart, TaskGlance
 from providers.base import BackendStatus, Provider
 
 __all__ = ["Following"]
-
-
-class _RulesByTenant:
-    """Each tenant's failover rules, worked out once a round (not once per live attempt)."""
-
-    def __init__(self, policies: Policy | PolicySet) -> None:
-        self._policies = policies
-        self._known: dict[str, FailoverRules] = {}
-
-    def __call__(self, tenant: str) -> FailoverRules:
-        rules = self._known.get(tenant)
-        if rules is None:
-            rules = self._known[tenant] = FailoverRules.of(self._policies.for_tenant(tenant))
-        return rules
 
 
 #: verdicts that only write to the store: a round's worth is written in one transaction
@@ -74,7 +61,8 @@ class Following(SchedulerBase):
         for attempt in view.attempts:
             if attempt.provider in self.providers:
                 by_provider.setdefault(attempt.provider, []).append(attempt)
-        rules = _RulesByTenant(policies)
+        # each tenant's failover rules, worked out once a round (not once per live attempt)
+        rules = functools.cache(lambda tenant: FailoverRules.of(policies.for_tenant(tenant)))
 
         def one(name: str) -> tuple[int, list[tuple[Attempt, Verdict]]]:
             return self._follow_provider(self.providers[name], by_provider[name], view.tasks, view.heartbeats, rules)
@@ -110,7 +98,7 @@ class Following(SchedulerBase):
         live: list[Attempt],
         tasks: Mapping[str, TaskGlance],
         heartbeats: Mapping[str, datetime | None],
-        rules_of: _RulesByTenant,
+        rules_of: Callable[[str], FailoverRules],
     ) -> tuple[int, list[tuple[Attempt, Verdict]]]:
         """``follow`` for one backend's live attempts, in order; stops at the first status it cannot get.
 

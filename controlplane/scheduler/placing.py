@@ -306,9 +306,7 @@ class Placing(SchedulerBase):
             {
                 key.removeprefix(f"{CAPACITY_SOURCE}/"): int(sample.value)
                 for key, sample in snapshot.samples.items()
-                if key.startswith(f"{CAPACITY_SOURCE}/")
-                and not sample.is_stale(snapshot.taken_at)
-                and sample.value >= 1
+                if key.startswith(f"{CAPACITY_SOURCE}/") and not sample.is_stale(now) and sample.value >= 1
             },
             now,
         )

@@ -43,6 +43,7 @@ from controlplane.domain import BUDGET_SOURCE, SPOT_PRICE_SOURCE, SignalSnapshot
 from controlplane.domain.reliability import BREAKER_CLOSED, BREAKER_OPEN, BREAKER_SOURCE
 from controlplane.policy import Policy, conditions_held
 from controlplane.policy_sources import PolicySet
+from controlplane.scheduler.queueing import WAIT_RECHECK_S
 
 __all__ = [
     "ASK_AGAIN_S",
@@ -63,7 +64,7 @@ EVERY_REASON: frozenset[str] = frozenset({"*"})
 CONDITIONS_WAKE_MIN_S = 30.0
 #: how long a target whose capacity wake found nobody waiting is not asked again (unless this scheduler sends a task
 #: to wait for it): the shortest sleep of the safety net, so no waiting task sleeps longer than that for a free slot
-ASK_AGAIN_S = 1800.0
+ASK_AGAIN_S = WAIT_RECHECK_S
 _PRICE_CODES = frozenset({"stale_price", "price_above_max"})
 _BUDGET_CODES = frozenset({"budget_exhausted", "budget_unknown"})
 
