@@ -43,7 +43,7 @@ from controlplane.policy_sources import PolicySet
 from controlplane.scheduler.base import FENCE_CHECK_S, SchedulerBase, log
 from controlplane.scheduler.outcomes import FailoverRules
 from controlplane.scheduler.queueing import NoLaunch, max_queue_seconds, no_launch, overdue
-from controlplane.scheduler.wakeups import EVERY_REASON, probing_targets
+from controlplane.scheduler.wakeups import EVERY_REASON, held_by_breakers, probing_targets
 from controlplane.scheduler.workerspec import placed_uris, render_worker_spec
 from controlplane.signals.snapshot_json import snapshot_to_json
 from controlplane.store import PlannedLaunch, StateMismatch, backing_off, wake_waiting, wake_waiting_for
@@ -288,7 +288,9 @@ class Placing(SchedulerBase):
         Free capacity: per target with free slots, at most that many of the
         tasks waiting for capacity on it, so a cluster that is full while spot
         has room does not wake (and re-plan) every task waiting for the
-        cluster every round. Anything else a queue reason names (a breaker, a
+        cluster every round; not on a spot target whose every offer's breaker
+        is open (``wakeups.held_by_breakers``: the plan would turn them back
+        ``breaker_open``). Anything else a queue reason names (a breaker, a
         price, the budget, a rule's ``when``, the policy itself): the tasks
         waiting for that, when the snapshot shows it changed since the last
         batch, in waves of one batch that go on while they launch
@@ -302,11 +304,14 @@ class Placing(SchedulerBase):
             woken = wake_waiting_for(self.store, None if codes == EVERY_REASON else codes, limit=self.batch_size)
             self._waits.woke(woken, limit=self.batch_size)
         now = snapshot.taken_at
+        held = held_by_breakers(policies, snapshot, now)
         free = self._waits.capacity_to_ask(
             {
-                key.removeprefix(f"{CAPACITY_SOURCE}/"): int(sample.value)
+                target: int(sample.value)
                 for key, sample in snapshot.samples.items()
                 if key.startswith(f"{CAPACITY_SOURCE}/") and not sample.is_stale(now) and sample.value >= 1
+                for target in (key.removeprefix(f"{CAPACITY_SOURCE}/"),)
+                if target not in held
             },
             now,
         )

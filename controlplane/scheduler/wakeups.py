@@ -39,7 +39,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from controlplane.domain import BUDGET_SOURCE, SPOT_PRICE_SOURCE, SignalSnapshot
+from controlplane.domain import BUDGET_SOURCE, SPOT, SPOT_PRICE_SOURCE, SignalSnapshot, spot_price_key
 from controlplane.domain.reliability import BREAKER_CLOSED, BREAKER_OPEN, BREAKER_SOURCE
 from controlplane.policy import Policy, conditions_held
 from controlplane.policy_sources import PolicySet
@@ -52,6 +52,7 @@ __all__ = [
     "WaitWatch",
     "WaitWatcher",
     "breakers_to_probe",
+    "held_by_breakers",
     "probing_targets",
     "reasons_to_wake",
     "watch",
@@ -174,6 +175,52 @@ def probing_targets(policies: Policy | PolicySet, breakers: frozenset[str]) -> d
         for target in policy.targets
         if any((target.provider, region) in places for region in target.regions or ("-",))
     }
+
+
+def held_by_breakers(policies: Policy | PolicySet, snapshot: SignalSnapshot, now: datetime) -> frozenset[str]:
+    """Spot targets whose every offer has a fresh open breaker: free capacity there launches nothing.
+
+    A task waiting for capacity on such a target that a capacity wake
+    planned again would be turned back ``breaker_open`` (in the launch-day
+    simulator, one in sixteen of all plans at scale 0.02). Left asleep, it
+    is woken by the capacity wake once the breaker closes, or turns
+    half-open (that lets a probe through). An offer is each region of the
+    target with each instance type it or any rule may pick; a breaker that
+    is stale by its own TTL or by any policy's ``load_ttl_seconds`` counts
+    as closed, as ``plan()`` reads it. A target some offer of which may
+    launch is never in the answer: one plan too many, never a forgotten task.
+    """
+    samples = snapshot.samples
+    if not any(name.startswith(BREAKER_SOURCE + "/") for name in samples):
+        return frozenset()
+    effective = [policies] if isinstance(policies, Policy) else [policies.base, *policies.tenants.values()]
+    ttl = min(policy.thresholds.load_ttl_seconds for policy in effective)
+
+    def open_(name: str) -> bool:
+        sample = samples.get(name)
+        return (
+            sample is not None
+            and sample.age_seconds(now) <= min(ttl, sample.ttl_seconds)
+            and sample.value >= BREAKER_OPEN
+        )
+
+    held: set[str] = set()
+    free: set[str] = set()
+    for policy in effective:
+        ruled_types = {rule.actions.instance_type for rule in policy.rules if rule.actions.instance_type}
+        for target in policy.targets:
+            cloud = target.market_provider
+            if cloud is None or target.market != SPOT:
+                free.add(target.name)
+                continue
+            types = set(target.instance_types or (None,)) | ruled_types
+            offers = [
+                f"{BREAKER_SOURCE}/{spot_price_key(cloud, region, instance_type)}"
+                for region in target.regions or (None,)
+                for instance_type in types
+            ]
+            (held if all(open_(name) for name in offers) else free).add(target.name)
+    return frozenset(held - free)  # a name two policies define differently is held only if both say so
 
 
 class WaitWatcher:

@@ -13,12 +13,13 @@ moves), and the changes are written with one statement per kind of row.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, Update, bindparam, insert, select, update
 from sqlalchemy.engine import Connection
 
 from controlplane.domain import (
@@ -153,11 +154,17 @@ def _write_back(conn: Connection, table: Table, columns: Sequence[str], rows: li
     """``columns`` of each changed row as it is now in memory, in one statement."""
     if rows:
         conn.execute(
-            update(table)
-            .where(table.c.id == bindparam("b_id"))
-            .values({name: bindparam(f"v_{name}") for name in columns}),
+            _write_back_statement(table, tuple(columns)),
             [{"b_id": row["id"], **{f"v_{name}": row[name] for name in columns}} for row in rows],
         )
+
+
+@functools.cache
+def _write_back_statement(table: Table, columns: tuple[str, ...]) -> Update:
+    """Built once per table: every follow round writes back both tables."""
+    return (
+        update(table).where(table.c.id == bindparam("b_id")).values({name: bindparam(f"v_{name}") for name in columns})
+    )
 
 
 def _start_running(rows: _Rows, attempt_id: str) -> RunningStart:

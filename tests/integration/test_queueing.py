@@ -524,3 +524,37 @@ def test_a_change_that_helps_nobody_re_plans_one_batch_of_the_waiting_tasks_not_
         assert all(world.store.get_task(t).state == TaskState.QUEUED for t in waiting)
     finally:
         world.store.engine.dispose()
+
+
+def test_free_spot_capacity_behind_an_open_breaker_wakes_no_task_until_the_breaker_closes(
+    database_url: str,
+) -> None:
+    """A task waiting for spot capacity sleeps while the capacity comes back behind an open breaker.
+
+    Planned then, it would only be turned back ``breaker_open``; once the
+    breaker closes, the free capacity wakes it and it launches.
+    """
+    world, live = home_and_spot_world(database_url)
+    live[f"breaker/{SPOT_KEY}"] = 0.0
+    aws = world.scheduler.providers["aws"]
+    assert isinstance(aws, NoopProvider)
+    aws.slots = 0  # the provider's own count is the target's free capacity
+    try:
+        waiter = world.submit("spot-waiter")
+        assert world.scheduler.place_batch() == 1
+        assert world.store.get_task(waiter).queue_reason == "home: excluded_by_rule; spot: no_capacity"
+        decided = world.count(decisions, waiter)
+        world.clock.advance(5)
+        live[f"breaker/{SPOT_KEY}"], aws.slots = 1.0, 3  # room again, but the breaker is open
+        assert world.scheduler.place_batch() == 0
+        world.clock.advance(5)
+        assert world.scheduler.place_batch() == 0
+        task = world.store.get_task(waiter)
+        assert (task.state, task.queue_reason) == (TaskState.QUEUED, "home: excluded_by_rule; spot: no_capacity")
+        assert world.count(decisions, waiter) == decided  # not planned again
+        world.clock.advance(5)
+        live[f"breaker/{SPOT_KEY}"] = 0.0  # closed: the free capacity wakes it
+        assert world.scheduler.place_batch() == 1
+        assert world.store.get_task(waiter).state == TaskState.LAUNCHING
+    finally:
+        world.store.engine.dispose()

@@ -13,6 +13,7 @@ from controlplane.scheduler.wakeups import (
     EVERY_REASON,
     WaitWatcher,
     breakers_to_probe,
+    held_by_breakers,
     probing_targets,
     watch,
 )
@@ -226,3 +227,49 @@ def test_a_target_whose_capacity_wake_found_no_waiter_is_asked_again_once_a_task
     just_before = now + timedelta(seconds=ASK_AGAIN_S - 1)
     assert watcher.capacity_to_ask({"home": 1}, just_before) == {}
     assert watcher.capacity_to_ask({"home": 1}, now + timedelta(seconds=ASK_AGAIN_S)) == {"home": 1}
+
+
+def _spot_policy(*, regions: list[str], rule_type: str | None = None, market: str = "spot") -> Policy:
+    spot = {**home_and_spot()[1], "regions": regions, "market": market}
+    rule: dict[str, Any] = {"name": "spot-first", "targets": ["spot", "home"]}
+    if rule_type is not None:
+        rule["instance_type"] = rule_type
+    return parse_policy({"targets": [home_and_spot()[0], spot], "rules": [rule]})
+
+
+def _breakers(at: datetime, **by_offer: float | tuple[float, datetime]) -> SignalSnapshot:
+    """Breaker samples by offer (``region__type`` with dots as underscores): a value, or (value, observed at)."""
+    samples = {}
+    for offer, given in by_offer.items():
+        value, observed = given if isinstance(given, tuple) else (given, at)
+        region, _, kind = offer.partition("__")
+        key = f"aws/{region.replace('_', '-')}/{kind.replace('_', '.')}"
+        samples[f"breaker/{key}"] = SignalSample(
+            source="breaker", key=key, value=float(value), observed_at=observed, ttl_seconds=600
+        )
+    return SignalSnapshot(taken_at=at, samples=samples)
+
+
+def test_free_capacity_behind_open_breakers_on_every_offer_wakes_nobody_and_any_other_breaker_state_does() -> None:
+    one_region = _spot_policy(regions=["us-east-1"])
+    assert held_by_breakers(one_region, _breakers(T0, us_east_1__g4dn_xlarge=1.0), T0) == frozenset({"spot"})
+    # half-open lets a probe through; closed, missing and stale all read as closed, as plan() reads them
+    assert held_by_breakers(one_region, _breakers(T0, us_east_1__g4dn_xlarge=0.5), T0) == frozenset()
+    assert held_by_breakers(one_region, _breakers(T0, us_east_1__g4dn_xlarge=0.0), T0) == frozenset()
+    assert held_by_breakers(one_region, _breakers(T0), T0) == frozenset()
+    stale = T0 - timedelta(seconds=121)  # older than the policy's load_ttl_seconds (120), within its own TTL
+    assert held_by_breakers(one_region, _breakers(T0, us_east_1__g4dn_xlarge=(1.0, stale)), T0) == frozenset()
+    # another region with a closed breaker, or none, may still launch
+    two_regions = _spot_policy(regions=["us-east-1", "us-west-2"])
+    assert held_by_breakers(two_regions, _breakers(T0, us_east_1__g4dn_xlarge=1.0), T0) == frozenset()
+    both_open = _breakers(T0, us_east_1__g4dn_xlarge=1.0, us_west_2__g4dn_xlarge=1.0)
+    assert held_by_breakers(two_regions, both_open, T0) == frozenset({"spot"})
+
+
+def test_an_instance_type_a_rule_may_pick_keeps_the_target_awake_and_on_demand_is_never_held() -> None:
+    ruled = _spot_policy(regions=["us-east-1"], rule_type="g5.xlarge")
+    assert held_by_breakers(ruled, _breakers(T0, us_east_1__g4dn_xlarge=1.0), T0) == frozenset()
+    both = _breakers(T0, us_east_1__g4dn_xlarge=1.0, us_east_1__g5_xlarge=1.0)
+    assert held_by_breakers(ruled, both, T0) == frozenset({"spot"})
+    on_demand = _spot_policy(regions=["us-east-1"], market="on-demand")
+    assert held_by_breakers(on_demand, _breakers(T0, us_east_1__g4dn_xlarge=1.0), T0) == frozenset()
