@@ -84,6 +84,10 @@ class PrivateCluster(_Strict):
     #: what an owned GPU-hour costs (amortised); 0 counts it as free
     usd_per_gpu_hour: _Price = 0.0
     outages: tuple[Outage, ...] = ()
+    #: the cluster's PriorityClasses preempt (``preemptionPolicy: PreemptLowerPriority``, Kubernetes' default): a pod
+    #: whose task priority a target's ``priority_classes`` maps to a class takes a full cluster's GPU from a pod of a
+    #: lower class, which ends preempted. False: a full cluster only queues pods, by class
+    preemption: bool = False
 
 
 class CloudMarket(_Strict):

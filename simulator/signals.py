@@ -8,7 +8,11 @@
   (``on_demand_price/...``, from the scenario's ``world.on_demand``), as the
   product's on-demand price sources do.
 - ``sim_cluster``: the private cluster's GPU utilisation (GPUs held / GPUs
-  there), per private target, as Prometheus would report DCGM's.
+  there), per private target, as Prometheus would report DCGM's; when the
+  cluster's PriorityClasses preempt (``world.private.preemption``), the GPUs
+  each task priority's class may preempt on each private kubernetes target
+  (``preemptible_gpus/<target>/<priority>``), as the kubernetes source
+  counts them.
 - ``queue``: the product's own queue-depth source over the simulated store.
 
 The hub polls each on its interval of simulated time (the runner asks it),
@@ -23,14 +27,16 @@ from datetime import datetime
 from controlplane.domain import (
     GPU_UTILIZATION_SOURCE,
     ON_DEMAND_PRICE_SOURCE,
+    PREEMPTIBLE_SOURCE,
     SPOT_PRICE_SOURCE,
     SignalSample,
     on_demand_price_ttl,
+    preemptible_key,
     spot_price_key,
 )
 from controlplane.domain.signals import spot_price_ttl
 from controlplane.signals.base import PollResult, Wanted
-from simulator.world import SimWorld
+from simulator.world import SimWorld, class_rank
 
 __all__ = ["SimClusterLoad", "SimSpotPrices"]
 
@@ -94,4 +100,18 @@ class SimClusterLoad:
             for target in wanted.targets.values()
             if target.market_provider is None  # a cloud node pool is not the operator's own GPUs
         ]
+        if self.world.private.preemption:
+            # what the kubernetes source counts from the cluster's pods and PriorityClasses
+            samples += [
+                SignalSample(
+                    source=PREEMPTIBLE_SOURCE,
+                    key=preemptible_key(target.name, priority),
+                    value=float(self.world.preemptible(class_rank(target, priority))),
+                    observed_at=now,
+                    ttl_seconds=self.ttl_seconds,
+                )
+                for target in wanted.targets.values()
+                if target.market_provider is None and target.provider == "kubernetes"
+                for priority in sorted(target.settings.get("priority_classes") or {})
+            ]
         return PollResult(samples=samples)

@@ -33,14 +33,22 @@ from controlplane.domain.backend import BackendState, BackendStatus
 from simulator.markets import Market, MarketMode, PriceBook
 from simulator.scenario import PrivateCluster
 
-__all__ = ["HEARTBEAT_EVERY_S", "Instance", "SimWorld", "TaskWork"]
+__all__ = ["HEARTBEAT_EVERY_S", "NO_CLASS", "Instance", "SimWorld", "TaskWork", "class_rank"]
 
 #: a running simulated worker calls in this often (the policy's heartbeat timeout defaults to 60 s)
 HEARTBEAT_EVERY_S = 20.0
 PRIVATE = "private"
 #: the order of the priority classes a kubernetes target may map task priorities to (settings.priority_classes)
 _CLASS_RANK = {"urgent": 0, "high": 1, "normal": 2, "low": 3}
+#: the rank of a pod without a PriorityClass (priority 0 in Kubernetes: below every class)
+NO_CLASS = len(_CLASS_RANK)
 _EventKind = Literal["started", "finished", "heartbeat", "zone", "outage", "restore"]
+
+
+def class_rank(target: Target, priority: str | None) -> int:
+    """A private pod's PriorityClass rank: its task priority's, when the target maps it to a class; else none."""
+    classes = target.settings.get("priority_classes") or {}
+    return _CLASS_RANK.get(priority or "", NO_CLASS) if priority in classes else NO_CLASS
 
 
 @dataclass(slots=True)
@@ -75,6 +83,8 @@ class Instance:
     market: MarketMode = "spot"
     #: launch order, for deterministic tie-breaks
     seq: int = 0
+    #: a private pod's PriorityClass rank (0 = urgent's class; :data:`NO_CLASS`: none, the lowest)
+    rank: int = NO_CLASS
 
 
 @dataclass(kw_only=True)
@@ -192,6 +202,9 @@ class SimWorld:
         self, attempt_id: str, task_id: str, target: Target, candidate: Candidate, priority: str | None
     ) -> Instance:
         room = len(self._private_used) < self.private_gpus
+        # kube-scheduler's queue is ordered by pod priority, then age: with the target's priority_classes a task's
+        # priority orders the wait (and may preempt); without, every pod has the same priority and the wait is FIFO
+        rank = class_rank(target, priority)
         if not room and target.provider == "local":
             # the local provider refuses when its slots are taken; a cluster queues the pod instead
             raise InsufficientCapacity(f"all {self.private_gpus} private GPUs are busy", target=target.name)
@@ -205,6 +218,7 @@ class SimWorld:
             zone=None,
             instance_type=candidate.instance_type or "gpu",
             requested_s=self.now_s,
+            rank=rank,
         )
         if room:
             self._private_used.append(attempt_id)
@@ -215,13 +229,25 @@ class SimWorld:
             )
         else:
             instance.queued_since_s = self.now_s
-            # kube-scheduler's queue is ordered by pod priority, then age: with the target's priority_classes a
-            # task's priority orders the wait; without, every pod has the same priority and the wait is FIFO
-            classes = target.settings.get("priority_classes") or {}
-            rank = _CLASS_RANK.get(priority or "", len(_CLASS_RANK)) if priority in classes else len(_CLASS_RANK)
             self._seq += 1
             bisect.insort(self._private_waiting, (rank, self._seq, attempt_id))
+            victim = self._victim(rank) if self.private.preemption and target.provider != "local" else None
+            if victim is not None:
+                # the instance is registered first: freeing the victim's GPU starts the most urgent waiting pod
+                self.instances[attempt_id] = instance
+                self._end(victim, BackendState.PREEMPTED, "preempted by a higher-priority pod (PriorityClass)")
         return instance
+
+    def _victim(self, rank: int) -> Instance | None:
+        """The pod kube-scheduler would evict for a pod of ``rank``: the lowest class below it, newest first."""
+        lower = [self.instances[a] for a in self._private_used if self.instances[a].rank > rank]
+        if not lower:
+            return None
+        return max(reversed(lower), key=lambda instance: instance.rank)
+
+    def preemptible(self, rank: int) -> int:
+        """Private GPUs held by pods of a lower class than ``rank``: what a pod of that class may preempt."""
+        return sum(1 for a in self._private_used if self.instances[a].rank > rank)
 
     def _launch_cloud(self, attempt_id: str, task_id: str, target: Target, candidate: Candidate) -> Instance:
         """A VM, or a pod on a cloud node pool: either takes a node from its cloud's (region) trace market."""

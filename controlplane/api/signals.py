@@ -12,7 +12,7 @@ from controlplane.api.auth import Principal
 from controlplane.api.contract import CALLER, errors
 from controlplane.api.deps import authenticate, require_operator
 from controlplane.api.errors import ApiError
-from controlplane.domain import CAPACITY_SOURCE, SignalSnapshot
+from controlplane.domain import CAPACITY_SOURCE, PREEMPTIBLE_SOURCE, SignalSnapshot
 from controlplane.policy import Thresholds
 from controlplane.policy.freshness import applied_ttl
 from controlplane.store import Store
@@ -25,6 +25,8 @@ _OPERATORS = "Operators and admins only"
 
 def _unit(source: str, key: str, local_targets: Collection[str]) -> str | None:
     """What a capacity value counts: a local target's are worker slots on this machine, which may have no GPU."""
+    if source == PREEMPTIBLE_SOURCE:
+        return "gpus"
     if source != CAPACITY_SOURCE:
         return None
     return "local_slots" if key in local_targets else "gpus"
@@ -38,7 +40,7 @@ def signal_rows(
     The TTL is the one plan() applies under ``thresholds`` (the base policy's; the documented
     defaults when None): the lower of the sample's own and the policy's (policy/freshness.py).
     ``unit`` says what a ``free_gpus`` value counts (``gpus``, or ``local_slots`` for the
-    ``local_targets``); None for every other source.
+    ``local_targets``) and a ``preemptible_gpus`` value (``gpus``); None for every other source.
     """
     now = snapshot.taken_at
     thresholds = Thresholds() if thresholds is None else thresholds

@@ -12,6 +12,7 @@ __all__ = [
     "CLOUD_PROVIDERS",
     "GPU_UTILIZATION_SOURCE",
     "ON_DEMAND_PRICE_SOURCE",
+    "PREEMPTIBLE_SOURCE",
     "ON_DEMAND_PRICE_TTL_SECONDS",
     "PROVIDERS",
     "QUEUE_SOURCE",
@@ -20,6 +21,7 @@ __all__ = [
     "SignalSample",
     "SignalSnapshot",
     "on_demand_price_ttl",
+    "preemptible_key",
     "spot_price_key",
     "spot_price_ttl",
 ]
@@ -27,6 +29,9 @@ __all__ = [
 # The snapshot's vocabulary, shared by the pollers that write it and the planner that reads it.
 #: ``free_gpus/<target>``: a target's free GPUs (the local provider's free slots)
 CAPACITY_SOURCE = "free_gpus"
+#: ``preemptible_gpus/<target>/<priority>``: GPUs on a full Kubernetes target held by pods of a lower priority than
+#: that task priority's PriorityClass, which that class may preempt (none: the class never preempts, or no mapping)
+PREEMPTIBLE_SOURCE = "preemptible_gpus"
 #: ``gpu_utilization/<target>``: 0..1
 GPU_UTILIZATION_SOURCE = "gpu_utilization"
 #: ``spot_price/<provider>/<region>/<instance type>``: USD per hour
@@ -68,6 +73,11 @@ ON_DEMAND_PRICE_TTL_SECONDS: Mapping[str, float] = {"aws": 86400.0, "azure": 864
 def on_demand_price_ttl(provider: str) -> float:
     """The TTL of ``provider``'s on-demand list prices (:data:`ON_DEMAND_PRICE_TTL_SECONDS`)."""
     return ON_DEMAND_PRICE_TTL_SECONDS.get(provider, 86400.0)
+
+
+def preemptible_key(target: str, priority: str) -> str:
+    """The snapshot key of the GPUs a pod of ``priority`` could take on ``target`` by preempting lower ones."""
+    return f"{target}/{priority}"
 
 
 def spot_price_key(provider: str, region: str | None, instance_type: str | None) -> str:

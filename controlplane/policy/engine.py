@@ -27,7 +27,10 @@ Evaluation order (docs/policies.md repeats it with examples):
    or the task's tenant's ``tenant_daily_budget_usd``), or when a budget is
    set but today's spend is stale or missing (``budget_unknown``: unknown
    spend never lifts a cap). Then fresh ``free_gpus`` of 0 or less rejects
-   it (``no_capacity``). A cloud target then needs a (region, instance type)
+   it (``no_capacity``), unless it is not a cloud target and a fresh
+   ``preemptible_gpus/<target>/<task priority>`` of 1 or more says the
+   task's PriorityClass would preempt a lower-priority pod there (the pod
+   goes, and the reason says so). A cloud target then needs a (region, instance type)
    whose fresh spot price is within its max price (the lower of the
    target's and the rule's) and whose circuit breaker is not open (a fresh
    ``breaker/...`` sample of 1; a stale or missing one is closed); the
@@ -192,14 +195,26 @@ def _apply_signals(
                 rejected[name] = Rejection(target=name, code=blocked[0], detail=blocked[1])
                 continue
         free = read(lane.capacity_signal, load_ttl)
+        preempts: float | None = None
         if free is not None and free <= 0:
-            detail = f"no free {lane.capacity_unit}: {lane.capacity_signal} = {free:g}"
-            rejected[name] = Rejection(target=name, code="no_capacity", detail=detail)
-            continue
+            # a full Kubernetes target whose pods of this priority preempt lower ones: the pod goes there anyway
+            preemptible = None if lane.cloud else signals.preemptible(name, spec.priority.value)
+            if preemptible is None or preemptible < 1:
+                detail = f"no free {lane.capacity_unit}: {lane.capacity_signal} = {free:g}"
+                if preemptible is not None:
+                    detail += f", and no lower-priority pod a {spec.priority.value} pod may preempt"
+                rejected[name] = Rejection(target=name, code="no_capacity", detail=detail)
+                continue
+            preempts = preemptible
         reasons = [lane.rank_reason]
         if private_task:
             reasons.append(_PRIVATE_REASON)
-        if free is not None:
+        if preempts is not None:
+            reasons.append(
+                f"no free {lane.capacity_unit}; {preempts:g} held by lower-priority pods, "
+                f"which the {spec.priority.value} PriorityClass preempts"
+            )
+        elif free is not None:
             reasons.append(f"{free:g} free {lane.capacity_unit}(s)")
         if not lane.cloud:
             free_cost = None if costing is None else (0.0, CERTAIN)

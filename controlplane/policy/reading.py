@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from controlplane.domain import BUDGET_SOURCE, SPOT_PRICE_SOURCE, SignalSnapshot
+from controlplane.domain import BUDGET_SOURCE, PREEMPTIBLE_SOURCE, SPOT_PRICE_SOURCE, SignalSnapshot, preemptible_key
 from controlplane.domain.reliability import tenant_spend_key
 from controlplane.policy.freshness import price_ttl
 from controlplane.policy.model import Thresholds
@@ -72,6 +72,17 @@ class SignalReader:
         A missing breaker is not recorded: absence of evidence never blocks, and
         receipts of snapshots without breakers stay as they were.
         """
+        if name not in self.used and name not in self.samples:
+            return None
+        return self.read(name, self.thresholds.load_ttl_seconds)
+
+    def preemptible(self, target: str, priority: str) -> float | None:
+        """GPUs a pod of ``priority`` could take on full ``target`` by preempting lower ones; None when unknown.
+
+        Read only for a full target; a missing sample is not noted (most
+        targets have no PriorityClass that preempts), a stale one is.
+        """
+        name = f"{PREEMPTIBLE_SOURCE}/{preemptible_key(target, priority)}"
         if name not in self.used and name not in self.samples:
             return None
         return self.read(name, self.thresholds.load_ttl_seconds)

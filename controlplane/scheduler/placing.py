@@ -13,7 +13,6 @@ launches").
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import itertools
 import secrets
@@ -30,7 +29,6 @@ from controlplane.domain import (
     InvalidSpec,
     InvalidTransition,
     ProviderError,
-    SignalSample,
     SignalSnapshot,
     Target,
     Task,
@@ -41,6 +39,7 @@ from controlplane.domain import (
 from controlplane.policy import CAPACITY_SOURCE, Policy
 from controlplane.policy_sources import PolicySet
 from controlplane.scheduler.base import FENCE_CHECK_S, SchedulerBase, log
+from controlplane.scheduler.batch_capacity import taken_by_launch
 from controlplane.scheduler.outcomes import FailoverRules
 from controlplane.scheduler.queueing import NoLaunch, max_queue_seconds, no_launch, overdue
 from controlplane.scheduler.wakeups import EVERY_REASON, held_by_breakers, probing_targets
@@ -110,7 +109,7 @@ class Placing(SchedulerBase):
         batch: list[_Planned] = []
         for task in tasks:
             planned = self._plan_one(task, seen, policies)
-            seen = _taken(seen, planned.group)
+            seen = taken_by_launch(seen, planned.group, task.spec.priority)
             batch.append(planned)
         self._waits.planned({p.task.id: bool(p.group) for p in batch}, claimed_any=True)
         self._waits.waiting_for_capacity(
@@ -552,24 +551,6 @@ def _attempt_token() -> tuple[str, str]:
     """A new attempt's callback token and its sha256 (only the hash is stored)."""
     token = "att_" + secrets.token_urlsafe(32)
     return token, hashlib.sha256(token.encode()).hexdigest()
-
-
-def _taken(snapshot: SignalSnapshot, group: list[Candidate]) -> SignalSnapshot:
-    """The snapshot with one free GPU less on each target of ``group``: what the batch's next plans see.
-
-    Without it every task of a batch would see the same free slots, and all
-    but the first few would be refused at launch instead of waiting.
-    """
-    samples: dict[str, SignalSample] | None = None
-    for candidate in group:
-        key = f"{CAPACITY_SOURCE}/{candidate.target}"
-        sample = snapshot.samples.get(key)
-        if sample is None:
-            continue
-        if samples is None:
-            samples = dict(snapshot.samples)
-        samples[key] = dataclasses.replace(sample, value=max(sample.value - 1.0, 0.0))
-    return snapshot if samples is None else dataclasses.replace(snapshot, samples=samples)
 
 
 def _launched_together(usable: list[Candidate]) -> list[Candidate]:

@@ -22,13 +22,20 @@ the deadline, so a server that accepts and never answers, or an injected
 client that retries, cannot hold the poll longer than ``timeout_s`` (plus a
 small grace).
 
+A target that maps task priorities to PriorityClasses (``priority_classes``)
+also gets ``preemptible_gpus/<target>/<priority>``: the GPUs its eligible
+nodes give to pods of a lower priority than that class, which a new pod of
+the class would preempt (:mod:`controlplane.signals.kubernetes_preemption`).
+
 The source needs ``list`` on ``nodes`` and ``pods`` at cluster scope
-(a ClusterRole): a GPU used by a pod in any namespace is not free.
+(a ClusterRole): a GPU used by a pod in any namespace is not free; and,
+where a target names PriorityClasses, ``list`` on ``priorityclasses``
+(``scheduling.k8s.io``). Without that one, free GPUs are still counted and
+the missing preemption counts are reported as a problem.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -41,13 +48,14 @@ from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
 import kubernetes
-import urllib3
 from kubernetes.client.exceptions import ApiException
-from kubernetes.config.config_exception import ConfigException
 from kubernetes.utils import parse_quantity
 
-from controlplane.domain import CAPACITY_SOURCE, SignalSample, Target
+from controlplane.domain import CAPACITY_SOURCE, PREEMPTIBLE_SOURCE, SignalSample, Target, preemptible_key
 from controlplane.signals.base import PollResult, Wanted
+from controlplane.signals.kubernetes_preemption import PriorityClassInfo, pod_priority, preemptible_gpus
+from controlplane.signals.kubernetes_preemption import priority_classes as read_priority_classes
+from controlplane.signals.kubernetes_reads import MalformedResponse, describe, list_all
 from providers.kubeconfig import cluster_client
 
 __all__ = [
@@ -77,8 +85,6 @@ TERMINAL_PHASES = ("Succeeded", "Failed")
 POD_FIELD_SELECTOR = ",".join(f"status.phase!={phase}" for phase in TERMINAL_PHASES)
 #: the taint effects that keep a new pod off a node (PreferNoSchedule is only a preference)
 _HARD_EFFECTS = ("NoSchedule", "NoExecute")
-#: bounds the pager even against a server that keeps handing out new continue tokens
-_MAX_PAGES = 10_000
 #: how long ``poll`` waits past the deadline for a worker whose socket timeout fires right at it
 _GRACE_S = 0.2
 _ZERO = Decimal(0)
@@ -88,10 +94,6 @@ ApiClientFactory = Callable[[Target], Any]
 
 class KubernetesCapacityError(RuntimeError):
     """No kubernetes target could be sampled; the message lists each target's problem."""
-
-
-class MalformedResponse(ValueError):
-    """The API server answered 2xx with something that is not the object list it should be."""
 
 
 # -- the counting rules (pure: plain dicts as the API server sends them) ---------------------------
@@ -315,82 +317,6 @@ def count_free_gpus(
 # -- reading the API server -----------------------------------------------------------------------
 
 
-def _left(deadline: float) -> float:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise TimeoutError("the poll's deadline passed before the next API call")
-    return left
-
-
-def _read_json(response: Any) -> Mapping[str, Any]:
-    """The body of a raw (``_preload_content=False``) response as a JSON object."""
-    try:
-        data = response.data
-    finally:
-        response.release_conn()
-    try:
-        body = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedResponse(f"the API server's answer is not JSON ({len(data)} bytes)") from exc
-    if not isinstance(body, Mapping):
-        raise MalformedResponse("the API server's answer is not a JSON object")
-    return body
-
-
-def list_all(
-    call: Callable[..., Any], *, deadline: float, page_size: int, what: str, **kwargs: Any
-) -> list[Mapping[str, Any]]:
-    """Every item of a list call, page by page (``limit``/``continue``), each call bounded by ``deadline``.
-
-    Like client-go's pager, a continue token that expired (410 Gone) falls
-    back to one full list without a limit, rather than failing the poll.
-    """
-    items: list[Mapping[str, Any]] = []
-    token: str | None = None
-    seen: set[str] = set()
-    for _ in range(_MAX_PAGES):
-        left = _left(deadline)
-        try:
-            body = _read_json(
-                call(limit=page_size, _continue=token, _request_timeout=(left, left), _preload_content=False, **kwargs)
-            )
-        except ApiException as exc:
-            if exc.status != 410 or token is None:
-                raise
-            left = _left(deadline)
-            body = _read_json(call(_request_timeout=(left, left), _preload_content=False, **kwargs))
-            return _list(body.get("items"), f"{what} items")
-        items.extend(_list(body.get("items"), f"{what} items"))
-        next_token = _dict(body.get("metadata"), f"{what} list metadata").get("continue") or None
-        if next_token is None:
-            return items
-        if not isinstance(next_token, str) or next_token in seen:
-            # a server handing back a token it gave before would page for ever
-            raise MalformedResponse(f"the {what} list's continue token repeats")
-        seen.add(next_token)
-        token = next_token
-    raise MalformedResponse(f"the {what} list has more than {_MAX_PAGES} pages")
-
-
-def _describe(exc: BaseException) -> str:
-    """A short, operator-facing reason (no tracebacks, no response bodies with secrets)."""
-    if isinstance(exc, ApiException):
-        hint = " (needs list on nodes and pods cluster-wide)" if exc.status in (401, 403) else ""
-        return f"API server answered HTTP {exc.status} {exc.reason}{hint}"
-    if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
-        exc = exc.reason
-    # before the timeouts: urllib3 makes NewConnectionError (refused, no route) a ConnectTimeoutError
-    if isinstance(exc, urllib3.exceptions.NewConnectionError):
-        return f"cannot reach the API server: {exc}"
-    if isinstance(exc, urllib3.exceptions.TimeoutError | TimeoutError):
-        return f"timed out: {exc}"
-    if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
-        return f"cannot reach the API server: {type(exc).__name__}: {exc}"
-    if isinstance(exc, ConfigException):
-        return f"no usable kubeconfig: {exc}"
-    return f"{type(exc).__name__}: {exc}"
-
-
 @dataclass
 class _Cluster:
     """The targets read through one API client: an injected ``client``, or the ``key`` of a built one."""
@@ -398,6 +324,20 @@ class _Cluster:
     client: Any = None
     key: tuple[str | None, str | None] = (None, None)
     targets: list[tuple[Target, NodeRules]] = field(default_factory=list)
+
+    @property
+    def wants_priority_classes(self) -> bool:
+        return any(target.settings.get("priority_classes") for target, _ in self.targets)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _ClusterRead:
+    """One cluster's lists; ``classes`` is None with ``classes_problem`` when the classes could not be read."""
+
+    nodes: list[Mapping[str, Any]]
+    pods: list[Mapping[str, Any]]
+    classes: Mapping[str, PriorityClassInfo] | None = None
+    classes_problem: str = ""
 
 
 class KubernetesCapacitySource:
@@ -482,7 +422,7 @@ class KubernetesCapacitySource:
                     key = ("built", built)
                     cluster = clusters.setdefault(key, _Cluster(key=built))
             except Exception as exc:
-                problems.append(f"{target.name}: {_describe(exc)}")
+                problems.append(f"{target.name}: {describe(exc)}")
                 continue
             cluster.targets.append((target, rules))
 
@@ -504,7 +444,7 @@ class KubernetesCapacitySource:
             raise KubernetesCapacityError("; ".join(problems) or "no kubernetes target could be read")
         return PollResult(samples=samples, problems=problems)
 
-    def _read_cluster(self, cluster: _Cluster, deadline: float) -> tuple[list[Mapping[str, Any]], list[Any]]:
+    def _read_cluster(self, cluster: _Cluster, deadline: float) -> _ClusterRead:
         # built here, on the worker, so that a slow kubeconfig exec plugin is bounded by the deadline too
         client = cluster.client if cluster.client is not None else self._built_client(cluster.key)
         core = kubernetes.client.CoreV1Api(client)
@@ -516,12 +456,25 @@ class KubernetesCapacitySource:
             what="pod",
             field_selector=POD_FIELD_SELECTOR,
         )
-        return nodes, pods
+        if not cluster.wants_priority_classes:
+            return _ClusterRead(nodes=nodes, pods=pods)
+        # read last and on its own: a cluster role without priorityclasses still gives free GPUs
+        scheduling = kubernetes.client.SchedulingV1Api(client)
+        try:
+            items = list_all(
+                scheduling.list_priority_class, deadline=deadline, page_size=self.page_size, what="priority class"
+            )
+            return _ClusterRead(nodes=nodes, pods=pods, classes=read_priority_classes(items))
+        except ApiException as exc:
+            problem = describe(exc, needs="list on scheduling.k8s.io priorityclasses")
+        except ValueError as exc:
+            problem = f"malformed API answer: {exc}"
+        return _ClusterRead(nodes=nodes, pods=pods, classes_problem=f"cannot count preemptible GPUs: {problem}")
 
     def _count(
         self,
         cluster: _Cluster,
-        future: Future[tuple[list[Mapping[str, Any]], list[Any]]],
+        future: Future[_ClusterRead],
         timeout_s: float,
         observed_at: datetime,
     ) -> tuple[list[str], list[SignalSample]]:
@@ -529,17 +482,17 @@ class KubernetesCapacitySource:
         if not future.done():
             return [f"{name}: timed out after {timeout_s:g}s reading nodes and pods" for name in names], []
         try:
-            nodes, pods = future.result()
+            read = future.result()
         except Exception as exc:
-            return [f"{name}: {_describe(exc)}" for name in names], []
+            return [f"{name}: {describe(exc)}" for name in names], []
         problems: list[str] = []
         samples: list[SignalSample] = []
         used_by_resource: dict[str, dict[str, Decimal]] = {}
         for target, rules in cluster.targets:
             try:
                 if rules.gpu_resource not in used_by_resource:
-                    used_by_resource[rules.gpu_resource] = requests_by_node(pods, rules.gpu_resource)
-                counted = count_free_gpus(nodes, used_by_resource[rules.gpu_resource], rules)
+                    used_by_resource[rules.gpu_resource] = requests_by_node(read.pods, rules.gpu_resource)
+                counted = count_free_gpus(read.nodes, used_by_resource[rules.gpu_resource], rules)
             except MalformedResponse as exc:
                 problems.append(f"{target.name}: malformed API answer: {exc}")
                 continue
@@ -559,4 +512,33 @@ class KubernetesCapacitySource:
                     ttl_seconds=self.ttl_seconds,
                 )
             )
+            if target.settings.get("priority_classes"):
+                found, why = self._preemptible(target, rules, read, [node.name for node in counted], observed_at)
+                samples.extend(found)
+                problems.extend(why)
         return problems, samples
+
+    def _preemptible(
+        self, target: Target, rules: NodeRules, read: _ClusterRead, eligible: list[str], observed_at: datetime
+    ) -> tuple[list[SignalSample], list[str]]:
+        if read.classes is None:
+            return [], [f"{target.name}: {read.classes_problem}"]
+
+        def held_below(value: int) -> Mapping[str, Decimal]:
+            return requests_by_node((pod for pod in read.pods if pod_priority(pod) < value), rules.gpu_resource)
+
+        try:
+            counts, problems = preemptible_gpus(target, read.classes, eligible, held_below)
+        except ValueError as exc:
+            return [], [f"{target.name}: malformed API answer: {exc}"]
+        samples = [
+            SignalSample(
+                source=PREEMPTIBLE_SOURCE,
+                key=preemptible_key(target.name, priority),
+                value=float(count),
+                observed_at=observed_at,
+                ttl_seconds=self.ttl_seconds,
+            )
+            for priority, count in counts.items()
+        ]
+        return samples, problems

@@ -4,7 +4,7 @@ against the Kubernetes 1.37 schemas, and the manifests say what the code does.
 - security: every pod runs as non-root with a read-only root filesystem, no capabilities, RuntimeDefault seccomp;
 - probes, replicas, the database per overlay, the PodDisruptionBudget;
 - RBAC: the Role grants exactly the verbs the kubernetes provider calls (read from its source), and the
-  ClusterRole exactly what the capacity signal lists;
+  ClusterRole exactly what the capacity signal lists (nodes, pods, PriorityClasses);
 - every environment variable in a container is one the code (or an SDK it uses) reads;
 - the policy and the models manifest in the ConfigMaps are accepted by the code that reads them.
 """
@@ -226,12 +226,13 @@ def test_the_role_grants_exactly_what_the_kubernetes_provider_calls(overlay: Ren
     assert not any("*" in part for grant in granted for part in grant)
 
 
-def test_the_cluster_role_only_lists_nodes_and_pods_for_the_capacity_signal(overlay: Rendered) -> None:
+def test_the_cluster_role_only_lists_what_the_capacity_signal_lists(overlay: Rendered) -> None:
     source = (REPO / "controlplane" / "signals" / "kubernetes_capacity.py").read_text(encoding="utf-8")
     assert "core.list_node" in source
     assert "core.list_pod_for_all_namespaces" in source
+    assert "scheduling.list_priority_class" in source
     granted = _granted(overlay.one("ClusterRole", "fusionplane-capacity-reader"))
-    assert granted == {("", "nodes", "list"), ("", "pods", "list")}
+    assert granted == {("", "nodes", "list"), ("", "pods", "list"), ("scheduling.k8s.io", "priorityclasses", "list")}
 
 
 def test_the_bindings_give_the_roles_to_the_control_planes_service_account_in_the_worker_namespace(

@@ -51,6 +51,7 @@ pytestmark = pytest.mark.timeout(30)
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 NODES = kmock.resource("", "v1", "nodes")
 PODS = kmock.resource("", "v1", "pods")
+PRIORITY_CLASSES = kmock.resource("scheduling.k8s.io", "v1", "priorityclasses")
 START_TIMEOUT_S = 10.0
 
 
@@ -67,6 +68,8 @@ class EmulatedCluster:
         self.garbage = threading.Event()
         #: while set, every request is answered 403 Forbidden
         self.forbidden = threading.Event()
+        #: requests for these resources are answered 403 Forbidden (a ClusterRole without them)
+        self.forbidden_resources: list[Any] = []
         self._ready = threading.Event()
         self._failed: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -99,9 +102,15 @@ class EmulatedCluster:
         # declared, so that listing a resource with no objects yet is an empty list and not a 404
         handler.resources["v1/nodes"] = kmock.ResourceInfo(namespaced=False, kind="Node")
         handler.resources["v1/pods"] = kmock.ResourceInfo(namespaced=True, kind="Pod")
+        handler.resources["scheduling.k8s.io/v1/priorityclasses"] = kmock.ResourceInfo(
+            namespaced=False, kind="PriorityClass"
+        )
         handler[lambda request: self.garbage.is_set()] << b"<html><body>502 Bad Gateway</body></html>"
         handler[lambda request: self.forbidden.is_set()] << kmock.KubernetesError(
             status=403, reason="Forbidden", message='nodes is forbidden: User "x" cannot list resource "nodes"'
+        )
+        handler[lambda request: any(request.resource == r for r in self.forbidden_resources)] << kmock.KubernetesError(
+            status=403, reason="Forbidden", message='User "x" cannot list this resource'
         )
         if self.api_semantics:
             handler[kmock.action.LIST, NODES] << self._list
@@ -290,10 +299,13 @@ def make_pod(
     containers: list[dict[str, Any]] | None = None,
     init_containers: list[dict[str, Any]] | None = None,
     namespace: str = "default",
+    priority: int | None = None,
 ) -> None:
     spec: dict[str, Any] = {"containers": containers or [container(requests="1", limits="1")]}
     if node is not None:
         spec["nodeName"] = node
+    if priority is not None:  # what the Priority admission plugin resolves from priorityClassName
+        spec["priority"] = priority
     if init_containers:
         spec["initContainers"] = init_containers
     body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace}, "spec": spec}

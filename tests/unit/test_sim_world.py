@@ -35,9 +35,12 @@ def make(
     mode: MarketMode = "spot",
     latency: float = 10.0,
     outages: tuple[Outage, ...] = (),
+    preemption: bool = False,
 ) -> SimWorld:
     world = World(
-        private=PrivateCluster(gpus=gpus, launch_latency=LatencyRange(min_s=5, max_s=5), outages=outages),
+        private=PrivateCluster(
+            gpus=gpus, launch_latency=LatencyRange(min_s=5, max_s=5), outages=outages, preemption=preemption
+        ),
         on_demand={"aws": {"gpu.x": 2.0}},
     )
     market = Market(
@@ -155,6 +158,67 @@ def test_with_priority_classes_the_cluster_starts_the_most_urgent_waiting_pod_fi
         started += [a for a in ("a2", "a3", "a4", "a5") if world.status(a).state is BackendState.RUNNING]
     # urgent (oldest first), then high; normal and low share the unlisted class: arrival order
     assert started == ["a4", "a5", "a3", "a2"]
+
+
+CLASSED = Target(
+    name="onprem",
+    provider="kubernetes",
+    private=True,
+    settings={"priority_classes": {"urgent": "u", "high": "h", "normal": "n"}},
+)
+
+
+def _fill(world: SimWorld, priorities: tuple[str, ...]) -> None:
+    for n, priority in enumerate(priorities, start=1):
+        world.tasks[f"t{n}"] = TaskWork(work_s=1000.0, segment_s=None)
+        world.launch(f"a{n}", f"t{n}", CLASSED, candidate(CLASSED), priority)
+        world.advance_to(10 * n)
+
+
+def test_with_preemption_a_pod_takes_the_gpu_of_the_newest_pod_of_the_lowest_class_below_it() -> None:
+    world = make([(0, 0)], gpus=3, preemption=True)
+    _fill(world, ("normal", "low", "low"))  # a3 is the newest of the lowest class (low: no class of its own)
+    assert world.preemptible(0) == 3  # an urgent pod may take any of them
+    assert world.preemptible(2) == 2  # a normal one only the low ones
+    world.tasks["t9"] = TaskWork(work_s=100.0, segment_s=None)
+    world.launch("a9", "t9", CLASSED, candidate(CLASSED), "high")
+    victim = world.status("a3")
+    assert victim.state is BackendState.PREEMPTED
+    assert victim.reason is not None
+    assert "PriorityClass" in victim.reason
+    assert [world.status(a).state for a in ("a1", "a2")] == [BackendState.RUNNING] * 2
+    world.advance_to(world.now_s + 5)
+    assert world.status("a9").state is BackendState.RUNNING
+    # nothing below urgent's class is left but a normal and a low pod; a normal pod finds only the low one
+    assert world.preemptible(2) == 1
+
+
+def test_with_preemption_a_pod_never_takes_the_gpu_of_its_own_class_or_a_higher_one() -> None:
+    world = make([(0, 0)], gpus=2, preemption=True)
+    _fill(world, ("urgent", "high"))
+    assert world.preemptible(1) == 0
+    world.tasks["t9"] = TaskWork(work_s=100.0, segment_s=None)
+    world.launch("a9", "t9", CLASSED, candidate(CLASSED), "high")
+    world.advance_to(world.now_s + 5)
+    assert [world.status(a).state for a in ("a1", "a2")] == [BackendState.RUNNING] * 2
+    assert world.status("a9").state is BackendState.PENDING
+
+
+def test_without_preemption_or_on_the_local_provider_a_full_cluster_only_queues() -> None:
+    world = make([(0, 0)], gpus=1)
+    _fill(world, ("low",))
+    world.tasks["t9"] = TaskWork(work_s=100.0, segment_s=None)
+    world.launch("a9", "t9", CLASSED, candidate(CLASSED), "urgent")
+    world.advance_to(world.now_s + 5)
+    assert world.status("a1").state is BackendState.RUNNING
+    assert world.status("a9").state is BackendState.PENDING
+    local = make([(0, 0)], gpus=1, preemption=True)
+    local.tasks["t1"] = TaskWork(work_s=1000.0, segment_s=None)
+    local.launch("a1", "t1", LOCAL, candidate(LOCAL), "low")
+    local.advance_to(10)
+    with pytest.raises(InsufficientCapacity):
+        local.launch("a2", "t1", LOCAL, candidate(LOCAL), "urgent")
+    assert local.status("a1").state is BackendState.RUNNING
 
 
 def test_on_demand_instances_of_a_spot_world_live_outside_the_trace_and_pay_the_list_price() -> None:
