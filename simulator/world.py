@@ -239,15 +239,27 @@ class SimWorld:
         return instance
 
     def _victim(self, rank: int) -> Instance | None:
-        """The pod kube-scheduler would evict for a pod of ``rank``: the lowest class below it, newest first."""
-        lower = [self.instances[a] for a in self._private_used if self.instances[a].rank > rank]
+        """The pod kube-scheduler would evict for a pod of ``rank``: the lowest class below it, newest first.
+
+        Only pods: a local provider's worker shares the simulated GPUs but is
+        not the cluster's to evict.
+        """
+        lower = [
+            instance
+            for instance in (self.instances[a] for a in self._private_used)
+            if instance.rank > rank and instance.provider == "kubernetes"
+        ]
         if not lower:
             return None
         return max(reversed(lower), key=lambda instance: instance.rank)
 
     def preemptible(self, rank: int) -> int:
         """Private GPUs held by pods of a lower class than ``rank``: what a pod of that class may preempt."""
-        return sum(1 for a in self._private_used if self.instances[a].rank > rank)
+        return sum(
+            1
+            for instance in (self.instances[a] for a in self._private_used)
+            if instance.rank > rank and instance.provider == "kubernetes"
+        )
 
     def _launch_cloud(self, attempt_id: str, task_id: str, target: Target, candidate: Candidate) -> Instance:
         """A VM, or a pod on a cloud node pool: either takes a node from its cloud's (region) trace market."""

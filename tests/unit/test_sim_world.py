@@ -219,6 +219,12 @@ def test_without_preemption_or_on_the_local_provider_a_full_cluster_only_queues(
     with pytest.raises(InsufficientCapacity):
         local.launch("a2", "t1", LOCAL, candidate(LOCAL), "urgent")
     assert local.status("a1").state is BackendState.RUNNING
+    # nor does a pod evict the local provider's worker: it shares the GPUs, it is not the cluster's
+    assert local.preemptible(0) == 0
+    local.launch("a3", "t1", CLASSED, candidate(CLASSED), "urgent")
+    local.advance_to(20)
+    assert local.status("a1").state is BackendState.RUNNING
+    assert local.status("a3").state is BackendState.PENDING
 
 
 def test_on_demand_instances_of_a_spot_world_live_outside_the_trace_and_pay_the_list_price() -> None:
