@@ -7,7 +7,6 @@ carrying the ``spec.priority`` that the Priority admission plugin resolves.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import kubernetes
@@ -15,6 +14,7 @@ import pytest
 
 from controlplane.domain import CAPACITY_SOURCE, PREEMPTIBLE_SOURCE
 from controlplane.signals.kubernetes_capacity import KubernetesCapacitySource
+from tests.integration import test_signals_kubernetes as base
 from tests.integration.test_signals_kubernetes import (
     PRIORITY_CLASSES,
     Clusters,
@@ -32,24 +32,8 @@ pytestmark = pytest.mark.timeout(30)
 CLASSES = {"urgent": "fp-urgent", "high": "fp-high", "normal": "fp-batch-never", "low": "fp-gone"}
 
 
-@pytest.fixture
-def cluster() -> Iterator[EmulatedCluster]:
-    with EmulatedCluster() as emulated:
-        yield emulated
-
-
-@pytest.fixture
-def kube(tmp_path: Any) -> Iterator[Clusters]:
-    clusters = Clusters(tmp_path / "kubeconfig")
-    yield clusters
-    clusters.close()
-
-
-@pytest.fixture
-def source() -> Iterator[KubernetesCapacitySource]:
-    built = KubernetesCapacitySource(ttl_seconds=45.0)
-    yield built
-    built.close()
+# the emulated cluster, the kubeconfig and the source under test: the same fixtures as the free-GPU tests
+cluster, kube, source = base.cluster, base.kube, base.source
 
 
 def make_class(api: kubernetes.client.CoreV1Api, name: str, value: int, policy: str | None = None) -> None:

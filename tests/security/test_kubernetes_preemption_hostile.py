@@ -9,7 +9,6 @@ problem on the target's poll, the free GPUs are still counted, and no
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import kmock
@@ -17,6 +16,7 @@ import pytest
 
 from controlplane.domain import CAPACITY_SOURCE, PREEMPTIBLE_SOURCE
 from controlplane.signals.kubernetes_capacity import KubernetesCapacitySource
+from tests.integration import test_signals_kubernetes as base
 from tests.integration.test_signals_kubernetes import (
     PRIORITY_CLASSES,
     Clusters,
@@ -25,36 +25,13 @@ from tests.integration.test_signals_kubernetes import (
     make_pod,
     poll,
 )
-from tests.integration.test_signals_kubernetes_preemption import make_class
+from tests.integration.test_signals_kubernetes_preemption import make_class, samples
 
 pytestmark = pytest.mark.timeout(30)
 
 
-@pytest.fixture
-def cluster() -> Iterator[EmulatedCluster]:
-    with EmulatedCluster() as emulated:
-        yield emulated
-
-
-@pytest.fixture
-def kube(tmp_path: Any) -> Iterator[Clusters]:
-    clusters = Clusters(tmp_path / "kubeconfig")
-    yield clusters
-    clusters.close()
-
-
-@pytest.fixture
-def source() -> Iterator[KubernetesCapacitySource]:
-    built = KubernetesCapacitySource(ttl_seconds=45.0)
-    yield built
-    built.close()
-
-
-def _by_source(result: Any) -> dict[str, dict[str, float]]:
-    found: dict[str, dict[str, float]] = {}
-    for sample in result.samples:
-        found.setdefault(sample.source, {})[sample.key] = sample.value
-    return found
+# the emulated cluster, the kubeconfig and the source under test: the same fixtures as the free-GPU tests
+cluster, kube, source = base.cluster, base.kube, base.source
 
 
 def test_a_pod_priority_that_is_not_an_integer_makes_no_preemption_count(
@@ -69,7 +46,8 @@ def test_a_pod_priority_that_is_not_an_integer_makes_no_preemption_count(
 
     result = poll(source, kube.target("k8s", "a", priority_classes={"urgent": "fp-urgent"}))
 
-    assert _by_source(result) == {CAPACITY_SOURCE: {"k8s": 0.0}}
+    assert samples(result, CAPACITY_SOURCE) == {"k8s": 0.0}
+    assert samples(result, PREEMPTIBLE_SOURCE) == {}
     assert result.problems == ["k8s: malformed API answer: a pod's spec.priority is not an integer"]
 
 
@@ -92,8 +70,8 @@ def test_a_malformed_priority_class_list_is_a_problem_and_free_gpus_still_count(
 
     result = poll(source, kube.target("k8s", "a", priority_classes={"urgent": "fp-urgent"}))
 
-    assert _by_source(result) == {CAPACITY_SOURCE: {"k8s": 1.0}}
-    assert PREEMPTIBLE_SOURCE not in _by_source(result)
+    assert samples(result, CAPACITY_SOURCE) == {"k8s": 1.0}
+    assert samples(result, PREEMPTIBLE_SOURCE) == {}
     [problem] = result.problems
     assert problem.startswith("k8s: cannot count preemptible GPUs: malformed API answer: ")
 

@@ -8,13 +8,13 @@ ignores and what the receipt says.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from controlplane.domain import PREEMPTIBLE_SOURCE, Priority, SignalSample, SignalSnapshot, Target
+from controlplane.domain import PREEMPTIBLE_SOURCE, Priority, Target
 from controlplane.policy import parse_policy, plan
 from controlplane.scheduler.batch_capacity import taken_by_launch
 from controlplane.signals.base import wanted_from_targets
@@ -26,7 +26,7 @@ from controlplane.signals.kubernetes_preemption import (
 )
 from simulator.signals import SimClusterLoad
 from simulator.world import TaskWork
-from tests.unit.test_plan import STORAGE, _task
+from tests.unit.test_plan import STORAGE, _signals, _task
 from tests.unit.test_sim_world import candidate, make
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -54,19 +54,8 @@ POLICY = parse_policy(
 )
 
 
-def _snapshot(values: dict[str, float | tuple[float, float]]) -> SignalSnapshot:
-    samples = {}
-    for name, spec in values.items():
-        value, age = spec if isinstance(spec, tuple) else (spec, 1.0)
-        source, _, key = name.partition("/")
-        samples[name] = SignalSample(
-            source=source, key=key, value=value, observed_at=NOW - timedelta(seconds=age), ttl_seconds=60
-        )
-    return SignalSnapshot(taken_at=NOW, samples=samples)
-
-
 def _plan(priority: Priority, values: dict[str, float | tuple[float, float]]) -> Any:
-    return plan(_task(priority=priority), _snapshot(values), POLICY, NOW)
+    return plan(_task(priority=priority), _signals(values), POLICY, NOW)
 
 
 def test_a_full_cluster_is_a_candidate_when_the_tasks_class_would_preempt_a_lower_pod() -> None:
@@ -113,7 +102,7 @@ def test_a_batch_counts_each_preempting_launch_against_its_own_and_every_lower_p
         "preemptible_gpus/k8s/high": 1,
         "preemptible_gpus/k8s/normal": 1,
     }
-    snapshot = _snapshot(values)
+    snapshot = _signals(values)
     group = list(_plan(Priority.HIGH, values).candidates)
     after = taken_by_launch(snapshot, group, Priority.HIGH)
     left = {name: sample.value for name, sample in after.samples.items()}
@@ -127,7 +116,7 @@ def test_a_batch_counts_each_preempting_launch_against_its_own_and_every_lower_p
     assert "k8s" in [c.target for c in _plan(Priority.HIGH, values).candidates]
     assert "k8s" not in [c.target for c in plan(_task(priority=Priority.HIGH), after, POLICY, NOW).candidates]
     # a free GPU is taken first, and then nothing preemptible is counted down
-    free = taken_by_launch(_snapshot({"free_gpus/k8s": 1, "preemptible_gpus/k8s/high": 1}), group, Priority.HIGH)
+    free = taken_by_launch(_signals({"free_gpus/k8s": 1, "preemptible_gpus/k8s/high": 1}), group, Priority.HIGH)
     assert {n: s.value for n, s in free.samples.items()} == {"free_gpus/k8s": 0, "preemptible_gpus/k8s/high": 1}
 
 
