@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from controlplane.api.signals import signal_rows
 from controlplane.domain import PREEMPTIBLE_SOURCE, Priority, Target
 from controlplane.policy import parse_policy, plan
 from controlplane.scheduler.batch_capacity import taken_by_launch
@@ -199,3 +200,11 @@ def test_the_simulated_cluster_reports_what_each_class_may_preempt_only_when_its
         result = SimClusterLoad(world).poll(wanted, timeout_s=1, clock=lambda: NOW)
         found = {s.key: s.value for s in result.samples if s.source == PREEMPTIBLE_SOURCE}
         assert found == expected
+
+
+def test_the_signals_api_says_a_preemptible_count_is_in_gpus() -> None:
+    rows = signal_rows(_signals({"preemptible_gpus/k8s/urgent": 2, "gpu_utilization/k8s": 0.5}))
+    assert {row["name"]: row["unit"] for row in rows} == {
+        "gpu_utilization/k8s": None,
+        "preemptible_gpus/k8s/urgent": "gpus",
+    }
