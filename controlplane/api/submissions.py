@@ -45,12 +45,17 @@ class SubmitQueue:
         self.store, self.writers, self.max_batch, self.observe_batch = store, writers, max_batch, observe_batch
         self._pending: list[tuple[NewTask, asyncio.Future[Outcome]]] = []
         self._active: set[asyncio.Task[None]] = set()
+        #: writers that may still take from ``_pending``: counted down by the writer itself, in the same step
+        #: as it finds nothing pending. ``len(_active)`` is not that: a finished writer leaves it only when its
+        #: done callback runs, and a submission made before then would wait for a writer that never comes.
+        self._writing = 0
 
     async def submit(self, item: NewTask) -> tuple[Task, bool]:
         """Store ``item`` (possibly alongside others); raises :class:`IdempotencyConflict`."""
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
-        if len(self._active) < self.writers:
+        if self._writing < self.writers:
+            self._writing += 1
             writer = asyncio.create_task(self._drain())
             self._active.add(writer)
             writer.add_done_callback(self._active.discard)
@@ -60,6 +65,12 @@ class SubmitQueue:
         return outcome
 
     async def _drain(self) -> None:
+        try:
+            await self._write_pending()
+        finally:
+            self._writing -= 1
+
+    async def _write_pending(self) -> None:
         while self._pending:
             batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
             items = [item for item, _ in batch]

@@ -85,3 +85,21 @@ def test_a_failed_batch_fails_each_of_its_submissions_and_stores_nothing(tmp_pat
 def test_writers_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least one writer"):
         SubmitQueue(CountingStore(tmp_path / "s.db"), writers=0)
+
+
+def test_a_submission_right_after_the_writer_finished_is_still_written(tmp_path: Path) -> None:
+    # The handler whose task was the writer's last wakes before the finished writer's task is reaped
+    # (both are scheduled callbacks, the handler's first): a submission it makes then must start a new
+    # writer, not wait for the finished one for ever (a request left hanging until the client times out).
+    store = CountingStore(tmp_path / "s.db")
+    queue = SubmitQueue(store)
+
+    async def one_after_the_other() -> list[tuple[object, bool]]:
+        first = await queue.submit(_item(1))
+        second = await queue.submit(_item(2))  # in the same step as the wakeup: no task in between
+        return [first, second]
+
+    first, second = asyncio.run(asyncio.wait_for(one_after_the_other(), timeout=10))
+    assert first[1]
+    assert second[1]
+    assert store.batches == [1, 1]
