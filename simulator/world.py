@@ -231,7 +231,8 @@ class SimWorld:
             instance.queued_since_s = self.now_s
             self._seq += 1
             bisect.insort(self._private_waiting, (rank, self._seq, attempt_id))
-            victim = self._victim(rank) if self.private.preemption and target.provider != "local" else None
+            # (only a pod gets here: the local provider refused above)
+            victim = self._victim(rank) if self.private.preemption else None
             if victim is not None:
                 # the instance is registered first: freeing the victim's GPU starts the most urgent waiting pod
                 self.instances[attempt_id] = instance
@@ -239,27 +240,25 @@ class SimWorld:
         return instance
 
     def _victim(self, rank: int) -> Instance | None:
-        """The pod kube-scheduler would evict for a pod of ``rank``: the lowest class below it, newest first.
+        """The pod kube-scheduler would evict for a pod of ``rank``: the lowest class below it, newest first."""
+        lower = self._pods_below(rank)
+        return max(reversed(lower), key=lambda instance: instance.rank) if lower else None
+
+    def preemptible(self, rank: int) -> int:
+        """Private GPUs held by pods of a lower class than ``rank``: what a pod of that class may preempt."""
+        return len(self._pods_below(rank))
+
+    def _pods_below(self, rank: int) -> list[Instance]:
+        """The pods holding a private GPU with a lower class than ``rank``, in the order they took it.
 
         Only pods: a local provider's worker shares the simulated GPUs but is
         not the cluster's to evict.
         """
-        lower = [
+        return [
             instance
             for instance in (self.instances[a] for a in self._private_used)
             if instance.rank > rank and instance.provider == "kubernetes"
         ]
-        if not lower:
-            return None
-        return max(reversed(lower), key=lambda instance: instance.rank)
-
-    def preemptible(self, rank: int) -> int:
-        """Private GPUs held by pods of a lower class than ``rank``: what a pod of that class may preempt."""
-        return sum(
-            1
-            for instance in (self.instances[a] for a in self._private_used)
-            if instance.rank > rank and instance.provider == "kubernetes"
-        )
 
     def _launch_cloud(self, attempt_id: str, task_id: str, target: Target, candidate: Candidate) -> Instance:
         """A VM, or a pod on a cloud node pool: either takes a node from its cloud's (region) trace market."""

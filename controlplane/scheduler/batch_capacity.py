@@ -19,11 +19,9 @@ from controlplane.domain import (
     SignalSnapshot,
     preemptible_key,
 )
+from controlplane.store.tables import PRIORITY_RANK
 
 __all__ = ["taken_by_launch"]
-
-#: task priorities, lowest first: a pod preempts only pods of a priority below its own
-_PRIORITY_ORDER = (Priority.LOW, Priority.NORMAL, Priority.HIGH, Priority.URGENT)
 
 
 def taken_by_launch(snapshot: SignalSnapshot, group: list[Candidate], priority: Priority) -> SignalSnapshot:
@@ -48,7 +46,8 @@ def taken_by_launch(snapshot: SignalSnapshot, group: list[Candidate], priority: 
             samples[key] = dataclasses.replace(sample, value=sample.value - 1.0)
             continue
         samples[key] = dataclasses.replace(sample, value=0.0)
-        for lower in _PRIORITY_ORDER[: _PRIORITY_ORDER.index(priority) + 1]:
+        # this priority and every lower one (a higher rank number): a pod preempts only pods below its own
+        for lower in (p for p in Priority if PRIORITY_RANK[p] >= PRIORITY_RANK[priority]):
             name = f"{PREEMPTIBLE_SOURCE}/{preemptible_key(candidate.target, lower.value)}"
             held = samples.get(name)
             if held is not None:
