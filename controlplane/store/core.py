@@ -49,7 +49,7 @@ from controlplane.store.engine import WRITE_OPTION
 from controlplane.store.fence import Fence
 from controlplane.store.outbox import enqueue_outcomes
 from controlplane.store.records import Event
-from controlplane.store.tables import events, tasks
+from controlplane.store.tables import attempts, events, tasks
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
@@ -206,6 +206,30 @@ def task_from_row(row: Row[Any]) -> Task:
         queue_reason=m["queue_reason"],
         queued_since=m["queued_since"],
     )
+
+
+#: the columns :func:`attempt_from_mapping` reads: what the hot reads select, instead of the whole row (its
+#: ``progress`` JSON, decoded for every live attempt every round, was the largest part of follow's read)
+ATTEMPT_COLUMNS = tuple(
+    attempts.c[name]
+    for name in (
+        "id",
+        "task_id",
+        "number",
+        "target",
+        "provider",
+        "state",
+        "created_at",
+        "updated_at",
+        "region",
+        "instance_type",
+        "backend_ref",
+        "reason",
+        "exit_code",
+        "hedge_group",
+        "output_uri",
+    )
+)
 
 
 def attempt_from_row(row: Row[Any]) -> Attempt:

@@ -13,8 +13,9 @@ from sqlalchemy.orm import aliased
 
 from controlplane.domain import Attempt, AttemptState, TaskState, check_attempt_transition
 from controlplane.store.attempts import LIVE_ATTEMPTS, launch_number, write_attempt_transition
-from controlplane.store.core import StoreCore, attempt_from_row, insert_event, transition_task
+from controlplane.store.core import ATTEMPT_COLUMNS, StoreCore, attempt_from_row, insert_event, transition_task
 from controlplane.store.errors import NotFound
+from controlplane.store.planner_hints import unindexed
 from controlplane.store.tables import attempts, events, tasks
 
 __all__ = ["FailoverResult", "attempts_awaiting_failover", "fail_over"]
@@ -50,13 +51,16 @@ def _awaiting_statement() -> Select[Any]:
     # the task's state as an IN list, not a join: each attempt that ended is checked against the (few) launching
     # and running tasks before the correlated check, so this per-round read stays flat as ended attempts pile up
     placed = select(tasks.c.id).where(tasks.c.state.in_((TaskState.LAUNCHING.value, TaskState.RUNNING.value)))
+    ended = unindexed(attempts.c.state)
     return (
-        select(attempts)
+        select(*ATTEMPT_COLUMNS)
         .where(
             attempts.c.task_id.in_(placed),
+            # found by task (the few launching and running ones), not by state: every refused launch ever is in
+            # state "failed", a walk of the state index that grows with the day (planner_hints.py)
             or_(
-                attempts.c.state.in_((AttemptState.PREEMPTED.value, AttemptState.LOST.value)),
-                and_(attempts.c.state == AttemptState.FAILED.value, attempts.c.exit_code.is_not(None)),
+                ended.in_((AttemptState.PREEMPTED.value, AttemptState.LOST.value)),
+                and_(ended == AttemptState.FAILED.value, attempts.c.exit_code.is_not(None)),
             ),
             ~superseded,
         )

@@ -18,7 +18,7 @@ from sqlalchemy import bindparam, select
 
 from controlplane.domain import Attempt, TaskState
 from controlplane.store.attempts import LIVE_ATTEMPTS
-from controlplane.store.core import StoreCore, attempt_from_mapping
+from controlplane.store.core import ATTEMPT_COLUMNS, StoreCore, attempt_from_mapping
 from controlplane.store.tables import attempts, tasks
 
 __all__ = ["FollowView", "TaskGlance", "follow_view"]
@@ -44,7 +44,12 @@ class FollowView:
 
 #: built once: every scheduler round runs it
 _VIEW = (
-    select(attempts, tasks.c.state.label("fv_task_state"), tasks.c.tenant.label("fv_task_tenant"))
+    select(
+        *ATTEMPT_COLUMNS,
+        attempts.c.last_heartbeat_at,
+        tasks.c.state.label("fv_task_state"),
+        tasks.c.tenant.label("fv_task_tenant"),
+    )
     .join(tasks, tasks.c.id == attempts.c.task_id)
     .where(attempts.c.state.in_(LIVE_ATTEMPTS))
     .order_by(attempts.c.created_at)

@@ -18,7 +18,15 @@ from sqlalchemy.engine import Connection
 from controlplane.domain import Attempt, Candidate, PlacementPlan, TaskState
 from controlplane.store.attempts import attempt_rows
 from controlplane.store.columns import UTCDateTime
-from controlplane.store.core import SHA256_HEX, StoreCore, attempt_from_row, event_row, ms, transition_event
+from controlplane.store.core import (
+    ATTEMPT_COLUMNS,
+    SHA256_HEX,
+    StoreCore,
+    attempt_from_row,
+    event_row,
+    ms,
+    transition_event,
+)
 from controlplane.store.decisions import decision_rows
 from controlplane.store.errors import NotFound
 from controlplane.store.ids import new_id
@@ -224,7 +232,7 @@ _NUMBERS = (
     .where(attempts.c.task_id.in_(bindparam("l_ids", expanding=True)))
     .group_by(attempts.c.task_id)
 )
-_STARTED = select(attempts).where(attempts.c.id.in_(bindparam("l_ids", expanding=True)))
+_STARTED = select(*ATTEMPT_COLUMNS).where(attempts.c.id.in_(bindparam("l_ids", expanding=True)))
 _INSERT_SNAPSHOT = insert(signal_snapshots)
 _INSERT_DECISIONS = insert(decisions)
 _INSERT_ATTEMPTS = insert(attempts)

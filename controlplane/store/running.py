@@ -31,7 +31,7 @@ from controlplane.domain import (
 )
 from controlplane.domain.verdict import is_retryable
 from controlplane.store.attempts import RunningStart, attempt_transition_event
-from controlplane.store.core import StoreCore, attempt_from_mapping, transition_event
+from controlplane.store.core import ATTEMPT_COLUMNS, StoreCore, attempt_from_mapping, transition_event
 from controlplane.store.errors import NotFound
 from controlplane.store.outbox import enqueue_outcomes
 from controlplane.store.tables import attempts, events, tasks
@@ -73,9 +73,14 @@ class Outcome:
 
 #: the statements every call reads its rows with, built once (the ids are expanded at each execution)
 _TASK_OF = select(attempts.c.id, attempts.c.task_id).where(attempts.c.id.in_(bindparam("r_ids", expanding=True)))
-_TASKS = select(tasks).where(tasks.c.id.in_(bindparam("r_ids", expanding=True))).order_by(tasks.c.id)
+#: of a task, what the moves here read or change (not its options and labels, JSON decoded for nothing)
+_TASKS = (
+    select(tasks.c.id, *(tasks.c[name] for name in _TASK_COLUMNS))
+    .where(tasks.c.id.in_(bindparam("r_ids", expanding=True)))
+    .order_by(tasks.c.id)
+)
 _ATTEMPTS = (
-    select(attempts)
+    select(*ATTEMPT_COLUMNS)
     .where(attempts.c.task_id.in_(bindparam("r_ids", expanding=True)))
     .order_by(attempts.c.task_id, attempts.c.number)
 )

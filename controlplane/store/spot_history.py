@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, case, func, literal, select
+from sqlalchemy import Engine, Select, bindparam, case, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from controlplane.domain import AttemptState
@@ -48,25 +48,18 @@ def _epoch_s(column: Any, dialect: str) -> ColumnElement[Any]:
     return func.extract("epoch", column)
 
 
-def spot_history(
-    engine: Engine, *, since: datetime, now: datetime, targets: Sequence[str]
-) -> dict[OfferKey, OfferHistory]:
-    """Each offer of the spot ``targets`` with an attempt created in the window that starts at ``since``."""
-    if since.tzinfo is None or now.tzinfo is None:
-        raise ValueError("since and now must be timezone-aware")
-    if not targets:
-        return {}
-    dialect = engine.dialect.name
+def _statement(dialect: str) -> Select[Any]:
+    """The grouped read for ``dialect``, with ``sh_targets``, ``sh_since`` and ``sh_now`` bound at each poll."""
     running = attempts.c.state == AttemptState.RUNNING.value
     held = attempts.c.state.in_(
         [AttemptState.RUNNING.value, AttemptState.SUCCEEDED.value, AttemptState.PREEMPTED.value]
     )
     start = _epoch_s(attempts.c.created_at, dialect)
     # a bound parameter typed as the column, so the store's UTC handling applies to it as to any timestamp
-    now_s = _epoch_s(literal(now, type_=attempts.c.created_at.type), dialect)
+    now_s = _epoch_s(bindparam("sh_now", type_=attempts.c.created_at.type), dialect)
     end = case((running, now_s), else_=_epoch_s(attempts.c.updated_at, dialect))
     refused = (attempts.c.state == AttemptState.FAILED.value) & attempts.c.reason.like(f"{CAPACITY_REASON_PREFIX}%")
-    stmt = (
+    return (
         select(
             attempts.c.provider,
             attempts.c.region,
@@ -76,12 +69,34 @@ def spot_history(
             func.sum(case((attempts.c.state == AttemptState.PREEMPTED.value, 1), else_=0)).label("preemptions"),
             func.sum(case((held, end - start), else_=0.0)).label("run_s"),
         )
-        .where(attempts.c.target.in_(list(targets)), attempts.c.created_at >= since)
+        # a range of ix_attempts_target_created_at per spot target (migration 0012), not a walk of every attempt
+        .where(
+            attempts.c.target.in_(bindparam("sh_targets", expanding=True)),
+            attempts.c.created_at >= bindparam("sh_since", type_=attempts.c.created_at.type),
+        )
         .group_by(attempts.c.provider, attempts.c.region, attempts.c.instance_type)
     )
+
+
+#: built once per dialect: the poller asks every minute, and building the statement cost more than the read
+_STATEMENTS: dict[str, Select[Any]] = {}
+
+
+def spot_history(
+    engine: Engine, *, since: datetime, now: datetime, targets: Sequence[str]
+) -> dict[OfferKey, OfferHistory]:
+    """Each offer of the spot ``targets`` with an attempt created in the window that starts at ``since``."""
+    if since.tzinfo is None or now.tzinfo is None:
+        raise ValueError("since and now must be timezone-aware")
+    if not targets:
+        return {}
+    dialect = engine.dialect.name
+    stmt = _STATEMENTS.get(dialect)
+    if stmt is None:
+        stmt = _STATEMENTS[dialect] = _statement(dialect)
     found: dict[OfferKey, OfferHistory] = {}
     with engine.connect() as conn:
-        for row in conn.execute(stmt):
+        for row in conn.execute(stmt, {"sh_targets": list(targets), "sh_since": since, "sh_now": now}):
             found[(row.provider, row.region, row.instance_type)] = OfferHistory(
                 launches=int(row.launches),
                 refusals=int(row.refusals or 0),

@@ -29,6 +29,7 @@ from sqlalchemy.orm import aliased
 from controlplane.domain import Attempt, AttemptState, Task, TaskState
 from controlplane.store.attempts import LIVE_ATTEMPTS
 from controlplane.store.core import StoreCore, attempt_from_row, task_from_row, transition_event, transition_task
+from controlplane.store.planner_hints import unindexed
 from controlplane.store.tables import attempts, events, tasks
 
 __all__ = ["StrandedTask", "requeue_claimed", "requeue_stranded", "stranded_tasks"]
@@ -82,7 +83,7 @@ def requeue_claimed(
         ]
         conn.execute(
             update(tasks)
-            .where(tasks.c.id.in_(ids), tasks.c.state == TaskState.PLANNED.value)
+            .where(tasks.c.id.in_(ids), unindexed(tasks.c.state) == TaskState.PLANNED.value)
             .values(state=TaskState.QUEUED.value, claimed_by=None, claimed_at=None, updated_at=now)
         )
         conn.execute(insert(events), moved)

@@ -175,6 +175,8 @@ class AttemptRow(Base):
         Index("ix_attempts_state_created_at", "state", "created_at"),
         # the breaker poller's window (offer_stats.py): what changed lately, without a walk of every attempt
         Index("ix_attempts_updated_at", "updated_at"),
+        # the learned spot risk's history (spot_history.py): one range per spot target over its window
+        Index("ix_attempts_target_created_at", "target", "created_at"),
     )
 
 

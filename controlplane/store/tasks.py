@@ -26,6 +26,7 @@ from controlplane.store.core import (
 )
 from controlplane.store.errors import IdempotencyConflict, NotFound, StateMismatch
 from controlplane.store.ids import new_id
+from controlplane.store.planner_hints import unindexed
 from controlplane.store.tables import PRIORITY_RANK, events, tasks
 
 __all__ = [
@@ -349,7 +350,7 @@ _CLAIM_PICK = (
 _CLAIM_PICK_SKIP_LOCKED = _CLAIM_PICK.with_for_update(skip_locked=True)
 _CLAIM = (
     update(tasks)
-    .where(tasks.c.id.in_(bindparam("c_ids", expanding=True)), tasks.c.state == TaskState.QUEUED.value)
+    .where(tasks.c.id.in_(bindparam("c_ids", expanding=True)), unindexed(tasks.c.state) == TaskState.QUEUED.value)
     .values(
         state=TaskState.PLANNED.value,
         planned_at=bindparam("c_at", type_=UTCDateTime()),

@@ -18,6 +18,7 @@ from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select, update
 from controlplane.domain import TaskState
 from controlplane.store.columns import UTCDateTime
 from controlplane.store.core import StoreCore
+from controlplane.store.planner_hints import unindexed
 from controlplane.store.tables import tasks
 
 __all__ = ["WaitingSummary", "backing_off", "wake_waiting", "wake_waiting_for", "waiting_summary"]
@@ -95,7 +96,7 @@ _WAKE_PICK = (
 _WAKE_PICK_SKIP_LOCKED = _WAKE_PICK.with_for_update(skip_locked=True)
 _WAKE = (
     update(tasks)
-    .where(tasks.c.id.in_(bindparam("w_ids", expanding=True)), tasks.c.state == TaskState.QUEUED.value)
+    .where(tasks.c.id.in_(bindparam("w_ids", expanding=True)), unindexed(tasks.c.state) == TaskState.QUEUED.value)
     .values(not_before=None, updated_at=bindparam("w_now", type_=UTCDateTime()))
 )
 

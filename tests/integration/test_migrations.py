@@ -26,7 +26,7 @@ def test_upgrade_downgrade_upgrade_matches_the_models(database_url: str) -> None
         assert not is_current(engine)
         upgrade(engine=engine)
         assert is_current(engine)
-        assert current_revision(engine) == head_revision() == "0011_queue_indexes"
+        assert current_revision(engine) == head_revision() == "0012_attempts_target_index"
         assert set(inspect(engine).get_table_names()) >= TABLES
         assert schema_differences(engine) == []
 
@@ -46,7 +46,7 @@ def test_config_works_from_any_directory(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.chdir(tmp_path)
     config = alembic_config("sqlite:///x.db")
     assert Path(config.get_main_option("script_location") or "").joinpath("env.py").is_file()
-    assert head_revision() == "0011_queue_indexes"
+    assert head_revision() == "0012_attempts_target_index"
 
 
 def test_cli_upgrade_current_downgrade(
@@ -64,7 +64,7 @@ def test_cli_upgrade_current_downgrade(
     assert result.exit_code == 0, result.output
     result = runner.invoke(db, ["current"])
     assert result.exit_code == 0, result.output
-    assert "0011_queue_indexes (head)" in result.output
+    assert "0012_attempts_target_index (head)" in result.output
     result = runner.invoke(db, ["downgrade", "--revision", "base"])
     assert result.exit_code == 0, result.output
     engine = make_engine(database_url)
