@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.engine import Connection
 
 from controlplane.domain.webhooks import ALWAYS_TOLD, OPTIONAL_TOLD, TRANSITION_EVENT, told_states
@@ -70,6 +70,12 @@ def event_payload(event_id: str, event: Mapping[str, Any], task: Mapping[str, An
     return {"id": event_id, "type": f"task.{state}", "timestamp": _iso(at), "data": data}
 
 
+#: built once: every transaction that moves a task to a state a submitter may hear of runs it
+_TOLD = select(*_TASK_COLUMNS).where(
+    tasks.c.id.in_(bindparam("o_ids", expanding=True)), tasks.c.notify_url.is_not(None)
+)
+
+
 def _wanted(event: Mapping[str, Any]) -> bool:
     return event.get("kind") == TRANSITION_EVENT and event.get("to_state") in _TELLABLE
 
@@ -84,7 +90,7 @@ def enqueue_outcomes(conn: Connection, events: Sequence[Mapping[str, Any]]) -> i
     if not wanted:
         return 0
     task_ids = sorted({str(event["task_id"]) for event in wanted})
-    found = conn.execute(select(*_TASK_COLUMNS).where(tasks.c.id.in_(task_ids), tasks.c.notify_url.is_not(None))).all()
+    found = conn.execute(_TOLD, {"o_ids": task_ids}).all()
     told: dict[str, dict[str, Any]] = {row.id: dict(row._mapping) for row in found}
     rows = []
     for event in wanted:
