@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event, update
 
-from controlplane.domain import AttemptState, Candidate, PlacementPlan, TaskKind, TaskSpec
+from controlplane.domain import AttemptState, Candidate, PlacementPlan
 from controlplane.store import PlannedLaunch, Store, make_engine, upgrade, wake_waiting
 from controlplane.store.offer_stats import offer_outcomes
 from controlplane.store.spot_history import spot_history
 from controlplane.store.tables import tasks
-from tests.support.claimed import claimed_task
+from tests.support.claimed import claimed_task, image_spec
 
 
 @pytest.fixture
@@ -78,13 +78,7 @@ def launched(store: Store, *, target: str, provider: str = "aws") -> str:
 
 def queue(store: Store, count: int, *, waiting_for: str | None = None) -> list[str]:
     """``count`` queued tasks; with ``waiting_for``, each waits for it and backs off for an hour."""
-    spec = TaskSpec(
-        tenant="acme",
-        kind=TaskKind.IMAGE,
-        source_uri="s3://in/face.png",
-        target_uri="s3://in/target.png",
-        output_uri="s3://out/result.png",
-    )
+    spec = image_spec()
     created = [store.create_task(spec=spec, request_hash=f"q-{waiting_for}-{n}")[0].id for n in range(count)]
     if waiting_for is not None:
         now = store.now()

@@ -7,20 +7,24 @@ from itertools import count
 from controlplane.domain import Task, TaskKind, TaskSpec
 from controlplane.store import Store
 
-__all__ = ["claimed_task"]
+__all__ = ["claimed_task", "image_spec"]
 
 _numbers = count()
 
 
-def claimed_task(store: Store) -> Task:
-    """A new image task (s3 inputs and output), claimed: ``planned``, ready for a receipt."""
-    spec = TaskSpec(
+def image_spec() -> TaskSpec:
+    """An image task of tenant ``acme``, its inputs and output on s3."""
+    return TaskSpec(
         tenant="acme",
         kind=TaskKind.IMAGE,
         source_uri="s3://in/face.png",
         target_uri="s3://in/target.png",
         output_uri="s3://out/result.png",
     )
-    store.create_task(spec=spec, request_hash=f"claimed-{next(_numbers)}")
+
+
+def claimed_task(store: Store) -> Task:
+    """A new image task (s3 inputs and output), claimed: ``planned``, ready for a receipt."""
+    store.create_task(spec=image_spec(), request_hash=f"claimed-{next(_numbers)}")
     (task,) = store.claim_queued(batch_size=1, scheduler_id="s")
     return task
