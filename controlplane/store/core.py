@@ -21,6 +21,7 @@ queue on one lock first).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 import threading
 import time
@@ -208,28 +209,10 @@ def task_from_row(row: Row[Any]) -> Task:
     )
 
 
-#: the columns :func:`attempt_from_mapping` reads: what the hot reads select, instead of the whole row (its
-#: ``progress`` JSON, decoded for every live attempt every round, was the largest part of follow's read)
-ATTEMPT_COLUMNS = tuple(
-    attempts.c[name]
-    for name in (
-        "id",
-        "task_id",
-        "number",
-        "target",
-        "provider",
-        "state",
-        "created_at",
-        "updated_at",
-        "region",
-        "instance_type",
-        "backend_ref",
-        "reason",
-        "exit_code",
-        "hedge_group",
-        "output_uri",
-    )
-)
+#: the columns :func:`attempt_from_mapping` reads (the :class:`Attempt` fields, which the columns are named after):
+#: what the hot reads select, instead of the whole row (its ``progress`` JSON, decoded for every live attempt every
+#: round, was the largest part of follow's read)
+ATTEMPT_COLUMNS = tuple(attempts.c[field.name] for field in dataclasses.fields(Attempt))
 
 
 def attempt_from_row(row: Row[Any]) -> Attempt:

@@ -48,16 +48,15 @@ def _awaiting_statement() -> Select[Any]:
         )
         .exists()
     )
-    # the task's state as an IN list, not a join: each attempt that ended is checked against the (few) launching
-    # and running tasks before the correlated check, so this per-round read stays flat as ended attempts pile up
+    # found by task, the few launching and running ones (an IN list, not a join), and only then by the ended
+    # attempt's state: every launch ever refused is "failed", so a walk of the state index would grow with the day
+    # (planner_hints.py); this per-round read stays flat as ended attempts pile up
     placed = select(tasks.c.id).where(tasks.c.state.in_((TaskState.LAUNCHING.value, TaskState.RUNNING.value)))
     ended = unindexed(attempts.c.state)
     return (
         select(*ATTEMPT_COLUMNS)
         .where(
             attempts.c.task_id.in_(placed),
-            # found by task (the few launching and running ones), not by state: every refused launch ever is in
-            # state "failed", a walk of the state index that grows with the day (planner_hints.py)
             or_(
                 ended.in_((AttemptState.PREEMPTED.value, AttemptState.LOST.value)),
                 and_(ended == AttemptState.FAILED.value, attempts.c.exit_code.is_not(None)),

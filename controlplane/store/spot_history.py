@@ -17,6 +17,7 @@ grouped query; the seconds are computed in SQL, per dialect.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,6 +49,7 @@ def _epoch_s(column: Any, dialect: str) -> ColumnElement[Any]:
     return func.extract("epoch", column)
 
 
+@functools.cache  # built once per dialect: the poller asks every minute, and building it cost more than the read
 def _statement(dialect: str) -> Select[Any]:
     """The grouped read for ``dialect``, with ``sh_targets``, ``sh_since`` and ``sh_now`` bound at each poll."""
     running = attempts.c.state == AttemptState.RUNNING.value
@@ -78,10 +80,6 @@ def _statement(dialect: str) -> Select[Any]:
     )
 
 
-#: built once per dialect: the poller asks every minute, and building the statement cost more than the read
-_STATEMENTS: dict[str, Select[Any]] = {}
-
-
 def spot_history(
     engine: Engine, *, since: datetime, now: datetime, targets: Sequence[str]
 ) -> dict[OfferKey, OfferHistory]:
@@ -90,10 +88,7 @@ def spot_history(
         raise ValueError("since and now must be timezone-aware")
     if not targets:
         return {}
-    dialect = engine.dialect.name
-    stmt = _STATEMENTS.get(dialect)
-    if stmt is None:
-        stmt = _STATEMENTS[dialect] = _statement(dialect)
+    stmt = _statement(engine.dialect.name)
     found: dict[OfferKey, OfferHistory] = {}
     with engine.connect() as conn:
         for row in conn.execute(stmt, {"sh_targets": list(targets), "sh_since": since, "sh_now": now}):

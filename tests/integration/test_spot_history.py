@@ -7,27 +7,19 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
-from controlplane.domain import AttemptState, Candidate, PlacementPlan, Target
+from controlplane.domain import AttemptState, Target
 from controlplane.signals.base import Wanted
 from controlplane.signals.spot_history import SpotHistorySource
-from controlplane.store import PlannedLaunch, Store
+from controlplane.store import Store
 from controlplane.store.spot_history import spot_history
 from controlplane.store.tables import attempts
-from tests.support.claimed import claimed_task
+from tests.support.claimed import launched_on
 
 pytest_plugins = ["tests.integration.store_fixtures"]
 
 
 def launched(store: Store, *, target: str = "spot", region: str = "us-east-1") -> str:
-    claimed = claimed_task(store)
-    candidate = Candidate(target=target, provider="aws", private=False, region=region, instance_type="p3.2xlarge")
-    plan = PlacementPlan(
-        task_id=claimed.id, policy_version="v", decided_at=store.now(), candidates=(candidate,), rejections=()
-    )
-    ((attempt,),) = store.start_launch_groups(
-        [PlannedLaunch(plan=plan, candidate=candidate, token_sha256="a" * 64)], actor="s"
-    )
-    return attempt.id
+    return launched_on(store, target=target, region=region)
 
 
 def ended(store: Store, attempt_id: str, state: AttemptState, *, ran_hours: float, reason: str | None = None) -> None:

@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event, update
 
-from controlplane.domain import AttemptState, Candidate, PlacementPlan
-from controlplane.store import PlannedLaunch, Store, make_engine, upgrade, wake_waiting
+from controlplane.domain import AttemptState
+from controlplane.store import Store, make_engine, upgrade, wake_waiting
 from controlplane.store.offer_stats import offer_outcomes
 from controlplane.store.spot_history import spot_history
 from controlplane.store.tables import tasks
-from tests.support.claimed import claimed_task, image_spec
+from tests.support.claimed import image_spec, launched_on
 
 
 @pytest.fixture
@@ -62,18 +62,6 @@ def query_plan(engine: Engine, statement: str, parameters: Any) -> str:
         return "\n".join(str(row[3]) for row in cursor.fetchall())
     finally:
         raw.close()
-
-
-def launched(store: Store, *, target: str, provider: str = "aws") -> str:
-    claimed = claimed_task(store)
-    candidate = Candidate(target=target, provider=provider, private=False, region="us-east-1", instance_type="p3")
-    plan = PlacementPlan(
-        task_id=claimed.id, policy_version="v", decided_at=store.now(), candidates=(candidate,), rejections=()
-    )
-    ((attempt,),) = store.start_launch_groups(
-        [PlannedLaunch(plan=plan, candidate=candidate, token_sha256="a" * 64)], actor="s"
-    )
-    return attempt.id
 
 
 def queue(store: Store, count: int, *, waiting_for: str | None = None) -> list[str]:
@@ -125,7 +113,7 @@ def test_a_capacity_wake_updates_the_woken_tasks_by_key(store: Store) -> None:
 
 def test_the_failover_read_starts_from_the_placed_tasks_not_from_every_ended_attempt(store: Store) -> None:
     for _ in range(5):
-        refused = launched(store, target="spot")
+        refused = launched_on(store, target="spot")
         store.transition_attempt(refused, wanted=AttemptState.FAILED, actor="s", reason="insufficient_capacity: x")
 
     with caught(store.engine, lambda sql: sql.startswith("SELECT attempts.id")) as found:
@@ -138,8 +126,8 @@ def test_the_failover_read_starts_from_the_placed_tasks_not_from_every_ended_att
 
 
 def test_the_spot_history_reads_the_spot_targets_window_off_its_index(store: Store) -> None:
-    launched(store, target="spot")
-    launched(store, target="ondemand")
+    launched_on(store, target="spot")
+    launched_on(store, target="ondemand")
     now = store.now()
 
     with caught(store.engine, lambda sql: "count(*) AS launches" in sql) as found:
@@ -153,7 +141,7 @@ def test_the_spot_history_reads_the_spot_targets_window_off_its_index(store: Sto
 
 
 def test_the_breaker_window_is_read_off_indexes(store: Store) -> None:
-    launched(store, target="spot")
+    launched_on(store, target="spot")
     now = store.now()
 
     with caught(store.engine, lambda sql: "AS outcome" in sql) as found:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from itertools import count
 
-from controlplane.domain import Task, TaskKind, TaskSpec
-from controlplane.store import Store
+from controlplane.domain import Candidate, PlacementPlan, Task, TaskKind, TaskSpec
+from controlplane.store import PlannedLaunch, Store
 
-__all__ = ["claimed_task", "image_spec"]
+__all__ = ["claimed_task", "image_spec", "launched_on"]
 
 _numbers = count()
 
@@ -28,3 +28,16 @@ def claimed_task(store: Store) -> Task:
     store.create_task(spec=image_spec(), request_hash=f"claimed-{next(_numbers)}")
     (task,) = store.claim_queued(batch_size=1, scheduler_id="s")
     return task
+
+
+def launched_on(store: Store, *, target: str, region: str = "us-east-1") -> str:
+    """A claimed task's attempt on an aws ``p3.2xlarge`` of ``target`` in ``region``, receipt stored: its id."""
+    claimed = claimed_task(store)
+    candidate = Candidate(target=target, provider="aws", private=False, region=region, instance_type="p3.2xlarge")
+    plan = PlacementPlan(
+        task_id=claimed.id, policy_version="v", decided_at=store.now(), candidates=(candidate,), rejections=()
+    )
+    ((attempt,),) = store.start_launch_groups(
+        [PlannedLaunch(plan=plan, candidate=candidate, token_sha256="a" * 64)], actor="s"
+    )
+    return attempt.id
