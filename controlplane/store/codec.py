@@ -20,18 +20,32 @@ _SCALARS = frozenset({str, int, float, bool, type(None)})
 def _jsonable(value: Any) -> Any:
     if type(value) in _SCALARS:
         return value
+    # the scalar test is repeated inline for the items: a receipt's signals are dicts of scalars, a call each
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {k if type(k) is str else str(k): v if type(v) in _SCALARS else _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [v if type(v) in _SCALARS else _jsonable(v) for v in value]
     if isinstance(value, datetime):
         return value.isoformat()
     return value
 
 
+#: each dataclass's field names (a receipt's plan, candidates and rejections: three kinds)
+_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _names(kind: type) -> tuple[str, ...]:
+    # dataclasses.fields() builds its answer anew on every call, and a receipt asked once per candidate and
+    # rejection; with the inline scalar test above, 22.8 -> 19.5 us per receipt (the launch day's, scale 0.002)
+    names = _NAMES.get(kind)
+    if names is None:
+        names = _NAMES[kind] = tuple(f.name for f in fields(kind))
+    return names
+
+
 def _fields(value: Any) -> dict[str, Any]:
     # one level of dataclass fields; asdict() deep-copies everything and was a quarter of placement time
-    return {f.name: _jsonable(getattr(value, f.name)) for f in fields(value)}
+    return {name: _jsonable(getattr(value, name)) for name in _names(type(value))}
 
 
 def plan_to_json(plan: PlacementPlan) -> dict[str, Any]:
