@@ -28,10 +28,11 @@ from controlplane.domain import TaskState
 from controlplane.policy_sources import DEFAULT_POLICY_PATH, load_policy_file
 from controlplane.runtime import standalone_scheduler
 from controlplane.scheduler import Scheduler
-from controlplane.store import Store, make_engine, upgrade
+from controlplane.store import Store
 from controlplane.store.tables import attempts
 from providers.local import LocalProvider
 from tests.support.api_fixtures import ACME, OPERATOR, ApiServer
+from tests.support.stores import sqlite_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -49,10 +50,8 @@ def wait_for(condition: Callable[[], bool], *, timeout_s: float, what: str) -> N
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'state.db'}")
-    upgrade(engine=engine)
-    yield Store(engine)
-    engine.dispose()
+    with sqlite_store(tmp_path / "state.db") as made:
+        yield made
 
 
 def run_scheduler(scheduler: Scheduler, stop: threading.Event, errors: list[BaseException]) -> None:

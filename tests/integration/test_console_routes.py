@@ -10,8 +10,9 @@ import pytest
 
 from controlplane.api.console_routes import CONSOLE_CSP
 from controlplane.api.sim_reports import REPORT_CSP
-from controlplane.store import Store, make_engine, upgrade
+from controlplane.store import Store
 from tests.support.api_fixtures import ACME, METRICS, OPERATOR, ApiServer
+from tests.support.stores import sqlite_store
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -20,12 +21,8 @@ BUNDLE = ["main.js", "api.js", "dom.js", "tasks.js", "receipt.js", "signals.js",
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
-    upgrade(engine=engine)
-    try:
-        yield Store(engine)
-    finally:
-        engine.dispose()
+    with sqlite_store(tmp_path / "store.db") as made:
+        yield made
 
 
 @pytest.fixture

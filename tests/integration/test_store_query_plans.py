@@ -20,21 +20,18 @@ import pytest
 from sqlalchemy import Engine, event, update
 
 from controlplane.domain import AttemptState
-from controlplane.store import Store, make_engine, upgrade, wake_waiting
+from controlplane.store import Store, wake_waiting
 from controlplane.store.offer_stats import offer_outcomes
 from controlplane.store.spot_history import spot_history
 from controlplane.store.tables import tasks
 from tests.support.claimed import image_spec, launched_on
+from tests.support.stores import sqlite_store
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'plans.db'}")
-    upgrade(engine=engine)
-    try:
-        yield Store(engine)
-    finally:
-        engine.dispose()
+    with sqlite_store(tmp_path / "plans.db") as made:
+        yield made
 
 
 @contextmanager
