@@ -175,7 +175,8 @@ class Metrics:
             failovers=Counter(
                 "fusionplane_failovers",
                 "Tasks sent on from an attempt on this target, by trigger (preempted, lost, heartbeat, "
-                "launch_refused, ...) and outcome (requeued: planned again; failed: max attempts used up)",
+                "launch_refused, ...) and outcome (requeued: planned again; waiting: a launch refused for want of "
+                "room, waits without spending an attempt; failed: max attempts or the queue limit used up)",
                 ["target", "trigger", "outcome"],
                 registry=registry,
             ),

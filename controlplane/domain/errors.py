@@ -50,6 +50,10 @@ class ProviderError(DomainError):
     """A backend refused or lost work. ``retryable`` says whether another try may succeed."""
 
     retryable = True
+    #: no room there for it now (capacity, the market price): time fixes this, not another try of the same work,
+    #: so a launch refused only for this waits for room (bounded by the queue limit and the task's deadline)
+    #: instead of spending one of the task's ``max_attempts`` (docs/reliability.md, "Refused launches")
+    shortage = False
     #: short code stored in receipts and events
     code = "provider_error"
 
@@ -64,6 +68,7 @@ class ProviderError(DomainError):
 class InsufficientCapacity(ProviderError):
     """No capacity of the requested shape at that place right now."""
 
+    shortage = True
     code = "insufficient_capacity"
 
 
@@ -76,6 +81,7 @@ class QuotaExceeded(ProviderError):
 class PriceTooHigh(ProviderError):
     """The market price is above the maximum the plan allows."""
 
+    shortage = True
     code = "price_too_high"
 
 

@@ -33,7 +33,7 @@ from controlplane.policy import CAPACITY_SOURCE, Policy, plan
 from controlplane.policy_sources import PolicySet
 from controlplane.scheduler.outcomes import FailoverRules, is_retryable
 from controlplane.scheduler.wakeups import WaitWatcher
-from controlplane.store import Store, utcnow
+from controlplane.store import Shortage, Store, utcnow
 from providers.base import Provider
 
 __all__ = [
@@ -173,6 +173,7 @@ class SchedulerBase:
         reason: str,
         exit_code: int | None = None,
         retryable: Callable[[AttemptState, int | None], bool] = is_retryable,
+        shortage: Shortage | None = None,
     ) -> int:
         """End the attempt (unless it has ended) and re-queue or fail its task, in one store transaction."""
         result = self.store.fail_over(
@@ -185,6 +186,7 @@ class SchedulerBase:
             retryable=retryable,
             max_attempts=rules.max_attempts,
             backoff_seconds=rules.backoff_seconds,
+            shortage=shortage,
         )
         if result.outcome is None:
             if not result.ended:

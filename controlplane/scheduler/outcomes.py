@@ -100,7 +100,8 @@ class FailoverRules:
 
     def backoff_seconds(self, attempts: int) -> float:
         """The wait after the ``attempts``-th attempt ended: 2 s, 4 s, 8 s, ... up to the maximum."""
-        return min(self.retry_backoff_max_seconds, self.retry_backoff_seconds * 2.0 ** max(attempts - 1, 0))
+        # the exponent is capped: a task may wait out hundreds of refusals for room, and 2.0 ** 1100 overflows
+        return min(self.retry_backoff_max_seconds, self.retry_backoff_seconds * 2.0 ** min(max(attempts - 1, 0), 64))
 
 
 def advance(

@@ -41,7 +41,7 @@ from controlplane.policy_sources import PolicySet
 from controlplane.scheduler.base import FENCE_CHECK_S, SchedulerBase, log
 from controlplane.scheduler.batch_capacity import taken_by_launch
 from controlplane.scheduler.outcomes import FailoverRules
-from controlplane.scheduler.queueing import NoLaunch, max_queue_seconds, no_launch, overdue
+from controlplane.scheduler.queueing import NoLaunch, max_queue_seconds, no_launch, overdue, shortage_wait
 from controlplane.scheduler.wakeups import EVERY_REASON, held_by_breakers, probing_targets
 from controlplane.scheduler.workerspec import placed_uris, render_worker_spec
 from controlplane.signals.snapshot_json import snapshot_to_json
@@ -111,7 +111,6 @@ class Placing(SchedulerBase):
             planned = self._plan_one(task, seen, policies)
             seen = taken_by_launch(seen, planned.group, task.spec.priority)
             batch.append(planned)
-        self._waits.planned({p.task.id: bool(p.group) for p in batch}, claimed_any=True)
         self._waits.waiting_for_capacity(
             rejection.target
             for p in batch
@@ -125,7 +124,10 @@ class Placing(SchedulerBase):
             actor=self.scheduler_id,
             snapshot=(snapshot.taken_at, snapshot_to_json(snapshot)),
         )
-        self._send_batch(batch, groups)
+        refused = self._send_batch(batch, groups)
+        # launched: sent, not refused everywhere; a wave woken for a change that only brought refusals stops there,
+        # rather than waking the same tasks, sent back to wait, into the same refusals again
+        self._waits.planned({p.task.id: bool(p.group) and p.task.id not in refused for p in batch}, claimed_any=True)
         return len(tasks)
 
     def _plan_one(self, task: Task, seen: SignalSnapshot, policies: Policy | PolicySet) -> _Planned:
@@ -174,8 +176,12 @@ class Placing(SchedulerBase):
             history=history,
         )
 
-    def _send_batch(self, batch: list[_Planned], groups: Sequence[Sequence[Attempt]]) -> None:
-        """Send the batch's launches (its attempt rows are written), then record their backend refs at once."""
+    def _send_batch(self, batch: list[_Planned], groups: Sequence[Sequence[Attempt]]) -> set[str]:
+        """Send the batch's launches (its attempt rows are written), then record their backend refs at once.
+
+        Returns the tasks whose every candidate refused the launch (sent back to wait, or failed).
+        """
+        refused: set[str] = set()
         sending = [attempt.id for attempts in groups for attempt in attempts]
         self._sending.update(sending)  # until their refs are recorded: "unknown" to a backend means "not sent yet"
         try:
@@ -189,13 +195,15 @@ class Placing(SchedulerBase):
                 launched.update(refs)
                 if len(refusals) < len(members):
                     continue  # launched (a hedged launch: at least one of its siblings), or cancelled meanwhile
-                if all(refusal.retryable for refusal in refusals):
-                    self._launch(task, planned.rest, history, last=attempts[-1])
-                else:  # terminal (InvalidSpec), and no sibling launched
+                if not all(refusal.retryable for _, refusal in refusals):  # terminal (InvalidSpec), no sibling launched
                     self._fail_task(task.id, "launch refused: " + "; ".join(history))
+                    refused.add(task.id)
+                elif not self._launch(task, planned.rest, history, last=attempts[-1], refused=refusals):
+                    refused.add(task.id)
             self.store.record_backend_refs(launched)
         finally:
             self._sending.difference_update(sending)
+        return refused
 
     def place_until_idle(self, *, max_seconds: float) -> int:
         """Place batch after batch while full batches come back, for at most about ``max_seconds``.
@@ -320,8 +328,8 @@ class Placing(SchedulerBase):
 
     def _send_group(
         self, task: Task, members: list[tuple[Attempt, Candidate, str]], history: list[str]
-    ) -> tuple[dict[str, str], list[ProviderError]]:
-        """Launch one attempt, or every sibling of a hedged launch: their backend refs, and the refusals.
+    ) -> tuple[dict[str, str], list[tuple[str, ProviderError]]]:
+        """Launch one attempt, or every sibling of a hedged launch: their backend refs, and the refusals by target.
 
         A sibling that ended before its turn (another one already won) is
         not sent at all. After the sends, a sibling that lost while the
@@ -331,7 +339,7 @@ class Placing(SchedulerBase):
         that launched.
         """
         refs: dict[str, str] = {}
-        refusals: list[ProviderError] = []
+        refusals: list[tuple[str, ProviderError]] = []
         hedged = len(members) > 1
         for index, (attempt, candidate, token) in enumerate(members):
             if index > 0 and self.store.get_attempt(attempt.id).state.is_final:
@@ -340,7 +348,7 @@ class Placing(SchedulerBase):
             if isinstance(sent, str):
                 refs[attempt.id] = sent
             else:
-                refusals.append(sent)
+                refusals.append((candidate.target, sent))
         if hedged and refs:
             for attempt in self.store.attempts_for(task.id):
                 if attempt.id in refs and attempt.state == AttemptState.CANCELLED:
@@ -468,13 +476,22 @@ class Placing(SchedulerBase):
             refusal.code = exc.code  # the receipt and the attempt say staging, not the provider
             raise refusal from exc
 
-    def _launch(self, task: Task, candidates: list[Candidate], history: list[str], *, last: Attempt) -> None:
-        """The per-task path after a launch error: one attempt per remaining candidate.
+    def _launch(
+        self,
+        task: Task,
+        candidates: list[Candidate],
+        history: list[str],
+        *,
+        last: Attempt,
+        refused: list[tuple[str, ProviderError]],
+    ) -> bool:
+        """The per-task path after a launch error: one attempt per remaining candidate; whether one launched.
 
         When every candidate refused for a reason that passes (capacity,
         throttling, an API that timed out), the task is planned again later
         (:meth:`_retry_later`) rather than failed; a terminal refusal
-        (``InvalidSpec``) fails it. ``last`` is the attempt refused before.
+        (``InvalidSpec``) fails it. ``last`` is the attempt refused before,
+        ``refused`` the refusals so far (target, error), added to here.
         """
         for candidate in candidates:
             token, token_sha256 = _attempt_token()
@@ -498,7 +515,7 @@ class Placing(SchedulerBase):
                     actor=self.scheduler_id,
                     reason="task cancelled before launch",
                 )
-                return
+                return False
             if current.state == TaskState.LAUNCHING:
                 # failover: the task stays launching, but now on this candidate's target
                 self.store.retarget_task(task.id, target=candidate.target, actor=self.scheduler_id)
@@ -513,33 +530,41 @@ class Placing(SchedulerBase):
                 sent = self._send(task, candidate, attempt, token, history)
                 if isinstance(sent, str):
                     self.store.set_backend_ref(attempt.id, backend_ref=sent)
-                    return
+                    return True
             finally:
                 self._sending.discard(attempt.id)
+            refused.append((candidate.target, sent))
             if not sent.retryable:
                 self._fail_task(task.id, "every candidate failed to launch: " + "; ".join(history))
-                return
-        self._retry_later(task, last, history)
+                return False
+        self._retry_later(task, last, history, refused)
+        return False
 
-    def _retry_later(self, task: Task, last: Attempt, history: list[str]) -> None:
+    def _retry_later(
+        self, task: Task, last: Attempt, history: list[str], refused: list[tuple[str, ProviderError]]
+    ) -> None:
         """Every candidate refused, each for a reason that passes: plan the task again after a backoff.
 
-        A cluster API that timed out for a few seconds, or a capacity
-        error on every offer, must not fail the task for good. It goes
-        back to ``queued`` through the same failover as an attempt that
-        ended after launch (trigger ``launch_refused``: backoff, a new plan
-        on fresh signals, a new receipt), so it counts against the tenant's
-        max attempts and fails with the refusals once they are used up. A
-        resource a timed-out launch may still have created belongs to an
-        ended attempt, which ``release_finished`` deletes.
+        A cluster API that timed out, or a capacity error on every offer,
+        must not fail the task for good: it goes back to ``queued`` through
+        the failover of an attempt that ended after launch (trigger
+        ``launch_refused``: backoff, a new plan, a new receipt). Only
+        shortages (capacity, the market price): it waits for room without
+        spending an attempt, bounded by the queue limit and its deadline
+        (``queueing.shortage_wait``). Any other refusal spends one of the
+        tenant's max attempts. A resource a timed-out launch may have
+        created belongs to an ended attempt: ``release_finished`` deletes it.
         """
+        policy = self.policy().for_tenant(task.spec.tenant)
+        shortage = shortage_wait(refused, max_queue_s=max_queue_seconds(policy))
         self._fail_over(
             last,
-            FailoverRules.of(self.policy().for_tenant(task.spec.tenant)),
+            FailoverRules.of(policy),
             ended=None,
             trigger="launch_refused",
             reason="every candidate refused the launch: " + "; ".join(history),
             retryable=lambda _state, _code: True,  # the refusals were checked: each one passes
+            shortage=shortage,
         )
 
     def _fail_task(self, task_id: str, reason: str) -> None:

@@ -12,19 +12,23 @@ the limit and the last reason. A plan that nothing could ever satisfy
 (private data and no private target, every target excluded by a rule, no
 target at all) fails at once, as does a plan whose candidates this
 scheduler may not launch (a provider not configured here). The reasoning
-is in docs/reliability.md, "Queueing".
+is in docs/reliability.md, "Queueing". A launch that every candidate
+refused for want of room (capacity, the market price) waits the same way
+(:func:`shortage_wait`), without spending one of the task's attempts.
 
 Pure: the caller passes the clock's ``now``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from controlplane.domain import PlacementPlan, Task
+from controlplane.domain import PlacementPlan, ProviderError, Task
 from controlplane.policy import Thresholds
+from controlplane.store import Shortage
 
 __all__ = [
     "WAITABLE_CODES",
@@ -35,6 +39,7 @@ __all__ = [
     "recheck_after",
     "no_launch",
     "overdue",
+    "shortage_wait",
 ]
 
 #: rejection codes that time can lift; any other code (``private_data``, ``excluded_by_rule``, a code
@@ -143,3 +148,24 @@ def no_launch(
     if decision.replan_by is not None and now < decision.replan_by < not_before:
         not_before = decision.replan_by  # on-demand becomes usable then: no backoff may sleep past it
     return NoLaunch(wait=reasons, not_before=not_before)
+
+
+def shortage_wait(refused: Sequence[tuple[str, ProviderError]], *, max_queue_s: float) -> Shortage | None:
+    """How a task whose every candidate refused the launch waits for room; None when a refusal was not a shortage.
+
+    ``refused`` is (target, error) per refused candidate. Only when every
+    one of them is a shortage (``ProviderError.shortage``: capacity, the
+    market price) does the task wait without spending an attempt; its queue
+    reason names each target once with the backend's refusal code.
+
+    Not with the plan's codes (``no_capacity``): the backend said no where
+    the signals said there was room, so the free capacity a target reports
+    must not wake the task straight back to the same refusal (in the
+    launch-day simulator that woke two tasks 1,000 times within one
+    instant). It sleeps its backoff, which grows with every refusal, and a
+    change of policy wakes it as it wakes every waiting task.
+    """
+    if not refused or not all(error.shortage for _, error in refused):
+        return None
+    waiting_for = dict.fromkeys(f"{target}: {error.code}" for target, error in refused)
+    return Shortage(queue_reason="; ".join(waiting_for), max_wait_seconds=max_queue_s)

@@ -27,6 +27,7 @@ from controlplane.store.columns import utcnow
 from controlplane.store.engine import DATABASE_URL_ENV, database_url, make_engine, normalize_url
 from controlplane.store.errors import IdempotencyConflict, NotFound, StateMismatch, StoreError
 from controlplane.store.events import events_after
+from controlplane.store.failover import Shortage
 from controlplane.store.follow_view import FollowView, TaskGlance
 from controlplane.store.ids import new_id
 from controlplane.store.lease import SCHEDULER_LEASE, Fence, Fenced, LeaderLease, LeaseState
@@ -83,6 +84,7 @@ __all__ = [
     "PolicyVersion",
     "RecordedDecision",
     "RunningStart",
+    "Shortage",
     "StateMismatch",
     "Store",
     "StoreError",

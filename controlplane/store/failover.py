@@ -18,7 +18,12 @@ from controlplane.store.errors import NotFound
 from controlplane.store.planner_hints import unindexed
 from controlplane.store.tables import attempts, events, tasks
 
-__all__ = ["FailoverResult", "attempts_awaiting_failover", "fail_over"]
+__all__ = ["FailoverResult", "Shortage", "attempts_awaiting_failover", "fail_over"]
+
+#: the event of a failover that spends one of the task's attempts, and of a launch refused for a shortage (no room
+#: there now) that sends the task back to wait without spending one
+FAILOVER_EVENT = "attempt.failover"
+REFUSED_EVENT = "attempt.refused"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,7 +31,8 @@ class FailoverResult:
     """What :meth:`Store.fail_over` did with a task whose attempt ended after launch."""
 
     task_id: str
-    #: "requeued" (planned again once ``not_before`` has passed), "failed" (attempts used up), or
+    #: "requeued" (planned again once ``not_before`` has passed), "waiting" (a shortage: queued with a queue
+    #: reason, no attempt spent), "failed" (attempts used up, or a shortage outlasted the queue limit), or
     #: None: nothing, because another caller already decided (or the task was cancelled or finished)
     outcome: str | None
     #: attempts of the task that ended by failover, this one included (0 when ``outcome`` is None)
@@ -34,6 +40,24 @@ class FailoverResult:
     not_before: datetime | None = None
     #: this call ended the attempt (``outcome`` may still be None: a hedged sibling of it still runs)
     ended: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Shortage:
+    """Every candidate refused the launch for want of room (capacity, the market price): wait, do not spend an attempt.
+
+    The task goes back to ``queued`` as a waiting task (``queue_reason``,
+    ``queued_since``), so the queue's own bound applies: it fails once it has
+    waited ``max_wait_seconds`` since it last needed a placement (its
+    creation, or its last failover that spent an attempt); refusals in
+    between do not restart that clock. Its deadline is followed as for any
+    waiting task (``scheduler/deadlines.py``).
+    """
+
+    #: "<target>: <code>" entries joined by "; ", as a plan's waiting reason (scheduler/queueing.py)
+    queue_reason: str
+    #: the policy's ``thresholds.max_queue_seconds``
+    max_wait_seconds: float
 
 
 def _awaiting_statement() -> Select[Any]:
@@ -121,6 +145,28 @@ def _launch_superseded(conn: Connection, row: Row[Any]) -> bool:
     return bool(others)
 
 
+@dataclass(frozen=True)
+class _SentBack:
+    """How often a task was sent back so far: failovers that spent an attempt, shortages, the last of the former."""
+
+    spent: int
+    refused: int
+    last_spent_at: datetime | None
+
+
+_SENT_BACK = (
+    select(events.c.kind, func.count(), func.max(events.c.at))
+    .where(events.c.task_id == bindparam("sb_task"), events.c.kind.in_((FAILOVER_EVENT, REFUSED_EVENT)))
+    .group_by(events.c.kind)
+)
+
+
+def _sent_back(conn: Connection, task_id: str) -> _SentBack:
+    counts = {kind: (n, at) for kind, n, at in conn.execute(_SENT_BACK, {"sb_task": task_id})}
+    spent, last = counts.get(FAILOVER_EVENT, (0, None))
+    return _SentBack(spent=spent, refused=counts.get(REFUSED_EVENT, (0, None))[0], last_spent_at=last)
+
+
 def fail_over(
     core: StoreCore,
     attempt_id: str,
@@ -133,6 +179,7 @@ def fail_over(
     backoff_seconds: Callable[[int], float],
     ended: AttemptState | None = None,
     exit_code: int | None = None,
+    shortage: Shortage | None = None,
 ) -> FailoverResult:
     """End an attempt after launch and send its task back to be planned again, in one transaction.
 
@@ -146,7 +193,9 @@ def fail_over(
         if task_id is None:
             raise NotFound("attempt", attempt_id)
         # the task first, then the attempt: start_running locks in this order too (no deadlock between them)
-        task = conn.execute(core.locked_no_key(select(tasks.c.state).where(tasks.c.id == task_id))).one()
+        task = conn.execute(
+            core.locked_no_key(select(tasks.c.state, tasks.c.created_at).where(tasks.c.id == task_id))
+        ).one()
         row = conn.execute(core.locked(select(attempts).where(attempts.c.id == attempt_id))).one()
         nothing = FailoverResult(task_id=row.task_id, outcome=None)
         state, code = AttemptState(row.state), row.exit_code
@@ -163,34 +212,28 @@ def fail_over(
             return nothing  # cancelled, finished, or already sent back by someone else
         if _launch_superseded(conn, row):
             return nothing  # a newer launch exists (this ending was acted on), or a sibling still runs
-        used = (
-            1
-            + conn.execute(
-                select(func.count())
-                .select_from(events)
-                .where(events.c.task_id == row.task_id, events.c.kind == "attempt.failover")
-            ).scalar_one()
-        )
+        sent_back = _sent_back(conn, row.task_id)
+        # the backoff grows with every time the task was sent back, shortages included: a market that keeps
+        # refusing is asked less and less often
+        backoff = timedelta(seconds=backoff_seconds(1 + sent_back.spent + sent_back.refused))
         why = f"{trigger}: {reason}"
-        not_before: datetime | None = None
-        if used >= max_attempts:
-            outcome, wanted = "failed", TaskState.FAILED
-            task_reason = f"max attempts reached ({used} of {max_attempts}); last: {why}"
-            values: dict[str, Any] = {"reason": task_reason, "finished_at": now}
-            task_detail: dict[str, Any] = {"reason": task_reason, "trigger": trigger}
+        if shortage is not None:
+            since = sent_back.last_spent_at or task.created_at
+            decided = _wait_for_room(shortage, since=since, now=now, backoff=backoff, why=why, trigger=trigger)
+            kind, used = REFUSED_EVENT, sent_back.spent
         else:
-            outcome, wanted = "requeued", TaskState.QUEUED
-            not_before = now + timedelta(seconds=backoff_seconds(used))
-            # a queued task runs nowhere: the next plan chooses the target again
-            values = {"target": None, "not_before": not_before, "claimed_by": None, "claimed_at": None}
-            task_detail = {"reason": why, "trigger": trigger, "not_before": not_before.isoformat()}
+            used = 1 + sent_back.spent
+            decided = _spend_attempt(used, max_attempts, now=now, backoff=backoff, why=why, trigger=trigger)
+            kind = FAILOVER_EVENT
+        outcome, wanted, values, task_detail = decided
+        not_before = values.get("not_before")
         insert_event(
             conn,
             task_id=row.task_id,
             attempt_id=attempt_id,
             at=now,
             actor=actor,
-            kind="attempt.failover",
+            kind=kind,
             detail={
                 "trigger": trigger,
                 "reason": reason,
@@ -213,3 +256,59 @@ def fail_over(
             detail=task_detail,
         )
     return FailoverResult(task_id=row.task_id, outcome=outcome, attempts=used, not_before=not_before)
+
+
+_Decided = tuple[str, TaskState, dict[str, Any], dict[str, Any]]
+
+
+def _failed(task_reason: str, *, now: datetime, trigger: str) -> _Decided:
+    return (
+        "failed",
+        TaskState.FAILED,
+        {"reason": task_reason, "finished_at": now},
+        {"reason": task_reason, "trigger": trigger},
+    )
+
+
+def _spend_attempt(
+    used: int, max_attempts: int, *, now: datetime, backoff: timedelta, why: str, trigger: str
+) -> _Decided:
+    """A failover that spends an attempt: the task is planned again after the backoff, or fails when none is left."""
+    if used >= max_attempts:
+        task_reason = f"max attempts reached ({used} of {max_attempts}); last: {why}"
+        return _failed(task_reason, now=now, trigger=trigger)
+    not_before = now + backoff
+    # a queued task runs nowhere: the next plan chooses the target again
+    values = {"target": None, "not_before": not_before, "claimed_by": None, "claimed_at": None}
+    return (
+        "requeued",
+        TaskState.QUEUED,
+        values,
+        {"reason": why, "trigger": trigger, "not_before": not_before.isoformat()},
+    )
+
+
+def _wait_for_room(
+    shortage: Shortage, *, since: datetime, now: datetime, backoff: timedelta, why: str, trigger: str
+) -> _Decided:
+    """A launch refused for a shortage: the task waits for room as a queued task, or fails past the queue limit."""
+    limit = since + timedelta(seconds=shortage.max_wait_seconds)
+    waited = (now - since).total_seconds()
+    if now >= limit:
+        task_reason = (
+            f"waited {waited:.0f} s (thresholds.max_queue_seconds {shortage.max_wait_seconds:g} s) "
+            f"without a launch that held; last: {why}"
+        )
+        return _failed(task_reason, now=now, trigger=trigger)
+    # planned again once more at the limit at the latest, so it fails close to it, not a backoff later
+    not_before = min(now + backoff, limit)
+    values = {
+        "target": None,
+        "not_before": not_before,
+        "claimed_by": None,
+        "claimed_at": None,
+        "queue_reason": shortage.queue_reason,
+        "queued_since": since,
+    }
+    detail = {"reason": why, "trigger": trigger, "not_before": not_before.isoformat()}
+    return "waiting", TaskState.QUEUED, values, detail

@@ -53,7 +53,7 @@ from controlplane.store.attempts import FinishedAttempt, RunningStart
 from controlplane.store.core import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, StoreCore
 from controlplane.store.decisions import RecordedDecision
 from controlplane.store.errors import IdempotencyConflict
-from controlplane.store.failover import FailoverResult
+from controlplane.store.failover import FailoverResult, Shortage
 from controlplane.store.follow_view import FollowView, follow_view
 from controlplane.store.launches import PlannedLaunch
 from controlplane.store.policy_versions import policy_version_of
@@ -465,6 +465,7 @@ class Store(StoreCore):
         backoff_seconds: Callable[[int], float],
         ended: AttemptState | None = None,
         exit_code: int | None = None,
+        shortage: Shortage | None = None,
     ) -> FailoverResult:
         """End an attempt after launch and send its task back to be planned again, in one transaction.
 
@@ -483,6 +484,13 @@ class Store(StoreCore):
         outcome None, so a task is re-queued once per ended launch. A
         sibling that ends while another still lives gets its ending only
         (``ended``, outcome None): the live one decides.
+
+        With ``shortage`` (every candidate refused the launch for want of
+        room) no attempt is spent: the task goes back to ``queued`` as a
+        waiting task with the shortage's queue reason (outcome "waiting",
+        an ``attempt.refused`` event), or fails once it has waited the
+        queue limit since it last needed a placement (:class:`Shortage`).
+        The backoff counts both kinds.
         """
         return failover_ops.fail_over(
             self,
@@ -495,6 +503,7 @@ class Store(StoreCore):
             backoff_seconds=backoff_seconds,
             ended=ended,
             exit_code=exit_code,
+            shortage=shortage,
         )
 
     # -- events --------------------------------------------------------------------------------

@@ -1,9 +1,12 @@
 """A backend that refuses or stops answering holds up neither the others nor its own tasks for good.
 
-- every candidate refusing a launch for a reason that passes (capacity,
-  throttling, a timed-out API) sends the task back to the queue with a
-  backoff (``launch_refused``), until the tenant's max attempts; a terminal
-  refusal (``InvalidSpec``) still fails it at once;
+- every candidate refusing a launch for a reason that passes sends the task
+  back to the queue with a backoff (``launch_refused``): a shortage on every
+  one (capacity, the market price) waits for room without spending an
+  attempt, until ``thresholds.max_queue_seconds`` since the task last needed
+  a placement; any other (throttling, a timed-out API) spends one of the
+  tenant's max attempts; a terminal refusal (``InvalidSpec``) still fails it
+  at once;
 - ``follow`` asks each backend in its own thread and stops asking one whose
   API timed out for the rest of the round;
 - ``release_finished`` keeps a failed cancel for the next round and goes on
@@ -34,7 +37,7 @@ from controlplane.domain import (
 from controlplane.policy import parse_policy
 from controlplane.runtime import standalone_scheduler
 from controlplane.scheduler import Scheduler
-from controlplane.store import Store, make_engine, upgrade
+from controlplane.store import Event, Store, make_engine, upgrade
 from providers.base import BackendState
 from providers.noop import NoopProvider
 from tests.support.clock import Clock
@@ -61,7 +64,12 @@ POLICY = parse_policy(
             },
         ],
         "rules": [{"name": "clouds", "targets": ["spot", "azure"]}],
-        "thresholds": {"max_attempts": 3, "retry_backoff_seconds": 2, "retry_backoff_max_seconds": 10},
+        "thresholds": {
+            "max_attempts": 3,
+            "retry_backoff_seconds": 2,
+            "retry_backoff_max_seconds": 10,
+            "max_queue_seconds": 30,
+        },
     }
 )
 
@@ -114,33 +122,128 @@ def refuse_everything(backends: dict[str, NoopProvider], error: type[Exception] 
         backend.fail_next(error("no spot capacity", target=backend.name))  # type: ignore[call-arg]
 
 
-def test_every_candidate_refusing_for_now_requeues_with_backoff_until_max_attempts(
+def refusals(store: Store, task_id: str, kind: str) -> list[Event]:
+    return [e for e in store.list_events(task_id) if e.kind == kind]
+
+
+def test_an_api_that_keeps_failing_spends_the_attempts_until_max_attempts(
     store: Store, scheduler: Scheduler, clock: Clock, backends: dict[str, NoopProvider]
 ) -> None:
     task_id = submit(store, "clip")
-    refuse_everything(backends)
+    refuse_everything(backends, Unavailable)
     scheduler.place_batch()
     task = store.get_task(task_id)
     assert task.state == TaskState.QUEUED
-    (event,) = [e for e in store.list_events(task_id) if e.kind == "attempt.failover"]
+    assert task.queue_reason is None  # not waiting for room: planned again after the backoff
+    (event,) = refusals(store, task_id, "attempt.failover")
     assert event.detail["trigger"] == "launch_refused"
     assert event.detail["not_before"] == (T0 + timedelta(seconds=2)).isoformat()
-    assert "spot: insufficient_capacity" in event.detail["reason"]
-    assert "azure: insufficient_capacity" in event.detail["reason"]
+    assert "spot: unavailable" in event.detail["reason"]
+    assert "azure: unavailable" in event.detail["reason"]
     assert scheduler.place_batch() == 0  # backing off
     clock.advance(2)
-    refuse_everything(backends)
+    refuse_everything(backends, Unavailable)
     scheduler.place_batch()
     assert store.get_task(task_id).state == TaskState.QUEUED
     clock.advance(4)
-    refuse_everything(backends)
+    refuse_everything(backends, Unavailable)
     scheduler.place_batch()
     failed = store.get_task(task_id)
     assert failed.state == TaskState.FAILED
     assert failed.reason is not None
     assert failed.reason.startswith("max attempts reached (3 of 3); last: launch_refused: every candidate refused")
+    assert refusals(store, task_id, "attempt.refused") == []
     assert backends["aws"].launched() == []
     assert backends["azure"].launched() == []
+
+
+def test_a_capacity_shortage_everywhere_waits_for_room_without_spending_attempts(
+    store: Store, scheduler: Scheduler, clock: Clock, backends: dict[str, NoopProvider]
+) -> None:
+    task_id = submit(store, "clip")
+    waits = [2, 4, 8, 10, 6]  # the backoff doubles up to its max, and the last stops at the 30 s queue limit
+    for n, wait in enumerate(waits, start=1):
+        refuse_everything(backends)
+        scheduler.place_batch()
+        task = store.get_task(task_id)
+        assert task.state == TaskState.QUEUED, n  # more refusals than the 3 max attempts: none was spent
+        assert task.queue_reason == "spot: insufficient_capacity; azure: insufficient_capacity"
+        assert task.queued_since == T0  # refusals do not restart the queue clock
+        last = refusals(store, task_id, "attempt.refused")[-1]
+        assert last.detail["not_before"] == (clock.now + timedelta(seconds=wait)).isoformat()
+        assert task.target is None
+        assert scheduler.place_batch() == 0  # backing off
+        clock.advance(wait)
+    assert refusals(store, task_id, "attempt.failover") == []
+    events = refusals(store, task_id, "attempt.refused")
+    assert [e.detail["outcome"] for e in events] == ["waiting"] * len(waits)
+    assert {e.detail["attempts"] for e in events} == {0}
+    assert "spot: insufficient_capacity: no spot capacity" in events[0].detail["reason"]
+    # 30 s after the task was created, the next refusal fails it, naming the limit and the refusals
+    refuse_everything(backends)
+    scheduler.place_batch()
+    failed = store.get_task(task_id)
+    assert failed.state == TaskState.FAILED
+    assert failed.reason is not None
+    assert failed.reason.startswith(
+        "waited 30 s (thresholds.max_queue_seconds 30 s) without a launch that held; last: launch_refused: "
+    )
+    assert "azure: insufficient_capacity" in failed.reason
+    assert backends["aws"].launched() == []
+
+
+def test_a_shortage_beside_an_api_failure_spends_an_attempt(
+    store: Store, scheduler: Scheduler, backends: dict[str, NoopProvider]
+) -> None:
+    task_id = submit(store, "clip")
+    backends["aws"].fail_next(InsufficientCapacity("no spot capacity", target="spot"))
+    backends["azure"].fail_next(Unavailable("ARM did not answer", target="azure"))
+    scheduler.place_batch()
+    task = store.get_task(task_id)
+    assert task.state == TaskState.QUEUED
+    assert task.queue_reason is None
+    (event,) = refusals(store, task_id, "attempt.failover")
+    assert event.detail["attempts"] == 1
+    assert refusals(store, task_id, "attempt.refused") == []
+
+
+def test_after_a_spent_attempt_the_wait_for_room_counts_from_that_failover(
+    store: Store, scheduler: Scheduler, clock: Clock, backends: dict[str, NoopProvider]
+) -> None:
+    task_id = submit(store, "clip")
+    clock.advance(25)  # most of the queue limit gone before anything happened
+    refuse_everything(backends, Unavailable)
+    scheduler.place_batch()
+    spent_at = clock.now
+    clock.advance(2)
+    refuse_everything(backends)
+    scheduler.place_batch()
+    task = store.get_task(task_id)
+    assert task.state == TaskState.QUEUED
+    assert task.queued_since == spent_at
+    # the backoff counts every send back: the second one waits 4 s, not 2
+    (refused,) = refusals(store, task_id, "attempt.refused")
+    assert refused.detail["not_before"] == (clock.now + timedelta(seconds=4)).isoformat()
+    clock.advance(4)
+    refuse_everything(backends)
+    scheduler.place_batch()
+    assert store.get_task(task_id).state == TaskState.QUEUED  # 6 s into a fresh 30 s, though 31 s since creation
+
+
+def test_a_task_waiting_after_refusals_launches_once_room_is_back(
+    store: Store, scheduler: Scheduler, clock: Clock, backends: dict[str, NoopProvider]
+) -> None:
+    task_id = submit(store, "clip")
+    refuse_everything(backends)
+    scheduler.place_batch()
+    clock.advance(2)
+    scheduler.place_batch()
+    task = store.get_task(task_id)
+    assert task.state == TaskState.LAUNCHING
+    assert task.queue_reason is None  # it waits no longer
+    assert task.queued_since is None
+    live = [a.id for a in store.attempts_for(task_id) if not a.state.is_final]
+    assert backends["aws"].launched() == live
 
 
 def test_capacity_back_on_the_second_try_launches_once(

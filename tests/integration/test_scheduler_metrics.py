@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.domain import DataSensitivity, InsufficientCapacity, TaskKind, TaskSpec, TaskState
+from controlplane.domain import (
+    DataSensitivity,
+    InsufficientCapacity,
+    ProviderError,
+    TaskKind,
+    TaskSpec,
+    TaskState,
+    Unavailable,
+)
 from controlplane.metrics import Metrics
 from controlplane.policy import parse_policy
 from controlplane.runtime import standalone_scheduler
@@ -93,17 +101,29 @@ def test_a_preemption_counts_a_placement_a_failover_and_a_preempted_attempt_on_i
     assert world.value("fusionplane_placements_total", provider="local", target="home") == 0
 
 
-def test_every_target_refusing_the_launch_is_a_launch_refused_failover(world: World) -> None:
+@pytest.mark.parametrize(
+    ("error", "outcome"),
+    [(InsufficientCapacity, "waiting"), (Unavailable, "requeued")],
+    ids=["shortage-waits", "api-failure-requeues"],
+)
+def test_every_target_refusing_the_launch_is_a_launch_refused_failover(
+    world: World, error: type[ProviderError], outcome: str
+) -> None:
     task_id = _submit(world.store)
     for name in ("kubernetes", "local"):
-        world.providers[name].fail_next(InsufficientCapacity(f"{name} is full"))
+        world.providers[name].fail_next(error(f"{name} is full"))
     world.scheduler.place_batch()
     assert world.store.get_task(task_id).state == TaskState.QUEUED
     refused = {
-        target: world.value("fusionplane_failovers_total", target=target, trigger="launch_refused", outcome="requeued")
+        (target, wanted): world.value(
+            "fusionplane_failovers_total", target=target, trigger="launch_refused", outcome=wanted
+        )
         for target in ("vault", "home")
+        for wanted in ("waiting", "requeued")
     }
-    assert sum(refused.values()) == 1  # one failover of the task, named after the last target tried
+    # one failover of the task, named after the last target tried; a shortage waits without spending an attempt
+    assert sum(refused.values()) == 1
+    assert sum(value for (_, wanted), value in refused.items() if wanted == outcome) == 1
     assert world.value("fusionplane_placements_total", provider="kubernetes", target="vault") == 0
 
 

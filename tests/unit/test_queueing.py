@@ -6,15 +6,32 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from controlplane.domain import Candidate, PlacementPlan, Rejection, Task, TaskKind, TaskSpec, TaskState
+from controlplane.domain import (
+    Candidate,
+    InsufficientCapacity,
+    PlacementPlan,
+    PriceTooHigh,
+    ProviderError,
+    QuotaExceeded,
+    Rejection,
+    Task,
+    TaskKind,
+    TaskSpec,
+    TaskState,
+    Throttled,
+    Unavailable,
+)
 from controlplane.scheduler.queueing import (
     WAIT_RECHECK_MAX_S,
     WAIT_RECHECK_S,
+    WAITABLE_CODES,
     max_queue_seconds,
     no_launch,
     overdue,
     recheck_after,
+    shortage_wait,
 )
+from controlplane.store import Shortage
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 
@@ -110,3 +127,22 @@ def test_only_a_waiting_task_past_its_deadline_is_overdue() -> None:
     assert overdue(task=task(deadline=6, since=NOW, reason="t0: no_capacity"), now=NOW) is None
     late = overdue(task=task(deadline=5, since=NOW - timedelta(seconds=3), reason="t0: no_capacity"), now=NOW)
     assert late == "waited 3 s (the task's deadline_seconds 5 s) without a placement: t0: no_capacity"
+
+
+def test_refusals_that_are_all_shortages_wait_naming_each_target_once() -> None:
+    refused: list[tuple[str, ProviderError]] = [
+        ("spot", InsufficientCapacity("no g5 capacity in us-east-1a")),
+        ("azure", PriceTooHigh("spot price 0.61 over the max price 0.5")),
+        ("spot", InsufficientCapacity("no g5 capacity in us-east-1b")),
+    ]
+    wait = shortage_wait(refused, max_queue_s=900)
+    assert wait == Shortage(queue_reason="spot: insufficient_capacity; azure: price_too_high", max_wait_seconds=900)
+    # not the plan's codes: a target's free capacity (a "no_capacity" wake) must not wake it into the same refusal
+    assert not any(entry.split(": ")[1] in WAITABLE_CODES for entry in wait.queue_reason.split("; "))
+
+
+@pytest.mark.parametrize("other", [Unavailable, Throttled, QuotaExceeded])
+def test_one_refusal_that_is_not_a_shortage_spends_an_attempt(other: type[ProviderError]) -> None:
+    refused: list[tuple[str, ProviderError]] = [("spot", InsufficientCapacity("full")), ("azure", other("no"))]
+    assert shortage_wait(refused, max_queue_s=900) is None
+    assert shortage_wait([], max_queue_s=900) is None
