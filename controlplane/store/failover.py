@@ -270,6 +270,16 @@ def _failed(task_reason: str, *, now: datetime, trigger: str) -> _Decided:
     )
 
 
+def _back_in_queue(not_before: datetime) -> dict[str, Any]:
+    """The task row's columns when it goes back to ``queued``: unclaimed, and claimable after ``not_before``."""
+    # a queued task runs nowhere: the next plan chooses the target again
+    return {"target": None, "not_before": not_before, "claimed_by": None, "claimed_at": None}
+
+
+def _queued_detail(not_before: datetime, why: str, trigger: str) -> dict[str, Any]:
+    return {"reason": why, "trigger": trigger, "not_before": not_before.isoformat()}
+
+
 def _spend_attempt(
     used: int, max_attempts: int, *, now: datetime, backoff: timedelta, why: str, trigger: str
 ) -> _Decided:
@@ -278,14 +288,7 @@ def _spend_attempt(
         task_reason = f"max attempts reached ({used} of {max_attempts}); last: {why}"
         return _failed(task_reason, now=now, trigger=trigger)
     not_before = now + backoff
-    # a queued task runs nowhere: the next plan chooses the target again
-    values = {"target": None, "not_before": not_before, "claimed_by": None, "claimed_at": None}
-    return (
-        "requeued",
-        TaskState.QUEUED,
-        values,
-        {"reason": why, "trigger": trigger, "not_before": not_before.isoformat()},
-    )
+    return "requeued", TaskState.QUEUED, _back_in_queue(not_before), _queued_detail(not_before, why, trigger)
 
 
 def _wait_for_room(
@@ -302,13 +305,5 @@ def _wait_for_room(
         return _failed(task_reason, now=now, trigger=trigger)
     # planned again once more at the limit at the latest, so it fails close to it, not a backoff later
     not_before = min(now + backoff, limit)
-    values = {
-        "target": None,
-        "not_before": not_before,
-        "claimed_by": None,
-        "claimed_at": None,
-        "queue_reason": shortage.queue_reason,
-        "queued_since": since,
-    }
-    detail = {"reason": why, "trigger": trigger, "not_before": not_before.isoformat()}
-    return "waiting", TaskState.QUEUED, values, detail
+    values = {**_back_in_queue(not_before), "queue_reason": shortage.queue_reason, "queued_since": since}
+    return "waiting", TaskState.QUEUED, values, _queued_detail(not_before, why, trigger)
