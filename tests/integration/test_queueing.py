@@ -23,6 +23,7 @@ from sqlalchemy import func, select
 from controlplane.domain import (
     AttemptState,
     DataSensitivity,
+    InsufficientCapacity,
     PlacementPlan,
     Priority,
     SignalSample,
@@ -477,6 +478,37 @@ def test_a_change_wakes_waiting_tasks_one_batch_at_a_time_while_they_launch(data
         assert launched == [[spot[0], spot[4]], [spot[0], spot[1], spot[2], spot[4]], spot, spot]
         assert world.store.get_task(home_waiter).state == TaskState.QUEUED
         assert plans[home_waiter] == 1  # its first plan only: the breaker is nothing it waits for
+    finally:
+        world.store.engine.dispose()
+
+
+def test_a_wave_whose_every_launch_is_refused_for_room_stops_there(database_url: str) -> None:
+    """A breaker closes, but spot has no room after all: each launch of the first wave is refused for capacity.
+
+    Those two go back to waiting for room (no attempt spent), and the wave stops there: a wave goes on only
+    while its tasks really launch, so the three others sleep out their backoff instead of being woken one
+    batch after another into the same refusal.
+    """
+    world, live = home_and_spot_world(database_url)
+    world.scheduler.batch_size = 2
+    plans = counting_plans(world)
+    try:
+        spot = [world.submit(f"spot-{n}", priority=Priority.HIGH if n == 4 else Priority.NORMAL) for n in range(5)]
+        while world.scheduler.place_batch():
+            pass
+        world.clock.advance(200)
+        before = dict(plans)
+        spot_backend = world.scheduler.providers["aws"]
+        assert isinstance(spot_backend, NoopProvider)
+        for _ in range(2):  # the backend reports room, but each launch of the wave is refused for want of it
+            spot_backend.fail_next(InsufficientCapacity("no spot capacity in the zone", target="spot"))
+        live[f"breaker/{SPOT_KEY}"] = 0.0  # the breaker closes
+        assert world.scheduler.place_batch() == 2  # the first wave: the urgent one and the oldest
+        assert world.scheduler.place_batch() == 0  # it launched none: no second wave
+        assert [plans[t] - before[t] for t in spot] == [1, 0, 0, 0, 1]
+        refused = [world.store.get_task(t) for t in (spot[0], spot[4])]
+        assert [(t.state, t.queue_reason) for t in refused] == [(TaskState.QUEUED, "spot: insufficient_capacity")] * 2
+        assert all(len(world.store.attempts_for(t)) == 1 for t in (spot[0], spot[4]))
     finally:
         world.store.engine.dispose()
 
