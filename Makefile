@@ -98,6 +98,7 @@ bench-pipes: setup
 # build. Offline, with CUDA 13 libraries already on the node: GPU_WHEELHOUSE=DIR holding the
 # onnxruntime-gpu wheel (and the project's dependencies) installs from there, nothing else fetched.
 # BENCH_GPU_ARGS passes options on (--providers, --encoders, --frames, --repeat, --no-write).
+# On a machine lent through the device tool (no venv, no fetching, 64 MiB a call): bench/gpu_device.sh.
 GPU_VENV ?= .venv-gpu
 GPU_WHEELHOUSE ?=
 BENCH_GPU_ARGS ?=

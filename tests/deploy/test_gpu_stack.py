@@ -71,3 +71,13 @@ def test_the_gpu_image_installs_the_pinned_file_and_the_context_carries_it() -> 
     # deploy/ is out of the context, with this one file let back in after it
     assert "deploy" in ignore
     assert ignore.index("!deploy/worker/requirements-gpu.txt") > ignore.index("deploy")
+
+
+def test_the_device_pack_carries_the_image_s_onnxruntime_and_every_wheel_by_hash() -> None:
+    """bench/gpu_device.sh measures what the image runs: the same onnxruntime-gpu, each wheel checked by sha256."""
+    lines = _lines((REPO / "bench" / "gpu_device-requirements.txt").read_text())
+    pins = _pins([line.split(" --hash=", 1)[0] for line in lines])
+    assert pins["onnxruntime-gpu"] == _pins(_lines(REQUIREMENTS.read_text()))["onnxruntime-gpu"]
+    install = _pins([line for line in _lines(_setup()["options"]["install_requires"]) if "py-consul" in line])
+    assert pins["py-consul"] == install["py-consul"]
+    assert all(re.search(r" --hash=sha256:[0-9a-f]{64}", line) for line in lines)
