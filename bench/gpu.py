@@ -46,6 +46,7 @@ from bench.core import transcode_fps
 from bench.report import machine, write_section
 from controlplane.cli.demo import make_samples
 from faceswap import SwapOptions, run_swap
+from faceswap.decoders import decoder_works
 from faceswap.detector import YuNetDetector
 from faceswap.detector_graph import batched_uint8_model_bytes
 from faceswap.encoders import encoder_args, encoder_works
@@ -202,6 +203,11 @@ def working_providers() -> list[str]:
     return [probe.provider for probe in provider_probes() if probe.loaded]
 
 
+def working_decoders() -> list[str]:
+    """The CPU, and NVDEC where a test decode on this node succeeds."""
+    return ["cpu", *(["nvdec"] if decoder_works("nvdec")[0] else [])]
+
+
 def working_encoders() -> list[str]:
     """libx264, and the NVENC encoders where a test encode on this node succeeds."""
     return ["libx264", *(name for name in ("h264_nvenc", "hevc_nvenc") if encoder_works(name)[0])]
@@ -231,15 +237,16 @@ def markdown(results: dict[str, Any]) -> str:
         f"End to end, {results['size']} clip of {results['frames']} frames (fps), with ffmpeg alone and the "
         "transcode-only path as ceilings:",
         "",
-        "| provider | encoder | end-to-end fps | ffmpeg alone | ffmpeg via bgr24 | transcode-only "
+        "| provider | decoder | encoder | end-to-end fps | ffmpeg alone | ffmpeg via bgr24 | transcode-only "
         "| ratio to ffmpeg alone | " + " | ".join(STAGES) + " (ms/frame) |",
-        "|---|---|---|---|---|---|---|" + "---|" * len(STAGES),
+        "|---|---|---|---|---|---|---|---|" + "---|" * len(STAGES),
     ]
     for case in results["end_to_end"]:
         ceiling = results["ceilings"][case["encoder"]]
         ms = case["ms_per_frame"]
         lines.append(
-            f"| {case['provider']} | {case['encoder']} | **{case['fps']:.1f}** | {ceiling['ffmpeg_alone_fps']:.1f} | "
+            f"| {case['provider']} | {case['decoder']} | {case['encoder']} | **{case['fps']:.1f}** | "
+            f"{ceiling['ffmpeg_alone_fps']:.1f} | "
             f"{ceiling['ffmpeg_via_bgr_fps']:.1f} | {ceiling['transcode_fps']:.1f} | "
             f"{case['fps'] / ceiling['ffmpeg_alone_fps']:.2f} | " + " | ".join(f"{ms[s]:.2f}" for s in STAGES) + " |"
         )
@@ -258,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--providers", help="comma-separated; default: every provider that loads here")
     parser.add_argument("--encoders", help="comma-separated; default: every encoder that works here")
+    parser.add_argument("--decoders", help="comma-separated (cpu, nvdec); default: every decoder that works here")
     parser.add_argument("--size", default="1080p", choices=sorted(SIZES))
     parser.add_argument("--frames", type=int, default=480)
     parser.add_argument("--short-frames", type=int, default=96)
@@ -268,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     providers = args.providers.split(",") if args.providers else working_providers()
     encoders = args.encoders.split(",") if args.encoders else working_encoders()
+    decoders = args.decoders.split(",") if args.decoders else working_decoders()
     environment = {
         "gpu": _gpu(),
         "machine": machine(),
@@ -278,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         "ffmpeg": _ffmpeg_version(),
     }
     print(f"environment: {json.dumps(environment)}", flush=True)
-    print(f"providers {providers}, encoders {encoders}", flush=True)
+    print(f"providers {providers}, decoders {decoders}, encoders {encoders}", flush=True)
     results: dict[str, Any] = {
         "date": date.today().isoformat(),
         "environment": environment,
@@ -323,16 +332,25 @@ def main(argv: list[str] | None = None) -> int:
             results["ceilings"][encoder] = ceiling
             print(f"{encoder} ceilings: {json.dumps(ceiling)}", flush=True)
             for provider in providers:
-                options = SwapOptions(swapper=args.swapper, execution_provider=provider, encoder=encoder)
-                case = end_to_end(clip, source, workdir, options, models, args.repeat)
-                case.update(provider=provider, encoder=encoder)
-                results["end_to_end"].append(case)
-                print(f"{provider} + {encoder}: {case['fps']:.1f} fps {case['ms_per_frame']}", flush=True)
+                for decoder in decoders:
+                    options = SwapOptions(
+                        swapper=args.swapper, execution_provider=provider, encoder=encoder, decoder=decoder
+                    )
+                    case = end_to_end(clip, source, workdir, options, models, args.repeat)
+                    case.update(provider=provider, decoder=decoder, encoder=encoder)
+                    results["end_to_end"].append(case)
+                    print(
+                        f"{provider} + {decoder} + {encoder}: {case['fps']:.1f} fps {case['ms_per_frame']}", flush=True
+                    )
         if args.short_frames:
             short_source, short_clip = make_samples(workdir / "short", frames=args.short_frames, size=SIZES["720p"])
             fps = {}
             for provider in providers:
-                options = SwapOptions(swapper=args.swapper, execution_provider=provider, encoder=encoders[0])
+                # the node's CPUs alone against the GPU with whatever auto decodes on
+                decoder = "cpu" if provider == "cpu" else "auto"
+                options = SwapOptions(
+                    swapper=args.swapper, execution_provider=provider, encoder=encoders[0], decoder=decoder
+                )
                 fps[provider] = end_to_end(short_clip, short_source, workdir, options, models, args.repeat)["fps"]
             results["short_clip"] = {"frames": args.short_frames, "size": "720p", "fps": fps}
             print(f"short clip: {json.dumps(results['short_clip'])}", flush=True)

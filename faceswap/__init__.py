@@ -4,7 +4,7 @@
 -> output) over ``detector`` (YuNet, its graph rewritten by ``detector_graph``
 to take uint8 batches), ``align`` (five-point alignment and its
 inverse), ``swappers`` (chosen by name), ``blend`` (paste-back) and ``video``
-(frames through ffmpeg pipes, enlarged in ``pipes``; ``encoders`` picks the
+(frames through ffmpeg pipes, enlarged in ``pipes``; ``decoders`` and ``encoders`` pick the decoder and the
 encoder; ``segments`` decodes ahead and encodes swapped
 frames into segments, which ``checkpoint`` commits so a preempted job
 resumes); ``models`` is the verified model cache

@@ -11,14 +11,13 @@ per ffmpeg binary and is bounded in time.
 
 from __future__ import annotations
 
-import re
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 
 from faceswap.errors import BadInput
-from faceswap.media import ffmpeg_binary
+from faceswap.media import ffmpeg_binary, ffmpeg_first_error
 
 __all__ = [
     "AUTO_ENCODERS",
@@ -32,7 +31,6 @@ __all__ = [
     "encoder_works",
 ]
 
-_CONTEXT = re.compile(r"^\[[^\]]*@ 0x[0-9a-f]+\]\s*")
 #: how long the test encode may take (the first CUDA context on a node takes a second or two)
 PROBE_TIMEOUT_S = 20.0
 
@@ -139,10 +137,7 @@ def _test_encode(ffmpeg: str, encoder: str) -> tuple[bool, str]:
         return False, f"ffmpeg could not run: {exc.strerror or exc}"
     if done.returncode == 0:
         return True, ""
-    # "[h264_nvenc @ 0x55fc90b014c0] Cannot load libcuda.so.1": the address differs on every run
-    lines = [_CONTEXT.sub("", line).strip() for line in done.stderr.splitlines() if line.strip()]
-    # the first error names the cause ("Cannot load libcuda.so.1"); the last is ffmpeg's generic summary
-    return False, (lines[0] if lines else f"exit status {done.returncode}")[:200]
+    return False, ffmpeg_first_error(done.stderr, done.returncode)
 
 
 def choose_encoder(requested: str) -> EncoderChoice:

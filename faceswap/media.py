@@ -8,6 +8,7 @@ worker images install it the same way); ``FUSIONPLANE_FFMPEG`` and
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ __all__ = [
     "MediaInfo",
     "check_frame_size",
     "ffmpeg_binary",
+    "ffmpeg_first_error",
     "media_kind",
     "probe",
     "read_image",
@@ -66,6 +68,20 @@ def ffmpeg_binary(name: str = "ffmpeg") -> str:
             field="ffmpeg",
         )
     return found
+
+
+#: ffmpeg's "[h264_nvenc @ 0x55fc90b014c0] " prefix: the address differs on every run
+_LOG_CONTEXT = re.compile(r"^\[[^\]]*@ 0x[0-9a-f]+\]\s*")
+
+
+def ffmpeg_first_error(stderr: str, returncode: int) -> str:
+    """The first line ffmpeg wrote to stderr, without its per-run context, at most 200 characters.
+
+    The first error names the cause ("Cannot load libcuda.so.1"); the last
+    is ffmpeg's generic summary.
+    """
+    lines = [_LOG_CONTEXT.sub("", line).strip() for line in stderr.splitlines() if line.strip()]
+    return (lines[0] if lines else f"exit status {returncode}")[:200]
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from faceswap.access import Access
 from faceswap.align import warp_face
 from faceswap.blend import BlendConfig, paste_back
 from faceswap.checkpoint import CheckpointStore, Manifest, open_checkpoint
+from faceswap.decoders import DECODER_CHOICES, choose_decoder
 from faceswap.detector import DetectorConfig, YuNetDetector
 from faceswap.detector_graph import batched_uint8_model_bytes
 from faceswap.encoders import ENCODER_CHOICES, EncoderChoice, choose_encoder
@@ -76,6 +77,8 @@ class SwapOptions:
     allow_fallback: bool = False
     #: ``auto``: NVENC where a test encode proves it works, else libx264 (exactly what ``libx264`` gives)
     encoder: str = "auto"
+    #: ``auto``: NVDEC where a test decode proves it works and the codec is one it decodes, else the CPU
+    decoder: str = "auto"
     #: CRF-style quality for video (0 best .. 51); images use ``image_quality``
     quality: int = 18
     preset: str = "veryfast"
@@ -94,6 +97,9 @@ class SwapOptions:
         if self.encoder not in ENCODER_CHOICES:
             choices = ", ".join(ENCODER_CHOICES)
             raise BadInput(f"unsupported encoder {self.encoder!r}; choose one of {choices}", field="encoder")
+        if self.decoder not in DECODER_CHOICES:
+            choices = ", ".join(DECODER_CHOICES)
+            raise BadInput(f"unsupported decoder {self.decoder!r}; choose one of {choices}", field="decoder")
         if not 0 <= self.quality <= 51:
             raise BadInput("must be between 0 (best) and 51", field="quality")
         if not 1 <= self.image_quality <= 100:
@@ -114,7 +120,9 @@ class SwapOptions:
 
     def fingerprint(self) -> dict[str, Any]:
         values = asdict(self)
-        for runtime_only in ("execution_provider", "cpu_threads", "allow_fallback", "segment_frames", "detect_batch"):
+        # the decoder too: either one gives the same frames (faceswap.decoders)
+        runtime = ("execution_provider", "cpu_threads", "allow_fallback", "segment_frames", "detect_batch", "decoder")
+        for runtime_only in runtime:
             values.pop(runtime_only)
         return values
 
@@ -136,6 +144,9 @@ class SwapResult:
     #: the video encoder used and why (``auto``'s choice); None for images
     encoder: str | None = None
     encoder_reason: str | None = None
+    #: the video decoder used (``cpu`` or ``nvdec``) and why; None for images
+    decoder: str | None = None
+    decoder_reason: str | None = None
 
     @property
     def fps(self) -> float:
@@ -155,6 +166,8 @@ class SwapResult:
             "wall_s": round(self.wall_s, 3),
             "encoder": self.encoder,
             "encoder_reason": self.encoder_reason,
+            "decoder": self.decoder,
+            "decoder_reason": self.decoder_reason,
             "timings_s": {stage: round(seconds, 4) for stage, seconds in self.stage_s.items()},
             "execution_provider": self.execution_provider,
             "execution_provider_reason": self.execution_provider_reason,
@@ -382,6 +395,8 @@ def _swap_video(
         checkpoint or str(workdir / "checkpoint"), blob_endpoints=blob_endpoints, s3_endpoints=s3_endpoints
     )
     emit("encoder_chosen", {"encoder": encoder.encoder, "reason": encoder.reason})
+    decoding = choose_decoder(options.decoder, info.codec)
+    emit("decoder_chosen", {"decoder": decoding.decoder, "reason": decoding.reason})
     fingerprint = _video_fingerprint(engine, target, info, options, source_digest, encoder.encoder)
     manifest = _resume_manifest(store, fingerprint, options, emit)
     _verify_segments(store, manifest, workdir, emit)
@@ -392,6 +407,8 @@ def _swap_video(
         segments_skipped=len(done),
         encoder=encoder.encoder,
         encoder_reason=encoder.reason,
+        decoder=decoding.decoder,
+        decoder_reason=decoding.reason,
     )
     for segment in sorted(done):
         emit("segment_skipped", {"segment": segment, "frames": manifest.segments[segment]["frames"]})
@@ -400,7 +417,8 @@ def _swap_video(
         store=store, manifest=manifest, workdir=workdir, info=info, encoding=encoding, emit=emit, stage_s=result.stage_s
     )
     writer.start()
-    decoder = Decoder(target, info, ring=decoder_ring(info.width * info.height * 3, held=engine.detect_batch))
+    ring = decoder_ring(info.width * info.height * 3, held=engine.detect_batch)
+    decoder = Decoder(target, info, ring=ring, decoder=decoding.decoder)
     try:
         result.frames = _swap_frames(engine, prepared, decoder, writer, info, options, done, result, stop, emit)
     except BaseException:

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from faceswap.containers import SEGMENT_DEMUXER, VIDEO_DEMUXERS, input_args
+from faceswap.decoders import decoder_input_args
 from faceswap.encoders import ENCODERS, available_encoders, encoder_args
 from faceswap.errors import BadInput, ExecutionProviderUnavailable, FaceSwapError, UnsupportedMedia
 from faceswap.media import MediaInfo, ffmpeg_binary, probe
@@ -92,10 +93,14 @@ class Decoder:
     ``ring`` > 0 reads the frames into that many reused buffers (see
     :class:`~faceswap.pipes.FrameRing` for how long a frame then stays
     intact); 0 gives every frame a buffer of its own. ``big_pipe`` False keeps
-    the kernel's default pipe size (the benchmark's baseline).
+    the kernel's default pipe size (the benchmark's baseline). ``decoder``
+    ``nvdec`` decodes on the GPU (:mod:`faceswap.decoders`), ``cpu`` in ffmpeg's
+    own decoders.
     """
 
-    def __init__(self, path: Path, info: MediaInfo, *, ring: int = 0, big_pipe: bool = True) -> None:
+    def __init__(
+        self, path: Path, info: MediaInfo, *, ring: int = 0, big_pipe: bool = True, decoder: str = "cpu"
+    ) -> None:
         if info.demuxer not in VIDEO_DEMUXERS:
             raise UnsupportedMedia(f"{path.name} was not probed as a video container", field="target")
         self.info = info
@@ -108,6 +113,7 @@ class Decoder:
             "error",
             "-xerror",
             "-noautorotate",
+            *decoder_input_args(decoder),
             # the demuxer the probe allowed, forced: content cannot pick a playlist or pattern now
             *input_args(path, demuxers=(info.demuxer,), forced=info.demuxer),
             "-map",

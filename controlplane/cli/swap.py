@@ -17,6 +17,7 @@ from controlplane.cli.common import install_stop_signals, reports_errors
 from controlplane.config import LocalRunSettings
 from faceswap import SwapOptions, SwapResult, run_swap
 from faceswap.blend import BLEND_MODES, BlendConfig
+from faceswap.decoders import DECODER_CHOICES
 from faceswap.encoders import ENCODER_CHOICES
 from faceswap.fetcher import FetchRules
 from faceswap.models import ModelStore
@@ -86,6 +87,13 @@ class _PlainProgress:
     show_default=True,
     help="auto: NVENC where it works on this node, else libx264.",
 )
+@click.option(
+    "--decoder",
+    type=click.Choice(list(DECODER_CHOICES)),
+    default="auto",
+    show_default=True,
+    help="auto: NVDEC where it works on this node and decodes the codec, else the CPU.",
+)
 @click.option("--quality", type=click.IntRange(0, 51), default=18, show_default=True, help="Video CRF/CQ.")
 @click.option("--preset", default="veryfast", show_default=True, help="x264/x265 preset.")
 @click.option("--blend", "blend_mode", type=click.Choice(BLEND_MODES), default="feather", show_default=True)
@@ -113,6 +121,7 @@ def swap(
     checkpoint: str | None,
     segment_frames: int,
     encoder: str,
+    decoder: str,
     quality: int,
     preset: str,
     blend_mode: str,
@@ -129,6 +138,7 @@ def swap(
         cpu_threads=cpu_threads,
         allow_fallback=allow_fallback,
         encoder=encoder,
+        decoder=decoder,
         quality=quality,
         preset=preset,
         segment_frames=segment_frames,

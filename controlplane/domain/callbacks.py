@@ -101,6 +101,9 @@ class Completion(_Callback):
     #: a video's encoder and why it was chosen (``auto`` tries NVENC first)
     encoder: _Name | None = None
     encoder_reason: Annotated[str, StringConstraints(max_length=512)] | None = None
+    #: a video's decoder (cpu or nvdec) and why it was chosen (``auto`` tries NVDEC first)
+    decoder: _Name | None = None
+    decoder_reason: Annotated[str, StringConstraints(max_length=512)] | None = None
 
 
 class Failure(_Callback):

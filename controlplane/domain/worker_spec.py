@@ -75,6 +75,8 @@ class SpecOptions(_Strict):
     allow_fallback: StrictBool = False
     #: auto: NVENC where a test encode on the node proves it works, else libx264 (faceswap.encoders)
     encoder: Literal["auto", "libx264", "libx265", "h264_nvenc", "hevc_nvenc"] = "auto"
+    #: auto: NVDEC where a test decode on the node proves it works and it decodes the codec, else cpu
+    decoder: Literal["auto", "cpu", "nvdec"] = "auto"
     quality: JsonInt = Field(default=18, ge=0, le=51)
     preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"] = "veryfast"
     image_quality: JsonInt = Field(default=95, ge=1, le=100)

@@ -384,6 +384,7 @@ def test_bad_face_selector(
         ("--segment-frames", "0"),
         ("--swapper", "nonsense"),
         ("--encoder", "mpeg1"),
+        ("--decoder", "vdpau"),
         ("--blur", "2"),
         ("--cpu-threads", "-1"),
     ],

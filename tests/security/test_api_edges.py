@@ -134,6 +134,8 @@ def test_stored_progress_is_the_typed_fields_only(api: ApiServer) -> None:
         ("complete", {"timings_s": {f"stage{i}": 1.0 for i in range(40)}}, "timings_s"),
         ("complete", {"execution_provider": "cuda\n<script>"}, "execution_provider"),
         ("complete", {"execution_provider_reason": "r" * 1001}, "execution_provider_reason"),
+        ("complete", {"decoder": "nvdec" * 20}, "decoder"),
+        ("complete", {"decoder_reason": "r" * 513}, "decoder_reason"),
         ("progress", {"execution_provider": 7}, "execution_provider"),
         ("fail", {"kind": "internal", "exit_code": True}, "exit_code"),
         ("fail", {"kind": "x" * 65}, "kind"),
@@ -176,6 +178,8 @@ def test_a_callback_over_64_kib_is_refused_before_it_is_read(api: ApiServer, act
         ({"options": {"segment_frames": "60"}}, "options.segment_frames"),
         ({"options": {"blend_blur": False}}, "options.blend_blur"),
         ({"options": {"allow_fallback": "yes"}}, "options.allow_fallback"),
+        ({"options": {"decoder": "vdpau"}}, "options.decoder"),
+        ({"options": {"decoder": "-hwaccel cuda -i /etc/passwd"}}, "options.decoder"),
     ],
 )
 def test_numbers_are_not_coerced_at_submit(api: ApiServer, extra: dict[str, Any], field: str) -> None:

@@ -89,6 +89,7 @@ def _legacy_output(ctx: click.Context, param: click.Parameter, value: str | None
 @click.option("--face-selector", default=None, help="all, largest, or index:N (left to right).")
 @click.option("--execution-provider", type=click.Choice(_choices("execution_provider")), default=None)
 @click.option("--encoder", type=click.Choice(_choices("encoder")), default=None, help="Video encoder.")
+@click.option("--decoder", type=click.Choice(_choices("decoder")), default=None, help="Video decoder (nvdec: the GPU).")
 @click.option("--quality", type=click.IntRange(0, 51), default=None, help="Video CRF/CQ.")
 @click.option("--priority", type=click.Choice([p.value for p in Priority]), default=None, help="Default: normal.")
 @click.option(
@@ -122,6 +123,7 @@ def submit(
     face_selector: str | None,
     execution_provider: str | None,
     encoder: str | None,
+    decoder: str | None,
     quality: int | None,
     priority: str | None,
     sensitivity: str | None,
@@ -151,6 +153,7 @@ def submit(
             "face_selector": face_selector,
             "execution_provider": execution_provider,
             "encoder": encoder,
+            "decoder": decoder,
             "quality": quality,
         }.items()
         if v is not None
