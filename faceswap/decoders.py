@@ -26,6 +26,7 @@ from functools import cache
 from pathlib import Path
 
 from faceswap.errors import BadInput, ExecutionProviderUnavailable
+from faceswap.gpu_probe import DRIVER_LIBRARY, dlopen
 from faceswap.media import ffmpeg_binary, ffmpeg_first_error
 
 __all__ = [
@@ -66,8 +67,21 @@ def decoder_works(decoder: str = "nvdec") -> tuple[bool, str]:
     return _test_decode(ffmpeg_binary())
 
 
+def _driver_missing() -> str | None:
+    """Why the NVIDIA driver's library does not load here (ffmpeg's CUDA hwaccel needs it), or None."""
+    try:
+        dlopen(DRIVER_LIBRARY)
+    except OSError as exc:
+        return str(exc).strip() or f"{DRIVER_LIBRARY} did not load"
+    return None
+
+
 @cache
 def _test_decode(ffmpeg: str) -> tuple[bool, str]:
+    # no driver, no NVDEC: a CPU node answers without running ffmpeg twice (0.2 s on the first video job)
+    missing = _driver_missing()
+    if missing is not None:
+        return False, f"no NVIDIA driver: {missing}"
     quiet = [ffmpeg, "-nostdin", "-hide_banner", "-v", "error"]
     with tempfile.TemporaryDirectory(prefix="fusionplane-nvdec-") as tmp:
         clip = Path(tmp) / "probe.ts"

@@ -291,7 +291,7 @@ def test_default_auto_on_a_cpu_node_is_libx264_byte_for_byte_and_resumes_its_che
     assert ("encoder_chosen", {"encoder": "libx264", "reason": summary["encoder_reason"]}) in events
     if not decoder_works("nvdec")[0]:  # auto's decoder here: the CPU, with NVDEC's failure named
         assert summary["decoder"] == "cpu"
-        assert summary["decoder_reason"].startswith("auto: nvdec: a test decode failed")
+        assert summary["decoder_reason"].startswith("auto: nvdec: ")
         assert ("decoder_chosen", {"decoder": "cpu", "reason": summary["decoder_reason"]}) in events
     # a checkpoint written with libx264 is this job's under auto too: its segments are reused
     resumed, _ = job("resumed.mp4", SwapOptions(segment_frames=15), checkpoint)

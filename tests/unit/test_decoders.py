@@ -47,6 +47,8 @@ exit 0
     )
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("FUSIONPLANE_FFMPEG", str(script))
+    # as on a GPU node: the driver's library loads, so the test decode is what decides
+    monkeypatch.setattr(decoders, "_driver_missing", lambda: None)
     return log
 
 
@@ -55,11 +57,21 @@ def test_auto_decodes_on_the_cpu_on_this_machine_with_the_reason() -> None:
         pytest.skip("this machine has a working NVDEC")
     choice = choose_decoder("auto", "h264")
     assert choice.decoder == "cpu"
-    assert choice.reason.startswith("auto: nvdec: a test decode failed: ")
+    assert choice.reason.startswith("auto: nvdec: ")
+    assert "libcuda.so.1" in choice.reason
     assert choice.reason.endswith("; using cpu")
     with pytest.raises(ExecutionProviderUnavailable, match="NVDEC does not work on this node") as raised:
         choose_decoder("nvdec", "h264")
     assert raised.value.field == "decoder"
+
+
+def test_no_driver_decides_without_running_ffmpeg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = _fake_ffmpeg(tmp_path, monkeypatch, nvdec="work")
+    monkeypatch.setattr(decoders, "_driver_missing", lambda: "libcuda.so.1: cannot open shared object file")
+    assert choose_decoder("auto", "h264") == decoders.DecoderChoice(
+        "cpu", "auto: nvdec: no NVIDIA driver: libcuda.so.1: cannot open shared object file; using cpu"
+    )
+    assert not log.exists()
 
 
 def test_a_failing_test_decode_picks_the_cpu_once_per_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
