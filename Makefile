@@ -81,8 +81,9 @@ check: setup
 	$(VENV)/bin/lint-imports
 
 # no SDK in a test may reach a cloud metadata address (tests/support/no_metadata.py; conftest sets them too)
+# --durations=30: every CI log names the slowest tests (the suite must stay under 25 minutes on 2 cores)
 test: setup
-	AWS_EC2_METADATA_DISABLED=true AZURE_POD_IDENTITY_AUTHORITY_HOST=http://127.0.0.1:9 ORT_DISABLE_TELEMETRY=1 $(VENV)/bin/pytest
+	AWS_EC2_METADATA_DISABLED=true AZURE_POD_IDENTITY_AUTHORITY_HOST=http://127.0.0.1:9 ORT_DISABLE_TELEMETRY=1 $(VENV)/bin/pytest --durations=30
 
 bench: bench-core bench-pipes bench-api bench-policy bench-simulate bench-signals bench-providers bench-ha bench-dataplane bench-sim bench-placement bench-webhooks
 
